@@ -1,0 +1,77 @@
+#pragma once
+// Typed server settings. Every setting has a TOML key, a flag, a default, bounds and a one-line
+// description, declared once in settings.cpp; the TOML file is applied first, flags override.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nimbus::config {
+
+struct listener_settings {
+  std::string mqtt = "127.0.0.1:1883";
+  std::string mqtts = "0.0.0.0:8883";
+  std::string http = "127.0.0.1:8080";
+  std::string https = "0.0.0.0:8443";
+  std::string grpc = "127.0.0.1:8085";
+};
+
+struct mqtt_settings {
+  std::uint32_t max_packet_size = 1024 * 1024;
+  std::uint32_t receive_maximum = 100;  // inbound QoS 1/2 window per client
+  std::uint32_t max_inflight = 100;     // outbound window per client (capped by its Receive Maximum)
+  std::uint32_t max_queued_messages = 1000;
+  std::string queue_full_policy = "drop-new";
+  std::uint32_t max_connections = 100'000;
+  std::uint32_t max_topic_length = 65535;
+  std::uint32_t max_topic_levels = 128;
+  std::uint32_t max_keep_alive = 65535;
+  std::uint32_t max_session_expiry = 4'294'967'295U;
+  std::uint32_t topic_alias_maximum = 64;
+  std::uint32_t max_subscriptions_per_client = 10'000;
+  std::uint32_t max_write_buffer = 16 * 1024 * 1024;  // bytes queued to one slow socket
+  std::uint32_t sys_interval = 10;
+  bool allow_anonymous = true;
+};
+
+struct storage_settings {
+  std::string synchronous = "normal";  // SQLite PRAGMA synchronous with WAL
+  std::uint32_t commit_interval_ms = 2;
+};
+
+struct settings {
+  std::string data_dir = "./nimbus-data";
+  std::string log_level = "info";
+  std::uint32_t threads = 0;  // 0: one event loop per core
+  std::string region = "us-east-1";
+  std::string account = "000000000000";
+  std::string endpoint_host = "localhost";
+  listener_settings listeners;
+  mqtt_settings mqtt;
+  storage_settings storage;
+};
+
+// Describes one setting for --help, --print-config and validation.
+struct setting_description {
+  std::string key;   // TOML key, e.g. "mqtt.max_packet_size"
+  std::string flag;  // command-line flag without dashes, e.g. "max-packet-size"
+  std::string description;
+  std::string default_value;
+  std::string bounds;  // human-readable range or choice list
+};
+
+std::vector<setting_description> describe_settings();
+
+// The value of one setting as text.
+std::string setting_value(const settings& s, const std::string& key);
+
+// Sets one setting from text, validating type and bounds. Returns an error message or "".
+std::string set_setting(settings& s, const std::string& key, const std::string& value);
+
+// Applies a TOML document. Unknown keys and out-of-range values are errors. Returns "" on success.
+std::string apply_toml_file(settings& s, const std::string& path);
+std::string apply_toml_text(settings& s, std::string_view text, const std::string& source_name);
+
+// The effective settings as TOML, each with its description, default and bounds as comments.
+std::string to_toml(const settings& s);
+
+}  // namespace nimbus::config

@@ -1,0 +1,96 @@
+#include "storage/write_queue.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace nimbus::storage {
+
+write_queue::write_queue(const std::string& path, const std::string& synchronous,
+                         std::chrono::milliseconds max_batch_wait)
+    : db_(std::make_unique<database>(path, synchronous)), max_batch_wait_(max_batch_wait) {
+  thread_ = std::thread([this] { run(); });
+}
+
+write_queue::~write_queue() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+std::uint64_t write_queue::submit(write w) {
+  std::uint64_t ticket;
+  {
+    std::lock_guard lock(mutex_);
+    pending_.push_back(std::move(w));
+    ticket = ++submitted_;
+  }
+  wake_.notify_one();
+  return ticket;
+}
+
+void write_queue::when_durable(std::uint64_t ticket, on_durable done) {
+  {
+    std::lock_guard lock(mutex_);
+    if (committed_.load(std::memory_order_acquire) < ticket) {
+      waiters_.emplace_back(ticket, std::move(done));
+      return;
+    }
+  }
+  done();
+}
+
+void write_queue::drain() {
+  std::unique_lock lock(mutex_);
+  std::uint64_t target = submitted_;
+  drained_.wait(lock, [&] { return committed_.load(std::memory_order_acquire) >= target; });
+}
+
+void write_queue::run() {
+  std::vector<write> batch;
+  std::vector<on_durable> ready;
+  while (true) {
+    std::uint64_t batch_end;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty() && stopping_) return;
+      // A lone write waits briefly for company: one commit then covers many writes.
+      if (pending_.size() < 64 && max_batch_wait_.count() > 0 && !stopping_) {
+        wake_.wait_for(lock, max_batch_wait_, [&] { return stopping_ || pending_.size() >= 64; });
+      }
+      batch.swap(pending_);
+      batch_end = submitted_;
+    }
+    try {
+      db_->exec("BEGIN");
+      for (auto& w : batch) w(*db_);
+      db_->exec("COMMIT");
+    } catch (const std::exception& e) {
+      // A failed write is a local fault (disk full, corruption); keep serving and say so loudly.
+      spdlog::error("storage_commit_failed error=\"{}\" writes={}", e.what(), batch.size());
+      try {
+        db_->exec("ROLLBACK");
+      } catch (const std::exception&) {
+      }
+    }
+    batch.clear();
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(mutex_);
+      committed_.store(batch_end, std::memory_order_release);
+      auto keep = waiters_.begin();
+      for (auto& w : waiters_) {
+        if (w.first <= batch_end) ready.push_back(std::move(w.second));
+        else *keep++ = std::move(w);
+      }
+      waiters_.erase(keep, waiters_.end());
+    }
+    drained_.notify_all();
+    for (auto& done : ready) done();
+    ready.clear();
+  }
+}
+
+}  // namespace nimbus::storage

@@ -1,0 +1,54 @@
+#pragma once
+// The single writer of the database: a thread that runs submitted writes in batches, one
+// transaction per batch (group commit), and reports each write once its batch is durable.
+// Event loops never block on SQLite: they submit and are called back from the writer thread.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "storage/database.hpp"
+
+namespace nimbus::storage {
+
+class write_queue {
+ public:
+  using write = std::function<void(database&)>;
+  using on_durable = std::function<void()>;  // runs on the writer thread: post, don't work
+
+  // Opens its own connection to `path`.
+  write_queue(const std::string& path, const std::string& synchronous,
+              std::chrono::milliseconds max_batch_wait);
+  ~write_queue();  // commits what was submitted, then stops
+
+  // Queues a write; returns its ticket. Writes run in submission order.
+  std::uint64_t submit(write w);
+  // Calls `done` once every write up to `ticket` is committed (at once if it already is).
+  void when_durable(std::uint64_t ticket, on_durable done);
+  std::uint64_t committed() const { return committed_.load(std::memory_order_acquire); }
+  // Blocks until everything submitted so far is committed (start-up, shutdown and tests).
+  void drain();
+
+  std::uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
+
+ private:
+  void run();
+
+  std::unique_ptr<database> db_;
+  std::chrono::milliseconds max_batch_wait_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable drained_;
+  std::vector<write> pending_;
+  std::vector<std::pair<std::uint64_t, on_durable>> waiters_;
+  std::uint64_t submitted_ = 0;
+  std::atomic<std::uint64_t> committed_{0};
+  std::atomic<std::uint64_t> commits_{0};
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace nimbus::storage
