@@ -416,7 +416,6 @@ class Client:
         self.disconnects.put((_rc_value(rc) if rc is not None else None, properties))
 
     def _on_message(self, client, userdata, msg):
-        msg.received_at = time.monotonic()
         self.messages.put(msg)
 
     def _on_subscribe(self, client, userdata, mid, granted, properties=None):
@@ -657,3 +656,54 @@ def roundtrip(pub, sub, topic=None, qos=1, timeout=TIMEOUT):
         msg = sub.expect(timeout=max(deadline - time.monotonic(), 0.001))
         if msg.payload == payload:
             return msg
+
+
+# ====================================================================== shared checks
+
+def http_get(url, timeout=TIMEOUT, context=None):
+    """GET without any proxy from the environment. Returns (status, headers, body)."""
+    import urllib.error
+    import urllib.request
+    handlers = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def assert_rejected(server, clients, version, data, connect_first=True):
+    """Send `data` (raw bytes) on a fresh raw connection (optionally after a
+    valid CONNECT) and check that the broker closes *that* connection, never
+    accepts it, and keeps serving a bystander client. Returns the packets the
+    rejected connection received before being closed."""
+    pv = V5 if version == 5 else V311
+    bystander = clients.connected(version=pv, name="bystander")
+    topic = unique("bystander")
+    assert bystander.subscribe(topic, 1) == [1]
+
+    r = clients.raw(version=version)
+    if connect_first:
+        ack = r.connect(unique("bad"))
+        assert ack.reason_code == 0, "setup CONNECT refused: %r" % ack
+    try:
+        r.send(data)
+    except OSError:
+        pass  # already closed by the server: fine
+    pkts = r.wait_closed(TIMEOUT)
+    for p in pkts:
+        assert not (p.type == rawmqtt.CONNACK and p.reason_code == 0), \
+            "broker accepted an invalid connection: %r" % pkts
+        if version == 5 and p.type == rawmqtt.DISCONNECT:
+            assert p.reason_code >= 0x80, "DISCONNECT must carry an error reason: %r" % p
+        if p.type == rawmqtt.PUBLISH:
+            raise AssertionError("unexpected PUBLISH to a rejected client: %r" % p)
+
+    server.assert_alive()
+    roundtrip(bystander, bystander, topic)
+    assert bystander.disconnects.empty(), "bystander was disconnected"
+    assert bystander.connected
+    return pkts

@@ -1,0 +1,17 @@
+#pragma once
+// Listener addresses as written in config and flags: "host:port", "[v6]:port" or "off".
+#include <boost/asio/ip/tcp.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace nimbus::net {
+
+// nullopt for anything malformed; "localhost" resolves to 127.0.0.1.
+std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view text);
+bool is_off(std::string_view text);
+// "127.0.0.1:1883" or "[::1]:1883".
+std::string format_endpoint(const boost::asio::ip::tcp::endpoint& ep);
+
+}  // namespace nimbus::net

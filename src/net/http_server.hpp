@@ -1,0 +1,70 @@
+#pragma once
+// The HTTP(S) server: one listener serves every route by path. Handlers see plain structs, not
+// Beast types, so services need not compile Beast. `/mqtt` upgrades to WebSocket and hands the
+// stream to the MQTT side.
+#include <boost/asio/ssl/context.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "net/byte_stream.hpp"
+#include "net/listener.hpp"
+
+namespace nimbus::net {
+
+struct http_request {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // path and query as sent
+  std::string path;    // decoded path without the query
+  std::string query;   // raw query string without '?'
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string remote_address;
+  std::optional<peer_certificate> certificate;  // HTTPS client certificate, when verified
+
+  // Case-insensitive header lookup.
+  std::optional<std::string> header(std::string_view name) const;
+};
+
+struct http_response {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+using http_handler = std::function<http_response(const http_request&)>;
+
+// Routes by method and path; a route ending in '*' matches that prefix.
+class http_router {
+ public:
+  void add(std::string method, std::string path, http_handler handler);
+  void set_websocket(std::string path, std::string subprotocol, stream_handler on_stream);
+  http_response dispatch(const http_request& request) const;
+
+  const std::string& websocket_path() const { return websocket_path_; }
+  const std::string& websocket_subprotocol() const { return websocket_subprotocol_; }
+  const stream_handler& websocket_handler() const { return websocket_handler_; }
+
+ private:
+  struct route {
+    std::string method;
+    std::string path;
+    bool prefix;
+    http_handler handler;
+  };
+  std::vector<route> routes_;
+  std::string websocket_path_;
+  std::string websocket_subprotocol_;
+  stream_handler websocket_handler_;
+};
+
+// Serves HTTP on an accepted socket (plain, or TLS when `tls` is set). Runs on the socket's loop.
+void serve_http(boost::asio::ip::tcp::socket socket, const http_router& router, boost::asio::ssl::context* tls);
+
+}  // namespace nimbus::net

@@ -1,0 +1,176 @@
+#include "net/streams.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "net/address.hpp"
+
+namespace nimbus::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = boost::beast::websocket;
+constexpr auto as_value = asio::as_tuple(asio::use_awaitable);
+
+std::string remote_of(const asio::ip::tcp::socket& socket) {
+  boost::system::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  return ec ? std::string("unknown") : format_endpoint(ep);
+}
+
+namespace {
+
+std::string name_to_string(X509_NAME* name) {
+  if (name == nullptr) return {};
+  BIO* bio = BIO_new(BIO_s_mem());
+  X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  std::string out(data, static_cast<std::size_t>(len));
+  BIO_free(bio);
+  return out;
+}
+
+class tcp_byte_stream final : public byte_stream {
+ public:
+  explicit tcp_byte_stream(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {
+    remote_address_ = remote_of(socket_);
+    transport_ = "tcp";
+    boost::system::error_code ignored;
+    socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  }
+  asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
+    auto [ec, n] = co_await socket_.async_read_some(buffer, as_value);
+    co_return io_result{ec, n};
+  }
+  asio::awaitable<io_result> async_write(const std::vector<asio::const_buffer>& buffers) override {
+    auto [ec, n] = co_await asio::async_write(socket_, buffers, as_value);
+    co_return io_result{ec, n};
+  }
+  void close() override {
+    boost::system::error_code ignored;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+  asio::any_io_executor executor() override { return socket_.get_executor(); }
+
+ private:
+  asio::ip::tcp::socket socket_;
+};
+
+class tls_byte_stream final : public byte_stream {
+ public:
+  explicit tls_byte_stream(std::unique_ptr<tls_socket> stream) : stream_(std::move(stream)) {
+    remote_address_ = remote_of(stream_->next_layer());
+    transport_ = "tls";
+    certificate_ = peer_certificate_of(stream_->native_handle());
+    boost::system::error_code ignored;
+    stream_->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
+  }
+  asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
+    auto [ec, n] = co_await stream_->async_read_some(buffer, as_value);
+    co_return io_result{ec, n};
+  }
+  asio::awaitable<io_result> async_write(const std::vector<asio::const_buffer>& buffers) override {
+    auto [ec, n] = co_await asio::async_write(*stream_, buffers, as_value);
+    co_return io_result{ec, n};
+  }
+  void close() override {
+    boost::system::error_code ignored;
+    stream_->next_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    stream_->next_layer().close(ignored);
+  }
+  asio::any_io_executor executor() override { return stream_->get_executor(); }
+
+ private:
+  std::unique_ptr<tls_socket> stream_;
+};
+
+template <class Next>
+class websocket_byte_stream final : public byte_stream {
+ public:
+  websocket_byte_stream(websocket::stream<Next> ws, std::string remote, std::string transport,
+                        std::optional<peer_certificate> certificate)
+      : ws_(std::move(ws)) {
+    remote_address_ = std::move(remote);
+    transport_ = std::move(transport);
+    certificate_ = std::move(certificate);
+    ws_.binary(true);
+  }
+  asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
+    auto [ec, n] = co_await ws_.async_read_some(buffer, as_value);
+    co_return io_result{ec, n};
+  }
+  asio::awaitable<io_result> async_write(const std::vector<asio::const_buffer>& buffers) override {
+    auto [ec, n] = co_await ws_.async_write(buffers, as_value);
+    co_return io_result{ec, n};
+  }
+  void close() override {
+    boost::system::error_code ignored;
+    auto& socket = beast::get_lowest_layer(ws_).socket();
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+  }
+  asio::any_io_executor executor() override { return ws_.get_executor(); }
+
+ private:
+  websocket::stream<Next> ws_;
+};
+
+}  // namespace
+
+std::optional<peer_certificate> peer_certificate_of(SSL* ssl) {
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {
+    X509_free(cert);
+    return std::nullopt;
+  }
+  peer_certificate out;
+  unsigned char* der = nullptr;
+  int len = i2d_X509(cert, &der);
+  if (len > 0) {
+    out.der.assign(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    EVP_Digest(out.der.data(), out.der.size(), digest, &digest_len, EVP_sha256(), nullptr);
+    static constexpr char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < digest_len; ++i) {
+      out.sha256_hex.push_back(hex[digest[i] >> 4]);
+      out.sha256_hex.push_back(hex[digest[i] & 0xF]);
+    }
+  }
+  X509_NAME* subject = X509_get_subject_name(cert);
+  out.subject = name_to_string(subject);
+  out.issuer = name_to_string(X509_get_issuer_name(cert));
+  char cn[256] = {};
+  if (X509_NAME_get_text_by_NID(subject, NID_commonName, cn, sizeof(cn)) > 0) out.subject_common_name = cn;
+  X509_free(cert);
+  return out;
+}
+
+std::unique_ptr<byte_stream> make_tcp_stream(asio::ip::tcp::socket socket) {
+  return std::make_unique<tcp_byte_stream>(std::move(socket));
+}
+
+std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket) {
+  return std::make_unique<tls_byte_stream>(std::move(socket));
+}
+
+std::unique_ptr<byte_stream> make_websocket_stream(websocket::stream<beast::tcp_stream> ws, std::string remote) {
+  return std::make_unique<websocket_byte_stream<beast::tcp_stream>>(std::move(ws), std::move(remote), "ws",
+                                                                    std::nullopt);
+}
+
+std::unique_ptr<byte_stream> make_secure_websocket_stream(
+    websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws, std::string remote,
+    std::optional<peer_certificate> certificate) {
+  return std::make_unique<websocket_byte_stream<beast::ssl_stream<beast::tcp_stream>>>(
+      std::move(ws), std::move(remote), "wss", std::move(certificate));
+}
+
+}  // namespace nimbus::net

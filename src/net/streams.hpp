@@ -1,0 +1,29 @@
+#pragma once
+// Concrete byte streams. Kept out of byte_stream.hpp so users of the interface do not compile
+// Beast and Asio SSL.
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include "net/byte_stream.hpp"
+
+namespace nimbus::net {
+
+using tls_socket = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+
+std::unique_ptr<byte_stream> make_tcp_stream(boost::asio::ip::tcp::socket socket);
+std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket);
+std::unique_ptr<byte_stream> make_websocket_stream(
+    boost::beast::websocket::stream<boost::beast::tcp_stream> ws, std::string remote);
+std::unique_ptr<byte_stream> make_secure_websocket_stream(
+    boost::beast::websocket::stream<boost::beast::ssl_stream<boost::beast::tcp_stream>> ws,
+    std::string remote, std::optional<peer_certificate> certificate);
+
+// The verified client certificate of an established TLS session, if any.
+std::optional<peer_certificate> peer_certificate_of(SSL* ssl);
+
+std::string remote_of(const boost::asio::ip::tcp::socket& socket);
+
+}  // namespace nimbus::net

@@ -1,0 +1,24 @@
+#include "net/tls_context.hpp"
+
+namespace nimbus::net {
+
+namespace ssl = boost::asio::ssl;
+
+std::unique_ptr<ssl::context> make_server_tls_context(const std::string& cert_file, const std::string& key_file,
+                                                      const std::string& ca_file, client_certificates mode) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  ctx->use_certificate_chain_file(cert_file);
+  ctx->use_private_key_file(key_file, ssl::context::pem);
+  ctx->load_verify_file(ca_file);
+  ssl::verify_mode verify = ssl::verify_peer;
+  if (mode == client_certificates::required) verify |= ssl::verify_fail_if_no_peer_cert;
+  ctx->set_verify_mode(verify);
+  // Session ids must be unique per context when client certificates are verified.
+  static const unsigned char session_id[] = "nimbus";
+  SSL_CTX_set_session_id_context(ctx->native_handle(), session_id, sizeof(session_id) - 1);
+  return ctx;
+}
+
+}  // namespace nimbus::net
