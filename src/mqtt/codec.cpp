@@ -773,6 +773,20 @@ std::variant<packet, decode_error> decode_packet(const frame_header& header, std
   return decode_error{reason_code::malformed_packet, "unknown packet type"};
 }
 
+std::string encode_properties(const properties& props) {
+  std::string out;
+  put_properties(out, props);
+  return out;
+}
+
+std::optional<properties> decode_properties(std::string_view blob) {
+  reader r(blob);
+  properties props;
+  read_properties(r, 0x7FF, props);
+  if (!r.ok() || !r.at_end()) return std::nullopt;
+  return props;
+}
+
 void encode(const packet& p, protocol_version version, std::string& out) {
   std::visit(encoder{out, version}, p);
 }

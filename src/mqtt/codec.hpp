@@ -49,6 +49,11 @@ void encode_publish_head(std::string& out, protocol_version version, std::uint8_
 std::size_t publish_size(protocol_version version, std::uint8_t qos, std::string_view topic,
                          const properties& props, std::size_t payload_size);
 
+// Properties in their wire form (length prefix included), for storing them as one blob.
+std::string encode_properties(const properties& props);
+// Parses a blob written by `encode_properties`; nullopt if it is damaged.
+std::optional<properties> decode_properties(std::string_view blob);
+
 // True when `s` is well-formed UTF-8 without U+0000 (MQTT 1.5.4).
 bool is_valid_mqtt_utf8(std::string_view s);
 

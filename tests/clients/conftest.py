@@ -144,6 +144,7 @@ class Nimbus:
             rc = self.proc.poll()
             if rc is not None:
                 self.exit_codes.append(rc)
+                self._expected_exit = True  # reported here, not again at teardown
                 raise RuntimeError("nimbus exited with %s before writing endpoints.json\n%s"
                                    % (rc, self.log_tail()))
             if time.monotonic() >= deadline:
@@ -318,6 +319,12 @@ class Nimbus:
         return "----- %s -----\n%s" % (self.log_path, data.decode(errors="replace"))
 
 
+def pytest_configure(config):
+    # an exception in a paho callback kills its network thread: make it fail the test
+    config.addinivalue_line("filterwarnings",
+                            "error::pytest.PytestUnhandledThreadExceptionWarning")
+
+
 @pytest.fixture
 def nimbus(tmp_path, request):
     """A Nimbus instance that is NOT started yet (call .start(extra_args))."""
@@ -372,6 +379,13 @@ def props(packet_type, **kw):
     for k, v in kw.items():
         setattr(p, k, v)
     return p
+
+
+class MsgList(list):
+    """A list of paho messages with a readable repr for assertion output."""
+
+    def __repr__(self):
+        return repr([(m.topic, m.payload[:40], m.qos, bool(m.retain)) for m in self])
 
 
 class Client:
@@ -446,7 +460,12 @@ class Client:
         self.c.will_set(topic, payload, qos, retain, properties)
 
     def tls_set(self, ca_certs, certfile=None, keyfile=None):
-        self.c.tls_set(ca_certs=str(ca_certs), certfile=certfile, keyfile=keyfile)
+        """Verify the broker against `ca_certs` (hostname checked) and present
+        the given client certificate."""
+        ctx = ssl.create_default_context(cafile=str(ca_certs))
+        if certfile:
+            ctx.load_cert_chain(certfile, keyfile)
+        self.c.tls_set_context(ctx)
 
     def connect(self, port, host="127.0.0.1", keepalive=60, clean_start=True, properties=None,
                 timeout=TIMEOUT, expect_success=True):
@@ -549,7 +568,7 @@ class Client:
     def collect(self, n, timeout=TIMEOUT):
         """Exactly the next n messages (deadline for all of them)."""
         deadline = time.monotonic() + timeout
-        out = []
+        out = MsgList()
         while len(out) < n:
             remaining = deadline - time.monotonic()
             try:
@@ -563,7 +582,7 @@ class Client:
         """Messages received up to and including the first one on `topic`
         (a "marker"); returns the messages before the marker."""
         deadline = time.monotonic() + timeout
-        out = []
+        out = MsgList()
         while True:
             remaining = deadline - time.monotonic()
             try:
@@ -586,7 +605,7 @@ class Client:
             self.name, msg.topic, msg.payload, msg.qos, msg.retain))
 
     def drain(self):
-        out = []
+        out = MsgList()
         while True:
             try:
                 out.append(self.messages.get_nowait())
@@ -617,7 +636,8 @@ class ClientFactory:
             port = self.server.ws_port
         else:
             port = self.server.mqtt_port
-        c.connect(port, keepalive=keepalive, clean_start=clean_start, properties=properties)
+        c.connect(port, host=self.server.host, keepalive=keepalive, clean_start=clean_start,
+                  properties=properties)
         return c
 
     def raw(self, version=5, port=None, **kw):

@@ -253,3 +253,17 @@ TEST(codec, publish_head_leaves_payload_to_caller) {
 
 }  // namespace
 }  // namespace nimbus::mqtt
+
+namespace nimbus::mqtt {
+namespace {
+TEST(codec, property_blobs_round_trip) {
+  properties p;
+  p.message_expiry_interval = 5;
+  p.user = {{"a", "b"}};
+  p.subscription_identifiers = {3, 4};
+  EXPECT_EQ(decode_properties(encode_properties(p)), p);
+  EXPECT_EQ(decode_properties(encode_properties(properties{})), properties{});
+  EXPECT_FALSE(decode_properties(std::string("\x05\x02", 2)));
+}
+}  // namespace
+}  // namespace nimbus::mqtt

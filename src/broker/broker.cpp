@@ -1,0 +1,455 @@
+#include "broker/broker.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "mqtt/topic.hpp"
+
+namespace nimbus::broker {
+
+namespace {
+constexpr std::uint32_t never_expires = 0xFFFFFFFF;
+constexpr const char* version_string = "nimbus 0.1.0";
+
+bool expired(const message& m, std::int64_t now) { return m.expires_at != 0 && now > m.expires_at; }
+
+// The subscription's filter without a `$share/group/` prefix, and the group.
+std::pair<std::string_view, std::optional<std::string_view>> split_shared(std::string_view filter) {
+  if (auto shared = mqtt::parse_shared_filter(filter)) return {shared->filter, shared->group};
+  return {filter, std::nullopt};
+}
+}  // namespace
+
+broker::broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth, session_store* store)
+    : settings_(settings),
+      topic_limits_{settings.max_topic_length, settings.max_topic_levels},
+      clock_(clock),
+      auth_(auth),
+      store_(store),
+      started_(clock.now()) {}
+
+broker::~broker() = default;
+
+std::int64_t broker::expiry_for(const mqtt::properties& props) const {
+  if (!props.message_expiry_interval) return 0;
+  return clock_.unix_seconds() + *props.message_expiry_interval;
+}
+
+void broker::restore(storage::database& db) {
+  auto now = clock_.unix_seconds();
+  std::size_t restored = 0;
+  for (auto& stored : session_store::load_sessions(db)) {
+    if (stored.expires_at != 0 && stored.expires_at <= now) {
+      if (store_) store_->delete_session(stored.client_id);
+      continue;
+    }
+    auto s = std::make_shared<session>(stored.client_id);
+    s->version = stored.version;
+    s->expiry_interval = stored.expiry_interval;
+    // A session that was attached when the server stopped starts its expiry now.
+    s->expires_at = stored.expires_at != 0 ? stored.expires_at
+                    : stored.expiry_interval == never_expires ? 0
+                                                              : now + stored.expiry_interval;
+    std::uint64_t max_seq = 0;
+    for (auto& d : stored.queue) {
+      max_seq = std::max(max_seq, d.seq);
+      s->queue.push_back(std::move(d));
+    }
+    for (auto& [packet_id, d] : stored.released) {
+      max_seq = std::max(max_seq, d.seq);
+      s->inflight[packet_id] = outbound_inflight{std::move(d), true};
+    }
+    s->next_seq = max_seq + 1;
+    s->inbound_qos2.insert(stored.inbound_qos2.begin(), stored.inbound_qos2.end());
+    for (auto& [filter, sub] : stored.subscriptions) {
+      auto [plain, group] = split_shared(filter);
+      index_.subscribe(plain, group, s, sub.options, sub.subscription_id);
+      s->subscriptions.emplace(filter, sub);
+    }
+    sessions_.emplace(stored.client_id, std::move(s));
+    ++restored;
+  }
+  std::size_t retained = 0;
+  for (auto& msg : session_store::load_retained(db)) {
+    if (expired(*msg, now)) continue;
+    retained_.emplace(msg->topic, std::move(msg));
+    ++retained;
+  }
+  spdlog::info("broker_restored sessions={} retained={} subscriptions={}", restored, retained, index_.size());
+}
+
+attach_result broker::attach(const std::string& client_id, mqtt::protocol_version version, bool clean_start,
+                             std::uint32_t expiry_interval, std::shared_ptr<session_link> link) {
+  std::shared_ptr<session_link> previous_link;
+  session_ptr replaced;
+  attach_result result;
+  bool was_stored = false;
+  {
+    std::lock_guard registry(registry_mutex_);
+    auto& slot = sessions_[client_id];
+    if (slot && clean_start) {
+      std::lock_guard lock(slot->mutex);
+      previous_link = std::move(slot->link);
+      was_stored = slot->is_persistent();
+      replaced = std::move(slot);
+    }
+    if (slot) {
+      std::lock_guard lock(slot->mutex);
+      previous_link = std::move(slot->link);
+      was_stored = slot->is_persistent();
+      slot->will.reset();  // a new connection arrived before the delayed will was due
+      result.session_present = true;
+    } else {
+      slot = std::make_shared<session>(client_id);
+    }
+    std::lock_guard lock(slot->mutex);
+    slot->version = version;
+    slot->expiry_interval = expiry_interval;
+    slot->link = std::move(link);
+    slot->expires_at = 0;
+    result.target = slot;
+  }
+  if (replaced) discard(replaced, false);
+  if (previous_link) previous_link->kick(mqtt::reason_code::session_taken_over);
+  if (store_) {
+    if (expiry_interval > 0) {
+      if (replaced && was_stored) store_->delete_session(client_id);
+      store_->save_session(client_id, version, expiry_interval, 0);
+    } else if (was_stored) {
+      store_->delete_session(client_id);
+    }
+  }
+  return result;
+}
+
+void broker::detach(const session_ptr& s, const session_link* link, close_kind kind,
+                    std::optional<mqtt::will_message> will, std::optional<std::uint32_t> new_expiry,
+                    const std::string& publisher) {
+  bool send_will = will.has_value() && kind != close_kind::normal;
+  std::uint32_t will_delay = send_will ? will->props.will_delay_interval.value_or(0) : 0;
+  bool end_session = false;
+  bool publish_now = false;
+  {
+    std::lock_guard lock(s->mutex);
+    if (s->link.get() != link) {
+      // Taken over or discarded: the newer connection owns the session now.
+      publish_now = send_will && will_delay == 0;
+    } else {
+      s->link.reset();
+      bool was_persistent = s->is_persistent();
+      if (new_expiry) s->expiry_interval = *new_expiry;
+      auto now = clock_.unix_seconds();
+      if (!s->is_persistent()) {
+        end_session = true;
+        publish_now = send_will;
+        if (was_persistent && store_) store_->delete_session(s->client_id());
+      } else {
+        s->expires_at = s->expiry_interval == never_expires ? 0 : now + s->expiry_interval;
+        if (store_) store_->save_session(s->client_id(), s->version, s->expiry_interval, s->expires_at);
+        if (send_will) {
+          std::uint32_t delay = std::min(will_delay, s->expiry_interval);
+          if (delay == 0) publish_now = true;
+          else s->will = pending_will{std::move(*will), now + delay};
+        }
+      }
+    }
+  }
+  if (end_session) {
+    std::lock_guard registry(registry_mutex_);
+    auto it = sessions_.find(s->client_id());
+    if (it != sessions_.end() && it->second == s) sessions_.erase(it);
+  }
+  if (end_session) discard(s, false);
+  if (publish_now) publish_will(*will, publisher);
+}
+
+void broker::discard(const session_ptr& s, bool delete_stored) {
+  std::vector<std::string> filters;
+  {
+    std::lock_guard lock(s->mutex);
+    s->discarded = true;
+    for (const auto& [filter, sub] : s->subscriptions) filters.push_back(filter);
+    s->subscriptions.clear();
+    s->queue.clear();
+    s->inflight.clear();
+  }
+  for (const auto& filter : filters) {
+    auto [plain, group] = split_shared(filter);
+    index_.unsubscribe(plain, group, s.get());
+  }
+  if (delete_stored && store_) store_->delete_session(s->client_id());
+}
+
+void broker::publish_will(const mqtt::will_message& will, const std::string& publisher) {
+  auto msg = std::make_shared<message>();
+  msg->topic = will.topic;
+  msg->payload = will.payload;
+  msg->qos = will.qos;
+  msg->retain = will.retain;
+  msg->props = will.props;
+  msg->props.will_delay_interval.reset();
+  msg->props.message_expiry_interval.reset();
+  msg->expires_at = expiry_for(will.props);
+  msg->publisher = publisher;
+  publish(std::move(msg));
+}
+
+bool broker::enqueue_locked(session& s, delivery d, std::vector<std::pair<std::string, delivery>>& rows) {
+  if (s.discarded) return false;
+  if (!s.link && (d.qos == 0 || !s.is_persistent())) return false;  // QoS 0 is not kept for offline clients
+  if (s.queue.size() >= settings_.max_queued_messages) {
+    if (settings_.queue_full_policy == "drop-oldest" && !s.queue.empty()) {
+      auto& oldest = s.queue.front();
+      if (oldest.seq != 0 && store_) store_->remove_delivery(s.client_id(), oldest.seq);
+      s.queue.pop_front();
+    } else {
+      ++s.dropped;
+      metrics_.messages_dropped.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    ++s.dropped;
+    metrics_.messages_dropped.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (d.qos > 0 && s.is_persistent() && store_) {
+    d.seq = s.next_seq++;
+    rows.emplace_back(s.client_id(), d);
+  }
+  s.queue.push_back(std::move(d));
+  return true;
+}
+
+publish_result broker::publish(message_ptr msg) {
+  metrics_.messages_received.fetch_add(1, std::memory_order_relaxed);
+  return route(std::move(msg));
+}
+
+publish_result broker::route(message_ptr msg) {
+  publish_result result;
+  if (msg->retain) {
+    std::unique_lock lock(retained_mutex_);
+    if (msg->payload.empty()) {
+      if (retained_.erase(msg->topic) > 0 && store_) result.durable_ticket = store_->delete_retained(msg->topic);
+    } else {
+      retained_[msg->topic] = msg;
+      if (store_) result.durable_ticket = store_->save_retained(msg);
+    }
+  }
+
+  thread_local std::vector<subscription_match> matches;
+  matches.clear();
+  index_.match(msg->topic, matches);
+  if (matches.empty()) return result;
+
+  // Several filters of one session can match: it gets one copy at the highest QoS with every
+  // subscription identifier (MQTT 3.3.4).
+  std::sort(matches.begin(), matches.end(),
+            [](const auto& a, const auto& b) { return a.target.get() < b.target.get(); });
+  std::vector<std::pair<std::string, delivery>> rows;
+  for (std::size_t i = 0; i < matches.size();) {
+    const auto& target = matches[i].target;
+    delivery d;
+    bool any = false;
+    for (; i < matches.size() && matches[i].target == target; ++i) {
+      const auto& m = matches[i];
+      if (m.options.no_local && !m.shared && msg->publisher == target->client_id()) continue;
+      any = true;
+      d.qos = std::max(d.qos, std::min(msg->qos, m.options.qos));
+      d.retain = d.retain || (m.options.retain_as_published && msg->retain);
+      if (m.subscription_id != 0) d.subscription_ids.push_back(m.subscription_id);
+    }
+    if (!any) continue;
+    d.msg = msg;
+    std::shared_ptr<session_link> wake;
+    {
+      std::lock_guard lock(target->mutex);
+      if (enqueue_locked(*target, std::move(d), rows)) {
+        ++result.matched;
+        wake = target->link;
+      }
+    }
+    if (wake) wake->wake();
+  }
+  if (!rows.empty() && store_) result.durable_ticket = std::max(result.durable_ticket, store_->enqueue(std::move(rows)));
+  return result;
+}
+
+std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
+                                const mqtt::subscription_options& options, std::uint32_t subscription_id) {
+  auto [plain, group] = split_shared(filter);
+  bool existed;
+  bool persistent;
+  {
+    std::lock_guard lock(s->mutex);
+    auto [it, inserted] = s->subscriptions.insert_or_assign(filter, subscription{options, subscription_id});
+    existed = !inserted;
+    persistent = s->is_persistent();
+  }
+  index_.subscribe(plain, group, s, options, subscription_id);
+  std::uint64_t ticket = 0;
+  if (persistent && store_) ticket = store_->save_subscription(s->client_id(), filter, {options, subscription_id});
+  // Retained messages: never for shared subscriptions; retain handling 1 only when new (3.3.1.3).
+  if (!group && (options.retain_handling == 0 || (options.retain_handling == 1 && !existed))) {
+    queue_retained(s, std::string(plain), options, subscription_id);
+  }
+  return ticket;
+}
+
+void broker::queue_retained(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
+                            std::uint32_t subscription_id) {
+  std::vector<message_ptr> found;
+  {
+    std::shared_lock lock(retained_mutex_);
+    if (!mqtt::has_wildcard(filter)) {
+      if (auto it = retained_.find(filter); it != retained_.end()) found.push_back(it->second);
+    } else {
+      for (const auto& [topic, msg] : retained_) {
+        if (mqtt::topic_matches(filter, topic)) found.push_back(msg);
+      }
+    }
+  }
+  if (found.empty()) return;
+  auto now = clock_.unix_seconds();
+  std::vector<std::pair<std::string, delivery>> rows;
+  std::shared_ptr<session_link> wake;
+  {
+    std::lock_guard lock(s->mutex);
+    for (auto& msg : found) {
+      if (expired(*msg, now)) continue;
+      delivery d;
+      d.qos = std::min(msg->qos, options.qos);
+      d.retain = true;
+      if (subscription_id != 0) d.subscription_ids.push_back(subscription_id);
+      d.msg = std::move(msg);
+      enqueue_locked(*s, std::move(d), rows);
+    }
+    wake = s->link;
+  }
+  if (!rows.empty() && store_) store_->enqueue(std::move(rows));
+  if (wake) wake->wake();
+}
+
+bool broker::unsubscribe(const session_ptr& s, const std::string& filter) {
+  bool existed;
+  bool persistent;
+  {
+    std::lock_guard lock(s->mutex);
+    existed = s->subscriptions.erase(filter) > 0;
+    persistent = s->is_persistent();
+  }
+  if (!existed) return false;
+  auto [plain, group] = split_shared(filter);
+  index_.unsubscribe(plain, group, s.get());
+  if (persistent && store_) store_->delete_subscription(s->client_id(), filter);
+  return true;
+}
+
+void broker::tick() {
+  auto now = clock_.unix_seconds();
+  std::vector<std::pair<mqtt::will_message, std::string>> wills;
+  std::vector<session_ptr> expired_sessions;
+  {
+    std::lock_guard registry(registry_mutex_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      auto& s = it->second;
+      std::lock_guard lock(s->mutex);
+      if (s->link) {
+        ++it;
+        continue;
+      }
+      bool session_over = s->expires_at != 0 && now >= s->expires_at;
+      if (s->will && (session_over || now >= s->will->publish_at)) {
+        wills.emplace_back(std::move(s->will->will), s->client_id());
+        s->will.reset();
+      }
+      if (session_over) {
+        expired_sessions.push_back(s);
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& s : expired_sessions) discard(s, true);
+  for (auto& [will, publisher] : wills) publish_will(will, publisher);
+  if (settings_.sys_interval > 0 && now - last_sys_ >= settings_.sys_interval) {
+    last_sys_ = now;
+    publish_sys();
+  }
+}
+
+void broker::publish_sys() {
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(clock_.now() - started_).count();
+  auto sys = [&](const std::string& topic, std::string value) {
+    auto msg = std::make_shared<message>();
+    msg->topic = "$SYS/broker/" + topic;
+    msg->payload = std::move(value);
+    msg->retain = true;
+    msg->publisher = "$SYS";
+    route(std::move(msg));
+  };
+  sys("version", version_string);
+  sys("uptime", fmt::format("{} seconds", uptime));
+  sys("clients/connected", std::to_string(metrics_.connections_current.load()));
+  sys("clients/total", std::to_string(session_count()));
+  sys("messages/received", std::to_string(metrics_.messages_received.load()));
+  sys("messages/sent", std::to_string(metrics_.messages_sent.load()));
+  sys("messages/dropped", std::to_string(metrics_.messages_dropped.load()));
+  sys("bytes/received", std::to_string(metrics_.bytes_received.load()));
+  sys("bytes/sent", std::to_string(metrics_.bytes_sent.load()));
+  sys("subscriptions/count", std::to_string(index_.size()));
+  sys("retained messages/count", std::to_string(retained_count()));
+}
+
+void broker::shutdown() {
+  std::vector<std::shared_ptr<session_link>> links;
+  {
+    std::lock_guard registry(registry_mutex_);
+    for (auto& [id, s] : sessions_) {
+      std::lock_guard lock(s->mutex);
+      if (s->link) links.push_back(s->link);
+    }
+  }
+  for (auto& link : links) link->kick(mqtt::reason_code::server_shutting_down);
+}
+
+std::size_t broker::session_count() const {
+  std::lock_guard registry(registry_mutex_);
+  return sessions_.size();
+}
+
+std::size_t broker::retained_count() const {
+  std::shared_lock lock(retained_mutex_);
+  return retained_.size();
+}
+
+std::string broker::prometheus_text() const {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, value);
+  };
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(clock_.now() - started_).count();
+  metric("nimbus_uptime_seconds", "gauge", "Seconds since the broker started", uptime);
+  metric("nimbus_mqtt_connections", "gauge", "Open MQTT connections", metrics_.connections_current.load());
+  metric("nimbus_mqtt_connections_total", "counter", "MQTT connections accepted", metrics_.connections_total.load());
+  metric("nimbus_mqtt_connections_refused_total", "counter", "CONNECTs refused", metrics_.connections_refused.load());
+  metric("nimbus_mqtt_sessions", "gauge", "Sessions, connected or persistent", session_count());
+  metric("nimbus_mqtt_subscriptions", "gauge", "Subscriptions in the index", index_.size());
+  metric("nimbus_mqtt_retained_messages", "gauge", "Retained messages", retained_count());
+  metric("nimbus_mqtt_messages_received_total", "counter", "PUBLISH received from clients and wills",
+         metrics_.messages_received.load());
+  metric("nimbus_mqtt_messages_sent_total", "counter", "PUBLISH sent to clients", metrics_.messages_sent.load());
+  metric("nimbus_mqtt_messages_dropped_total", "counter", "Messages dropped (queue full, too large, slow reader)",
+         metrics_.messages_dropped.load());
+  metric("nimbus_mqtt_messages_expired_total", "counter", "Messages discarded on expiry", metrics_.messages_expired.load());
+  metric("nimbus_mqtt_bytes_received_total", "counter", "Bytes read from MQTT clients", metrics_.bytes_received.load());
+  metric("nimbus_mqtt_bytes_sent_total", "counter", "Bytes written to MQTT clients", metrics_.bytes_sent.load());
+  metric("nimbus_mqtt_protocol_errors_total", "counter", "Connections closed for protocol violations",
+         metrics_.protocol_errors.load());
+  metric("nimbus_mqtt_authorization_denials_total", "counter", "Connect/publish/subscribe/receive denials",
+         metrics_.authorization_denials.load());
+  return out;
+}
+
+}  // namespace nimbus::broker

@@ -1,0 +1,128 @@
+#pragma once
+// The broker core: the session registry, the subscription index, retained messages, wills and
+// session expiry, and routing a published message to every session that should get it. Called
+// from every event loop; connections (connection.hpp) speak the protocol and call in here.
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/authorizer.hpp"
+#include "broker/message.hpp"
+#include "broker/session.hpp"
+#include "broker/session_store.hpp"
+#include "broker/subscription_index.hpp"
+#include "config/settings.hpp"
+#include "core/clock.hpp"
+#include "mqtt/topic.hpp"
+
+namespace nimbus::broker {
+
+struct broker_metrics {
+  std::atomic<std::uint64_t> connections_total{0};
+  std::atomic<std::int64_t> connections_current{0};
+  std::atomic<std::uint64_t> messages_received{0};
+  std::atomic<std::uint64_t> messages_sent{0};
+  std::atomic<std::uint64_t> bytes_received{0};
+  std::atomic<std::uint64_t> bytes_sent{0};
+  std::atomic<std::uint64_t> messages_dropped{0};  // queue full, too large for the client, slow reader
+  std::atomic<std::uint64_t> messages_expired{0};
+  std::atomic<std::uint64_t> protocol_errors{0};
+  std::atomic<std::uint64_t> connections_refused{0};
+  std::atomic<std::uint64_t> authorization_denials{0};
+};
+
+// How a connection ended, for will handling.
+enum class close_kind { normal, with_will, abnormal };
+
+struct attach_result {
+  session_ptr target;
+  bool session_present = false;
+};
+
+struct publish_result {
+  std::size_t matched = 0;
+  std::uint64_t durable_ticket = 0;  // acknowledge only once the store reaches it (0: nothing stored)
+};
+
+class broker {
+ public:
+  broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth, session_store* store);
+  ~broker();
+
+  // Loads persistent sessions and retained messages (start-up, before listeners open).
+  void restore(storage::database& db);
+
+  // Attaches a connection to its session (creating, resuming or replacing it). A live connection
+  // on the same client id is kicked with "session taken over".
+  attach_result attach(const std::string& client_id, mqtt::protocol_version version, bool clean_start,
+                       std::uint32_t expiry_interval, std::shared_ptr<session_link> link);
+  // Detaches a closed connection; publishes or schedules its will; ends non-persistent sessions.
+  void detach(const session_ptr& s, const session_link* link, close_kind kind,
+              std::optional<mqtt::will_message> will, std::optional<std::uint32_t> new_expiry,
+              const std::string& publisher);
+
+  // Routes a message from a client or a will (counted as received).
+  publish_result publish(message_ptr msg);
+
+  // Adds a subscription and queues the retained messages it asks for. Returns granted QoS.
+  std::uint64_t subscribe(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
+                          std::uint32_t subscription_id);
+  // Returns whether the subscription existed.
+  bool unsubscribe(const session_ptr& s, const std::string& filter);
+
+  // Once a second: delayed wills, session expiry, $SYS.
+  void tick();
+  // Kicks every connection (server shutting down).
+  void shutdown();
+
+  session_store* store() { return store_; }
+  const config::mqtt_settings& settings() const { return settings_; }
+  core::clock& clock() { return clock_; }
+  authorizer& auth() { return auth_; }
+  broker_metrics& metrics() { return metrics_; }
+  const mqtt::topic_limits& topic_limits() const { return topic_limits_; }
+  std::size_t session_count() const;
+  std::size_t retained_count() const;
+  std::size_t subscription_count() const { return index_.size(); }
+  std::string prometheus_text() const;
+
+  // Message expiry: unix time at which a message published now with `props` expires (0: never).
+  std::int64_t expiry_for(const mqtt::properties& props) const;
+
+ private:
+  // Removes a session and its subscriptions. Call without holding its mutex.
+  void discard(const session_ptr& s, bool delete_stored);
+  // Queues `d` into `s` (caller holds s->mutex). Returns false if dropped.
+  bool enqueue_locked(session& s, delivery d, std::vector<std::pair<std::string, delivery>>& rows);
+  void queue_retained(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
+                      std::uint32_t subscription_id);
+  void publish_will(const mqtt::will_message& will, const std::string& publisher);
+  void publish_sys();
+  publish_result route(message_ptr msg);
+
+  config::mqtt_settings settings_;
+  mqtt::topic_limits topic_limits_;
+  core::clock& clock_;
+  authorizer& auth_;
+  session_store* store_;
+  broker_metrics metrics_;
+  subscription_index index_;
+
+  mutable std::mutex registry_mutex_;
+  std::unordered_map<std::string, session_ptr> sessions_;
+
+  mutable std::shared_mutex retained_mutex_;
+  std::map<std::string, message_ptr, std::less<>> retained_;
+
+  core::steady_time started_;
+  std::int64_t last_sys_ = 0;
+};
+
+}  // namespace nimbus::broker

@@ -1,0 +1,784 @@
+#include "broker/connection.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <deque>
+#include <unordered_map>
+
+#include "core/random.hpp"
+#include "mqtt/codec.hpp"
+#include "mqtt/topic.hpp"
+
+namespace nimbus::broker {
+
+namespace asio = boost::asio;
+using mqtt::reason_code;
+constexpr auto as_value = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+constexpr std::uint32_t never_expires = 0xFFFFFFFF;
+constexpr auto connect_timeout = std::chrono::seconds(10);
+constexpr auto close_grace = std::chrono::seconds(2);
+// Payloads at least this large are written from the shared message instead of being copied
+// into the socket's batch; smaller ones cost less to copy than to reference.
+constexpr std::size_t shared_payload_threshold = 1024;
+constexpr std::size_t read_chunk = 16 * 1024;
+
+class connection final : public session_link, public std::enable_shared_from_this<connection> {
+ public:
+  connection(broker& b, std::unique_ptr<net::byte_stream> stream)
+      : broker_(b), stream_(std::move(stream)), executor_(stream_->executor()), close_timer_(executor_) {}
+
+  void start() {
+    broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
+    broker_.metrics().connections_current.fetch_add(1, std::memory_order_relaxed);
+    asio::co_spawn(executor_, [self = shared_from_this()] { return self->run(); }, asio::detached);
+  }
+
+  void wake() override {
+    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+    asio::post(executor_, [self = shared_from_this()] {
+      self->wake_pending_.store(false, std::memory_order_release);
+      self->deliver();
+    });
+  }
+
+  void kick(reason_code reason) override {
+    asio::post(executor_, [self = shared_from_this(), reason] { self->close_with(reason, "server closed the connection"); });
+  }
+
+ private:
+  // ---- lifecycle ----------------------------------------------------------------------------
+
+  asio::awaitable<void> run() {
+    try {
+      last_received_ = std::chrono::steady_clock::now();
+      asio::co_spawn(executor_, [self = shared_from_this()] { return self->watch_keep_alive(); }, asio::detached);
+      co_await read_loop();
+    } catch (const std::exception& e) {
+      spdlog::error("mqtt_connection_failed client={} remote={} error=\"{}\"", client_id(), stream_->remote_address(),
+                    e.what());
+    }
+    finish();
+  }
+
+  asio::awaitable<void> read_loop() {
+    std::size_t used = 0;
+    in_.resize(read_chunk);
+    while (!closed_) {
+      if (used == in_.size()) in_.resize(std::min<std::size_t>(in_.size() * 2, max_frame_bytes() + 8));
+      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + used, in_.size() - used));
+      if (ec || n == 0) co_return;
+      used += n;
+      broker_.metrics().bytes_received.fetch_add(n, std::memory_order_relaxed);
+      last_received_ = std::chrono::steady_clock::now();
+      std::size_t consumed = 0;
+      while (!closing_) {
+        std::string_view pending(in_.data() + consumed, used - consumed);
+        auto header = mqtt::read_frame_header(pending);
+        if (std::holds_alternative<mqtt::need_more_bytes>(header)) break;
+        if (auto* error = std::get_if<mqtt::decode_error>(&header)) {
+          protocol_violation(error->reason, error->what);
+          break;
+        }
+        auto frame = std::get<mqtt::frame_header>(header);
+        if (frame.total_size() > max_frame_bytes()) {
+          protocol_violation(reason_code::packet_too_large, "packet exceeds the maximum packet size");
+          break;
+        }
+        if (pending.size() < frame.total_size()) break;
+        auto decoded = mqtt::decode_packet(frame, pending.substr(frame.header_size, frame.remaining_length), version_);
+        consumed += frame.total_size();
+        if (auto* error = std::get_if<mqtt::decode_error>(&decoded)) {
+          protocol_violation(error->reason, error->what);
+          break;
+        }
+        handle(std::move(std::get<mqtt::packet>(decoded)));
+      }
+      if (closing_) {
+        used = 0;
+        continue;  // keep reading (and discarding) until the peer or the grace timer closes
+      }
+      std::memmove(in_.data(), in_.data() + consumed, used - consumed);
+      used -= consumed;
+      // Give memory back after a large packet.
+      if (used < read_chunk && in_.size() > read_chunk * 4) in_.resize(read_chunk);
+    }
+  }
+
+  asio::awaitable<void> watch_keep_alive() {
+    asio::steady_timer timer(executor_);
+    auto self = shared_from_this();
+    while (!closed_) {
+      auto now = std::chrono::steady_clock::now();
+      std::chrono::steady_clock::duration limit;
+      if (!connected_) {
+        limit = connect_timeout;
+      } else if (keep_alive_ == 0) {
+        limit = std::chrono::hours(24);
+      } else {
+        limit = std::chrono::milliseconds(std::uint64_t{keep_alive_} * 1500);  // 1.5 x keep-alive (3.1.2.10)
+      }
+      auto deadline = last_received_ + limit;
+      if (now >= deadline) {
+        if (!connected_) {
+          close_now();
+        } else {
+          close_with(reason_code::keep_alive_timeout, "keep alive timeout");
+        }
+        co_return;
+      }
+      timer.expires_at(std::min(deadline, now + std::chrono::seconds(1)));
+      co_await timer.async_wait(as_value);
+    }
+  }
+
+  // The read side ended: the connection is over. Runs exactly once.
+  void finish() {
+    closed_ = true;
+    close_timer_.cancel();
+    stream_->close();
+    broker_.metrics().connections_current.fetch_sub(1, std::memory_order_relaxed);
+    if (session_) {
+      auto kind = close_kind_;
+      if (!clean_disconnect_ && kind == close_kind::normal) kind = close_kind::abnormal;
+      broker_.detach(session_, this, kind, std::move(will_), disconnect_expiry_, client_id());
+      spdlog::debug("mqtt_disconnected client={} remote={}", client_id(), stream_->remote_address());
+    }
+  }
+
+  // Sends DISCONNECT (MQTT 5, once connected) and closes after it is written.
+  void close_with(reason_code reason, std::string_view why) {
+    if (closing_ || closed_) return;
+    closing_ = true;
+    if (connected_ && version_ == mqtt::protocol_version::v5) {
+      mqtt::disconnect_packet d{reason, {}};
+      if (request_problem_information_) d.props.reason_string = std::string(why);
+      pending_acks_.clear();
+      append(d);
+    }
+    close_after_write_ = true;
+    flush_output();
+    // A reader that never drains must not keep the socket open.
+    close_timer_.expires_after(close_grace);
+    close_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->stream_->close();
+    });
+  }
+
+  void close_now() {
+    closing_ = true;
+    stream_->close();
+  }
+
+  void protocol_violation(reason_code reason, std::string_view what) {
+    broker_.metrics().protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("mqtt_protocol_error client={} remote={} reason=0x{:02x} detail=\"{}\"", client_id(),
+                 stream_->remote_address(), static_cast<unsigned>(reason), what);
+    if (!connected_) {
+      // Before CONNACK a v5 client learns why through CONNACK (3.1.4); 3.1.1 is just closed.
+      if (version_ == mqtt::protocol_version::v5 || reason == reason_code::unsupported_protocol_version) {
+        refuse_connect(reason);
+      } else {
+        close_now();
+      }
+      return;
+    }
+    close_with(reason, what);
+  }
+
+  // ---- packets ------------------------------------------------------------------------------
+
+  void handle(mqtt::packet&& p) {
+    if (!connected_ && !std::holds_alternative<mqtt::connect_packet>(p)) {
+      return protocol_violation(reason_code::protocol_error, "first packet must be CONNECT");
+    }
+    std::visit(
+        [&](auto&& packet) {
+          using type = std::decay_t<decltype(packet)>;
+          if constexpr (std::is_same_v<type, mqtt::connect_packet>) on_connect(std::move(packet));
+          else if constexpr (std::is_same_v<type, mqtt::publish_packet>) on_publish(std::move(packet));
+          else if constexpr (std::is_same_v<type, mqtt::ack_packet>) on_ack(packet);
+          else if constexpr (std::is_same_v<type, mqtt::subscribe_packet>) on_subscribe(packet);
+          else if constexpr (std::is_same_v<type, mqtt::unsubscribe_packet>) on_unsubscribe(packet);
+          else if constexpr (std::is_same_v<type, mqtt::pingreq_packet>) send_now(mqtt::pingresp_packet{});
+          else if constexpr (std::is_same_v<type, mqtt::disconnect_packet>) on_disconnect(packet);
+          else if constexpr (std::is_same_v<type, mqtt::auth_packet>)
+            protocol_violation(reason_code::protocol_error, "AUTH without an authentication method");
+          else protocol_violation(reason_code::protocol_error, "packet type not sent by clients");
+        },
+        std::move(p));
+  }
+
+  void refuse_connect(reason_code reason) {
+    broker_.metrics().connections_refused.fetch_add(1, std::memory_order_relaxed);
+    mqtt::connack_packet ack{false, reason, {}};
+    append(ack);
+    closing_ = true;
+    close_after_write_ = true;
+    flush_output();
+    close_timer_.expires_after(close_grace);
+    close_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->stream_->close();
+    });
+  }
+
+  void on_connect(mqtt::connect_packet&& c) {
+    if (connected_) return protocol_violation(reason_code::protocol_error, "second CONNECT");
+    version_ = c.version;
+    const auto& settings = broker_.settings();
+    bool v5 = version_ == mqtt::protocol_version::v5;
+    request_problem_information_ = c.props.request_problem_information.value_or(1) == 1;
+
+    bool assigned = false;
+    if (c.client_id.empty()) {
+      if (!v5 && !c.clean_start) return refuse_connect(reason_code::client_identifier_not_valid);
+      if (version_ == mqtt::protocol_version::v31) return refuse_connect(reason_code::client_identifier_not_valid);
+      c.client_id = "nimbus-" + core::random_alnum(16);
+      assigned = true;
+    }
+    if (c.will) {
+      if (!mqtt::is_valid_topic_name(c.will->topic, broker_.topic_limits()))
+        return refuse_connect(reason_code::topic_name_invalid);
+      if (c.will->props.payload_format_indicator == 1 && !mqtt::is_valid_mqtt_utf8(c.will->payload))
+        return refuse_connect(reason_code::payload_format_invalid);
+    }
+    if (c.props.authentication_method) return refuse_connect(reason_code::bad_authentication_method);
+    if (broker_.metrics().connections_current.load(std::memory_order_relaxed) >
+        static_cast<std::int64_t>(settings.max_connections)) {
+      return refuse_connect(reason_code::server_busy);
+    }
+
+    client_identity who{c.client_id, c.username, stream_->transport(), stream_->remote_address(), stream_->certificate()};
+    auto verdict = broker_.auth().authorize_connect(who, c.password);
+    if (verdict != reason_code::success) {
+      broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("mqtt_connect_denied client={} remote={} reason=0x{:02x}", c.client_id, stream_->remote_address(),
+                   static_cast<unsigned>(verdict));
+      return refuse_connect(verdict);
+    }
+    identity_ = std::make_shared<client_identity>(std::move(who));
+
+    std::uint32_t expiry;
+    if (v5) expiry = c.props.session_expiry_interval.value_or(0);
+    else expiry = c.clean_start ? 0 : never_expires;
+    std::uint32_t granted_expiry = std::min(expiry, settings.max_session_expiry);
+    session_expiry_ = granted_expiry;
+
+    keep_alive_ = c.keep_alive;
+    std::optional<std::uint16_t> server_keep_alive;
+    if (keep_alive_ > settings.max_keep_alive || (keep_alive_ == 0 && v5 && settings.max_keep_alive < 65535)) {
+      keep_alive_ = static_cast<std::uint16_t>(settings.max_keep_alive);
+      if (v5) server_keep_alive = keep_alive_;
+    }
+    client_receive_maximum_ = c.props.receive_maximum.value_or(65535);
+    client_max_packet_ = c.props.maximum_packet_size.value_or(mqtt::max_remaining_length + 5);
+    client_topic_alias_maximum_ = c.props.topic_alias_maximum.value_or(0);
+    will_ = std::move(c.will);
+
+    auto attached = broker_.attach(c.client_id, version_, c.clean_start, granted_expiry, shared_from_this());
+    session_ = attached.target;
+    connected_ = true;
+
+    mqtt::connack_packet ack{attached.session_present, reason_code::success, {}};
+    if (v5) {
+      if (granted_expiry != expiry) ack.props.session_expiry_interval = granted_expiry;
+      ack.props.receive_maximum = static_cast<std::uint16_t>(settings.receive_maximum);
+      ack.props.maximum_packet_size = settings.max_packet_size;
+      ack.props.topic_alias_maximum = static_cast<std::uint16_t>(settings.topic_alias_maximum);
+      if (assigned) ack.props.assigned_client_identifier = c.client_id;
+      if (server_keep_alive) ack.props.server_keep_alive = server_keep_alive;
+      ack.props.retain_available = 1;
+      ack.props.wildcard_subscription_available = 1;
+      ack.props.subscription_identifier_available = 1;
+      ack.props.shared_subscription_available = 1;
+    }
+    send_now(ack);
+    spdlog::debug("mqtt_connected client={} remote={} transport={} version={} clean_start={} session_present={}",
+                  c.client_id, stream_->remote_address(), stream_->transport(), static_cast<int>(version_),
+                  c.clean_start, attached.session_present);
+    if (attached.session_present) resend_inflight();
+    deliver();
+  }
+
+  void on_publish(mqtt::publish_packet&& p) {
+    bool v5 = version_ == mqtt::protocol_version::v5;
+    if (v5 && p.props.topic_alias) {
+      std::uint16_t alias = *p.props.topic_alias;
+      if (alias == 0 || alias > broker_.settings().topic_alias_maximum)
+        return protocol_violation(reason_code::topic_alias_invalid, "topic alias out of range");
+      if (inbound_aliases_.size() <= alias) inbound_aliases_.resize(std::size_t{alias} + 1);
+      if (p.topic.empty()) {
+        if (inbound_aliases_[alias].empty())
+          return protocol_violation(reason_code::protocol_error, "unknown topic alias");
+        p.topic = inbound_aliases_[alias];
+      } else {
+        inbound_aliases_[alias] = p.topic;
+      }
+      p.props.topic_alias.reset();
+    }
+    if (!mqtt::is_valid_topic_name(p.topic, broker_.topic_limits()))
+      return protocol_violation(reason_code::topic_name_invalid, "invalid topic name");
+    if (v5 && !p.props.subscription_identifiers.empty())
+      return protocol_violation(reason_code::protocol_error, "subscription identifier in PUBLISH from a client");
+
+    if (p.qos > 0) {
+      std::size_t in_flight = inbound_in_flight();
+      if (v5 && in_flight >= broker_.settings().receive_maximum)
+        return protocol_violation(reason_code::receive_maximum_exceeded, "receive maximum exceeded");
+    }
+    if (p.qos == 2) {
+      std::lock_guard lock(session_->mutex);
+      if (session_->inbound_qos2.contains(p.packet_id)) {
+        // A retransmission of a message already routed: acknowledge again, deliver once.
+        queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::success, {}}, 0);
+        return;
+      }
+    }
+    if (!broker_.auth().may_publish(*identity_, p.topic, p.retain)) {
+      broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("mqtt_publish_denied client={} topic=\"{}\"", client_id(), p.topic);
+      if (!v5) return close_now();  // 3.1.1 has no way to refuse a PUBLISH (AWS closes too)
+      if (p.qos == 1) queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, reason_code::not_authorized, {}}, 0);
+      if (p.qos == 2) queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::not_authorized, {}}, 0);
+      return;
+    }
+
+    publish_result routed;
+    bool reserved = p.topic.starts_with("$SYS");  // clients may not write the broker's own topics
+    if (!reserved) {
+      auto msg = std::make_shared<message>();
+      msg->topic = std::move(p.topic);
+      msg->payload = std::move(p.payload);
+      msg->qos = p.qos;
+      msg->retain = p.retain;
+      msg->expires_at = broker_.expiry_for(p.props);
+      msg->props = std::move(p.props);
+      msg->props.message_expiry_interval.reset();
+      msg->publisher = client_id();
+      routed = broker_.publish(std::move(msg));
+    }
+    auto matched_code = v5 && routed.matched == 0 ? reason_code::no_matching_subscribers : reason_code::success;
+    if (p.qos == 1) {
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}}, routed.durable_ticket);
+    } else if (p.qos == 2) {
+      std::uint64_t ticket = routed.durable_ticket;
+      bool persistent;
+      {
+        std::lock_guard lock(session_->mutex);
+        session_->inbound_qos2.insert(p.packet_id);
+        persistent = session_->is_persistent();
+      }
+      if (persistent && broker_.store()) ticket = std::max(ticket, broker_.store()->add_inbound_qos2(client_id(), p.packet_id));
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket);
+    }
+  }
+
+  void on_ack(const mqtt::ack_packet& a) {
+    auto* store = broker_.store();
+    switch (a.type) {
+      case mqtt::packet_type::pubrel: {
+        bool found;
+        bool persistent;
+        {
+          std::lock_guard lock(session_->mutex);
+          found = session_->inbound_qos2.erase(a.packet_id) > 0;
+          persistent = session_->is_persistent();
+        }
+        if (found && persistent && store) store->remove_inbound_qos2(client_id(), a.packet_id);
+        queue_ack(mqtt::ack_packet{mqtt::packet_type::pubcomp, a.packet_id,
+                   found || version_ != mqtt::protocol_version::v5 ? reason_code::success
+                                                                   : reason_code::packet_identifier_not_found,
+                   {}},
+                  0);
+        return;
+      }
+      case mqtt::packet_type::puback:
+      case mqtt::packet_type::pubcomp: {
+        std::uint64_t seq = 0;
+        {
+          std::lock_guard lock(session_->mutex);
+          auto it = session_->inflight.find(a.packet_id);
+          if (it == session_->inflight.end()) return;  // late or duplicate acknowledgement
+          bool expected = a.type == mqtt::packet_type::puback ? it->second.d.qos == 1 : it->second.released;
+          if (!expected) return;
+          seq = it->second.d.seq;
+          session_->inflight.erase(it);
+        }
+        if (seq != 0 && store) store->remove_delivery(client_id(), seq);
+        deliver();
+        return;
+      }
+      case mqtt::packet_type::pubrec: {
+        std::uint64_t seq = 0;
+        bool found = false;
+        bool refused = is_error(a.reason);
+        {
+          std::lock_guard lock(session_->mutex);
+          auto it = session_->inflight.find(a.packet_id);
+          if (it != session_->inflight.end() && it->second.d.qos == 2) {
+            found = true;
+            seq = it->second.d.seq;
+            if (refused) session_->inflight.erase(it);  // the receiver declined: the exchange ends here
+            else it->second.released = true;
+          }
+        }
+        if (refused) {
+          if (seq != 0 && store) store->remove_delivery(client_id(), seq);
+          deliver();
+          return;
+        }
+        if (found && seq != 0 && store) store->mark_released(client_id(), seq, a.packet_id);
+        send_now(mqtt::ack_packet{mqtt::packet_type::pubrel, a.packet_id,
+                                  found || version_ != mqtt::protocol_version::v5 ? reason_code::success
+                                                                                  : reason_code::packet_identifier_not_found,
+                                  {}});
+        return;
+      }
+      default: return protocol_violation(reason_code::protocol_error, "unexpected acknowledgement");
+    }
+  }
+
+  void on_subscribe(const mqtt::subscribe_packet& s) {
+    bool v5 = version_ == mqtt::protocol_version::v5;
+    std::uint32_t subscription_id = s.props.subscription_identifiers.empty() ? 0 : s.props.subscription_identifiers[0];
+    mqtt::suback_packet ack{s.packet_id, {}, {}};
+    std::uint64_t ticket = 0;
+    for (const auto& e : s.entries) {
+      bool shared = mqtt::parse_shared_filter(e.filter).has_value();
+      bool valid = shared ? mqtt::is_valid_shared_filter(e.filter, broker_.topic_limits())
+                          : mqtt::is_valid_topic_filter(e.filter, broker_.topic_limits());
+      if (!valid) {
+        ack.reasons.push_back(v5 ? reason_code::topic_filter_invalid : reason_code::unspecified_error);
+        continue;
+      }
+      if (shared && e.options.no_local)
+        return protocol_violation(reason_code::protocol_error, "No Local on a shared subscription");
+      {
+        std::lock_guard lock(session_->mutex);
+        if (!session_->subscriptions.contains(e.filter) &&
+            session_->subscriptions.size() >= broker_.settings().max_subscriptions_per_client) {
+          ack.reasons.push_back(v5 ? reason_code::quota_exceeded : reason_code::unspecified_error);
+          continue;
+        }
+      }
+      if (!broker_.auth().may_subscribe(*identity_, e.filter)) {
+        broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("mqtt_subscribe_denied client={} filter=\"{}\"", client_id(), e.filter);
+        ack.reasons.push_back(v5 ? reason_code::not_authorized : reason_code::unspecified_error);
+        continue;
+      }
+      auto options = e.options;
+      ticket = std::max(ticket, broker_.subscribe(session_, e.filter, options, subscription_id));
+      ack.reasons.push_back(static_cast<reason_code>(options.qos));
+    }
+    queue_ack(std::move(ack), ticket);
+  }
+
+  void on_unsubscribe(const mqtt::unsubscribe_packet& u) {
+    mqtt::unsuback_packet ack{u.packet_id, {}, {}};
+    for (const auto& filter : u.filters) {
+      bool existed = broker_.unsubscribe(session_, filter);
+      ack.reasons.push_back(existed ? reason_code::success : reason_code::no_subscription_existed);
+    }
+    queue_ack(std::move(ack), 0);
+  }
+
+  void on_disconnect(const mqtt::disconnect_packet& d) {
+    if (d.props.session_expiry_interval) {
+      // Raising expiry from 0 at DISCONNECT is a protocol error (3.14.2.2.2).
+      if (session_expiry_ == 0 && *d.props.session_expiry_interval != 0)
+        return protocol_violation(reason_code::protocol_error, "session expiry set at DISCONNECT after 0");
+      disconnect_expiry_ = std::min(*d.props.session_expiry_interval, broker_.settings().max_session_expiry);
+    }
+    clean_disconnect_ = true;
+    close_kind_ = d.reason == reason_code::disconnect_with_will ? close_kind::with_will : close_kind::normal;
+    if (close_kind_ == close_kind::normal) will_.reset();
+    closing_ = true;
+    close_after_write_ = true;
+    flush_output();
+  }
+
+  // ---- outbound messages ---------------------------------------------------------------------
+
+  std::size_t inbound_in_flight() {
+    std::lock_guard lock(session_->mutex);
+    return session_->inbound_qos2.size() + deferred_qos1_;
+  }
+
+  void resend_inflight() {
+    std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
+    std::lock_guard lock(session_->mutex);
+    for (const auto& [packet_id, entry] : session_->inflight) order.emplace_back(entry.d.seq, packet_id);
+    std::sort(order.begin(), order.end());
+    for (auto [seq, packet_id] : order) {
+      auto& entry = session_->inflight.at(packet_id);
+      if (entry.released) {
+        append(mqtt::ack_packet{mqtt::packet_type::pubrel, packet_id, reason_code::success, {}});
+      } else {
+        encode_delivery(entry.d, packet_id, true);
+      }
+    }
+    flush_output();
+  }
+
+  // Moves queued deliveries into the output, as far as the client's window and our write buffer
+  // allow. Runs on this connection's loop.
+  void deliver() {
+    if (!connected_ || closing_ || closed_ || !session_) return;
+    // Acknowledgements waiting for durability go first; deliveries follow them.
+    if (!pending_acks_.empty()) return;
+    auto* store = broker_.store();
+    auto now = broker_.clock().unix_seconds();
+    const std::size_t window = std::min<std::size_t>(client_receive_maximum_, broker_.settings().max_inflight);
+    std::vector<std::uint64_t> finished_seqs;
+    {
+      std::lock_guard lock(session_->mutex);
+      auto& queue = session_->queue;
+      while (!queue.empty()) {
+        auto& d = queue.front();
+        bool buffer_full = out_.size() >= broker_.settings().max_write_buffer;
+        if (d.msg->expires_at != 0 && now > d.msg->expires_at) {
+          broker_.metrics().messages_expired.fetch_add(1, std::memory_order_relaxed);
+          if (d.seq) finished_seqs.push_back(d.seq);
+          queue.pop_front();
+          continue;
+        }
+        if (d.qos == 0) {
+          if (buffer_full) {
+            // A slow reader loses QoS 0 messages rather than growing our memory.
+            broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
+            ++session_->dropped;
+          } else if (may_receive(d)) {
+            encode_delivery(d, 0, false);
+          }
+          queue.pop_front();
+          continue;
+        }
+        if (session_->inflight.size() >= window || buffer_full) break;
+        if (!may_receive(d) || !fits_client(d)) {
+          if (d.seq) finished_seqs.push_back(d.seq);
+          queue.pop_front();
+          continue;
+        }
+        auto packet_id = session_->allocate_packet_id();
+        encode_delivery(d, packet_id, false);
+        session_->inflight.emplace(packet_id, outbound_inflight{std::move(d), false});
+        queue.pop_front();
+      }
+    }
+    if (store) {
+      for (auto seq : finished_seqs) store->remove_delivery(client_id(), seq);
+    }
+    flush_output();
+  }
+
+  bool may_receive(const delivery& d) {
+    if (broker_.auth().may_receive(*identity_, d.msg->topic)) return true;
+    broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
+  bool fits_client(const delivery& d) {
+    std::size_t size = mqtt::publish_size(version_, d.qos, d.msg->topic, d.msg->props, d.msg->payload.size()) + 16;
+    if (size <= client_max_packet_) return true;
+    broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
+  void encode_delivery(const delivery& d, std::uint16_t packet_id, bool dup) {
+    const message& m = *d.msg;
+    bool v5 = version_ == mqtt::protocol_version::v5;
+    std::string_view topic = m.topic;
+    const mqtt::properties* props = &m.props;
+    mqtt::properties adjusted;
+    if (v5) {
+      std::optional<std::uint16_t> alias;
+      if (client_topic_alias_maximum_ > 0) {
+        auto it = outbound_aliases_.find(m.topic);
+        if (it != outbound_aliases_.end()) {
+          alias = it->second;
+          topic = {};
+        } else if (outbound_aliases_.size() < client_topic_alias_maximum_) {
+          alias = static_cast<std::uint16_t>(outbound_aliases_.size() + 1);
+          outbound_aliases_.emplace(m.topic, *alias);
+        }
+      }
+      bool expiring = m.expires_at != 0;
+      if (alias || expiring || !d.subscription_ids.empty()) {
+        adjusted = m.props;
+        adjusted.topic_alias = alias;
+        adjusted.subscription_identifiers = d.subscription_ids;
+        if (expiring) {
+          auto left = m.expires_at - broker_.clock().unix_seconds();
+          adjusted.message_expiry_interval = static_cast<std::uint32_t>(std::max<std::int64_t>(left, 0));
+        }
+        props = &adjusted;
+      }
+    } else if (topic.empty()) {
+      return;
+    }
+    if (v5 && mqtt::publish_size(version_, d.qos, topic, *props, m.payload.size()) > client_max_packet_) {
+      broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    mqtt::encode_publish_head(out_, version_, d.qos, d.retain, dup, topic, packet_id, *props, m.payload.size());
+    if (m.payload.size() >= shared_payload_threshold) {
+      out_refs_.emplace_back(out_.size(), d.msg);
+    } else {
+      out_.append(m.payload);
+    }
+    broker_.metrics().messages_sent.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // ---- output -------------------------------------------------------------------------------
+
+  template <class Packet>
+  void append(const Packet& p) {
+    mqtt::encode(mqtt::packet{p}, version_, out_);
+  }
+
+  template <class Packet>
+  void send_now(const Packet& p) {
+    append(p);
+    flush_output();
+  }
+
+  // Acknowledgements leave in order; one that must wait for a durable write holds the rest.
+  void queue_ack(mqtt::packet ack, std::uint64_t ticket) {
+    auto* store = broker_.store();
+    bool ready = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
+    if (ready && pending_acks_.empty()) {
+      mqtt::encode(ack, version_, out_);
+      flush_output();
+      return;
+    }
+    bool is_qos1 = std::holds_alternative<mqtt::ack_packet>(ack) &&
+                   std::get<mqtt::ack_packet>(ack).type == mqtt::packet_type::puback;
+    if (is_qos1) ++deferred_qos1_;
+    pending_acks_.push_back({std::move(ack), ticket, is_qos1});
+    if (!ready) {
+      store->writer().when_durable(ticket, [self = shared_from_this()] {
+        asio::post(self->executor_, [self] { self->release_acks(); });
+      });
+    }
+  }
+
+  void release_acks() {
+    auto* store = broker_.store();
+    auto committed = store ? store->writer().committed() : ~std::uint64_t{0};
+    while (!pending_acks_.empty() && pending_acks_.front().ticket <= committed) {
+      auto& front = pending_acks_.front();
+      if (front.is_qos1) --deferred_qos1_;
+      if (!closing_) mqtt::encode(front.ack, version_, out_);
+      pending_acks_.pop_front();
+    }
+    flush_output();
+    if (pending_acks_.empty()) deliver();
+  }
+
+  void flush_output() {
+    if (writing_ || closed_) return;
+    if (out_.empty()) {
+      if (close_after_write_) stream_->close();
+      return;
+    }
+    writing_ = true;
+    asio::co_spawn(executor_, [self = shared_from_this()] { return self->write_loop(); }, asio::detached);
+  }
+
+  asio::awaitable<void> write_loop() {
+    std::vector<asio::const_buffer> buffers;
+    while (!out_.empty() && !closed_) {
+      writing_out_.clear();
+      writing_out_.swap(out_);
+      writing_refs_.clear();
+      writing_refs_.swap(out_refs_);
+      buffers.clear();
+      std::size_t offset = 0;
+      for (const auto& [at, msg] : writing_refs_) {
+        if (at > offset) buffers.emplace_back(writing_out_.data() + offset, at - offset);
+        buffers.emplace_back(msg->payload.data(), msg->payload.size());
+        offset = at;
+      }
+      if (offset < writing_out_.size()) buffers.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
+      auto [ec, n] = co_await stream_->async_write(buffers);
+      if (ec) {
+        stream_->close();
+        break;
+      }
+      broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
+      // Free capacity after a burst so idle connections stay small.
+      if (writing_out_.capacity() > 64 * 1024) std::string().swap(writing_out_);
+    }
+    writing_ = false;
+    if (close_after_write_ && out_.empty()) stream_->close();
+    if (!closed_ && !closing_) deliver();  // the buffer drained: a slow reader may take more now
+  }
+
+  std::size_t max_frame_bytes() const { return broker_.settings().max_packet_size; }
+  const std::string& client_id() const {
+    static const std::string none = "-";
+    return identity_ ? identity_->client_id : none;
+  }
+
+  struct pending_ack {
+    mqtt::packet ack;
+    std::uint64_t ticket;
+    bool is_qos1;
+  };
+
+  broker& broker_;
+  std::unique_ptr<net::byte_stream> stream_;
+  asio::any_io_executor executor_;
+  asio::steady_timer close_timer_;
+  std::vector<char> in_;
+
+  mqtt::protocol_version version_ = mqtt::protocol_version::v311;
+  bool connected_ = false;
+  bool closing_ = false;
+  bool closed_ = false;
+  bool close_after_write_ = false;
+  bool clean_disconnect_ = false;
+  bool request_problem_information_ = true;
+  close_kind close_kind_ = close_kind::normal;
+  std::optional<std::uint32_t> disconnect_expiry_;
+  std::uint32_t session_expiry_ = 0;
+
+  std::shared_ptr<const client_identity> identity_;
+  session_ptr session_;
+  std::optional<mqtt::will_message> will_;
+  std::uint16_t keep_alive_ = 0;
+  std::chrono::steady_clock::time_point last_received_;
+
+  std::uint16_t client_receive_maximum_ = 65535;
+  std::uint32_t client_max_packet_ = 0;
+  std::uint16_t client_topic_alias_maximum_ = 0;
+  std::vector<std::string> inbound_aliases_;
+  std::unordered_map<std::string, std::uint16_t> outbound_aliases_;
+
+  std::deque<pending_ack> pending_acks_;
+  std::size_t deferred_qos1_ = 0;
+
+  std::string out_;
+  std::vector<std::pair<std::size_t, message_ptr>> out_refs_;
+  std::string writing_out_;
+  std::vector<std::pair<std::size_t, message_ptr>> writing_refs_;
+  bool writing_ = false;
+  std::atomic<bool> wake_pending_{false};
+};
+
+}  // namespace
+
+void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream) {
+  std::make_shared<connection>(b, std::move(stream))->start();
+}
+
+}  // namespace nimbus::broker

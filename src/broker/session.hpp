@@ -1,0 +1,82 @@
+#pragma once
+// The server side of an MQTT session: subscriptions, the queue of messages not yet sent, the
+// outbound in-flight window and inbound QoS 2 state. It outlives connections (persistent
+// sessions) and is shared between the loop of its current connection and the publishers' loops
+// that enqueue into it, hence its mutex. Lock order: broker registry, then one session.
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "broker/message.hpp"
+#include "mqtt/packet.hpp"
+
+namespace nimbus::broker {
+
+// The connection a session is attached to, seen from the session. Thread-safe.
+class session_link {
+ public:
+  virtual ~session_link() = default;
+  // New deliveries were queued: flush them on the connection's loop.
+  virtual void wake() = 0;
+  // The server ends the connection (takeover, shutdown) with this MQTT 5 reason.
+  virtual void kick(mqtt::reason_code reason) = 0;
+};
+
+struct subscription {
+  mqtt::subscription_options options;
+  std::uint32_t subscription_id = 0;  // 0: none
+};
+
+struct outbound_inflight {
+  delivery d;
+  bool released = false;  // QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+};
+
+struct pending_will {
+  mqtt::will_message will;
+  std::int64_t publish_at = 0;  // unix seconds
+};
+
+class session {
+ public:
+  explicit session(std::string client_id) : client_id_(std::move(client_id)) {}
+  const std::string& client_id() const { return client_id_; }
+
+  std::mutex mutex;
+  // --- everything below is guarded by `mutex` ---
+  mqtt::protocol_version version = mqtt::protocol_version::v311;
+  std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF never
+  std::map<std::string, subscription> subscriptions;  // by filter as sent (incl. $share/...)
+  std::deque<delivery> queue;                         // waiting for the window or a connection
+  std::map<std::uint16_t, outbound_inflight> inflight;
+  std::set<std::uint16_t> inbound_qos2;  // PUBLISH received, PUBREL not yet
+  std::shared_ptr<session_link> link;    // null while disconnected
+  std::int64_t expires_at = 0;           // unix seconds while disconnected (0 = attached or never)
+  std::optional<pending_will> will;      // delayed will waiting to be published
+  std::uint64_t next_seq = 1;
+  std::uint16_t next_packet_id = 1;
+  std::uint64_t dropped = 0;
+  bool discarded = false;  // removed from the broker; late enqueues are ignored
+
+  bool is_persistent() const { return expiry_interval > 0; }
+  // A free packet id for an outbound QoS 1/2 message (the window keeps some free).
+  std::uint16_t allocate_packet_id() {
+    while (true) {
+      std::uint16_t id = next_packet_id++;
+      if (next_packet_id == 0) next_packet_id = 1;
+      if (id != 0 && !inflight.contains(id)) return id;
+    }
+  }
+
+ private:
+  const std::string client_id_;
+};
+
+using session_ptr = std::shared_ptr<session>;
+
+}  // namespace nimbus::broker

@@ -1,0 +1,271 @@
+#include "broker/session_store.hpp"
+
+#include <charconv>
+#include <map>
+
+#include "mqtt/codec.hpp"
+
+namespace nimbus::broker {
+
+namespace {
+
+std::string join_ids(const std::vector<std::uint32_t>& ids) {
+  std::string out;
+  for (auto id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out;
+}
+
+std::vector<std::uint32_t> split_ids(std::string_view text) {
+  std::vector<std::uint32_t> ids;
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    auto part = text.substr(0, comma);
+    std::uint32_t v = 0;
+    if (std::from_chars(part.data(), part.data() + part.size(), v).ec == std::errc{}) ids.push_back(v);
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return ids;
+}
+
+}  // namespace
+
+void session_store::migrate(storage::database& db) {
+  db.migrate("broker", {R"sql(
+    CREATE TABLE mqtt_sessions (
+      client_id TEXT PRIMARY KEY,
+      protocol INTEGER NOT NULL,
+      expiry_interval INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE mqtt_subscriptions (
+      client_id TEXT NOT NULL REFERENCES mqtt_sessions(client_id) ON DELETE CASCADE,
+      filter TEXT NOT NULL,
+      qos INTEGER NOT NULL,
+      no_local INTEGER NOT NULL,
+      retain_as_published INTEGER NOT NULL,
+      retain_handling INTEGER NOT NULL,
+      subscription_id INTEGER NOT NULL,
+      PRIMARY KEY (client_id, filter)
+    ) WITHOUT ROWID;
+    CREATE TABLE mqtt_queue (
+      client_id TEXT NOT NULL REFERENCES mqtt_sessions(client_id) ON DELETE CASCADE,
+      seq INTEGER NOT NULL,
+      topic TEXT NOT NULL,
+      payload BLOB NOT NULL,
+      message_qos INTEGER NOT NULL,
+      qos INTEGER NOT NULL,
+      retain INTEGER NOT NULL,
+      properties BLOB NOT NULL,
+      expires_at INTEGER NOT NULL,
+      publisher TEXT NOT NULL,
+      subscription_ids TEXT NOT NULL,
+      released_packet_id INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (client_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE mqtt_inbound_qos2 (
+      client_id TEXT NOT NULL REFERENCES mqtt_sessions(client_id) ON DELETE CASCADE,
+      packet_id INTEGER NOT NULL,
+      PRIMARY KEY (client_id, packet_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE mqtt_retained (
+      topic TEXT PRIMARY KEY,
+      payload BLOB NOT NULL,
+      qos INTEGER NOT NULL,
+      properties BLOB NOT NULL,
+      expires_at INTEGER NOT NULL,
+      publisher TEXT NOT NULL
+    ) WITHOUT ROWID;
+  )sql"});
+}
+
+std::vector<stored_session> session_store::load_sessions(storage::database& db) {
+  std::vector<stored_session> sessions;
+  std::map<std::string, std::size_t> by_id;
+  auto s = db.prepare("SELECT client_id, protocol, expiry_interval, expires_at FROM mqtt_sessions");
+  while (s.step()) {
+    by_id[s.column_text(0)] = sessions.size();
+    sessions.push_back({s.column_text(0), static_cast<mqtt::protocol_version>(s.column_int(1)),
+                        static_cast<std::uint32_t>(s.column_int(2)), s.column_int(3), {}, {}, {}, {}});
+  }
+  auto subs = db.prepare(
+      "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, subscription_id "
+      "FROM mqtt_subscriptions");
+  while (subs.step()) {
+    auto it = by_id.find(subs.column_text(0));
+    if (it == by_id.end()) continue;
+    subscription sub;
+    sub.options.qos = static_cast<std::uint8_t>(subs.column_int(2));
+    sub.options.no_local = subs.column_int(3) != 0;
+    sub.options.retain_as_published = subs.column_int(4) != 0;
+    sub.options.retain_handling = static_cast<std::uint8_t>(subs.column_int(5));
+    sub.subscription_id = static_cast<std::uint32_t>(subs.column_int(6));
+    sessions[it->second].subscriptions.emplace_back(subs.column_text(1), sub);
+  }
+  auto queue = db.prepare(
+      "SELECT client_id, seq, topic, payload, message_qos, qos, retain, properties, expires_at, publisher, "
+      "subscription_ids, released_packet_id FROM mqtt_queue ORDER BY client_id, seq");
+  while (queue.step()) {
+    auto it = by_id.find(queue.column_text(0));
+    if (it == by_id.end()) continue;
+    auto msg = std::make_shared<message>();
+    msg->topic = queue.column_text(2);
+    msg->payload = queue.column_text(3);
+    msg->qos = static_cast<std::uint8_t>(queue.column_int(4));
+    msg->props = mqtt::decode_properties(queue.column_text(7)).value_or(mqtt::properties{});
+    msg->expires_at = queue.column_int(8);
+    msg->publisher = queue.column_text(9);
+    delivery d;
+    d.seq = static_cast<std::uint64_t>(queue.column_int(1));
+    d.qos = static_cast<std::uint8_t>(queue.column_int(5));
+    d.retain = queue.column_int(6) != 0;
+    d.subscription_ids = split_ids(queue.column_text(10));
+    d.msg = std::move(msg);
+    auto released = static_cast<std::uint16_t>(queue.column_int(11));
+    if (released != 0) sessions[it->second].released.emplace_back(released, std::move(d));
+    else sessions[it->second].queue.push_back(std::move(d));
+  }
+  auto inbound = db.prepare("SELECT client_id, packet_id FROM mqtt_inbound_qos2");
+  while (inbound.step()) {
+    auto it = by_id.find(inbound.column_text(0));
+    if (it != by_id.end()) sessions[it->second].inbound_qos2.push_back(static_cast<std::uint16_t>(inbound.column_int(1)));
+  }
+  return sessions;
+}
+
+std::vector<message_ptr> session_store::load_retained(storage::database& db) {
+  std::vector<message_ptr> out;
+  auto s = db.prepare("SELECT topic, payload, qos, properties, expires_at, publisher FROM mqtt_retained");
+  while (s.step()) {
+    auto msg = std::make_shared<message>();
+    msg->topic = s.column_text(0);
+    msg->payload = s.column_text(1);
+    msg->qos = static_cast<std::uint8_t>(s.column_int(2));
+    msg->retain = true;
+    msg->props = mqtt::decode_properties(s.column_text(3)).value_or(mqtt::properties{});
+    msg->expires_at = s.column_int(4);
+    msg->publisher = s.column_text(5);
+    out.push_back(std::move(msg));
+  }
+  return out;
+}
+
+std::uint64_t session_store::save_session(const std::string& client_id, mqtt::protocol_version version,
+                                          std::uint32_t expiry_interval, std::int64_t expires_at) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("INSERT INTO mqtt_sessions (client_id, protocol, expiry_interval, expires_at) VALUES (?, ?, ?, ?) "
+              "ON CONFLICT (client_id) DO UPDATE SET protocol = excluded.protocol, "
+              "expiry_interval = excluded.expiry_interval, expires_at = excluded.expires_at")
+        .bind(1, client_id)
+        .bind(2, static_cast<std::int64_t>(version))
+        .bind(3, static_cast<std::int64_t>(expiry_interval))
+        .bind(4, expires_at)
+        .run();
+  });
+}
+
+std::uint64_t session_store::delete_session(const std::string& client_id) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("DELETE FROM mqtt_sessions WHERE client_id = ?").bind(1, client_id).run();
+  });
+}
+
+std::uint64_t session_store::save_subscription(const std::string& client_id, const std::string& filter,
+                                               const subscription& s) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("INSERT OR REPLACE INTO mqtt_subscriptions (client_id, filter, qos, no_local, retain_as_published, "
+              "retain_handling, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(1, client_id)
+        .bind(2, filter)
+        .bind(3, std::int64_t{s.options.qos})
+        .bind(4, std::int64_t{s.options.no_local})
+        .bind(5, std::int64_t{s.options.retain_as_published})
+        .bind(6, std::int64_t{s.options.retain_handling})
+        .bind(7, std::int64_t{s.subscription_id})
+        .run();
+  });
+}
+
+std::uint64_t session_store::delete_subscription(const std::string& client_id, const std::string& filter) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("DELETE FROM mqtt_subscriptions WHERE client_id = ? AND filter = ?").bind(1, client_id).bind(2, filter).run();
+  });
+}
+
+std::uint64_t session_store::enqueue(std::vector<std::pair<std::string, delivery>> rows) {
+  return writer_.submit([rows = std::move(rows)](storage::database& db) {
+    auto& insert = db.cached(
+        "INSERT OR REPLACE INTO mqtt_queue (client_id, seq, topic, payload, message_qos, qos, retain, properties, "
+        "expires_at, publisher, subscription_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for (const auto& [client_id, d] : rows) {
+      insert.bind(1, client_id)
+          .bind(2, static_cast<std::int64_t>(d.seq))
+          .bind(3, d.msg->topic)
+          .bind_blob(4, d.msg->payload)
+          .bind(5, std::int64_t{d.msg->qos})
+          .bind(6, std::int64_t{d.qos})
+          .bind(7, std::int64_t{d.retain})
+          .bind_blob(8, mqtt::encode_properties(d.msg->props))
+          .bind(9, d.msg->expires_at)
+          .bind(10, d.msg->publisher)
+          .bind(11, join_ids(d.subscription_ids))
+          .run();
+    }
+  });
+}
+
+std::uint64_t session_store::remove_delivery(const std::string& client_id, std::uint64_t seq) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("DELETE FROM mqtt_queue WHERE client_id = ? AND seq = ?").bind(1, client_id).bind(2, static_cast<std::int64_t>(seq)).run();
+  });
+}
+
+std::uint64_t session_store::mark_released(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("UPDATE mqtt_queue SET released_packet_id = ? WHERE client_id = ? AND seq = ?")
+        .bind(1, std::int64_t{packet_id})
+        .bind(2, client_id)
+        .bind(3, static_cast<std::int64_t>(seq))
+        .run();
+  });
+}
+
+std::uint64_t session_store::add_inbound_qos2(const std::string& client_id, std::uint16_t packet_id) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("INSERT OR IGNORE INTO mqtt_inbound_qos2 (client_id, packet_id) VALUES (?, ?)")
+        .bind(1, client_id)
+        .bind(2, std::int64_t{packet_id})
+        .run();
+  });
+}
+
+std::uint64_t session_store::remove_inbound_qos2(const std::string& client_id, std::uint16_t packet_id) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("DELETE FROM mqtt_inbound_qos2 WHERE client_id = ? AND packet_id = ?")
+        .bind(1, client_id)
+        .bind(2, std::int64_t{packet_id})
+        .run();
+  });
+}
+
+std::uint64_t session_store::save_retained(const message_ptr& msg) {
+  return writer_.submit([msg](storage::database& db) {
+    db.cached("INSERT OR REPLACE INTO mqtt_retained (topic, payload, qos, properties, expires_at, publisher) "
+              "VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(1, msg->topic)
+        .bind_blob(2, msg->payload)
+        .bind(3, std::int64_t{msg->qos})
+        .bind_blob(4, mqtt::encode_properties(msg->props))
+        .bind(5, msg->expires_at)
+        .bind(6, msg->publisher)
+        .run();
+  });
+}
+
+std::uint64_t session_store::delete_retained(const std::string& topic) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("DELETE FROM mqtt_retained WHERE topic = ?").bind(1, topic).run();
+  });
+}
+
+}  // namespace nimbus::broker

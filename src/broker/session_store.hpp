@@ -1,0 +1,57 @@
+#pragma once
+// Durable broker state in SQLite: persistent sessions, their subscriptions, queued and in-flight
+// QoS 1/2 messages, inbound QoS 2 packet ids, and retained messages. Every write goes through the
+// write queue (group commit); the returned ticket tells when it is durable, so an acknowledgement
+// can wait for it. Loading happens once, at start-up, before any listener opens.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "broker/session.hpp"
+#include "storage/write_queue.hpp"
+
+namespace nimbus::broker {
+
+struct stored_session {
+  std::string client_id;
+  mqtt::protocol_version version;
+  std::uint32_t expiry_interval;
+  std::int64_t expires_at;  // 0: was connected when the server stopped
+  std::vector<std::pair<std::string, subscription>> subscriptions;
+  std::vector<delivery> queue;                              // in seq order
+  std::vector<std::pair<std::uint16_t, delivery>> released;  // QoS 2 awaiting PUBCOMP, by packet id
+  std::vector<std::uint16_t> inbound_qos2;
+};
+
+class session_store {
+ public:
+  explicit session_store(storage::write_queue& writer) : writer_(writer) {}
+
+  static void migrate(storage::database& db);
+  // Reads everything back (start-up only, on the caller's thread).
+  static std::vector<stored_session> load_sessions(storage::database& db);
+  static std::vector<message_ptr> load_retained(storage::database& db);
+
+  std::uint64_t save_session(const std::string& client_id, mqtt::protocol_version version,
+                             std::uint32_t expiry_interval, std::int64_t expires_at);
+  std::uint64_t delete_session(const std::string& client_id);
+  std::uint64_t save_subscription(const std::string& client_id, const std::string& filter, const subscription& s);
+  std::uint64_t delete_subscription(const std::string& client_id, const std::string& filter);
+  // Stores deliveries for several sessions in one write.
+  std::uint64_t enqueue(std::vector<std::pair<std::string, delivery>> rows);
+  std::uint64_t remove_delivery(const std::string& client_id, std::uint64_t seq);
+  std::uint64_t mark_released(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id);
+  std::uint64_t add_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
+  std::uint64_t remove_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
+  std::uint64_t save_retained(const message_ptr& msg);
+  std::uint64_t delete_retained(const std::string& topic);
+
+  storage::write_queue& writer() { return writer_; }
+
+ private:
+  storage::write_queue& writer_;
+};
+
+}  // namespace nimbus::broker

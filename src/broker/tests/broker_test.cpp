@@ -1,0 +1,186 @@
+// Session state machines of the broker core with an injected clock and fake connections.
+#include "broker/broker.hpp"
+
+#include <gtest/gtest.h>
+
+namespace nimbus::broker {
+namespace {
+
+struct fake_link final : session_link {
+  int wakes = 0;
+  std::vector<mqtt::reason_code> kicks;
+  void wake() override { ++wakes; }
+  void kick(mqtt::reason_code reason) override { kicks.push_back(reason); }
+};
+
+struct broker_fixture : ::testing::Test {
+  config::mqtt_settings settings;
+  core::manual_clock clock;
+  local_authorizer auth{true};
+  std::unique_ptr<broker> b;
+  void SetUp() override { b = std::make_unique<broker>(settings, clock, auth, nullptr); }
+
+  message_ptr make(std::string topic, std::string payload, std::uint8_t qos, bool retain = false) {
+    auto m = std::make_shared<message>();
+    m->topic = std::move(topic);
+    m->payload = std::move(payload);
+    m->qos = qos;
+    m->retain = retain;
+    m->publisher = "publisher";
+    return m;
+  }
+};
+
+TEST_F(broker_fixture, routes_to_subscribers_with_downgraded_qos) {
+  auto link = std::make_shared<fake_link>();
+  auto s = b->attach("sub", mqtt::protocol_version::v5, true, 0, link).target;
+  b->subscribe(s, "a/+", {1}, 3);
+  auto r = b->publish(make("a/b", "x", 2));
+  EXPECT_EQ(r.matched, 1U);
+  ASSERT_EQ(s->queue.size(), 1U);
+  EXPECT_EQ(s->queue.front().qos, 1);
+  EXPECT_EQ(s->queue.front().subscription_ids, std::vector<std::uint32_t>{3});
+  EXPECT_GE(link->wakes, 1);
+}
+
+TEST_F(broker_fixture, overlapping_subscriptions_deliver_once_at_highest_qos) {
+  auto s = b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(s, "a/#", {0}, 1);
+  b->subscribe(s, "a/b", {2}, 2);
+  b->publish(make("a/b", "x", 2));
+  ASSERT_EQ(s->queue.size(), 1U);
+  EXPECT_EQ(s->queue.front().qos, 2);
+  EXPECT_EQ(s->queue.front().subscription_ids.size(), 2U);
+}
+
+TEST_F(broker_fixture, no_local_skips_own_messages) {
+  auto s = b->attach("publisher", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  mqtt::subscription_options options{1, true, false, 0};
+  b->subscribe(s, "t", options, 0);
+  EXPECT_EQ(b->publish(make("t", "x", 1)).matched, 0U);
+  EXPECT_TRUE(s->queue.empty());
+}
+
+TEST_F(broker_fixture, retained_messages_follow_retain_handling) {
+  b->publish(make("r/1", "one", 1, true));
+  b->publish(make("r/2", "two", 0, true));
+  EXPECT_EQ(b->retained_count(), 2U);
+  auto s = b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(s, "r/#", {1, false, false, 1}, 0);
+  EXPECT_EQ(s->queue.size(), 2U);
+  EXPECT_TRUE(s->queue.front().retain);
+  b->subscribe(s, "r/#", {1, false, false, 1}, 0);  // not new: nothing sent again
+  EXPECT_EQ(s->queue.size(), 2U);
+  b->subscribe(s, "r/1", {1, false, false, 2}, 0);  // 2: never
+  EXPECT_EQ(s->queue.size(), 2U);
+  b->publish(make("r/1", "", 0, true));  // empty retained payload deletes
+  EXPECT_EQ(b->retained_count(), 1U);
+}
+
+TEST_F(broker_fixture, takeover_kicks_the_old_connection) {
+  auto first = std::make_shared<fake_link>();
+  auto second = std::make_shared<fake_link>();
+  auto s1 = b->attach("dev", mqtt::protocol_version::v5, false, 100, first).target;
+  auto r = b->attach("dev", mqtt::protocol_version::v5, false, 100, second);
+  EXPECT_TRUE(r.session_present);
+  EXPECT_EQ(r.target, s1);
+  ASSERT_EQ(first->kicks.size(), 1U);
+  EXPECT_EQ(first->kicks[0], mqtt::reason_code::session_taken_over);
+  // The old connection closing later must not detach the new one.
+  b->detach(s1, first.get(), close_kind::abnormal, std::nullopt, std::nullopt, "dev");
+  EXPECT_EQ(s1->link.get(), second.get());
+}
+
+TEST_F(broker_fixture, persistent_session_queues_while_offline_and_expires) {
+  auto link = std::make_shared<fake_link>();
+  auto s = b->attach("p", mqtt::protocol_version::v5, true, 60, link).target;
+  b->subscribe(s, "q", {1}, 0);
+  b->detach(s, link.get(), close_kind::normal, std::nullopt, std::nullopt, "p");
+  b->publish(make("q", "1", 1));
+  b->publish(make("q", "0", 0));  // QoS 0 is not queued offline
+  EXPECT_EQ(s->queue.size(), 1U);
+  clock.advance(std::chrono::seconds(30));
+  b->tick();
+  EXPECT_EQ(b->session_count(), 1U);
+  clock.advance(std::chrono::seconds(31));
+  b->tick();
+  EXPECT_EQ(b->session_count(), 0U);
+  EXPECT_EQ(b->subscription_count(), 0U);
+}
+
+TEST_F(broker_fixture, clean_session_ends_at_disconnect) {
+  auto link = std::make_shared<fake_link>();
+  auto s = b->attach("c", mqtt::protocol_version::v311, true, 0, link).target;
+  b->subscribe(s, "x", {0}, 0);
+  b->detach(s, link.get(), close_kind::normal, std::nullopt, std::nullopt, "c");
+  EXPECT_EQ(b->session_count(), 0U);
+  EXPECT_EQ(b->subscription_count(), 0U);
+}
+
+TEST_F(broker_fixture, will_is_published_on_abnormal_close_only) {
+  auto watcher = b->attach("w", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(watcher, "will/#", {1}, 0);
+  mqtt::will_message will{"will/a", "gone", 1, false, {}};
+  auto l1 = std::make_shared<fake_link>();
+  auto a = b->attach("a", mqtt::protocol_version::v5, true, 0, l1).target;
+  b->detach(a, l1.get(), close_kind::normal, will, std::nullopt, "a");
+  EXPECT_TRUE(watcher->queue.empty());
+  auto l2 = std::make_shared<fake_link>();
+  a = b->attach("a", mqtt::protocol_version::v5, true, 0, l2).target;
+  b->detach(a, l2.get(), close_kind::abnormal, will, std::nullopt, "a");
+  ASSERT_EQ(watcher->queue.size(), 1U);
+  EXPECT_EQ(watcher->queue.front().msg->payload, "gone");
+}
+
+TEST_F(broker_fixture, delayed_will_is_cancelled_by_reconnect) {
+  auto watcher = b->attach("w", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(watcher, "will/#", {1}, 0);
+  mqtt::will_message will{"will/a", "gone", 1, false, {}};
+  will.props.will_delay_interval = 10;
+  auto l1 = std::make_shared<fake_link>();
+  auto a = b->attach("a", mqtt::protocol_version::v5, true, 100, l1).target;
+  b->detach(a, l1.get(), close_kind::abnormal, will, std::nullopt, "a");
+  clock.advance(std::chrono::seconds(5));
+  b->tick();
+  EXPECT_TRUE(watcher->queue.empty());
+  b->attach("a", mqtt::protocol_version::v5, false, 100, std::make_shared<fake_link>());
+  clock.advance(std::chrono::seconds(10));
+  b->tick();
+  EXPECT_TRUE(watcher->queue.empty());
+  // Without a reconnect the will goes out once the delay passes.
+  auto l3 = std::make_shared<fake_link>();
+  auto c = b->attach("c", mqtt::protocol_version::v5, true, 100, l3).target;
+  mqtt::will_message will_c{"will/c", "c gone", 1, false, {}};
+  will_c.props.will_delay_interval = 3;
+  b->detach(c, l3.get(), close_kind::abnormal, will_c, std::nullopt, "c");
+  clock.advance(std::chrono::seconds(4));
+  b->tick();
+  ASSERT_EQ(watcher->queue.size(), 1U);
+  EXPECT_EQ(watcher->queue.front().msg->payload, "c gone");
+}
+
+TEST_F(broker_fixture, full_queue_drops_new_messages_and_counts) {
+  settings.max_queued_messages = 2;
+  b = std::make_unique<broker>(settings, clock, auth, nullptr);
+  auto s = b->attach("s", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(s, "t", {1}, 0);
+  for (int i = 0; i < 5; ++i) b->publish(make("t", std::to_string(i), 1));
+  EXPECT_EQ(s->queue.size(), 2U);
+  EXPECT_EQ(s->queue.front().msg->payload, "0");
+  EXPECT_EQ(b->metrics().messages_dropped.load(), 3U);
+}
+
+TEST_F(broker_fixture, message_shared_not_copied_per_subscriber) {
+  std::vector<session_ptr> sessions;
+  for (int i = 0; i < 10; ++i) {
+    sessions.push_back(b->attach("s" + std::to_string(i), mqtt::protocol_version::v5, true, 0,
+                                 std::make_shared<fake_link>()).target);
+    b->subscribe(sessions.back(), "fan/out", {0}, 0);
+  }
+  auto m = make("fan/out", std::string(4096, 'p'), 0);
+  b->publish(m);
+  for (auto& s : sessions) EXPECT_EQ(s->queue.front().msg.get(), m.get());
+}
+
+}  // namespace
+}  // namespace nimbus::broker
