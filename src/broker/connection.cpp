@@ -75,7 +75,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     while (!closed_) {
       if (used == in_.size()) in_.resize(std::min<std::size_t>(in_.size() * 2, max_frame_bytes() + 8));
       auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + used, in_.size() - used));
-      if (ec || n == 0) co_return;
+      // A WebSocket read may end on an empty frame: zero bytes without an error is not EOF.
+      if (ec) co_return;
       used += n;
       broker_.metrics().bytes_received.fetch_add(n, std::memory_order_relaxed);
       last_received_ = std::chrono::steady_clock::now();
@@ -100,6 +101,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
           protocol_violation(error->reason, error->what);
           break;
         }
+        spdlog::trace("mqtt_packet_received client={} type={} bytes={}", client_id(),
+                      static_cast<int>(frame.type()), frame.total_size());
         handle(std::move(std::get<mqtt::packet>(decoded)));
       }
       if (closing_) {
@@ -654,6 +657,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
   // Acknowledgements leave in order; one that must wait for a durable write holds the rest.
   void queue_ack(mqtt::packet ack, std::uint64_t ticket) {
     auto* store = broker_.store();
+    spdlog::trace("mqtt_ack_queued client={} ticket={} committed={} waiting={}", client_id(), ticket,
+                  store ? store->writer().committed() : 0, pending_acks_.size());
     bool ready = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
     if (ready && pending_acks_.empty()) {
       mqtt::encode(ack, version_, out_);
@@ -691,7 +696,16 @@ class connection final : public session_link, public std::enable_shared_from_thi
       return;
     }
     writing_ = true;
-    asio::co_spawn(executor_, [self = shared_from_this()] { return self->write_loop(); }, asio::detached);
+    asio::co_spawn(executor_, [self = shared_from_this()] { return self->write_loop(); },
+                   [self = shared_from_this()](std::exception_ptr error) {
+                     if (!error) return;
+                     try {
+                       std::rethrow_exception(error);
+                     } catch (const std::exception& e) {
+                       spdlog::error("mqtt_write_failed client={} error=\"{}\"", self->client_id(), e.what());
+                     }
+                     self->stream_->close();
+                   });
   }
 
   asio::awaitable<void> write_loop() {

@@ -376,7 +376,11 @@ std::variant<packet, decode_error> decode_suback(std::uint8_t flags, reader& r, 
   suback_packet s;
   s.packet_id = r.u16();
   if (is_v5(v)) read_properties(r, in_suback, s.props);
-  while (r.ok() && !r.at_end()) s.reasons.push_back(static_cast<reason_code>(r.u8()));
+  while (r.ok() && !r.at_end()) {
+    auto code = r.u8();
+    if (!is_v5(v) && code > 2 && code != 0x80) r.malformed("bad SUBACK return code");
+    s.reasons.push_back(static_cast<reason_code>(code));
+  }
   if (!r.ok()) return r.error();
   return packet{std::move(s)};
 }

@@ -1,0 +1,34 @@
+# The two commands a new user types: `make run` and `make test`.
+.PHONY: run build test bench deps deps-test clients clean format
+
+BUILD_DIR := build
+NPM_CLIENTS := tests/clients/node
+
+run: build
+	./$(BUILD_DIR)/nimbus serve
+
+build: deps
+	cmake --preset release
+	cmake --build --preset release
+
+deps:
+	scripts/install-deps build
+
+deps-test:
+	scripts/install-deps test
+
+# npm test clients (MQTT.js), pinned by package-lock.json.
+clients: deps-test
+	cd $(NPM_CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+
+test: deps-test clients build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure --timeout 600 -j2
+
+bench: build
+	bench/run
+
+format:
+	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD_DIR) build-dev build-tsan

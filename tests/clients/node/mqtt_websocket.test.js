@@ -1,0 +1,117 @@
+// MQTT.js against nimbus over WebSocket (ws:// on the HTTP listener, wss:// on HTTPS).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { startNimbus } from './nimbus.js';
+
+let server;
+before(async () => { server = await startNimbus(); });
+after(async () => { assert.equal(await server.stop(), 0); });
+
+function wsUrl() { return `ws://127.0.0.1:${server.port('http')}/mqtt`; }
+
+async function connect(url, options = {}) {
+  const client = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
+  return client;
+}
+
+function nextMessages(client, count, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const got = [];
+    const timer = setTimeout(() => reject(new Error(`got ${got.length} of ${count} messages`)), timeoutMs);
+    client.on('message', (topic, payload, packet) => {
+      got.push({ topic, payload: payload.toString(), packet });
+      if (got.length === count) { clearTimeout(timer); resolve(got); }
+    });
+  });
+}
+
+for (const protocolVersion of [4, 5]) {
+  test(`publish and subscribe at QoS 0, 1 and 2 over ws (MQTT ${protocolVersion === 5 ? '5' : '3.1.1'})`, async () => {
+    const sub = await connect(wsUrl(), { protocolVersion, clientId: `ws-sub-${protocolVersion}` });
+    const pub = await connect(wsUrl(), { protocolVersion, clientId: `ws-pub-${protocolVersion}` });
+    const granted = await sub.subscribeAsync(`ws/${protocolVersion}/#`, { qos: 2 });
+    assert.equal(granted[0].qos, 2);
+    const received = nextMessages(sub, 3);
+    for (const qos of [0, 1, 2]) await pub.publishAsync(`ws/${protocolVersion}/q${qos}`, `hello ${qos}`, { qos });
+    const messages = await received;
+    assert.deepEqual(messages.map((m) => m.payload).sort(), ['hello 0', 'hello 1', 'hello 2']);
+    for (const m of messages) assert.equal(m.packet.qos, Number(m.topic.slice(-1)));
+    await pub.endAsync();
+    await sub.endAsync();
+  });
+}
+
+test('retained message reaches a later WebSocket subscriber, empty payload clears it', async () => {
+  const pub = await connect(wsUrl(), { protocolVersion: 5 });
+  await pub.publishAsync('ws/retained', 'kept', { qos: 1, retain: true });
+  const sub = await connect(wsUrl(), { protocolVersion: 5 });
+  const received = nextMessages(sub, 1);
+  await sub.subscribeAsync('ws/retained', { qos: 1 });
+  const [m] = await received;
+  assert.equal(m.payload, 'kept');
+  assert.equal(m.packet.retain, true);
+  await pub.publishAsync('ws/retained', '', { qos: 1, retain: true });
+  const late = await connect(wsUrl(), { protocolVersion: 5 });
+  let got = 0;
+  late.on('message', () => { got += 1; });
+  await late.subscribeAsync('ws/retained', { qos: 1 });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(got, 0);
+  await Promise.all([pub.endAsync(), sub.endAsync(), late.endAsync()]);
+});
+
+test('MQTT 5 properties pass through: user properties, response topic, correlation data, subscription id', async () => {
+  const sub = await connect(wsUrl(), { protocolVersion: 5 });
+  const pub = await connect(wsUrl(), { protocolVersion: 5 });
+  await sub.subscribeAsync('ws/props/+', { qos: 1, properties: { subscriptionIdentifier: 42 } });
+  const received = nextMessages(sub, 1);
+  await pub.publishAsync('ws/props/a', '{"t":21.5}', {
+    qos: 1,
+    properties: {
+      userProperties: { sensor: 'dht22', site: 'lab' },
+      responseTopic: 'ws/replies',
+      correlationData: Buffer.from([1, 2, 3]),
+      contentType: 'application/json',
+      payloadFormatIndicator: true,
+    },
+  });
+  const [m] = await received;
+  const p = m.packet.properties;
+  assert.deepEqual({ ...p.userProperties }, { sensor: 'dht22', site: 'lab' });
+  assert.equal(p.responseTopic, 'ws/replies');
+  assert.deepEqual([...p.correlationData], [1, 2, 3]);
+  assert.equal(p.contentType, 'application/json');
+  assert.deepEqual([].concat(p.subscriptionIdentifier), [42]);
+  await Promise.all([pub.endAsync(), sub.endAsync()]);
+});
+
+test('topic aliases both ways: the client assigns them, the server sends its own', async () => {
+  const sub = await connect(wsUrl(), { protocolVersion: 5, properties: { topicAliasMaximum: 5 } });
+  const pub = await connect(wsUrl(), { protocolVersion: 5, autoAssignTopicAlias: true });
+  await sub.subscribeAsync('ws/alias/#', { qos: 1 });
+  const received = nextMessages(sub, 4);
+  for (let i = 0; i < 4; i += 1) await pub.publishAsync('ws/alias/long/topic/name', `m${i}`, { qos: 1 });
+  const messages = await received;
+  // MQTT.js restores the topic from the alias; the server used one after the first message.
+  assert.deepEqual(messages.map((m) => m.topic), Array(4).fill('ws/alias/long/topic/name'));
+  assert.deepEqual(messages.map((m) => m.payload), ['m0', 'm1', 'm2', 'm3']);
+  assert.equal(messages[0].packet.properties?.topicAlias, 1);
+  assert.ok(messages.slice(1).every((m) => m.packet.topic === '' && m.packet.properties?.topicAlias === 1));
+  await Promise.all([pub.endAsync(), sub.endAsync()]);
+});
+
+test('wss on the HTTPS listener with the Nimbus root CA', async () => {
+  const ca = readFileSync(join(server.dataDir, 'ca', 'root-CA.crt'));
+  const url = `wss://localhost:${server.port('https')}/mqtt`;
+  const sub = await connect(url, { protocolVersion: 5, ca, rejectUnauthorized: true });
+  const received = nextMessages(sub, 1);
+  await sub.subscribeAsync('wss/t', { qos: 1 });
+  const pub = await connect(wsUrl(), { protocolVersion: 5 });
+  await pub.publishAsync('wss/t', 'secure', { qos: 1 });
+  const [m] = await received;
+  assert.equal(m.payload, 'secure');
+  await Promise.all([pub.endAsync(), sub.endAsync()]);
+});
