@@ -57,6 +57,10 @@ void broker::restore(storage::database& db) {
       max_seq = std::max(max_seq, d.seq);
       s->queue.push_back(std::move(d));
     }
+    for (auto& [packet_id, d] : stored.sent) {
+      max_seq = std::max(max_seq, d.seq);
+      s->inflight[packet_id] = outbound_inflight{std::move(d), false};
+    }
     for (auto& [packet_id, d] : stored.released) {
       max_seq = std::max(max_seq, d.seq);
       s->inflight[packet_id] = outbound_inflight{std::move(d), true};
@@ -85,42 +89,38 @@ attach_result broker::attach(const std::string& client_id, mqtt::protocol_versio
   std::shared_ptr<session_link> previous_link;
   session_ptr replaced;
   attach_result result;
-  bool was_stored = false;
   {
     std::lock_guard registry(registry_mutex_);
     auto& slot = sessions_[client_id];
-    if (slot && clean_start) {
-      std::lock_guard lock(slot->mutex);
-      previous_link = std::move(slot->link);
-      was_stored = slot->is_persistent();
-      replaced = std::move(slot);
-    }
+    bool was_stored = false;
     if (slot) {
       std::lock_guard lock(slot->mutex);
       previous_link = std::move(slot->link);
       was_stored = slot->is_persistent();
-      slot->will.reset();  // a new connection arrived before the delayed will was due
-      result.session_present = true;
-    } else {
-      slot = std::make_shared<session>(client_id);
+      if (clean_start) {
+        replaced = std::move(slot);
+      } else {
+        slot->will.reset();  // a new connection arrived before the delayed will was due
+        result.session_present = true;
+      }
     }
-    std::lock_guard lock(slot->mutex);
-    slot->version = version;
-    slot->expiry_interval = expiry_interval;
-    slot->link = std::move(link);
-    slot->expires_at = 0;
-    result.target = slot;
+    if (!slot) slot = std::make_shared<session>(client_id);
+    {
+      std::lock_guard lock(slot->mutex);
+      slot->version = version;
+      slot->expiry_interval = expiry_interval;
+      slot->link = std::move(link);
+      slot->expires_at = 0;
+      result.target = slot;
+    }
+    // Stored state changes under the registry lock keep their order per client id.
+    if (store_) {
+      if (was_stored && (replaced || expiry_interval == 0)) store_->delete_session(client_id);
+      if (expiry_interval > 0) store_->save_session(client_id, version, expiry_interval, 0);
+    }
   }
   if (replaced) discard(replaced, false);
   if (previous_link) previous_link->kick(mqtt::reason_code::session_taken_over);
-  if (store_) {
-    if (expiry_interval > 0) {
-      if (replaced && was_stored) store_->delete_session(client_id);
-      store_->save_session(client_id, version, expiry_interval, 0);
-    } else if (was_stored) {
-      store_->delete_session(client_id);
-    }
-  }
   return result;
 }
 
@@ -132,6 +132,9 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
   bool end_session = false;
   bool publish_now = false;
   {
+    // Registry first: a session that ends must leave the registry in the same step, or a
+    // reconnect could resume it in between and then lose it.
+    std::lock_guard registry(registry_mutex_);
     std::lock_guard lock(s->mutex);
     if (s->link.get() != link) {
       // Taken over or discarded: the newer connection owns the session now.
@@ -144,6 +147,8 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
       if (!s->is_persistent()) {
         end_session = true;
         publish_now = send_will;
+        auto it = sessions_.find(s->client_id());
+        if (it != sessions_.end() && it->second == s) sessions_.erase(it);
         if (was_persistent && store_) store_->delete_session(s->client_id());
       } else {
         s->expires_at = s->expiry_interval == never_expires ? 0 : now + s->expiry_interval;
@@ -155,11 +160,6 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
         }
       }
     }
-  }
-  if (end_session) {
-    std::lock_guard registry(registry_mutex_);
-    auto it = sessions_.find(s->client_id());
-    if (it != sessions_.end() && it->second == s) sessions_.erase(it);
   }
   if (end_session) discard(s, false);
   if (publish_now) publish_will(*will, publisher);
@@ -196,7 +196,7 @@ void broker::publish_will(const mqtt::will_message& will, const std::string& pub
   publish(std::move(msg));
 }
 
-bool broker::enqueue_locked(session& s, delivery d, std::vector<std::pair<std::string, delivery>>& rows) {
+bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket) {
   if (s.discarded) return false;
   if (!s.link && (d.qos == 0 || !s.is_persistent())) return false;  // QoS 0 is not kept for offline clients
   if (s.queue.size() >= settings_.max_queued_messages) {
@@ -214,7 +214,7 @@ bool broker::enqueue_locked(session& s, delivery d, std::vector<std::pair<std::s
   }
   if (d.qos > 0 && s.is_persistent() && store_) {
     d.seq = s.next_seq++;
-    rows.emplace_back(s.client_id(), d);
+    ticket = std::max(ticket, store_->enqueue(s.client_id(), d));
   }
   s.queue.push_back(std::move(d));
   return true;
@@ -246,7 +246,6 @@ publish_result broker::route(message_ptr msg) {
   // subscription identifier (MQTT 3.3.4).
   std::sort(matches.begin(), matches.end(),
             [](const auto& a, const auto& b) { return a.target.get() < b.target.get(); });
-  std::vector<std::pair<std::string, delivery>> rows;
   for (std::size_t i = 0; i < matches.size();) {
     const auto& target = matches[i].target;
     delivery d;
@@ -264,14 +263,13 @@ publish_result broker::route(message_ptr msg) {
     std::shared_ptr<session_link> wake;
     {
       std::lock_guard lock(target->mutex);
-      if (enqueue_locked(*target, std::move(d), rows)) {
+      if (enqueue_locked(*target, std::move(d), result.durable_ticket)) {
         ++result.matched;
         wake = target->link;
       }
     }
     if (wake) wake->wake();
   }
-  if (!rows.empty() && store_) result.durable_ticket = std::max(result.durable_ticket, store_->enqueue(std::move(rows)));
   return result;
 }
 
@@ -287,6 +285,15 @@ std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
     persistent = s->is_persistent();
   }
   index_.subscribe(plain, group, s, options, subscription_id);
+  {
+    std::unique_lock lock(s->mutex);
+    if (s->discarded) {
+      // The session ended meanwhile; its discard may have missed this entry.
+      lock.unlock();
+      index_.unsubscribe(plain, group, s.get());
+      return 0;
+    }
+  }
   std::uint64_t ticket = 0;
   if (persistent && store_) ticket = store_->save_subscription(s->client_id(), filter, {options, subscription_id});
   // Retained messages: never for shared subscriptions; retain handling 1 only when new (3.3.1.3).
@@ -311,7 +318,7 @@ void broker::queue_retained(const session_ptr& s, const std::string& filter, con
   }
   if (found.empty()) return;
   auto now = clock_.unix_seconds();
-  std::vector<std::pair<std::string, delivery>> rows;
+  std::uint64_t ticket = 0;
   std::shared_ptr<session_link> wake;
   {
     std::lock_guard lock(s->mutex);
@@ -322,11 +329,10 @@ void broker::queue_retained(const session_ptr& s, const std::string& filter, con
       d.retain = true;
       if (subscription_id != 0) d.subscription_ids.push_back(subscription_id);
       d.msg = std::move(msg);
-      enqueue_locked(*s, std::move(d), rows);
+      enqueue_locked(*s, std::move(d), ticket);
     }
     wake = s->link;
   }
-  if (!rows.empty() && store_) store_->enqueue(std::move(rows));
   if (wake) wake->wake();
 }
 
@@ -364,6 +370,8 @@ void broker::tick() {
         s->will.reset();
       }
       if (session_over) {
+        // Deleted while the registry is locked, so a new session with this id is stored after.
+        if (store_) store_->delete_session(s->client_id());
         expired_sessions.push_back(s);
         it = sessions_.erase(it);
       } else {
@@ -371,7 +379,7 @@ void broker::tick() {
       }
     }
   }
-  for (auto& s : expired_sessions) discard(s, true);
+  for (auto& s : expired_sessions) discard(s, false);
   for (auto& [will, publisher] : wills) publish_will(will, publisher);
   if (settings_.sys_interval > 0 && now - last_sys_ >= settings_.sys_interval) {
     last_sys_ = now;

@@ -99,8 +99,8 @@ class broker {
  private:
   // Removes a session and its subscriptions. Call without holding its mutex.
   void discard(const session_ptr& s, bool delete_stored);
-  // Queues `d` into `s` (caller holds s->mutex). Returns false if dropped.
-  bool enqueue_locked(session& s, delivery d, std::vector<std::pair<std::string, delivery>>& rows);
+  // Queues `d` into `s` (caller holds s->mutex); a stored row's ticket raises `ticket`.
+  bool enqueue_locked(session& s, delivery d, std::uint64_t& ticket);
   void queue_retained(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
                       std::uint32_t subscription_id);
   void publish_will(const mqtt::will_message& will, const std::string& publisher);

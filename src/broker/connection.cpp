@@ -34,7 +34,11 @@ constexpr std::size_t read_chunk = 16 * 1024;
 class connection final : public session_link, public std::enable_shared_from_this<connection> {
  public:
   connection(broker& b, std::unique_ptr<net::byte_stream> stream)
-      : broker_(b), stream_(std::move(stream)), executor_(stream_->executor()), close_timer_(executor_) {}
+      : broker_(b),
+        stream_(std::move(stream)),
+        executor_(stream_->executor()),
+        close_timer_(executor_),
+        output_drained_(executor_) {}
 
   void start() {
     broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -73,6 +77,14 @@ class connection final : public session_link, public std::enable_shared_from_thi
     std::size_t used = 0;
     in_.resize(read_chunk);
     while (!closed_) {
+      // Backpressure: a client that does not read what we send (acknowledgements included)
+      // is not read from either, so its output cannot grow without bound.
+      while ((output_bytes() >= broker_.settings().max_write_buffer ||
+              pending_acks_.size() >= broker_.settings().receive_maximum) &&
+             !closed_ && !closing_) {
+        output_drained_.expires_at(asio::steady_timer::time_point::max());
+        co_await output_drained_.async_wait(as_value);
+      }
       if (used == in_.size()) in_.resize(std::min<std::size_t>(in_.size() * 2, max_frame_bytes() + 8));
       auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + used, in_.size() - used));
       // A WebSocket read may end on an empty frame: zero bytes without an error is not EOF.
@@ -147,6 +159,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
   void finish() {
     closed_ = true;
     close_timer_.cancel();
+    output_drained_.cancel();
     stream_->close();
     broker_.metrics().connections_current.fetch_sub(1, std::memory_order_relaxed);
     if (session_) {
@@ -168,8 +181,13 @@ class connection final : public session_link, public std::enable_shared_from_thi
       append(d);
     }
     close_after_write_ = true;
+    output_drained_.cancel();
     flush_output();
-    // A reader that never drains must not keep the socket open.
+    arm_close_timer();
+  }
+
+  // A reader that never drains must not keep the socket open.
+  void arm_close_timer() {
     close_timer_.expires_after(close_grace);
     close_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
       if (!ec) self->stream_->close();
@@ -227,10 +245,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     closing_ = true;
     close_after_write_ = true;
     flush_output();
-    close_timer_.expires_after(close_grace);
-    close_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec) self->stream_->close();
-    });
+    arm_close_timer();
   }
 
   void on_connect(mqtt::connect_packet&& c) {
@@ -268,6 +283,12 @@ class connection final : public session_link, public std::enable_shared_from_thi
       return refuse_connect(verdict);
     }
     identity_ = std::make_shared<client_identity>(std::move(who));
+    if (c.will && (c.will->topic.starts_with("$SYS") || !broker_.auth().may_publish(*identity_, c.will->topic, c.will->retain))) {
+      broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("mqtt_will_denied client={} topic=\"{}\"", c.client_id, c.will->topic);
+      identity_.reset();
+      return refuse_connect(reason_code::not_authorized);
+    }
 
     std::uint32_t expiry;
     if (v5) expiry = c.props.session_expiry_interval.value_or(0);
@@ -277,7 +298,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
 
     keep_alive_ = c.keep_alive;
     std::optional<std::uint16_t> server_keep_alive;
-    if (keep_alive_ > settings.max_keep_alive || (keep_alive_ == 0 && v5 && settings.max_keep_alive < 65535)) {
+    // Only MQTT 5 can tell a client its keep-alive was lowered (Server Keep Alive).
+    if (v5 && (keep_alive_ > settings.max_keep_alive || (keep_alive_ == 0 && settings.max_keep_alive < 65535))) {
       keep_alive_ = static_cast<std::uint16_t>(settings.max_keep_alive);
       if (v5) server_keep_alive = keep_alive_;
     }
@@ -332,19 +354,20 @@ class connection final : public session_link, public std::enable_shared_from_thi
     if (v5 && !p.props.subscription_identifiers.empty())
       return protocol_violation(reason_code::protocol_error, "subscription identifier in PUBLISH from a client");
 
-    if (p.qos > 0) {
-      std::size_t in_flight = inbound_in_flight();
-      if (v5 && in_flight >= broker_.settings().receive_maximum)
-        return protocol_violation(reason_code::receive_maximum_exceeded, "receive maximum exceeded");
-    }
     if (p.qos == 2) {
-      std::lock_guard lock(session_->mutex);
-      if (session_->inbound_qos2.contains(p.packet_id)) {
+      bool duplicate;
+      {
+        std::lock_guard lock(session_->mutex);
+        duplicate = session_->inbound_qos2.contains(p.packet_id);
+      }
+      if (duplicate) {
         // A retransmission of a message already routed: acknowledge again, deliver once.
         queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::success, {}}, 0);
         return;
       }
     }
+    if (p.qos > 0 && v5 && inbound_in_flight() >= broker_.settings().receive_maximum)
+      return protocol_violation(reason_code::receive_maximum_exceeded, "receive maximum exceeded");
     if (!broker_.auth().may_publish(*identity_, p.topic, p.retain)) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       spdlog::info("mqtt_publish_denied client={} topic=\"{}\"", client_id(), p.topic);
@@ -355,6 +378,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     }
 
     publish_result routed;
+    const std::uint64_t floor = durable_floor();
     bool reserved = p.topic.starts_with("$SYS");  // clients may not write the broker's own topics
     if (!reserved) {
       auto msg = std::make_shared<message>();
@@ -370,7 +394,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     }
     auto matched_code = v5 && routed.matched == 0 ? reason_code::no_matching_subscribers : reason_code::success;
     if (p.qos == 1) {
-      queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}}, routed.durable_ticket);
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}}, routed.durable_ticket, floor);
     } else if (p.qos == 2) {
       std::uint64_t ticket = routed.durable_ticket;
       bool persistent;
@@ -380,7 +404,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
         persistent = session_->is_persistent();
       }
       if (persistent && broker_.store()) ticket = std::max(ticket, broker_.store()->add_inbound_qos2(client_id(), p.packet_id));
-      queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket);
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket, floor);
     }
   }
 
@@ -454,6 +478,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     std::uint32_t subscription_id = s.props.subscription_identifiers.empty() ? 0 : s.props.subscription_identifiers[0];
     mqtt::suback_packet ack{s.packet_id, {}, {}};
     std::uint64_t ticket = 0;
+    const std::uint64_t floor = durable_floor();
     for (const auto& e : s.entries) {
       bool shared = mqtt::parse_shared_filter(e.filter).has_value();
       bool valid = shared ? mqtt::is_valid_shared_filter(e.filter, broker_.topic_limits())
@@ -482,7 +507,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
       ticket = std::max(ticket, broker_.subscribe(session_, e.filter, options, subscription_id));
       ack.reasons.push_back(static_cast<reason_code>(options.qos));
     }
-    queue_ack(std::move(ack), ticket);
+    queue_ack(std::move(ack), ticket, floor);
   }
 
   void on_unsubscribe(const mqtt::unsubscribe_packet& u) {
@@ -507,6 +532,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     closing_ = true;
     close_after_write_ = true;
     flush_output();
+    arm_close_timer();
   }
 
   // ---- outbound messages ---------------------------------------------------------------------
@@ -519,6 +545,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
   void resend_inflight() {
     std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
     std::lock_guard lock(session_->mutex);
+    if (session_->link.get() != this) return;
     for (const auto& [packet_id, entry] : session_->inflight) order.emplace_back(entry.d.seq, packet_id);
     std::sort(order.begin(), order.end());
     for (auto [seq, packet_id] : order) {
@@ -542,12 +569,15 @@ class connection final : public session_link, public std::enable_shared_from_thi
     auto now = broker_.clock().unix_seconds();
     const std::size_t window = std::min<std::size_t>(client_receive_maximum_, broker_.settings().max_inflight);
     std::vector<std::uint64_t> finished_seqs;
+    std::vector<std::pair<std::uint64_t, std::uint16_t>> sent_qos2;
     {
       std::lock_guard lock(session_->mutex);
+      // After a takeover the session belongs to the new connection.
+      if (session_->link.get() != this) return;
       auto& queue = session_->queue;
       while (!queue.empty()) {
         auto& d = queue.front();
-        bool buffer_full = out_.size() >= broker_.settings().max_write_buffer;
+        bool buffer_full = output_bytes() >= broker_.settings().max_write_buffer;
         if (d.msg->expires_at != 0 && now > d.msg->expires_at) {
           broker_.metrics().messages_expired.fetch_add(1, std::memory_order_relaxed);
           if (d.seq) finished_seqs.push_back(d.seq);
@@ -566,19 +596,20 @@ class connection final : public session_link, public std::enable_shared_from_thi
           continue;
         }
         if (session_->inflight.size() >= window || buffer_full) break;
-        if (!may_receive(d) || !fits_client(d)) {
+        auto packet_id = session_->allocate_packet_id();
+        if (!may_receive(d) || !encode_delivery(d, packet_id, false)) {
           if (d.seq) finished_seqs.push_back(d.seq);
           queue.pop_front();
           continue;
         }
-        auto packet_id = session_->allocate_packet_id();
-        encode_delivery(d, packet_id, false);
+        if (d.qos == 2 && d.seq) sent_qos2.emplace_back(d.seq, packet_id);
         session_->inflight.emplace(packet_id, outbound_inflight{std::move(d), false});
         queue.pop_front();
       }
     }
     if (store) {
       for (auto seq : finished_seqs) store->remove_delivery(client_id(), seq);
+      for (auto [seq, packet_id] : sent_qos2) store->mark_sent(client_id(), seq, packet_id);
     }
     flush_output();
   }
@@ -589,32 +620,27 @@ class connection final : public session_link, public std::enable_shared_from_thi
     return false;
   }
 
-  bool fits_client(const delivery& d) {
-    std::size_t size = mqtt::publish_size(version_, d.qos, d.msg->topic, d.msg->props, d.msg->payload.size()) + 16;
-    if (size <= client_max_packet_) return true;
-    broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
-    return false;
-  }
-
-  void encode_delivery(const delivery& d, std::uint16_t packet_id, bool dup) {
+  // Appends the PUBLISH for `d`; false when it cannot be sent to this client (larger than its
+  // Maximum Packet Size), in which case nothing was written and no alias was assigned.
+  bool encode_delivery(const delivery& d, std::uint16_t packet_id, bool dup) {
     const message& m = *d.msg;
     bool v5 = version_ == mqtt::protocol_version::v5;
     std::string_view topic = m.topic;
     const mqtt::properties* props = &m.props;
     mqtt::properties adjusted;
     if (v5) {
+      bool expiring = m.expires_at != 0;
       std::optional<std::uint16_t> alias;
+      bool new_alias = false;
       if (client_topic_alias_maximum_ > 0) {
-        auto it = outbound_aliases_.find(m.topic);
-        if (it != outbound_aliases_.end()) {
+        if (auto it = outbound_aliases_.find(m.topic); it != outbound_aliases_.end()) {
           alias = it->second;
           topic = {};
         } else if (outbound_aliases_.size() < client_topic_alias_maximum_) {
           alias = static_cast<std::uint16_t>(outbound_aliases_.size() + 1);
-          outbound_aliases_.emplace(m.topic, *alias);
+          new_alias = true;
         }
       }
-      bool expiring = m.expires_at != 0;
       if (alias || expiring || !d.subscription_ids.empty()) {
         adjusted = m.props;
         adjusted.topic_alias = alias;
@@ -625,20 +651,21 @@ class connection final : public session_link, public std::enable_shared_from_thi
         }
         props = &adjusted;
       }
-    } else if (topic.empty()) {
-      return;
-    }
-    if (v5 && mqtt::publish_size(version_, d.qos, topic, *props, m.payload.size()) > client_max_packet_) {
-      broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
-      return;
+      if (mqtt::publish_size(version_, d.qos, topic, *props, m.payload.size()) > client_max_packet_) {
+        broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      }
+      if (new_alias) outbound_aliases_.emplace(m.topic, *alias);
     }
     mqtt::encode_publish_head(out_, version_, d.qos, d.retain, dup, topic, packet_id, *props, m.payload.size());
     if (m.payload.size() >= shared_payload_threshold) {
       out_refs_.emplace_back(out_.size(), d.msg);
+      out_ref_bytes_ += m.payload.size();
     } else {
       out_.append(m.payload);
     }
     broker_.metrics().messages_sent.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
 
   // ---- output -------------------------------------------------------------------------------
@@ -654,13 +681,20 @@ class connection final : public session_link, public std::enable_shared_from_thi
     flush_output();
   }
 
-  // Acknowledgements leave in order; one that must wait for a durable write holds the rest.
-  void queue_ack(mqtt::packet ack, std::uint64_t ticket) {
+  // The write-queue position before this connection submits writes for a packet; with the
+  // packet's ticket it brackets the writes its acknowledgement vouches for.
+  std::uint64_t durable_floor() const {
     auto* store = broker_.store();
-    spdlog::trace("mqtt_ack_queued client={} ticket={} committed={} waiting={}", client_id(), ticket,
-                  store ? store->writer().committed() : 0, pending_acks_.size());
+    return store ? store->writer().committed() : 0;
+  }
+
+  // Acknowledgements leave in order; one that must wait for a durable write holds the rest.
+  void queue_ack(mqtt::packet ack, std::uint64_t ticket, std::uint64_t floor = 0) {
+    auto* store = broker_.store();
+    spdlog::trace("mqtt_ack_queued client={} ticket={} waiting={}", client_id(), ticket, pending_acks_.size());
     bool ready = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
     if (ready && pending_acks_.empty()) {
+      if (ticket != 0 && store && store->writer().failed_between(floor, ticket)) return storage_failed();
       mqtt::encode(ack, version_, out_);
       flush_output();
       return;
@@ -668,7 +702,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     bool is_qos1 = std::holds_alternative<mqtt::ack_packet>(ack) &&
                    std::get<mqtt::ack_packet>(ack).type == mqtt::packet_type::puback;
     if (is_qos1) ++deferred_qos1_;
-    pending_acks_.push_back({std::move(ack), ticket, is_qos1});
+    pending_acks_.push_back({std::move(ack), ticket, floor, is_qos1});
     if (!ready) {
       store->writer().when_durable(ticket, [self = shared_from_this()] {
         asio::post(self->executor_, [self] { self->release_acks(); });
@@ -681,12 +715,24 @@ class connection final : public session_link, public std::enable_shared_from_thi
     auto committed = store ? store->writer().committed() : ~std::uint64_t{0};
     while (!pending_acks_.empty() && pending_acks_.front().ticket <= committed) {
       auto& front = pending_acks_.front();
+      if (front.ticket != 0 && store && store->writer().failed_between(front.floor, front.ticket)) {
+        pending_acks_.clear();
+        return storage_failed();
+      }
       if (front.is_qos1) --deferred_qos1_;
       if (!closing_) mqtt::encode(front.ack, version_, out_);
       pending_acks_.pop_front();
     }
     flush_output();
+    output_drained_.cancel();  // reading may resume if it paused on pending acknowledgements
     if (pending_acks_.empty()) deliver();
+  }
+
+  // What an acknowledgement would vouch for was not stored: never acknowledge it. Closing
+  // makes the client resend its unacknowledged messages after reconnecting.
+  void storage_failed() {
+    spdlog::error("mqtt_storage_failed client={} action=disconnect", client_id());
+    close_with(reason_code::implementation_specific_error, "storage failure");
   }
 
   void flush_output() {
@@ -715,6 +761,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
       writing_out_.swap(out_);
       writing_refs_.clear();
       writing_refs_.swap(out_refs_);
+      out_ref_bytes_ = 0;
       buffers.clear();
       std::size_t offset = 0;
       for (const auto& [at, msg] : writing_refs_) {
@@ -726,18 +773,23 @@ class connection final : public session_link, public std::enable_shared_from_thi
       auto [ec, n] = co_await stream_->async_write(buffers);
       if (ec) {
         stream_->close();
+        output_drained_.cancel();
         break;
       }
       broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
+      if (output_bytes() < broker_.settings().max_write_buffer) output_drained_.cancel();
       // Free capacity after a burst so idle connections stay small.
       if (writing_out_.capacity() > 64 * 1024) std::string().swap(writing_out_);
     }
     writing_ = false;
+    output_drained_.cancel();
     if (close_after_write_ && out_.empty()) stream_->close();
     if (!closed_ && !closing_) deliver();  // the buffer drained: a slow reader may take more now
   }
 
   std::size_t max_frame_bytes() const { return broker_.settings().max_packet_size; }
+  // Bytes waiting to be written, shared payloads included.
+  std::size_t output_bytes() const { return out_.size() + out_ref_bytes_; }
   const std::string& client_id() const {
     static const std::string none = "-";
     return identity_ ? identity_->client_id : none;
@@ -746,6 +798,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
   struct pending_ack {
     mqtt::packet ack;
     std::uint64_t ticket;
+    std::uint64_t floor;
     bool is_qos1;
   };
 
@@ -753,6 +806,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
   std::unique_ptr<net::byte_stream> stream_;
   asio::any_io_executor executor_;
   asio::steady_timer close_timer_;
+  asio::steady_timer output_drained_;  // cancelled when the output falls below the limit
   std::vector<char> in_;
 
   mqtt::protocol_version version_ = mqtt::protocol_version::v311;
@@ -783,6 +837,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
 
   std::string out_;
   std::vector<std::pair<std::size_t, message_ptr>> out_refs_;
+  std::size_t out_ref_bytes_ = 0;
   std::string writing_out_;
   std::vector<std::pair<std::size_t, message_ptr>> writing_refs_;
   bool writing_ = false;

@@ -39,7 +39,7 @@ void session_store::migrate(storage::database& db) {
       expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE mqtt_subscriptions (
-      client_id TEXT NOT NULL REFERENCES mqtt_sessions(client_id) ON DELETE CASCADE,
+      client_id TEXT NOT NULL,
       filter TEXT NOT NULL,
       qos INTEGER NOT NULL,
       no_local INTEGER NOT NULL,
@@ -49,7 +49,7 @@ void session_store::migrate(storage::database& db) {
       PRIMARY KEY (client_id, filter)
     ) WITHOUT ROWID;
     CREATE TABLE mqtt_queue (
-      client_id TEXT NOT NULL REFERENCES mqtt_sessions(client_id) ON DELETE CASCADE,
+      client_id TEXT NOT NULL,
       seq INTEGER NOT NULL,
       topic TEXT NOT NULL,
       payload BLOB NOT NULL,
@@ -60,11 +60,12 @@ void session_store::migrate(storage::database& db) {
       expires_at INTEGER NOT NULL,
       publisher TEXT NOT NULL,
       subscription_ids TEXT NOT NULL,
+      sent_packet_id INTEGER NOT NULL DEFAULT 0,
       released_packet_id INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (client_id, seq)
     ) WITHOUT ROWID;
     CREATE TABLE mqtt_inbound_qos2 (
-      client_id TEXT NOT NULL REFERENCES mqtt_sessions(client_id) ON DELETE CASCADE,
+      client_id TEXT NOT NULL,
       packet_id INTEGER NOT NULL,
       PRIMARY KEY (client_id, packet_id)
     ) WITHOUT ROWID;
@@ -86,7 +87,7 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
   while (s.step()) {
     by_id[s.column_text(0)] = sessions.size();
     sessions.push_back({s.column_text(0), static_cast<mqtt::protocol_version>(s.column_int(1)),
-                        static_cast<std::uint32_t>(s.column_int(2)), s.column_int(3), {}, {}, {}, {}});
+                        static_cast<std::uint32_t>(s.column_int(2)), s.column_int(3), {}, {}, {}, {}, {}});
   }
   auto subs = db.prepare(
       "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, subscription_id "
@@ -104,7 +105,7 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
   }
   auto queue = db.prepare(
       "SELECT client_id, seq, topic, payload, message_qos, qos, retain, properties, expires_at, publisher, "
-      "subscription_ids, released_packet_id FROM mqtt_queue ORDER BY client_id, seq");
+      "subscription_ids, released_packet_id, sent_packet_id FROM mqtt_queue ORDER BY client_id, seq");
   while (queue.step()) {
     auto it = by_id.find(queue.column_text(0));
     if (it == by_id.end()) continue;
@@ -122,7 +123,9 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
     d.subscription_ids = split_ids(queue.column_text(10));
     d.msg = std::move(msg);
     auto released = static_cast<std::uint16_t>(queue.column_int(11));
+    auto sent = static_cast<std::uint16_t>(queue.column_int(12));
     if (released != 0) sessions[it->second].released.emplace_back(released, std::move(d));
+    else if (sent != 0) sessions[it->second].sent.emplace_back(sent, std::move(d));
     else sessions[it->second].queue.push_back(std::move(d));
   }
   auto inbound = db.prepare("SELECT client_id, packet_id FROM mqtt_inbound_qos2");
@@ -166,7 +169,10 @@ std::uint64_t session_store::save_session(const std::string& client_id, mqtt::pr
 
 std::uint64_t session_store::delete_session(const std::string& client_id) {
   return writer_.submit([=](storage::database& db) {
-    db.cached("DELETE FROM mqtt_sessions WHERE client_id = ?").bind(1, client_id).run();
+    for (const char* sql : {"DELETE FROM mqtt_subscriptions WHERE client_id = ?", "DELETE FROM mqtt_queue WHERE client_id = ?",
+                            "DELETE FROM mqtt_inbound_qos2 WHERE client_id = ?", "DELETE FROM mqtt_sessions WHERE client_id = ?"}) {
+      db.cached(sql).bind(1, client_id).run();
+    }
   });
 }
 
@@ -192,12 +198,12 @@ std::uint64_t session_store::delete_subscription(const std::string& client_id, c
   });
 }
 
-std::uint64_t session_store::enqueue(std::vector<std::pair<std::string, delivery>> rows) {
-  return writer_.submit([rows = std::move(rows)](storage::database& db) {
+std::uint64_t session_store::enqueue(const std::string& client_id, const delivery& d) {
+  return writer_.submit([client_id, d](storage::database& db) {
     auto& insert = db.cached(
         "INSERT OR REPLACE INTO mqtt_queue (client_id, seq, topic, payload, message_qos, qos, retain, properties, "
         "expires_at, publisher, subscription_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    for (const auto& [client_id, d] : rows) {
+    {
       insert.bind(1, client_id)
           .bind(2, static_cast<std::int64_t>(d.seq))
           .bind(3, d.msg->topic)
@@ -217,6 +223,16 @@ std::uint64_t session_store::enqueue(std::vector<std::pair<std::string, delivery
 std::uint64_t session_store::remove_delivery(const std::string& client_id, std::uint64_t seq) {
   return writer_.submit([=](storage::database& db) {
     db.cached("DELETE FROM mqtt_queue WHERE client_id = ? AND seq = ?").bind(1, client_id).bind(2, static_cast<std::int64_t>(seq)).run();
+  });
+}
+
+std::uint64_t session_store::mark_sent(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("UPDATE mqtt_queue SET sent_packet_id = ? WHERE client_id = ? AND seq = ?")
+        .bind(1, std::int64_t{packet_id})
+        .bind(2, client_id)
+        .bind(3, static_cast<std::int64_t>(seq))
+        .run();
   });
 }
 

@@ -42,6 +42,8 @@ class tcp_byte_stream final : public byte_stream {
     transport_ = "tcp";
     boost::system::error_code ignored;
     socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+    // Half-open peers with keep-alive 0 are still found out by TCP keepalive.
+    socket_.set_option(asio::socket_base::keep_alive(true), ignored);
   }
   asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
     auto [ec, n] = co_await socket_.async_read_some(buffer, as_value);
@@ -70,6 +72,7 @@ class tls_byte_stream final : public byte_stream {
     certificate_ = peer_certificate_of(stream_->native_handle());
     boost::system::error_code ignored;
     stream_->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
+    stream_->next_layer().set_option(asio::socket_base::keep_alive(true), ignored);
   }
   asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
     auto [ec, n] = co_await stream_->async_read_some(buffer, as_value);

@@ -53,8 +53,12 @@ bool statement::step() {
 }
 
 void statement::run() {
+  // Reset on every path: a statement left mid-step refuses later binds.
+  struct reset_guard {
+    statement& s;
+    ~reset_guard() { s.reset(); }
+  } guard{*this};
   step();
-  reset();
 }
 
 void statement::reset() {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace nimbus::storage {
 
 write_queue::write_queue(const std::string& path, const std::string& synchronous,
@@ -41,6 +43,13 @@ void write_queue::when_durable(std::uint64_t ticket, on_durable done) {
   done();
 }
 
+bool write_queue::failed_between(std::uint64_t after, std::uint64_t up_to) const {
+  if (failures_.load(std::memory_order_relaxed) == 0) return false;
+  std::lock_guard lock(failed_mutex_);
+  auto it = std::upper_bound(failed_.begin(), failed_.end(), after);
+  return it != failed_.end() && *it <= up_to;
+}
+
 void write_queue::drain() {
   std::unique_lock lock(mutex_);
   std::uint64_t target = submitted_;
@@ -63,17 +72,39 @@ void write_queue::run() {
       batch.swap(pending_);
       batch_end = submitted_;
     }
+    std::vector<std::uint64_t> failed_here;
+    const std::uint64_t first_ticket = batch_end - batch.size() + 1;
     try {
       db_->exec("BEGIN");
-      for (auto& w : batch) w(*db_);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        db_->exec("SAVEPOINT w");
+        try {
+          batch[i](*db_);
+          db_->exec("RELEASE w");
+        } catch (const std::exception& e) {
+          spdlog::error("storage_write_failed ticket={} error=\"{}\"", first_ticket + i, e.what());
+          db_->exec("ROLLBACK TO w");
+          db_->exec("RELEASE w");
+          failed_here.push_back(first_ticket + i);
+        }
+      }
       db_->exec("COMMIT");
     } catch (const std::exception& e) {
-      // A failed write is a local fault (disk full, corruption); keep serving and say so loudly.
+      // The commit itself failed (disk full, I/O error): nothing in this batch is durable.
       spdlog::error("storage_commit_failed error=\"{}\" writes={}", e.what(), batch.size());
       try {
         db_->exec("ROLLBACK");
       } catch (const std::exception&) {
       }
+      failed_here.clear();
+      for (std::size_t i = 0; i < batch.size(); ++i) failed_here.push_back(first_ticket + i);
+    }
+    if (!failed_here.empty()) {
+      failures_.fetch_add(failed_here.size(), std::memory_order_relaxed);
+      std::lock_guard lock(failed_mutex_);
+      failed_.insert(failed_.end(), failed_here.begin(), failed_here.end());
+      // Old failures stop mattering once nobody can still be waiting on them.
+      if (failed_.size() > 100'000) failed_.erase(failed_.begin(), failed_.begin() + 50'000);
     }
     batch.clear();
     commits_.fetch_add(1, std::memory_order_relaxed);

@@ -1,7 +1,9 @@
 #pragma once
 // The single writer of the database: a thread that runs submitted writes in batches, one
 // transaction per batch (group commit), and reports each write once its batch is durable.
-// Event loops never block on SQLite: they submit and are called back from the writer thread.
+// Each write runs in its own savepoint, so a failing write is rolled back alone and reported as
+// failed, never as durable. Event loops never block on SQLite: they submit and are called back
+// from the writer thread.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -29,6 +31,10 @@ class write_queue {
   // Calls `done` once every write up to `ticket` is committed (at once if it already is).
   void when_durable(std::uint64_t ticket, on_durable done);
   std::uint64_t committed() const { return committed_.load(std::memory_order_acquire); }
+  // True when a write with a ticket in (after, up_to] failed. Callers ask once `up_to` is
+  // committed, with `after` = committed() read before they submitted.
+  bool failed_between(std::uint64_t after, std::uint64_t up_to) const;
+  std::uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
   // Blocks until everything submitted so far is committed (start-up, shutdown and tests).
   void drain();
 
@@ -47,6 +53,9 @@ class write_queue {
   std::uint64_t submitted_ = 0;
   std::atomic<std::uint64_t> committed_{0};
   std::atomic<std::uint64_t> commits_{0};
+  std::atomic<std::uint64_t> failures_{0};
+  mutable std::mutex failed_mutex_;
+  std::vector<std::uint64_t> failed_;  // recent failed tickets, ascending
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -658,8 +658,12 @@ class RawClient:
         self.send(pingreq())
         return self.expect(PINGRESP, timeout)
 
-    def disconnect(self, rc=0, props=None):
+    def disconnect(self, rc=0, props=None, wait_closed=False):
+        """Send DISCONNECT. With wait_closed, wait for the server to close the socket: it has
+        then processed everything sent before (a reconnect cannot overtake it)."""
         try:
             self.send(disconnect(rc, props, self.version))
+            if wait_closed:
+                self.wait_closed()
         finally:
             self.close()

@@ -330,7 +330,7 @@ def test_unacked_qos1_redelivered_on_reconnect(server, clients, restart):
         assert again.dup, "re-delivery must set DUP (MQTT-3.3.1-1)"
         assert again.pid == first.pid, "re-delivery must reuse the packet id (MQTT-4.4.0-1)"
     r2.ack(again)
-    r2.disconnect()
+    r2.disconnect(wait_closed=True)
 
     # acknowledged now: not delivered a third time
     r3 = clients.raw(version=4)

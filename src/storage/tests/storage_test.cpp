@@ -62,5 +62,31 @@ TEST(write_queue, groups_writes_and_reports_durability_in_order) {
   EXPECT_EQ(count.column_int(1), 999 * 1000 / 2);
 }
 
+TEST(write_queue, a_failing_write_is_rolled_back_alone_and_reported) {
+  auto path = temp_db("failing.db");
+  {
+    database db(path);
+    db.exec("CREATE TABLE t (v INTEGER UNIQUE)");
+  }
+  write_queue q(path, "normal", std::chrono::milliseconds(5));
+  auto before = q.committed();
+  auto a = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 1).run(); });
+  auto b = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 1).run(); });  // duplicate
+  auto c = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 2).run(); });
+  q.drain();
+  EXPECT_FALSE(q.failed_between(before, a));
+  EXPECT_TRUE(q.failed_between(a, b));
+  EXPECT_TRUE(q.failed_between(before, c));
+  EXPECT_FALSE(q.failed_between(b, c));
+  // The cached statement still works after its failure.
+  auto d = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 3).run(); });
+  q.drain();
+  EXPECT_FALSE(q.failed_between(c, d));
+  database db(path);
+  auto count = db.prepare("SELECT count(*) FROM t");
+  ASSERT_TRUE(count.step());
+  EXPECT_EQ(count.column_int(0), 3);
+}
+
 }  // namespace
 }  // namespace nimbus::storage

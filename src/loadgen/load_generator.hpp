@@ -1,0 +1,41 @@
+#pragma once
+// `nimbus bench`: drives an MQTT broker with many real clients over TCP or TLS and reports
+// throughput, latency percentiles, losses and its own CPU use. Multi-threaded: clients are
+// spread over one event loop per thread so the generator is not the bottleneck.
+#include <cstdint>
+#include <string>
+
+namespace nimbus::loadgen {
+
+struct options {
+  std::string scenario = "fanin";  // conn, fanin, fanout, p2p, shared
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 1883;
+  int version = 5;  // 4 (3.1.1) or 5
+  int qos = 0;
+  std::size_t payload_size = 64;
+  double rate = 0;  // messages per second per publisher; 0: as fast as the window allows
+  double duration = 10;
+  double warmup = 1;  // seconds excluded from the figures
+  int publishers = 50;
+  int subscribers = 1;
+  int connections = 1000;   // conn scenario
+  double connect_rate = 0;  // conn scenario: connections per second; 0: as fast as possible
+  int inflight = 100;       // QoS 1/2 window per publisher (flat out)
+  int threads = 0;          // 0: hardware concurrency
+  bool tls = false;
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  std::string client_prefix = "bench";
+  std::string topic_prefix = "bench";
+  int broker_pid = 0;  // sample this process's resident memory (conn scenario)
+  bool json = false;
+  bool progress = true;
+};
+
+// Runs the scenario; prints the report (text or JSON) to stdout. Returns 0 when every QoS >= 1
+// message was received and nothing failed, 1 otherwise, 2 for bad options.
+int run(const options& opts);
+
+}  // namespace nimbus::loadgen
