@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "mqtt/topic.hpp"
 
@@ -156,11 +157,12 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
         if (send_will) {
           std::uint32_t delay = std::min(will_delay, s->expiry_interval);
           if (delay == 0) publish_now = true;
-          else s->will = pending_will{std::move(*will), now + delay};
+          else s->will = std::make_unique<pending_will>(pending_will{std::move(*will), now + delay});
         }
       }
     }
   }
+  release_congestion(*s);  // an offline session holds no publisher back
   if (end_session) discard(s, false);
   if (publish_now) publish_will(*will, publisher);
 }
@@ -179,6 +181,7 @@ void broker::discard(const session_ptr& s, bool delete_stored) {
     auto [plain, group] = split_shared(filter);
     index_.unsubscribe(plain, group, s.get());
   }
+  release_congestion(*s);
   if (delete_stored && store_) store_->delete_session(s->client_id());
 }
 
@@ -196,10 +199,17 @@ void broker::publish_will(const mqtt::will_message& will, const std::string& pub
   publish(std::move(msg));
 }
 
-bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket) {
+bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const gate_ptr& gate) {
   if (s.discarded) return false;
   if (!s.link && (d.qos == 0 || !s.is_persistent())) return false;  // QoS 0 is not kept for offline clients
-  if (s.queue.size() >= settings_.max_queued_messages) {
+  bool full = s.queue.size() >= settings_.max_queued_messages;
+  if (full && gate && s.link && d.qos > 0) {
+    // A connected subscriber that falls behind slows its publishers instead of losing messages.
+    if (std::find(s.congested_publishers.begin(), s.congested_publishers.end(), gate) == s.congested_publishers.end()) {
+      gate->remaining.fetch_add(1, std::memory_order_acq_rel);
+      s.congested_publishers.push_back(gate);
+    }
+  } else if (full) {
     if (settings_.queue_full_policy == "drop-oldest" && !s.queue.empty()) {
       auto& oldest = s.queue.front();
       if (oldest.seq != 0 && store_) store_->remove_delivery(s.client_id(), oldest.seq);
@@ -220,12 +230,21 @@ bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket) {
   return true;
 }
 
-publish_result broker::publish(message_ptr msg) {
+publish_result broker::publish(message_ptr msg, const gate_ptr& gate) {
   metrics_.messages_received.fetch_add(1, std::memory_order_relaxed);
-  return route(std::move(msg));
+  return route(std::move(msg), gate);
 }
 
-publish_result broker::route(message_ptr msg) {
+void broker::release_congestion(session& s) {
+  std::vector<gate_ptr> gates;
+  {
+    std::lock_guard lock(s.mutex);
+    gates.swap(s.congested_publishers);
+  }
+  for (auto& g : gates) g->release();
+}
+
+publish_result broker::route(message_ptr msg, const gate_ptr& gate) {
   publish_result result;
   if (msg->retain) {
     std::unique_lock lock(retained_mutex_);
@@ -263,7 +282,7 @@ publish_result broker::route(message_ptr msg) {
     std::shared_ptr<session_link> wake;
     {
       std::lock_guard lock(target->mutex);
-      if (enqueue_locked(*target, std::move(d), result.durable_ticket)) {
+      if (enqueue_locked(*target, std::move(d), result.durable_ticket, gate)) {
         ++result.matched;
         wake = target->link;
       }
@@ -395,7 +414,7 @@ void broker::publish_sys() {
     msg->payload = std::move(value);
     msg->retain = true;
     msg->publisher = "$SYS";
-    route(std::move(msg));
+    route(std::move(msg), nullptr);
   };
   sys("version", version_string);
   sys("uptime", fmt::format("{} seconds", uptime));

@@ -68,8 +68,12 @@ class broker {
               std::optional<mqtt::will_message> will, std::optional<std::uint32_t> new_expiry,
               const std::string& publisher);
 
-  // Routes a message from a client or a will (counted as received).
-  publish_result publish(message_ptr msg);
+  // Routes a message from a client or a will (counted as received). With a `gate`, connected
+  // subscribers whose queues are full take QoS 1/2 messages anyway and hold the gate until they
+  // drain (publisher backpressure); without one, such messages are dropped and counted.
+  publish_result publish(message_ptr msg, const gate_ptr& gate = nullptr);
+  // Releases the publishers held by `s` (its queue drained, or it went away).
+  static void release_congestion(session& s);
 
   // Adds a subscription and queues the retained messages it asks for. Returns granted QoS.
   std::uint64_t subscribe(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
@@ -100,12 +104,12 @@ class broker {
   // Removes a session and its subscriptions. Call without holding its mutex.
   void discard(const session_ptr& s, bool delete_stored);
   // Queues `d` into `s` (caller holds s->mutex); a stored row's ticket raises `ticket`.
-  bool enqueue_locked(session& s, delivery d, std::uint64_t& ticket);
+  bool enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const gate_ptr& gate = nullptr);
   void queue_retained(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
                       std::uint32_t subscription_id);
   void publish_will(const mqtt::will_message& will, const std::string& publisher);
   void publish_sys();
-  publish_result route(message_ptr msg);
+  publish_result route(message_ptr msg, const gate_ptr& gate);
 
   config::mqtt_settings settings_;
   mqtt::topic_limits topic_limits_;

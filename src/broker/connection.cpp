@@ -8,7 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <deque>
+#include <boost/container/devector.hpp>
 #include <unordered_map>
 
 #include "core/random.hpp"
@@ -29,7 +29,8 @@ constexpr auto close_grace = std::chrono::seconds(2);
 // Payloads at least this large are written from the shared message instead of being copied
 // into the socket's batch; smaller ones cost less to copy than to reference.
 constexpr std::size_t shared_payload_threshold = 1024;
-constexpr std::size_t read_chunk = 16 * 1024;
+constexpr std::size_t read_chunk = 64 * 1024;
+constexpr std::size_t initial_read_buffer = 512;
 
 class connection final : public session_link, public std::enable_shared_from_this<connection> {
  public:
@@ -38,7 +39,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
         stream_(std::move(stream)),
         executor_(stream_->executor()),
         close_timer_(executor_),
-        output_drained_(executor_) {}
+        output_drained_(executor_),
+        keep_alive_timer_(executor_) {}
 
   void start() {
     broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -73,9 +75,11 @@ class connection final : public session_link, public std::enable_shared_from_thi
     finish();
   }
 
+  // Only the socket reads live in this coroutine; parsing runs in `process_input`, a plain
+  // function, so decoded packets sit on the stack instead of in every idle connection's frame.
   asio::awaitable<void> read_loop() {
-    std::size_t used = 0;
-    in_.resize(read_chunk);
+    // Idle connections are the common case: start small, grow with the traffic.
+    in_.resize(initial_read_buffer);
     while (!closed_) {
       // Backpressure: a client that does not read what we send (acknowledgements included)
       // is not read from either, so its output cannot grow without bound.
@@ -85,51 +89,64 @@ class connection final : public session_link, public std::enable_shared_from_thi
         output_drained_.expires_at(asio::steady_timer::time_point::max());
         co_await output_drained_.async_wait(as_value);
       }
-      if (used == in_.size()) in_.resize(std::min<std::size_t>(in_.size() * 2, max_frame_bytes() + 8));
-      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + used, in_.size() - used));
+      if (in_used_ == in_.size()) grow_input();
+      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + in_used_, in_.size() - in_used_));
       // A WebSocket read may end on an empty frame: zero bytes without an error is not EOF.
       if (ec) co_return;
-      used += n;
-      broker_.metrics().bytes_received.fetch_add(n, std::memory_order_relaxed);
-      last_received_ = std::chrono::steady_clock::now();
-      std::size_t consumed = 0;
-      while (!closing_) {
-        std::string_view pending(in_.data() + consumed, used - consumed);
-        auto header = mqtt::read_frame_header(pending);
-        if (std::holds_alternative<mqtt::need_more_bytes>(header)) break;
-        if (auto* error = std::get_if<mqtt::decode_error>(&header)) {
-          protocol_violation(error->reason, error->what);
-          break;
-        }
-        auto frame = std::get<mqtt::frame_header>(header);
-        if (frame.total_size() > max_frame_bytes()) {
-          protocol_violation(reason_code::packet_too_large, "packet exceeds the maximum packet size");
-          break;
-        }
-        if (pending.size() < frame.total_size()) break;
-        auto decoded = mqtt::decode_packet(frame, pending.substr(frame.header_size, frame.remaining_length), version_);
-        consumed += frame.total_size();
-        if (auto* error = std::get_if<mqtt::decode_error>(&decoded)) {
-          protocol_violation(error->reason, error->what);
-          break;
-        }
-        spdlog::trace("mqtt_packet_received client={} type={} bytes={}", client_id(),
-                      static_cast<int>(frame.type()), frame.total_size());
-        handle(std::move(std::get<mqtt::packet>(decoded)));
+      process_input(n);
+    }
+  }
+
+  void grow_input() {
+    std::size_t limit = std::max(max_frame_bytes() + 8, in_.size());
+    in_.resize(std::min(in_.size() * 2, limit));
+  }
+
+  // Decodes and handles every complete packet in the input buffer.
+  void process_input(std::size_t received) {
+    in_used_ += received;
+    broker_.metrics().bytes_received.fetch_add(received, std::memory_order_relaxed);
+    last_received_ = std::chrono::steady_clock::now();
+    std::size_t consumed = 0;
+    while (!closing_) {
+      std::string_view pending(in_.data() + consumed, in_used_ - consumed);
+      auto header = mqtt::read_frame_header(pending);
+      if (std::holds_alternative<mqtt::need_more_bytes>(header)) break;
+      if (auto* error = std::get_if<mqtt::decode_error>(&header)) {
+        protocol_violation(error->reason, error->what);
+        break;
       }
-      if (closing_) {
-        used = 0;
-        continue;  // keep reading (and discarding) until the peer or the grace timer closes
+      auto frame = std::get<mqtt::frame_header>(header);
+      if (frame.total_size() > max_frame_bytes()) {
+        protocol_violation(reason_code::packet_too_large, "packet exceeds the maximum packet size");
+        break;
       }
-      std::memmove(in_.data(), in_.data() + consumed, used - consumed);
-      used -= consumed;
-      // Give memory back after a large packet.
-      if (used < read_chunk && in_.size() > read_chunk * 4) in_.resize(read_chunk);
+      if (pending.size() < frame.total_size()) break;
+      auto decoded = mqtt::decode_packet(frame, pending.substr(frame.header_size, frame.remaining_length), version_);
+      consumed += frame.total_size();
+      if (auto* error = std::get_if<mqtt::decode_error>(&decoded)) {
+        protocol_violation(error->reason, error->what);
+        break;
+      }
+      spdlog::trace("mqtt_packet_received client={} type={} bytes={}", client_id(),
+                    static_cast<int>(frame.type()), frame.total_size());
+      handle(std::move(std::get<mqtt::packet>(decoded)));
+    }
+    if (closing_) {
+      in_used_ = 0;  // keep reading (and discarding) until the peer or the grace timer closes
+      return;
+    }
+    std::memmove(in_.data(), in_.data() + consumed, in_used_ - consumed);
+    in_used_ -= consumed;
+    // Give memory back after a burst or a large packet.
+    if (in_used_ == 0 && in_.size() > 4 * read_chunk) {
+      in_.resize(initial_read_buffer);
+      in_.shrink_to_fit();
     }
   }
 
   asio::awaitable<void> watch_keep_alive() {
-    asio::steady_timer timer(executor_);
+    auto& timer = keep_alive_timer_;
     auto self = shared_from_this();
     while (!closed_) {
       auto now = std::chrono::steady_clock::now();
@@ -150,7 +167,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
         }
         co_return;
       }
-      timer.expires_at(std::min(deadline, now + std::chrono::seconds(1)));
+      // Sleep to the deadline; traffic meanwhile only moves it later, checked on waking.
+      timer.expires_at(deadline);
       co_await timer.async_wait(as_value);
     }
   }
@@ -160,12 +178,15 @@ class connection final : public session_link, public std::enable_shared_from_thi
     closed_ = true;
     close_timer_.cancel();
     output_drained_.cancel();
+    keep_alive_timer_.cancel();
     stream_->close();
     broker_.metrics().connections_current.fetch_sub(1, std::memory_order_relaxed);
     if (session_) {
       auto kind = close_kind_;
       if (!clean_disconnect_ && kind == close_kind::normal) kind = close_kind::abnormal;
-      broker_.detach(session_, this, kind, std::move(will_), disconnect_expiry_, client_id());
+      std::optional<mqtt::will_message> will;
+      if (will_) will = std::move(*will_);
+      broker_.detach(session_, this, kind, std::move(will), disconnect_expiry_, client_id());
       spdlog::debug("mqtt_disconnected client={} remote={}", client_id(), stream_->remote_address());
     }
   }
@@ -306,7 +327,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     client_receive_maximum_ = c.props.receive_maximum.value_or(65535);
     client_max_packet_ = c.props.maximum_packet_size.value_or(mqtt::max_remaining_length + 5);
     client_topic_alias_maximum_ = c.props.topic_alias_maximum.value_or(0);
-    will_ = std::move(c.will);
+    if (c.will) will_ = std::make_unique<mqtt::will_message>(std::move(*c.will));
 
     auto attached = broker_.attach(c.client_id, version_, c.clean_start, granted_expiry, shared_from_this());
     session_ = attached.target;
@@ -378,6 +399,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     }
 
     publish_result routed;
+    gate_ptr gate;
     const std::uint64_t floor = durable_floor();
     bool reserved = p.topic.starts_with("$SYS");  // clients may not write the broker's own topics
     if (!reserved) {
@@ -390,11 +412,19 @@ class connection final : public session_link, public std::enable_shared_from_thi
       msg->props = std::move(p.props);
       msg->props.message_expiry_interval.reset();
       msg->publisher = client_id();
-      routed = broker_.publish(std::move(msg));
+      if (p.qos > 0) {
+        gate = std::make_shared<congestion_gate>();
+        std::weak_ptr<connection> weak = shared_from_this();
+        gate->on_clear = [weak, executor = executor_] {
+          if (auto self = weak.lock()) asio::post(executor, [self] { self->release_acks(); });
+        };
+      }
+      routed = broker_.publish(std::move(msg), gate);
     }
     auto matched_code = v5 && routed.matched == 0 ? reason_code::no_matching_subscribers : reason_code::success;
     if (p.qos == 1) {
-      queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}}, routed.durable_ticket, floor);
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}}, routed.durable_ticket, floor,
+                std::move(gate));
     } else if (p.qos == 2) {
       std::uint64_t ticket = routed.durable_ticket;
       bool persistent;
@@ -404,7 +434,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
         persistent = session_->is_persistent();
       }
       if (persistent && broker_.store()) ticket = std::max(ticket, broker_.store()->add_inbound_qos2(client_id(), p.packet_id));
-      queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket, floor);
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket, floor,
+                std::move(gate));
     }
   }
 
@@ -570,6 +601,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     const std::size_t window = std::min<std::size_t>(client_receive_maximum_, broker_.settings().max_inflight);
     std::vector<std::uint64_t> finished_seqs;
     std::vector<std::pair<std::uint64_t, std::uint16_t>> sent_qos2;
+    bool drained = false;
     {
       std::lock_guard lock(session_->mutex);
       // After a takeover the session belongs to the new connection.
@@ -606,11 +638,14 @@ class connection final : public session_link, public std::enable_shared_from_thi
         session_->inflight.emplace(packet_id, outbound_inflight{std::move(d), false});
         queue.pop_front();
       }
+      // Hysteresis: publishers resume once the queue is half empty, not at every message.
+      drained = !session_->congested_publishers.empty() && queue.size() <= broker_.settings().max_queued_messages / 2;
     }
     if (store) {
       for (auto seq : finished_seqs) store->remove_delivery(client_id(), seq);
       for (auto [seq, packet_id] : sent_qos2) store->mark_sent(client_id(), seq, packet_id);
     }
+    if (drained) broker::release_congestion(*session_);
     flush_output();
   }
 
@@ -689,10 +724,15 @@ class connection final : public session_link, public std::enable_shared_from_thi
   }
 
   // Acknowledgements leave in order; one that must wait for a durable write holds the rest.
-  void queue_ack(mqtt::packet ack, std::uint64_t ticket, std::uint64_t floor = 0) {
+  void queue_ack(mqtt::packet ack, std::uint64_t ticket, std::uint64_t floor = 0, gate_ptr gate = nullptr) {
     auto* store = broker_.store();
     spdlog::trace("mqtt_ack_queued client={} ticket={} waiting={}", client_id(), ticket, pending_acks_.size());
-    bool ready = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
+    if (gate) {
+      gate->release();  // routing is over: drop the publisher's own count
+      if (gate->remaining.load(std::memory_order_acquire) == 0) gate.reset();
+    }
+    bool durable = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
+    bool ready = durable && !gate;
     if (ready && pending_acks_.empty()) {
       if (ticket != 0 && store && store->writer().failed_between(floor, ticket)) return storage_failed();
       mqtt::encode(ack, version_, out_);
@@ -702,8 +742,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     bool is_qos1 = std::holds_alternative<mqtt::ack_packet>(ack) &&
                    std::get<mqtt::ack_packet>(ack).type == mqtt::packet_type::puback;
     if (is_qos1) ++deferred_qos1_;
-    pending_acks_.push_back({std::move(ack), ticket, floor, is_qos1});
-    if (!ready) {
+    pending_acks_.push_back({std::move(ack), ticket, floor, is_qos1, std::move(gate)});
+    if (!durable) {
       store->writer().when_durable(ticket, [self = shared_from_this()] {
         asio::post(self->executor_, [self] { self->release_acks(); });
       });
@@ -715,6 +755,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     auto committed = store ? store->writer().committed() : ~std::uint64_t{0};
     while (!pending_acks_.empty() && pending_acks_.front().ticket <= committed) {
       auto& front = pending_acks_.front();
+      if (front.gate && front.gate->remaining.load(std::memory_order_acquire) > 0) break;  // subscribers congested
       if (front.ticket != 0 && store && store->writer().failed_between(front.floor, front.ticket)) {
         pending_acks_.clear();
         return storage_failed();
@@ -800,6 +841,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     std::uint64_t ticket;
     std::uint64_t floor;
     bool is_qos1;
+    gate_ptr gate;  // set while subscribers hold this acknowledgement back
   };
 
   broker& broker_;
@@ -807,7 +849,9 @@ class connection final : public session_link, public std::enable_shared_from_thi
   asio::any_io_executor executor_;
   asio::steady_timer close_timer_;
   asio::steady_timer output_drained_;  // cancelled when the output falls below the limit
+  asio::steady_timer keep_alive_timer_;
   std::vector<char> in_;
+  std::size_t in_used_ = 0;
 
   mqtt::protocol_version version_ = mqtt::protocol_version::v311;
   bool connected_ = false;
@@ -822,7 +866,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
 
   std::shared_ptr<const client_identity> identity_;
   session_ptr session_;
-  std::optional<mqtt::will_message> will_;
+  std::unique_ptr<mqtt::will_message> will_;  // rare, and large: kept off the connection
   std::uint16_t keep_alive_ = 0;
   std::chrono::steady_clock::time_point last_received_;
 
@@ -832,7 +876,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
   std::vector<std::string> inbound_aliases_;
   std::unordered_map<std::string, std::uint16_t> outbound_aliases_;
 
-  std::deque<pending_ack> pending_acks_;
+  boost::container::devector<pending_ack> pending_acks_;  // allocates nothing while empty
   std::size_t deferred_qos1_ = 0;
 
   std::string out_;

@@ -3,14 +3,17 @@
 // outbound in-flight window and inbound QoS 2 state. It outlives connections (persistent
 // sessions) and is shared between the loop of its current connection and the publishers' loops
 // that enqueue into it, hence its mutex. Lock order: broker registry, then one session.
+#include <atomic>
 #include <cstdint>
-#include <deque>
+#include <boost/container/devector.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "broker/message.hpp"
 #include "mqtt/packet.hpp"
@@ -37,6 +40,18 @@ struct outbound_inflight {
   bool released = false;  // QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
 };
 
+// Holds a publisher's acknowledgement while subscribers it delivered to are congested: QoS 1/2
+// messages are never dropped for a connected subscriber; instead the publisher's window closes
+// until the subscriber catches up. The publisher holds one count while routing.
+struct congestion_gate {
+  std::atomic<int> remaining{1};
+  std::function<void()> on_clear;  // set before routing; runs on whichever thread clears it
+  void release() {
+    if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1 && on_clear) on_clear();
+  }
+};
+using gate_ptr = std::shared_ptr<congestion_gate>;
+
 struct pending_will {
   mqtt::will_message will;
   std::int64_t publish_at = 0;  // unix seconds
@@ -52,15 +67,16 @@ class session {
   mqtt::protocol_version version = mqtt::protocol_version::v311;
   std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF never
   std::map<std::string, subscription> subscriptions;  // by filter as sent (incl. $share/...)
-  std::deque<delivery> queue;                         // waiting for the window or a connection
+  boost::container::devector<delivery> queue;  // waiting for the window or a connection; no allocation while empty
   std::map<std::uint16_t, outbound_inflight> inflight;
   std::set<std::uint16_t> inbound_qos2;  // PUBLISH received, PUBREL not yet
   std::shared_ptr<session_link> link;    // null while disconnected
   std::int64_t expires_at = 0;           // unix seconds while disconnected (0 = attached or never)
-  std::optional<pending_will> will;      // delayed will waiting to be published
+  std::unique_ptr<pending_will> will;    // delayed will waiting to be published
   std::uint64_t next_seq = 1;
   std::uint16_t next_packet_id = 1;
   std::uint64_t dropped = 0;
+  std::vector<gate_ptr> congested_publishers;  // released when the queue drains
   bool discarded = false;  // removed from the broker; late enqueues are ignored
 
   bool is_persistent() const { return expiry_interval > 0; }

@@ -74,7 +74,7 @@ struct run_state {
 };
 
 // A client connection: a stream, a single write pump, and a frame reader.
-class client {
+class client : public std::enable_shared_from_this<client> {
  public:
   client(run_state& state, std::size_t loop, asio::io_context& ctx) : state_(state), loop_(loop), ctx_(ctx), wake_(ctx) {}
 
@@ -165,7 +165,8 @@ class client {
   void pump() {
     if (writing_active_ || out_.empty() || !stream_) return;
     writing_active_ = true;
-    asio::co_spawn(ctx_, write_loop(), asio::detached);
+    // The write outlives whichever coroutine asked for it: it keeps the client alive.
+    asio::co_spawn(ctx_, [self = shared_from_this()] { return self->write_loop(); }, asio::detached);
   }
 
   asio::awaitable<void> write_loop() {
