@@ -17,7 +17,7 @@ struct client_identity {
   std::optional<std::string> username;
   std::string transport;  // tcp, tls, ws, wss
   std::string remote_address;
-  std::optional<net::peer_certificate> certificate;
+  std::shared_ptr<const net::peer_certificate> certificate;
 };
 
 class authorizer {

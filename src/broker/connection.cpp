@@ -2,12 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/container/devector.hpp>
 #include <unordered_map>
 
@@ -19,7 +15,6 @@ namespace nimbus::broker {
 
 namespace asio = boost::asio;
 using mqtt::reason_code;
-constexpr auto as_value = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
@@ -35,17 +30,17 @@ constexpr std::size_t initial_read_buffer = 512;
 class connection final : public session_link, public std::enable_shared_from_this<connection> {
  public:
   connection(broker& b, std::unique_ptr<net::byte_stream> stream)
-      : broker_(b),
-        stream_(std::move(stream)),
-        executor_(stream_->executor()),
-        close_timer_(executor_),
-        output_drained_(executor_),
-        keep_alive_timer_(executor_) {}
+      : broker_(b), stream_(std::move(stream)), executor_(stream_->executor()), timer_(executor_) {}
 
   void start() {
     broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
     broker_.metrics().connections_current.fetch_add(1, std::memory_order_relaxed);
-    asio::co_spawn(executor_, [self = shared_from_this()] { return self->run(); }, asio::detached);
+    // The connection owns itself while open; its I/O callbacks then need only `this`, which
+    // keeps them small enough to store without allocating.
+    self_ = shared_from_this();
+    last_received_ = std::chrono::steady_clock::now();
+    arm_timer();
+    start_read();
   }
 
   void wake() override {
@@ -63,38 +58,46 @@ class connection final : public session_link, public std::enable_shared_from_thi
  private:
   // ---- lifecycle ----------------------------------------------------------------------------
 
-  asio::awaitable<void> run() {
-    try {
-      last_received_ = std::chrono::steady_clock::now();
-      asio::co_spawn(executor_, [self = shared_from_this()] { return self->watch_keep_alive(); }, asio::detached);
-      co_await read_loop();
-    } catch (const std::exception& e) {
-      spdlog::error("mqtt_connection_failed client={} remote={} error=\"{}\"", client_id(), stream_->remote_address(),
-                    e.what());
+  // Every pending operation holds a count; the last one to finish after close releases `self_`.
+  void operation_done() {
+    --pending_operations_;
+    if (closed_ && pending_operations_ == 0) {
+      auto last_reference = std::move(self_);  // destroys this connection when the call returns
     }
-    finish();
   }
 
-  // Only the socket reads live in this coroutine; parsing runs in `process_input`, a plain
-  // function, so decoded packets sit on the stack instead of in every idle connection's frame.
-  asio::awaitable<void> read_loop() {
-    // Idle connections are the common case: start small, grow with the traffic.
-    in_.resize(initial_read_buffer);
-    while (!closed_) {
-      // Backpressure: a client that does not read what we send (acknowledgements included)
-      // is not read from either, so its output cannot grow without bound.
-      while ((output_bytes() >= broker_.settings().max_write_buffer ||
-              pending_acks_.size() >= broker_.settings().receive_maximum) &&
-             !closed_ && !closing_) {
-        output_drained_.expires_at(asio::steady_timer::time_point::max());
-        co_await output_drained_.async_wait(as_value);
-      }
-      if (in_used_ == in_.size()) grow_input();
-      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + in_used_, in_.size() - in_used_));
-      // A WebSocket read may end on an empty frame: zero bytes without an error is not EOF.
-      if (ec) co_return;
-      process_input(n);
+  // Reads until the stream ends; pauses while the client is not taking what we send.
+  void start_read() {
+    if (closed_ || reading_) return;
+    // Backpressure: a client that does not read what we send (acknowledgements included) is
+    // not read from either, so its output cannot grow without bound.
+    if (!closing_ && (output_bytes() >= broker_.settings().max_write_buffer ||
+                      pending_acks_.size() >= broker_.settings().receive_maximum)) {
+      return;  // resumed by on_written() or release_acks()
     }
+    if (in_.empty()) in_.resize(initial_read_buffer);  // idle connections start small
+    if (in_used_ == in_.size()) grow_input();
+    reading_ = true;
+    ++pending_operations_;
+    stream_->async_read_some(asio::buffer(in_.data() + in_used_, in_.size() - in_used_),
+                             [this](const boost::system::error_code& ec, std::size_t n) {
+                               reading_ = false;
+                               // A WebSocket read may end on an empty frame: zero bytes without an
+                               // error is not the end of the stream.
+                               if (ec || closed_) {
+                                 finish();
+                               } else {
+                                 try {
+                                   process_input(n);
+                                 } catch (const std::exception& e) {
+                                   spdlog::error("mqtt_connection_failed client={} remote={} error=\"{}\"", client_id(),
+                                                 stream_->remote_address(), e.what());
+                                   finish();
+                                 }
+                                 start_read();
+                               }
+                               operation_done();
+                             });
   }
 
   void grow_input() {
@@ -145,40 +148,49 @@ class connection final : public session_link, public std::enable_shared_from_thi
     }
   }
 
-  asio::awaitable<void> watch_keep_alive() {
-    auto& timer = keep_alive_timer_;
-    auto self = shared_from_this();
-    while (!closed_) {
-      auto now = std::chrono::steady_clock::now();
-      std::chrono::steady_clock::duration limit;
-      if (!connected_) {
-        limit = connect_timeout;
-      } else if (keep_alive_ == 0) {
-        limit = std::chrono::hours(24);
-      } else {
-        limit = std::chrono::milliseconds(std::uint64_t{keep_alive_} * 1500);  // 1.5 x keep-alive (3.1.2.10)
-      }
-      auto deadline = last_received_ + limit;
-      if (now >= deadline) {
-        if (!connected_) {
-          close_now();
-        } else {
-          close_with(reason_code::keep_alive_timeout, "keep alive timeout");
-        }
-        co_return;
-      }
-      // Sleep to the deadline; traffic meanwhile only moves it later, checked on waking.
-      timer.expires_at(deadline);
-      co_await timer.async_wait(as_value);
+  // One timer serves the CONNECT deadline, keep-alive (1.5 x, MQTT 3.1.2.10) and the grace
+  // period of a server-initiated close. State changes cancel it; the handler recomputes.
+  std::optional<std::chrono::steady_clock::time_point> timer_deadline() const {
+    if (closing_) return close_deadline_;
+    if (!connected_) return last_received_ + connect_timeout;
+    if (keep_alive_ == 0) return std::nullopt;
+    return last_received_ + std::chrono::milliseconds(std::uint64_t{keep_alive_} * 1500);
+  }
+
+  void arm_timer() {
+    if (closed_ || timer_armed_) return;
+    auto deadline = timer_deadline();
+    if (!deadline) return;
+    timer_armed_ = true;
+    ++pending_operations_;
+    timer_.expires_at(*deadline);
+    timer_.async_wait([this](const boost::system::error_code&) {
+      timer_armed_ = false;
+      if (!closed_) on_timer();
+      operation_done();
+    });
+  }
+
+  // Re-evaluates the timer after a state change (CONNECT accepted, closing started).
+  void rearm_timer() {
+    if (timer_armed_) timer_.cancel();  // the handler re-arms with the new deadline
+    else arm_timer();
+  }
+
+  void on_timer() {
+    auto deadline = timer_deadline();
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+      if (closing_ || !connected_) return close_now();
+      return close_with(reason_code::keep_alive_timeout, "keep alive timeout");
     }
+    arm_timer();  // traffic moved the deadline, or the state changed
   }
 
   // The read side ended: the connection is over. Runs exactly once.
   void finish() {
+    if (closed_) return;
     closed_ = true;
-    close_timer_.cancel();
-    output_drained_.cancel();
-    keep_alive_timer_.cancel();
+    timer_.cancel();
     stream_->close();
     broker_.metrics().connections_current.fetch_sub(1, std::memory_order_relaxed);
     if (session_) {
@@ -194,25 +206,24 @@ class connection final : public session_link, public std::enable_shared_from_thi
   // Sends DISCONNECT (MQTT 5, once connected) and closes after it is written.
   void close_with(reason_code reason, std::string_view why) {
     if (closing_ || closed_) return;
-    closing_ = true;
     if (connected_ && version_ == mqtt::protocol_version::v5) {
       mqtt::disconnect_packet d{reason, {}};
       if (request_problem_information_) d.props.reason_string = std::string(why);
       pending_acks_.clear();
       append(d);
     }
-    close_after_write_ = true;
-    output_drained_.cancel();
-    flush_output();
-    arm_close_timer();
+    begin_closing();
   }
 
-  // A reader that never drains must not keep the socket open.
-  void arm_close_timer() {
-    close_timer_.expires_after(close_grace);
-    close_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec) self->stream_->close();
-    });
+  // Closes once the output is written, or after a grace period: a reader that never drains must
+  // not keep the socket open.
+  void begin_closing() {
+    closing_ = true;
+    close_after_write_ = true;
+    close_deadline_ = std::chrono::steady_clock::now() + close_grace;
+    flush_output();
+    rearm_timer();
+    start_read();  // keep draining input so the peer's close is seen
   }
 
   void close_now() {
@@ -263,10 +274,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     broker_.metrics().connections_refused.fetch_add(1, std::memory_order_relaxed);
     mqtt::connack_packet ack{false, reason, {}};
     append(ack);
-    closing_ = true;
-    close_after_write_ = true;
-    flush_output();
-    arm_close_timer();
+    begin_closing();
   }
 
   void on_connect(mqtt::connect_packet&& c) {
@@ -295,7 +303,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
       return refuse_connect(reason_code::server_busy);
     }
 
-    client_identity who{c.client_id, c.username, stream_->transport(), stream_->remote_address(), stream_->certificate()};
+    client_identity who{c.client_id, c.username, std::string(stream_->transport()), stream_->remote_address(),
+                        stream_->certificate()};
     auto verdict = broker_.auth().authorize_connect(who, c.password);
     if (verdict != reason_code::success) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
@@ -347,6 +356,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
       ack.props.shared_subscription_available = 1;
     }
     send_now(ack);
+    rearm_timer();  // from the CONNECT deadline to keep-alive
     spdlog::debug("mqtt_connected client={} remote={} transport={} version={} clean_start={} session_present={}",
                   c.client_id, stream_->remote_address(), stream_->transport(), static_cast<int>(version_),
                   c.clean_start, attached.session_present);
@@ -560,10 +570,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
     clean_disconnect_ = true;
     close_kind_ = d.reason == reason_code::disconnect_with_will ? close_kind::with_will : close_kind::normal;
     if (close_kind_ == close_kind::normal) will_.reset();
-    closing_ = true;
-    close_after_write_ = true;
-    flush_output();
-    arm_close_timer();
+    begin_closing();
   }
 
   // ---- outbound messages ---------------------------------------------------------------------
@@ -765,7 +772,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
       pending_acks_.pop_front();
     }
     flush_output();
-    output_drained_.cancel();  // reading may resume if it paused on pending acknowledgements
+    start_read();  // reading may have paused on pending acknowledgements
     if (pending_acks_.empty()) deliver();
   }
 
@@ -782,50 +789,45 @@ class connection final : public session_link, public std::enable_shared_from_thi
       if (close_after_write_) stream_->close();
       return;
     }
+    writing_out_.clear();
+    writing_out_.swap(out_);
+    writing_refs_.clear();
+    writing_refs_.swap(out_refs_);
+    out_ref_bytes_ = 0;
+    write_buffers_.clear();
+    std::size_t offset = 0;
+    for (const auto& [at, msg] : writing_refs_) {
+      if (at > offset) write_buffers_.emplace_back(writing_out_.data() + offset, at - offset);
+      write_buffers_.emplace_back(msg->payload.data(), msg->payload.size());
+      offset = at;
+    }
+    if (offset < writing_out_.size()) write_buffers_.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
     writing_ = true;
-    asio::co_spawn(executor_, [self = shared_from_this()] { return self->write_loop(); },
-                   [self = shared_from_this()](std::exception_ptr error) {
-                     if (!error) return;
-                     try {
-                       std::rethrow_exception(error);
-                     } catch (const std::exception& e) {
-                       spdlog::error("mqtt_write_failed client={} error=\"{}\"", self->client_id(), e.what());
-                     }
-                     self->stream_->close();
-                   });
+    ++pending_operations_;
+    stream_->async_write(write_buffers_, [this](const boost::system::error_code& ec, std::size_t n) {
+      on_written(ec, n);
+      operation_done();
+    });
   }
 
-  asio::awaitable<void> write_loop() {
-    std::vector<asio::const_buffer> buffers;
-    while (!out_.empty() && !closed_) {
-      writing_out_.clear();
-      writing_out_.swap(out_);
-      writing_refs_.clear();
-      writing_refs_.swap(out_refs_);
-      out_ref_bytes_ = 0;
-      buffers.clear();
-      std::size_t offset = 0;
-      for (const auto& [at, msg] : writing_refs_) {
-        if (at > offset) buffers.emplace_back(writing_out_.data() + offset, at - offset);
-        buffers.emplace_back(msg->payload.data(), msg->payload.size());
-        offset = at;
-      }
-      if (offset < writing_out_.size()) buffers.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
-      auto [ec, n] = co_await stream_->async_write(buffers);
-      if (ec) {
-        stream_->close();
-        output_drained_.cancel();
-        break;
-      }
-      broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
-      if (output_bytes() < broker_.settings().max_write_buffer) output_drained_.cancel();
-      // Free capacity after a burst so idle connections stay small.
-      if (writing_out_.capacity() > 64 * 1024) std::string().swap(writing_out_);
-    }
+  void on_written(const boost::system::error_code& ec, std::size_t n) {
     writing_ = false;
-    output_drained_.cancel();
-    if (close_after_write_ && out_.empty()) stream_->close();
-    if (!closed_ && !closing_) deliver();  // the buffer drained: a slow reader may take more now
+    writing_refs_.clear();
+    if (ec || closed_) {
+      stream_->close();  // the pending read fails and finishes the connection
+      return;
+    }
+    broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
+    // Free capacity after a burst so idle connections stay small.
+    if (writing_out_.capacity() > 64 * 1024) std::string().swap(writing_out_);
+    if (!out_.empty()) {
+      flush_output();  // everything encoded meanwhile goes out in one batch
+    } else if (close_after_write_) {
+      stream_->close();
+      return;
+    }
+    start_read();  // the output drained: a paused reader may continue
+    if (!closing_) deliver();
   }
 
   std::size_t max_frame_bytes() const { return broker_.settings().max_packet_size; }
@@ -847,9 +849,12 @@ class connection final : public session_link, public std::enable_shared_from_thi
   broker& broker_;
   std::unique_ptr<net::byte_stream> stream_;
   asio::any_io_executor executor_;
-  asio::steady_timer close_timer_;
-  asio::steady_timer output_drained_;  // cancelled when the output falls below the limit
-  asio::steady_timer keep_alive_timer_;
+  asio::steady_timer timer_;
+  std::shared_ptr<connection> self_;  // set while open (see start())
+  int pending_operations_ = 0;
+  bool reading_ = false;
+  bool timer_armed_ = false;
+  std::chrono::steady_clock::time_point close_deadline_;
   std::vector<char> in_;
   std::size_t in_used_ = 0;
 
@@ -884,6 +889,7 @@ class connection final : public session_link, public std::enable_shared_from_thi
   std::size_t out_ref_bytes_ = 0;
   std::string writing_out_;
   std::vector<std::pair<std::size_t, message_ptr>> writing_refs_;
+  std::vector<asio::const_buffer> write_buffers_;
   bool writing_ = false;
   std::atomic<bool> wake_pending_{false};
 };

@@ -139,7 +139,7 @@ class client : public std::enable_shared_from_this<client> {
         start_ = 0;
       }
       if (used_ == in_.size()) in_.resize(in_.size() * 2);
-      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + used_, in_.size() - used_));
+      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + used_, in_.size() - used_), as_value);
       if (ec) co_return std::nullopt;
       used_ += n;
     }
@@ -174,7 +174,7 @@ class client : public std::enable_shared_from_this<client> {
       writing_.clear();
       writing_.swap(out_);
       std::vector<asio::const_buffer> buffers{asio::buffer(writing_)};
-      auto [ec, n] = co_await stream_->async_write(buffers);
+      auto [ec, n] = co_await stream_->async_write(buffers, as_value);
       if (ec) {
         out_.clear();
         break;

@@ -3,8 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/write.hpp>
 
 #include "net/address.hpp"
@@ -14,7 +13,6 @@ namespace nimbus::net {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = boost::beast::websocket;
-constexpr auto as_value = asio::as_tuple(asio::use_awaitable);
 
 std::string remote_of(const asio::ip::tcp::socket& socket) {
   boost::system::error_code ec;
@@ -45,13 +43,11 @@ class tcp_byte_stream final : public byte_stream {
     // Half-open peers with keep-alive 0 are still found out by TCP keepalive.
     socket_.set_option(asio::socket_base::keep_alive(true), ignored);
   }
-  asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
-    auto [ec, n] = co_await socket_.async_read_some(buffer, as_value);
-    co_return io_result{ec, n};
+  void read_some(asio::mutable_buffer buffer, io_handler handler) override {
+    socket_.async_read_some(buffer, std::move(handler));
   }
-  asio::awaitable<io_result> async_write(const std::vector<asio::const_buffer>& buffers) override {
-    auto [ec, n] = co_await asio::async_write(socket_, buffers, as_value);
-    co_return io_result{ec, n};
+  void write(const std::vector<asio::const_buffer>& buffers, io_handler handler) override {
+    asio::async_write(socket_, buffers, std::move(handler));
   }
   void close() override {
     boost::system::error_code ignored;
@@ -69,18 +65,18 @@ class tls_byte_stream final : public byte_stream {
   explicit tls_byte_stream(std::unique_ptr<tls_socket> stream) : stream_(std::move(stream)) {
     remote_address_ = remote_of(stream_->next_layer());
     transport_ = "tls";
-    certificate_ = peer_certificate_of(stream_->native_handle());
+    if (auto cert = peer_certificate_of(stream_->native_handle())) {
+      certificate_ = std::make_shared<const peer_certificate>(std::move(*cert));
+    }
     boost::system::error_code ignored;
     stream_->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
     stream_->next_layer().set_option(asio::socket_base::keep_alive(true), ignored);
   }
-  asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
-    auto [ec, n] = co_await stream_->async_read_some(buffer, as_value);
-    co_return io_result{ec, n};
+  void read_some(asio::mutable_buffer buffer, io_handler handler) override {
+    stream_->async_read_some(buffer, std::move(handler));
   }
-  asio::awaitable<io_result> async_write(const std::vector<asio::const_buffer>& buffers) override {
-    auto [ec, n] = co_await asio::async_write(*stream_, buffers, as_value);
-    co_return io_result{ec, n};
+  void write(const std::vector<asio::const_buffer>& buffers, io_handler handler) override {
+    asio::async_write(*stream_, buffers, std::move(handler));
   }
   void close() override {
     boost::system::error_code ignored;
@@ -96,21 +92,21 @@ class tls_byte_stream final : public byte_stream {
 template <class Next>
 class websocket_byte_stream final : public byte_stream {
  public:
-  websocket_byte_stream(websocket::stream<Next> ws, std::string remote, std::string transport,
+  websocket_byte_stream(websocket::stream<Next> ws, std::string remote, std::string_view transport,
                         std::optional<peer_certificate> certificate)
       : ws_(std::move(ws)) {
     remote_address_ = std::move(remote);
-    transport_ = std::move(transport);
-    certificate_ = std::move(certificate);
+    transport_ = transport;
+    if (certificate) certificate_ = std::make_shared<const peer_certificate>(std::move(*certificate));
     ws_.binary(true);
   }
-  asio::awaitable<io_result> async_read_some(asio::mutable_buffer buffer) override {
-    auto [ec, n] = co_await ws_.async_read_some(buffer, as_value);
-    co_return io_result{ec, n};
+  // Beast needs a concrete executor on the handler (a type-erased one cannot be required to be
+  // non-blocking in Boost 1.81), so the handler is bound to the stream's.
+  void read_some(asio::mutable_buffer buffer, io_handler handler) override {
+    ws_.async_read_some(buffer, asio::bind_executor(ws_.get_executor(), std::move(handler)));
   }
-  asio::awaitable<io_result> async_write(const std::vector<asio::const_buffer>& buffers) override {
-    auto [ec, n] = co_await ws_.async_write(buffers, as_value);
-    co_return io_result{ec, n};
+  void write(const std::vector<asio::const_buffer>& buffers, io_handler handler) override {
+    ws_.async_write(buffers, asio::bind_executor(ws_.get_executor(), std::move(handler)));
   }
   void close() override {
     boost::system::error_code ignored;
