@@ -1,5 +1,5 @@
 # The two commands a new user types: `make run` and `make test`.
-.PHONY: run build test bench deps deps-test clients clean format
+.PHONY: run build test test-sanitizers bench deps deps-test clients clean format
 
 BUILD_DIR := build
 NPM_CLIENTS := tests/clients/node
@@ -23,6 +23,13 @@ clients: deps-test
 
 test: deps-test clients build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure --timeout 600 -j2
+	$(MAKE) test-sanitizers
+
+# The unit and real-client suites again against an ASan + UBSan build (build-dev/).
+test-sanitizers: deps-test clients
+	cmake --preset dev -DNIMBUS_BUILD_FUZZ=OFF
+	cmake --build --preset dev
+	ctest --test-dir build-dev --output-on-failure --timeout 900 -j2
 
 bench: build
 	bench/run
