@@ -60,7 +60,8 @@ void BM_encode_publish_head(benchmark::State& state) {
   std::string out;
   for (auto _ : state) {
     out.clear();
-    encode_publish_head(out, protocol_version::v5, 1, false, false, "sensors/pi-001/temperature", 9, props, 64);
+    encode_publish_head(out, protocol_version::v5, 1, false, false, "sensors/pi-001/temperature", 9,
+                        props, 64);
     benchmark::DoNotOptimize(out.data());
   }
 }
@@ -86,7 +87,8 @@ void BM_decode_subscribe(benchmark::State& state) {
 BENCHMARK(BM_decode_subscribe);
 
 void BM_ack_round_trip(benchmark::State& state) {
-  decode_loop(state, ack_packet{packet_type::puback, 5, reason_code::success, {}}, protocol_version::v5);
+  decode_loop(state, ack_packet{packet_type::puback, 5, reason_code::success, {}},
+              protocol_version::v5);
 }
 BENCHMARK(BM_ack_round_trip);
 

@@ -17,21 +17,31 @@ struct populated_index {
   explicit populated_index(std::size_t filters) {
     std::mt19937 rng(42);
     const std::size_t devices = std::max<std::size_t>(filters / 4, 1);
-    for (std::size_t i = 0; i < 1000; ++i) sessions.push_back(std::make_shared<session>("s" + std::to_string(i)));
+    for (std::size_t i = 0; i < 1000; ++i)
+      sessions.push_back(std::make_shared<session>("s" + std::to_string(i)));
     for (std::size_t i = 0; i < filters; ++i) {
       auto device = std::to_string(rng() % devices);
       std::string filter;
       switch (i % 4) {
-        case 0: filter = "fleet/" + device + "/telemetry/temperature"; break;
-        case 1: filter = "fleet/" + device + "/+/humidity"; break;
-        case 2: filter = "fleet/" + device + "/commands/#"; break;
-        default: filter = "fleet/+/status/" + device; break;
+        case 0:
+          filter = "fleet/" + device + "/telemetry/temperature";
+          break;
+        case 1:
+          filter = "fleet/" + device + "/+/humidity";
+          break;
+        case 2:
+          filter = "fleet/" + device + "/commands/#";
+          break;
+        default:
+          filter = "fleet/+/status/" + device;
+          break;
       }
       index.subscribe(filter, std::nullopt, sessions[i % sessions.size()], {1}, 0);
     }
     for (std::size_t i = 0; i < 1024; ++i) {
       auto device = std::to_string(rng() % devices);
-      topics.push_back(i % 2 ? "fleet/" + device + "/telemetry/temperature" : "fleet/" + device + "/commands/reboot");
+      topics.push_back(i % 2 ? "fleet/" + device + "/telemetry/temperature"
+                             : "fleet/" + device + "/commands/reboot");
     }
   }
 };
@@ -50,7 +60,8 @@ void BM_match(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["filters"] = static_cast<double>(slot->index.size());
-  state.counters["matches_per_lookup"] = static_cast<double>(matched) / static_cast<double>(state.iterations());
+  state.counters["matches_per_lookup"] =
+      static_cast<double>(matched) / static_cast<double>(state.iterations());
 }
 BENCHMARK(BM_match)->Arg(1'000)->Arg(100'000)->Arg(1'000'000)->Unit(benchmark::kNanosecond);
 

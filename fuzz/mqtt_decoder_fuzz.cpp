@@ -37,7 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       auto result = decode_packet(*h, rest.substr(h->header_size, h->remaining_length), version);
       if (auto* p = std::get_if<packet>(&result)) {
         // CONNECT carries its own version; everything else uses the connection's.
-        auto v = std::holds_alternative<connect_packet>(*p) ? std::get<connect_packet>(*p).version : version;
+        auto v = std::holds_alternative<connect_packet>(*p) ? std::get<connect_packet>(*p).version
+                                                            : version;
         check_round_trip(*p, v);
         if (auto* pub = std::get_if<publish_packet>(p)) {
           (void)is_valid_topic_name(pub->topic);

@@ -1,7 +1,7 @@
 // The nimbus command line: `serve`, `version`, with --help everywhere.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <iostream>
 
@@ -12,15 +12,18 @@
 
 int main(int argc, char** argv) {
   using namespace nimbus;
-  CLI::App app{"Nimbus: a self-hosted cloud IoT core (MQTT broker, AWS IoT and Pub/Sub APIs)", "nimbus"};
+  CLI::App app{"Nimbus: a self-hosted cloud IoT core (MQTT broker, AWS IoT and Pub/Sub APIs)",
+               "nimbus"};
   app.require_subcommand(1);
 
   auto* version = app.add_subcommand("version", "Print the version");
   auto* serve = app.add_subcommand("serve", "Run the server");
   std::string config_file;
   bool print_config = false;
-  serve->add_option("--config", config_file, "TOML configuration file (flags override it)")->check(CLI::ExistingFile);
-  serve->add_flag("--print-config", print_config, "Print the effective configuration as TOML and exit");
+  serve->add_option("--config", config_file, "TOML configuration file (flags override it)")
+      ->check(CLI::ExistingFile);
+  serve->add_flag("--print-config", print_config,
+                  "Print the effective configuration as TOML and exit");
   std::map<std::string, std::string> flag_values;
   for (const auto& d : config::describe_settings()) {
     serve->add_option("--" + d.flag, flag_values[d.key],
@@ -28,30 +31,53 @@ int main(int argc, char** argv) {
                                   d.bounds.empty() ? "" : "; " + d.bounds));
   }
 
-  auto* bench = app.add_subcommand("bench", "Load-test an MQTT broker (Nimbus, Mosquitto, any) and report");
+  auto* bench =
+      app.add_subcommand("bench", "Load-test an MQTT broker (Nimbus, Mosquitto, any) and report");
   loadgen::options bench_options;
-  bench->add_option("scenario", bench_options.scenario, "conn | fanin | fanout | p2p | shared")->required();
+  bench->add_option("scenario", bench_options.scenario, "conn | fanin | fanout | p2p | shared")
+      ->required();
   bench->add_option("--host", bench_options.host, "Broker host")->capture_default_str();
   bench->add_option("--port,-p", bench_options.port, "Broker port")->capture_default_str();
-  bench->add_option("--mqtt-version", bench_options.version, "4 (3.1.1) or 5")->capture_default_str();
-  bench->add_option("--qos,-q", bench_options.qos, "QoS of published messages and subscriptions")->capture_default_str();
-  bench->add_option("--payload,-s", bench_options.payload_size, "Payload bytes (at least 16: timestamp + id)")->capture_default_str();
-  bench->add_option("--rate,-r", bench_options.rate, "Messages per second per publisher (0: flat out)")->capture_default_str();
-  bench->add_option("--duration,-d", bench_options.duration, "Measured seconds")->capture_default_str();
-  bench->add_option("--warmup", bench_options.warmup, "Seconds before measuring")->capture_default_str();
-  bench->add_option("--publishers,-P", bench_options.publishers, "Publishers (pairs for p2p)")->capture_default_str();
-  bench->add_option("--subscribers,-S", bench_options.subscribers, "Subscribers")->capture_default_str();
-  bench->add_option("--connections,-c", bench_options.connections, "Connections (conn scenario)")->capture_default_str();
-  bench->add_option("--connect-rate", bench_options.connect_rate, "Connections per second (0: flat out)")->capture_default_str();
-  bench->add_option("--inflight", bench_options.inflight, "QoS 1/2 window per publisher")->capture_default_str();
-  bench->add_option("--threads,-t", bench_options.threads, "Generator threads (0: one per core)")->capture_default_str();
+  bench->add_option("--mqtt-version", bench_options.version, "4 (3.1.1) or 5")
+      ->capture_default_str();
+  bench->add_option("--qos,-q", bench_options.qos, "QoS of published messages and subscriptions")
+      ->capture_default_str();
+  bench
+      ->add_option("--payload,-s", bench_options.payload_size,
+                   "Payload bytes (at least 16: timestamp + id)")
+      ->capture_default_str();
+  bench
+      ->add_option("--rate,-r", bench_options.rate,
+                   "Messages per second per publisher (0: flat out)")
+      ->capture_default_str();
+  bench->add_option("--duration,-d", bench_options.duration, "Measured seconds")
+      ->capture_default_str();
+  bench->add_option("--warmup", bench_options.warmup, "Seconds before measuring")
+      ->capture_default_str();
+  bench->add_option("--publishers,-P", bench_options.publishers, "Publishers (pairs for p2p)")
+      ->capture_default_str();
+  bench->add_option("--subscribers,-S", bench_options.subscribers, "Subscribers")
+      ->capture_default_str();
+  bench->add_option("--connections,-c", bench_options.connections, "Connections (conn scenario)")
+      ->capture_default_str();
+  bench
+      ->add_option("--connect-rate", bench_options.connect_rate,
+                   "Connections per second (0: flat out)")
+      ->capture_default_str();
+  bench->add_option("--inflight", bench_options.inflight, "QoS 1/2 window per publisher")
+      ->capture_default_str();
+  bench->add_option("--threads,-t", bench_options.threads, "Generator threads (0: one per core)")
+      ->capture_default_str();
   bench->add_flag("--tls", bench_options.tls, "Connect over TLS");
   bench->add_option("--cafile", bench_options.ca_file, "CA to verify the broker (TLS)");
   bench->add_option("--cert", bench_options.cert_file, "Client certificate (TLS)");
   bench->add_option("--key", bench_options.key_file, "Client key (TLS)");
-  bench->add_option("--client-prefix", bench_options.client_prefix, "Client id prefix")->capture_default_str();
-  bench->add_option("--topic-prefix", bench_options.topic_prefix, "Topic prefix")->capture_default_str();
-  bench->add_option("--broker-pid", bench_options.broker_pid, "Broker process whose memory the conn scenario samples");
+  bench->add_option("--client-prefix", bench_options.client_prefix, "Client id prefix")
+      ->capture_default_str();
+  bench->add_option("--topic-prefix", bench_options.topic_prefix, "Topic prefix")
+      ->capture_default_str();
+  bench->add_option("--broker-pid", bench_options.broker_pid,
+                    "Broker process whose memory the conn scenario samples");
   bench->add_flag("--json", bench_options.json, "Print the report as one JSON object");
   bool quiet = false;
   bench->add_flag("--quiet", quiet, "No live progress line");

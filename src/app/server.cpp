@@ -85,13 +85,14 @@ int serve(const config::settings& settings) {
   }
   writer.drain();
 
-  std::size_t loops = settings.threads != 0 ? settings.threads : std::max(1U, std::thread::hardware_concurrency());
+  std::size_t loops =
+      settings.threads != 0 ? settings.threads : std::max(1U, std::thread::hardware_concurrency());
   net::io_pool pool(loops);
 
-  auto mqtt_tls = net::make_server_tls_context(server_cert_path, server_key_path, ca.certificate_path(),
-                                               net::client_certificates::required);
-  auto https_tls = net::make_server_tls_context(server_cert_path, server_key_path, ca.certificate_path(),
-                                                net::client_certificates::optional);
+  auto mqtt_tls = net::make_server_tls_context(
+      server_cert_path, server_key_path, ca.certificate_path(), net::client_certificates::required);
+  auto https_tls = net::make_server_tls_context(
+      server_cert_path, server_key_path, ca.certificate_path(), net::client_certificates::optional);
 
   net::http_router router;
   router.add("GET", "/healthz", [](const net::http_request&) {
@@ -107,14 +108,18 @@ int serve(const config::settings& settings) {
   // Listeners, in contract order; each failure to bind stops start-up with a clear message.
   std::vector<std::unique_ptr<net::listener>> listeners;
   std::map<std::string, std::string> bound;
-  auto open = [&](const std::string& name, const std::string& address, net::socket_handler handler) {
+  auto open = [&](const std::string& name, const std::string& address,
+                  net::socket_handler handler) {
     if (net::is_off(address)) return;
     auto endpoint = net::parse_address(address);
-    if (!endpoint) throw std::runtime_error("invalid address for --" + name + ": '" + address + "'");
+    if (!endpoint)
+      throw std::runtime_error("invalid address for --" + name + ": '" + address + "'");
     try {
-      listeners.push_back(std::make_unique<net::listener>(pool, *endpoint, name, std::move(handler)));
+      listeners.push_back(
+          std::make_unique<net::listener>(pool, *endpoint, name, std::move(handler)));
     } catch (const boost::system::system_error& e) {
-      throw std::runtime_error("cannot listen on " + address + " (--" + name + "): " + e.code().message());
+      throw std::runtime_error("cannot listen on " + address + " (--" + name +
+                               "): " + e.code().message());
     }
     bound[name] = net::format_endpoint(listeners.back()->local_endpoint());
     spdlog::info("listening name={} address={}", name, bound[name]);
@@ -128,13 +133,15 @@ int serve(const config::settings& settings) {
                       broker::serve_mqtt(mqtt_broker, std::move(stream));
                     });
   });
-  open("http", settings.listeners.http,
-       [&router](asio::ip::tcp::socket socket) { net::serve_http(std::move(socket), router, nullptr); });
+  open("http", settings.listeners.http, [&router](asio::ip::tcp::socket socket) {
+    net::serve_http(std::move(socket), router, nullptr);
+  });
   open("https", settings.listeners.https, [&router, &https_tls](asio::ip::tcp::socket socket) {
     net::serve_http(std::move(socket), router, https_tls.get());
   });
   if (!net::is_off(settings.listeners.grpc)) {
-    spdlog::info("grpc_listener_not_started reason=\"the Pub/Sub service is not part of this build yet\"");
+    spdlog::info(
+        "grpc_listener_not_started reason=\"the Pub/Sub service is not part of this build yet\"");
   }
 
   // Housekeeping on loop 0 and the signals that stop the server.
@@ -157,11 +164,13 @@ int serve(const config::settings& settings) {
   for (const char* name : {"mqtt", "mqtts", "http", "https", "grpc"}) {
     auto it = bound.find(name);
     if (it == bound.end()) continue;
-    endpoints += (endpoints.size() > 1 ? "," : "") + std::string("\"") + name + "\":\"" + json_escape(it->second) + "\"";
+    endpoints += (endpoints.size() > 1 ? "," : "") + std::string("\"") + name + "\":\"" +
+                 json_escape(it->second) + "\"";
   }
   endpoints += "}\n";
   registry::write_file_atomically((data_dir / "endpoints.json").string(), endpoints, 0644);
-  spdlog::info("nimbus_ready data_dir={} endpoints={}", data_dir.string(), endpoints.substr(0, endpoints.size() - 1));
+  spdlog::info("nimbus_ready data_dir={} endpoints={}", data_dir.string(),
+               endpoints.substr(0, endpoints.size() - 1));
 
   {
     std::unique_lock lock(stop_mutex);

@@ -36,7 +36,8 @@ class authorizer {
 class local_authorizer final : public authorizer {
  public:
   explicit local_authorizer(bool allow_anonymous) : allow_anonymous_(allow_anonymous) {}
-  mqtt::reason_code authorize_connect(const client_identity& who, const std::optional<std::string>&) override {
+  mqtt::reason_code authorize_connect(const client_identity& who,
+                                      const std::optional<std::string>&) override {
     if (who.certificate) return mqtt::reason_code::success;
     return allow_anonymous_ ? mqtt::reason_code::success : mqtt::reason_code::not_authorized;
   }

@@ -14,7 +14,9 @@ namespace {
 constexpr std::uint32_t never_expires = 0xFFFFFFFF;
 constexpr const char* version_string = "nimbus 0.1.0";
 
-bool expired(const message& m, std::int64_t now) { return m.expires_at != 0 && now > m.expires_at; }
+bool expired(const message& m, std::int64_t now) {
+  return m.expires_at != 0 && now > m.expires_at;
+}
 
 // The subscription's filter without a `$share/group/` prefix, and the group.
 std::pair<std::string_view, std::optional<std::string_view>> split_shared(std::string_view filter) {
@@ -23,7 +25,8 @@ std::pair<std::string_view, std::optional<std::string_view>> split_shared(std::s
 }
 }  // namespace
 
-broker::broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth, session_store* store)
+broker::broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth,
+               session_store* store)
     : settings_(settings),
       topic_limits_{settings.max_topic_length, settings.max_topic_levels},
       clock_(clock),
@@ -50,7 +53,7 @@ void broker::restore(storage::database& db) {
     s->version = stored.version;
     s->expiry_interval = stored.expiry_interval;
     // A session that was attached when the server stopped starts its expiry now.
-    s->expires_at = stored.expires_at != 0 ? stored.expires_at
+    s->expires_at = stored.expires_at != 0                    ? stored.expires_at
                     : stored.expiry_interval == never_expires ? 0
                                                               : now + stored.expiry_interval;
     std::uint64_t max_seq = 0;
@@ -82,11 +85,13 @@ void broker::restore(storage::database& db) {
     retained_.emplace(msg->topic, std::move(msg));
     ++retained;
   }
-  spdlog::info("broker_restored sessions={} retained={} subscriptions={}", restored, retained, index_.size());
+  spdlog::info("broker_restored sessions={} retained={} subscriptions={}", restored, retained,
+               index_.size());
 }
 
-attach_result broker::attach(const std::string& client_id, mqtt::protocol_version version, bool clean_start,
-                             std::uint32_t expiry_interval, std::shared_ptr<session_link> link) {
+attach_result broker::attach(const std::string& client_id, mqtt::protocol_version version,
+                             bool clean_start, std::uint32_t expiry_interval,
+                             std::shared_ptr<session_link> link) {
   std::shared_ptr<session_link> previous_link;
   session_ptr replaced;
   attach_result result;
@@ -153,11 +158,14 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
         if (was_persistent && store_) store_->delete_session(s->client_id());
       } else {
         s->expires_at = s->expiry_interval == never_expires ? 0 : now + s->expiry_interval;
-        if (store_) store_->save_session(s->client_id(), s->version, s->expiry_interval, s->expires_at);
+        if (store_)
+          store_->save_session(s->client_id(), s->version, s->expiry_interval, s->expires_at);
         if (send_will) {
           std::uint32_t delay = std::min(will_delay, s->expiry_interval);
-          if (delay == 0) publish_now = true;
-          else s->will = std::make_unique<pending_will>(pending_will{std::move(*will), now + delay});
+          if (delay == 0)
+            publish_now = true;
+          else
+            s->will = std::make_unique<pending_will>(pending_will{std::move(*will), now + delay});
         }
       }
     }
@@ -201,11 +209,13 @@ void broker::publish_will(const mqtt::will_message& will, const std::string& pub
 
 bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const gate_ptr& gate) {
   if (s.discarded) return false;
-  if (!s.link && (d.qos == 0 || !s.is_persistent())) return false;  // QoS 0 is not kept for offline clients
+  if (!s.link && (d.qos == 0 || !s.is_persistent()))
+    return false;  // QoS 0 is not kept for offline clients
   bool full = s.queue.size() >= settings_.max_queued_messages;
   if (full && gate && s.link && d.qos > 0) {
     // A connected subscriber that falls behind slows its publishers instead of losing messages.
-    if (std::find(s.congested_publishers.begin(), s.congested_publishers.end(), gate) == s.congested_publishers.end()) {
+    if (std::find(s.congested_publishers.begin(), s.congested_publishers.end(), gate) ==
+        s.congested_publishers.end()) {
       gate->remaining.fetch_add(1, std::memory_order_acq_rel);
       s.congested_publishers.push_back(gate);
     }
@@ -249,7 +259,8 @@ publish_result broker::route(message_ptr msg, const gate_ptr& gate) {
   if (msg->retain) {
     std::unique_lock lock(retained_mutex_);
     if (msg->payload.empty()) {
-      if (retained_.erase(msg->topic) > 0 && store_) result.durable_ticket = store_->delete_retained(msg->topic);
+      if (retained_.erase(msg->topic) > 0 && store_)
+        result.durable_ticket = store_->delete_retained(msg->topic);
     } else {
       retained_[msg->topic] = msg;
       if (store_) result.durable_ticket = store_->save_retained(msg);
@@ -293,13 +304,15 @@ publish_result broker::route(message_ptr msg, const gate_ptr& gate) {
 }
 
 std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
-                                const mqtt::subscription_options& options, std::uint32_t subscription_id) {
+                                const mqtt::subscription_options& options,
+                                std::uint32_t subscription_id) {
   auto [plain, group] = split_shared(filter);
   bool existed;
   bool persistent;
   {
     std::lock_guard lock(s->mutex);
-    auto [it, inserted] = s->subscriptions.insert_or_assign(filter, subscription{options, subscription_id});
+    auto [it, inserted] =
+        s->subscriptions.insert_or_assign(filter, subscription{options, subscription_id});
     existed = !inserted;
     persistent = s->is_persistent();
   }
@@ -314,7 +327,8 @@ std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
     }
   }
   std::uint64_t ticket = 0;
-  if (persistent && store_) ticket = store_->save_subscription(s->client_id(), filter, {options, subscription_id});
+  if (persistent && store_)
+    ticket = store_->save_subscription(s->client_id(), filter, {options, subscription_id});
   // Retained messages: never for shared subscriptions; retain handling 1 only when new (3.3.1.3).
   if (!group && (options.retain_handling == 0 || (options.retain_handling == 1 && !existed))) {
     queue_retained(s, std::string(plain), options, subscription_id);
@@ -322,7 +336,8 @@ std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
   return ticket;
 }
 
-void broker::queue_retained(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
+void broker::queue_retained(const session_ptr& s, const std::string& filter,
+                            const mqtt::subscription_options& options,
                             std::uint32_t subscription_id) {
   std::vector<message_ptr> found;
   {
@@ -458,24 +473,31 @@ std::string broker::prometheus_text() const {
   };
   auto uptime = std::chrono::duration_cast<std::chrono::seconds>(clock_.now() - started_).count();
   metric("nimbus_uptime_seconds", "gauge", "Seconds since the broker started", uptime);
-  metric("nimbus_mqtt_connections", "gauge", "Open MQTT connections", metrics_.connections_current.load());
-  metric("nimbus_mqtt_connections_total", "counter", "MQTT connections accepted", metrics_.connections_total.load());
-  metric("nimbus_mqtt_connections_refused_total", "counter", "CONNECTs refused", metrics_.connections_refused.load());
+  metric("nimbus_mqtt_connections", "gauge", "Open MQTT connections",
+         metrics_.connections_current.load());
+  metric("nimbus_mqtt_connections_total", "counter", "MQTT connections accepted",
+         metrics_.connections_total.load());
+  metric("nimbus_mqtt_connections_refused_total", "counter", "CONNECTs refused",
+         metrics_.connections_refused.load());
   metric("nimbus_mqtt_sessions", "gauge", "Sessions, connected or persistent", session_count());
   metric("nimbus_mqtt_subscriptions", "gauge", "Subscriptions in the index", index_.size());
   metric("nimbus_mqtt_retained_messages", "gauge", "Retained messages", retained_count());
-  metric("nimbus_mqtt_messages_received_total", "counter", "PUBLISH received from clients and wills",
-         metrics_.messages_received.load());
-  metric("nimbus_mqtt_messages_sent_total", "counter", "PUBLISH sent to clients", metrics_.messages_sent.load());
-  metric("nimbus_mqtt_messages_dropped_total", "counter", "Messages dropped (queue full, too large, slow reader)",
-         metrics_.messages_dropped.load());
-  metric("nimbus_mqtt_messages_expired_total", "counter", "Messages discarded on expiry", metrics_.messages_expired.load());
-  metric("nimbus_mqtt_bytes_received_total", "counter", "Bytes read from MQTT clients", metrics_.bytes_received.load());
-  metric("nimbus_mqtt_bytes_sent_total", "counter", "Bytes written to MQTT clients", metrics_.bytes_sent.load());
-  metric("nimbus_mqtt_protocol_errors_total", "counter", "Connections closed for protocol violations",
-         metrics_.protocol_errors.load());
-  metric("nimbus_mqtt_authorization_denials_total", "counter", "Connect/publish/subscribe/receive denials",
-         metrics_.authorization_denials.load());
+  metric("nimbus_mqtt_messages_received_total", "counter",
+         "PUBLISH received from clients and wills", metrics_.messages_received.load());
+  metric("nimbus_mqtt_messages_sent_total", "counter", "PUBLISH sent to clients",
+         metrics_.messages_sent.load());
+  metric("nimbus_mqtt_messages_dropped_total", "counter",
+         "Messages dropped (queue full, too large, slow reader)", metrics_.messages_dropped.load());
+  metric("nimbus_mqtt_messages_expired_total", "counter", "Messages discarded on expiry",
+         metrics_.messages_expired.load());
+  metric("nimbus_mqtt_bytes_received_total", "counter", "Bytes read from MQTT clients",
+         metrics_.bytes_received.load());
+  metric("nimbus_mqtt_bytes_sent_total", "counter", "Bytes written to MQTT clients",
+         metrics_.bytes_sent.load());
+  metric("nimbus_mqtt_protocol_errors_total", "counter",
+         "Connections closed for protocol violations", metrics_.protocol_errors.load());
+  metric("nimbus_mqtt_authorization_denials_total", "counter",
+         "Connect/publish/subscribe/receive denials", metrics_.authorization_denials.load());
   return out;
 }
 

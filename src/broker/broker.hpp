@@ -31,7 +31,8 @@ struct broker_metrics {
   std::atomic<std::uint64_t> messages_sent{0};
   std::atomic<std::uint64_t> bytes_received{0};
   std::atomic<std::uint64_t> bytes_sent{0};
-  std::atomic<std::uint64_t> messages_dropped{0};  // queue full, too large for the client, slow reader
+  std::atomic<std::uint64_t> messages_dropped{
+      0};  // queue full, too large for the client, slow reader
   std::atomic<std::uint64_t> messages_expired{0};
   std::atomic<std::uint64_t> protocol_errors{0};
   std::atomic<std::uint64_t> connections_refused{0};
@@ -48,12 +49,14 @@ struct attach_result {
 
 struct publish_result {
   std::size_t matched = 0;
-  std::uint64_t durable_ticket = 0;  // acknowledge only once the store reaches it (0: nothing stored)
+  std::uint64_t durable_ticket =
+      0;  // acknowledge only once the store reaches it (0: nothing stored)
 };
 
 class broker {
  public:
-  broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth, session_store* store);
+  broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth,
+         session_store* store);
   ~broker();
 
   // Loads persistent sessions and retained messages (start-up, before listeners open).
@@ -61,8 +64,9 @@ class broker {
 
   // Attaches a connection to its session (creating, resuming or replacing it). A live connection
   // on the same client id is kicked with "session taken over".
-  attach_result attach(const std::string& client_id, mqtt::protocol_version version, bool clean_start,
-                       std::uint32_t expiry_interval, std::shared_ptr<session_link> link);
+  attach_result attach(const std::string& client_id, mqtt::protocol_version version,
+                       bool clean_start, std::uint32_t expiry_interval,
+                       std::shared_ptr<session_link> link);
   // Detaches a closed connection; publishes or schedules its will; ends non-persistent sessions.
   void detach(const session_ptr& s, const session_link* link, close_kind kind,
               std::optional<mqtt::will_message> will, std::optional<std::uint32_t> new_expiry,
@@ -76,8 +80,8 @@ class broker {
   static void release_congestion(session& s);
 
   // Adds a subscription and queues the retained messages it asks for. Returns granted QoS.
-  std::uint64_t subscribe(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
-                          std::uint32_t subscription_id);
+  std::uint64_t subscribe(const session_ptr& s, const std::string& filter,
+                          const mqtt::subscription_options& options, std::uint32_t subscription_id);
   // Returns whether the subscription existed.
   bool unsubscribe(const session_ptr& s, const std::string& filter);
 
@@ -104,9 +108,10 @@ class broker {
   // Removes a session and its subscriptions. Call without holding its mutex.
   void discard(const session_ptr& s, bool delete_stored);
   // Queues `d` into `s` (caller holds s->mutex); a stored row's ticket raises `ticket`.
-  bool enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const gate_ptr& gate = nullptr);
-  void queue_retained(const session_ptr& s, const std::string& filter, const mqtt::subscription_options& options,
-                      std::uint32_t subscription_id);
+  bool enqueue_locked(session& s, delivery d, std::uint64_t& ticket,
+                      const gate_ptr& gate = nullptr);
+  void queue_retained(const session_ptr& s, const std::string& filter,
+                      const mqtt::subscription_options& options, std::uint32_t subscription_id);
   void publish_will(const mqtt::will_message& will, const std::string& publisher);
   void publish_sys();
   publish_result route(message_ptr msg, const gate_ptr& gate);

@@ -52,7 +52,9 @@ class connection final : public session_link, public std::enable_shared_from_thi
   }
 
   void kick(reason_code reason) override {
-    asio::post(executor_, [self = shared_from_this(), reason] { self->close_with(reason, "server closed the connection"); });
+    asio::post(executor_, [self = shared_from_this(), reason] {
+      self->close_with(reason, "server closed the connection");
+    });
   }
 
  private:
@@ -90,8 +92,9 @@ class connection final : public session_link, public std::enable_shared_from_thi
                                  try {
                                    process_input(n);
                                  } catch (const std::exception& e) {
-                                   spdlog::error("mqtt_connection_failed client={} remote={} error=\"{}\"", client_id(),
-                                                 stream_->remote_address(), e.what());
+                                   spdlog::error(
+                                       "mqtt_connection_failed client={} remote={} error=\"{}\"",
+                                       client_id(), stream_->remote_address(), e.what());
                                    finish();
                                  }
                                  start_read();
@@ -125,7 +128,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
         break;
       }
       if (pending.size() < frame.total_size()) break;
-      auto decoded = mqtt::decode_packet(frame, pending.substr(frame.header_size, frame.remaining_length), version_);
+      auto decoded = mqtt::decode_packet(
+          frame, pending.substr(frame.header_size, frame.remaining_length), version_);
       consumed += frame.total_size();
       if (auto* error = std::get_if<mqtt::decode_error>(&decoded)) {
         protocol_violation(error->reason, error->what);
@@ -173,8 +177,10 @@ class connection final : public session_link, public std::enable_shared_from_thi
 
   // Re-evaluates the timer after a state change (CONNECT accepted, closing started).
   void rearm_timer() {
-    if (timer_armed_) timer_.cancel();  // the handler re-arms with the new deadline
-    else arm_timer();
+    if (timer_armed_)
+      timer_.cancel();  // the handler re-arms with the new deadline
+    else
+      arm_timer();
   }
 
   void on_timer() {
@@ -199,7 +205,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
       std::optional<mqtt::will_message> will;
       if (will_) will = std::move(*will_);
       broker_.detach(session_, this, kind, std::move(will), disconnect_expiry_, client_id());
-      spdlog::debug("mqtt_disconnected client={} remote={}", client_id(), stream_->remote_address());
+      spdlog::debug("mqtt_disconnected client={} remote={}", client_id(),
+                    stream_->remote_address());
     }
   }
 
@@ -233,11 +240,12 @@ class connection final : public session_link, public std::enable_shared_from_thi
 
   void protocol_violation(reason_code reason, std::string_view what) {
     broker_.metrics().protocol_errors.fetch_add(1, std::memory_order_relaxed);
-    spdlog::info("mqtt_protocol_error client={} remote={} reason=0x{:02x} detail=\"{}\"", client_id(),
-                 stream_->remote_address(), static_cast<unsigned>(reason), what);
+    spdlog::info("mqtt_protocol_error client={} remote={} reason=0x{:02x} detail=\"{}\"",
+                 client_id(), stream_->remote_address(), static_cast<unsigned>(reason), what);
     if (!connected_) {
       // Before CONNACK a v5 client learns why through CONNACK (3.1.4); 3.1.1 is just closed.
-      if (version_ == mqtt::protocol_version::v5 || reason == reason_code::unsupported_protocol_version) {
+      if (version_ == mqtt::protocol_version::v5 ||
+          reason == reason_code::unsupported_protocol_version) {
         refuse_connect(reason);
       } else {
         close_now();
@@ -256,16 +264,25 @@ class connection final : public session_link, public std::enable_shared_from_thi
     std::visit(
         [&](auto&& packet) {
           using type = std::decay_t<decltype(packet)>;
-          if constexpr (std::is_same_v<type, mqtt::connect_packet>) on_connect(std::move(packet));
-          else if constexpr (std::is_same_v<type, mqtt::publish_packet>) on_publish(std::move(packet));
-          else if constexpr (std::is_same_v<type, mqtt::ack_packet>) on_ack(packet);
-          else if constexpr (std::is_same_v<type, mqtt::subscribe_packet>) on_subscribe(packet);
-          else if constexpr (std::is_same_v<type, mqtt::unsubscribe_packet>) on_unsubscribe(packet);
-          else if constexpr (std::is_same_v<type, mqtt::pingreq_packet>) send_now(mqtt::pingresp_packet{});
-          else if constexpr (std::is_same_v<type, mqtt::disconnect_packet>) on_disconnect(packet);
+          if constexpr (std::is_same_v<type, mqtt::connect_packet>)
+            on_connect(std::move(packet));
+          else if constexpr (std::is_same_v<type, mqtt::publish_packet>)
+            on_publish(std::move(packet));
+          else if constexpr (std::is_same_v<type, mqtt::ack_packet>)
+            on_ack(packet);
+          else if constexpr (std::is_same_v<type, mqtt::subscribe_packet>)
+            on_subscribe(packet);
+          else if constexpr (std::is_same_v<type, mqtt::unsubscribe_packet>)
+            on_unsubscribe(packet);
+          else if constexpr (std::is_same_v<type, mqtt::pingreq_packet>)
+            send_now(mqtt::pingresp_packet{});
+          else if constexpr (std::is_same_v<type, mqtt::disconnect_packet>)
+            on_disconnect(packet);
           else if constexpr (std::is_same_v<type, mqtt::auth_packet>)
-            protocol_violation(reason_code::protocol_error, "AUTH without an authentication method");
-          else protocol_violation(reason_code::protocol_error, "packet type not sent by clients");
+            protocol_violation(reason_code::protocol_error,
+                               "AUTH without an authentication method");
+          else
+            protocol_violation(reason_code::protocol_error, "packet type not sent by clients");
         },
         std::move(p));
   }
@@ -287,7 +304,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     bool assigned = false;
     if (c.client_id.empty()) {
       if (!v5 && !c.clean_start) return refuse_connect(reason_code::client_identifier_not_valid);
-      if (version_ == mqtt::protocol_version::v31) return refuse_connect(reason_code::client_identifier_not_valid);
+      if (version_ == mqtt::protocol_version::v31)
+        return refuse_connect(reason_code::client_identifier_not_valid);
       c.client_id = "nimbus-" + core::random_alnum(16);
       assigned = true;
     }
@@ -297,23 +315,25 @@ class connection final : public session_link, public std::enable_shared_from_thi
       if (c.will->props.payload_format_indicator == 1 && !mqtt::is_valid_mqtt_utf8(c.will->payload))
         return refuse_connect(reason_code::payload_format_invalid);
     }
-    if (c.props.authentication_method) return refuse_connect(reason_code::bad_authentication_method);
+    if (c.props.authentication_method)
+      return refuse_connect(reason_code::bad_authentication_method);
     if (broker_.metrics().connections_current.load(std::memory_order_relaxed) >
         static_cast<std::int64_t>(settings.max_connections)) {
       return refuse_connect(reason_code::server_busy);
     }
 
-    client_identity who{c.client_id, c.username, std::string(stream_->transport()), stream_->remote_address(),
-                        stream_->certificate()};
+    client_identity who{c.client_id, c.username, std::string(stream_->transport()),
+                        stream_->remote_address(), stream_->certificate()};
     auto verdict = broker_.auth().authorize_connect(who, c.password);
     if (verdict != reason_code::success) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
-      spdlog::info("mqtt_connect_denied client={} remote={} reason=0x{:02x}", c.client_id, stream_->remote_address(),
-                   static_cast<unsigned>(verdict));
+      spdlog::info("mqtt_connect_denied client={} remote={} reason=0x{:02x}", c.client_id,
+                   stream_->remote_address(), static_cast<unsigned>(verdict));
       return refuse_connect(verdict);
     }
     identity_ = std::make_shared<client_identity>(std::move(who));
-    if (c.will && (c.will->topic.starts_with("$SYS") || !broker_.auth().may_publish(*identity_, c.will->topic, c.will->retain))) {
+    if (c.will && (c.will->topic.starts_with("$SYS") ||
+                   !broker_.auth().may_publish(*identity_, c.will->topic, c.will->retain))) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       spdlog::info("mqtt_will_denied client={} topic=\"{}\"", c.client_id, c.will->topic);
       identity_.reset();
@@ -321,15 +341,18 @@ class connection final : public session_link, public std::enable_shared_from_thi
     }
 
     std::uint32_t expiry;
-    if (v5) expiry = c.props.session_expiry_interval.value_or(0);
-    else expiry = c.clean_start ? 0 : never_expires;
+    if (v5)
+      expiry = c.props.session_expiry_interval.value_or(0);
+    else
+      expiry = c.clean_start ? 0 : never_expires;
     std::uint32_t granted_expiry = std::min(expiry, settings.max_session_expiry);
     session_expiry_ = granted_expiry;
 
     keep_alive_ = c.keep_alive;
     std::optional<std::uint16_t> server_keep_alive;
     // Only MQTT 5 can tell a client its keep-alive was lowered (Server Keep Alive).
-    if (v5 && (keep_alive_ > settings.max_keep_alive || (keep_alive_ == 0 && settings.max_keep_alive < 65535))) {
+    if (v5 && (keep_alive_ > settings.max_keep_alive ||
+               (keep_alive_ == 0 && settings.max_keep_alive < 65535))) {
       keep_alive_ = static_cast<std::uint16_t>(settings.max_keep_alive);
       if (v5) server_keep_alive = keep_alive_;
     }
@@ -338,7 +361,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     client_topic_alias_maximum_ = c.props.topic_alias_maximum.value_or(0);
     if (c.will) will_ = std::make_unique<mqtt::will_message>(std::move(*c.will));
 
-    auto attached = broker_.attach(c.client_id, version_, c.clean_start, granted_expiry, shared_from_this());
+    auto attached =
+        broker_.attach(c.client_id, version_, c.clean_start, granted_expiry, shared_from_this());
     session_ = attached.target;
     connected_ = true;
 
@@ -357,9 +381,11 @@ class connection final : public session_link, public std::enable_shared_from_thi
     }
     send_now(ack);
     rearm_timer();  // from the CONNECT deadline to keep-alive
-    spdlog::debug("mqtt_connected client={} remote={} transport={} version={} clean_start={} session_present={}",
-                  c.client_id, stream_->remote_address(), stream_->transport(), static_cast<int>(version_),
-                  c.clean_start, attached.session_present);
+    spdlog::debug(
+        "mqtt_connected client={} remote={} transport={} version={} clean_start={} "
+        "session_present={}",
+        c.client_id, stream_->remote_address(), stream_->transport(), static_cast<int>(version_),
+        c.clean_start, attached.session_present);
     if (attached.session_present) resend_inflight();
     deliver();
   }
@@ -383,7 +409,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     if (!mqtt::is_valid_topic_name(p.topic, broker_.topic_limits()))
       return protocol_violation(reason_code::topic_name_invalid, "invalid topic name");
     if (v5 && !p.props.subscription_identifiers.empty())
-      return protocol_violation(reason_code::protocol_error, "subscription identifier in PUBLISH from a client");
+      return protocol_violation(reason_code::protocol_error,
+                                "subscription identifier in PUBLISH from a client");
 
     if (p.qos == 2) {
       bool duplicate;
@@ -393,7 +420,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
       }
       if (duplicate) {
         // A retransmission of a message already routed: acknowledge again, deliver once.
-        queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::success, {}}, 0);
+        queue_ack(
+            mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::success, {}}, 0);
         return;
       }
     }
@@ -403,8 +431,16 @@ class connection final : public session_link, public std::enable_shared_from_thi
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       spdlog::info("mqtt_publish_denied client={} topic=\"{}\"", client_id(), p.topic);
       if (!v5) return close_now();  // 3.1.1 has no way to refuse a PUBLISH (AWS closes too)
-      if (p.qos == 1) queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, reason_code::not_authorized, {}}, 0);
-      if (p.qos == 2) queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::not_authorized, {}}, 0);
+      if (p.qos == 1)
+        queue_ack(
+            mqtt::ack_packet{
+                mqtt::packet_type::puback, p.packet_id, reason_code::not_authorized, {}},
+            0);
+      if (p.qos == 2)
+        queue_ack(
+            mqtt::ack_packet{
+                mqtt::packet_type::pubrec, p.packet_id, reason_code::not_authorized, {}},
+            0);
       return;
     }
 
@@ -431,10 +467,11 @@ class connection final : public session_link, public std::enable_shared_from_thi
       }
       routed = broker_.publish(std::move(msg), gate);
     }
-    auto matched_code = v5 && routed.matched == 0 ? reason_code::no_matching_subscribers : reason_code::success;
+    auto matched_code =
+        v5 && routed.matched == 0 ? reason_code::no_matching_subscribers : reason_code::success;
     if (p.qos == 1) {
-      queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}}, routed.durable_ticket, floor,
-                std::move(gate));
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}},
+                routed.durable_ticket, floor, std::move(gate));
     } else if (p.qos == 2) {
       std::uint64_t ticket = routed.durable_ticket;
       bool persistent;
@@ -443,9 +480,10 @@ class connection final : public session_link, public std::enable_shared_from_thi
         session_->inbound_qos2.insert(p.packet_id);
         persistent = session_->is_persistent();
       }
-      if (persistent && broker_.store()) ticket = std::max(ticket, broker_.store()->add_inbound_qos2(client_id(), p.packet_id));
-      queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket, floor,
-                std::move(gate));
+      if (persistent && broker_.store())
+        ticket = std::max(ticket, broker_.store()->add_inbound_qos2(client_id(), p.packet_id));
+      queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket,
+                floor, std::move(gate));
     }
   }
 
@@ -461,10 +499,12 @@ class connection final : public session_link, public std::enable_shared_from_thi
           persistent = session_->is_persistent();
         }
         if (found && persistent && store) store->remove_inbound_qos2(client_id(), a.packet_id);
-        queue_ack(mqtt::ack_packet{mqtt::packet_type::pubcomp, a.packet_id,
-                   found || version_ != mqtt::protocol_version::v5 ? reason_code::success
-                                                                   : reason_code::packet_identifier_not_found,
-                   {}},
+        queue_ack(mqtt::ack_packet{mqtt::packet_type::pubcomp,
+                                   a.packet_id,
+                                   found || version_ != mqtt::protocol_version::v5
+                                       ? reason_code::success
+                                       : reason_code::packet_identifier_not_found,
+                                   {}},
                   0);
         return;
       }
@@ -475,7 +515,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
           std::lock_guard lock(session_->mutex);
           auto it = session_->inflight.find(a.packet_id);
           if (it == session_->inflight.end()) return;  // late or duplicate acknowledgement
-          bool expected = a.type == mqtt::packet_type::puback ? it->second.d.qos == 1 : it->second.released;
+          bool expected =
+              a.type == mqtt::packet_type::puback ? it->second.d.qos == 1 : it->second.released;
           if (!expected) return;
           seq = it->second.d.seq;
           session_->inflight.erase(it);
@@ -494,8 +535,10 @@ class connection final : public session_link, public std::enable_shared_from_thi
           if (it != session_->inflight.end() && it->second.d.qos == 2) {
             found = true;
             seq = it->second.d.seq;
-            if (refused) session_->inflight.erase(it);  // the receiver declined: the exchange ends here
-            else it->second.released = true;
+            if (refused)
+              session_->inflight.erase(it);  // the receiver declined: the exchange ends here
+            else
+              it->second.released = true;
           }
         }
         if (refused) {
@@ -504,19 +547,23 @@ class connection final : public session_link, public std::enable_shared_from_thi
           return;
         }
         if (found && seq != 0 && store) store->mark_released(client_id(), seq, a.packet_id);
-        send_now(mqtt::ack_packet{mqtt::packet_type::pubrel, a.packet_id,
-                                  found || version_ != mqtt::protocol_version::v5 ? reason_code::success
-                                                                                  : reason_code::packet_identifier_not_found,
+        send_now(mqtt::ack_packet{mqtt::packet_type::pubrel,
+                                  a.packet_id,
+                                  found || version_ != mqtt::protocol_version::v5
+                                      ? reason_code::success
+                                      : reason_code::packet_identifier_not_found,
                                   {}});
         return;
       }
-      default: return protocol_violation(reason_code::protocol_error, "unexpected acknowledgement");
+      default:
+        return protocol_violation(reason_code::protocol_error, "unexpected acknowledgement");
     }
   }
 
   void on_subscribe(const mqtt::subscribe_packet& s) {
     bool v5 = version_ == mqtt::protocol_version::v5;
-    std::uint32_t subscription_id = s.props.subscription_identifiers.empty() ? 0 : s.props.subscription_identifiers[0];
+    std::uint32_t subscription_id =
+        s.props.subscription_identifiers.empty() ? 0 : s.props.subscription_identifiers[0];
     mqtt::suback_packet ack{s.packet_id, {}, {}};
     std::uint64_t ticket = 0;
     const std::uint64_t floor = durable_floor();
@@ -525,7 +572,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
       bool valid = shared ? mqtt::is_valid_shared_filter(e.filter, broker_.topic_limits())
                           : mqtt::is_valid_topic_filter(e.filter, broker_.topic_limits());
       if (!valid) {
-        ack.reasons.push_back(v5 ? reason_code::topic_filter_invalid : reason_code::unspecified_error);
+        ack.reasons.push_back(v5 ? reason_code::topic_filter_invalid
+                                 : reason_code::unspecified_error);
         continue;
       }
       if (shared && e.options.no_local)
@@ -564,11 +612,14 @@ class connection final : public session_link, public std::enable_shared_from_thi
     if (d.props.session_expiry_interval) {
       // Raising expiry from 0 at DISCONNECT is a protocol error (3.14.2.2.2).
       if (session_expiry_ == 0 && *d.props.session_expiry_interval != 0)
-        return protocol_violation(reason_code::protocol_error, "session expiry set at DISCONNECT after 0");
-      disconnect_expiry_ = std::min(*d.props.session_expiry_interval, broker_.settings().max_session_expiry);
+        return protocol_violation(reason_code::protocol_error,
+                                  "session expiry set at DISCONNECT after 0");
+      disconnect_expiry_ =
+          std::min(*d.props.session_expiry_interval, broker_.settings().max_session_expiry);
     }
     clean_disconnect_ = true;
-    close_kind_ = d.reason == reason_code::disconnect_with_will ? close_kind::with_will : close_kind::normal;
+    close_kind_ =
+        d.reason == reason_code::disconnect_with_will ? close_kind::with_will : close_kind::normal;
     if (close_kind_ == close_kind::normal) will_.reset();
     begin_closing();
   }
@@ -584,7 +635,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
     std::lock_guard lock(session_->mutex);
     if (session_->link.get() != this) return;
-    for (const auto& [packet_id, entry] : session_->inflight) order.emplace_back(entry.d.seq, packet_id);
+    for (const auto& [packet_id, entry] : session_->inflight)
+      order.emplace_back(entry.d.seq, packet_id);
     std::sort(order.begin(), order.end());
     for (auto [seq, packet_id] : order) {
       auto& entry = session_->inflight.at(packet_id);
@@ -605,7 +657,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     if (!pending_acks_.empty()) return;
     auto* store = broker_.store();
     auto now = broker_.clock().unix_seconds();
-    const std::size_t window = std::min<std::size_t>(client_receive_maximum_, broker_.settings().max_inflight);
+    const std::size_t window =
+        std::min<std::size_t>(client_receive_maximum_, broker_.settings().max_inflight);
     std::vector<std::uint64_t> finished_seqs;
     std::vector<std::pair<std::uint64_t, std::uint16_t>> sent_qos2;
     bool drained = false;
@@ -646,7 +699,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
         queue.pop_front();
       }
       // Hysteresis: publishers resume once the queue is half empty, not at every message.
-      drained = !session_->congested_publishers.empty() && queue.size() <= broker_.settings().max_queued_messages / 2;
+      drained = !session_->congested_publishers.empty() &&
+                queue.size() <= broker_.settings().max_queued_messages / 2;
     }
     if (store) {
       for (auto seq : finished_seqs) store->remove_delivery(client_id(), seq);
@@ -689,17 +743,20 @@ class connection final : public session_link, public std::enable_shared_from_thi
         adjusted.subscription_identifiers = d.subscription_ids;
         if (expiring) {
           auto left = m.expires_at - broker_.clock().unix_seconds();
-          adjusted.message_expiry_interval = static_cast<std::uint32_t>(std::max<std::int64_t>(left, 0));
+          adjusted.message_expiry_interval =
+              static_cast<std::uint32_t>(std::max<std::int64_t>(left, 0));
         }
         props = &adjusted;
       }
-      if (mqtt::publish_size(version_, d.qos, topic, *props, m.payload.size()) > client_max_packet_) {
+      if (mqtt::publish_size(version_, d.qos, topic, *props, m.payload.size()) >
+          client_max_packet_) {
         broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
         return false;
       }
       if (new_alias) outbound_aliases_.emplace(m.topic, *alias);
     }
-    mqtt::encode_publish_head(out_, version_, d.qos, d.retain, dup, topic, packet_id, *props, m.payload.size());
+    mqtt::encode_publish_head(out_, version_, d.qos, d.retain, dup, topic, packet_id, *props,
+                              m.payload.size());
     if (m.payload.size() >= shared_payload_threshold) {
       out_refs_.emplace_back(out_.size(), d.msg);
       out_ref_bytes_ += m.payload.size();
@@ -731,9 +788,11 @@ class connection final : public session_link, public std::enable_shared_from_thi
   }
 
   // Acknowledgements leave in order; one that must wait for a durable write holds the rest.
-  void queue_ack(mqtt::packet ack, std::uint64_t ticket, std::uint64_t floor = 0, gate_ptr gate = nullptr) {
+  void queue_ack(mqtt::packet ack, std::uint64_t ticket, std::uint64_t floor = 0,
+                 gate_ptr gate = nullptr) {
     auto* store = broker_.store();
-    spdlog::trace("mqtt_ack_queued client={} ticket={} waiting={}", client_id(), ticket, pending_acks_.size());
+    spdlog::trace("mqtt_ack_queued client={} ticket={} waiting={}", client_id(), ticket,
+                  pending_acks_.size());
     if (gate) {
       gate->release();  // routing is over: drop the publisher's own count
       if (gate->remaining.load(std::memory_order_acquire) == 0) gate.reset();
@@ -741,7 +800,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     bool durable = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
     bool ready = durable && !gate;
     if (ready && pending_acks_.empty()) {
-      if (ticket != 0 && store && store->writer().failed_between(floor, ticket)) return storage_failed();
+      if (ticket != 0 && store && store->writer().failed_between(floor, ticket))
+        return storage_failed();
       mqtt::encode(ack, version_, out_);
       flush_output();
       return;
@@ -762,7 +822,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     auto committed = store ? store->writer().committed() : ~std::uint64_t{0};
     while (!pending_acks_.empty() && pending_acks_.front().ticket <= committed) {
       auto& front = pending_acks_.front();
-      if (front.gate && front.gate->remaining.load(std::memory_order_acquire) > 0) break;  // subscribers congested
+      if (front.gate && front.gate->remaining.load(std::memory_order_acquire) > 0)
+        break;  // subscribers congested
       if (front.ticket != 0 && store && store->writer().failed_between(front.floor, front.ticket)) {
         pending_acks_.clear();
         return storage_failed();
@@ -801,13 +862,15 @@ class connection final : public session_link, public std::enable_shared_from_thi
       write_buffers_.emplace_back(msg->payload.data(), msg->payload.size());
       offset = at;
     }
-    if (offset < writing_out_.size()) write_buffers_.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
+    if (offset < writing_out_.size())
+      write_buffers_.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
     writing_ = true;
     ++pending_operations_;
-    stream_->async_write(write_buffers_, [this](const boost::system::error_code& ec, std::size_t n) {
-      on_written(ec, n);
-      operation_done();
-    });
+    stream_->async_write(write_buffers_,
+                         [this](const boost::system::error_code& ec, std::size_t n) {
+                           on_written(ec, n);
+                           operation_done();
+                         });
   }
 
   void on_written(const boost::system::error_code& ec, std::size_t n) {

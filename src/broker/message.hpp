@@ -27,10 +27,10 @@ using message_ptr = std::shared_ptr<const message>;
 // One message on its way to one session.
 struct delivery {
   message_ptr msg;
-  std::uint8_t qos = 0;        // min(published QoS, subscription QoS)
-  bool retain = false;         // RETAIN flag as sent
+  std::uint8_t qos = 0;  // min(published QoS, subscription QoS)
+  bool retain = false;   // RETAIN flag as sent
   std::vector<std::uint32_t> subscription_ids;
-  std::uint64_t seq = 0;       // row in the durable queue; 0 when not stored
+  std::uint64_t seq = 0;  // row in the durable queue; 0 when not stored
 };
 
 }  // namespace nimbus::broker

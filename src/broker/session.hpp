@@ -4,8 +4,8 @@
 // sessions) and is shared between the loop of its current connection and the publishers' loops
 // that enqueue into it, hence its mutex. Lock order: broker registry, then one session.
 #include <atomic>
-#include <cstdint>
 #include <boost/container/devector.hpp>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -65,9 +65,10 @@ class session {
   std::mutex mutex;
   // --- everything below is guarded by `mutex` ---
   mqtt::protocol_version version = mqtt::protocol_version::v311;
-  std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF never
+  std::uint32_t expiry_interval = 0;                  // seconds; 0xFFFFFFFF never
   std::map<std::string, subscription> subscriptions;  // by filter as sent (incl. $share/...)
-  boost::container::devector<delivery> queue;  // waiting for the window or a connection; no allocation while empty
+  boost::container::devector<delivery>
+      queue;  // waiting for the window or a connection; no allocation while empty
   std::map<std::uint16_t, outbound_inflight> inflight;
   std::set<std::uint16_t> inbound_qos2;  // PUBLISH received, PUBREL not yet
   std::shared_ptr<session_link> link;    // null while disconnected
@@ -77,7 +78,7 @@ class session {
   std::uint16_t next_packet_id = 1;
   std::uint64_t dropped = 0;
   std::vector<gate_ptr> congested_publishers;  // released when the queue drains
-  bool discarded = false;  // removed from the broker; late enqueues are ignored
+  bool discarded = false;                      // removed from the broker; late enqueues are ignored
 
   bool is_persistent() const { return expiry_interval > 0; }
   // A free packet id for an outbound QoS 1/2 message (the window keeps some free).

@@ -21,7 +21,8 @@ std::vector<std::uint32_t> split_ids(std::string_view text) {
     auto comma = text.find(',');
     auto part = text.substr(0, comma);
     std::uint32_t v = 0;
-    if (std::from_chars(part.data(), part.data() + part.size(), v).ec == std::errc{}) ids.push_back(v);
+    if (std::from_chars(part.data(), part.data() + part.size(), v).ec == std::errc{})
+      ids.push_back(v);
     if (comma == std::string_view::npos) break;
     text.remove_prefix(comma + 1);
   }
@@ -86,11 +87,19 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
   auto s = db.prepare("SELECT client_id, protocol, expiry_interval, expires_at FROM mqtt_sessions");
   while (s.step()) {
     by_id[s.column_text(0)] = sessions.size();
-    sessions.push_back({s.column_text(0), static_cast<mqtt::protocol_version>(s.column_int(1)),
-                        static_cast<std::uint32_t>(s.column_int(2)), s.column_int(3), {}, {}, {}, {}, {}});
+    sessions.push_back({s.column_text(0),
+                        static_cast<mqtt::protocol_version>(s.column_int(1)),
+                        static_cast<std::uint32_t>(s.column_int(2)),
+                        s.column_int(3),
+                        {},
+                        {},
+                        {},
+                        {},
+                        {}});
   }
   auto subs = db.prepare(
-      "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, subscription_id "
+      "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, "
+      "subscription_id "
       "FROM mqtt_subscriptions");
   while (subs.step()) {
     auto it = by_id.find(subs.column_text(0));
@@ -104,8 +113,10 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
     sessions[it->second].subscriptions.emplace_back(subs.column_text(1), sub);
   }
   auto queue = db.prepare(
-      "SELECT client_id, seq, topic, payload, message_qos, qos, retain, properties, expires_at, publisher, "
-      "subscription_ids, released_packet_id, sent_packet_id FROM mqtt_queue ORDER BY client_id, seq");
+      "SELECT client_id, seq, topic, payload, message_qos, qos, retain, properties, expires_at, "
+      "publisher, "
+      "subscription_ids, released_packet_id, sent_packet_id FROM mqtt_queue ORDER BY client_id, "
+      "seq");
   while (queue.step()) {
     auto it = by_id.find(queue.column_text(0));
     if (it == by_id.end()) continue;
@@ -124,21 +135,27 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
     d.msg = std::move(msg);
     auto released = static_cast<std::uint16_t>(queue.column_int(11));
     auto sent = static_cast<std::uint16_t>(queue.column_int(12));
-    if (released != 0) sessions[it->second].released.emplace_back(released, std::move(d));
-    else if (sent != 0) sessions[it->second].sent.emplace_back(sent, std::move(d));
-    else sessions[it->second].queue.push_back(std::move(d));
+    if (released != 0)
+      sessions[it->second].released.emplace_back(released, std::move(d));
+    else if (sent != 0)
+      sessions[it->second].sent.emplace_back(sent, std::move(d));
+    else
+      sessions[it->second].queue.push_back(std::move(d));
   }
   auto inbound = db.prepare("SELECT client_id, packet_id FROM mqtt_inbound_qos2");
   while (inbound.step()) {
     auto it = by_id.find(inbound.column_text(0));
-    if (it != by_id.end()) sessions[it->second].inbound_qos2.push_back(static_cast<std::uint16_t>(inbound.column_int(1)));
+    if (it != by_id.end())
+      sessions[it->second].inbound_qos2.push_back(
+          static_cast<std::uint16_t>(inbound.column_int(1)));
   }
   return sessions;
 }
 
 std::vector<message_ptr> session_store::load_retained(storage::database& db) {
   std::vector<message_ptr> out;
-  auto s = db.prepare("SELECT topic, payload, qos, properties, expires_at, publisher FROM mqtt_retained");
+  auto s = db.prepare(
+      "SELECT topic, payload, qos, properties, expires_at, publisher FROM mqtt_retained");
   while (s.step()) {
     auto msg = std::make_shared<message>();
     msg->topic = s.column_text(0);
@@ -153,12 +170,15 @@ std::vector<message_ptr> session_store::load_retained(storage::database& db) {
   return out;
 }
 
-std::uint64_t session_store::save_session(const std::string& client_id, mqtt::protocol_version version,
+std::uint64_t session_store::save_session(const std::string& client_id,
+                                          mqtt::protocol_version version,
                                           std::uint32_t expiry_interval, std::int64_t expires_at) {
   return writer_.submit([=](storage::database& db) {
-    db.cached("INSERT INTO mqtt_sessions (client_id, protocol, expiry_interval, expires_at) VALUES (?, ?, ?, ?) "
-              "ON CONFLICT (client_id) DO UPDATE SET protocol = excluded.protocol, "
-              "expiry_interval = excluded.expiry_interval, expires_at = excluded.expires_at")
+    db.cached(
+          "INSERT INTO mqtt_sessions (client_id, protocol, expiry_interval, expires_at) VALUES (?, "
+          "?, ?, ?) "
+          "ON CONFLICT (client_id) DO UPDATE SET protocol = excluded.protocol, "
+          "expiry_interval = excluded.expiry_interval, expires_at = excluded.expires_at")
         .bind(1, client_id)
         .bind(2, static_cast<std::int64_t>(version))
         .bind(3, static_cast<std::int64_t>(expiry_interval))
@@ -169,18 +189,22 @@ std::uint64_t session_store::save_session(const std::string& client_id, mqtt::pr
 
 std::uint64_t session_store::delete_session(const std::string& client_id) {
   return writer_.submit([=](storage::database& db) {
-    for (const char* sql : {"DELETE FROM mqtt_subscriptions WHERE client_id = ?", "DELETE FROM mqtt_queue WHERE client_id = ?",
-                            "DELETE FROM mqtt_inbound_qos2 WHERE client_id = ?", "DELETE FROM mqtt_sessions WHERE client_id = ?"}) {
+    for (const char* sql : {"DELETE FROM mqtt_subscriptions WHERE client_id = ?",
+                            "DELETE FROM mqtt_queue WHERE client_id = ?",
+                            "DELETE FROM mqtt_inbound_qos2 WHERE client_id = ?",
+                            "DELETE FROM mqtt_sessions WHERE client_id = ?"}) {
       db.cached(sql).bind(1, client_id).run();
     }
   });
 }
 
-std::uint64_t session_store::save_subscription(const std::string& client_id, const std::string& filter,
-                                               const subscription& s) {
+std::uint64_t session_store::save_subscription(const std::string& client_id,
+                                               const std::string& filter, const subscription& s) {
   return writer_.submit([=](storage::database& db) {
-    db.cached("INSERT OR REPLACE INTO mqtt_subscriptions (client_id, filter, qos, no_local, retain_as_published, "
-              "retain_handling, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?)")
+    db.cached(
+          "INSERT OR REPLACE INTO mqtt_subscriptions (client_id, filter, qos, no_local, "
+          "retain_as_published, "
+          "retain_handling, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?)")
         .bind(1, client_id)
         .bind(2, filter)
         .bind(3, std::int64_t{s.options.qos})
@@ -192,16 +216,21 @@ std::uint64_t session_store::save_subscription(const std::string& client_id, con
   });
 }
 
-std::uint64_t session_store::delete_subscription(const std::string& client_id, const std::string& filter) {
+std::uint64_t session_store::delete_subscription(const std::string& client_id,
+                                                 const std::string& filter) {
   return writer_.submit([=](storage::database& db) {
-    db.cached("DELETE FROM mqtt_subscriptions WHERE client_id = ? AND filter = ?").bind(1, client_id).bind(2, filter).run();
+    db.cached("DELETE FROM mqtt_subscriptions WHERE client_id = ? AND filter = ?")
+        .bind(1, client_id)
+        .bind(2, filter)
+        .run();
   });
 }
 
 std::uint64_t session_store::enqueue(const std::string& client_id, const delivery& d) {
   return writer_.submit([client_id, d](storage::database& db) {
     auto& insert = db.cached(
-        "INSERT OR REPLACE INTO mqtt_queue (client_id, seq, topic, payload, message_qos, qos, retain, properties, "
+        "INSERT OR REPLACE INTO mqtt_queue (client_id, seq, topic, payload, message_qos, qos, "
+        "retain, properties, "
         "expires_at, publisher, subscription_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     {
       insert.bind(1, client_id)
@@ -222,11 +251,15 @@ std::uint64_t session_store::enqueue(const std::string& client_id, const deliver
 
 std::uint64_t session_store::remove_delivery(const std::string& client_id, std::uint64_t seq) {
   return writer_.submit([=](storage::database& db) {
-    db.cached("DELETE FROM mqtt_queue WHERE client_id = ? AND seq = ?").bind(1, client_id).bind(2, static_cast<std::int64_t>(seq)).run();
+    db.cached("DELETE FROM mqtt_queue WHERE client_id = ? AND seq = ?")
+        .bind(1, client_id)
+        .bind(2, static_cast<std::int64_t>(seq))
+        .run();
   });
 }
 
-std::uint64_t session_store::mark_sent(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id) {
+std::uint64_t session_store::mark_sent(const std::string& client_id, std::uint64_t seq,
+                                       std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("UPDATE mqtt_queue SET sent_packet_id = ? WHERE client_id = ? AND seq = ?")
         .bind(1, std::int64_t{packet_id})
@@ -236,7 +269,8 @@ std::uint64_t session_store::mark_sent(const std::string& client_id, std::uint64
   });
 }
 
-std::uint64_t session_store::mark_released(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id) {
+std::uint64_t session_store::mark_released(const std::string& client_id, std::uint64_t seq,
+                                           std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("UPDATE mqtt_queue SET released_packet_id = ? WHERE client_id = ? AND seq = ?")
         .bind(1, std::int64_t{packet_id})
@@ -246,7 +280,8 @@ std::uint64_t session_store::mark_released(const std::string& client_id, std::ui
   });
 }
 
-std::uint64_t session_store::add_inbound_qos2(const std::string& client_id, std::uint16_t packet_id) {
+std::uint64_t session_store::add_inbound_qos2(const std::string& client_id,
+                                              std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("INSERT OR IGNORE INTO mqtt_inbound_qos2 (client_id, packet_id) VALUES (?, ?)")
         .bind(1, client_id)
@@ -255,7 +290,8 @@ std::uint64_t session_store::add_inbound_qos2(const std::string& client_id, std:
   });
 }
 
-std::uint64_t session_store::remove_inbound_qos2(const std::string& client_id, std::uint16_t packet_id) {
+std::uint64_t session_store::remove_inbound_qos2(const std::string& client_id,
+                                                 std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("DELETE FROM mqtt_inbound_qos2 WHERE client_id = ? AND packet_id = ?")
         .bind(1, client_id)
@@ -266,8 +302,10 @@ std::uint64_t session_store::remove_inbound_qos2(const std::string& client_id, s
 
 std::uint64_t session_store::save_retained(const message_ptr& msg) {
   return writer_.submit([msg](storage::database& db) {
-    db.cached("INSERT OR REPLACE INTO mqtt_retained (topic, payload, qos, properties, expires_at, publisher) "
-              "VALUES (?, ?, ?, ?, ?, ?)")
+    db.cached(
+          "INSERT OR REPLACE INTO mqtt_retained (topic, payload, qos, properties, expires_at, "
+          "publisher) "
+          "VALUES (?, ?, ?, ?, ?, ?)")
         .bind(1, msg->topic)
         .bind_blob(2, msg->payload)
         .bind(3, std::int64_t{msg->qos})

@@ -20,8 +20,9 @@ struct stored_session {
   std::uint32_t expiry_interval;
   std::int64_t expires_at;  // 0: was connected when the server stopped
   std::vector<std::pair<std::string, subscription>> subscriptions;
-  std::vector<delivery> queue;                              // in seq order
-  std::vector<std::pair<std::uint16_t, delivery>> sent;      // QoS 2 sent, awaiting PUBREC, by packet id
+  std::vector<delivery> queue;  // in seq order
+  std::vector<std::pair<std::uint16_t, delivery>>
+      sent;  // QoS 2 sent, awaiting PUBREC, by packet id
   std::vector<std::pair<std::uint16_t, delivery>> released;  // QoS 2 awaiting PUBCOMP, by packet id
   std::vector<std::uint16_t> inbound_qos2;
 };
@@ -38,7 +39,8 @@ class session_store {
   std::uint64_t save_session(const std::string& client_id, mqtt::protocol_version version,
                              std::uint32_t expiry_interval, std::int64_t expires_at);
   std::uint64_t delete_session(const std::string& client_id);
-  std::uint64_t save_subscription(const std::string& client_id, const std::string& filter, const subscription& s);
+  std::uint64_t save_subscription(const std::string& client_id, const std::string& filter,
+                                  const subscription& s);
   std::uint64_t delete_subscription(const std::string& client_id, const std::string& filter);
   // Stores one delivery. Call it under the session's mutex, before the session can send it, so
   // the row is always written before its removal.
@@ -47,7 +49,8 @@ class session_store {
   // the same id (MQTT 4.4), so the receiver's exactly-once state still matches.
   std::uint64_t mark_sent(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id);
   std::uint64_t remove_delivery(const std::string& client_id, std::uint64_t seq);
-  std::uint64_t mark_released(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id);
+  std::uint64_t mark_released(const std::string& client_id, std::uint64_t seq,
+                              std::uint16_t packet_id);
   std::uint64_t add_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
   std::uint64_t remove_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
   std::uint64_t save_retained(const message_ptr& msg);

@@ -41,21 +41,24 @@ subscription_index::node* subscription_index::find_or_create(std::string_view fi
   node* n = root_.get();
   for (auto level : mqtt::split_levels(filter)) {
     auto it = n->children.find(level);
-    if (it == n->children.end()) it = n->children.emplace(std::string(level), std::make_unique<node>()).first;
+    if (it == n->children.end())
+      it = n->children.emplace(std::string(level), std::make_unique<node>()).first;
     n = it->second.get();
   }
   return n;
 }
 
 void subscription_index::subscribe(std::string_view filter, std::optional<std::string_view> group,
-                                   const session_ptr& target, const mqtt::subscription_options& options,
+                                   const session_ptr& target,
+                                   const mqtt::subscription_options& options,
                                    std::uint32_t subscription_id) {
   std::unique_lock lock(mutex_);
   node* n = find_or_create(filter);
   std::vector<entry>* list = &n->subscribers;
   if (group) {
     auto it = n->groups.find(*group);
-    if (it == n->groups.end()) it = n->groups.emplace(std::string(*group), std::make_unique<shared_group>()).first;
+    if (it == n->groups.end())
+      it = n->groups.emplace(std::string(*group), std::make_unique<shared_group>()).first;
     list = &it->second->members;
   }
   for (auto& e : *list) {
@@ -84,7 +87,8 @@ bool subscription_index::unsubscribe(std::string_view filter, std::optional<std:
     if (it == n->groups.end()) return false;
     list = &it->second->members;
   }
-  auto it = std::find_if(list->begin(), list->end(), [&](const entry& e) { return e.target.get() == target; });
+  auto it = std::find_if(list->begin(), list->end(),
+                         [&](const entry& e) { return e.target.get() == target; });
   if (it == list->end()) return false;
   list->erase(it);
   count_.fetch_sub(1, std::memory_order_relaxed);
@@ -115,10 +119,12 @@ void subscription_index::match(std::string_view topic, std::vector<subscription_
   match_level(*root_, levels, 0, !topic.empty() && topic[0] == '$', out);
 }
 
-void subscription_index::match_level(const node& n, const std::vector<std::string_view>& levels, std::size_t depth,
-                                     bool dollar_topic, std::vector<subscription_match>& out) const {
+void subscription_index::match_level(const node& n, const std::vector<std::string_view>& levels,
+                                     std::size_t depth, bool dollar_topic,
+                                     std::vector<subscription_match>& out) const {
   auto emit = [&](const node& at) {
-    for (const auto& e : at.subscribers) out.push_back({e.target, e.options, e.subscription_id, false});
+    for (const auto& e : at.subscribers)
+      out.push_back({e.target, e.options, e.subscription_id, false});
     for (const auto& [name, g] : at.groups) {
       if (g->members.empty()) continue;
       // Prefer a connected member: a message for the group should not wait on an offline one.
@@ -149,7 +155,8 @@ void subscription_index::match_level(const node& n, const std::vector<std::strin
     match_level(next, levels, depth + 1, dollar_topic, out);
   }
   if (wildcards_allowed) {
-    if (auto it = n.children.find("+"); it != n.children.end()) match_level(*it->second, levels, depth + 1, dollar_topic, out);
+    if (auto it = n.children.find("+"); it != n.children.end())
+      match_level(*it->second, levels, depth + 1, dollar_topic, out);
   }
 }
 

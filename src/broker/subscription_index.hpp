@@ -29,10 +29,12 @@ class subscription_index {
   ~subscription_index();
 
   // Adds or replaces `target`'s subscription to `filter` (shared when `group` is set).
-  void subscribe(std::string_view filter, std::optional<std::string_view> group, const session_ptr& target,
-                 const mqtt::subscription_options& options, std::uint32_t subscription_id);
+  void subscribe(std::string_view filter, std::optional<std::string_view> group,
+                 const session_ptr& target, const mqtt::subscription_options& options,
+                 std::uint32_t subscription_id);
   // True when a subscription was removed.
-  bool unsubscribe(std::string_view filter, std::optional<std::string_view> group, const session* target);
+  bool unsubscribe(std::string_view filter, std::optional<std::string_view> group,
+                   const session* target);
 
   // Appends every subscription matching `topic`; one member per shared group.
   void match(std::string_view topic, std::vector<subscription_match>& out) const;

@@ -2,11 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <toml++/toml.h>
 #include <charconv>
 #include <functional>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 #include <variant>
 
 namespace nimbus::config {
@@ -37,73 +37,112 @@ const std::vector<entry>& entries() {
   static const std::vector<entry> table = [] {
     std::vector<entry> t;
     auto text = [&](std::string key, std::string flag, std::string desc,
-                    std::function<std::string&(settings&)> f, std::vector<std::string> choices = {}) {
-      t.push_back({std::move(key), std::move(flag), std::move(desc), text_setting{std::move(f), std::move(choices)}});
+                    std::function<std::string&(settings&)> f,
+                    std::vector<std::string> choices = {}) {
+      t.push_back({std::move(key), std::move(flag), std::move(desc),
+                   text_setting{std::move(f), std::move(choices)}});
     };
     auto number = [&](std::string key, std::string flag, std::string desc,
-                      std::function<std::uint32_t&(settings&)> f, std::uint32_t min, std::uint32_t max) {
-      t.push_back({std::move(key), std::move(flag), std::move(desc), number_setting{std::move(f), min, max}});
+                      std::function<std::uint32_t&(settings&)> f, std::uint32_t min,
+                      std::uint32_t max) {
+      t.push_back({std::move(key), std::move(flag), std::move(desc),
+                   number_setting{std::move(f), min, max}});
     };
-    auto boolean = [&](std::string key, std::string flag, std::string desc, std::function<bool&(settings&)> f) {
+    auto boolean = [&](std::string key, std::string flag, std::string desc,
+                       std::function<bool&(settings&)> f) {
       t.push_back({std::move(key), std::move(flag), std::move(desc), flag_setting{std::move(f)}});
     };
-    text("server.data_dir", "data-dir", "Directory for the database, CA, credentials and endpoints.json",
+    text("server.data_dir", "data-dir",
+         "Directory for the database, CA, credentials and endpoints.json",
          [](settings& s) -> std::string& { return s.data_dir; });
     text("server.log_level", "log-level", "Least severe log level written to stderr",
          [](settings& s) -> std::string& { return s.log_level; },
          {"trace", "debug", "info", "warn", "error", "critical", "off"});
-    number("server.threads", "threads", "Event loops (0: one per core)",
-           [](settings& s) -> std::uint32_t& { return s.threads; }, 0, 256);
+    number(
+        "server.threads", "threads", "Event loops (0: one per core)",
+        [](settings& s) -> std::uint32_t& { return s.threads; }, 0, 256);
     text("server.region", "region", "AWS region used in ARNs and endpoints",
          [](settings& s) -> std::string& { return s.region; });
     text("server.account", "account", "AWS account id used in ARNs",
          [](settings& s) -> std::string& { return s.account; });
-    text("server.endpoint_host", "endpoint-host", "Host name devices use; in the server certificate and DescribeEndpoint",
+    text("server.endpoint_host", "endpoint-host",
+         "Host name devices use; in the server certificate and DescribeEndpoint",
          [](settings& s) -> std::string& { return s.endpoint_host; });
-    text("listeners.mqtt", "mqtt", "Plain MQTT listener address (host:port, port 0 picks one, 'off' disables)",
+    text("listeners.mqtt", "mqtt",
+         "Plain MQTT listener address (host:port, port 0 picks one, 'off' disables)",
          [](settings& s) -> std::string& { return s.listeners.mqtt; });
     text("listeners.mqtts", "mqtts", "MQTT over TLS with client certificates",
          [](settings& s) -> std::string& { return s.listeners.mqtts; });
-    text("listeners.http", "http", "HTTP listener: APIs, MQTT over WebSocket at /mqtt, /metrics, /healthz",
+    text("listeners.http", "http",
+         "HTTP listener: APIs, MQTT over WebSocket at /mqtt, /metrics, /healthz",
          [](settings& s) -> std::string& { return s.listeners.http; });
-    text("listeners.https", "https", "HTTPS listener (same routes as HTTP, device certificates accepted)",
+    text("listeners.https", "https",
+         "HTTPS listener (same routes as HTTP, device certificates accepted)",
          [](settings& s) -> std::string& { return s.listeners.https; });
     text("listeners.grpc", "grpc", "Pub/Sub gRPC listener (served once the Pub/Sub service exists)",
          [](settings& s) -> std::string& { return s.listeners.grpc; });
-    number("mqtt.max_packet_size", "max-packet-size", "Largest MQTT packet accepted, in bytes",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_packet_size; }, 64, 268'435'460);
-    number("mqtt.receive_maximum", "receive-maximum", "Unacknowledged QoS 1/2 PUBLISH a client may send at once",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.receive_maximum; }, 1, 65535);
-    number("mqtt.max_inflight", "max-inflight", "Unacknowledged QoS 1/2 PUBLISH the server sends a client at once",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_inflight; }, 1, 65535);
-    number("mqtt.max_queued_messages", "max-queued-messages", "Messages queued per session beyond the in-flight window",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_queued_messages; }, 1, 10'000'000);
-    text("mqtt.queue_full_policy", "queue-full-policy", "What a full session queue does with a new message",
-         [](settings& s) -> std::string& { return s.mqtt.queue_full_policy; }, {"drop-new", "drop-oldest"});
-    number("mqtt.max_connections", "max-connections", "Simultaneous MQTT connections",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_connections; }, 1, 10'000'000);
-    number("mqtt.max_topic_length", "max-topic-length", "Longest topic name or filter, in bytes",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_topic_length; }, 1, 65535);
-    number("mqtt.max_topic_levels", "max-topic-levels", "Most levels in a topic name or filter",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_topic_levels; }, 1, 65535);
-    number("mqtt.max_keep_alive", "max-keep-alive", "Longest keep-alive granted, in seconds (MQTT 5 Server Keep Alive)",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_keep_alive; }, 1, 65535);
-    number("mqtt.max_session_expiry", "max-session-expiry", "Longest session expiry granted, in seconds",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_session_expiry; }, 0, 4'294'967'295U);
-    number("mqtt.topic_alias_maximum", "topic-alias-maximum", "Topic aliases a client may use (0 disables)",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.topic_alias_maximum; }, 0, 65535);
-    number("mqtt.max_subscriptions_per_client", "max-subscriptions", "Subscriptions one session may hold",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_subscriptions_per_client; }, 1, 10'000'000);
-    number("mqtt.max_write_buffer", "max-write-buffer", "Bytes queued to one socket before it is treated as a slow reader",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.max_write_buffer; }, 4096, 1'073'741'824);
-    number("mqtt.sys_interval", "sys-interval", "Seconds between $SYS/broker updates (0 disables)",
-           [](settings& s) -> std::uint32_t& { return s.mqtt.sys_interval; }, 0, 86400);
-    boolean("mqtt.allow_anonymous", "allow-anonymous", "Accept clients without credentials on the plain MQTT listener",
+    number(
+        "mqtt.max_packet_size", "max-packet-size", "Largest MQTT packet accepted, in bytes",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_packet_size; }, 64, 268'435'460);
+    number(
+        "mqtt.receive_maximum", "receive-maximum",
+        "Unacknowledged QoS 1/2 PUBLISH a client may send at once",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.receive_maximum; }, 1, 65535);
+    number(
+        "mqtt.max_inflight", "max-inflight",
+        "Unacknowledged QoS 1/2 PUBLISH the server sends a client at once",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_inflight; }, 1, 65535);
+    number(
+        "mqtt.max_queued_messages", "max-queued-messages",
+        "Messages queued per session beyond the in-flight window",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_queued_messages; }, 1, 10'000'000);
+    text("mqtt.queue_full_policy", "queue-full-policy",
+         "What a full session queue does with a new message",
+         [](settings& s) -> std::string& { return s.mqtt.queue_full_policy; },
+         {"drop-new", "drop-oldest"});
+    number(
+        "mqtt.max_connections", "max-connections", "Simultaneous MQTT connections",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_connections; }, 1, 10'000'000);
+    number(
+        "mqtt.max_topic_length", "max-topic-length", "Longest topic name or filter, in bytes",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_topic_length; }, 1, 65535);
+    number(
+        "mqtt.max_topic_levels", "max-topic-levels", "Most levels in a topic name or filter",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_topic_levels; }, 1, 65535);
+    number(
+        "mqtt.max_keep_alive", "max-keep-alive",
+        "Longest keep-alive granted, in seconds (MQTT 5 Server Keep Alive)",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_keep_alive; }, 1, 65535);
+    number(
+        "mqtt.max_session_expiry", "max-session-expiry",
+        "Longest session expiry granted, in seconds",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_session_expiry; }, 0, 4'294'967'295U);
+    number(
+        "mqtt.topic_alias_maximum", "topic-alias-maximum",
+        "Topic aliases a client may use (0 disables)",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.topic_alias_maximum; }, 0, 65535);
+    number(
+        "mqtt.max_subscriptions_per_client", "max-subscriptions",
+        "Subscriptions one session may hold",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_subscriptions_per_client; }, 1,
+        10'000'000);
+    number(
+        "mqtt.max_write_buffer", "max-write-buffer",
+        "Bytes queued to one socket before it is treated as a slow reader",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_write_buffer; }, 4096, 1'073'741'824);
+    number(
+        "mqtt.sys_interval", "sys-interval", "Seconds between $SYS/broker updates (0 disables)",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.sys_interval; }, 0, 86400);
+    boolean("mqtt.allow_anonymous", "allow-anonymous",
+            "Accept clients without credentials on the plain MQTT listener",
             [](settings& s) -> bool& { return s.mqtt.allow_anonymous; });
-    text("storage.synchronous", "storage-synchronous", "SQLite synchronous mode (WAL): full survives power loss, normal a process crash",
+    text("storage.synchronous", "storage-synchronous",
+         "SQLite synchronous mode (WAL): full survives power loss, normal a process crash",
          [](settings& s) -> std::string& { return s.storage.synchronous; }, {"normal", "full"});
-    number("storage.commit_interval_ms", "commit-interval-ms", "Longest wait to group durable writes into one commit",
-           [](settings& s) -> std::uint32_t& { return s.storage.commit_interval_ms; }, 0, 1000);
+    number(
+        "storage.commit_interval_ms", "commit-interval-ms",
+        "Longest wait to group durable writes into one commit",
+        [](settings& s) -> std::uint32_t& { return s.storage.commit_interval_ms; }, 0, 1000);
     return t;
   }();
   return table;
@@ -120,9 +159,12 @@ std::string value_of(settings& s, const entry& e) {
   return std::visit(
       [&](const auto& k) -> std::string {
         using kind = std::decay_t<decltype(k)>;
-        if constexpr (std::is_same_v<kind, text_setting>) return k.field(s);
-        else if constexpr (std::is_same_v<kind, number_setting>) return std::to_string(k.field(s));
-        else return k.field(s) ? "true" : "false";
+        if constexpr (std::is_same_v<kind, text_setting>)
+          return k.field(s);
+        else if constexpr (std::is_same_v<kind, number_setting>)
+          return std::to_string(k.field(s));
+        else
+          return k.field(s) ? "true" : "false";
       },
       e.kind);
 }
@@ -147,7 +189,8 @@ std::string bounds_of(const entry& e) {
 std::string apply_table(settings& s, const toml::table& table, const std::string& prefix,
                         const std::string& source) {
   for (const auto& [name, node] : table) {
-    std::string key = prefix.empty() ? std::string(name.str()) : prefix + "." + std::string(name.str());
+    std::string key =
+        prefix.empty() ? std::string(name.str()) : prefix + "." + std::string(name.str());
     if (const auto* sub = node.as_table()) {
       if (auto err = apply_table(s, *sub, key, source); !err.empty()) return err;
       continue;
@@ -158,11 +201,16 @@ std::string apply_table(settings& s, const toml::table& table, const std::string
     }
     if (e == nullptr) return fmt::format("{}: unknown setting '{}'", source, key);
     std::string text;
-    if (auto v = node.value<std::string>(); v && node.is_string()) text = *v;
-    else if (auto i = node.value<std::int64_t>(); i && node.is_integer()) text = std::to_string(*i);
-    else if (auto b = node.value<bool>(); b && node.is_boolean()) text = *b ? "true" : "false";
-    else return fmt::format("{}: '{}' has an unsupported type", source, key);
-    if (auto err = set_setting(s, key, text); !err.empty()) return fmt::format("{}: {}", source, err);
+    if (auto v = node.value<std::string>(); v && node.is_string())
+      text = *v;
+    else if (auto i = node.value<std::int64_t>(); i && node.is_integer())
+      text = std::to_string(*i);
+    else if (auto b = node.value<bool>(); b && node.is_boolean())
+      text = *b ? "true" : "false";
+    else
+      return fmt::format("{}: '{}' has an unsupported type", source, key);
+    if (auto err = set_setting(s, key, text); !err.empty())
+      return fmt::format("{}: {}", source, err);
   }
   return {};
 }
@@ -191,7 +239,8 @@ std::string set_setting(settings& s, const std::string& key, const std::string& 
       [&](const auto& k) -> std::string {
         using kind = std::decay_t<decltype(k)>;
         if constexpr (std::is_same_v<kind, text_setting>) {
-          if (!k.choices.empty() && std::find(k.choices.begin(), k.choices.end(), value) == k.choices.end())
+          if (!k.choices.empty() &&
+              std::find(k.choices.begin(), k.choices.end(), value) == k.choices.end())
             return fmt::format("'{}' must be one of {} (got '{}')", e->key, bounds_of(*e), value);
           k.field(s) = value;
           return {};
@@ -205,9 +254,12 @@ std::string set_setting(settings& s, const std::string& key, const std::string& 
           k.field(s) = static_cast<std::uint32_t>(n);
           return {};
         } else {
-          if (value == "true" || value == "1") k.field(s) = true;
-          else if (value == "false" || value == "0") k.field(s) = false;
-          else return fmt::format("'{}' must be true or false (got '{}')", e->key, value);
+          if (value == "true" || value == "1")
+            k.field(s) = true;
+          else if (value == "false" || value == "0")
+            k.field(s) = false;
+          else
+            return fmt::format("'{}' must be true or false (got '{}')", e->key, value);
           return {};
         }
       },

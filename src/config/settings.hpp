@@ -18,7 +18,7 @@ struct listener_settings {
 struct mqtt_settings {
   std::uint32_t max_packet_size = 1024 * 1024;
   std::uint32_t receive_maximum = 100;  // inbound QoS 1/2 window per client
-  std::uint32_t max_inflight = 100;     // outbound window per client (capped by its Receive Maximum)
+  std::uint32_t max_inflight = 100;  // outbound window per client (capped by its Receive Maximum)
   std::uint32_t max_queued_messages = 1000;
   std::string queue_full_policy = "drop-new";
   std::uint32_t max_connections = 100'000;

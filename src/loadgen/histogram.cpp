@@ -8,7 +8,8 @@ namespace nimbus::loadgen {
 std::size_t histogram::bucket_of(std::uint64_t value) {
   if (value < (1U << sub_bits)) return static_cast<std::size_t>(value);
   int exponent = 63 - std::countl_zero(value);  // >= sub_bits
-  auto mantissa = static_cast<std::size_t>((value >> (exponent - sub_bits)) & ((1U << sub_bits) - 1));
+  auto mantissa =
+      static_cast<std::size_t>((value >> (exponent - sub_bits)) & ((1U << sub_bits) - 1));
   return (static_cast<std::size_t>(exponent - sub_bits + 1) << sub_bits) + mantissa;
 }
 

@@ -29,7 +29,8 @@ namespace {
 
 std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count());
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
+          .count());
 }
 
 // Per event-loop counters. Atomics only so the progress line can read them; each is written by
@@ -46,7 +47,8 @@ struct loop_stats {
 
 struct run_state {
   explicit run_state(const options& o)
-      : opts(o), version(o.version == 5 ? mqtt::protocol_version::v5 : mqtt::protocol_version::v311) {}
+      : opts(o),
+        version(o.version == 5 ? mqtt::protocol_version::v5 : mqtt::protocol_version::v311) {}
   const options& opts;
   mqtt::protocol_version version;
   asio::ssl::context* tls = nullptr;
@@ -69,18 +71,21 @@ struct run_state {
     if (first_error.empty()) first_error = what;
   }
   bool in_window(std::uint64_t t) const {
-    return t >= measure_from.load(std::memory_order_relaxed) && t < measure_until.load(std::memory_order_relaxed);
+    return t >= measure_from.load(std::memory_order_relaxed) &&
+           t < measure_until.load(std::memory_order_relaxed);
   }
 };
 
 // A client connection: a stream, a single write pump, and a frame reader.
 class client : public std::enable_shared_from_this<client> {
  public:
-  client(run_state& state, std::size_t loop, asio::io_context& ctx) : state_(state), loop_(loop), ctx_(ctx), wake_(ctx) {}
+  client(run_state& state, std::size_t loop, asio::io_context& ctx)
+      : state_(state), loop_(loop), ctx_(ctx), wake_(ctx) {}
 
   asio::awaitable<bool> open(const std::string& client_id, bool clean_start) {
     asio::ip::tcp::resolver resolver(ctx_);
-    auto [rec, results] = co_await resolver.async_resolve(state_.opts.host, std::to_string(state_.opts.port), as_value);
+    auto [rec, results] = co_await resolver.async_resolve(
+        state_.opts.host, std::to_string(state_.opts.port), as_value);
     if (rec) co_return fail("resolve: " + rec.message());
     asio::ip::tcp::socket socket(ctx_);
     auto [cec, endpoint] = co_await asio::async_connect(socket, results, as_value);
@@ -105,7 +110,8 @@ class client : public std::enable_shared_from_this<client> {
     auto* connack = ack ? std::get_if<mqtt::connack_packet>(&*ack) : nullptr;
     if (connack == nullptr) co_return fail("no CONNACK");
     if (connack->reason != mqtt::reason_code::success)
-      co_return fail(fmt::format("CONNACK refused: 0x{:02x}", static_cast<unsigned>(connack->reason)));
+      co_return fail(
+          fmt::format("CONNACK refused: 0x{:02x}", static_cast<unsigned>(connack->reason)));
     co_return true;
   }
 
@@ -126,7 +132,8 @@ class client : public std::enable_shared_from_this<client> {
       std::string_view view(in_.data() + start_, used_ - start_);
       auto header = mqtt::read_frame_header(view);
       if (auto* h = std::get_if<mqtt::frame_header>(&header); h && view.size() >= h->total_size()) {
-        auto decoded = mqtt::decode_packet(*h, view.substr(h->header_size, h->remaining_length), state_.version);
+        auto decoded = mqtt::decode_packet(*h, view.substr(h->header_size, h->remaining_length),
+                                           state_.version);
         start_ += h->total_size();
         if (auto* p = std::get_if<mqtt::packet>(&decoded)) co_return std::move(*p);
         fail("undecodable packet from the broker");
@@ -139,7 +146,8 @@ class client : public std::enable_shared_from_this<client> {
         start_ = 0;
       }
       if (used_ == in_.size()) in_.resize(in_.size() * 2);
-      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(in_.data() + used_, in_.size() - used_), as_value);
+      auto [ec, n] = co_await stream_->async_read_some(
+          asio::buffer(in_.data() + used_, in_.size() - used_), as_value);
       if (ec) co_return std::nullopt;
       used_ += n;
     }
@@ -166,7 +174,8 @@ class client : public std::enable_shared_from_this<client> {
     if (writing_active_ || out_.empty() || !stream_) return;
     writing_active_ = true;
     // The write outlives whichever coroutine asked for it: it keeps the client alive.
-    asio::co_spawn(ctx_, [self = shared_from_this()] { return self->write_loop(); }, asio::detached);
+    asio::co_spawn(
+        ctx_, [self = shared_from_this()] { return self->write_loop(); }, asio::detached);
   }
 
   asio::awaitable<void> write_loop() {
@@ -230,7 +239,8 @@ std::string subscribe_filter(const options& o, int subscriber) {
   return o.topic_prefix + "/#";
 }
 
-asio::awaitable<void> run_subscriber(run_state& st, asio::io_context& ctx, std::size_t loop, int index) {
+asio::awaitable<void> run_subscriber(run_state& st, asio::io_context& ctx, std::size_t loop,
+                                     int index) {
   auto c = std::make_shared<client>(st, loop, ctx);
   if (!co_await c->open(fmt::format("{}-sub-{}", st.opts.client_prefix, index), true)) co_return;
   mqtt::subscribe_packet s;
@@ -255,16 +265,23 @@ asio::awaitable<void> run_subscriber(run_state& st, asio::io_context& ctx, std::
           if (sent_at <= now) stats.latency.record(now - sent_at);
         }
       }
-      if (pub->qos == 1) c->send(mqtt::ack_packet{mqtt::packet_type::puback, pub->packet_id, mqtt::reason_code::success, {}});
-      if (pub->qos == 2) c->send(mqtt::ack_packet{mqtt::packet_type::pubrec, pub->packet_id, mqtt::reason_code::success, {}});
-    } else if (auto* a = std::get_if<mqtt::ack_packet>(&*p); a && a->type == mqtt::packet_type::pubrel) {
-      c->send(mqtt::ack_packet{mqtt::packet_type::pubcomp, a->packet_id, mqtt::reason_code::success, {}});
+      if (pub->qos == 1)
+        c->send(mqtt::ack_packet{
+            mqtt::packet_type::puback, pub->packet_id, mqtt::reason_code::success, {}});
+      if (pub->qos == 2)
+        c->send(mqtt::ack_packet{
+            mqtt::packet_type::pubrec, pub->packet_id, mqtt::reason_code::success, {}});
+    } else if (auto* a = std::get_if<mqtt::ack_packet>(&*p);
+               a && a->type == mqtt::packet_type::pubrel) {
+      c->send(mqtt::ack_packet{
+          mqtt::packet_type::pubcomp, a->packet_id, mqtt::reason_code::success, {}});
     }
   }
   if (!st.shutting_down.load()) st.error(loop, "subscriber connection lost");
 }
 
-asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::size_t loop, int index) {
+asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::size_t loop,
+                                    int index) {
   auto c = std::make_shared<client>(st, loop, ctx);
   if (!co_await c->open(fmt::format("{}-pub-{}", st.opts.client_prefix, index), true)) co_return;
   st.publishers_ready.fetch_add(1);
@@ -278,24 +295,29 @@ asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::s
 
   // Acknowledgements (QoS 1/2) are read by a companion coroutine that opens the window.
   if (qos > 0) {
-    asio::co_spawn(ctx, [c, &stats, &inflight]() -> asio::awaitable<void> {
-      while (true) {
-        auto p = co_await c->next_packet();
-        if (!p) co_return;
-        auto* a = std::get_if<mqtt::ack_packet>(&*p);
-        if (a == nullptr) continue;
-        if (a->type == mqtt::packet_type::pubrec) {
-          c->send(mqtt::ack_packet{mqtt::packet_type::pubrel, a->packet_id, mqtt::reason_code::success, {}});
-          continue;
-        }
-        stats.acked.fetch_add(1, std::memory_order_relaxed);
-        --inflight;
-        c->wake();
-      }
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [c, &stats, &inflight]() -> asio::awaitable<void> {
+          while (true) {
+            auto p = co_await c->next_packet();
+            if (!p) co_return;
+            auto* a = std::get_if<mqtt::ack_packet>(&*p);
+            if (a == nullptr) continue;
+            if (a->type == mqtt::packet_type::pubrec) {
+              c->send(mqtt::ack_packet{
+                  mqtt::packet_type::pubrel, a->packet_id, mqtt::reason_code::success, {}});
+              continue;
+            }
+            stats.acked.fetch_add(1, std::memory_order_relaxed);
+            --inflight;
+            c->wake();
+          }
+        },
+        asio::detached);
   }
 
-  while (!st.started.load(std::memory_order_acquire)) co_await c->wait(std::chrono::milliseconds(5));
+  while (!st.started.load(std::memory_order_acquire))
+    co_await c->wait(std::chrono::milliseconds(5));
   const auto begin = now_ns();
   std::uint64_t sent = 0;
   std::string batch;
@@ -313,7 +335,9 @@ asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::s
       allowed = 64;
     }
     if (qos > 0) {
-      auto room = static_cast<std::size_t>(o.inflight) > inflight ? static_cast<std::size_t>(o.inflight) - inflight : 0;
+      auto room = static_cast<std::size_t>(o.inflight) > inflight
+                      ? static_cast<std::size_t>(o.inflight) - inflight
+                      : 0;
       allowed = std::min<std::uint64_t>(allowed, room);
     }
     // Keep the socket busy, not our memory: wait while a large batch is still being written.
@@ -331,7 +355,8 @@ asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::s
         if (next_id == 0) next_id = 1;
         ++inflight;
       }
-      mqtt::encode_publish_head(batch, st.version, qos, false, false, topic, packet_id, mqtt::properties{}, payload.size());
+      mqtt::encode_publish_head(batch, st.version, qos, false, false, topic, packet_id,
+                                mqtt::properties{}, payload.size());
       batch.append(payload);
     }
     c->send_raw(batch);
@@ -343,12 +368,14 @@ asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::s
   // Wait for outstanding acknowledgements (bounded), then leave the connection open until the
   // run ends so the broker sees no disconnect during the drain.
   auto deadline = clock_type::now() + std::chrono::seconds(10);
-  while (inflight > 0 && clock_type::now() < deadline) co_await c->wait(std::chrono::milliseconds(20));
+  while (inflight > 0 && clock_type::now() < deadline)
+    co_await c->wait(std::chrono::milliseconds(20));
   while (!st.shutting_down.load()) co_await c->wait(std::chrono::milliseconds(50));
   c->close();
 }
 
-asio::awaitable<void> run_idle_connection(run_state& st, asio::io_context& ctx, std::size_t loop, int index) {
+asio::awaitable<void> run_idle_connection(run_state& st, asio::io_context& ctx, std::size_t loop,
+                                          int index) {
   auto c = std::make_shared<client>(st, loop, ctx);
   if (!co_await c->open(fmt::format("{}-conn-{}", st.opts.client_prefix, index), true)) {
     st.connect_failures.fetch_add(1);
@@ -385,7 +412,8 @@ std::uint64_t sum(const run_state& st, F field) {
 
 void wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
   auto deadline = clock_type::now() + limit;
-  while (!done() && clock_type::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (!done() && clock_type::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
 }  // namespace
@@ -393,7 +421,8 @@ void wait_until(const std::function<bool()>& done, std::chrono::milliseconds lim
 int run(const options& o) {
   static const std::vector<std::string> scenarios{"conn", "fanin", "fanout", "p2p", "shared"};
   if (std::find(scenarios.begin(), scenarios.end(), o.scenario) == scenarios.end()) {
-    std::cerr << "nimbus bench: unknown scenario '" << o.scenario << "' (conn, fanin, fanout, p2p, shared)\n";
+    std::cerr << "nimbus bench: unknown scenario '" << o.scenario
+              << "' (conn, fanin, fanout, p2p, shared)\n";
     return 2;
   }
   if (o.qos < 0 || o.qos > 2 || (o.version != 4 && o.version != 5) || o.duration <= 0) {
@@ -410,7 +439,8 @@ int run(const options& o) {
   }
   run_state st(o);
   st.tls = tls.get();
-  const std::size_t loops = o.threads > 0 ? static_cast<std::size_t>(o.threads) : std::max(1U, std::thread::hardware_concurrency());
+  const std::size_t loops = o.threads > 0 ? static_cast<std::size_t>(o.threads)
+                                          : std::max(1U, std::thread::hardware_concurrency());
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   for (std::size_t i = 0; i < loops; ++i) {
@@ -421,13 +451,17 @@ int run(const options& o) {
   std::vector<std::thread> threads;
   for (auto& ctx : contexts) threads.emplace_back([&ctx] { ctx->run(); });
   auto spawn = [&](std::size_t i, auto&& coroutine) {
-    asio::co_spawn(*contexts[i % loops], std::forward<decltype(coroutine)>(coroutine), asio::detached);
+    asio::co_spawn(*contexts[i % loops], std::forward<decltype(coroutine)>(coroutine),
+                   asio::detached);
   };
 
-  auto progress = [&](const char* phase, double elapsed, std::uint64_t sent, std::uint64_t received) {
+  auto progress = [&](const char* phase, double elapsed, std::uint64_t sent,
+                      std::uint64_t received) {
     if (!o.progress) return;
-    std::cerr << fmt::format("\r[{:6.1f}s] {:<8} sent {:>10} received {:>10} errors {:>4}   ", elapsed, phase, sent,
-                             received, sum(st, [](auto& s) -> auto& { return s.errors; }))
+    std::cerr << fmt::format("\r[{:6.1f}s] {:<8} sent {:>10} received {:>10} errors {:>4}   ",
+                             elapsed, phase, sent, received,
+                             sum(
+                                 st, [](auto& s) -> auto& { return s.errors; }))
               << std::flush;
   };
 
@@ -441,16 +475,19 @@ int run(const options& o) {
     auto t0 = clock_type::now();
     for (int i = 0; i < o.connections; ++i) {
       if (o.connect_rate > 0) {
-        auto due = t0 + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(i / o.connect_rate));
+        auto due = t0 + std::chrono::duration_cast<clock_type::duration>(
+                            std::chrono::duration<double>(i / o.connect_rate));
         std::this_thread::sleep_until(due);
       } else {
         // Bound the handshakes in progress so the listen backlog is not the measurement.
-        while (i - st.connected.load() - st.connect_failures.load() > 256) std::this_thread::sleep_for(std::chrono::microseconds(200));
+        while (i - st.connected.load() - st.connect_failures.load() > 256)
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
       std::size_t loop = static_cast<std::size_t>(i) % loops;
       spawn(loop, run_idle_connection(st, *contexts[loop], loop, i));
     }
-    wait_until([&] { return st.connected.load() + st.connect_failures.load() >= o.connections; }, std::chrono::seconds(120));
+    wait_until([&] { return st.connected.load() + st.connect_failures.load() >= o.connections; },
+               std::chrono::seconds(120));
     double connect_seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
     auto cpu0 = cpu_seconds();
     for (double held = 0; held < o.duration; held += 0.5) {
@@ -468,14 +505,15 @@ int run(const options& o) {
     if (o.json) {
       report = fmt::format(
           R"({{"scenario":"conn","connections":{},"connected":{},"failed":{},"connect_seconds":{:.3f},"connections_per_second":{:.1f},"broker_rss_kib_before":{},"broker_rss_kib_after":{},"broker_bytes_per_connection":{:.0f},"generator_cpu_cores":{:.3f},"first_error":"{}"}})",
-          o.connections, connected, st.connect_failures.load(), connect_seconds, connected / connect_seconds, rss_before,
-          rss_after, per_connection, cpu_used / window_seconds, st.first_error);
+          o.connections, connected, st.connect_failures.load(), connect_seconds,
+          connected / connect_seconds, rss_before, rss_after, per_connection,
+          cpu_used / window_seconds, st.first_error);
     } else {
       report = fmt::format(
           "scenario conn: {} of {} connected in {:.2f}s ({:.0f} connections/s), {} failed\n"
           "broker resident memory: {} KiB before, {} KiB after ({:.0f} bytes per connection)\n",
-          connected, o.connections, connect_seconds, connected / connect_seconds, st.connect_failures.load(), rss_before,
-          rss_after, per_connection);
+          connected, o.connections, connect_seconds, connected / connect_seconds,
+          st.connect_failures.load(), rss_before, rss_after, per_connection);
       if (!st.first_error.empty()) report += "first error: " + st.first_error + "\n";
     }
   } else {
@@ -484,16 +522,20 @@ int run(const options& o) {
       std::size_t loop = static_cast<std::size_t>(i) % loops;
       spawn(loop, run_subscriber(st, *contexts[loop], loop, i));
     }
-    wait_until([&] { return st.subscribers_ready.load() >= shape.subscribers; }, std::chrono::seconds(60));
+    wait_until([&] { return st.subscribers_ready.load() >= shape.subscribers; },
+               std::chrono::seconds(60));
     for (int i = 0; i < shape.publishers; ++i) {
       std::size_t loop = static_cast<std::size_t>(i + shape.subscribers) % loops;
       spawn(loop, run_publisher(st, *contexts[loop], loop, i));
     }
-    wait_until([&] { return st.publishers_ready.load() >= shape.publishers; }, std::chrono::seconds(60));
-    if (st.subscribers_ready.load() < shape.subscribers || st.publishers_ready.load() < shape.publishers) {
-      std::cerr << "nimbus bench: only " << st.subscribers_ready.load() << "/" << shape.subscribers << " subscribers and "
-                << st.publishers_ready.load() << "/" << shape.publishers << " publishers connected"
-                << (st.first_error.empty() ? "" : ": " + st.first_error) << "\n";
+    wait_until([&] { return st.publishers_ready.load() >= shape.publishers; },
+               std::chrono::seconds(60));
+    if (st.subscribers_ready.load() < shape.subscribers ||
+        st.publishers_ready.load() < shape.publishers) {
+      std::cerr << "nimbus bench: only " << st.subscribers_ready.load() << "/" << shape.subscribers
+                << " subscribers and " << st.publishers_ready.load() << "/" << shape.publishers
+                << " publishers connected" << (st.first_error.empty() ? "" : ": " + st.first_error)
+                << "\n";
       ok = false;
     }
     auto start = now_ns();
@@ -502,21 +544,30 @@ int run(const options& o) {
     st.started.store(true, std::memory_order_release);
     double cpu_start = 0;
     bool cpu_started = false;
-    auto sent_total = [&] { return sum(st, [](auto& s) -> auto& { return s.sent; }); };
-    auto received_total = [&] { return sum(st, [](auto& s) -> auto& { return s.received; }); };
+    auto sent_total = [&] {
+      return sum(
+          st, [](auto& s) -> auto& { return s.sent; });
+    };
+    auto received_total = [&] {
+      return sum(
+          st, [](auto& s) -> auto& { return s.received; });
+    };
     while (now_ns() < st.measure_until.load()) {
       if (!cpu_started && now_ns() >= st.measure_from.load()) {
         cpu_start = cpu_seconds();
         cpu_started = true;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      progress("running", static_cast<double>(now_ns() - start) / 1e9, sent_total(), received_total());
+      progress("running", static_cast<double>(now_ns() - start) / 1e9, sent_total(),
+               received_total());
     }
     cpu_used = cpu_seconds() - cpu_start;
     st.stop_publishing.store(true);
     // Drain: wait until everything acknowledged has arrived, or nothing arrives for 2 s.
     auto expected = [&] {
-      auto published = o.qos > 0 ? sum(st, [](auto& s) -> auto& { return s.acked; }) : sent_total();
+      auto published = o.qos > 0 ? sum(
+                                       st, [](auto& s) -> auto& { return s.acked; })
+                                 : sent_total();
       return published * static_cast<std::uint64_t>(shape.fanout);
     };
     auto last = received_total();
@@ -525,7 +576,10 @@ int run(const options& o) {
     while (clock_type::now() < drain_deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       auto now_received = received_total();
-      if (o.qos > 0 && now_received >= expected() && sum(st, [](auto& s) -> auto& { return s.acked; }) >= sent_total()) break;
+      if (o.qos > 0 && now_received >= expected() &&
+          sum(
+              st, [](auto& s) -> auto& { return s.acked; }) >= sent_total())
+        break;
       if (now_received != last) {
         last = now_received;
         last_change = clock_type::now();
@@ -537,17 +591,23 @@ int run(const options& o) {
     histogram latency;
     for (auto& s : st.stats) latency.merge(s->latency);
     auto sent = sent_total();
-    auto acked = sum(st, [](auto& s) -> auto& { return s.acked; });
+    auto acked = sum(
+        st, [](auto& s) -> auto& { return s.acked; });
     auto received = received_total();
-    auto sent_rate = static_cast<double>(sum(st, [](auto& s) -> auto& { return s.sent_in_window; })) / o.duration;
-    auto received_rate = static_cast<double>(sum(st, [](auto& s) -> auto& { return s.received_in_window; })) / o.duration;
+    auto sent_rate = static_cast<double>(sum(
+                         st, [](auto& s) -> auto& { return s.sent_in_window; })) /
+                     o.duration;
+    auto received_rate = static_cast<double>(sum(
+                             st, [](auto& s) -> auto& { return s.received_in_window; })) /
+                         o.duration;
     std::uint64_t lost = 0;
     if (o.qos > 0) {
       auto want = acked * static_cast<std::uint64_t>(shape.fanout);
       lost = want > received ? want - received : 0;
       ok = ok && lost == 0 && acked == sent;
     }
-    auto errors = sum(st, [](auto& s) -> auto& { return s.errors; });
+    auto errors = sum(
+        st, [](auto& s) -> auto& { return s.errors; });
     ok = ok && errors == 0;
     double cores = cpu_used / o.duration;
     bool saturated = cores >= 0.9 * static_cast<double>(loops);
@@ -555,23 +615,28 @@ int run(const options& o) {
     if (o.json) {
       report = fmt::format(
           R"({{"scenario":"{}","qos":{},"mqtt_version":{},"payload_bytes":{},"publishers":{},"subscribers":{},"rate_per_publisher":{},"duration_s":{},"sent":{},"acknowledged":{},"received":{},"lost":{},"errors":{},"sent_per_second":{:.1f},"received_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":"{}"}})",
-          o.scenario, o.qos, o.version, o.payload_size, shape.publishers, shape.subscribers, o.rate, o.duration, sent,
-          acked, received, lost, errors, sent_rate, received_rate, ms(latency.quantile(0.5)), ms(latency.quantile(0.9)),
-          ms(latency.quantile(0.99)), ms(latency.quantile(0.999)), ms(latency.max()), latency.mean() / 1e6,
-          latency.count(), cores, loops, saturated, ok, st.first_error);
+          o.scenario, o.qos, o.version, o.payload_size, shape.publishers, shape.subscribers, o.rate,
+          o.duration, sent, acked, received, lost, errors, sent_rate, received_rate,
+          ms(latency.quantile(0.5)), ms(latency.quantile(0.9)), ms(latency.quantile(0.99)),
+          ms(latency.quantile(0.999)), ms(latency.max()), latency.mean() / 1e6, latency.count(),
+          cores, loops, saturated, ok, st.first_error);
     } else {
       report = fmt::format(
           "scenario {} qos {} mqtt {} payload {} B: {} publishers -> {} subscribers{}\n"
-          "throughput: sent {:.0f} msg/s, received {:.0f} msg/s (over {:.1f}s after {:.1f}s warm-up)\n"
+          "throughput: sent {:.0f} msg/s, received {:.0f} msg/s (over {:.1f}s after {:.1f}s "
+          "warm-up)\n"
           "latency ms: p50 {:.3f}  p90 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  max {:.3f}  ({} samples)\n"
           "totals: sent {}, acknowledged {}, received {}, lost {}, errors {}\n"
           "generator: {:.2f} of {} cores busy{}\n",
-          o.scenario, o.qos, o.version == 5 ? "5" : "3.1.1", o.payload_size, shape.publishers, shape.subscribers,
-          o.rate > 0 ? fmt::format(" at {} msg/s each", o.rate) : std::string(" flat out"), sent_rate, received_rate,
-          o.duration, o.warmup, ms(latency.quantile(0.5)), ms(latency.quantile(0.9)), ms(latency.quantile(0.99)),
-          ms(latency.quantile(0.999)), ms(latency.max()), latency.count(), sent, acked, received, lost, errors, cores,
-          loops, saturated ? " (SATURATED: the generator may be the bottleneck)" : "");
-      if (o.qos > 0 && lost > 0) report += fmt::format("LOSS: {} acknowledged messages never arrived\n", lost);
+          o.scenario, o.qos, o.version == 5 ? "5" : "3.1.1", o.payload_size, shape.publishers,
+          shape.subscribers,
+          o.rate > 0 ? fmt::format(" at {} msg/s each", o.rate) : std::string(" flat out"),
+          sent_rate, received_rate, o.duration, o.warmup, ms(latency.quantile(0.5)),
+          ms(latency.quantile(0.9)), ms(latency.quantile(0.99)), ms(latency.quantile(0.999)),
+          ms(latency.max()), latency.count(), sent, acked, received, lost, errors, cores, loops,
+          saturated ? " (SATURATED: the generator may be the bottleneck)" : "");
+      if (o.qos > 0 && lost > 0)
+        report += fmt::format("LOSS: {} acknowledged messages never arrived\n", lost);
       if (!st.first_error.empty()) report += "first error: " + st.first_error + "\n";
     }
   }

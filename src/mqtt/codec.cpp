@@ -98,7 +98,8 @@ class reader {
   }
   std::uint32_t u32() {
     if (remaining() < 4) return malformed("truncated four-byte integer"), 0;
-    std::uint32_t v = (std::uint32_t{byte_at(pos_)} << 24) | (std::uint32_t{byte_at(pos_ + 1)} << 16) |
+    std::uint32_t v = (std::uint32_t{byte_at(pos_)} << 24) |
+                      (std::uint32_t{byte_at(pos_ + 1)} << 16) |
                       (std::uint32_t{byte_at(pos_ + 2)} << 8) | std::uint32_t{byte_at(pos_ + 3)};
     pos_ += 4;
     return v;
@@ -160,7 +161,8 @@ void read_properties(reader& r, std::uint16_t scope, properties& props) {
   while (p.ok() && !p.at_end()) {
     std::uint32_t id_value = p.varint();
     if (!p.ok()) break;
-    const prop_info* info = id_value <= 0xFF ? find_prop(static_cast<std::uint8_t>(id_value)) : nullptr;
+    const prop_info* info =
+        id_value <= 0xFF ? find_prop(static_cast<std::uint8_t>(id_value)) : nullptr;
     if (info == nullptr) {
       p.malformed("unknown property identifier");
       break;
@@ -171,15 +173,26 @@ void read_properties(reader& r, std::uint16_t scope, properties& props) {
     }
     auto one_byte = [&](std::optional<std::uint8_t>& slot, bool boolean) {
       std::uint8_t v = p.u8();
-      if (boolean && v > 1) return p.fail(reason_code::protocol_error, "property value must be 0 or 1");
+      if (boolean && v > 1)
+        return p.fail(reason_code::protocol_error, "property value must be 0 or 1");
       set_once(p, slot, v);
     };
     switch (id_value) {
-      case 0x01: one_byte(props.payload_format_indicator, true); break;
-      case 0x02: set_once(p, props.message_expiry_interval, p.u32()); break;
-      case 0x03: set_once(p, props.content_type, p.utf8()); break;
-      case 0x08: set_once(p, props.response_topic, p.utf8()); break;
-      case 0x09: set_once(p, props.correlation_data, std::string(p.binary())); break;
+      case 0x01:
+        one_byte(props.payload_format_indicator, true);
+        break;
+      case 0x02:
+        set_once(p, props.message_expiry_interval, p.u32());
+        break;
+      case 0x03:
+        set_once(p, props.content_type, p.utf8());
+        break;
+      case 0x08:
+        set_once(p, props.response_topic, p.utf8());
+        break;
+      case 0x09:
+        set_once(p, props.correlation_data, std::string(p.binary()));
+        break;
       case 0x0B: {
         std::uint32_t v = p.varint();
         if (p.ok() && v == 0) p.fail(reason_code::protocol_error, "subscription identifier 0");
@@ -188,27 +201,57 @@ void read_properties(reader& r, std::uint16_t scope, properties& props) {
         props.subscription_identifiers.push_back(v);
         break;
       }
-      case 0x11: set_once(p, props.session_expiry_interval, p.u32()); break;
-      case 0x12: set_once(p, props.assigned_client_identifier, p.utf8()); break;
-      case 0x13: set_once(p, props.server_keep_alive, p.u16()); break;
-      case 0x15: set_once(p, props.authentication_method, p.utf8()); break;
-      case 0x16: set_once(p, props.authentication_data, std::string(p.binary())); break;
-      case 0x17: one_byte(props.request_problem_information, true); break;
-      case 0x18: set_once(p, props.will_delay_interval, p.u32()); break;
-      case 0x19: one_byte(props.request_response_information, true); break;
-      case 0x1A: set_once(p, props.response_information, p.utf8()); break;
-      case 0x1C: set_once(p, props.server_reference, p.utf8()); break;
-      case 0x1F: set_once(p, props.reason_string, p.utf8()); break;
+      case 0x11:
+        set_once(p, props.session_expiry_interval, p.u32());
+        break;
+      case 0x12:
+        set_once(p, props.assigned_client_identifier, p.utf8());
+        break;
+      case 0x13:
+        set_once(p, props.server_keep_alive, p.u16());
+        break;
+      case 0x15:
+        set_once(p, props.authentication_method, p.utf8());
+        break;
+      case 0x16:
+        set_once(p, props.authentication_data, std::string(p.binary()));
+        break;
+      case 0x17:
+        one_byte(props.request_problem_information, true);
+        break;
+      case 0x18:
+        set_once(p, props.will_delay_interval, p.u32());
+        break;
+      case 0x19:
+        one_byte(props.request_response_information, true);
+        break;
+      case 0x1A:
+        set_once(p, props.response_information, p.utf8());
+        break;
+      case 0x1C:
+        set_once(p, props.server_reference, p.utf8());
+        break;
+      case 0x1F:
+        set_once(p, props.reason_string, p.utf8());
+        break;
       case 0x21: {
         std::uint16_t v = p.u16();
         if (p.ok() && v == 0) p.fail(reason_code::protocol_error, "receive maximum 0");
         set_once(p, props.receive_maximum, v);
         break;
       }
-      case 0x22: set_once(p, props.topic_alias_maximum, p.u16()); break;
-      case 0x23: set_once(p, props.topic_alias, p.u16()); break;
-      case 0x24: one_byte(props.maximum_qos, true); break;
-      case 0x25: one_byte(props.retain_available, true); break;
+      case 0x22:
+        set_once(p, props.topic_alias_maximum, p.u16());
+        break;
+      case 0x23:
+        set_once(p, props.topic_alias, p.u16());
+        break;
+      case 0x24:
+        one_byte(props.maximum_qos, true);
+        break;
+      case 0x25:
+        one_byte(props.retain_available, true);
+        break;
       case 0x26: {
         std::string key = p.utf8();
         std::string value = p.utf8();
@@ -221,16 +264,26 @@ void read_properties(reader& r, std::uint16_t scope, properties& props) {
         set_once(p, props.maximum_packet_size, v);
         break;
       }
-      case 0x28: one_byte(props.wildcard_subscription_available, true); break;
-      case 0x29: one_byte(props.subscription_identifier_available, true); break;
-      case 0x2A: one_byte(props.shared_subscription_available, true); break;
-      default: p.malformed("unknown property identifier"); break;
+      case 0x28:
+        one_byte(props.wildcard_subscription_available, true);
+        break;
+      case 0x29:
+        one_byte(props.subscription_identifier_available, true);
+        break;
+      case 0x2A:
+        one_byte(props.shared_subscription_available, true);
+        break;
+      default:
+        p.malformed("unknown property identifier");
+        break;
     }
   }
   if (!p.ok()) r.fail(p.error().reason, p.error().what);
 }
 
-bool is_v5(protocol_version v) { return v == protocol_version::v5; }
+bool is_v5(protocol_version v) {
+  return v == protocol_version::v5;
+}
 
 // --- decoders per packet type ------------------------------------------------------------
 
@@ -252,7 +305,8 @@ std::variant<packet, decode_error> decode_connect(std::uint8_t flags, reader& r)
   std::uint8_t connect_flags = r.u8();
   c.keep_alive = r.u16();
   if (!r.ok()) return r.error();
-  if (connect_flags & 0x01) return decode_error{reason_code::malformed_packet, "CONNECT reserved bit set"};
+  if (connect_flags & 0x01)
+    return decode_error{reason_code::malformed_packet, "CONNECT reserved bit set"};
   c.clean_start = (connect_flags & 0x02) != 0;
   bool has_will = (connect_flags & 0x04) != 0;
   auto will_qos = static_cast<std::uint8_t>((connect_flags >> 3) & 0x03);
@@ -282,7 +336,8 @@ std::variant<packet, decode_error> decode_connect(std::uint8_t flags, reader& r)
   return packet{std::move(c)};
 }
 
-std::variant<packet, decode_error> decode_connack(std::uint8_t flags, reader& r, protocol_version v) {
+std::variant<packet, decode_error> decode_connack(std::uint8_t flags, reader& r,
+                                                  protocol_version v) {
   if (flags != 0) return decode_error{reason_code::malformed_packet, "CONNACK reserved flags set"};
   connack_packet c;
   std::uint8_t ack_flags = r.u8();
@@ -293,19 +348,24 @@ std::variant<packet, decode_error> decode_connack(std::uint8_t flags, reader& r,
     c.reason = static_cast<reason_code>(code);
     read_properties(r, in_connack, c.props);
   } else {
-    static constexpr reason_code from_v311[] = {
-        reason_code::success, reason_code::unsupported_protocol_version,
-        reason_code::client_identifier_not_valid, reason_code::server_unavailable,
-        reason_code::bad_username_or_password, reason_code::not_authorized};
-    if (code > 5) r.malformed("bad CONNACK return code");
-    else c.reason = from_v311[code];
+    static constexpr reason_code from_v311[] = {reason_code::success,
+                                                reason_code::unsupported_protocol_version,
+                                                reason_code::client_identifier_not_valid,
+                                                reason_code::server_unavailable,
+                                                reason_code::bad_username_or_password,
+                                                reason_code::not_authorized};
+    if (code > 5)
+      r.malformed("bad CONNACK return code");
+    else
+      c.reason = from_v311[code];
   }
   if (!r.ok()) return r.error();
   if (!r.at_end()) return decode_error{reason_code::malformed_packet, "trailing bytes in CONNACK"};
   return packet{std::move(c)};
 }
 
-std::variant<packet, decode_error> decode_publish(std::uint8_t flags, reader& r, protocol_version v) {
+std::variant<packet, decode_error> decode_publish(std::uint8_t flags, reader& r,
+                                                  protocol_version v) {
   publish_packet p;
   p.dup = (flags & 0x08) != 0;
   p.qos = static_cast<std::uint8_t>((flags >> 1) & 0x03);
@@ -315,7 +375,8 @@ std::variant<packet, decode_error> decode_publish(std::uint8_t flags, reader& r,
   p.topic = r.utf8();
   if (p.qos > 0) {
     p.packet_id = r.u16();
-    if (r.ok() && p.packet_id == 0) return decode_error{reason_code::malformed_packet, "packet identifier 0"};
+    if (r.ok() && p.packet_id == 0)
+      return decode_error{reason_code::malformed_packet, "packet identifier 0"};
   }
   if (is_v5(v)) read_properties(r, in_publish, p.props);
   if (!r.ok()) return r.error();
@@ -328,25 +389,31 @@ std::variant<packet, decode_error> decode_publish(std::uint8_t flags, reader& r,
 std::variant<packet, decode_error> decode_ack(packet_type type, std::uint8_t flags, reader& r,
                                               protocol_version v) {
   std::uint8_t expected_flags = type == packet_type::pubrel ? 0x02 : 0x00;
-  if (flags != expected_flags) return decode_error{reason_code::malformed_packet, "bad fixed header flags"};
+  if (flags != expected_flags)
+    return decode_error{reason_code::malformed_packet, "bad fixed header flags"};
   ack_packet a;
   a.type = type;
   a.packet_id = r.u16();
-  if (r.ok() && a.packet_id == 0) return decode_error{reason_code::malformed_packet, "packet identifier 0"};
+  if (r.ok() && a.packet_id == 0)
+    return decode_error{reason_code::malformed_packet, "packet identifier 0"};
   if (is_v5(v) && !r.at_end()) {
     a.reason = static_cast<reason_code>(r.u8());
     if (!r.at_end()) read_properties(r, in_ack, a.props);
   }
   if (!r.ok()) return r.error();
-  if (!r.at_end()) return decode_error{reason_code::malformed_packet, "trailing bytes in acknowledgement"};
+  if (!r.at_end())
+    return decode_error{reason_code::malformed_packet, "trailing bytes in acknowledgement"};
   return packet{std::move(a)};
 }
 
-std::variant<packet, decode_error> decode_subscribe(std::uint8_t flags, reader& r, protocol_version v) {
-  if (flags != 0x02) return decode_error{reason_code::malformed_packet, "SUBSCRIBE flags must be 0010"};
+std::variant<packet, decode_error> decode_subscribe(std::uint8_t flags, reader& r,
+                                                    protocol_version v) {
+  if (flags != 0x02)
+    return decode_error{reason_code::malformed_packet, "SUBSCRIBE flags must be 0010"};
   subscribe_packet s;
   s.packet_id = r.u16();
-  if (r.ok() && s.packet_id == 0) return decode_error{reason_code::malformed_packet, "packet identifier 0"};
+  if (r.ok() && s.packet_id == 0)
+    return decode_error{reason_code::malformed_packet, "packet identifier 0"};
   if (is_v5(v)) read_properties(r, in_subscribe, s.props);
   while (r.ok() && !r.at_end()) {
     subscribe_entry e;
@@ -354,24 +421,29 @@ std::variant<packet, decode_error> decode_subscribe(std::uint8_t flags, reader& 
     std::uint8_t options = r.u8();
     if (!r.ok()) break;
     e.options.qos = options & 0x03;
-    if (e.options.qos == 3) return decode_error{reason_code::malformed_packet, "subscription QoS 3"};
+    if (e.options.qos == 3)
+      return decode_error{reason_code::malformed_packet, "subscription QoS 3"};
     if (is_v5(v)) {
       e.options.no_local = (options & 0x04) != 0;
       e.options.retain_as_published = (options & 0x08) != 0;
       e.options.retain_handling = static_cast<std::uint8_t>((options >> 4) & 0x03);
-      if (e.options.retain_handling == 3) return decode_error{reason_code::protocol_error, "retain handling 3"};
-      if (options & 0xC0) return decode_error{reason_code::malformed_packet, "reserved subscription option bits set"};
+      if (e.options.retain_handling == 3)
+        return decode_error{reason_code::protocol_error, "retain handling 3"};
+      if (options & 0xC0)
+        return decode_error{reason_code::malformed_packet, "reserved subscription option bits set"};
     } else if (options & 0xFC) {
       return decode_error{reason_code::malformed_packet, "reserved subscription option bits set"};
     }
     s.entries.push_back(std::move(e));
   }
   if (!r.ok()) return r.error();
-  if (s.entries.empty()) return decode_error{reason_code::protocol_error, "SUBSCRIBE without topic filters"};
+  if (s.entries.empty())
+    return decode_error{reason_code::protocol_error, "SUBSCRIBE without topic filters"};
   return packet{std::move(s)};
 }
 
-std::variant<packet, decode_error> decode_suback(std::uint8_t flags, reader& r, protocol_version v) {
+std::variant<packet, decode_error> decode_suback(std::uint8_t flags, reader& r,
+                                                 protocol_version v) {
   if (flags != 0) return decode_error{reason_code::malformed_packet, "bad fixed header flags"};
   suback_packet s;
   s.packet_id = r.u16();
@@ -385,19 +457,24 @@ std::variant<packet, decode_error> decode_suback(std::uint8_t flags, reader& r, 
   return packet{std::move(s)};
 }
 
-std::variant<packet, decode_error> decode_unsubscribe(std::uint8_t flags, reader& r, protocol_version v) {
-  if (flags != 0x02) return decode_error{reason_code::malformed_packet, "UNSUBSCRIBE flags must be 0010"};
+std::variant<packet, decode_error> decode_unsubscribe(std::uint8_t flags, reader& r,
+                                                      protocol_version v) {
+  if (flags != 0x02)
+    return decode_error{reason_code::malformed_packet, "UNSUBSCRIBE flags must be 0010"};
   unsubscribe_packet u;
   u.packet_id = r.u16();
-  if (r.ok() && u.packet_id == 0) return decode_error{reason_code::malformed_packet, "packet identifier 0"};
+  if (r.ok() && u.packet_id == 0)
+    return decode_error{reason_code::malformed_packet, "packet identifier 0"};
   if (is_v5(v)) read_properties(r, in_unsubscribe, u.props);
   while (r.ok() && !r.at_end()) u.filters.push_back(r.utf8());
   if (!r.ok()) return r.error();
-  if (u.filters.empty()) return decode_error{reason_code::protocol_error, "UNSUBSCRIBE without topic filters"};
+  if (u.filters.empty())
+    return decode_error{reason_code::protocol_error, "UNSUBSCRIBE without topic filters"};
   return packet{std::move(u)};
 }
 
-std::variant<packet, decode_error> decode_unsuback(std::uint8_t flags, reader& r, protocol_version v) {
+std::variant<packet, decode_error> decode_unsuback(std::uint8_t flags, reader& r,
+                                                   protocol_version v) {
   if (flags != 0) return decode_error{reason_code::malformed_packet, "bad fixed header flags"};
   unsuback_packet u;
   u.packet_id = r.u16();
@@ -413,7 +490,8 @@ std::variant<packet, decode_error> decode_unsuback(std::uint8_t flags, reader& r
 std::variant<packet, decode_error> decode_disconnect_or_auth(packet_type type, std::uint8_t flags,
                                                              reader& r, protocol_version v) {
   if (flags != 0) return decode_error{reason_code::malformed_packet, "bad fixed header flags"};
-  if (type == packet_type::auth && !is_v5(v)) return decode_error{reason_code::malformed_packet, "AUTH before MQTT 5"};
+  if (type == packet_type::auth && !is_v5(v))
+    return decode_error{reason_code::malformed_packet, "AUTH before MQTT 5"};
   reason_code reason = reason_code::success;
   properties props;
   if (is_v5(v) && !r.at_end()) {
@@ -428,13 +506,16 @@ std::variant<packet, decode_error> decode_disconnect_or_auth(packet_type type, s
 
 // --- writing ------------------------------------------------------------------------------
 
-void put_u8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
+void put_u8(std::string& out, std::uint8_t v) {
+  out.push_back(static_cast<char>(v));
+}
 void put_u16(std::string& out, std::uint16_t v) {
   out.push_back(static_cast<char>(v >> 8));
   out.push_back(static_cast<char>(v & 0xFF));
 }
 void put_u32(std::string& out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xFF));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((v >> shift) & 0xFF));
 }
 void put_varint(std::string& out, std::uint32_t v) {
   do {
@@ -595,7 +676,8 @@ struct encoder {
   }
 
   void operator()(const publish_packet& p) const {
-    encode_publish_head(out, v, p.qos, p.retain, p.dup, p.topic, p.packet_id, p.props, p.payload.size());
+    encode_publish_head(out, v, p.qos, p.retain, p.dup, p.topic, p.packet_id, p.props,
+                        p.payload.size());
     out.append(p.payload);
   }
 
@@ -713,17 +795,22 @@ bool is_valid_mqtt_utf8(std::string_view s) {
     }
     std::size_t len;
     std::uint32_t cp;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return false;
+    if ((c & 0xE0) == 0xC0)
+      len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0)
+      len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0)
+      len = 4, cp = c & 0x07;
+    else
+      return false;
     if (static_cast<std::size_t>(end - p) < len) return false;
     for (std::size_t i = 1; i < len; ++i) {
       if ((p[i] & 0xC0) != 0x80) return false;
       cp = (cp << 6) | (p[i] & 0x3F);
     }
     // Reject overlong forms, surrogates and code points past U+10FFFF.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000))
+      return false;
     if (cp >= 0xD800 && cp <= 0xDFFF) return false;
     if (cp > 0x10FFFF) return false;
     p += len;
@@ -731,11 +818,13 @@ bool is_valid_mqtt_utf8(std::string_view s) {
   return true;
 }
 
-std::variant<frame_header, need_more_bytes, decode_error> read_frame_header(std::string_view bytes) {
+std::variant<frame_header, need_more_bytes, decode_error> read_frame_header(
+    std::string_view bytes) {
   if (bytes.size() < 2) return need_more_bytes{};
   frame_header h;
   h.first_byte = static_cast<std::uint8_t>(bytes[0]);
-  if ((h.first_byte >> 4) == 0) return decode_error{reason_code::malformed_packet, "reserved packet type 0"};
+  if ((h.first_byte >> 4) == 0)
+    return decode_error{reason_code::malformed_packet, "reserved packet type 0"};
   std::uint32_t value = 0;
   for (std::size_t i = 1; i <= 4; ++i) {
     if (i >= bytes.size()) return need_more_bytes{};
@@ -755,24 +844,34 @@ std::variant<packet, decode_error> decode_packet(const frame_header& header, std
   reader r(body);
   auto flags = static_cast<std::uint8_t>(header.first_byte & 0x0F);
   switch (header.type()) {
-    case packet_type::connect: return decode_connect(flags, r);
-    case packet_type::connack: return decode_connack(flags, r, version);
-    case packet_type::publish: return decode_publish(flags, r, version);
+    case packet_type::connect:
+      return decode_connect(flags, r);
+    case packet_type::connack:
+      return decode_connack(flags, r, version);
+    case packet_type::publish:
+      return decode_publish(flags, r, version);
     case packet_type::puback:
     case packet_type::pubrec:
     case packet_type::pubrel:
-    case packet_type::pubcomp: return decode_ack(header.type(), flags, r, version);
-    case packet_type::subscribe: return decode_subscribe(flags, r, version);
-    case packet_type::suback: return decode_suback(flags, r, version);
-    case packet_type::unsubscribe: return decode_unsubscribe(flags, r, version);
-    case packet_type::unsuback: return decode_unsuback(flags, r, version);
+    case packet_type::pubcomp:
+      return decode_ack(header.type(), flags, r, version);
+    case packet_type::subscribe:
+      return decode_subscribe(flags, r, version);
+    case packet_type::suback:
+      return decode_suback(flags, r, version);
+    case packet_type::unsubscribe:
+      return decode_unsubscribe(flags, r, version);
+    case packet_type::unsuback:
+      return decode_unsuback(flags, r, version);
     case packet_type::pingreq:
     case packet_type::pingresp:
-      if (flags != 0 || !body.empty()) return decode_error{reason_code::malformed_packet, "bad PING packet"};
+      if (flags != 0 || !body.empty())
+        return decode_error{reason_code::malformed_packet, "bad PING packet"};
       if (header.type() == packet_type::pingreq) return packet{pingreq_packet{}};
       return packet{pingresp_packet{}};
     case packet_type::disconnect:
-    case packet_type::auth: return decode_disconnect_or_auth(header.type(), flags, r, version);
+    case packet_type::auth:
+      return decode_disconnect_or_auth(header.type(), flags, r, version);
   }
   return decode_error{reason_code::malformed_packet, "unknown packet type"};
 }

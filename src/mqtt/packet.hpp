@@ -15,8 +15,21 @@ namespace nimbus::mqtt {
 enum class protocol_version : std::uint8_t { v31 = 3, v311 = 4, v5 = 5 };
 
 enum class packet_type : std::uint8_t {
-  connect = 1, connack, publish, puback, pubrec, pubrel, pubcomp,
-  subscribe, suback, unsubscribe, unsuback, pingreq, pingresp, disconnect, auth,
+  connect = 1,
+  connack,
+  publish,
+  puback,
+  pubrec,
+  pubrel,
+  pubcomp,
+  subscribe,
+  suback,
+  unsubscribe,
+  unsuback,
+  pingreq,
+  pingresp,
+  disconnect,
+  auth,
 };
 
 using user_properties = std::vector<std::pair<std::string, std::string>>;
@@ -24,33 +37,33 @@ using user_properties = std::vector<std::pair<std::string, std::string>>;
 // Every MQTT 5 property (section 2.2.2.2). Absent properties are empty optionals; the codec
 // checks which ones each packet type may carry.
 struct properties {
-  std::optional<std::uint8_t> payload_format_indicator;       // 0x01
-  std::optional<std::uint32_t> message_expiry_interval;       // 0x02
-  std::optional<std::string> content_type;                    // 0x03
-  std::optional<std::string> response_topic;                  // 0x08
-  std::optional<std::string> correlation_data;                // 0x09 (binary)
-  std::vector<std::uint32_t> subscription_identifiers;        // 0x0B
-  std::optional<std::uint32_t> session_expiry_interval;       // 0x11
-  std::optional<std::string> assigned_client_identifier;      // 0x12
-  std::optional<std::uint16_t> server_keep_alive;             // 0x13
-  std::optional<std::string> authentication_method;           // 0x15
-  std::optional<std::string> authentication_data;             // 0x16 (binary)
-  std::optional<std::uint8_t> request_problem_information;    // 0x17
-  std::optional<std::uint32_t> will_delay_interval;           // 0x18
-  std::optional<std::uint8_t> request_response_information;   // 0x19
-  std::optional<std::string> response_information;            // 0x1A
-  std::optional<std::string> server_reference;                // 0x1C
-  std::optional<std::string> reason_string;                   // 0x1F
-  std::optional<std::uint16_t> receive_maximum;               // 0x21
-  std::optional<std::uint16_t> topic_alias_maximum;           // 0x22
-  std::optional<std::uint16_t> topic_alias;                   // 0x23
-  std::optional<std::uint8_t> maximum_qos;                    // 0x24
-  std::optional<std::uint8_t> retain_available;               // 0x25
-  user_properties user;                                       // 0x26
-  std::optional<std::uint32_t> maximum_packet_size;           // 0x27
-  std::optional<std::uint8_t> wildcard_subscription_available;     // 0x28
-  std::optional<std::uint8_t> subscription_identifier_available;   // 0x29
-  std::optional<std::uint8_t> shared_subscription_available;       // 0x2A
+  std::optional<std::uint8_t> payload_format_indicator;           // 0x01
+  std::optional<std::uint32_t> message_expiry_interval;           // 0x02
+  std::optional<std::string> content_type;                        // 0x03
+  std::optional<std::string> response_topic;                      // 0x08
+  std::optional<std::string> correlation_data;                    // 0x09 (binary)
+  std::vector<std::uint32_t> subscription_identifiers;            // 0x0B
+  std::optional<std::uint32_t> session_expiry_interval;           // 0x11
+  std::optional<std::string> assigned_client_identifier;          // 0x12
+  std::optional<std::uint16_t> server_keep_alive;                 // 0x13
+  std::optional<std::string> authentication_method;               // 0x15
+  std::optional<std::string> authentication_data;                 // 0x16 (binary)
+  std::optional<std::uint8_t> request_problem_information;        // 0x17
+  std::optional<std::uint32_t> will_delay_interval;               // 0x18
+  std::optional<std::uint8_t> request_response_information;       // 0x19
+  std::optional<std::string> response_information;                // 0x1A
+  std::optional<std::string> server_reference;                    // 0x1C
+  std::optional<std::string> reason_string;                       // 0x1F
+  std::optional<std::uint16_t> receive_maximum;                   // 0x21
+  std::optional<std::uint16_t> topic_alias_maximum;               // 0x22
+  std::optional<std::uint16_t> topic_alias;                       // 0x23
+  std::optional<std::uint8_t> maximum_qos;                        // 0x24
+  std::optional<std::uint8_t> retain_available;                   // 0x25
+  user_properties user;                                           // 0x26
+  std::optional<std::uint32_t> maximum_packet_size;               // 0x27
+  std::optional<std::uint8_t> wildcard_subscription_available;    // 0x28
+  std::optional<std::uint8_t> subscription_identifier_available;  // 0x29
+  std::optional<std::uint8_t> shared_subscription_available;      // 0x2A
 
   bool operator==(const properties&) const = default;
 };

@@ -51,7 +51,9 @@ enum class reason_code : std::uint8_t {
   wildcard_subscriptions_not_supported = 0xA2,
 };
 
-constexpr bool is_error(reason_code code) { return static_cast<std::uint8_t>(code) >= 0x80; }
+constexpr bool is_error(reason_code code) {
+  return static_cast<std::uint8_t>(code) >= 0x80;
+}
 
 std::string_view to_string(reason_code code);
 

@@ -50,7 +50,8 @@ bool is_valid_topic_filter(std::string_view filter, const topic_limits& limits) 
 }
 
 bool topic_matches(std::string_view filter, std::string_view topic) {
-  if (!topic.empty() && topic[0] == '$' && !filter.empty() && (filter[0] == '+' || filter[0] == '#'))
+  if (!topic.empty() && topic[0] == '$' && !filter.empty() &&
+      (filter[0] == '+' || filter[0] == '#'))
     return false;
   constexpr auto npos = std::string_view::npos;
   std::size_t f = 0;

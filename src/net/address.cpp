@@ -4,7 +4,9 @@
 
 namespace nimbus::net {
 
-bool is_off(std::string_view text) { return text == "off" || text.empty(); }
+bool is_off(std::string_view text) {
+  return text == "off" || text.empty();
+}
 
 std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view text) {
   auto colon = text.rfind(':');
@@ -13,8 +15,10 @@ std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view tex
   auto port_text = text.substr(colon + 1);
   unsigned port = 0;
   auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port > 65535) return std::nullopt;
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port > 65535)
+    return std::nullopt;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   if (host == "localhost") host = "127.0.0.1";
   boost::system::error_code error;
   auto ip = boost::asio::ip::make_address(std::string(host), error);

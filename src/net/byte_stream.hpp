@@ -18,10 +18,10 @@ namespace nimbus::net {
 
 // What a TLS client proved about itself, taken from its verified certificate.
 struct peer_certificate {
-  std::string der;                 // the leaf certificate, DER
-  std::string sha256_hex;          // lowercase hex SHA-256 of the DER (the AWS certificate id)
+  std::string der;         // the leaf certificate, DER
+  std::string sha256_hex;  // lowercase hex SHA-256 of the DER (the AWS certificate id)
   std::string subject_common_name;
-  std::string subject;             // one-line RFC 2253 form
+  std::string subject;  // one-line RFC 2253 form
   std::string issuer;
 };
 
@@ -37,8 +37,10 @@ class byte_stream {
   template <class Token>
   auto async_read_some(boost::asio::mutable_buffer buffer, Token&& token) {
     return boost::asio::async_initiate<Token, io_signature>(
-        [this](auto handler, boost::asio::mutable_buffer b) { read_some(b, io_handler(std::move(handler))); }, token,
-        buffer);
+        [this](auto handler, boost::asio::mutable_buffer b) {
+          read_some(b, io_handler(std::move(handler)));
+        },
+        token, buffer);
   }
   // Writes all of `buffers`, which must outlive the operation (a WebSocket stream sends them as
   // one binary message).

@@ -37,7 +37,8 @@ void http_router::add(std::string method, std::string path, http_handler handler
   routes_.push_back({std::move(method), std::move(path), prefix, std::move(handler)});
 }
 
-void http_router::set_websocket(std::string path, std::string subprotocol, stream_handler on_stream) {
+void http_router::set_websocket(std::string path, std::string subprotocol,
+                                stream_handler on_stream) {
   websocket_path_ = std::move(path);
   websocket_subprotocol_ = std::move(subprotocol);
   websocket_handler_ = std::move(on_stream);
@@ -46,10 +47,12 @@ void http_router::set_websocket(std::string path, std::string subprotocol, strea
 http_response http_router::dispatch(const http_request& request) const {
   bool path_known = false;
   for (const auto& r : routes_) {
-    bool match = r.prefix ? request.path.compare(0, r.path.size(), r.path) == 0 : request.path == r.path;
+    bool match =
+        r.prefix ? request.path.compare(0, r.path.size(), r.path) == 0 : request.path == r.path;
     if (!match) continue;
     path_known = true;
-    if (r.method == request.method || (r.method == "GET" && request.method == "HEAD")) return r.handler(request);
+    if (r.method == request.method || (r.method == "GET" && request.method == "HEAD"))
+      return r.handler(request);
   }
   if (path_known) return {405, "application/json", {}, R"({"message":"method not allowed"})"};
   return {404, "application/json", {}, R"({"message":"not found"})"};
@@ -80,14 +83,16 @@ http_request to_request(const http::request<http::string_body>& req, const std::
   auto q = out.target.find('?');
   out.path = percent_decode(std::string_view(out.target).substr(0, q));
   if (q != std::string::npos) out.query = out.target.substr(q + 1);
-  for (const auto& field : req) out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  for (const auto& field : req)
+    out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
   out.body = req.body();
   out.remote_address = remote;
   out.certificate = certificate;
   return out;
 }
 
-http::response<http::string_body> to_response(http_response r, const http::request<http::string_body>& req) {
+http::response<http::string_body> to_response(http_response r,
+                                              const http::request<http::string_body>& req) {
   http::response<http::string_body> res{static_cast<http::status>(r.status), req.version()};
   res.set(http::field::server, "nimbus");
   res.set(http::field::content_type, r.content_type);
@@ -120,16 +125,18 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       for (auto token : beast::http::token_list(req[http::field::sec_websocket_protocol])) {
         if (beast::iequals(token, subprotocol)) offered = true;
       }
-      ws.set_option(websocket::stream_base::decorator([offered, subprotocol](websocket::response_type& res) {
-        res.set(http::field::server, "nimbus");
-        if (offered) res.set(http::field::sec_websocket_protocol, subprotocol);
-      }));
+      ws.set_option(
+          websocket::stream_base::decorator([offered, subprotocol](websocket::response_type& res) {
+            res.set(http::field::server, "nimbus");
+            if (offered) res.set(http::field::sec_websocket_protocol, subprotocol);
+          }));
       auto [accept_ec] = co_await ws.async_accept(req, as_value);
       if (accept_ec) co_return;
       if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
         router.websocket_handler()(make_websocket_stream(std::move(ws), remote));
       } else {
-        router.websocket_handler()(make_secure_websocket_stream(std::move(ws), remote, certificate));
+        router.websocket_handler()(
+            make_secure_websocket_stream(std::move(ws), remote, certificate));
       }
       co_return;
     }
@@ -137,7 +144,8 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
     try {
       response = router.dispatch(to_request(req, remote, certificate));
     } catch (const std::exception& e) {
-      spdlog::error("http_handler_failed path={} remote={} error=\"{}\"", std::string(req.target()), remote, e.what());
+      spdlog::error("http_handler_failed path={} remote={} error=\"{}\"", std::string(req.target()),
+                    remote, e.what());
       response = {500, "application/json", {}, R"({"message":"internal error"})"};
     }
     auto res = to_response(std::move(response), req);
@@ -154,7 +162,8 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
   }
 }
 
-asio::awaitable<void> https_session(asio::ip::tcp::socket socket, const http_router& router, asio::ssl::context& tls) {
+asio::awaitable<void> https_session(asio::ip::tcp::socket socket, const http_router& router,
+                                    asio::ssl::context& tls) {
   auto remote = remote_of(socket);
   beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), tls);
   beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
@@ -176,7 +185,8 @@ void serve_http(asio::ip::tcp::socket socket, const http_router& router, asio::s
   } else {
     auto remote = remote_of(socket);
     asio::co_spawn(executor,
-                   http_session(beast::tcp_stream(std::move(socket)), router, std::move(remote), std::nullopt, false),
+                   http_session(beast::tcp_stream(std::move(socket)), router, std::move(remote),
+                                std::nullopt, false),
                    asio::detached);
   }
 }

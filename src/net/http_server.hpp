@@ -65,6 +65,7 @@ class http_router {
 };
 
 // Serves HTTP on an accepted socket (plain, or TLS when `tls` is set). Runs on the socket's loop.
-void serve_http(boost::asio::ip::tcp::socket socket, const http_router& router, boost::asio::ssl::context* tls);
+void serve_http(boost::asio::ip::tcp::socket socket, const http_router& router,
+                boost::asio::ssl::context* tls);
 
 }  // namespace nimbus::net

@@ -13,7 +13,9 @@ io_pool::io_pool(std::size_t loops) {
   }
 }
 
-io_pool::~io_pool() { stop(); }
+io_pool::~io_pool() {
+  stop();
+}
 
 boost::asio::io_context& io_pool::next() {
   return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()];

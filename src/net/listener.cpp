@@ -23,7 +23,8 @@ struct listener::state {
   bool stopped = false;
 };
 
-listener::listener(io_pool& pool, const tcp::endpoint& endpoint, std::string name, socket_handler on_socket)
+listener::listener(io_pool& pool, const tcp::endpoint& endpoint, std::string name,
+                   socket_handler on_socket)
     : state_(std::make_shared<state>(pool.at(0))), name_(std::move(name)) {
   auto& acceptor = state_->acceptor;
   acceptor.open(endpoint.protocol());
@@ -46,13 +47,16 @@ listener::listener(io_pool& pool, const tcp::endpoint& endpoint, std::string nam
             co_await pause.async_wait(as_value);
             continue;
           }
-          asio::post(target, [on_socket, s = std::move(socket)]() mutable { on_socket(std::move(s)); });
+          asio::post(target,
+                     [on_socket, s = std::move(socket)]() mutable { on_socket(std::move(s)); });
         }
       },
       asio::detached);
 }
 
-listener::~listener() { stop(); }
+listener::~listener() {
+  stop();
+}
 
 void listener::stop() {
   asio::post(state_->acceptor.get_executor(), [st = state_] {
@@ -68,7 +72,8 @@ void accept_tls(asio::ssl::context& context, tcp::socket socket, std::chrono::se
   auto stream = std::make_unique<tls_socket>(std::move(socket), context);
   asio::co_spawn(
       executor,
-      [stream = std::move(stream), timeout, on_stream = std::move(on_stream)]() mutable -> asio::awaitable<void> {
+      [stream = std::move(stream), timeout,
+       on_stream = std::move(on_stream)]() mutable -> asio::awaitable<void> {
         asio::steady_timer deadline(stream->get_executor(), timeout);
         auto* raw = stream.get();
         deadline.async_wait([raw](boost::system::error_code ec) {

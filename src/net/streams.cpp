@@ -97,7 +97,8 @@ class websocket_byte_stream final : public byte_stream {
       : ws_(std::move(ws)) {
     remote_address_ = std::move(remote);
     transport_ = transport;
-    if (certificate) certificate_ = std::make_shared<const peer_certificate>(std::move(*certificate));
+    if (certificate)
+      certificate_ = std::make_shared<const peer_certificate>(std::move(*certificate));
     ws_.binary(true);
   }
   // Beast needs a concrete executor on the handler (a type-erased one cannot be required to be
@@ -147,7 +148,8 @@ std::optional<peer_certificate> peer_certificate_of(SSL* ssl) {
   out.subject = name_to_string(subject);
   out.issuer = name_to_string(X509_get_issuer_name(cert));
   char cn[256] = {};
-  if (X509_NAME_get_text_by_NID(subject, NID_commonName, cn, sizeof(cn)) > 0) out.subject_common_name = cn;
+  if (X509_NAME_get_text_by_NID(subject, NID_commonName, cn, sizeof(cn)) > 0)
+    out.subject_common_name = cn;
   X509_free(cert);
   return out;
 }
@@ -160,9 +162,10 @@ std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket)
   return std::make_unique<tls_byte_stream>(std::move(socket));
 }
 
-std::unique_ptr<byte_stream> make_websocket_stream(websocket::stream<beast::tcp_stream> ws, std::string remote) {
-  return std::make_unique<websocket_byte_stream<beast::tcp_stream>>(std::move(ws), std::move(remote), "ws",
-                                                                    std::nullopt);
+std::unique_ptr<byte_stream> make_websocket_stream(websocket::stream<beast::tcp_stream> ws,
+                                                   std::string remote) {
+  return std::make_unique<websocket_byte_stream<beast::tcp_stream>>(
+      std::move(ws), std::move(remote), "ws", std::nullopt);
 }
 
 std::unique_ptr<byte_stream> make_secure_websocket_stream(

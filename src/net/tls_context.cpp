@@ -4,11 +4,14 @@ namespace nimbus::net {
 
 namespace ssl = boost::asio::ssl;
 
-std::unique_ptr<ssl::context> make_server_tls_context(const std::string& cert_file, const std::string& key_file,
-                                                      const std::string& ca_file, client_certificates mode) {
+std::unique_ptr<ssl::context> make_server_tls_context(const std::string& cert_file,
+                                                      const std::string& key_file,
+                                                      const std::string& ca_file,
+                                                      client_certificates mode) {
   auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
-  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                   ssl::context::single_dh_use);
   ctx->use_certificate_chain_file(cert_file);
   ctx->use_private_key_file(key_file, ssl::context::pem);
   ctx->load_verify_file(ca_file);

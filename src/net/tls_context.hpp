@@ -12,8 +12,8 @@ enum class client_certificates { required, optional };
 // TLS 1.2+ server context with `cert_file`/`key_file`, verifying client certificates against
 // `ca_file`. Throws at start-up if a file is missing or invalid.
 std::unique_ptr<boost::asio::ssl::context> make_server_tls_context(const std::string& cert_file,
-                                                                    const std::string& key_file,
-                                                                    const std::string& ca_file,
-                                                                    client_certificates mode);
+                                                                   const std::string& key_file,
+                                                                   const std::string& ca_file,
+                                                                   client_certificates mode);
 
 }  // namespace nimbus::net

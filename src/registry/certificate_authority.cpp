@@ -27,7 +27,9 @@ struct x509_free {
 using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_free>;
 using x509_ptr = std::unique_ptr<X509, x509_free>;
 
-[[noreturn]] void fail(const std::string& what) { throw std::runtime_error("certificate authority: " + what); }
+[[noreturn]] void fail(const std::string& what) {
+  throw std::runtime_error("certificate authority: " + what);
+}
 
 pkey_ptr generate_key() {
   pkey_ptr key(EVP_EC_gen("P-256"));
@@ -87,9 +89,11 @@ x509_ptr new_certificate(EVP_PKEY* subject_key, const std::string& common_name, 
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 24 * 3600);
   X509_set_pubkey(cert.get(), subject_key);
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("Nimbus"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(common_name.c_str()),
-                             -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>("Nimbus"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
+                             0);
   return cert;
 }
 
@@ -134,11 +138,13 @@ certificate_authority certificate_authority::open_or_create(const std::string& d
     ca.keys_->key.reset(PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr));
     BIO_free(kb);
     ca.certificate_pem_ = read_file(cert_path);
-    BIO* cb = BIO_new_mem_buf(ca.certificate_pem_.data(), static_cast<int>(ca.certificate_pem_.size()));
+    BIO* cb =
+        BIO_new_mem_buf(ca.certificate_pem_.data(), static_cast<int>(ca.certificate_pem_.size()));
     ca.keys_->cert.reset(PEM_read_bio_X509(cb, nullptr, nullptr, nullptr));
     BIO_free(cb);
     if (!ca.keys_->key || !ca.keys_->cert) fail("cannot parse " + cert_path + " or its key");
-    if (X509_check_private_key(ca.keys_->cert.get(), ca.keys_->key.get()) != 1) fail("CA key does not match certificate");
+    if (X509_check_private_key(ca.keys_->cert.get(), ca.keys_->key.get()) != 1)
+      fail("CA key does not match certificate");
     return ca;
   }
   ca.keys_->key = generate_key();
@@ -148,7 +154,8 @@ certificate_authority certificate_authority::open_or_create(const std::string& d
   add_extension(cert, cert, NID_basic_constraints, "critical,CA:TRUE");
   add_extension(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature");
   add_extension(cert, cert, NID_subject_key_identifier, "hash");
-  if (X509_sign(cert, ca.keys_->key.get(), EVP_sha256()) == 0) fail("signing the root certificate failed");
+  if (X509_sign(cert, ca.keys_->key.get(), EVP_sha256()) == 0)
+    fail("signing the root certificate failed");
   ca.certificate_pem_ = cert_to_pem(cert);
   write_file_atomically(key_path, key_to_pem(ca.keys_->key.get()), 0600);
   write_file_atomically(cert_path, ca.certificate_pem_, 0644);
@@ -156,7 +163,8 @@ certificate_authority certificate_authority::open_or_create(const std::string& d
 }
 
 issued_certificate certificate_authority::issue_server(const std::string& common_name,
-                                                       const std::vector<std::string>& hosts, int days) const {
+                                                       const std::vector<std::string>& hosts,
+                                                       int days) const {
   auto key = generate_key();
   auto cert = new_certificate(key.get(), common_name, days);
   X509_set_issuer_name(cert.get(), X509_get_subject_name(keys_->cert.get()));
@@ -166,15 +174,18 @@ issued_certificate certificate_authority::issue_server(const std::string& common
     san += (san.empty() ? "" : ",") + std::string(is_ip_literal(h) ? "IP:" : "DNS:") + h;
   }
   add_extension(cert.get(), keys_->cert.get(), NID_basic_constraints, "critical,CA:FALSE");
-  add_extension(cert.get(), keys_->cert.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment");
+  add_extension(cert.get(), keys_->cert.get(), NID_key_usage,
+                "critical,digitalSignature,keyEncipherment");
   add_extension(cert.get(), keys_->cert.get(), NID_ext_key_usage, "serverAuth");
   add_extension(cert.get(), keys_->cert.get(), NID_authority_key_identifier, "keyid");
   if (!san.empty()) add_extension(cert.get(), keys_->cert.get(), NID_subject_alt_name, san.c_str());
-  if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0) fail("signing a server certificate failed");
+  if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0)
+    fail("signing a server certificate failed");
   return {cert_to_pem(cert.get()), key_to_pem(key.get())};
 }
 
-issued_certificate certificate_authority::issue_client(const std::string& common_name, int days) const {
+issued_certificate certificate_authority::issue_client(const std::string& common_name,
+                                                       int days) const {
   auto key = generate_key();
   auto cert = new_certificate(key.get(), common_name, days);
   X509_set_issuer_name(cert.get(), X509_get_subject_name(keys_->cert.get()));
@@ -182,7 +193,8 @@ issued_certificate certificate_authority::issue_client(const std::string& common
   add_extension(cert.get(), keys_->cert.get(), NID_key_usage, "critical,digitalSignature");
   add_extension(cert.get(), keys_->cert.get(), NID_ext_key_usage, "clientAuth");
   add_extension(cert.get(), keys_->cert.get(), NID_authority_key_identifier, "keyid");
-  if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0) fail("signing a client certificate failed");
+  if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0)
+    fail("signing a client certificate failed");
   return {cert_to_pem(cert.get()), key_to_pem(key.get())};
 }
 

@@ -25,8 +25,8 @@ class certificate_authority {
   const std::string& certificate_path() const { return certificate_path_; }
 
   // A server certificate for `hosts` (DNS names or IP literals), with a fresh key.
-  issued_certificate issue_server(const std::string& common_name, const std::vector<std::string>& hosts,
-                                  int days) const;
+  issued_certificate issue_server(const std::string& common_name,
+                                  const std::vector<std::string>& hosts, int days) const;
   // A client (device) certificate with a fresh key.
   issued_certificate issue_client(const std::string& common_name, int days) const;
 

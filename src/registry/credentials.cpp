@@ -19,8 +19,9 @@ std::string trim(std::string s) {
 
 api_credentials open_or_create_credentials(const std::string& path) {
   if (!std::filesystem::exists(path)) {
-    api_credentials fresh{"AKIA" + core::random_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
-                          core::random_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40)};
+    api_credentials fresh{
+        "AKIA" + core::random_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+        core::random_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40)};
     write_file_atomically(path,
                           "[default]\naws_access_key_id = " + fresh.access_key_id +
                               "\naws_secret_access_key = " + fresh.secret_access_key + "\n",

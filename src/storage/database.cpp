@@ -13,11 +13,14 @@ namespace {
 }  // namespace
 
 statement::statement(sqlite3* db, std::string_view sql) : db_(db), stmt_(nullptr) {
-  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) !=
+      SQLITE_OK)
     fail(db, "prepare");
 }
 
-statement::~statement() { sqlite3_finalize(stmt_); }
+statement::~statement() {
+  sqlite3_finalize(stmt_);
+}
 
 statement::statement(statement&& other) noexcept : db_(other.db_), stmt_(other.stmt_) {
   other.stmt_ = nullptr;
@@ -29,13 +32,15 @@ statement& statement::bind(int index, std::int64_t value) {
 }
 
 statement& statement::bind(int index, std::string_view text) {
-  if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+  if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()),
+                        SQLITE_TRANSIENT) != SQLITE_OK)
     fail(db_, "bind");
   return *this;
 }
 
 statement& statement::bind_blob(int index, std::string_view bytes) {
-  if (sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+  if (sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()),
+                        SQLITE_TRANSIENT) != SQLITE_OK)
     fail(db_, "bind");
   return *this;
 }
@@ -66,7 +71,9 @@ void statement::reset() {
   sqlite3_clear_bindings(stmt_);
 }
 
-std::int64_t statement::column_int(int index) const { return sqlite3_column_int64(stmt_, index); }
+std::int64_t statement::column_int(int index) const {
+  return sqlite3_column_int64(stmt_, index);
+}
 
 std::string statement::column_text(int index) const {
   const void* data = sqlite3_column_blob(stmt_, index);
@@ -80,7 +87,8 @@ bool statement::column_is_null(int index) const {
 }
 
 database::database(const std::string& path, const std::string& synchronous) {
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+  if (sqlite3_open_v2(path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close(db_);
@@ -115,17 +123,22 @@ statement& database::cached(std::string_view sql) {
   return *cache_.back().second;
 }
 
-void database::migrate(std::string_view component, const std::vector<std::string_view>& migrations) {
-  exec("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)");
+void database::migrate(std::string_view component,
+                       const std::vector<std::string_view>& migrations) {
+  exec(
+      "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT "
+      "NULL)");
   auto version_stmt = prepare("SELECT version FROM schema_versions WHERE component = ?");
   version_stmt.bind(1, component);
-  std::size_t version = version_stmt.step() ? static_cast<std::size_t>(version_stmt.column_int(0)) : 0;
+  std::size_t version =
+      version_stmt.step() ? static_cast<std::size_t>(version_stmt.column_int(0)) : 0;
   for (std::size_t i = version; i < migrations.size(); ++i) {
     exec("BEGIN IMMEDIATE");
     try {
       exec(migrations[i]);
-      prepare("INSERT INTO schema_versions (component, version) VALUES (?, ?) "
-              "ON CONFLICT (component) DO UPDATE SET version = excluded.version")
+      prepare(
+          "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+          "ON CONFLICT (component) DO UPDATE SET version = excluded.version")
           .bind(1, component)
           .bind(2, static_cast<std::int64_t>(i + 1))
           .run();
@@ -137,6 +150,8 @@ void database::migrate(std::string_view component, const std::vector<std::string
   }
 }
 
-std::int64_t database::changes() const { return sqlite3_changes64(db_); }
+std::int64_t database::changes() const {
+  return sqlite3_changes64(db_);
+}
 
 }  // namespace nimbus::storage

@@ -113,8 +113,10 @@ void write_queue::run() {
       committed_.store(batch_end, std::memory_order_release);
       auto keep = waiters_.begin();
       for (auto& w : waiters_) {
-        if (w.first <= batch_end) ready.push_back(std::move(w.second));
-        else *keep++ = std::move(w);
+        if (w.first <= batch_end)
+          ready.push_back(std::move(w.second));
+        else
+          *keep++ = std::move(w);
       }
       waiters_.erase(keep, waiters_.end());
     }

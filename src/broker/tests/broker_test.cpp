@@ -44,7 +44,8 @@ TEST_F(broker_fixture, routes_to_subscribers_with_downgraded_qos) {
 }
 
 TEST_F(broker_fixture, overlapping_subscriptions_deliver_once_at_highest_qos) {
-  auto s = b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  auto s =
+      b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
   b->subscribe(s, "a/#", {0}, 1);
   b->subscribe(s, "a/b", {2}, 2);
   b->publish(make("a/b", "x", 2));
@@ -54,7 +55,9 @@ TEST_F(broker_fixture, overlapping_subscriptions_deliver_once_at_highest_qos) {
 }
 
 TEST_F(broker_fixture, no_local_skips_own_messages) {
-  auto s = b->attach("publisher", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  auto s =
+      b->attach("publisher", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>())
+          .target;
   mqtt::subscription_options options{1, true, false, 0};
   b->subscribe(s, "t", options, 0);
   EXPECT_EQ(b->publish(make("t", "x", 1)).matched, 0U);
@@ -65,7 +68,8 @@ TEST_F(broker_fixture, retained_messages_follow_retain_handling) {
   b->publish(make("r/1", "one", 1, true));
   b->publish(make("r/2", "two", 0, true));
   EXPECT_EQ(b->retained_count(), 2U);
-  auto s = b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  auto s =
+      b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
   b->subscribe(s, "r/#", {1, false, false, 1}, 0);
   EXPECT_EQ(s->queue.size(), 2U);
   EXPECT_TRUE(s->queue.front().retain);
@@ -118,7 +122,8 @@ TEST_F(broker_fixture, clean_session_ends_at_disconnect) {
 }
 
 TEST_F(broker_fixture, will_is_published_on_abnormal_close_only) {
-  auto watcher = b->attach("w", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  auto watcher =
+      b->attach("w", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
   b->subscribe(watcher, "will/#", {1}, 0);
   mqtt::will_message will{"will/a", "gone", 1, false, {}};
   auto l1 = std::make_shared<fake_link>();
@@ -133,7 +138,8 @@ TEST_F(broker_fixture, will_is_published_on_abnormal_close_only) {
 }
 
 TEST_F(broker_fixture, delayed_will_is_cancelled_by_reconnect) {
-  auto watcher = b->attach("w", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  auto watcher =
+      b->attach("w", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
   b->subscribe(watcher, "will/#", {1}, 0);
   mqtt::will_message will{"will/a", "gone", 1, false, {}};
   will.props.will_delay_interval = 10;
@@ -162,7 +168,8 @@ TEST_F(broker_fixture, delayed_will_is_cancelled_by_reconnect) {
 TEST_F(broker_fixture, full_queue_drops_new_messages_and_counts) {
   settings.max_queued_messages = 2;
   b = std::make_unique<broker>(settings, clock, auth, nullptr);
-  auto s = b->attach("s", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  auto s =
+      b->attach("s", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
   b->subscribe(s, "t", {1}, 0);
   for (int i = 0; i < 5; ++i) b->publish(make("t", std::to_string(i), 1));
   EXPECT_EQ(s->queue.size(), 2U);
@@ -174,7 +181,8 @@ TEST_F(broker_fixture, message_shared_not_copied_per_subscriber) {
   std::vector<session_ptr> sessions;
   for (int i = 0; i < 10; ++i) {
     sessions.push_back(b->attach("s" + std::to_string(i), mqtt::protocol_version::v5, true, 0,
-                                 std::make_shared<fake_link>()).target);
+                                 std::make_shared<fake_link>())
+                           .target);
     b->subscribe(sessions.back(), "fan/out", {0}, 0);
   }
   auto m = make("fan/out", std::string(4096, 'p'), 0);

@@ -64,9 +64,11 @@ TEST(subscription_index, shared_groups_deliver_to_one_member_in_turn) {
 TEST(subscription_index, many_filters_prune_cleanly) {
   subscription_index index;
   auto a = std::make_shared<session>("a");
-  for (int i = 0; i < 1000; ++i) index.subscribe("dev/" + std::to_string(i) + "/+", std::nullopt, a, {0}, 0);
+  for (int i = 0; i < 1000; ++i)
+    index.subscribe("dev/" + std::to_string(i) + "/+", std::nullopt, a, {0}, 0);
   EXPECT_EQ(matched_ids(index, "dev/500/x").size(), 1U);
-  for (int i = 0; i < 1000; ++i) EXPECT_TRUE(index.unsubscribe("dev/" + std::to_string(i) + "/+", std::nullopt, a.get()));
+  for (int i = 0; i < 1000; ++i)
+    EXPECT_TRUE(index.unsubscribe("dev/" + std::to_string(i) + "/+", std::nullopt, a.get()));
   EXPECT_EQ(index.size(), 0U);
   EXPECT_TRUE(matched_ids(index, "dev/500/x").empty());
 }

@@ -18,7 +18,12 @@ TEST(settings, defaults_match_the_contract) {
 
 TEST(settings, toml_applies_and_validates) {
   settings s;
-  EXPECT_EQ(apply_toml_text(s, "[mqtt]\nmax_packet_size = 2048\nallow_anonymous = false\n[listeners]\nmqtt = \"off\"\n", "t"), "");
+  EXPECT_EQ(
+      apply_toml_text(
+          s,
+          "[mqtt]\nmax_packet_size = 2048\nallow_anonymous = false\n[listeners]\nmqtt = \"off\"\n",
+          "t"),
+      "");
   EXPECT_EQ(s.mqtt.max_packet_size, 2048U);
   EXPECT_FALSE(s.mqtt.allow_anonymous);
   EXPECT_EQ(s.listeners.mqtt, "off");

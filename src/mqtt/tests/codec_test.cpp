@@ -83,7 +83,8 @@ TEST(codec, connack_round_trip) {
   connack_packet c{true, reason_code::success, {}};
   EXPECT_EQ(std::get<connack_packet>(round_trip(c, protocol_version::v311)), c);
   c.reason = reason_code::not_authorized;
-  EXPECT_EQ(std::get<connack_packet>(round_trip(c, protocol_version::v311)).reason, reason_code::not_authorized);
+  EXPECT_EQ(std::get<connack_packet>(round_trip(c, protocol_version::v311)).reason,
+            reason_code::not_authorized);
   connack_packet v5{false, reason_code::success, {}};
   v5.props.session_expiry_interval = 10;
   v5.props.receive_maximum = 100;
@@ -115,15 +116,19 @@ TEST(codec, publish_round_trip) {
       p.payload = std::string(300, 'x');
       if (v == protocol_version::v5) p.props = all_publish_properties();
       EXPECT_EQ(std::get<publish_packet>(round_trip(p, v)), p);
-      EXPECT_EQ(publish_size(v, qos, p.topic, p.props, p.payload.size()),
-                [&] { std::string s; encode(p, v, s); return s.size(); }());
+      EXPECT_EQ(publish_size(v, qos, p.topic, p.props, p.payload.size()), [&] {
+        std::string s;
+        encode(p, v, s);
+        return s.size();
+      }());
     }
   }
 }
 
 TEST(codec, acks_round_trip) {
   for (auto v : both) {
-    for (auto type : {packet_type::puback, packet_type::pubrec, packet_type::pubrel, packet_type::pubcomp}) {
+    for (auto type :
+         {packet_type::puback, packet_type::pubrec, packet_type::pubrel, packet_type::pubcomp}) {
       ack_packet a{type, 7, reason_code::success, {}};
       EXPECT_EQ(std::get<ack_packet>(round_trip(a, v)), a);
     }
@@ -156,7 +161,8 @@ TEST(codec, subscribe_family_round_trip) {
     EXPECT_EQ(std::get<unsubscribe_packet>(round_trip(u, v)), u);
 
     unsuback_packet ua{4, {}, {}};
-    if (v == protocol_version::v5) ua.reasons = {reason_code::success, reason_code::no_subscription_existed};
+    if (v == protocol_version::v5)
+      ua.reasons = {reason_code::success, reason_code::no_subscription_existed};
     EXPECT_EQ(std::get<unsuback_packet>(round_trip(ua, v)), ua);
   }
 }
@@ -183,7 +189,8 @@ TEST(codec, frame_header_edges) {
   EXPECT_TRUE(std::holds_alternative<need_more_bytes>(read_frame_header("\x30\x80")));
   auto max = read_frame_header(std::string("\x30\xFF\xFF\xFF\x7F", 5));
   EXPECT_EQ(std::get<frame_header>(max).remaining_length, max_remaining_length);
-  EXPECT_TRUE(std::holds_alternative<decode_error>(read_frame_header(std::string("\x30\xFF\xFF\xFF\xFF\x01", 6))));
+  EXPECT_TRUE(std::holds_alternative<decode_error>(
+      read_frame_header(std::string("\x30\xFF\xFF\xFF\xFF\x01", 6))));
   EXPECT_TRUE(std::holds_alternative<decode_error>(read_frame_header(std::string("\x00\x00", 2))));
 }
 
@@ -192,38 +199,54 @@ TEST(codec, rejects_malformed_packets) {
   auto v4 = protocol_version::v311;
   auto v5 = protocol_version::v5;
   // CONNECT with a bad protocol name, an unknown level, the reserved flag, will QoS without will.
-  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTX\x04\x02\x00\x3c\x00\x00", 14), v4), reason_code::malformed_packet);
-  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTT\x07\x02\x00\x3c\x00\x00", 14), v4), reason_code::unsupported_protocol_version);
-  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTT\x04\x03\x00\x3c\x00\x00", 14), v4), reason_code::malformed_packet);
-  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTT\x04\x0A\x00\x3c\x00\x00", 14), v4), reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTX\x04\x02\x00\x3c\x00\x00", 14), v4),
+            reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTT\x07\x02\x00\x3c\x00\x00", 14), v4),
+            reason_code::unsupported_protocol_version);
+  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTT\x04\x03\x00\x3c\x00\x00", 14), v4),
+            reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x10\x0c\x00\x04MQTT\x04\x0A\x00\x3c\x00\x00", 14), v4),
+            reason_code::malformed_packet);
   // CONNECT with trailing bytes.
-  EXPECT_EQ(decode_failure(string("\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x00\x00", 15), v4), reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x00\x00", 15), v4),
+            reason_code::malformed_packet);
   // PUBLISH QoS 3, DUP on QoS 0, packet id 0, invalid UTF-8 and NUL in the topic.
-  EXPECT_EQ(decode_failure(string("\x36\x05\x00\x01t\x00\x01", 7), v4), reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x36\x05\x00\x01t\x00\x01", 7), v4),
+            reason_code::malformed_packet);
   EXPECT_EQ(decode_failure(string("\x38\x03\x00\x01t", 5), v4), reason_code::malformed_packet);
-  EXPECT_EQ(decode_failure(string("\x32\x05\x00\x01t\x00\x00", 7), v4), reason_code::malformed_packet);
-  EXPECT_EQ(decode_failure(string("\x30\x04\x00\x02\xC3\x28", 6), v4), reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x32\x05\x00\x01t\x00\x00", 7), v4),
+            reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x30\x04\x00\x02\xC3\x28", 6), v4),
+            reason_code::malformed_packet);
   EXPECT_EQ(decode_failure(string("\x30\x04\x00\x02t\x00", 6), v4), reason_code::malformed_packet);
   // Topic length pointing past the packet.
   EXPECT_EQ(decode_failure(string("\x30\x03\x00\x09t", 5), v4), reason_code::malformed_packet);
   // SUBSCRIBE with wrong flags, no filters, QoS 3, reserved option bits.
-  EXPECT_EQ(decode_failure(string("\x80\x06\x00\x01\x00\x01t\x00", 8), v4), reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x80\x06\x00\x01\x00\x01t\x00", 8), v4),
+            reason_code::malformed_packet);
   EXPECT_EQ(decode_failure(string("\x82\x02\x00\x01", 4), v4), reason_code::protocol_error);
-  EXPECT_EQ(decode_failure(string("\x82\x06\x00\x01\x00\x01t\x03", 8), v4), reason_code::malformed_packet);
-  EXPECT_EQ(decode_failure(string("\x82\x06\x00\x01\x00\x01t\x04", 8), v4), reason_code::malformed_packet);
-  EXPECT_EQ(decode_failure(string("\x82\x07\x00\x01\x00\x00\x01t\x30", 9), v5), reason_code::protocol_error);
+  EXPECT_EQ(decode_failure(string("\x82\x06\x00\x01\x00\x01t\x03", 8), v4),
+            reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x82\x06\x00\x01\x00\x01t\x04", 8), v4),
+            reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x82\x07\x00\x01\x00\x00\x01t\x30", 9), v5),
+            reason_code::protocol_error);
   // PUBREL must carry flags 0010.
   EXPECT_EQ(decode_failure(string("\x60\x02\x00\x01", 4), v4), reason_code::malformed_packet);
   // PINGREQ with a body.
   EXPECT_EQ(decode_failure(string("\xC0\x01\x00", 3), v4), reason_code::malformed_packet);
   // v5 PUBLISH with a duplicate property, an unknown property, a property not allowed here.
-  EXPECT_EQ(decode_failure(string("\x30\x09\x00\x01t\x04\x01\x01\x01\x01x", 11), v5), reason_code::protocol_error);
-  EXPECT_EQ(decode_failure(string("\x30\x06\x00\x01t\x01\x7Fx", 8), v5), reason_code::malformed_packet);
-  EXPECT_EQ(decode_failure(string("\x30\x0a\x00\x01t\x05\x11\x00\x00\x00\x01", 12), v5), reason_code::protocol_error);
+  EXPECT_EQ(decode_failure(string("\x30\x09\x00\x01t\x04\x01\x01\x01\x01x", 11), v5),
+            reason_code::protocol_error);
+  EXPECT_EQ(decode_failure(string("\x30\x06\x00\x01t\x01\x7Fx", 8), v5),
+            reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\x30\x0a\x00\x01t\x05\x11\x00\x00\x00\x01", 12), v5),
+            reason_code::protocol_error);
   // Property length pointing past the packet.
   EXPECT_EQ(decode_failure(string("\x30\x05\x00\x01t\x09x", 7), v5), reason_code::malformed_packet);
   // Payload format indicator 1 with a non-UTF-8 payload.
-  EXPECT_EQ(decode_failure(string("\x30\x07\x00\x01t\x02\x01\x01\xFF", 9), v5), reason_code::payload_format_invalid);
+  EXPECT_EQ(decode_failure(string("\x30\x07\x00\x01t\x02\x01\x01\xFF", 9), v5),
+            reason_code::payload_format_invalid);
   // AUTH on 3.1.1.
   EXPECT_EQ(decode_failure(string("\xF0\x00", 2), v4), reason_code::malformed_packet);
 }

@@ -50,7 +50,8 @@ TEST(topic, match_table) {
 }
 
 TEST(topic, filter_validity) {
-  for (const char* ok : {"#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "$SYS/#", "sport/+/player1"}) {
+  for (const char* ok :
+       {"#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "$SYS/#", "sport/+/player1"}) {
     EXPECT_TRUE(is_valid_topic_filter(ok)) << ok;
   }
   for (const char* bad : {"", "a#", "a/#/b", "a+", "a/b+/c", "#/a", "++"}) {

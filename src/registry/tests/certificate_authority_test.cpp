@@ -11,7 +11,8 @@ namespace nimbus::registry {
 namespace {
 
 std::string fresh_dir(const char* name) {
-  auto dir = std::filesystem::temp_directory_path() / (std::string(name) + "-" + std::to_string(::getpid()));
+  auto dir = std::filesystem::temp_directory_path() /
+             (std::string(name) + "-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   return dir.string();
 }

@@ -10,7 +10,8 @@ namespace nimbus::storage {
 namespace {
 
 std::string temp_db(const char* name) {
-  auto dir = std::filesystem::temp_directory_path() / ("nimbus-storage-" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("nimbus-storage-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto path = dir / name;
   std::filesystem::remove(path);
@@ -27,7 +28,8 @@ TEST(database, migrations_apply_once_per_component) {
   database db(path);
   // Re-running must not recreate the tables (which would fail).
   db.migrate("a", {"CREATE TABLE a1 (x INTEGER)", "CREATE TABLE a2 (x INTEGER)"});
-  auto count = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE '_%'");
+  auto count =
+      db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE '_%'");
   ASSERT_TRUE(count.step());
   EXPECT_EQ(count.column_int(0), 5);  // a1 a2 b1 b2 schema_versions
   EXPECT_THROW(db.exec("NOT SQL"), database_error);
@@ -44,7 +46,8 @@ TEST(write_queue, groups_writes_and_reports_durability_in_order) {
   {
     write_queue q(path, "normal", std::chrono::milliseconds(1));
     for (int i = 0; i < 1000; ++i) {
-      last = q.submit([i](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, i).run(); });
+      last = q.submit(
+          [i](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, i).run(); });
       q.when_durable(last, [&] { durable.fetch_add(1); });
     }
     q.drain();
@@ -70,16 +73,21 @@ TEST(write_queue, a_failing_write_is_rolled_back_alone_and_reported) {
   }
   write_queue q(path, "normal", std::chrono::milliseconds(5));
   auto before = q.committed();
-  auto a = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 1).run(); });
-  auto b = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 1).run(); });  // duplicate
-  auto c = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 2).run(); });
+  auto a =
+      q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 1).run(); });
+  auto b = q.submit([](database& db) {
+    db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 1).run();
+  });  // duplicate
+  auto c =
+      q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 2).run(); });
   q.drain();
   EXPECT_FALSE(q.failed_between(before, a));
   EXPECT_TRUE(q.failed_between(a, b));
   EXPECT_TRUE(q.failed_between(before, c));
   EXPECT_FALSE(q.failed_between(b, c));
   // The cached statement still works after its failure.
-  auto d = q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 3).run(); });
+  auto d =
+      q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 3).run(); });
   q.drain();
   EXPECT_FALSE(q.failed_between(c, d));
   database db(path);
