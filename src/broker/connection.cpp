@@ -27,7 +27,9 @@ constexpr std::size_t shared_payload_threshold = 1024;
 constexpr std::size_t read_chunk = 64 * 1024;
 constexpr std::size_t initial_read_buffer = 512;
 
-class connection final : public session_link, public std::enable_shared_from_this<connection> {
+class connection final : public session_link,
+                         public net::stream_owner,
+                         public std::enable_shared_from_this<connection> {
  public:
   connection(broker& b, std::unique_ptr<net::byte_stream> stream)
       : broker_(b), stream_(std::move(stream)), executor_(stream_->executor()), timer_(executor_) {}
@@ -68,7 +70,8 @@ class connection final : public session_link, public std::enable_shared_from_thi
     }
   }
 
-  // Reads until the stream ends; pauses while the client is not taking what we send.
+  // Reads until the stream ends; pauses while the client is not taking what we send. An idle
+  // plain-TCP client holds no read buffer: we wait for readability, then read what is there.
   void start_read() {
     if (closed_ || reading_) return;
     // Backpressure: a client that does not read what we send (acknowledgements included) is
@@ -77,30 +80,67 @@ class connection final : public session_link, public std::enable_shared_from_thi
                       pending_acks_.size() >= broker_.settings().receive_maximum)) {
       return;  // resumed by on_written() or release_acks()
     }
-    if (in_.empty()) in_.resize(initial_read_buffer);  // idle connections start small
-    if (in_used_ == in_.size()) grow_input();
     reading_ = true;
     ++pending_operations_;
-    stream_->async_read_some(asio::buffer(in_.data() + in_used_, in_.size() - in_used_),
-                             [this](const boost::system::error_code& ec, std::size_t n) {
-                               reading_ = false;
-                               // A WebSocket read may end on an empty frame: zero bytes without an
-                               // error is not the end of the stream.
-                               if (ec || closed_) {
-                                 finish();
-                               } else {
-                                 try {
-                                   process_input(n);
-                                 } catch (const std::exception& e) {
-                                   spdlog::error(
-                                       "mqtt_connection_failed client={} remote={} error=\"{}\"",
-                                       client_id(), stream_->remote_address(), e.what());
-                                   finish();
-                                 }
-                                 start_read();
-                               }
-                               operation_done();
-                             });
+    if (in_used_ == 0 && stream_->wait_readable(*this)) return;
+    if (in_.empty()) in_.resize(initial_read_buffer);
+    if (in_used_ == in_.size()) grow_input();
+    stream_->read_into(asio::buffer(in_.data() + in_used_, in_.size() - in_used_), *this);
+  }
+
+  void on_read(const boost::system::error_code& ec, std::size_t n) override {
+    reading_ = false;
+    // A WebSocket read may end on an empty frame: zero bytes without an error is not the end.
+    if (ec || closed_) {
+      finish();
+    } else if (consume(n)) {
+      start_read();
+    }
+    operation_done();
+  }
+
+  void on_readable(const boost::system::error_code& ec) override {
+    reading_ = false;
+    if (ec || closed_) {
+      finish();
+      return operation_done();
+    }
+    // A few reads per wake-up, then back to the loop so one busy client cannot starve others.
+    std::size_t read_now = 0;
+    for (int round = 0; round < 4 && !closed_; ++round) {
+      if (in_.empty()) in_.resize(initial_read_buffer);
+      if (in_used_ == in_.size()) grow_input();
+      boost::system::error_code read_error;
+      std::size_t n = stream_->read_available(
+          asio::buffer(in_.data() + in_used_, in_.size() - in_used_), read_error);
+      if (read_error == asio::error::would_block || read_error == asio::error::try_again) break;
+      if (read_error) {
+        finish();
+        break;
+      }
+      read_now += n;
+      if (!consume(n) || output_bytes() >= broker_.settings().max_write_buffer) break;
+    }
+    // A quiet client gives its buffer back; a busy one keeps it for the next burst.
+    if (in_used_ == 0 && read_now < initial_read_buffer) {
+      in_.clear();
+      in_.shrink_to_fit();
+    }
+    start_read();
+    operation_done();
+  }
+
+  // Processes `n` new bytes; false when the connection failed.
+  bool consume(std::size_t n) {
+    try {
+      process_input(n);
+      return true;
+    } catch (const std::exception& e) {
+      spdlog::error("mqtt_connection_failed client={} remote={} error=\"{}\"", client_id(),
+                    stream_->remote_address(), e.what());
+      finish();
+      return false;
+    }
   }
 
   void grow_input() {
@@ -866,14 +906,15 @@ class connection final : public session_link, public std::enable_shared_from_thi
       write_buffers_.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
     writing_ = true;
     ++pending_operations_;
-    stream_->async_write(write_buffers_,
-                         [this](const boost::system::error_code& ec, std::size_t n) {
-                           on_written(ec, n);
-                           operation_done();
-                         });
+    stream_->write_from(write_buffers_, *this);
   }
 
-  void on_written(const boost::system::error_code& ec, std::size_t n) {
+  void on_written(const boost::system::error_code& ec, std::size_t n) override {
+    after_write(ec, n);
+    operation_done();
+  }
+
+  void after_write(const boost::system::error_code& ec, std::size_t n) {
     writing_ = false;
     writing_refs_.clear();
     if (ec || closed_) {

@@ -5,6 +5,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
@@ -28,11 +29,36 @@ struct peer_certificate {
 using io_signature = void(boost::system::error_code, std::size_t);
 using io_handler = boost::asio::any_completion_handler<io_signature>;
 
-// Operations take any Asio completion token (a callback, use_awaitable, ...). Callbacks keep an
-// idle connection down to one pending operation, with no coroutine frame.
+// Completion events of the lean server path: the stream calls its owner back, so a pending
+// operation holds one pointer instead of a type-erased handler. Called on the stream's loop.
+class stream_owner {
+ public:
+  virtual void on_read(const boost::system::error_code& ec, std::size_t bytes) = 0;
+  virtual void on_written(const boost::system::error_code& ec, std::size_t bytes) = 0;
+  virtual void on_readable(const boost::system::error_code& ec) = 0;
+
+ protected:
+  ~stream_owner() = default;
+};
+
+// Two ways to drive a stream: the lean owner callbacks (the broker's connections, where memory
+// per idle client matters) and any Asio completion token (clients such as the load generator).
 class byte_stream {
  public:
   virtual ~byte_stream() = default;
+
+  // Lean path. `owner` must outlive the operation.
+  virtual void read_into(boost::asio::mutable_buffer buffer, stream_owner& owner) = 0;
+  virtual void write_from(const std::vector<boost::asio::const_buffer>& buffers,
+                          stream_owner& owner) = 0;
+  // Waits for data without holding a buffer (plain TCP); false when the stream cannot, because
+  // a layer above the socket buffers data (TLS, WebSocket): read into a buffer instead.
+  virtual bool wait_readable(stream_owner&) { return false; }
+  // After on_readable: reads what is there without blocking (would_block when nothing is).
+  virtual std::size_t read_available(boost::asio::mutable_buffer, boost::system::error_code& ec) {
+    ec = boost::asio::error::operation_not_supported;
+    return 0;
+  }
 
   template <class Token>
   auto async_read_some(boost::asio::mutable_buffer buffer, Token&& token) {

@@ -42,6 +42,24 @@ class tcp_byte_stream final : public byte_stream {
     socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
     // Half-open peers with keep-alive 0 are still found out by TCP keepalive.
     socket_.set_option(asio::socket_base::keep_alive(true), ignored);
+    socket_.non_blocking(true, ignored);  // read_available() must never block the loop
+  }
+  void read_into(asio::mutable_buffer buffer, stream_owner& owner) override {
+    socket_.async_read_some(buffer, [o = &owner](const boost::system::error_code& ec,
+                                                 std::size_t n) { o->on_read(ec, n); });
+  }
+  void write_from(const std::vector<asio::const_buffer>& buffers, stream_owner& owner) override {
+    asio::async_write(
+        socket_, buffers,
+        [o = &owner](const boost::system::error_code& ec, std::size_t n) { o->on_written(ec, n); });
+  }
+  bool wait_readable(stream_owner& owner) override {
+    socket_.async_wait(asio::ip::tcp::socket::wait_read,
+                       [o = &owner](const boost::system::error_code& ec) { o->on_readable(ec); });
+    return true;
+  }
+  std::size_t read_available(asio::mutable_buffer buffer, boost::system::error_code& ec) override {
+    return socket_.read_some(buffer, ec);
   }
   void read_some(asio::mutable_buffer buffer, io_handler handler) override {
     socket_.async_read_some(buffer, std::move(handler));
@@ -71,6 +89,15 @@ class tls_byte_stream final : public byte_stream {
     boost::system::error_code ignored;
     stream_->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
     stream_->next_layer().set_option(asio::socket_base::keep_alive(true), ignored);
+  }
+  void read_into(asio::mutable_buffer buffer, stream_owner& owner) override {
+    stream_->async_read_some(buffer, [o = &owner](const boost::system::error_code& ec,
+                                                  std::size_t n) { o->on_read(ec, n); });
+  }
+  void write_from(const std::vector<asio::const_buffer>& buffers, stream_owner& owner) override {
+    asio::async_write(
+        *stream_, buffers,
+        [o = &owner](const boost::system::error_code& ec, std::size_t n) { o->on_written(ec, n); });
   }
   void read_some(asio::mutable_buffer buffer, io_handler handler) override {
     stream_->async_read_some(buffer, std::move(handler));
@@ -103,6 +130,16 @@ class websocket_byte_stream final : public byte_stream {
   }
   // Beast needs a concrete executor on the handler (a type-erased one cannot be required to be
   // non-blocking in Boost 1.81), so the handler is bound to the stream's.
+  void read_into(asio::mutable_buffer buffer, stream_owner& owner) override {
+    ws_.async_read_some(buffer, [o = &owner](const boost::system::error_code& ec, std::size_t n) {
+      o->on_read(ec, n);
+    });
+  }
+  void write_from(const std::vector<asio::const_buffer>& buffers, stream_owner& owner) override {
+    ws_.async_write(buffers, [o = &owner](const boost::system::error_code& ec, std::size_t n) {
+      o->on_written(ec, n);
+    });
+  }
   void read_some(asio::mutable_buffer buffer, io_handler handler) override {
     ws_.async_read_some(buffer, asio::bind_executor(ws_.get_executor(), std::move(handler)));
   }
