@@ -418,6 +418,9 @@ class connection final : public session_link,
       ack.props.wildcard_subscription_available = 1;
       ack.props.subscription_identifier_available = 1;
       ack.props.shared_subscription_available = 1;
+      // Request/response (4.10): a client that asks gets a topic prefix of its own for replies.
+      if (c.props.request_response_information == 1)
+        ack.props.response_information = "responses/" + c.client_id;
     }
     send_now(ack);
     rearm_timer();  // from the CONNECT deadline to keep-alive

@@ -472,6 +472,21 @@ def test_request_response(server, clients):
     assert prop(resp, "CorrelationData") == corr
 
 
+def test_response_information_on_request(server, clients):
+    asking = clients.raw(version=5)
+    ack = asking.connect(unique("ri"), props={"RequestResponseInformation": 1})
+    info = ack.props.get("ResponseInformation")
+    assert info, "a client asking for Response Information gets a prefix (MQTT 3.2.2.3.15)"
+    # The prefix is usable: a request/response round trip under it works.
+    asking.subscribe([(info + "/#", 1)])
+    other = clients.connected(version=V5, name="other")
+    other.publish(info + "/reply", b"answer", qos=1)
+    msg = asking.expect(rawmqtt.PUBLISH)
+    assert (msg.topic, msg.payload) == (info + "/reply", b"answer")
+    silent = clients.raw(version=5)
+    assert "ResponseInformation" not in silent.connect(unique("ri")).props
+
+
 def test_message_expiry(server, clients):
     cid = unique("exp")
     base = unique("mx")
