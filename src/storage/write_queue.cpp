@@ -53,7 +53,7 @@ bool write_queue::failed_between(std::uint64_t after, std::uint64_t up_to) const
 void write_queue::drain() {
   std::unique_lock lock(mutex_);
   std::uint64_t target = submitted_;
-  drained_.wait(lock, [&] { return committed_.load(std::memory_order_acquire) >= target; });
+  drained_.wait(lock, [&] { return notified_ >= target; });
 }
 
 void write_queue::run() {
@@ -120,9 +120,14 @@ void write_queue::run() {
       }
       waiters_.erase(keep, waiters_.end());
     }
-    drained_.notify_all();
     for (auto& done : ready) done();
     ready.clear();
+    {
+      // drain() returns only once the callbacks of what it waited for have run.
+      std::lock_guard lock(mutex_);
+      notified_ = batch_end;
+    }
+    drained_.notify_all();
   }
 }
 

@@ -35,7 +35,8 @@ class write_queue {
   // committed, with `after` = committed() read before they submitted.
   bool failed_between(std::uint64_t after, std::uint64_t up_to) const;
   std::uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
-  // Blocks until everything submitted so far is committed (start-up, shutdown and tests).
+  // Blocks until everything submitted so far is committed and its callbacks have run
+  // (start-up, shutdown and tests).
   void drain();
 
   std::uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
@@ -51,6 +52,7 @@ class write_queue {
   std::vector<write> pending_;
   std::vector<std::pair<std::uint64_t, on_durable>> waiters_;
   std::uint64_t submitted_ = 0;
+  std::uint64_t notified_ = 0;  // durability callbacks have run up to this ticket
   std::atomic<std::uint64_t> committed_{0};
   std::atomic<std::uint64_t> commits_{0};
   std::atomic<std::uint64_t> failures_{0};
