@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench->add_option("--topic-prefix", bench_options.topic_prefix, "Topic prefix")
       ->capture_default_str();
+  bench->add_flag("--persistent", bench_options.persistent,
+                  "Subscribers keep their sessions, so QoS 1/2 deliveries are stored durably");
   bench->add_option("--broker-pid", bench_options.broker_pid,
                     "Broker process whose memory the conn scenario samples");
   bench->add_flag("--json", bench_options.json, "Print the report as one JSON object");

@@ -104,7 +104,10 @@ class client : public std::enable_shared_from_this<client> {
     c.client_id = client_id;
     c.clean_start = clean_start;
     c.keep_alive = 600;
-    if (c.version == mqtt::protocol_version::v5) c.props.receive_maximum = 65535;
+    if (c.version == mqtt::protocol_version::v5) {
+      c.props.receive_maximum = 65535;
+      if (!clean_start) c.props.session_expiry_interval = 3600;
+    }
     send(c);
     auto ack = co_await next_packet();
     auto* connack = ack ? std::get_if<mqtt::connack_packet>(&*ack) : nullptr;
@@ -242,7 +245,10 @@ std::string subscribe_filter(const options& o, int subscriber) {
 asio::awaitable<void> run_subscriber(run_state& st, asio::io_context& ctx, std::size_t loop,
                                      int index) {
   auto c = std::make_shared<client>(st, loop, ctx);
-  if (!co_await c->open(fmt::format("{}-sub-{}", st.opts.client_prefix, index), true)) co_return;
+  // Persistent subscribers make the broker store every QoS 1/2 delivery before acknowledging it.
+  if (!co_await c->open(fmt::format("{}-sub-{}", st.opts.client_prefix, index),
+                        !st.opts.persistent))
+    co_return;
   mqtt::subscribe_packet s;
   s.packet_id = 1;
   s.entries.push_back({subscribe_filter(st.opts, index), {static_cast<std::uint8_t>(st.opts.qos)}});

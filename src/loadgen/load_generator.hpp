@@ -29,7 +29,8 @@ struct options {
   std::string key_file;
   std::string client_prefix = "bench";
   std::string topic_prefix = "bench";
-  int broker_pid = 0;  // sample this process's resident memory (conn scenario)
+  bool persistent = false;  // subscribers keep their session (clean start 0, expiry 1 h)
+  int broker_pid = 0;       // sample this process's resident memory (conn scenario)
   bool json = false;
   bool progress = true;
 };
