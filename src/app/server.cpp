@@ -179,7 +179,13 @@ int serve(const config::settings& settings) {
   // Stop accepting, tell clients, give their sockets a moment to flush, then stop the loops.
   for (auto& l : listeners) l->stop();
   mqtt_broker.shutdown();
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Wait (bounded by the close grace period) until every client was told and its connection
+  // released, so no connection outlives the loops.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (mqtt_broker.metrics().connections_current.load() > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   asio::post(pool.at(0), [&] {
     ticker.cancel();
     signals.cancel();
