@@ -71,6 +71,10 @@ void broker::restore(storage::database& db) {
     }
     s->next_seq = max_seq + 1;
     s->inbound_qos2.insert(stored.inbound_qos2.begin(), stored.inbound_qos2.end());
+    if (stored.will) {
+      s->will =
+          std::make_unique<pending_will>(pending_will{std::move(*stored.will), stored.will_at});
+    }
     for (auto& [filter, sub] : stored.subscriptions) {
       auto [plain, group] = split_shared(filter);
       index_.subscribe(plain, group, s, sub.options, sub.subscription_id);
@@ -106,6 +110,7 @@ attach_result broker::attach(const std::string& client_id, mqtt::protocol_versio
       if (clean_start) {
         replaced = std::move(slot);
       } else {
+        if (slot->will && store_) store_->clear_will(client_id);
         slot->will.reset();  // a new connection arrived before the delayed will was due
         result.session_present = true;
       }
@@ -164,8 +169,10 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
           std::uint32_t delay = std::min(will_delay, s->expiry_interval);
           if (delay == 0)
             publish_now = true;
-          else
+          else {
             s->will = std::make_unique<pending_will>(pending_will{std::move(*will), now + delay});
+            if (store_) store_->save_will(s->client_id(), s->will->will, s->will->publish_at);
+          }
         }
       }
     }
@@ -402,6 +409,7 @@ void broker::tick() {
       if (s->will && (session_over || now >= s->will->publish_at)) {
         wills.emplace_back(std::move(s->will->will), s->client_id());
         s->will.reset();
+        if (!session_over && store_) store_->clear_will(s->client_id());
       }
       if (session_over) {
         // Deleted while the registry is locked, so a new session with this id is stored after.

@@ -29,6 +29,33 @@ std::vector<std::uint32_t> split_ids(std::string_view text) {
   return ids;
 }
 
+// A will is stored as the PUBLISH it will become (MQTT 5 wire form, properties included).
+std::string encode_will(const mqtt::will_message& will) {
+  mqtt::publish_packet p;
+  p.qos = will.qos;
+  p.retain = will.retain;
+  p.topic = will.topic;
+  p.packet_id = will.qos > 0 ? 1 : 0;
+  p.props = will.props;
+  p.props.will_delay_interval.reset();  // not a PUBLISH property; the delay is in will_at
+  p.payload = will.payload;
+  std::string out;
+  mqtt::encode(p, mqtt::protocol_version::v5, out);
+  return out;
+}
+
+std::optional<mqtt::will_message> decode_will(std::string_view bytes) {
+  auto header = mqtt::read_frame_header(bytes);
+  auto* h = std::get_if<mqtt::frame_header>(&header);
+  if (h == nullptr || h->total_size() != bytes.size()) return std::nullopt;
+  auto decoded = mqtt::decode_packet(*h, bytes.substr(h->header_size), mqtt::protocol_version::v5);
+  auto* packet = std::get_if<mqtt::packet>(&decoded);
+  auto* p = packet ? std::get_if<mqtt::publish_packet>(packet) : nullptr;
+  if (p == nullptr) return std::nullopt;
+  return mqtt::will_message{std::move(p->topic), std::move(p->payload), p->qos, p->retain,
+                            std::move(p->props)};
+}
+
 }  // namespace
 
 void session_store::migrate(storage::database& db) {
@@ -78,24 +105,30 @@ void session_store::migrate(storage::database& db) {
       expires_at INTEGER NOT NULL,
       publisher TEXT NOT NULL
     ) WITHOUT ROWID;
+  )sql",
+                        R"sql(
+    ALTER TABLE mqtt_sessions ADD COLUMN will BLOB;
+    ALTER TABLE mqtt_sessions ADD COLUMN will_at INTEGER NOT NULL DEFAULT 0;
   )sql"});
 }
 
 std::vector<stored_session> session_store::load_sessions(storage::database& db) {
   std::vector<stored_session> sessions;
   std::map<std::string, std::size_t> by_id;
-  auto s = db.prepare("SELECT client_id, protocol, expiry_interval, expires_at FROM mqtt_sessions");
+  auto s = db.prepare(
+      "SELECT client_id, protocol, expiry_interval, expires_at, will, will_at FROM mqtt_sessions");
   while (s.step()) {
     by_id[s.column_text(0)] = sessions.size();
-    sessions.push_back({s.column_text(0),
-                        static_cast<mqtt::protocol_version>(s.column_int(1)),
-                        static_cast<std::uint32_t>(s.column_int(2)),
-                        s.column_int(3),
-                        {},
-                        {},
-                        {},
-                        {},
-                        {}});
+    stored_session stored;
+    stored.client_id = s.column_text(0);
+    stored.version = static_cast<mqtt::protocol_version>(s.column_int(1));
+    stored.expiry_interval = static_cast<std::uint32_t>(s.column_int(2));
+    stored.expires_at = s.column_int(3);
+    if (!s.column_is_null(4)) {
+      stored.will = decode_will(s.column_text(4));
+      stored.will_at = s.column_int(5);
+    }
+    sessions.push_back(std::move(stored));
   }
   auto subs = db.prepare(
       "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, "
@@ -195,6 +228,25 @@ std::uint64_t session_store::delete_session(const std::string& client_id) {
                             "DELETE FROM mqtt_sessions WHERE client_id = ?"}) {
       db.cached(sql).bind(1, client_id).run();
     }
+  });
+}
+
+std::uint64_t session_store::save_will(const std::string& client_id, const mqtt::will_message& will,
+                                       std::int64_t publish_at) {
+  return writer_.submit([client_id, blob = encode_will(will), publish_at](storage::database& db) {
+    db.cached("UPDATE mqtt_sessions SET will = ?, will_at = ? WHERE client_id = ?")
+        .bind_blob(1, blob)
+        .bind(2, publish_at)
+        .bind(3, client_id)
+        .run();
+  });
+}
+
+std::uint64_t session_store::clear_will(const std::string& client_id) {
+  return writer_.submit([=](storage::database& db) {
+    db.cached("UPDATE mqtt_sessions SET will = NULL, will_at = 0 WHERE client_id = ?")
+        .bind(1, client_id)
+        .run();
   });
 }
 

@@ -5,6 +5,7 @@
 // can wait for it. Loading happens once, at start-up, before any listener opens.
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,8 @@ struct stored_session {
       sent;  // QoS 2 sent, awaiting PUBREC, by packet id
   std::vector<std::pair<std::uint16_t, delivery>> released;  // QoS 2 awaiting PUBCOMP, by packet id
   std::vector<std::uint16_t> inbound_qos2;
+  std::optional<mqtt::will_message> will;  // a delayed will not yet published
+  std::int64_t will_at = 0;                // unix seconds
 };
 
 class session_store {
@@ -39,6 +42,10 @@ class session_store {
   std::uint64_t save_session(const std::string& client_id, mqtt::protocol_version version,
                              std::uint32_t expiry_interval, std::int64_t expires_at);
   std::uint64_t delete_session(const std::string& client_id);
+  // A delayed will survives a restart: stored when scheduled, cleared when sent or cancelled.
+  std::uint64_t save_will(const std::string& client_id, const mqtt::will_message& will,
+                          std::int64_t publish_at);
+  std::uint64_t clear_will(const std::string& client_id);
   std::uint64_t save_subscription(const std::string& client_id, const std::string& filter,
                                   const subscription& s);
   std::uint64_t delete_subscription(const std::string& client_id, const std::string& filter);
