@@ -31,7 +31,7 @@ test-sanitizers: deps-test clients
 	cmake --build --preset dev
 	ctest --test-dir build-dev --output-on-failure --timeout 900 -j2
 
-bench: build
+bench: deps-test build
 	bench/run
 
 format:
