@@ -130,7 +130,7 @@ attach_result broker::attach(const std::string& client_id, mqtt::protocol_versio
       if (expiry_interval > 0) store_->save_session(client_id, version, expiry_interval, 0);
     }
   }
-  if (replaced) discard(replaced, false);
+  if (replaced) discard(replaced);
   if (previous_link) previous_link->kick(mqtt::reason_code::session_taken_over);
   return result;
 }
@@ -178,11 +178,11 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
     }
   }
   release_congestion(*s);  // an offline session holds no publisher back
-  if (end_session) discard(s, false);
+  if (end_session) discard(s);
   if (publish_now) publish_will(*will, publisher);
 }
 
-void broker::discard(const session_ptr& s, bool delete_stored) {
+void broker::discard(const session_ptr& s) {
   std::vector<std::string> filters;
   {
     std::lock_guard lock(s->mutex);
@@ -197,7 +197,6 @@ void broker::discard(const session_ptr& s, bool delete_stored) {
     index_.unsubscribe(plain, group, s.get());
   }
   release_congestion(*s);
-  if (delete_stored && store_) store_->delete_session(s->client_id());
 }
 
 void broker::publish_will(const mqtt::will_message& will, const std::string& publisher) {
@@ -421,7 +420,7 @@ void broker::tick() {
       }
     }
   }
-  for (auto& s : expired_sessions) discard(s, false);
+  for (auto& s : expired_sessions) discard(s);
   for (auto& [will, publisher] : wills) publish_will(will, publisher);
   if (settings_.sys_interval > 0 && now - last_sys_ >= settings_.sys_interval) {
     last_sys_ = now;

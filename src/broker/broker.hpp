@@ -106,7 +106,7 @@ class broker {
 
  private:
   // Removes a session and its subscriptions. Call without holding its mutex.
-  void discard(const session_ptr& s, bool delete_stored);
+  void discard(const session_ptr& s);
   // Queues `d` into `s` (caller holds s->mutex); a stored row's ticket raises `ticket`.
   bool enqueue_locked(session& s, delivery d, std::uint64_t& ticket,
                       const gate_ptr& gate = nullptr);
