@@ -13,6 +13,10 @@
 #include "broker/connection.hpp"
 #include "broker/session_store.hpp"
 #include "core/clock.hpp"
+#include "iot/aws_http.hpp"
+#include "iot/control_plane.hpp"
+#include "iot/data_plane.hpp"
+#include "iot/device_authorizer.hpp"
 #include "net/address.hpp"
 #include "net/http_server.hpp"
 #include "net/io_pool.hpp"
@@ -21,6 +25,7 @@
 #include "net/tls_context.hpp"
 #include "registry/certificate_authority.hpp"
 #include "registry/credentials.hpp"
+#include "registry/registry.hpp"
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
 
@@ -65,25 +70,46 @@ int serve(const config::settings& settings) {
   const auto server_key_path = (data_dir / "ca" / "server.key").string();
   registry::write_file_atomically(server_cert_path, server_cert.certificate_pem, 0644);
   registry::write_file_atomically(server_key_path, server_cert.private_key_pem, 0600);
-  registry::open_or_create_credentials((data_dir / "credentials").string());
+  auto credentials = registry::open_or_create_credentials((data_dir / "credentials").string());
 
-  // Storage, then the broker restored from it.
+  // Storage; the registry and the broker restored from it.
   const auto db_path = (data_dir / "nimbus.db").string();
+  core::system_clock clock;
+  registry::registry devices("arn:aws:iot:" + settings.region + ":" + settings.account + ":",
+                             settings.account, ca, clock);
   {
     storage::database db(db_path, settings.storage.synchronous);
     broker::session_store::migrate(db);
+    registry::registry::migrate(db);
+    devices.load(db);
   }
   storage::write_queue writer(db_path, settings.storage.synchronous,
                               std::chrono::milliseconds(settings.storage.commit_interval_ms));
+  devices.attach_store(writer);
   broker::session_store store(writer);
-  core::system_clock clock;
-  broker::local_authorizer auth(settings.mqtt.allow_anonymous);
+  iot::device_authorizer auth(devices, settings.mqtt.allow_anonymous,
+                              settings.mqtt.anonymous_policy);
+  if (!settings.mqtt.anonymous_policy.empty() &&
+      !devices.find_policy(settings.mqtt.anonymous_policy)) {
+    spdlog::warn("anonymous_policy_missing policy={} effect=\"anonymous clients are refused "
+                 "until it is created\"",
+                 settings.mqtt.anonymous_policy);
+  }
   broker::broker mqtt_broker(settings.mqtt, clock, auth, &store);
   {
     storage::database db(db_path, settings.storage.synchronous);
     mqtt_broker.restore(db);
   }
   writer.drain();
+  // A certificate leaving ACTIVE (or deleted) ends its connections at once.
+  devices.on_certificate_disabled([&mqtt_broker](const std::string& id) {
+    auto cut = mqtt_broker.disconnect_if(
+        [&id](const broker::client_identity& who) {
+          return who.certificate && who.certificate->sha256_hex == id;
+        },
+        mqtt::reason_code::not_authorized);
+    spdlog::info("certificate_disabled id={} connections_closed={}", id, cut);
+  });
 
   std::size_t loops =
       settings.threads != 0 ? settings.threads : std::max(1U, std::thread::hardware_concurrency());
@@ -98,9 +124,15 @@ int serve(const config::settings& settings) {
   router.add("GET", "/healthz", [](const net::http_request&) {
     return net::http_response{200, "application/json", {}, R"({"status":"ok"})"};
   });
-  router.add("GET", "/metrics", [&mqtt_broker](const net::http_request&) {
-    return net::http_response{200, "text/plain; version=0.0.4", {}, mqtt_broker.prometheus_text()};
+  router.add("GET", "/metrics", [&mqtt_broker, &auth](const net::http_request&) {
+    return net::http_response{200, "text/plain; version=0.0.4", {},
+                              mqtt_broker.prometheus_text() + auth.prometheus_text()};
   });
+  iot::aws_http aws(credentials, writer);
+  iot::control_plane control(devices, aws, settings.endpoint_host);
+  control.install(router);
+  iot::data_plane data(mqtt_broker, auth, aws, writer);
+  data.install(router);
   router.set_websocket("/mqtt", "mqtt", [&mqtt_broker](std::unique_ptr<net::byte_stream> stream) {
     broker::serve_mqtt(mqtt_broker, std::move(stream));
   });

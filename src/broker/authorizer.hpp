@@ -18,6 +18,8 @@ struct client_identity {
   std::string transport;  // tcp, tls, ws, wss
   std::string remote_address;
   std::shared_ptr<const net::peer_certificate> certificate;
+  bool persistent_session = false;  // asked to keep its session (iot:ConnectAttributes)
+  bool has_will = false;
 };
 
 class authorizer {
@@ -31,8 +33,8 @@ class authorizer {
   virtual bool may_receive(const client_identity& who, std::string_view topic) = 0;
 };
 
-// Until registry policies exist: TLS clients are trusted by their CA-verified certificate (the
-// TLS layer refuses any other); plain-listener clients are let in when `allow_anonymous`.
+// Allows everything to certificate clients and, when `allow_anonymous`, to everyone else. For
+// tests and tools without a registry; the server uses iot::device_authorizer.
 class local_authorizer final : public authorizer {
  public:
   explicit local_authorizer(bool allow_anonymous) : allow_anonymous_(allow_anonymous) {}

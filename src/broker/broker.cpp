@@ -32,6 +32,7 @@ broker::broker(const config::mqtt_settings& settings, core::clock& clock, author
       clock_(clock),
       auth_(auth),
       store_(store),
+      event_version_(clock.unix_seconds() * 1000),
       started_(clock.now()) {}
 
 broker::~broker() = default;
@@ -461,6 +462,22 @@ void broker::shutdown() {
     }
   }
   for (auto& link : links) link->kick(mqtt::reason_code::server_shutting_down);
+}
+
+std::size_t broker::disconnect_if(const std::function<bool(const client_identity&)>& match,
+                                  mqtt::reason_code reason) {
+  std::vector<std::shared_ptr<session_link>> links;
+  {
+    std::lock_guard registry(registry_mutex_);
+    for (auto& [id, s] : sessions_) {
+      std::lock_guard lock(s->mutex);
+      if (!s->link) continue;
+      const client_identity* who = s->link->identity();
+      if (who != nullptr && match(*who)) links.push_back(s->link);
+    }
+  }
+  for (auto& link : links) link->kick(reason);
+  return links.size();
 }
 
 std::size_t broker::session_count() const {

@@ -4,6 +4,7 @@
 // from every event loop; connections (connection.hpp) speak the protocol and call in here.
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -89,6 +90,18 @@ class broker {
   void tick();
   // Kicks every connection (server shutting down).
   void shutdown();
+  // Kicks the connections whose identity matches (a certificate was revoked ...). Returns how
+  // many were told.
+  std::size_t disconnect_if(const std::function<bool(const client_identity&)>& match,
+                            mqtt::reason_code reason);
+
+  // AWS IoT lifecycle events on `$aws/events/presence/...` and `$aws/events/subscriptions/...`
+  // (when `lifecycle_events` is on). `session_id` identifies one connection.
+  void announce_connected(const client_identity& who, const std::string& session_id);
+  void announce_disconnected(const client_identity& who, const std::string& session_id,
+                             std::string_view reason, bool client_initiated);
+  void announce_subscriptions(const client_identity& who, const std::string& session_id,
+                              bool subscribed, const std::vector<std::string>& filters);
 
   session_store* store() { return store_; }
   const config::mqtt_settings& settings() const { return settings_; }
@@ -130,6 +143,7 @@ class broker {
   mutable std::shared_mutex retained_mutex_;
   std::map<std::string, message_ptr, std::less<>> retained_;
 
+  std::atomic<std::int64_t> event_version_{0};  // lifecycle versionNumber, monotonic
   core::steady_time started_;
   std::int64_t last_sys_ = 0;
 };

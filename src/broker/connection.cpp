@@ -55,9 +55,16 @@ class connection final : public session_link,
 
   void kick(reason_code reason) override {
     asio::post(executor_, [self = shared_from_this(), reason] {
+      switch (reason) {
+        case reason_code::session_taken_over: self->end_reason_ = "DUPLICATE_CLIENTID"; break;
+        case reason_code::not_authorized: self->end_reason_ = "AUTH_ERROR"; break;
+        default: self->end_reason_ = "SERVER_INITIATED_DISCONNECT"; break;
+      }
       self->close_with(reason, "server closed the connection");
     });
   }
+
+  const client_identity* identity() const override { return identity_.get(); }
 
  private:
   // ---- lifecycle ----------------------------------------------------------------------------
@@ -227,6 +234,7 @@ class connection final : public session_link,
     auto deadline = timer_deadline();
     if (deadline && std::chrono::steady_clock::now() >= *deadline) {
       if (closing_ || !connected_) return close_now();
+      end_reason_ = "MQTT_KEEP_ALIVE_TIMEOUT";
       return close_with(reason_code::keep_alive_timeout, "keep alive timeout");
     }
     arm_timer();  // traffic moved the deadline, or the state changed
@@ -245,6 +253,9 @@ class connection final : public session_link,
       std::optional<mqtt::will_message> will;
       if (will_) will = std::move(*will_);
       broker_.detach(session_, this, kind, std::move(will), disconnect_expiry_, client_id());
+      broker_.announce_disconnected(*identity_, session_id_,
+                                    clean_disconnect_ ? "CLIENT_INITIATED_DISCONNECT" : end_reason_,
+                                    clean_disconnect_);
       spdlog::debug("mqtt_disconnected client={} remote={}", client_id(),
                     stream_->remote_address());
     }
@@ -280,6 +291,7 @@ class connection final : public session_link,
 
   void protocol_violation(reason_code reason, std::string_view what) {
     broker_.metrics().protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    end_reason_ = "CLIENT_ERROR";
     spdlog::info("mqtt_protocol_error client={} remote={} reason=0x{:02x} detail=\"{}\"",
                  client_id(), stream_->remote_address(), static_cast<unsigned>(reason), what);
     if (!connected_) {
@@ -362,8 +374,13 @@ class connection final : public session_link,
       return refuse_connect(reason_code::server_busy);
     }
 
-    client_identity who{c.client_id, c.username, std::string(stream_->transport()),
-                        stream_->remote_address(), stream_->certificate()};
+    client_identity who{c.client_id,
+                        c.username,
+                        std::string(stream_->transport()),
+                        stream_->remote_address(),
+                        stream_->certificate(),
+                        v5 ? c.props.session_expiry_interval.value_or(0) > 0 : !c.clean_start,
+                        c.will.has_value()};
     auto verdict = broker_.auth().authorize_connect(who, c.password);
     if (verdict != reason_code::success) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
@@ -429,6 +446,8 @@ class connection final : public session_link,
         "session_present={}",
         c.client_id, stream_->remote_address(), stream_->transport(), static_cast<int>(version_),
         c.clean_start, attached.session_present);
+    session_id_ = core::random_hex(16);
+    broker_.announce_connected(*identity_, session_id_);
     if (attached.session_present) resend_inflight();
     deliver();
   }
@@ -472,8 +491,10 @@ class connection final : public session_link,
       return protocol_violation(reason_code::receive_maximum_exceeded, "receive maximum exceeded");
     if (!broker_.auth().may_publish(*identity_, p.topic, p.retain)) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
-      spdlog::info("mqtt_publish_denied client={} topic=\"{}\"", client_id(), p.topic);
-      if (!v5) return close_now();  // 3.1.1 has no way to refuse a PUBLISH (AWS closes too)
+      if (!v5) {
+        end_reason_ = "AUTH_ERROR";
+        return close_now();  // 3.1.1 has no way to refuse a PUBLISH (AWS closes too)
+      }
       if (p.qos == 1)
         queue_ack(
             mqtt::ack_packet{
@@ -490,7 +511,8 @@ class connection final : public session_link,
     publish_result routed;
     gate_ptr gate;
     const std::uint64_t floor = durable_floor();
-    bool reserved = p.topic.starts_with("$SYS");  // clients may not write the broker's own topics
+    // Clients may not write the broker's own topics.
+    bool reserved = p.topic.starts_with("$SYS") || p.topic.starts_with("$aws/events/");
     if (!reserved) {
       auto msg = std::make_shared<message>();
       msg->topic = std::move(p.topic);
@@ -608,6 +630,7 @@ class connection final : public session_link,
     std::uint32_t subscription_id =
         s.props.subscription_identifiers.empty() ? 0 : s.props.subscription_identifiers[0];
     mqtt::suback_packet ack{s.packet_id, {}, {}};
+    std::vector<std::string> granted;  // for the lifecycle event
     std::uint64_t ticket = 0;
     const std::uint64_t floor = durable_floor();
     for (const auto& e : s.entries) {
@@ -631,24 +654,28 @@ class connection final : public session_link,
       }
       if (!broker_.auth().may_subscribe(*identity_, e.filter)) {
         broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
-        spdlog::info("mqtt_subscribe_denied client={} filter=\"{}\"", client_id(), e.filter);
         ack.reasons.push_back(v5 ? reason_code::not_authorized : reason_code::unspecified_error);
         continue;
       }
       auto options = e.options;
       ticket = std::max(ticket, broker_.subscribe(session_, e.filter, options, subscription_id));
       ack.reasons.push_back(static_cast<reason_code>(options.qos));
+      granted.push_back(e.filter);
     }
     queue_ack(std::move(ack), ticket, floor);
+    broker_.announce_subscriptions(*identity_, session_id_, true, granted);
   }
 
   void on_unsubscribe(const mqtt::unsubscribe_packet& u) {
     mqtt::unsuback_packet ack{u.packet_id, {}, {}};
+    std::vector<std::string> removed;
     for (const auto& filter : u.filters) {
       bool existed = broker_.unsubscribe(session_, filter);
+      if (existed) removed.push_back(filter);
       ack.reasons.push_back(existed ? reason_code::success : reason_code::no_subscription_existed);
     }
     queue_ack(std::move(ack), 0);
+    broker_.announce_subscriptions(*identity_, session_id_, false, removed);
   }
 
   void on_disconnect(const mqtt::disconnect_packet& d) {
@@ -973,6 +1000,9 @@ class connection final : public session_link,
   bool clean_disconnect_ = false;
   bool request_problem_information_ = true;
   close_kind close_kind_ = close_kind::normal;
+  std::string session_id_;  // lifecycle events' sessionIdentifier
+  // The AWS disconnectReason if the connection ends now.
+  std::string_view end_reason_ = "CONNECTION_LOST";
   std::optional<std::uint32_t> disconnect_expiry_;
   std::uint32_t session_expiry_ = 0;
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/authorizer.hpp"
 #include "broker/message.hpp"
 #include "mqtt/packet.hpp"
 
@@ -28,6 +29,8 @@ class session_link {
   virtual void wake() = 0;
   // The server ends the connection (takeover, shutdown) with this MQTT 5 reason.
   virtual void kick(mqtt::reason_code reason) = 0;
+  // Who is connected (set before the link is attached, immutable after); null if unknown.
+  virtual const client_identity* identity() const { return nullptr; }
 };
 
 struct subscription {

@@ -136,6 +136,13 @@ const std::vector<entry>& entries() {
     boolean("mqtt.allow_anonymous", "allow-anonymous",
             "Accept clients without credentials on the plain MQTT listener",
             [](settings& s) -> bool& { return s.mqtt.allow_anonymous; });
+    text("mqtt.anonymous_policy", "anonymous-policy",
+         "Registry policy evaluated for anonymous clients of the plain listeners (empty: allow "
+         "all, local only)",
+         [](settings& s) -> std::string& { return s.mqtt.anonymous_policy; });
+    boolean("mqtt.lifecycle_events", "lifecycle-events",
+            "Publish AWS IoT lifecycle events on $aws/events/presence and subscriptions",
+            [](settings& s) -> bool& { return s.mqtt.lifecycle_events; });
     text("storage.synchronous", "storage-synchronous",
          "SQLite synchronous mode (WAL): full survives power loss, normal a process crash",
          [](settings& s) -> std::string& { return s.storage.synchronous; }, {"normal", "full"});

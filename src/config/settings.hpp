@@ -31,6 +31,8 @@ struct mqtt_settings {
   std::uint32_t max_write_buffer = 16 * 1024 * 1024;  // bytes queued to one slow socket
   std::uint32_t sys_interval = 10;
   bool allow_anonymous = true;
+  std::string anonymous_policy;  // registry policy for anonymous clients; empty: allow all
+  bool lifecycle_events = true;
 };
 
 struct storage_settings {

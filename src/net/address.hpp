@@ -14,4 +14,7 @@ bool is_off(std::string_view text);
 // "127.0.0.1:1883" or "[::1]:1883".
 std::string format_endpoint(const boost::asio::ip::tcp::endpoint& ep);
 
+// The host part of "host:port" / "[v6]:port" (the text itself when it has no port).
+std::string host_of(std::string_view endpoint_text);
+
 }  // namespace nimbus::net

@@ -4,6 +4,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -31,10 +32,64 @@ std::optional<std::string> http_request::header(std::string_view name) const {
   return std::nullopt;
 }
 
-void http_router::add(std::string method, std::string path, http_handler handler) {
-  bool prefix = !path.empty() && path.back() == '*';
-  if (prefix) path.pop_back();
-  routes_.push_back({std::move(method), std::move(path), prefix, std::move(handler)});
+const std::string& http_request::param(std::string_view name) const {
+  static const std::string none;
+  for (const auto& [k, v] : params)
+    if (k == name) return v;
+  return none;
+}
+
+std::optional<std::string> http_request::query_param(std::string_view name) const {
+  std::string_view rest = query;
+  while (!rest.empty()) {
+    auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    auto eq = pair.find('=');
+    std::string key(pair.substr(0, eq));
+    for (auto& c : key)
+      if (c == '+') c = ' ';
+    key = percent_decode(key);
+    if (key != name) continue;
+    if (eq == std::string_view::npos) return std::string();
+    std::string value(pair.substr(eq + 1));
+    for (auto& c : value)
+      if (c == '+') c = ' ';
+    return percent_decode(value);
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  std::size_t start = path.starts_with('/') ? 1 : 0;
+  while (start <= path.size()) {
+    auto slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    out.emplace_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+void http_router::add(std::string method, std::string pattern, http_handler handler) {
+  add_async(std::move(method), std::move(pattern),
+            [handler = std::move(handler)](http_request request, http_responder respond) {
+              respond(handler(request));
+            });
+}
+
+void http_router::add_async(std::string method, std::string pattern, http_async_handler handler) {
+  bool prefix = !pattern.empty() && pattern.back() == '*';
+  if (prefix) pattern.pop_back();
+  std::vector<std::string> segments;
+  if (!prefix && pattern.find('{') != std::string::npos) segments = split_path(pattern);
+  routes_.push_back(
+      {std::move(method), std::move(pattern), prefix, std::move(segments), std::move(handler)});
 }
 
 void http_router::set_websocket(std::string path, std::string subprotocol,
@@ -44,21 +99,45 @@ void http_router::set_websocket(std::string path, std::string subprotocol,
   websocket_handler_ = std::move(on_stream);
 }
 
-http_response http_router::dispatch(const http_request& request) const {
+void http_router::dispatch(http_request request, http_responder respond) const {
   bool path_known = false;
+  std::vector<std::string> raw_segments = split_path(request.raw_path);
   for (const auto& r : routes_) {
-    bool match =
-        r.prefix ? request.path.compare(0, r.path.size(), r.path) == 0 : request.path == r.path;
+    std::vector<std::pair<std::string, std::string>> params;
+    bool match;
+    if (r.prefix) {
+      match = request.path.compare(0, r.path.size(), r.path) == 0;
+    } else if (!r.segments.empty()) {
+      match = r.segments.size() == raw_segments.size();
+      for (std::size_t i = 0; match && i < r.segments.size(); ++i) {
+        const auto& want = r.segments[i];
+        std::string got = percent_decode(raw_segments[i]);
+        if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
+          if (got.empty()) match = false;
+          params.emplace_back(want.substr(1, want.size() - 2), std::move(got));
+        } else if (want != got) {
+          match = false;
+        }
+      }
+    } else {
+      match = request.path == r.path;
+    }
     if (!match) continue;
     path_known = true;
-    if (r.method == request.method || (r.method == "GET" && request.method == "HEAD"))
-      return r.handler(request);
+    if (r.method != request.method && !(r.method == "GET" && request.method == "HEAD")) continue;
+    request.params = std::move(params);
+    const std::string target = request.target;
+    try {
+      r.handler(std::move(request), respond);
+    } catch (const std::exception& e) {
+      spdlog::error("http_handler_failed path={} error=\"{}\"", target, e.what());
+      respond({500, "application/json", {}, R"({"message":"internal error"})"});
+    }
+    return;
   }
-  if (path_known) return {405, "application/json", {}, R"({"message":"method not allowed"})"};
-  return {404, "application/json", {}, R"({"message":"not found"})"};
+  if (path_known) return respond({405, "application/json", {}, R"({"message":"method not allowed"})"});
+  respond({404, "application/json", {}, R"({"message":"not found"})"});
 }
-
-namespace {
 
 std::string percent_decode(std::string_view in) {
   std::string out;
@@ -75,13 +154,16 @@ std::string percent_decode(std::string_view in) {
   return out;
 }
 
+namespace {
+
 http_request to_request(const http::request<http::string_body>& req, const std::string& remote,
                         const std::optional<peer_certificate>& certificate) {
   http_request out;
   out.method = std::string(req.method_string());
   out.target = std::string(req.target());
   auto q = out.target.find('?');
-  out.path = percent_decode(std::string_view(out.target).substr(0, q));
+  out.raw_path = out.target.substr(0, q);
+  out.path = percent_decode(out.raw_path);
   if (q != std::string::npos) out.query = out.target.substr(q + 1);
   for (const auto& field : req)
     out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
@@ -101,6 +183,26 @@ http::response<http::string_body> to_response(http_response r,
   if (req.method() != http::verb::head) res.body() = std::move(r.body);
   res.prepare_payload();
   return res;
+}
+
+// Runs the router and resumes the session on its own executor, whichever thread answers.
+template <class Token>
+auto async_dispatch(const http_router& router, http_request request, Token&& token) {
+  return asio::async_initiate<Token, void(http_response)>(
+      [&router](auto handler, http_request request) {
+        using handler_type = decltype(handler);
+        auto shared = std::make_shared<std::optional<handler_type>>(std::move(handler));
+        auto executor = asio::get_associated_executor(**shared);
+        router.dispatch(std::move(request), [shared, executor](http_response response) {
+          asio::dispatch(executor, [shared, response = std::move(response)]() mutable {
+            if (!*shared) return;  // answered twice: ignore the second
+            auto h = std::move(**shared);
+            shared->reset();
+            std::move(h)(std::move(response));
+          });
+        });
+      },
+      token, std::move(request));
 }
 
 template <class Stream>
@@ -140,14 +242,8 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       }
       co_return;
     }
-    http_response response;
-    try {
-      response = router.dispatch(to_request(req, remote, certificate));
-    } catch (const std::exception& e) {
-      spdlog::error("http_handler_failed path={} remote={} error=\"{}\"", std::string(req.target()),
-                    remote, e.what());
-      response = {500, "application/json", {}, R"({"message":"internal error"})"};
-    }
+    http_response response =
+        co_await async_dispatch(router, to_request(req, remote, certificate), asio::use_awaitable);
     auto res = to_response(std::move(response), req);
     auto [write_ec, written] = co_await http::async_write(stream, res, as_value);
     if (write_ec || !res.keep_alive()) break;

@@ -21,7 +21,10 @@ struct http_request {
   std::string method;  // "GET", "POST", ...
   std::string target;  // path and query as sent
   std::string path;    // decoded path without the query
+  std::string raw_path;  // path as sent (percent-encoded), for signatures
   std::string query;   // raw query string without '?'
+  // `{name}` segments of the matched route pattern, percent-decoded.
+  std::vector<std::pair<std::string, std::string>> params;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   std::string remote_address;
@@ -29,6 +32,10 @@ struct http_request {
 
   // Case-insensitive header lookup.
   std::optional<std::string> header(std::string_view name) const;
+  // A route parameter ("" when absent).
+  const std::string& param(std::string_view name) const;
+  // A query parameter, percent-decoded (nullopt when absent).
+  std::optional<std::string> query_param(std::string_view name) const;
 };
 
 struct http_response {
@@ -39,13 +46,23 @@ struct http_response {
 };
 
 using http_handler = std::function<http_response(const http_request&)>;
+// A handler that answers later (e.g. once a write is durable): it must call `respond` exactly
+// once, from any thread.
+using http_responder = std::function<void(http_response)>;
+using http_async_handler = std::function<void(http_request, http_responder respond)>;
 
-// Routes by method and path; a route ending in '*' matches that prefix.
+std::string percent_decode(std::string_view in);
+
+// Routes by method and path. A pattern is matched segment by segment on the raw path, so an
+// encoded '/' (%2F) stays inside its segment; `{name}` matches one segment and is passed
+// decoded in `params`. A pattern ending in '*' matches that (decoded) prefix.
 class http_router {
  public:
-  void add(std::string method, std::string path, http_handler handler);
+  void add(std::string method, std::string pattern, http_handler handler);
+  void add_async(std::string method, std::string pattern, http_async_handler handler);
   void set_websocket(std::string path, std::string subprotocol, stream_handler on_stream);
-  http_response dispatch(const http_request& request) const;
+  // Answers through `respond` (404/405 when nothing matches, 500 if a handler throws).
+  void dispatch(http_request request, http_responder respond) const;
 
   const std::string& websocket_path() const { return websocket_path_; }
   const std::string& websocket_subprotocol() const { return websocket_subprotocol_; }
@@ -56,7 +73,8 @@ class http_router {
     std::string method;
     std::string path;
     bool prefix;
-    http_handler handler;
+    std::vector<std::string> segments;  // of a template pattern
+    http_async_handler handler;
   };
   std::vector<route> routes_;
   std::string websocket_path_;

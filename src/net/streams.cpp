@@ -161,11 +161,9 @@ class websocket_byte_stream final : public byte_stream {
 }  // namespace
 
 std::optional<peer_certificate> peer_certificate_of(SSL* ssl) {
+  // The chain is not required to verify (see tls_context.hpp); the handshake proved the key.
   X509* cert = SSL_get1_peer_certificate(ssl);
-  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {
-    X509_free(cert);
-    return std::nullopt;
-  }
+  if (cert == nullptr) return std::nullopt;
   peer_certificate out;
   unsigned char* der = nullptr;
   int len = i2d_X509(cert, &der);

@@ -47,6 +47,16 @@ std::string key_to_pem(EVP_PKEY* key) {
   return out;
 }
 
+std::string public_key_to_pem(EVP_PKEY* key) {
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_PUBKEY(bio, key);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  std::string out(data, static_cast<std::size_t>(len));
+  BIO_free(bio);
+  return out;
+}
+
 std::string cert_to_pem(X509* cert) {
   BIO* bio = BIO_new(BIO_s_mem());
   PEM_write_bio_X509(bio, cert);
@@ -75,7 +85,7 @@ void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
   X509_EXTENSION_free(ext);
 }
 
-x509_ptr new_certificate(EVP_PKEY* subject_key, const std::string& common_name, int days) {
+x509_ptr new_unnamed_certificate(EVP_PKEY* subject_key, int days) {
   x509_ptr cert(X509_new());
   X509_set_version(cert.get(), 2);
   // 159-bit random serial, positive, as RFC 5280 asks for unpredictable serials.
@@ -88,6 +98,11 @@ x509_ptr new_certificate(EVP_PKEY* subject_key, const std::string& common_name, 
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 24 * 3600);
   X509_set_pubkey(cert.get(), subject_key);
+  return cert;
+}
+
+x509_ptr new_certificate(EVP_PKEY* subject_key, const std::string& common_name, int days) {
+  auto cert = new_unnamed_certificate(subject_key, days);
   X509_NAME* name = X509_get_subject_name(cert.get());
   X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
                              reinterpret_cast<const unsigned char*>("Nimbus"), -1, -1, 0);
@@ -196,6 +211,45 @@ issued_certificate certificate_authority::issue_client(const std::string& common
   if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0)
     fail("signing a client certificate failed");
   return {cert_to_pem(cert.get()), key_to_pem(key.get())};
+}
+
+issued_certificate certificate_authority::issue_device(const std::string& common_name,
+                                                       int days) const {
+  pkey_ptr key(EVP_RSA_gen(2048));
+  if (!key) fail("RSA key generation failed");
+  auto cert = new_unnamed_certificate(key.get(), days);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
+                             0);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(keys_->cert.get()));
+  add_extension(cert.get(), keys_->cert.get(), NID_basic_constraints, "critical,CA:FALSE");
+  add_extension(cert.get(), keys_->cert.get(), NID_key_usage,
+                "critical,digitalSignature,keyEncipherment");
+  add_extension(cert.get(), keys_->cert.get(), NID_ext_key_usage, "clientAuth");
+  add_extension(cert.get(), keys_->cert.get(), NID_authority_key_identifier, "keyid");
+  if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0)
+    fail("signing a device certificate failed");
+  return {cert_to_pem(cert.get()), key_to_pem(key.get()), public_key_to_pem(key.get())};
+}
+
+std::optional<std::string> certificate_authority::sign_request(std::string_view csr_pem,
+                                                               int days) const {
+  if (csr_pem.size() > 64 * 1024) return std::nullopt;
+  BIO* bio = BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size()));
+  X509_REQ* request = PEM_read_bio_X509_REQ(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (request == nullptr) return std::nullopt;
+  std::unique_ptr<X509_REQ, decltype(&X509_REQ_free)> owned(request, X509_REQ_free);
+  EVP_PKEY* subject_key = X509_REQ_get0_pubkey(request);
+  if (subject_key == nullptr || X509_REQ_verify(request, subject_key) != 1) return std::nullopt;
+  auto cert = new_unnamed_certificate(subject_key, days);
+  X509_set_subject_name(cert.get(), X509_REQ_get_subject_name(request));
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(keys_->cert.get()));
+  add_extension(cert.get(), keys_->cert.get(), NID_basic_constraints, "critical,CA:FALSE");
+  add_extension(cert.get(), keys_->cert.get(), NID_ext_key_usage, "clientAuth");
+  add_extension(cert.get(), keys_->cert.get(), NID_authority_key_identifier, "keyid");
+  if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0) return std::nullopt;
+  return cert_to_pem(cert.get());
 }
 
 }  // namespace nimbus::registry

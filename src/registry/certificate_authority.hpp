@@ -3,6 +3,8 @@
 // key, mode 0600), it signs the server certificate the TLS listeners present and, later, device
 // certificates. Start-up code only; errors throw.
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,7 @@ namespace nimbus::registry {
 struct issued_certificate {
   std::string certificate_pem;
   std::string private_key_pem;  // empty when the caller supplied the key (CSR)
+  std::string public_key_pem;
 };
 
 class certificate_authority {
@@ -29,6 +32,12 @@ class certificate_authority {
                                   const std::vector<std::string>& hosts, int days) const;
   // A client (device) certificate with a fresh key.
   issued_certificate issue_client(const std::string& common_name, int days) const;
+  // A device certificate as AWS IoT's CreateKeysAndCertificate issues it: a fresh RSA-2048 key,
+  // subject CN=`common_name`.
+  issued_certificate issue_device(const std::string& common_name, int days) const;
+  // Signs a PEM certificate signing request (CreateCertificateFromCsr), keeping its subject and
+  // key. Returns nullopt when the CSR does not parse or its signature does not verify.
+  std::optional<std::string> sign_request(std::string_view csr_pem, int days) const;
 
  private:
   certificate_authority() = default;

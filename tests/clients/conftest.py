@@ -308,6 +308,63 @@ class Nimbus:
             ctx.load_cert_chain(cert, key)
         return ctx
 
+    # ---- AWS IoT control plane (boto3, signed with the keys in <data>/credentials)
+    def credentials(self):
+        """(access_key_id, secret_access_key) of the default profile."""
+        import configparser
+        cp = configparser.ConfigParser()
+        cp.read(self.data_dir / "credentials")
+        return (cp["default"]["aws_access_key_id"], cp["default"]["aws_secret_access_key"])
+
+    def boto3_client(self, service="iot", region="us-east-1", https=False, **kw):
+        """A boto3 client for `service` pointed at this server."""
+        import boto3
+        import botocore.config
+        akid, secret = self.credentials()
+        if https:
+            url = "https://localhost:%d" % self.https_port
+            kw.setdefault("verify", str(self.ca_cert))
+        else:
+            url = self.http_url
+        return boto3.client(service, endpoint_url=url, region_name=region,
+                            aws_access_key_id=akid, aws_secret_access_key=secret,
+                            config=botocore.config.Config(retries={"max_attempts": 1}), **kw)
+
+    def aws_env(self, region="us-east-1"):
+        """Environment for the `aws` CLI: this server's credentials file, no user config."""
+        env = dict(os.environ)
+        env.update(AWS_SHARED_CREDENTIALS_FILE=str(self.data_dir / "credentials"),
+                   AWS_CONFIG_FILE=os.devnull, AWS_DEFAULT_REGION=region, AWS_PAGER="",
+                   AWS_EC2_METADATA_DISABLED="true")
+        return env
+
+    def register_device(self, thing_name, policy_document=None, policy_name=None, iot=None):
+        """Registers a device the way the seed does: create-keys-and-certificate (active), a
+        policy attached to the certificate (allow-all by default), a thing, the thing attached
+        to the certificate. Returns a dict with cert/key paths, certificateArn/Id, thingName and
+        policyName."""
+        iot = iot or self.boto3_client()
+        if policy_document is None:
+            policy_document = {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+        if not isinstance(policy_document, str):
+            policy_document = json.dumps(policy_document)
+        policy_name = policy_name or ("policy-" + thing_name)
+        created = iot.create_keys_and_certificate(setAsActive=True)
+        self.cert_dir.mkdir(exist_ok=True)
+        cert = self.cert_dir / (thing_name + ".cert.pem")
+        key = self.cert_dir / (thing_name + ".private.key")
+        cert.write_text(created["certificatePem"])
+        key.write_text(created["keyPair"]["PrivateKey"])
+        os.chmod(key, 0o600)
+        iot.create_policy(policyName=policy_name, policyDocument=policy_document)
+        iot.attach_policy(policyName=policy_name, target=created["certificateArn"])
+        iot.create_thing(thingName=thing_name)
+        iot.attach_thing_principal(thingName=thing_name, principal=created["certificateArn"])
+        return {"cert": str(cert), "key": str(key), "certificateArn": created["certificateArn"],
+                "certificateId": created["certificateId"], "thingName": thing_name,
+                "policyName": policy_name}
+
     # ---- logs
     def log_tail(self, max_bytes=30000):
         try:

@@ -1,0 +1,97 @@
+// AWS IoT lifecycle events: who connected, disconnected (and why), subscribed and unsubscribed,
+// published as JSON on `$aws/events/...` so dashboards and rules can follow the fleet.
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "broker/broker.hpp"
+#include "net/address.hpp"
+
+namespace nimbus::broker {
+
+namespace {
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20)
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        else
+          out.push_back(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::int64_t unix_millis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// AWS sends no events for client ids with MQTT wildcards: they cannot be topic levels.
+bool has_event_topic(const client_identity& who) {
+  return who.client_id.find_first_of("+#/") == std::string::npos;
+}
+
+}  // namespace
+
+void broker::announce_connected(const client_identity& who, const std::string& session_id) {
+  if (!settings_.lifecycle_events || !has_event_topic(who)) return;
+  auto msg = std::make_shared<message>();
+  msg->topic = "$aws/events/presence/connected/" + who.client_id;
+  msg->qos = 1;
+  msg->publisher = "$aws";
+  msg->payload = fmt::format(
+      R"({{"clientId":{},"timestamp":{},"eventType":"connected","sessionIdentifier":{},)"
+      R"("principalIdentifier":{},"ipAddress":{},"versionNumber":{}}})",
+      json_string(who.client_id), unix_millis(), json_string(session_id),
+      json_string(who.certificate ? who.certificate->sha256_hex : std::string("anonymous")),
+      json_string(net::host_of(who.remote_address)), event_version_.fetch_add(1) + 1);
+  route(std::move(msg), nullptr);
+}
+
+void broker::announce_disconnected(const client_identity& who, const std::string& session_id,
+                                   std::string_view reason, bool client_initiated) {
+  if (!settings_.lifecycle_events || !has_event_topic(who)) return;
+  auto msg = std::make_shared<message>();
+  msg->topic = "$aws/events/presence/disconnected/" + who.client_id;
+  msg->qos = 1;
+  msg->publisher = "$aws";
+  msg->payload = fmt::format(
+      R"({{"clientId":{},"timestamp":{},"eventType":"disconnected","clientInitiatedDisconnect":{},)"
+      R"("sessionIdentifier":{},"principalIdentifier":{},"disconnectReason":{},"versionNumber":{}}})",
+      json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
+      json_string(session_id),
+      json_string(who.certificate ? who.certificate->sha256_hex : std::string("anonymous")),
+      json_string(reason), event_version_.fetch_add(1) + 1);
+  route(std::move(msg), nullptr);
+}
+
+void broker::announce_subscriptions(const client_identity& who, const std::string& session_id,
+                                    bool subscribed, const std::vector<std::string>& filters) {
+  if (!settings_.lifecycle_events || !has_event_topic(who) || filters.empty()) return;
+  std::string topics;
+  for (const auto& f : filters) topics += (topics.empty() ? "" : ",") + json_string(f);
+  const char* type = subscribed ? "subscribed" : "unsubscribed";
+  auto msg = std::make_shared<message>();
+  msg->topic = fmt::format("$aws/events/subscriptions/{}/{}", type, who.client_id);
+  msg->qos = 1;
+  msg->publisher = "$aws";
+  msg->payload = fmt::format(
+      R"({{"clientId":{},"timestamp":{},"eventType":"{}","sessionIdentifier":{},)"
+      R"("principalIdentifier":{},"topics":[{}],"versionNumber":{}}})",
+      json_string(who.client_id), unix_millis(), type, json_string(session_id),
+      json_string(who.certificate ? who.certificate->sha256_hex : std::string("anonymous")),
+      topics, event_version_.fetch_add(1) + 1);
+  route(std::move(msg), nullptr);
+}
+
+}  // namespace nimbus::broker

@@ -1,0 +1,148 @@
+#include "iot/aws_http.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <charconv>
+
+#include "core/random.hpp"
+#include "iot/sigv4.hpp"
+#include "storage/write_queue.hpp"
+
+namespace nimbus::iot {
+
+namespace json = boost::json;
+
+namespace {
+
+std::string request_id() {
+  auto h = core::random_hex(16);
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
+}
+
+net::http_response json_response(unsigned status, const json::value& body) {
+  net::http_response r{status, "application/json", {}, json::serialize(body)};
+  r.headers.emplace_back("x-amzn-RequestId", request_id());
+  return r;
+}
+
+[[noreturn]] void bad_request(std::string message) {
+  throw registry::api_error{400, "InvalidRequestException", std::move(message), {}, {}};
+}
+
+}  // namespace
+
+net::http_response error_response(const registry::api_error& e) {
+  json::object body{{"message", e.message}};
+  if (!e.resource_id.empty()) body["resourceId"] = e.resource_id;
+  if (!e.resource_arn.empty()) body["resourceArn"] = e.resource_arn;
+  auto r = json_response(e.status, body);
+  r.headers.emplace_back("x-amzn-ErrorType", e.type);
+  return r;
+}
+
+bool aws_http::has_signature(const net::http_request& request) {
+  return request.header("authorization").has_value() ||
+         request.query.find("X-Amz-Signature=") != std::string::npos;
+}
+
+std::optional<net::http_response> aws_http::authenticate(
+    const net::http_request& request, const std::vector<std::string_view>& services) const {
+  signed_request signed_req{request.method, request.target, request.headers, request.body};
+  auto result = verify_sigv4(
+      signed_req,
+      [this](std::string_view key) -> std::optional<std::string> {
+        if (key == credentials_.access_key_id) return credentials_.secret_access_key;
+        return std::nullopt;
+      },
+      std::chrono::system_clock::now());
+  if (!result.ok) {
+    spdlog::info("api_request_refused method={} path=\"{}\" remote={} error={} detail=\"{}\"",
+                 request.method, request.raw_path, request.remote_address, result.error_type,
+                 result.message);
+    return error_response({result.status, result.error_type, result.message, {}, {}});
+  }
+  for (auto s : services)
+    if (result.service == s) return std::nullopt;
+  return error_response({403, "InvalidSignatureException",
+                         "Credential should be scoped to correct service: '" +
+                             std::string(services.front()) + "'",
+                         {},
+                         {}});
+}
+
+void aws_http::respond_when_durable(api_result result, net::http_responder respond) const {
+  if (result.ticket == 0) return respond(json_response(result.status, result.body));
+  const auto ticket = result.ticket;
+  auto body = std::make_shared<api_result>(std::move(result));
+  writer_.when_durable(ticket, [this, ticket, body, respond = std::move(respond)] {
+    if (writer_.failed_between(ticket - 1, ticket)) {
+      spdlog::error("api_write_failed ticket={}", ticket);
+      return respond(error_response(
+          {500, "InternalFailureException", "The change could not be stored", {}, {}}));
+    }
+    respond(json_response(body->status, body->body));
+  });
+}
+
+void aws_http::route(net::http_router& router, std::string method, std::string pattern,
+                     const std::vector<std::string_view>& services,
+                     api_operation operation) const {
+  std::vector<std::string_view> accepted(services);
+  router.add_async(std::move(method), std::move(pattern),
+                   [this, accepted, operation = std::move(operation)](
+                       net::http_request request, net::http_responder respond) {
+                     if (auto refused = authenticate(request, accepted))
+                       return respond(std::move(*refused));
+                     api_result result;
+                     try {
+                       result = operation(request);
+                     } catch (const registry::api_error& e) {
+                       return respond(error_response(e));
+                     }
+                     respond_when_durable(std::move(result), std::move(respond));
+                   });
+}
+
+json::object parse_body(const net::http_request& request) {
+  if (request.body.empty()) return {};
+  boost::system::error_code ec;
+  json::value v = json::parse(request.body, ec);
+  if (ec) bad_request("The request body is not valid JSON: " + ec.message());
+  if (!v.is_object()) bad_request("The request body must be a JSON object");
+  return std::move(v.as_object());
+}
+
+std::string string_field(const json::object& o, std::string_view key, bool required) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) {
+    if (required) bad_request("Missing required field: " + std::string(key));
+    return {};
+  }
+  if (!v->is_string()) bad_request("Field " + std::string(key) + " must be a string");
+  return std::string(v->get_string());
+}
+
+bool bool_query(const net::http_request& request, std::string_view name, bool fallback) {
+  auto v = request.query_param(name);
+  if (!v) return fallback;
+  if (*v == "true") return true;
+  if (*v == "false") return false;
+  bad_request("Query parameter " + std::string(name) + " must be true or false");
+}
+
+std::size_t page_size(const net::http_request& request, std::string_view name,
+                      std::size_t fallback, std::size_t max) {
+  auto v = request.query_param(name);
+  if (!v) return fallback;
+  std::size_t n = 0;
+  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+  if (ec != std::errc() || end != v->data() + v->size() || n < 1 || n > max)
+    bad_request("1 validation error detected: Value '" + *v + "' at '" + std::string(name) +
+                "' failed to satisfy constraint: Member must have value between 1 and " +
+                std::to_string(max));
+  return n;
+}
+
+}  // namespace nimbus::iot

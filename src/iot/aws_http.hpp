@@ -1,0 +1,63 @@
+#pragma once
+// What every AWS-style REST route shares: SigV4 authentication against `<data>/credentials`,
+// errors in AWS's shape (status, `x-amzn-ErrorType`, `{"message":…}`), request ids, and
+// acknowledging a change only once the registry's write is durable.
+#include <boost/json/value.hpp>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/http_server.hpp"
+#include "registry/credentials.hpp"
+#include "registry/registry.hpp"
+
+namespace nimbus::storage {
+class write_queue;
+}
+
+namespace nimbus::iot {
+
+// A JSON body to send and the write to wait for first (0: none).
+struct api_result {
+  boost::json::value body;
+  std::uint64_t ticket = 0;
+  unsigned status = 200;
+};
+
+using api_operation = std::function<api_result(const net::http_request&)>;
+
+net::http_response error_response(const registry::api_error& e);
+
+class aws_http {
+ public:
+  aws_http(registry::api_credentials credentials, storage::write_queue& writer)
+      : credentials_(std::move(credentials)), writer_(writer) {}
+
+  // Registers a route whose requests must be SigV4-signed for one of `services`.
+  void route(net::http_router& router, std::string method, std::string pattern,
+             const std::vector<std::string_view>& services, api_operation operation) const;
+
+  // Checks the signature; nullopt when the request may proceed, else the 403 to send.
+  std::optional<net::http_response> authenticate(
+      const net::http_request& request, const std::vector<std::string_view>& services) const;
+  // True when the request carries SigV4 (header or presigned query), signed or not.
+  static bool has_signature(const net::http_request& request);
+
+  // Sends `result` once its write is durable (or a 500 if that write failed).
+  void respond_when_durable(api_result result, net::http_responder respond) const;
+
+ private:
+  registry::api_credentials credentials_;
+  storage::write_queue& writer_;
+};
+
+// Request parsing shared by the routes; each throws api_error 400 on bad input.
+boost::json::object parse_body(const net::http_request& request);
+std::string string_field(const boost::json::object& o, std::string_view key, bool required = false);
+bool bool_query(const net::http_request& request, std::string_view name, bool fallback);
+std::size_t page_size(const net::http_request& request, std::string_view name,
+                      std::size_t fallback, std::size_t max);
+
+}  // namespace nimbus::iot

@@ -1,0 +1,33 @@
+#pragma once
+// The AWS IoT control plane (`iot` REST-JSON API, 2015-05-28): things, thing types and groups,
+// certificates and CA certificates, policies and their versions, attachments, and
+// DescribeEndpoint. Paths, fields and errors follow botocore's model so the aws CLI, boto3 and
+// the JavaScript SDK work with only `--endpoint-url` changed.
+#include <string>
+
+#include "iot/aws_http.hpp"
+#include "net/http_server.hpp"
+#include "registry/registry.hpp"
+
+namespace nimbus::iot {
+
+class control_plane {
+ public:
+  control_plane(registry::registry& registry, const aws_http& http, std::string endpoint_host)
+      : registry_(registry), http_(http), endpoint_host_(std::move(endpoint_host)) {}
+
+  // Registers every route on `router`.
+  void install(net::http_router& router);
+
+ private:
+  void install_things(net::http_router& router);
+  void install_groups(net::http_router& router);
+  void install_certificates(net::http_router& router);
+  void install_policies(net::http_router& router);
+
+  registry::registry& registry_;
+  const aws_http& http_;
+  std::string endpoint_host_;
+};
+
+}  // namespace nimbus::iot

@@ -1,0 +1,141 @@
+#include "iot/data_plane.hpp"
+
+#include <openssl/evp.h>
+
+#include <boost/json.hpp>
+#include <charconv>
+
+#include "core/random.hpp"
+#include "mqtt/topic.hpp"
+#include "storage/write_queue.hpp"
+
+namespace nimbus::iot {
+
+namespace json = boost::json;
+using registry::api_error;
+
+namespace {
+
+[[noreturn]] void bad_request(std::string message) {
+  throw api_error{400, "InvalidRequestException", std::move(message), {}, {}};
+}
+
+std::string base64_decode(std::string_view text, std::string_view what) {
+  if (text.size() % 4 != 0 || text.size() > 64 * 1024) bad_request(std::string(what) + " is not base64");
+  std::string out(text.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(text.data()),
+                          static_cast<int>(text.size()));
+  if (n < 0) bad_request(std::string(what) + " is not base64");
+  std::size_t padding = 0;
+  for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it) ++padding;
+  out.resize(static_cast<std::size_t>(n) - padding);
+  return out;
+}
+
+// The MQTT 5 extras AWS carries in headers and query parameters.
+void apply_mqtt5_fields(const net::http_request& r, mqtt::properties& props) {
+  if (auto v = r.query_param("contentType")) props.content_type = *v;
+  if (auto v = r.query_param("responseTopic")) {
+    if (!mqtt::is_valid_topic_name(*v)) bad_request("responseTopic is not a valid topic name");
+    props.response_topic = *v;
+  }
+  if (auto h = r.header("x-amz-mqtt5-payload-format-indicator")) {
+    if (*h == "UTF8_DATA")
+      props.payload_format_indicator = 1;
+    else if (*h != "UNSPECIFIED_BYTES")
+      bad_request("x-amz-mqtt5-payload-format-indicator must be UNSPECIFIED_BYTES or UTF8_DATA");
+  }
+  if (auto h = r.header("x-amz-mqtt5-correlation-data"))
+    props.correlation_data = base64_decode(*h, "x-amz-mqtt5-correlation-data");
+  if (auto h = r.header("x-amz-mqtt5-user-properties")) {
+    boost::system::error_code ec;
+    auto parsed = json::parse(base64_decode(*h, "x-amz-mqtt5-user-properties"), ec);
+    if (ec || !parsed.is_array())
+      bad_request("x-amz-mqtt5-user-properties must be a base64 JSON array of objects");
+    for (const auto& item : parsed.as_array()) {
+      if (!item.is_object()) bad_request("x-amz-mqtt5-user-properties entries must be objects");
+      for (const auto& [k, v] : item.as_object()) {
+        if (!v.is_string()) bad_request("x-amz-mqtt5-user-properties values must be strings");
+        props.user.emplace_back(std::string(k), std::string(v.get_string()));
+      }
+    }
+  }
+}
+
+net::http_response ok_response() {
+  json::object body{{"message", "OK"}, {"traceId", core::random_hex(16)}};
+  return {200, "application/json", {}, json::serialize(body)};
+}
+
+}  // namespace
+
+void data_plane::install(net::http_router& router) {
+  router.add_async("POST", "/topics/{topic}",
+                   [this](net::http_request request, net::http_responder respond) {
+                     try {
+                       publish(std::move(request), respond);
+                     } catch (const api_error& e) {
+                       respond(error_response(e));
+                     }
+                   });
+}
+
+void data_plane::publish(net::http_request r, net::http_responder respond) {
+  const std::string& topic = r.param("topic");
+  broker::client_identity device;
+  if (aws_http::has_signature(r) || !r.certificate) {
+    if (auto refused = http_.authenticate(r, {"iotdata", "iot"})) return respond(*refused);
+  } else {
+    // A device with its client certificate: the same checks as an MQTT client.
+    if (auto refusal = authorizer_.certificate_refusal(r.certificate->sha256_hex);
+        !refusal.empty())
+      throw api_error{403, "ForbiddenException", "Forbidden: " + refusal, {}, {}};
+    device.transport = "https";
+    device.remote_address = r.remote_address;
+    device.certificate = std::make_shared<const net::peer_certificate>(*r.certificate);
+  }
+
+  std::uint8_t qos = 0;
+  if (auto q = r.query_param("qos")) {
+    if (*q == "1")
+      qos = 1;
+    else if (*q != "0")
+      bad_request("qos must be 0 or 1");
+  }
+  bool retain = bool_query(r, "retain", false);
+  if (!mqtt::is_valid_topic_name(topic, broker_.topic_limits()))
+    bad_request("The topic " + topic + " is not a valid topic name");
+  if (topic.starts_with("$SYS") || topic.starts_with("$aws/events/"))
+    throw api_error{403, "ForbiddenException", "Clients may not publish to " + topic, {}, {}};
+  if (device.certificate && !authorizer_.may_publish(device, topic, retain))
+    throw api_error{403, "ForbiddenException", "Forbidden", {}, {}};
+
+  auto msg = std::make_shared<broker::message>();
+  msg->topic = topic;
+  msg->payload = std::move(r.body);
+  msg->qos = qos;
+  msg->retain = retain;
+  apply_mqtt5_fields(r, msg->props);
+  if (auto v = r.query_param("messageExpiry")) {
+    std::uint32_t seconds = 0;
+    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), seconds);
+    if (ec != std::errc() || end != v->data() + v->size())
+      bad_request("messageExpiry must be a number of seconds");
+    msg->props.message_expiry_interval = seconds;
+  }
+  msg->expires_at = broker_.expiry_for(msg->props);
+  msg->props.message_expiry_interval.reset();
+  msg->publisher = "n/a";  // AWS: clientid() is n/a for HTTP publishes
+  auto routed = broker_.publish(std::move(msg));
+  if (qos == 0 || routed.durable_ticket == 0) return respond(ok_response());
+  const auto ticket = routed.durable_ticket;
+  writer_.when_durable(ticket, [this, ticket, respond] {
+    if (writer_.failed_between(ticket - 1, ticket))
+      return respond(error_response(
+          {500, "InternalFailureException", "The message could not be stored", {}, {}}));
+    respond(ok_response());
+  });
+}
+
+}  // namespace nimbus::iot
