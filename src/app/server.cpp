@@ -26,6 +26,7 @@
 #include "registry/certificate_authority.hpp"
 #include "registry/credentials.hpp"
 #include "registry/registry.hpp"
+#include "registry/x509.hpp"
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
 
@@ -129,7 +130,10 @@ int serve(const config::settings& settings) {
                               mqtt_broker.prometheus_text() + auth.prometheus_text()};
   });
   iot::aws_http aws(credentials, writer);
-  iot::control_plane control(devices, aws, settings.endpoint_host);
+  // Stable for the account and not guessable without its secret key.
+  iot::control_plane control(
+      devices, aws, settings.endpoint_host,
+      registry::sha256_hex("nimbus-registration-code:" + credentials.secret_access_key));
   control.install(router);
   iot::data_plane data(mqtt_broker, auth, aws, writer);
   data.install(router);

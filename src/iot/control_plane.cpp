@@ -526,14 +526,34 @@ void control_plane::install_certificates(net::http_router& router) {
                                                          bool_query(r, "forceDelete", false))};
               });
 
-  // CA certificates.
-  http_.route(router, "POST", "/cacertificate", iot_services, [&reg](const http_request& r) {
+  // CA certificates. Registering one proves possession of its key: a verification certificate
+  // signed by it whose common name is this account's registration code.
+  http_.route(router, "GET", "/registrationcode", iot_services, [this](const http_request&) {
+    return api_result{json::object{{"registrationCode", registration_code_}}};
+  });
+  http_.route(router, "POST", "/cacertificate", iot_services, [this, &reg](const http_request& r) {
     auto body = parse_body(r);
     auto ca_pem = string_field(body, "caCertificate", true);
     auto verification = string_field(body, "verificationCertificate");
-    if (!verification.empty() && !registry::is_signed_by(verification, ca_pem))
-      throw api_error{400, "CertificateValidationException",
-                      "The verification certificate is not signed by the CA certificate", {}, {}};
+    auto mode = string_field(body, "certificateMode");
+    if (!mode.empty() && mode != "DEFAULT" && mode != "SNI_ONLY")
+      bad_request("certificateMode must be DEFAULT or SNI_ONLY");
+    if (verification.empty() && mode != "SNI_ONLY")
+      bad_request("verificationCertificate is required unless certificateMode is SNI_ONLY");
+    if (!verification.empty()) {
+      auto info = registry::parse_certificate_pem(verification);
+      if (!info || !registry::is_signed_by(verification, ca_pem))
+        throw api_error{400, "CertificateValidationException",
+                        "The verification certificate is not signed by the CA certificate", {},
+                        {}};
+      std::string common_name;
+      for (const auto& [k, v] : info->subject)
+        if (k == "CommonName") common_name = v;
+      if (common_name != registration_code_)
+        throw api_error{400, "RegistrationCodeValidationException",
+                        "The verification certificate's common name is not the registration code",
+                        {}, {}};
+    }
     auto [ca, ticket] = reg.register_ca_certificate(ca_pem, bool_query(r, "setAsActive", false),
                                                     bool_query(r, "allowAutoRegistration", false));
     return api_result{json::object{{"certificateArn", reg.ca_certificate_arn(ca.id)},

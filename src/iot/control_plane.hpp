@@ -13,8 +13,13 @@ namespace nimbus::iot {
 
 class control_plane {
  public:
-  control_plane(registry::registry& registry, const aws_http& http, std::string endpoint_host)
-      : registry_(registry), http_(http), endpoint_host_(std::move(endpoint_host)) {}
+  // `registration_code` is the account's proof-of-possession code for CA registration.
+  control_plane(registry::registry& registry, const aws_http& http, std::string endpoint_host,
+                std::string registration_code)
+      : registry_(registry),
+        http_(http),
+        endpoint_host_(std::move(endpoint_host)),
+        registration_code_(std::move(registration_code)) {}
 
   // Registers every route on `router`.
   void install(net::http_router& router);
@@ -28,6 +33,7 @@ class control_plane {
   registry::registry& registry_;
   const aws_http& http_;
   std::string endpoint_host_;
+  std::string registration_code_;
 };
 
 }  // namespace nimbus::iot

@@ -135,8 +135,16 @@ void http_router::dispatch(http_request request, http_responder respond) const {
     }
     return;
   }
-  if (path_known) return respond({405, "application/json", {}, R"({"message":"method not allowed"})"});
-  respond({404, "application/json", {}, R"({"message":"not found"})"});
+  // AWS SDKs read the error code from x-amzn-ErrorType; other clients see plain JSON.
+  if (path_known)
+    return respond({405,
+                    "application/json",
+                    {{"x-amzn-ErrorType", "MethodNotAllowedException"}},
+                    R"({"message":"method not allowed"})"});
+  respond({404,
+           "application/json",
+           {{"x-amzn-ErrorType", "UnknownOperationException"}},
+           R"({"message":"not found"})"});
 }
 
 std::string percent_decode(std::string_view in) {

@@ -969,7 +969,8 @@ std::pair<certificate, registry::ticket> registry::register_certificate(
     if (with_ca) {
       if (ca_info) {
         if (!b.s.ca_certificates.contains(ca_info->id))
-          not_found("The CA certificate " + ca_info->id + " is not registered");
+          refuse(400, "CertificateValidationException",
+                 "The CA certificate " + ca_info->id + " is not registered");
         ca_id = ca_info->id;
       } else {
         // Without caCertificatePem the issuer is looked up among the registered CAs.
@@ -990,6 +991,7 @@ std::pair<certificate, registry::ticket> registry::register_certificate(
     }
     result = new_certificate_record(*info, status, now());
     result.ca_id = ca_id;
+    if (!with_ca) result.mode = "SNI_ONLY";  // as AWS reports certificates without a CA
     b.s.certificates[result.id] = result;
     b.touch("certificate", result.id);
   });
@@ -1005,6 +1007,9 @@ registry::ticket registry::update_certificate(const std::string& id, const std::
     auto it = b.s.certificates.find(id);
     if (it == b.s.certificates.end()) not_found("The certificate " + id + " does not exist");
     auto& c = it->second;
+    // AWS refuses the transfer and activation states through UpdateCertificate.
+    if (status == "PENDING_TRANSFER" || status == "PENDING_ACTIVATION")
+      invalid("The certificate status cannot be set to " + status + " with UpdateCertificate");
     if (c.status == status) return;  // idempotent
     if (c.status == "REVOKED" && status == "ACTIVE")
       refuse(406, "CertificateStateException", "A revoked certificate cannot be activated");

@@ -338,6 +338,22 @@ class Nimbus:
                    AWS_EC2_METADATA_DISABLED="true")
         return env
 
+    def make_device_cert(self, cn="device-1", policy_document=None):
+        """A client certificate signed by the broker's CA and registered with the registry
+        (RegisterCertificateWithoutCA, ACTIVE) with a policy attached (allow-all by default),
+        so the TLS listener lets it in. Returns (cert_path, key_path)."""
+        cert, key = self.make_client_cert(cn)
+        iot = self.boto3_client()
+        registered = iot.register_certificate_without_ca(
+            certificatePem=pathlib.Path(cert).read_text(), status="ACTIVE")
+        if policy_document is None:
+            policy_document = {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+        name = "policy-" + registered["certificateId"][:16]
+        iot.create_policy(policyName=name, policyDocument=json.dumps(policy_document))
+        iot.attach_policy(policyName=name, target=registered["certificateArn"])
+        return cert, key
+
     def register_device(self, thing_name, policy_document=None, policy_name=None, iot=None):
         """Registers a device the way the seed does: create-keys-and-certificate (active), a
         policy attached to the certificate (allow-all by default), a thing, the thing attached

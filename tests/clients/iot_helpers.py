@@ -135,6 +135,7 @@ def assert_connect_refused(server, cert, key, client_id, version=5, codes=None):
     """The CONNECT gets no successful CONNACK. With `codes`, a CONNACK (if one is sent) must
     carry one of them; a plain TLS failure / close is also accepted."""
     out = connect_outcome(server, cert, key, client_id, version)
+    server.assert_alive()     # a dead server also "refuses" everything
     if out.accepted:
         out.client.close()
         raise AssertionError("CONNECT of %r (MQTT %s) was accepted" % (
@@ -149,6 +150,7 @@ def assert_connect_not_authorized(server, cert, key, client_id, version=5):
     """A CONNECT an (active, registered) certificate's policy does not allow: the server must
     answer CONNACK 0x87 (MQTT 5) / return code 5 (MQTT 3.1.1) and close the connection."""
     out = connect_outcome(server, cert, key, client_id, version)
+    server.assert_alive()
     if out.accepted:
         out.client.close()
     expected = RC_NOT_AUTHORIZED if version == 5 else V311_CONNACK_NOT_AUTHORIZED

@@ -273,7 +273,7 @@ def test_cli_errors(cli, tmp_path):
     cli.fails("ResourceNotFoundException", "iot", "describe-thing", "--thing-name", "Forged")
 
 
-# ====================================================================== the device, allow-all policy
+# ================================================================= the device, allow-all policy
 
 @pytest.mark.parametrize("version", [V311, V5], ids=["v311", "v5"])
 def test_device_paho_tls_publishes_sensor_data(cli, server, clients, tmp_path, version):

@@ -34,7 +34,7 @@ class Target:
         self.server = server
         self.transport = transport
         if transport == "tls":
-            self.cert, self.key = server.make_client_cert("mosquitto-cli")
+            self.cert, self.key = server.make_device_cert("mosquitto-cli")
 
     def args(self, version):
         a = ["-h", "127.0.0.1", "-V", version]

@@ -484,7 +484,7 @@ def test_websocket_pubsub(server, clients):
 
 
 def test_tls_with_client_certificate(server, clients):
-    cert, key = server.make_client_cert("device-1")
+    cert, key = server.make_device_cert("device-1")
     topic_tls, topic_tcp = unique("tls-in"), unique("tcp-in")
     tls = clients.new(name="tls")
     tls.tls_set(server.ca_cert, cert, key)

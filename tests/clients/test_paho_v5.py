@@ -772,7 +772,7 @@ def test_websocket_v5(server, clients):
 
 
 def test_tls_v5_with_client_certificate(server, clients):
-    cert, key = server.make_client_cert("device-5")
+    cert, key = server.make_device_cert("device-5")
     topic = unique("tls5")
     c = clients.new(version=V5, name="tls5")
     c.tls_set(server.ca_cert, cert, key)
