@@ -137,9 +137,20 @@ int serve(const config::settings& settings) {
   control.install(router);
   iot::data_plane data(mqtt_broker, auth, aws, writer);
   data.install(router);
-  router.set_websocket("/mqtt", "mqtt", [&mqtt_broker](std::unique_ptr<net::byte_stream> stream) {
-    broker::serve_mqtt(mqtt_broker, std::move(stream));
-  });
+  // MQTT over WebSocket: anonymous on the plain listener, a client certificate on HTTPS, or a
+  // URL presigned with SigV4 (`iotdevicegateway`) as AWS IoT's SDKs build it.
+  router.set_websocket(
+      "/mqtt", "mqtt",
+      [&mqtt_broker](std::unique_ptr<net::byte_stream> stream) {
+        broker::serve_mqtt(mqtt_broker, std::move(stream));
+      },
+      [&aws, &credentials](const net::http_request& request) {
+        net::websocket_admission admission;
+        if (!iot::aws_http::has_signature(request)) return admission;
+        admission.refusal = aws.authenticate(request, {"iotdevicegateway"});
+        if (!admission.refusal) admission.signer = credentials.access_key_id;
+        return admission;
+      });
 
   // Listeners, in contract order; each failure to bind stops start-up with a clear message.
   std::vector<std::unique_ptr<net::listener>> listeners;

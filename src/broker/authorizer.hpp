@@ -18,6 +18,7 @@ struct client_identity {
   std::string transport;  // tcp, tls, ws, wss
   std::string remote_address;
   std::shared_ptr<const net::peer_certificate> certificate;
+  std::string signer;  // SigV4 access key that signed a WebSocket upgrade (account credentials)
   bool persistent_session = false;  // asked to keep its session (iot:ConnectAttributes)
   bool has_will = false;
 };

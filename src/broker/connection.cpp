@@ -379,6 +379,7 @@ class connection final : public session_link,
                         std::string(stream_->transport()),
                         stream_->remote_address(),
                         stream_->certificate(),
+                        stream_->signer(),
                         v5 ? c.props.session_expiry_interval.value_or(0) > 0 : !c.clean_start,
                         c.will.has_value()};
     auto verdict = broker_.auth().authorize_connect(who, c.password);

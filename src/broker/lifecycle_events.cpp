@@ -41,6 +41,13 @@ bool has_event_topic(const client_identity& who) {
   return who.client_id.find_first_of("+#/") == std::string::npos;
 }
 
+// AWS's principalIdentifier: the certificate id, or the access key for SigV4 clients.
+std::string principal_of(const client_identity& who) {
+  if (who.certificate) return who.certificate->sha256_hex;
+  if (!who.signer.empty()) return who.signer;
+  return "anonymous";
+}
+
 }  // namespace
 
 void broker::announce_connected(const client_identity& who, const std::string& session_id) {
@@ -53,7 +60,7 @@ void broker::announce_connected(const client_identity& who, const std::string& s
       R"({{"clientId":{},"timestamp":{},"eventType":"connected","sessionIdentifier":{},)"
       R"("principalIdentifier":{},"ipAddress":{},"versionNumber":{}}})",
       json_string(who.client_id), unix_millis(), json_string(session_id),
-      json_string(who.certificate ? who.certificate->sha256_hex : std::string("anonymous")),
+      json_string(principal_of(who)),
       json_string(net::host_of(who.remote_address)), event_version_.fetch_add(1) + 1);
   route(std::move(msg), nullptr);
 }
@@ -70,7 +77,7 @@ void broker::announce_disconnected(const client_identity& who, const std::string
       R"("sessionIdentifier":{},"principalIdentifier":{},"disconnectReason":{},"versionNumber":{}}})",
       json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
       json_string(session_id),
-      json_string(who.certificate ? who.certificate->sha256_hex : std::string("anonymous")),
+      json_string(principal_of(who)),
       json_string(reason), event_version_.fetch_add(1) + 1);
   route(std::move(msg), nullptr);
 }
@@ -89,7 +96,7 @@ void broker::announce_subscriptions(const client_identity& who, const std::strin
       R"({{"clientId":{},"timestamp":{},"eventType":"{}","sessionIdentifier":{},)"
       R"("principalIdentifier":{},"topics":[{}],"versionNumber":{}}})",
       json_string(who.client_id), unix_millis(), type, json_string(session_id),
-      json_string(who.certificate ? who.certificate->sha256_hex : std::string("anonymous")),
+      json_string(principal_of(who)),
       topics, event_version_.fetch_add(1) + 1);
   route(std::move(msg), nullptr);
 }

@@ -84,6 +84,9 @@ class byte_stream {
   const std::shared_ptr<const peer_certificate>& certificate() const { return certificate_; }
   // "tcp", "tls", "ws" or "wss": which listener the client came through.
   std::string_view transport() const { return transport_; }
+  // Who signed the WebSocket upgrade (SigV4 access key id); empty when nobody did.
+  const std::string& signer() const { return signer_; }
+  void set_signer(std::string signer) { signer_ = std::move(signer); }
 
  protected:
   virtual void read_some(boost::asio::mutable_buffer buffer, io_handler handler) = 0;
@@ -92,6 +95,7 @@ class byte_stream {
   std::string remote_address_;
   std::shared_ptr<const peer_certificate> certificate_;
   std::string_view transport_;
+  std::string signer_;
 };
 
 using stream_handler = std::function<void(std::unique_ptr<byte_stream>)>;

@@ -93,7 +93,8 @@ void http_router::add_async(std::string method, std::string pattern, http_async_
 }
 
 void http_router::set_websocket(std::string path, std::string subprotocol,
-                                stream_handler on_stream) {
+                                stream_handler on_stream, websocket_admitter admit) {
+  websocket_admit_ = std::move(admit);
   websocket_path_ = std::move(path);
   websocket_subprotocol_ = std::move(subprotocol);
   websocket_handler_ = std::move(on_stream);
@@ -226,6 +227,17 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
     auto req = parser.release();
     if (websocket::is_upgrade(req) && !router.websocket_path().empty() &&
         req.target().substr(0, req.target().find('?')) == router.websocket_path()) {
+      std::string signer;
+      if (router.websocket_admit()) {
+        auto admission = router.websocket_admit()(to_request(req, remote, certificate));
+        if (admission.refusal) {
+          auto res = to_response(std::move(*admission.refusal), req);
+          res.keep_alive(false);
+          co_await http::async_write(stream, res, as_value);
+          break;
+        }
+        signer = std::move(admission.signer);
+      }
       beast::get_lowest_layer(stream).expires_never();
       websocket::stream<Stream> ws(std::move(stream));
       ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
@@ -242,12 +254,14 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
           }));
       auto [accept_ec] = co_await ws.async_accept(req, as_value);
       if (accept_ec) co_return;
+      std::unique_ptr<byte_stream> upgraded;
       if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-        router.websocket_handler()(make_websocket_stream(std::move(ws), remote));
+        upgraded = make_websocket_stream(std::move(ws), remote);
       } else {
-        router.websocket_handler()(
-            make_secure_websocket_stream(std::move(ws), remote, certificate));
+        upgraded = make_secure_websocket_stream(std::move(ws), remote, certificate);
       }
+      upgraded->set_signer(std::move(signer));
+      router.websocket_handler()(std::move(upgraded));
       co_return;
     }
     http_response response =

@@ -46,6 +46,13 @@ struct http_response {
 };
 
 using http_handler = std::function<http_response(const http_request&)>;
+// Decides whether a WebSocket upgrade may proceed: a refusal to send instead, or the identity
+// of whoever signed it (empty: unsigned).
+struct websocket_admission {
+  std::optional<http_response> refusal;
+  std::string signer;
+};
+using websocket_admitter = std::function<websocket_admission(const http_request&)>;
 // A handler that answers later (e.g. once a write is durable): it must call `respond` exactly
 // once, from any thread.
 using http_responder = std::function<void(http_response)>;
@@ -60,13 +67,15 @@ class http_router {
  public:
   void add(std::string method, std::string pattern, http_handler handler);
   void add_async(std::string method, std::string pattern, http_async_handler handler);
-  void set_websocket(std::string path, std::string subprotocol, stream_handler on_stream);
+  void set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
+                     websocket_admitter admit = nullptr);
   // Answers through `respond` (404/405 when nothing matches, 500 if a handler throws).
   void dispatch(http_request request, http_responder respond) const;
 
   const std::string& websocket_path() const { return websocket_path_; }
   const std::string& websocket_subprotocol() const { return websocket_subprotocol_; }
   const stream_handler& websocket_handler() const { return websocket_handler_; }
+  const websocket_admitter& websocket_admit() const { return websocket_admit_; }
 
  private:
   struct route {
@@ -80,6 +89,7 @@ class http_router {
   std::string websocket_path_;
   std::string websocket_subprotocol_;
   stream_handler websocket_handler_;
+  websocket_admitter websocket_admit_;
 };
 
 // Serves HTTP on an accepted socket (plain, or TLS when `tls` is set). Runs on the socket's loop.

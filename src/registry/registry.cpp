@@ -47,8 +47,11 @@ const std::set<std::string> certificate_statuses = {
                   std::move(arn)};
 }
 
+// A random (version 4) UUID, the form AWS uses for thing, type and group ids.
 std::string new_uuid() {
   auto h = core::random_hex(16);
+  h[12] = '4';
+  h[16] = "89ab"[h[16] % 4];
   return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
          "-" + h.substr(20);
 }
