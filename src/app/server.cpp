@@ -92,9 +92,10 @@ int serve(const config::settings& settings) {
                               settings.mqtt.anonymous_policy);
   if (!settings.mqtt.anonymous_policy.empty() &&
       !devices.find_policy(settings.mqtt.anonymous_policy)) {
-    spdlog::warn("anonymous_policy_missing policy={} effect=\"anonymous clients are refused "
-                 "until it is created\"",
-                 settings.mqtt.anonymous_policy);
+    spdlog::warn(
+        "anonymous_policy_missing policy={} effect=\"anonymous clients are refused "
+        "until it is created\"",
+        settings.mqtt.anonymous_policy);
   }
   broker::broker mqtt_broker(settings.mqtt, clock, auth, &store);
   {
@@ -126,7 +127,9 @@ int serve(const config::settings& settings) {
     return net::http_response{200, "application/json", {}, R"({"status":"ok"})"};
   });
   router.add("GET", "/metrics", [&mqtt_broker, &auth](const net::http_request&) {
-    return net::http_response{200, "text/plain; version=0.0.4", {},
+    return net::http_response{200,
+                              "text/plain; version=0.0.4",
+                              {},
                               mqtt_broker.prometheus_text() + auth.prometheus_text()};
   });
   iot::aws_http aws(credentials, writer);

@@ -56,9 +56,15 @@ class connection final : public session_link,
   void kick(reason_code reason) override {
     asio::post(executor_, [self = shared_from_this(), reason] {
       switch (reason) {
-        case reason_code::session_taken_over: self->end_reason_ = "DUPLICATE_CLIENTID"; break;
-        case reason_code::not_authorized: self->end_reason_ = "AUTH_ERROR"; break;
-        default: self->end_reason_ = "SERVER_INITIATED_DISCONNECT"; break;
+        case reason_code::session_taken_over:
+          self->end_reason_ = "DUPLICATE_CLIENTID";
+          break;
+        case reason_code::not_authorized:
+          self->end_reason_ = "AUTH_ERROR";
+          break;
+        default:
+          self->end_reason_ = "SERVER_INITIATED_DISCONNECT";
+          break;
       }
       self->close_with(reason, "server closed the connection");
     });

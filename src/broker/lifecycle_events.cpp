@@ -15,11 +15,21 @@ std::string json_string(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
           out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
@@ -60,8 +70,8 @@ void broker::announce_connected(const client_identity& who, const std::string& s
       R"({{"clientId":{},"timestamp":{},"eventType":"connected","sessionIdentifier":{},)"
       R"("principalIdentifier":{},"ipAddress":{},"versionNumber":{}}})",
       json_string(who.client_id), unix_millis(), json_string(session_id),
-      json_string(principal_of(who)),
-      json_string(net::host_of(who.remote_address)), event_version_.fetch_add(1) + 1);
+      json_string(principal_of(who)), json_string(net::host_of(who.remote_address)),
+      event_version_.fetch_add(1) + 1);
   route(std::move(msg), nullptr);
 }
 
@@ -76,9 +86,8 @@ void broker::announce_disconnected(const client_identity& who, const std::string
       R"({{"clientId":{},"timestamp":{},"eventType":"disconnected","clientInitiatedDisconnect":{},)"
       R"("sessionIdentifier":{},"principalIdentifier":{},"disconnectReason":{},"versionNumber":{}}})",
       json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
-      json_string(session_id),
-      json_string(principal_of(who)),
-      json_string(reason), event_version_.fetch_add(1) + 1);
+      json_string(session_id), json_string(principal_of(who)), json_string(reason),
+      event_version_.fetch_add(1) + 1);
   route(std::move(msg), nullptr);
 }
 
@@ -92,12 +101,11 @@ void broker::announce_subscriptions(const client_identity& who, const std::strin
   msg->topic = fmt::format("$aws/events/subscriptions/{}/{}", type, who.client_id);
   msg->qos = 1;
   msg->publisher = "$aws";
-  msg->payload = fmt::format(
-      R"({{"clientId":{},"timestamp":{},"eventType":"{}","sessionIdentifier":{},)"
-      R"("principalIdentifier":{},"topics":[{}],"versionNumber":{}}})",
-      json_string(who.client_id), unix_millis(), type, json_string(session_id),
-      json_string(principal_of(who)),
-      topics, event_version_.fetch_add(1) + 1);
+  msg->payload =
+      fmt::format(R"({{"clientId":{},"timestamp":{},"eventType":"{}","sessionIdentifier":{},)"
+                  R"("principalIdentifier":{},"topics":[{}],"versionNumber":{}}})",
+                  json_string(who.client_id), unix_millis(), type, json_string(session_id),
+                  json_string(principal_of(who)), topics, event_version_.fetch_add(1) + 1);
   route(std::move(msg), nullptr);
 }
 

@@ -65,11 +65,12 @@ std::optional<net::http_response> aws_http::authenticate(
   }
   for (auto s : services)
     if (result.service == s) return std::nullopt;
-  return error_response({403, "InvalidSignatureException",
-                         "Credential should be scoped to correct service: '" +
-                             std::string(services.front()) + "'",
-                         {},
-                         {}});
+  return error_response(
+      {403,
+       "InvalidSignatureException",
+       "Credential should be scoped to correct service: '" + std::string(services.front()) + "'",
+       {},
+       {}});
 }
 
 void aws_http::respond_when_durable(api_result result, net::http_responder respond) const {
@@ -87,12 +88,11 @@ void aws_http::respond_when_durable(api_result result, net::http_responder respo
 }
 
 void aws_http::route(net::http_router& router, std::string method, std::string pattern,
-                     const std::vector<std::string_view>& services,
-                     api_operation operation) const {
+                     const std::vector<std::string_view>& services, api_operation operation) const {
   std::vector<std::string_view> accepted(services);
   router.add_async(std::move(method), std::move(pattern),
-                   [this, accepted, operation = std::move(operation)](
-                       net::http_request request, net::http_responder respond) {
+                   [this, accepted, operation = std::move(operation)](net::http_request request,
+                                                                      net::http_responder respond) {
                      if (auto refused = authenticate(request, accepted))
                        return respond(std::move(*refused));
                      api_result result;
@@ -132,8 +132,8 @@ bool bool_query(const net::http_request& request, std::string_view name, bool fa
   bad_request("Query parameter " + std::string(name) + " must be true or false");
 }
 
-std::size_t page_size(const net::http_request& request, std::string_view name,
-                      std::size_t fallback, std::size_t max) {
+std::size_t page_size(const net::http_request& request, std::string_view name, std::size_t fallback,
+                      std::size_t max) {
   auto v = request.query_param(name);
   if (!v) return fallback;
   std::size_t n = 0;

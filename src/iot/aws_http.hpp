@@ -57,7 +57,7 @@ class aws_http {
 boost::json::object parse_body(const net::http_request& request);
 std::string string_field(const boost::json::object& o, std::string_view key, bool required = false);
 bool bool_query(const net::http_request& request, std::string_view name, bool fallback);
-std::size_t page_size(const net::http_request& request, std::string_view name,
-                      std::size_t fallback, std::size_t max);
+std::size_t page_size(const net::http_request& request, std::string_view name, std::size_t fallback,
+                      std::size_t max);
 
 }  // namespace nimbus::iot

@@ -25,7 +25,7 @@ json::object attributes_json(const registry::attribute_map& m) {
 
 // `{"attributes": {...}, "merge": bool}` as sent in attributePayload.
 std::pair<std::optional<registry::attribute_map>, bool> attribute_payload(const json::object& o,
-                                                                         std::string_view key) {
+                                                                          std::string_view key) {
   const auto* payload = o.if_contains(key);
   if (payload == nullptr || payload->is_null()) return {std::nullopt, false};
   if (!payload->is_object()) bad_request(std::string(key) + " must be an object");
@@ -158,17 +158,19 @@ void control_plane::install_things(net::http_router& router) {
     req.attributes = attribute_payload(body, "attributePayload").first;
     req.billing_group = string_field(body, "billingGroupName");
     auto [t, ticket] = reg.create_thing(r.param("thingName"), req);
-    return api_result{json::object{{"thingName", t.name},
-                                   {"thingArn", reg.thing_arn(t.name)},
-                                   {"thingId", t.id}},
-                      ticket};
+    return api_result{
+        json::object{{"thingName", t.name}, {"thingArn", reg.thing_arn(t.name)}, {"thingId", t.id}},
+        ticket};
   });
   http_.route(router, "GET", "/things/{thingName}", iot_services,
               [&reg, describe_thing](const http_request& r) {
                 auto t = reg.find_thing(r.param("thingName"));
                 if (!t)
-                  throw api_error{404, "ResourceNotFoundException",
-                                  "Thing " + r.param("thingName") + " cannot be found.", {}, {}};
+                  throw api_error{404,
+                                  "ResourceNotFoundException",
+                                  "Thing " + r.param("thingName") + " cannot be found.",
+                                  {},
+                                  {}};
                 return api_result{describe_thing(*t)};
               });
   http_.route(router, "PATCH", "/things/{thingName}", iot_services, [&reg](const http_request& r) {
@@ -209,9 +211,9 @@ void control_plane::install_things(net::http_router& router) {
                 return api_result{body};
               });
   http_.route(router, "GET", "/principals/things", iot_services, [&reg](const http_request& r) {
-    auto page = reg.list_principal_things(principal_header(r, "x-amzn-principal"),
-                                          query(r, "nextToken"),
-                                          page_size(r, "maxResults", 25, 250));
+    auto page =
+        reg.list_principal_things(principal_header(r, "x-amzn-principal"), query(r, "nextToken"),
+                                  page_size(r, "maxResults", 25, 250));
     json::array things;
     for (const auto& t : page.items) things.emplace_back(t);
     json::object body{{"things", things}};
@@ -234,36 +236,37 @@ void control_plane::install_things(net::http_router& router) {
                         {"thingTypeProperties", props},
                         {"thingTypeMetadata", meta}};
   };
-  http_.route(router, "POST", "/thing-types/{thingTypeName}", iot_services,
-              [&reg](const http_request& r) {
-                auto body = parse_body(r);
-                std::string description;
-                std::vector<std::string> searchable;
-                if (const auto* p = body.if_contains("thingTypeProperties")) {
-                  if (!p->is_object()) bad_request("thingTypeProperties must be an object");
-                  description = string_field(p->as_object(), "thingTypeDescription");
-                  if (const auto* s = p->as_object().if_contains("searchableAttributes")) {
-                    if (!s->is_array()) bad_request("searchableAttributes must be a list");
-                    for (const auto& a : s->as_array()) {
-                      if (!a.is_string()) bad_request("searchableAttributes must be strings");
-                      searchable.emplace_back(a.get_string());
-                    }
-                  }
-                }
-                auto [t, ticket] =
-                    reg.create_thing_type(r.param("thingTypeName"), description, searchable);
-                return api_result{json::object{{"thingTypeName", t.name},
-                                               {"thingTypeArn", reg.thing_type_arn(t.name)},
-                                               {"thingTypeId", t.id}},
-                                  ticket};
-              });
+  http_.route(
+      router, "POST", "/thing-types/{thingTypeName}", iot_services, [&reg](const http_request& r) {
+        auto body = parse_body(r);
+        std::string description;
+        std::vector<std::string> searchable;
+        if (const auto* p = body.if_contains("thingTypeProperties")) {
+          if (!p->is_object()) bad_request("thingTypeProperties must be an object");
+          description = string_field(p->as_object(), "thingTypeDescription");
+          if (const auto* s = p->as_object().if_contains("searchableAttributes")) {
+            if (!s->is_array()) bad_request("searchableAttributes must be a list");
+            for (const auto& a : s->as_array()) {
+              if (!a.is_string()) bad_request("searchableAttributes must be strings");
+              searchable.emplace_back(a.get_string());
+            }
+          }
+        }
+        auto [t, ticket] = reg.create_thing_type(r.param("thingTypeName"), description, searchable);
+        return api_result{json::object{{"thingTypeName", t.name},
+                                       {"thingTypeArn", reg.thing_type_arn(t.name)},
+                                       {"thingTypeId", t.id}},
+                          ticket};
+      });
   http_.route(router, "GET", "/thing-types/{thingTypeName}", iot_services,
               [&reg, type_json](const http_request& r) {
                 auto t = reg.find_thing_type(r.param("thingTypeName"));
                 if (!t)
-                  throw api_error{404, "ResourceNotFoundException",
+                  throw api_error{404,
+                                  "ResourceNotFoundException",
                                   "Thing Type " + r.param("thingTypeName") + " cannot be found.",
-                                  {}, {}};
+                                  {},
+                                  {}};
                 return api_result{type_json(*t)};
               });
   http_.route(router, "GET", "/thing-types", iot_services,
@@ -308,8 +311,8 @@ void control_plane::install_groups(net::http_router& router) {
               });
 
   auto group_json = [&reg](const registry::thing_group& g) {
-    json::object props{{"attributePayload",
-                        json::object{{"attributes", attributes_json(g.attributes)}}}};
+    json::object props{
+        {"attributePayload", json::object{{"attributes", attributes_json(g.attributes)}}}};
     if (!g.description.empty()) props["thingGroupDescription"] = g.description;
     json::array roots;
     for (const auto& a : reg.ancestors(g))
@@ -353,9 +356,11 @@ void control_plane::install_groups(net::http_router& router) {
               [&reg, group_json](const http_request& r) {
                 auto g = reg.find_thing_group(r.param("thingGroupName"));
                 if (!g)
-                  throw api_error{404, "ResourceNotFoundException",
+                  throw api_error{404,
+                                  "ResourceNotFoundException",
                                   "Thing Group " + r.param("thingGroupName") + " cannot be found.",
-                                  {}, {}};
+                                  {},
+                                  {}};
                 return api_result{group_json(*g)};
               });
   http_.route(router, "PATCH", "/thing-groups/{thingGroupName}", iot_services,
@@ -442,14 +447,14 @@ void control_plane::install_certificates(net::http_router& router) {
                                                {"PrivateKey", keys.private_key_pem}};
                 return api_result{body, ticket};
               });
-  http_.route(router, "POST", "/certificates", iot_services,
-              [&reg, created](const http_request& r) {
-                auto body = parse_body(r);
-                auto [cert, ticket] = reg.create_certificate_from_csr(
-                    string_field(body, "certificateSigningRequest", true),
-                    bool_query(r, "setAsActive", false));
-                return api_result{created(cert), ticket};
-              });
+  http_.route(
+      router, "POST", "/certificates", iot_services, [&reg, created](const http_request& r) {
+        auto body = parse_body(r);
+        auto [cert, ticket] =
+            reg.create_certificate_from_csr(string_field(body, "certificateSigningRequest", true),
+                                            bool_query(r, "setAsActive", false));
+        return api_result{created(cert), ticket};
+      });
   auto registered = [&reg](const registry::certificate& c) {
     return json::object{{"certificateArn", reg.certificate_arn(c.id)}, {"certificateId", c.id}};
   };
@@ -457,10 +462,11 @@ void control_plane::install_certificates(net::http_router& router) {
               [&reg, registered](const http_request& r) {
                 auto body = parse_body(r);
                 std::string status = string_field(body, "status");
-                if (status.empty()) status = bool_query(r, "setAsActive", false) ? "ACTIVE" : "INACTIVE";
-                auto [cert, ticket] = reg.register_certificate(
-                    string_field(body, "certificatePem", true),
-                    string_field(body, "caCertificatePem"), status, true);
+                if (status.empty())
+                  status = bool_query(r, "setAsActive", false) ? "ACTIVE" : "INACTIVE";
+                auto [cert, ticket] =
+                    reg.register_certificate(string_field(body, "certificatePem", true),
+                                             string_field(body, "caCertificatePem"), status, true);
                 return api_result{registered(cert), ticket};
               });
   http_.route(router, "POST", "/certificate/register-no-ca", iot_services,
@@ -483,9 +489,11 @@ void control_plane::install_certificates(net::http_router& router) {
               [&reg](const http_request& r) {
                 auto c = reg.find_certificate(r.param("certificateId"));
                 if (!c)
-                  throw api_error{404, "ResourceNotFoundException",
+                  throw api_error{404,
+                                  "ResourceNotFoundException",
                                   "The certificate " + r.param("certificateId") + " does not exist",
-                                  {}, {}};
+                                  {},
+                                  {}};
                 json::object d{{"certificateArn", reg.certificate_arn(c->id)},
                                {"certificateId", c->id},
                                {"status", c->status},
@@ -495,26 +503,27 @@ void control_plane::install_certificates(net::http_router& router) {
                                {"lastModifiedDate", c->modified},
                                {"customerVersion", c->customer_version},
                                {"generationId", c->generation_id},
-                               {"validity",
-                                json::object{{"notBefore", c->info.not_before},
-                                             {"notAfter", c->info.not_after}}},
+                               {"validity", json::object{{"notBefore", c->info.not_before},
+                                                         {"notAfter", c->info.not_after}}},
                                {"certificateMode", c->mode}};
                 if (!c->ca_id.empty()) d["caCertificateId"] = c->ca_id;
                 return api_result{json::object{{"certificateDescription", d}}};
               });
-  http_.route(router, "GET", "/certificates", iot_services,
-              [&reg, list_response](const http_request& r) {
-                return list_response(reg.list_certificates("", bool_query(r, "isAscendingOrder", false),
-                                                           query(r, "marker"),
-                                                           page_size(r, "pageSize", 25, 250)));
-              });
+  http_.route(
+      router, "GET", "/certificates", iot_services, [&reg, list_response](const http_request& r) {
+        return list_response(reg.list_certificates("", bool_query(r, "isAscendingOrder", false),
+                                                   query(r, "marker"),
+                                                   page_size(r, "pageSize", 25, 250)));
+      });
   http_.route(router, "GET", "/certificates-by-ca/{caCertificateId}", iot_services,
               [&reg, list_response](const http_request& r) {
                 if (!reg.find_ca_certificate(r.param("caCertificateId")))
-                  throw api_error{404, "ResourceNotFoundException",
-                                  "The CA certificate " + r.param("caCertificateId") +
-                                      " does not exist",
-                                  {}, {}};
+                  throw api_error{
+                      404,
+                      "ResourceNotFoundException",
+                      "The CA certificate " + r.param("caCertificateId") + " does not exist",
+                      {},
+                      {}};
                 return list_response(reg.list_certificates(
                     r.param("caCertificateId"), bool_query(r, "isAscendingOrder", false),
                     query(r, "marker"), page_size(r, "pageSize", 25, 250)));
@@ -543,31 +552,37 @@ void control_plane::install_certificates(net::http_router& router) {
     if (!verification.empty()) {
       auto info = registry::parse_certificate_pem(verification);
       if (!info || !registry::is_signed_by(verification, ca_pem))
-        throw api_error{400, "CertificateValidationException",
-                        "The verification certificate is not signed by the CA certificate", {},
+        throw api_error{400,
+                        "CertificateValidationException",
+                        "The verification certificate is not signed by the CA certificate",
+                        {},
                         {}};
       std::string common_name;
       for (const auto& [k, v] : info->subject)
         if (k == "CommonName") common_name = v;
       if (common_name != registration_code_)
-        throw api_error{400, "RegistrationCodeValidationException",
+        throw api_error{400,
+                        "RegistrationCodeValidationException",
                         "The verification certificate's common name is not the registration code",
-                        {}, {}};
+                        {},
+                        {}};
     }
     auto [ca, ticket] = reg.register_ca_certificate(ca_pem, bool_query(r, "setAsActive", false),
                                                     bool_query(r, "allowAutoRegistration", false));
-    return api_result{json::object{{"certificateArn", reg.ca_certificate_arn(ca.id)},
-                                   {"certificateId", ca.id}},
-                      ticket};
+    return api_result{
+        json::object{{"certificateArn", reg.ca_certificate_arn(ca.id)}, {"certificateId", ca.id}},
+        ticket};
   });
   http_.route(router, "GET", "/cacertificate/{caCertificateId}", iot_services,
               [&reg](const http_request& r) {
                 auto c = reg.find_ca_certificate(r.param("caCertificateId"));
                 if (!c)
-                  throw api_error{404, "ResourceNotFoundException",
-                                  "The CA certificate " + r.param("caCertificateId") +
-                                      " does not exist",
-                                  {}, {}};
+                  throw api_error{
+                      404,
+                      "ResourceNotFoundException",
+                      "The CA certificate " + r.param("caCertificateId") + " does not exist",
+                      {},
+                      {}};
                 json::object d{{"certificateArn", reg.ca_certificate_arn(c->id)},
                                {"certificateId", c->id},
                                {"status", c->status},
@@ -578,9 +593,8 @@ void control_plane::install_certificates(net::http_router& router) {
                                {"autoRegistrationStatus", c->auto_registration},
                                {"customerVersion", c->customer_version},
                                {"generationId", c->generation_id},
-                               {"validity",
-                                json::object{{"notBefore", c->info.not_before},
-                                             {"notAfter", c->info.not_after}}},
+                               {"validity", json::object{{"notBefore", c->info.not_before},
+                                                         {"notAfter", c->info.not_after}}},
                                {"certificateMode", "DEFAULT"}};
                 return api_result{json::object{{"certificateDescription", d}}};
               });
@@ -599,16 +613,16 @@ void control_plane::install_certificates(net::http_router& router) {
   });
   http_.route(router, "PUT", "/cacertificate/{caCertificateId}", iot_services,
               [&reg](const http_request& r) {
-                return api_result{json::object{},
-                                  reg.update_ca_certificate(r.param("caCertificateId"),
-                                                            query(r, "newStatus"),
-                                                            query(r, "newAutoRegistrationStatus"))};
+                return api_result{
+                    json::object{},
+                    reg.update_ca_certificate(r.param("caCertificateId"), query(r, "newStatus"),
+                                              query(r, "newAutoRegistrationStatus"))};
               });
-  http_.route(router, "DELETE", "/cacertificate/{caCertificateId}", iot_services,
-              [&reg](const http_request& r) {
-                return api_result{json::object{},
-                                  reg.delete_ca_certificate(r.param("caCertificateId"))};
-              });
+  http_.route(
+      router, "DELETE", "/cacertificate/{caCertificateId}", iot_services,
+      [&reg](const http_request& r) {
+        return api_result{json::object{}, reg.delete_ca_certificate(r.param("caCertificateId"))};
+      });
 }
 
 void control_plane::install_policies(net::http_router& router) {
@@ -626,8 +640,8 @@ void control_plane::install_policies(net::http_router& router) {
   auto find = [&reg](const std::string& name) {
     auto p = reg.find_policy(name);
     if (!p)
-      throw api_error{404, "ResourceNotFoundException", "Policy not found (name=" + name + ")",
-                      {}, {}};
+      throw api_error{
+          404, "ResourceNotFoundException", "Policy not found (name=" + name + ")", {}, {}};
     return *p;
   };
 
@@ -677,26 +691,28 @@ void control_plane::install_policies(net::http_router& router) {
                                                {"isDefaultVersion", set_default}},
                                   ticket};
               });
-  http_.route(router, "GET", "/policies/{policyName}/version", iot_services,
-              [find](const http_request& r) {
-                auto p = find(r.param("policyName"));
-                json::array versions;
-                for (auto it = p.versions.rbegin(); it != p.versions.rend(); ++it)
-                  versions.push_back(json::object{{"versionId", std::to_string(it->first)},
-                                                  {"isDefaultVersion", it->first == p.default_version},
-                                                  {"createDate", it->second.created}});
-                return api_result{json::object{{"policyVersions", versions}}};
-              });
+  http_.route(
+      router, "GET", "/policies/{policyName}/version", iot_services, [find](const http_request& r) {
+        auto p = find(r.param("policyName"));
+        json::array versions;
+        for (auto it = p.versions.rbegin(); it != p.versions.rend(); ++it)
+          versions.push_back(json::object{{"versionId", std::to_string(it->first)},
+                                          {"isDefaultVersion", it->first == p.default_version},
+                                          {"createDate", it->second.created}});
+        return api_result{json::object{{"policyVersions", versions}}};
+      });
   http_.route(router, "GET", "/policies/{policyName}/version/{policyVersionId}", iot_services,
               [&reg, find](const http_request& r) {
                 auto p = find(r.param("policyName"));
                 auto id = version_id(r);
                 auto it = p.versions.find(id);
                 if (it == p.versions.end())
-                  throw api_error{404, "ResourceNotFoundException",
+                  throw api_error{404,
+                                  "ResourceNotFoundException",
                                   "Policy version not found (name=" + p.name +
                                       ", version=" + std::to_string(id) + ")",
-                                  {}, {}};
+                                  {},
+                                  {}};
                 return api_result{json::object{{"policyArn", reg.policy_arn(p.name)},
                                                {"policyName", p.name},
                                                {"policyDocument", it->second.document},
@@ -718,20 +734,18 @@ void control_plane::install_policies(net::http_router& router) {
               });
 
   // Attachments.
-  http_.route(router, "PUT", "/target-policies/{policyName}", iot_services,
-              [&reg](const http_request& r) {
-                auto body = parse_body(r);
-                return api_result{json::object{},
-                                  reg.attach_policy(r.param("policyName"),
-                                                    string_field(body, "target", true))};
-              });
-  http_.route(router, "POST", "/target-policies/{policyName}", iot_services,
-              [&reg](const http_request& r) {
-                auto body = parse_body(r);
-                return api_result{json::object{},
-                                  reg.detach_policy(r.param("policyName"),
-                                                    string_field(body, "target", true))};
-              });
+  http_.route(
+      router, "PUT", "/target-policies/{policyName}", iot_services, [&reg](const http_request& r) {
+        auto body = parse_body(r);
+        return api_result{json::object{}, reg.attach_policy(r.param("policyName"),
+                                                            string_field(body, "target", true))};
+      });
+  http_.route(
+      router, "POST", "/target-policies/{policyName}", iot_services, [&reg](const http_request& r) {
+        auto body = parse_body(r);
+        return api_result{json::object{}, reg.detach_policy(r.param("policyName"),
+                                                            string_field(body, "target", true))};
+      });
   http_.route(router, "POST", "/attached-policies/{target}", iot_services,
               [&reg, policy_list](const http_request& r) {
                 return policy_list(reg.list_attached_policies(

@@ -21,7 +21,8 @@ namespace {
 }
 
 std::string base64_decode(std::string_view text, std::string_view what) {
-  if (text.size() % 4 != 0 || text.size() > 64 * 1024) bad_request(std::string(what) + " is not base64");
+  if (text.size() % 4 != 0 || text.size() > 64 * 1024)
+    bad_request(std::string(what) + " is not base64");
   std::string out(text.size() / 4 * 3, '\0');
   int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
                           reinterpret_cast<const unsigned char*>(text.data()),
@@ -88,8 +89,7 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
     if (auto refused = http_.authenticate(r, {"iotdata", "iot"})) return respond(*refused);
   } else {
     // A device with its client certificate: the same checks as an MQTT client.
-    if (auto refusal = authorizer_.certificate_refusal(r.certificate->sha256_hex);
-        !refusal.empty())
+    if (auto refusal = authorizer_.certificate_refusal(r.certificate->sha256_hex); !refusal.empty())
       throw api_error{403, "ForbiddenException", "Forbidden: " + refusal, {}, {}};
     device.transport = "https";
     device.remote_address = r.remote_address;

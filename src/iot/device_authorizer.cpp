@@ -73,7 +73,7 @@ mqtt::reason_code device_authorizer::authorize_connect(const broker::client_iden
     return mqtt::reason_code::not_authorized;
   }
   return allowed(who, "iot:Connect", "client", who.client_id) ? mqtt::reason_code::success
-                                                               : mqtt::reason_code::not_authorized;
+                                                              : mqtt::reason_code::not_authorized;
 }
 
 bool device_authorizer::may_publish(const broker::client_identity& who, std::string_view topic,
@@ -82,8 +82,7 @@ bool device_authorizer::may_publish(const broker::client_identity& who, std::str
   return !retain || allowed(who, "iot:RetainPublish", "topic", topic);
 }
 
-bool device_authorizer::may_subscribe(const broker::client_identity& who,
-                                      std::string_view filter) {
+bool device_authorizer::may_subscribe(const broker::client_identity& who, std::string_view filter) {
   return allowed(who, "iot:Subscribe", "topicfilter", filter);
 }
 

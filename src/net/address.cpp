@@ -39,7 +39,8 @@ namespace nimbus::net {
 std::string host_of(std::string_view endpoint_text) {
   if (endpoint_text.starts_with('[')) {
     auto close = endpoint_text.find(']');
-    return std::string(endpoint_text.substr(1, close == std::string_view::npos ? close : close - 1));
+    return std::string(
+        endpoint_text.substr(1, close == std::string_view::npos ? close : close - 1));
   }
   auto colon = endpoint_text.rfind(':');
   if (colon == std::string_view::npos || endpoint_text.find(':') != colon)

@@ -4,8 +4,8 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -92,8 +92,8 @@ void http_router::add_async(std::string method, std::string pattern, http_async_
       {std::move(method), std::move(pattern), prefix, std::move(segments), std::move(handler)});
 }
 
-void http_router::set_websocket(std::string path, std::string subprotocol,
-                                stream_handler on_stream, websocket_admitter admit) {
+void http_router::set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
+                                websocket_admitter admit) {
   websocket_admit_ = std::move(admit);
   websocket_path_ = std::move(path);
   websocket_subprotocol_ = std::move(subprotocol);

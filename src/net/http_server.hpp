@@ -18,11 +18,11 @@
 namespace nimbus::net {
 
 struct http_request {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // path and query as sent
-  std::string path;    // decoded path without the query
+  std::string method;    // "GET", "POST", ...
+  std::string target;    // path and query as sent
+  std::string path;      // decoded path without the query
   std::string raw_path;  // path as sent (percent-encoded), for signatures
-  std::string query;   // raw query string without '?'
+  std::string query;     // raw query string without '?'
   // `{name}` segments of the matched route pattern, percent-decoded.
   std::vector<std::pair<std::string, std::string>> params;
   std::vector<std::pair<std::string, std::string>> headers;

@@ -4,8 +4,8 @@
 // certificates. Start-up code only; errors throw.
 #include <memory>
 #include <optional>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nimbus::registry {

@@ -27,7 +27,7 @@ constexpr std::size_t max_group_depth = 7;
 constexpr int device_certificate_days = 365 * 23;
 
 const std::set<std::string> certificate_statuses = {
-    "ACTIVE",           "INACTIVE",          "REVOKED",           "PENDING_TRANSFER",
+    "ACTIVE",          "INACTIVE",          "REVOKED",           "PENDING_TRANSFER",
     "REGISTER_ACTIVE", "REGISTER_INACTIVE", "PENDING_ACTIVATION"};
 
 [[noreturn]] void refuse(unsigned status, std::string type, std::string message) {
@@ -208,7 +208,9 @@ class registry::batch {
  public:
   explicit batch(state& s) : s(s) {}
   state& s;
-  void touch(std::string kind, std::string name) { touched.emplace(std::move(kind), std::move(name)); }
+  void touch(std::string kind, std::string name) {
+    touched.emplace(std::move(kind), std::move(name));
+  }
   void disable_certificate(std::string id) { disabled.push_back(std::move(id)); }
   std::set<std::pair<std::string, std::string>> touched;
   std::vector<std::string> disabled;
@@ -325,7 +327,8 @@ class device_context final : public policy::request_context {
       }
       return std::nullopt;
     }
-    if (k.starts_with("iot:certificate.") && cert_ != nullptr) return certificate_key(key.substr(16));
+    if (k.starts_with("iot:certificate.") && cert_ != nullptr)
+      return certificate_key(key.substr(16));
     return std::nullopt;
   }
 
@@ -341,8 +344,8 @@ class device_context final : public policy::request_context {
       if (!list) v.resize(1);
       return v;
     };
-    for (auto [prefix, fields] : {std::pair{"subject.", &info.subject},
-                                  std::pair{"issuer.", &info.issuer}}) {
+    for (auto [prefix, fields] :
+         {std::pair{"subject.", &info.subject}, std::pair{"issuer.", &info.issuer}}) {
       if (!k.starts_with(prefix)) continue;
       std::string field = k.substr(std::string_view(prefix).size());
       values v;
@@ -396,39 +399,51 @@ void registry::load(storage::database& db) {
     const json::object& o = parsed.as_object();
     ++loaded;
     if (kind == "thing") {
-      thing t{str(o, "name"), str(o, "id"), str(o, "type"), attributes_of(o.at("attributes")),
-              integer(o, "version"), str(o, "billing_group"),
+      thing t{str(o, "name"),
+              str(o, "id"),
+              str(o, "type"),
+              attributes_of(o.at("attributes")),
+              integer(o, "version"),
+              str(o, "billing_group"),
               strings_of<std::set<std::string>>(o.at("principals")),
-              strings_of<std::set<std::string>>(o.at("groups")), num(o, "created")};
+              strings_of<std::set<std::string>>(o.at("groups")),
+              num(o, "created")};
       for (const auto& p : t.principals) s.principal_things[p].insert(t.name);
       s.things[t.name] = std::move(t);
     } else if (kind == "thing_type") {
-      thing_type t{str(o, "name"),
-                   str(o, "id"),
-                   str(o, "description"),
-                   strings_of<std::vector<std::string>>(o.at("searchable")),
-                   boolean(o, "deprecated"),
-                   num(o, "deprecation_date"),
-                   num(o, "created")};
+      thing_type t{
+          str(o, "name"),           str(o, "id"),
+          str(o, "description"),    strings_of<std::vector<std::string>>(o.at("searchable")),
+          boolean(o, "deprecated"), num(o, "deprecation_date"),
+          num(o, "created")};
       s.thing_types[t.name] = std::move(t);
     } else if (kind == "thing_group") {
-      thing_group g{str(o, "name"),        str(o, "id"),          str(o, "parent"),
-                    str(o, "description"), attributes_of(o.at("attributes")),
-                    integer(o, "version"), num(o, "created")};
+      thing_group g{str(o, "name"),
+                    str(o, "id"),
+                    str(o, "parent"),
+                    str(o, "description"),
+                    attributes_of(o.at("attributes")),
+                    integer(o, "version"),
+                    num(o, "created")};
       s.thing_groups[g.name] = std::move(g);
     } else if (kind == "certificate") {
       auto info = parse_certificate_pem(str(o, "pem"));
       if (!info) throw std::runtime_error("registry: stored certificate does not parse");
-      certificate c{str(o, "id"),          str(o, "status"),           str(o, "ca_id"),
-                    str(o, "mode"),        str(o, "generation_id"),    integer(o, "customer_version"),
-                    num(o, "created"),     num(o, "modified"),         std::move(*info)};
+      certificate c{str(o, "id"),      str(o, "status"),        str(o, "ca_id"),
+                    str(o, "mode"),    str(o, "generation_id"), integer(o, "customer_version"),
+                    num(o, "created"), num(o, "modified"),      std::move(*info)};
       s.certificates[c.id] = std::move(c);
     } else if (kind == "ca_certificate") {
       auto info = parse_certificate_pem(str(o, "pem"));
       if (!info) throw std::runtime_error("registry: stored CA certificate does not parse");
-      ca_certificate c{str(o, "id"),      str(o, "status"),      str(o, "auto_registration"),
-                       str(o, "generation_id"), integer(o, "customer_version"),
-                       num(o, "created"), num(o, "modified"),    std::move(*info)};
+      ca_certificate c{str(o, "id"),
+                       str(o, "status"),
+                       str(o, "auto_registration"),
+                       str(o, "generation_id"),
+                       integer(o, "customer_version"),
+                       num(o, "created"),
+                       num(o, "modified"),
+                       std::move(*info)};
       s.ca_certificates[c.id] = std::move(c);
     } else if (kind == "policy") {
       policy_entry p;
@@ -452,7 +467,9 @@ void registry::load(storage::database& db) {
                s.things.size(), s.certificates.size(), s.policies.size());
 }
 
-double registry::now() const { return static_cast<double>(clock_.unix_seconds()); }
+double registry::now() const {
+  return static_cast<double>(clock_.unix_seconds());
+}
 
 registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
   std::vector<std::string> disabled;
@@ -485,8 +502,9 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
       t = writer_->submit([rows = std::move(rows)](storage::database& db) {
         for (const auto& r : rows) {
           if (r.body) {
-            db.cached("INSERT INTO registry_objects (kind, name, body) VALUES (?, ?, ?) "
-                      "ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body")
+            db.cached(
+                  "INSERT INTO registry_objects (kind, name, body) VALUES (?, ?, ?) "
+                  "ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body")
                 .bind(1, r.kind)
                 .bind(2, r.name)
                 .bind(3, *r.body)
@@ -530,8 +548,8 @@ void check_thing_name(const std::string& name, const char* what = "thingName") {
 void check_attribute_count(const attribute_map& attributes, bool typed) {
   std::size_t limit = typed ? max_attributes_typed : max_attributes_untyped;
   if (attributes.size() > limit)
-    invalid("A thing " + std::string(typed ? "with" : "without") + " a thing type can have at most " +
-            std::to_string(limit) + " attributes");
+    invalid("A thing " + std::string(typed ? "with" : "without") +
+            " a thing type can have at most " + std::to_string(limit) + " attributes");
 }
 
 // Applies an attribute payload: merged (an empty value deletes) or replacing the whole set.
@@ -551,8 +569,7 @@ const thing_type& usable_type(const std::map<std::string, thing_type>& types,
                               const std::string& name) {
   auto it = types.find(name);
   if (it == types.end()) not_found("Thing type " + name + " not found");
-  if (it->second.deprecated)
-    invalid("Can not create new thing with deprecated thing type:" + name);
+  if (it->second.deprecated) invalid("Can not create new thing with deprecated thing type:" + name);
   return it->second;
 }
 
@@ -593,8 +610,8 @@ registry::ticket registry::update_thing(const std::string& name, const thing_req
     if (it == b.s.things.end()) not_found("Thing " + name + " cannot be found.");
     thing updated = it->second;
     if (r.expected_version != no_version && r.expected_version != updated.version)
-      conflict("VersionConflictException", "The version for thing " + name +
-                                               " does not match the expected version.");
+      conflict("VersionConflictException",
+               "The version for thing " + name + " does not match the expected version.");
     if (r.remove_type && !r.type_name.empty())
       invalid("Cannot remove the thing type and set a new one in the same request");
     if (r.remove_type) updated.type_name.clear();
@@ -602,7 +619,8 @@ registry::ticket registry::update_thing(const std::string& name, const thing_req
       usable_type(b.s.thing_types, r.type_name);
       updated.type_name = r.type_name;
     }
-    if (r.attributes) updated.attributes = apply_attributes(updated.attributes, *r.attributes, r.merge);
+    if (r.attributes)
+      updated.attributes = apply_attributes(updated.attributes, *r.attributes, r.merge);
     check_attribute_count(updated.attributes, !updated.type_name.empty());
     updated.version += 1;
     it->second = std::move(updated);
@@ -615,10 +633,11 @@ registry::ticket registry::delete_thing(const std::string& name, std::int64_t ex
     auto it = b.s.things.find(name);
     if (it == b.s.things.end()) return;  // AWS: deleting a missing thing succeeds
     if (expected_version != no_version && expected_version != it->second.version)
-      conflict("VersionConflictException", "The version for thing " + name +
-                                               " does not match the expected version.");
+      conflict("VersionConflictException",
+               "The version for thing " + name + " does not match the expected version.");
     if (!it->second.principals.empty())
-      invalid("Cannot delete thing " + name + " because it is still attached to one or more "
+      invalid("Cannot delete thing " + name +
+              " because it is still attached to one or more "
               "principals");
     b.s.things.erase(it);
     b.touch("thing", name);
@@ -664,8 +683,7 @@ std::pair<thing_type, registry::ticket> registry::create_thing_type(
   thing_type result;
   auto t = mutate([&](batch& b) {
     if (auto it = b.s.thing_types.find(name); it != b.s.thing_types.end()) {
-      if (it->second.description == description &&
-          it->second.searchable_attributes == searchable) {
+      if (it->second.description == description && it->second.searchable_attributes == searchable) {
         result = it->second;
         return;
       }
@@ -893,8 +911,7 @@ page<std::string> registry::list_things_in_group(const std::string& group, bool 
 }
 
 page<thing_group> registry::list_groups_for_thing(const std::string& thing_name,
-                                                  const std::string& token,
-                                                  std::size_t max) const {
+                                                  const std::string& token, std::size_t max) const {
   std::shared_lock lock(mutex_);
   auto it = state_->things.find(thing_name);
   if (it == state_->things.end()) not_found("Thing " + thing_name + " cannot be found.");
@@ -927,8 +944,9 @@ std::pair<registry::created_keys, registry::ticket> registry::create_keys_and_ce
   auto issued = ca_.issue_device("AWS IoT Certificate", device_certificate_days);
   auto info = parse_certificate_pem(issued.certificate_pem);
   if (!info) throw std::runtime_error("registry: issued certificate does not parse");
-  created_keys result{new_certificate_record(std::move(*info), active ? "ACTIVE" : "INACTIVE", now()),
-                      issued.private_key_pem, issued.public_key_pem};
+  created_keys result{
+      new_certificate_record(std::move(*info), active ? "ACTIVE" : "INACTIVE", now()),
+      issued.private_key_pem, issued.public_key_pem};
   auto t = mutate([&](batch& b) {
     b.s.certificates[result.cert.id] = result.cert;
     b.touch("certificate", result.cert.id);
@@ -936,8 +954,8 @@ std::pair<registry::created_keys, registry::ticket> registry::create_keys_and_ce
   return {result, t};
 }
 
-std::pair<certificate, registry::ticket> registry::create_certificate_from_csr(
-    std::string_view csr, bool active) {
+std::pair<certificate, registry::ticket> registry::create_certificate_from_csr(std::string_view csr,
+                                                                               bool active) {
   auto pem = ca_.sign_request(csr, device_certificate_days);
   if (!pem) invalid("The certificate signing request is not a valid PEM-encoded, signed CSR");
   auto info = parse_certificate_pem(*pem);
@@ -950,8 +968,10 @@ std::pair<certificate, registry::ticket> registry::create_certificate_from_csr(
   return {cert, t};
 }
 
-std::pair<certificate, registry::ticket> registry::register_certificate(
-    std::string_view pem, std::string_view ca_pem, const std::string& status, bool with_ca) {
+std::pair<certificate, registry::ticket> registry::register_certificate(std::string_view pem,
+                                                                        std::string_view ca_pem,
+                                                                        const std::string& status,
+                                                                        bool with_ca) {
   auto info = parse_certificate_pem(pem);
   if (!info) refuse(400, "CertificateValidationException", "The certificate is not a valid PEM");
   if (!certificate_statuses.contains(status)) invalid("Invalid certificate status: " + status);
@@ -1033,10 +1053,10 @@ registry::ticket registry::delete_certificate(const std::string& id, bool force)
       refuse(406, "CertificateStateException",
              "Certificate must be deactivated (not ACTIVE) before deletion.");
     std::string arn = certificate_arn(id);
-    if (auto pt = b.s.principal_things.find(arn); pt != b.s.principal_things.end() &&
-                                                  !pt->second.empty())
-      conflict("DeleteConflictException", "Things must be detached before deletion (arn: " + arn +
-                                              ")");
+    if (auto pt = b.s.principal_things.find(arn);
+        pt != b.s.principal_things.end() && !pt->second.empty())
+      conflict("DeleteConflictException",
+               "Things must be detached before deletion (arn: " + arn + ")");
     auto tp = b.s.target_policies.find(arn);
     if (tp != b.s.target_policies.end() && !tp->second.empty()) {
       if (!force)
@@ -1113,8 +1133,7 @@ registry::ticket registry::update_ca_certificate(const std::string& id, const st
                                                  const std::string& auto_registration) {
   if (!status.empty() && status != "ACTIVE" && status != "INACTIVE")
     invalid("newStatus must be ACTIVE or INACTIVE");
-  if (!auto_registration.empty() && auto_registration != "ENABLE" &&
-      auto_registration != "DISABLE")
+  if (!auto_registration.empty() && auto_registration != "ENABLE" && auto_registration != "DISABLE")
     invalid("newAutoRegistrationStatus must be ENABLE or DISABLE");
   return mutate([&](batch& b) {
     auto it = b.s.ca_certificates.find(id);
@@ -1206,7 +1225,8 @@ registry::ticket registry::delete_policy(const std::string& name) {
     if (!it->second.targets.empty())
       conflict("DeleteConflictException",
                "The policy cannot be deleted as the policy is attached to one or more principals "
-               "(name=" + name + ")");
+               "(name=" +
+                   name + ")");
     if (it->second.versions.size() > 1)
       conflict("DeleteConflictException",
                "Cannot delete the policy because it has one or more non-default versions (name=" +
@@ -1296,8 +1316,7 @@ registry::ticket registry::attach_policy(const std::string& name, const std::str
       if (!b.s.thing_groups.contains(resource.substr(11)))
         not_found("Thing Group " + resource.substr(11) + " cannot be found.");
     } else {
-      invalid("Invalid target: " + target +
-              " (expected a certificate ARN or a thing group ARN)");
+      invalid("Invalid target: " + target + " (expected a certificate ARN or a thing group ARN)");
     }
     std::string canonical = arn_prefix_ + resource;
     auto& attached = b.s.target_policies[canonical];
@@ -1405,8 +1424,7 @@ registry::ticket registry::detach_thing_principal(const std::string& thing_name,
 }
 
 page<std::string> registry::list_thing_principals(const std::string& thing_name,
-                                                  const std::string& token,
-                                                  std::size_t max) const {
+                                                  const std::string& token, std::size_t max) const {
   std::shared_lock lock(mutex_);
   auto it = state_->things.find(thing_name);
   if (it == state_->things.end()) not_found("Thing " + thing_name + " cannot be found.");
@@ -1416,8 +1434,7 @@ page<std::string> registry::list_thing_principals(const std::string& thing_name,
 }
 
 page<std::string> registry::list_principal_things(const std::string& principal,
-                                                  const std::string& token,
-                                                  std::size_t max) const {
+                                                  const std::string& token, std::size_t max) const {
   std::shared_lock lock(mutex_);
   std::string resource = arn_resource(principal);
   if (!resource.starts_with("cert/")) invalid("Invalid principal: " + principal);

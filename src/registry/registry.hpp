@@ -93,7 +93,7 @@ struct certificate {
 
 struct ca_certificate {
   std::string id;
-  std::string status;  // ACTIVE, INACTIVE
+  std::string status;             // ACTIVE, INACTIVE
   std::string auto_registration;  // ENABLE, DISABLE
   std::string generation_id;
   std::int64_t customer_version = 1;
@@ -218,8 +218,7 @@ class registry {
   std::pair<certificate, ticket> create_certificate_from_csr(std::string_view csr, bool active);
   // `with_ca`: RegisterCertificate (the issuing CA must be registered and ACTIVE); otherwise
   // RegisterCertificateWithoutCA.
-  std::pair<certificate, ticket> register_certificate(std::string_view pem,
-                                                      std::string_view ca_pem,
+  std::pair<certificate, ticket> register_certificate(std::string_view pem, std::string_view ca_pem,
                                                       const std::string& status, bool with_ca);
   ticket update_certificate(const std::string& id, const std::string& status);
   ticket delete_certificate(const std::string& id, bool force);

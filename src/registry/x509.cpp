@@ -34,21 +34,36 @@ std::int64_t to_unix(const ASN1_TIME* t) {
 // AWS names the DN attributes after their long forms (`iot:Certificate.Subject.CommonName`).
 const char* aws_attribute_name(int nid) {
   switch (nid) {
-    case NID_commonName: return "CommonName";
-    case NID_countryName: return "Country";
-    case NID_organizationName: return "Organization";
-    case NID_organizationalUnitName: return "OrganizationalUnit";
-    case NID_stateOrProvinceName: return "State";
-    case NID_localityName: return "Locality";
-    case NID_serialNumber: return "SerialNumber";
-    case NID_title: return "Title";
-    case NID_surname: return "Surname";
-    case NID_givenName: return "GivenName";
-    case NID_initials: return "Initials";
-    case NID_pseudonym: return "Pseudonym";
-    case NID_generationQualifier: return "GenerationQualifier";
-    case NID_dnQualifier: return "DistinguishedNameQualifier";
-    default: return nullptr;
+    case NID_commonName:
+      return "CommonName";
+    case NID_countryName:
+      return "Country";
+    case NID_organizationName:
+      return "Organization";
+    case NID_organizationalUnitName:
+      return "OrganizationalUnit";
+    case NID_stateOrProvinceName:
+      return "State";
+    case NID_localityName:
+      return "Locality";
+    case NID_serialNumber:
+      return "SerialNumber";
+    case NID_title:
+      return "Title";
+    case NID_surname:
+      return "Surname";
+    case NID_givenName:
+      return "GivenName";
+    case NID_initials:
+      return "Initials";
+    case NID_pseudonym:
+      return "Pseudonym";
+    case NID_generationQualifier:
+      return "GenerationQualifier";
+    case NID_dnQualifier:
+      return "DistinguishedNameQualifier";
+    default:
+      return nullptr;
   }
 }
 
@@ -61,7 +76,8 @@ std::vector<std::pair<std::string, std::string>> name_fields(const X509_NAME* na
     unsigned char* utf8 = nullptr;
     int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
     if (len < 0) continue;
-    out.emplace_back(key, std::string(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len)));
+    out.emplace_back(key,
+                     std::string(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len)));
     OPENSSL_free(utf8);
   }
   return out;
@@ -117,8 +133,8 @@ std::optional<certificate_info> describe(X509* cert) {
   info.issuer = name_fields(X509_get_issuer_name(cert));
   info.subject_der = name_der(X509_get_subject_name(cert));
   info.issuer_der = name_der(X509_get_issuer_name(cert));
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
     auto text = [](const ASN1_IA5STRING* s) {

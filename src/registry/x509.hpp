@@ -13,7 +13,7 @@ namespace nimbus::registry {
 struct certificate_info {
   std::string pem;  // the first certificate, re-encoded as canonical PEM
   std::string der;
-  std::string id;  // lowercase hex SHA-256 of the DER
+  std::string id;               // lowercase hex SHA-256 of the DER
   std::int64_t not_before = 0;  // unix seconds
   std::int64_t not_after = 0;
   bool is_ca = false;

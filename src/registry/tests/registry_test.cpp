@@ -111,8 +111,7 @@ TEST_F(registry_fixture, pagination_visits_every_thing_once) {
     token = page.next_token;
   } while (!token.empty());
   EXPECT_EQ(seen.size(), 7U);
-  EXPECT_EQ(refusal([&] { reg_->list_things({}, "garbage", 3); }).type,
-            "InvalidRequestException");
+  EXPECT_EQ(refusal([&] { reg_->list_things({}, "garbage", 3); }).type, "InvalidRequestException");
 }
 
 TEST_F(registry_fixture, policy_versions_limits_and_delete_preconditions) {

@@ -1,9 +1,13 @@
-// MQTT.js against nimbus over WebSocket (ws:// on the HTTP listener, wss:// on HTTPS).
+// MQTT.js against nimbus over WebSocket (ws:// on the HTTP listener, wss:// on HTTPS with a
+// SigV4-presigned URL).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import https from 'node:https';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { startNimbus } from './nimbus.js';
 
 let server;
@@ -103,10 +107,38 @@ test('topic aliases both ways: the client assigns them, the server sends its own
   await Promise.all([pub.endAsync(), sub.endAsync()]);
 });
 
-test('wss on the HTTPS listener with the Nimbus root CA', async () => {
+// A SigV4-presigned wss:// URL (service iotdevicegateway), as the AWS IoT SDKs build it, signed
+// by the AWS SDK's own signer with the keys in <data>/credentials.
+async function presignedWssUrl(secretOverride) {
+  const ini = readFileSync(join(server.dataDir, 'credentials'), 'utf8');
+  const value = (key) => ini.match(new RegExp(`^${key}\\s*=\\s*(\\S+)`, 'm'))[1];
+  const signer = new SignatureV4({
+    service: 'iotdevicegateway',
+    region: 'us-east-1',
+    credentials: {
+      accessKeyId: value('aws_access_key_id'),
+      secretAccessKey: secretOverride ?? value('aws_secret_access_key'),
+    },
+    sha256: NodeSha256,
+  });
+  const port = server.port('https');
+  const signed = await signer.presign({
+    method: 'GET', protocol: 'wss:', hostname: 'localhost', port, path: '/mqtt',
+    headers: { host: `localhost:${port}` }, query: {},
+  }, { expiresIn: 300 });
+  const query = new URLSearchParams(signed.query).toString();
+  return `wss://localhost:${port}/mqtt?${query}`;
+}
+
+class NodeSha256 {
+  constructor(secret) { this.hash = secret ? createHmac('sha256', secret) : createHash('sha256'); }
+  update(data) { this.hash.update(data); }
+  async digest() { return new Uint8Array(this.hash.digest()); }
+}
+
+test('wss on the HTTPS listener with a SigV4-presigned URL and the Nimbus root CA', async () => {
   const ca = readFileSync(join(server.dataDir, 'ca', 'root-CA.crt'));
-  const url = `wss://localhost:${server.port('https')}/mqtt`;
-  const sub = await connect(url, { protocolVersion: 5, ca, rejectUnauthorized: true });
+  const sub = await connect(await presignedWssUrl(), { protocolVersion: 5, ca, rejectUnauthorized: true });
   const received = nextMessages(sub, 1);
   await sub.subscribeAsync('wss/t', { qos: 1 });
   const pub = await connect(wsUrl(), { protocolVersion: 5 });
@@ -114,4 +146,30 @@ test('wss on the HTTPS listener with the Nimbus root CA', async () => {
   const [m] = await received;
   assert.equal(m.payload, 'secure');
   await Promise.all([pub.endAsync(), sub.endAsync()]);
+});
+
+test('wss without a certificate or a valid signature is refused', async () => {
+  const ca = readFileSync(join(server.dataDir, 'ca', 'root-CA.crt'));
+  const options = { protocolVersion: 5, ca, rejectUnauthorized: true, connectTimeout: 3000 };
+  // Unsigned: the upgrade succeeds but CONNECT is refused (no certificate, not anonymous).
+  await assert.rejects(connect(`wss://localhost:${server.port('https')}/mqtt`, options));
+  // Wrongly signed: the upgrade itself is refused with AWS's 403 (MQTT.js never settles on a
+  // refused upgrade, so the handshake is made directly).
+  const url = new URL(await presignedWssUrl('not-the-secret'));
+  const response = await new Promise((resolve, reject) => {
+    const request = https.request({
+      host: url.hostname, port: url.port, path: url.pathname + url.search, ca,
+      headers: {
+        Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Protocol': 'mqtt',
+      },
+    });
+    request.on('response', resolve);
+    request.on('upgrade', () => reject(new Error('upgraded with a wrong signature')));
+    request.on('error', reject);
+    request.end();
+  });
+  assert.equal(response.statusCode, 403);
+  assert.equal(response.headers['x-amzn-errortype'], 'InvalidSignatureException');
+  response.resume();
 });
