@@ -127,6 +127,8 @@ class broker {
                       const mqtt::subscription_options& options, std::uint32_t subscription_id);
   void publish_will(const mqtt::will_message& will, const std::string& publisher);
   void publish_sys();
+  // Publishes a lifecycle event (QoS 1, not retained) from the broker itself.
+  void publish_event(std::string topic, std::string payload);
   publish_result route(message_ptr msg, const gate_ptr& gate);
 
   config::mqtt_settings settings_;

@@ -60,35 +60,38 @@ std::string principal_of(const client_identity& who) {
 
 }  // namespace
 
-void broker::announce_connected(const client_identity& who, const std::string& session_id) {
-  if (!settings_.lifecycle_events || !has_event_topic(who)) return;
+void broker::publish_event(std::string topic, std::string payload) {
   auto msg = std::make_shared<message>();
-  msg->topic = "$aws/events/presence/connected/" + who.client_id;
+  msg->topic = std::move(topic);
+  msg->payload = std::move(payload);
   msg->qos = 1;
   msg->publisher = "$aws";
-  msg->payload = fmt::format(
-      R"({{"clientId":{},"timestamp":{},"eventType":"connected","sessionIdentifier":{},)"
-      R"("principalIdentifier":{},"ipAddress":{},"versionNumber":{}}})",
-      json_string(who.client_id), unix_millis(), json_string(session_id),
-      json_string(principal_of(who)), json_string(net::host_of(who.remote_address)),
-      event_version_.fetch_add(1) + 1);
   route(std::move(msg), nullptr);
+}
+
+void broker::announce_connected(const client_identity& who, const std::string& session_id) {
+  if (!settings_.lifecycle_events || !has_event_topic(who)) return;
+  publish_event(
+      "$aws/events/presence/connected/" + who.client_id,
+      fmt::format(
+          R"({{"clientId":{},"timestamp":{},"eventType":"connected","sessionIdentifier":{},)"
+          R"("principalIdentifier":{},"ipAddress":{},"versionNumber":{}}})",
+          json_string(who.client_id), unix_millis(), json_string(session_id),
+          json_string(principal_of(who)), json_string(net::host_of(who.remote_address)),
+          event_version_.fetch_add(1) + 1));
 }
 
 void broker::announce_disconnected(const client_identity& who, const std::string& session_id,
                                    std::string_view reason, bool client_initiated) {
   if (!settings_.lifecycle_events || !has_event_topic(who)) return;
-  auto msg = std::make_shared<message>();
-  msg->topic = "$aws/events/presence/disconnected/" + who.client_id;
-  msg->qos = 1;
-  msg->publisher = "$aws";
-  msg->payload = fmt::format(
-      R"({{"clientId":{},"timestamp":{},"eventType":"disconnected","clientInitiatedDisconnect":{},)"
-      R"("sessionIdentifier":{},"principalIdentifier":{},"disconnectReason":{},"versionNumber":{}}})",
-      json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
-      json_string(session_id), json_string(principal_of(who)), json_string(reason),
-      event_version_.fetch_add(1) + 1);
-  route(std::move(msg), nullptr);
+  publish_event(
+      "$aws/events/presence/disconnected/" + who.client_id,
+      fmt::format(
+          R"({{"clientId":{},"timestamp":{},"eventType":"disconnected","clientInitiatedDisconnect":{},)"
+          R"("sessionIdentifier":{},"principalIdentifier":{},"disconnectReason":{},"versionNumber":{}}})",
+          json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
+          json_string(session_id), json_string(principal_of(who)), json_string(reason),
+          event_version_.fetch_add(1) + 1));
 }
 
 void broker::announce_subscriptions(const client_identity& who, const std::string& session_id,
@@ -97,16 +100,12 @@ void broker::announce_subscriptions(const client_identity& who, const std::strin
   std::string topics;
   for (const auto& f : filters) topics += (topics.empty() ? "" : ",") + json_string(f);
   const char* type = subscribed ? "subscribed" : "unsubscribed";
-  auto msg = std::make_shared<message>();
-  msg->topic = fmt::format("$aws/events/subscriptions/{}/{}", type, who.client_id);
-  msg->qos = 1;
-  msg->publisher = "$aws";
-  msg->payload =
+  publish_event(
+      fmt::format("$aws/events/subscriptions/{}/{}", type, who.client_id),
       fmt::format(R"({{"clientId":{},"timestamp":{},"eventType":"{}","sessionIdentifier":{},)"
                   R"("principalIdentifier":{},"topics":[{}],"versionNumber":{}}})",
                   json_string(who.client_id), unix_millis(), type, json_string(session_id),
-                  json_string(principal_of(who)), topics, event_version_.fetch_add(1) + 1);
-  route(std::move(msg), nullptr);
+                  json_string(principal_of(who)), topics, event_version_.fetch_add(1) + 1));
 }
 
 }  // namespace nimbus::broker

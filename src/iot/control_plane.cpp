@@ -17,6 +17,17 @@ const std::vector<std::string_view> iot_services = {"iot", "execute-api"};
   throw api_error{400, "InvalidRequestException", std::move(message), {}, {}};
 }
 
+[[noreturn]] void not_found(std::string message) {
+  throw api_error{404, "ResourceNotFoundException", std::move(message), {}, {}};
+}
+
+// The looked-up object, or ResourceNotFound with `message`.
+template <class T>
+T found(std::optional<T> object, std::string message) {
+  if (!object) not_found(std::move(message));
+  return std::move(*object);
+}
+
 json::object attributes_json(const registry::attribute_map& m) {
   json::object o;
   for (const auto& [k, v] : m) o[k] = v;
@@ -164,14 +175,9 @@ void control_plane::install_things(net::http_router& router) {
   });
   http_.route(router, "GET", "/things/{thingName}", iot_services,
               [&reg, describe_thing](const http_request& r) {
-                auto t = reg.find_thing(r.param("thingName"));
-                if (!t)
-                  throw api_error{404,
-                                  "ResourceNotFoundException",
-                                  "Thing " + r.param("thingName") + " cannot be found.",
-                                  {},
-                                  {}};
-                return api_result{describe_thing(*t)};
+                auto t = found(reg.find_thing(r.param("thingName")),
+                               "Thing " + r.param("thingName") + " cannot be found.");
+                return api_result{describe_thing(t)};
               });
   http_.route(router, "PATCH", "/things/{thingName}", iot_services, [&reg](const http_request& r) {
     auto body = parse_body(r);
@@ -260,14 +266,9 @@ void control_plane::install_things(net::http_router& router) {
       });
   http_.route(router, "GET", "/thing-types/{thingTypeName}", iot_services,
               [&reg, type_json](const http_request& r) {
-                auto t = reg.find_thing_type(r.param("thingTypeName"));
-                if (!t)
-                  throw api_error{404,
-                                  "ResourceNotFoundException",
-                                  "Thing Type " + r.param("thingTypeName") + " cannot be found.",
-                                  {},
-                                  {}};
-                return api_result{type_json(*t)};
+                auto t = found(reg.find_thing_type(r.param("thingTypeName")),
+                               "Thing Type " + r.param("thingTypeName") + " cannot be found.");
+                return api_result{type_json(t)};
               });
   http_.route(router, "GET", "/thing-types", iot_services,
               [&reg, type_json](const http_request& r) {
@@ -354,14 +355,9 @@ void control_plane::install_groups(net::http_router& router) {
               });
   http_.route(router, "GET", "/thing-groups/{thingGroupName}", iot_services,
               [&reg, group_json](const http_request& r) {
-                auto g = reg.find_thing_group(r.param("thingGroupName"));
-                if (!g)
-                  throw api_error{404,
-                                  "ResourceNotFoundException",
-                                  "Thing Group " + r.param("thingGroupName") + " cannot be found.",
-                                  {},
-                                  {}};
-                return api_result{group_json(*g)};
+                auto g = found(reg.find_thing_group(r.param("thingGroupName")),
+                               "Thing Group " + r.param("thingGroupName") + " cannot be found.");
+                return api_result{group_json(g)};
               });
   http_.route(router, "PATCH", "/thing-groups/{thingGroupName}", iot_services,
               [&reg, group_properties](const http_request& r) {
@@ -487,26 +483,21 @@ void control_plane::install_certificates(net::http_router& router) {
               });
   http_.route(router, "GET", "/certificates/{certificateId}", iot_services,
               [&reg](const http_request& r) {
-                auto c = reg.find_certificate(r.param("certificateId"));
-                if (!c)
-                  throw api_error{404,
-                                  "ResourceNotFoundException",
-                                  "The certificate " + r.param("certificateId") + " does not exist",
-                                  {},
-                                  {}};
-                json::object d{{"certificateArn", reg.certificate_arn(c->id)},
-                               {"certificateId", c->id},
-                               {"status", c->status},
-                               {"certificatePem", c->info.pem},
+                auto c = found(reg.find_certificate(r.param("certificateId")),
+                               "The certificate " + r.param("certificateId") + " does not exist");
+                json::object d{{"certificateArn", reg.certificate_arn(c.id)},
+                               {"certificateId", c.id},
+                               {"status", c.status},
+                               {"certificatePem", c.info.pem},
                                {"ownedBy", reg.account()},
-                               {"creationDate", c->created},
-                               {"lastModifiedDate", c->modified},
-                               {"customerVersion", c->customer_version},
-                               {"generationId", c->generation_id},
-                               {"validity", json::object{{"notBefore", c->info.not_before},
-                                                         {"notAfter", c->info.not_after}}},
-                               {"certificateMode", c->mode}};
-                if (!c->ca_id.empty()) d["caCertificateId"] = c->ca_id;
+                               {"creationDate", c.created},
+                               {"lastModifiedDate", c.modified},
+                               {"customerVersion", c.customer_version},
+                               {"generationId", c.generation_id},
+                               {"validity", json::object{{"notBefore", c.info.not_before},
+                                                         {"notAfter", c.info.not_after}}},
+                               {"certificateMode", c.mode}};
+                if (!c.ca_id.empty()) d["caCertificateId"] = c.ca_id;
                 return api_result{json::object{{"certificateDescription", d}}};
               });
   http_.route(
@@ -517,13 +508,8 @@ void control_plane::install_certificates(net::http_router& router) {
       });
   http_.route(router, "GET", "/certificates-by-ca/{caCertificateId}", iot_services,
               [&reg, list_response](const http_request& r) {
-                if (!reg.find_ca_certificate(r.param("caCertificateId")))
-                  throw api_error{
-                      404,
-                      "ResourceNotFoundException",
-                      "The CA certificate " + r.param("caCertificateId") + " does not exist",
-                      {},
-                      {}};
+                found(reg.find_ca_certificate(r.param("caCertificateId")),
+                      "The CA certificate " + r.param("caCertificateId") + " does not exist");
                 return list_response(reg.list_certificates(
                     r.param("caCertificateId"), bool_query(r, "isAscendingOrder", false),
                     query(r, "marker"), page_size(r, "pageSize", 25, 250)));
@@ -575,26 +561,21 @@ void control_plane::install_certificates(net::http_router& router) {
   });
   http_.route(router, "GET", "/cacertificate/{caCertificateId}", iot_services,
               [&reg](const http_request& r) {
-                auto c = reg.find_ca_certificate(r.param("caCertificateId"));
-                if (!c)
-                  throw api_error{
-                      404,
-                      "ResourceNotFoundException",
-                      "The CA certificate " + r.param("caCertificateId") + " does not exist",
-                      {},
-                      {}};
-                json::object d{{"certificateArn", reg.ca_certificate_arn(c->id)},
-                               {"certificateId", c->id},
-                               {"status", c->status},
-                               {"certificatePem", c->info.pem},
+                auto c =
+                    found(reg.find_ca_certificate(r.param("caCertificateId")),
+                          "The CA certificate " + r.param("caCertificateId") + " does not exist");
+                json::object d{{"certificateArn", reg.ca_certificate_arn(c.id)},
+                               {"certificateId", c.id},
+                               {"status", c.status},
+                               {"certificatePem", c.info.pem},
                                {"ownedBy", reg.account()},
-                               {"creationDate", c->created},
-                               {"lastModifiedDate", c->modified},
-                               {"autoRegistrationStatus", c->auto_registration},
-                               {"customerVersion", c->customer_version},
-                               {"generationId", c->generation_id},
-                               {"validity", json::object{{"notBefore", c->info.not_before},
-                                                         {"notAfter", c->info.not_after}}},
+                               {"creationDate", c.created},
+                               {"lastModifiedDate", c.modified},
+                               {"autoRegistrationStatus", c.auto_registration},
+                               {"customerVersion", c.customer_version},
+                               {"generationId", c.generation_id},
+                               {"validity", json::object{{"notBefore", c.info.not_before},
+                                                         {"notAfter", c.info.not_after}}},
                                {"certificateMode", "DEFAULT"}};
                 return api_result{json::object{{"certificateDescription", d}}};
               });
@@ -638,11 +619,7 @@ void control_plane::install_policies(net::http_router& router) {
     return api_result{body};
   };
   auto find = [&reg](const std::string& name) {
-    auto p = reg.find_policy(name);
-    if (!p)
-      throw api_error{
-          404, "ResourceNotFoundException", "Policy not found (name=" + name + ")", {}, {}};
-    return *p;
+    return found(reg.find_policy(name), "Policy not found (name=" + name + ")");
   };
 
   http_.route(router, "POST", "/policies/{policyName}", iot_services,
@@ -707,12 +684,8 @@ void control_plane::install_policies(net::http_router& router) {
                 auto id = version_id(r);
                 auto it = p.versions.find(id);
                 if (it == p.versions.end())
-                  throw api_error{404,
-                                  "ResourceNotFoundException",
-                                  "Policy version not found (name=" + p.name +
-                                      ", version=" + std::to_string(id) + ")",
-                                  {},
-                                  {}};
+                  not_found("Policy version not found (name=" + p.name +
+                            ", version=" + std::to_string(id) + ")");
                 return api_result{json::object{{"policyArn", reg.policy_arn(p.name)},
                                                {"policyName", p.name},
                                                {"policyDocument", it->second.document},

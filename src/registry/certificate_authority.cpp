@@ -37,34 +37,30 @@ pkey_ptr generate_key() {
   return key;
 }
 
-std::string key_to_pem(EVP_PKEY* key) {
+// Runs one PEM_write_bio_* call into memory and returns the text.
+template <class Write>
+std::string to_pem(Write write) {
   BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
+  write(bio);
   char* data = nullptr;
   long len = BIO_get_mem_data(bio, &data);
   std::string out(data, static_cast<std::size_t>(len));
   BIO_free(bio);
   return out;
+}
+
+std::string key_to_pem(EVP_PKEY* key) {
+  return to_pem([key](BIO* bio) {
+    PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
+  });
 }
 
 std::string public_key_to_pem(EVP_PKEY* key) {
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_PUBKEY(bio, key);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  std::string out(data, static_cast<std::size_t>(len));
-  BIO_free(bio);
-  return out;
+  return to_pem([key](BIO* bio) { PEM_write_bio_PUBKEY(bio, key); });
 }
 
 std::string cert_to_pem(X509* cert) {
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(bio, cert);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  std::string out(data, static_cast<std::size_t>(len));
-  BIO_free(bio);
-  return out;
+  return to_pem([cert](BIO* bio) { PEM_write_bio_X509(bio, cert); });
 }
 
 std::string read_file(const std::string& path) {
