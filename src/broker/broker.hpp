@@ -97,11 +97,11 @@ class broker {
 
   // AWS IoT lifecycle events on `$aws/events/presence/...` and `$aws/events/subscriptions/...`
   // (when `lifecycle_events` is on). `session_id` identifies one connection.
-  void announce_connected(const client_identity& who, const std::string& session_id);
-  void announce_disconnected(const client_identity& who, const std::string& session_id,
+  void announce_connected(const client_identity& who, std::uint64_t session_id);
+  void announce_disconnected(const client_identity& who, std::uint64_t session_id,
                              std::string_view reason, bool client_initiated);
-  void announce_subscriptions(const client_identity& who, const std::string& session_id,
-                              bool subscribed, const std::vector<std::string>& filters);
+  void announce_subscriptions(const client_identity& who, std::uint64_t session_id, bool subscribed,
+                              const std::vector<std::string>& filters);
 
   session_store* store() { return store_; }
   const config::mqtt_settings& settings() const { return settings_; }
@@ -113,6 +113,12 @@ class broker {
   std::size_t retained_count() const;
   std::size_t subscription_count() const { return index_.size(); }
   std::string prometheus_text() const;
+
+  // Topics only the broker publishes to ($SYS, lifecycle events): clients' PUBLISH, wills and
+  // HTTPS publishes to them are refused.
+  static bool is_reserved_topic(std::string_view topic) {
+    return topic.starts_with("$SYS") || topic.starts_with("$aws/events/");
+  }
 
   // Message expiry: unix time at which a message published now with `props` expires (0: never).
   std::int64_t expiry_for(const mqtt::properties& props) const;

@@ -3,13 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/container/devector.hpp>
 #include <unordered_map>
 
 #include "core/random.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/topic.hpp"
+#include "net/timer_wheel.hpp"
 
 namespace nimbus::broker {
 
@@ -29,10 +29,14 @@ constexpr std::size_t initial_read_buffer = 512;
 
 class connection final : public session_link,
                          public net::stream_owner,
+                         public net::timer_owner,
                          public std::enable_shared_from_this<connection> {
  public:
   connection(broker& b, std::unique_ptr<net::byte_stream> stream)
-      : broker_(b), stream_(std::move(stream)), executor_(stream_->executor()), timer_(executor_) {}
+      : broker_(b),
+        stream_(std::move(stream)),
+        executor_(stream_->executor()),
+        timer_(executor_, *this) {}
 
   void start() {
     broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -86,7 +90,9 @@ class connection final : public session_link,
   // Reads until the stream ends; pauses while the client is not taking what we send. An idle
   // plain-TCP client holds no read buffer: we wait for readability, then read what is there.
   void start_read() {
-    if (closed_ || reading_) return;
+    // Not while input is being processed (a write that completed synchronously, or closing,
+    // asks for more): the buffer is still being consumed; the caller reads once it is done.
+    if (closed_ || reading_ || processing_input_) return;
     // Backpressure: a client that does not read what we send (acknowledgements included) is
     // not read from either, so its output cannot grow without bound.
     if (!closing_ && (output_bytes() >= broker_.settings().max_write_buffer ||
@@ -145,6 +151,11 @@ class connection final : public session_link,
 
   // Processes `n` new bytes; false when the connection failed.
   bool consume(std::size_t n) {
+    struct processing_guard {
+      bool& flag;
+      explicit processing_guard(bool& f) : flag(f) { flag = true; }
+      ~processing_guard() { flag = false; }
+    } guard(processing_input_);
     try {
       process_input(n);
       return true;
@@ -206,7 +217,8 @@ class connection final : public session_link,
   }
 
   // One timer serves the CONNECT deadline, keep-alive (1.5 x, MQTT 3.1.2.10) and the grace
-  // period of a server-initiated close. State changes cancel it; the handler recomputes.
+  // period of a server-initiated close, on the loop's timer wheel. State changes reschedule it;
+  // when it fires, the deadline is recomputed (traffic may have moved it).
   std::optional<std::chrono::steady_clock::time_point> timer_deadline() const {
     if (closing_) return close_deadline_;
     if (!connected_) return last_received_ + connect_timeout;
@@ -215,25 +227,18 @@ class connection final : public session_link,
   }
 
   void arm_timer() {
-    if (closed_ || timer_armed_) return;
-    auto deadline = timer_deadline();
-    if (!deadline) return;
-    timer_armed_ = true;
-    ++pending_operations_;
-    timer_.expires_at(*deadline);
-    timer_.async_wait([this](const boost::system::error_code&) {
-      timer_armed_ = false;
-      if (!closed_) on_timer();
-      operation_done();
-    });
+    if (closed_) return;
+    if (auto deadline = timer_deadline())
+      timer_.schedule(*deadline);
+    else
+      timer_.cancel();
   }
 
   // Re-evaluates the timer after a state change (CONNECT accepted, closing started).
-  void rearm_timer() {
-    if (timer_armed_)
-      timer_.cancel();  // the handler re-arms with the new deadline
-    else
-      arm_timer();
+  void rearm_timer() { arm_timer(); }
+
+  void on_timer_expired() override {
+    if (!closed_) on_timer();
   }
 
   void on_timer() {
@@ -396,7 +401,7 @@ class connection final : public session_link,
       return refuse_connect(verdict);
     }
     identity_ = std::make_shared<client_identity>(std::move(who));
-    if (c.will && (c.will->topic.starts_with("$SYS") ||
+    if (c.will && (broker::is_reserved_topic(c.will->topic) ||
                    !broker_.auth().may_publish(*identity_, c.will->topic, c.will->retain))) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       spdlog::info("mqtt_will_denied client={} topic=\"{}\"", c.client_id, c.will->topic);
@@ -453,7 +458,7 @@ class connection final : public session_link,
         "session_present={}",
         c.client_id, stream_->remote_address(), stream_->transport(), static_cast<int>(version_),
         c.clean_start, attached.session_present);
-    session_id_ = core::random_hex(16);
+    session_id_ = core::random_u64();
     broker_.announce_connected(*identity_, session_id_);
     if (attached.session_present) resend_inflight();
     deliver();
@@ -465,13 +470,14 @@ class connection final : public session_link,
       std::uint16_t alias = *p.props.topic_alias;
       if (alias == 0 || alias > broker_.settings().topic_alias_maximum)
         return protocol_violation(reason_code::topic_alias_invalid, "topic alias out of range");
-      if (inbound_aliases_.size() <= alias) inbound_aliases_.resize(std::size_t{alias} + 1);
+      auto& inbound = aliases().inbound;
+      if (inbound.size() <= alias) inbound.resize(std::size_t{alias} + 1);
       if (p.topic.empty()) {
-        if (inbound_aliases_[alias].empty())
+        if (inbound[alias].empty())
           return protocol_violation(reason_code::protocol_error, "unknown topic alias");
-        p.topic = inbound_aliases_[alias];
+        p.topic = inbound[alias];
       } else {
-        inbound_aliases_[alias] = p.topic;
+        inbound[alias] = p.topic;
       }
       p.props.topic_alias.reset();
     }
@@ -518,8 +524,7 @@ class connection final : public session_link,
     publish_result routed;
     gate_ptr gate;
     const std::uint64_t floor = durable_floor();
-    // Clients may not write the broker's own topics.
-    bool reserved = p.topic.starts_with("$SYS") || p.topic.starts_with("$aws/events/");
+    bool reserved = broker::is_reserved_topic(p.topic);
     if (!reserved) {
       auto msg = std::make_shared<message>();
       msg->topic = std::move(p.topic);
@@ -709,20 +714,24 @@ class connection final : public session_link,
   }
 
   void resend_inflight() {
-    std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
-    std::lock_guard lock(session_->mutex);
-    if (session_->link.get() != this) return;
-    for (const auto& [packet_id, entry] : session_->inflight)
-      order.emplace_back(entry.d.seq, packet_id);
-    std::sort(order.begin(), order.end());
-    for (auto [seq, packet_id] : order) {
-      auto& entry = session_->inflight.at(packet_id);
-      if (entry.released) {
-        append(mqtt::ack_packet{mqtt::packet_type::pubrel, packet_id, reason_code::success, {}});
-      } else {
-        encode_delivery(entry.d, packet_id, true);
+    {
+      std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
+      std::lock_guard lock(session_->mutex);
+      if (session_->link.get() != this) return;
+      for (const auto& [packet_id, entry] : session_->inflight)
+        order.emplace_back(entry.d.seq, packet_id);
+      std::sort(order.begin(), order.end());
+      for (auto [seq, packet_id] : order) {
+        auto& entry = session_->inflight.at(packet_id);
+        if (entry.released) {
+          append(mqtt::ack_packet{mqtt::packet_type::pubrel, packet_id, reason_code::success, {}});
+        } else {
+          encode_delivery(entry.d, packet_id, true);
+        }
       }
     }
+    // Outside the session lock: a write that completes at once goes on to deliver(), which
+    // takes it.
     flush_output();
   }
 
@@ -806,11 +815,12 @@ class connection final : public session_link,
       std::optional<std::uint16_t> alias;
       bool new_alias = false;
       if (client_topic_alias_maximum_ > 0) {
-        if (auto it = outbound_aliases_.find(m.topic); it != outbound_aliases_.end()) {
+        auto& outbound = aliases().outbound;
+        if (auto it = outbound.find(m.topic); it != outbound.end()) {
           alias = it->second;
           topic = {};
-        } else if (outbound_aliases_.size() < client_topic_alias_maximum_) {
-          alias = static_cast<std::uint16_t>(outbound_aliases_.size() + 1);
+        } else if (outbound.size() < client_topic_alias_maximum_) {
+          alias = static_cast<std::uint16_t>(outbound.size() + 1);
           new_alias = true;
         }
       }
@@ -830,7 +840,7 @@ class connection final : public session_link,
         broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
         return false;
       }
-      if (new_alias) outbound_aliases_.emplace(m.topic, *alias);
+      if (new_alias) aliases().outbound.emplace(m.topic, *alias);
     }
     mqtt::encode_publish_head(out_, version_, d.qos, d.retain, dup, topic, packet_id, *props,
                               m.payload.size());
@@ -942,8 +952,35 @@ class connection final : public session_link,
     if (offset < writing_out_.size())
       write_buffers_.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
     writing_ = true;
+    // Speculative write: usually the socket takes everything at once and no asynchronous
+    // operation (an allocation, and a trip through the loop) is needed. Not from inside a
+    // completion that this path started, so that recursion stays one level deep.
+    if (!completing_synchronously_) {
+      boost::system::error_code ec;
+      std::size_t total = asio::buffer_size(write_buffers_);
+      std::size_t n = stream_->write_available(write_buffers_, ec);
+      if (ec != asio::error::would_block && (ec || n == total)) {
+        completing_synchronously_ = true;
+        after_write(ec, n, true);
+        completing_synchronously_ = false;
+        return;
+      }
+      if (n > 0) {
+        broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
+        consume_written(n);
+      }
+    }
     ++pending_operations_;
     stream_->write_from(write_buffers_, *this);
+  }
+
+  // Drops the first `n` bytes of `write_buffers_` (a partial speculative write).
+  void consume_written(std::size_t n) {
+    std::size_t done = 0;
+    while (done < write_buffers_.size() && n >= write_buffers_[done].size())
+      n -= write_buffers_[done++].size();
+    write_buffers_.erase(write_buffers_.begin(), write_buffers_.begin() + static_cast<long>(done));
+    if (n > 0) write_buffers_.front() += n;
   }
 
   void on_written(const boost::system::error_code& ec, std::size_t n) override {
@@ -951,7 +988,10 @@ class connection final : public session_link,
     operation_done();
   }
 
-  void after_write(const boost::system::error_code& ec, std::size_t n) {
+  // `synchronous`: the write completed inside flush_output, whose caller carries on with its own
+  // work (e.g. CONNACK before resending in-flight messages), so deliveries must not run inside
+  // it; any waiting ones are picked up through a wake instead.
+  void after_write(const boost::system::error_code& ec, std::size_t n, bool synchronous = false) {
     writing_ = false;
     writing_refs_.clear();
     if (ec || closed_) {
@@ -968,7 +1008,16 @@ class connection final : public session_link,
       return;
     }
     start_read();  // the output drained: a paused reader may continue
-    if (!closing_) deliver();
+    if (closing_) return;
+    if (!synchronous) return deliver();
+    if (session_ && connected_) {
+      bool queued;
+      {
+        std::lock_guard lock(session_->mutex);
+        queued = !session_->queue.empty() && session_->link.get() == this;
+      }
+      if (queued) wake();
+    }
   }
 
   std::size_t max_frame_bytes() const { return broker_.settings().max_packet_size; }
@@ -990,11 +1039,11 @@ class connection final : public session_link,
   broker& broker_;
   std::unique_ptr<net::byte_stream> stream_;
   asio::any_io_executor executor_;
-  asio::steady_timer timer_;
+  net::timer_entry timer_;
   std::shared_ptr<connection> self_;  // set while open (see start())
   int pending_operations_ = 0;
   bool reading_ = false;
-  bool timer_armed_ = false;
+  bool processing_input_ = false;
   std::chrono::steady_clock::time_point close_deadline_;
   std::vector<char> in_;
   std::size_t in_used_ = 0;
@@ -1007,7 +1056,7 @@ class connection final : public session_link,
   bool clean_disconnect_ = false;
   bool request_problem_information_ = true;
   close_kind close_kind_ = close_kind::normal;
-  std::string session_id_;  // lifecycle events' sessionIdentifier
+  std::uint64_t session_id_ = 0;  // lifecycle events' sessionIdentifier (random)
   // The AWS disconnectReason if the connection ends now.
   std::string_view end_reason_ = "CONNECTION_LOST";
   std::optional<std::uint32_t> disconnect_expiry_;
@@ -1022,8 +1071,16 @@ class connection final : public session_link,
   std::uint16_t client_receive_maximum_ = 65535;
   std::uint32_t client_max_packet_ = 0;
   std::uint16_t client_topic_alias_maximum_ = 0;
-  std::vector<std::string> inbound_aliases_;
-  std::unordered_map<std::string, std::uint16_t> outbound_aliases_;
+  // Topic aliases (MQTT 5), allocated on first use: most clients never use them.
+  struct topic_aliases {
+    std::vector<std::string> inbound;
+    std::unordered_map<std::string, std::uint16_t> outbound;
+  };
+  std::unique_ptr<topic_aliases> aliases_;
+  topic_aliases& aliases() {
+    if (!aliases_) aliases_ = std::make_unique<topic_aliases>();
+    return *aliases_;
+  }
 
   boost::container::devector<pending_ack> pending_acks_;  // allocates nothing while empty
   std::size_t deferred_qos1_ = 0;
@@ -1035,6 +1092,7 @@ class connection final : public session_link,
   std::vector<std::pair<std::size_t, message_ptr>> writing_refs_;
   std::vector<asio::const_buffer> write_buffers_;
   bool writing_ = false;
+  bool completing_synchronously_ = false;
   std::atomic<bool> wake_pending_{false};
 };
 

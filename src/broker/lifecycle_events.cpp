@@ -51,6 +51,11 @@ bool has_event_topic(const client_identity& who) {
   return who.client_id.find_first_of("+#/") == std::string::npos;
 }
 
+// sessionIdentifier: the connection's random 64-bit id, as a JSON string.
+std::string session_text(std::uint64_t session_id) {
+  return fmt::format("\"{:016x}\"", session_id);
+}
+
 // AWS's principalIdentifier: the certificate id, or the access key for SigV4 clients.
 std::string principal_of(const client_identity& who) {
   if (who.certificate) return who.certificate->sha256_hex;
@@ -69,19 +74,19 @@ void broker::publish_event(std::string topic, std::string payload) {
   route(std::move(msg), nullptr);
 }
 
-void broker::announce_connected(const client_identity& who, const std::string& session_id) {
+void broker::announce_connected(const client_identity& who, std::uint64_t session_id) {
   if (!settings_.lifecycle_events || !has_event_topic(who)) return;
   publish_event(
       "$aws/events/presence/connected/" + who.client_id,
       fmt::format(
           R"({{"clientId":{},"timestamp":{},"eventType":"connected","sessionIdentifier":{},)"
           R"("principalIdentifier":{},"ipAddress":{},"versionNumber":{}}})",
-          json_string(who.client_id), unix_millis(), json_string(session_id),
+          json_string(who.client_id), unix_millis(), session_text(session_id),
           json_string(principal_of(who)), json_string(net::host_of(who.remote_address)),
           event_version_.fetch_add(1) + 1));
 }
 
-void broker::announce_disconnected(const client_identity& who, const std::string& session_id,
+void broker::announce_disconnected(const client_identity& who, std::uint64_t session_id,
                                    std::string_view reason, bool client_initiated) {
   if (!settings_.lifecycle_events || !has_event_topic(who)) return;
   publish_event(
@@ -90,11 +95,11 @@ void broker::announce_disconnected(const client_identity& who, const std::string
           R"({{"clientId":{},"timestamp":{},"eventType":"disconnected","clientInitiatedDisconnect":{},)"
           R"("sessionIdentifier":{},"principalIdentifier":{},"disconnectReason":{},"versionNumber":{}}})",
           json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
-          json_string(session_id), json_string(principal_of(who)), json_string(reason),
+          session_text(session_id), json_string(principal_of(who)), json_string(reason),
           event_version_.fetch_add(1) + 1));
 }
 
-void broker::announce_subscriptions(const client_identity& who, const std::string& session_id,
+void broker::announce_subscriptions(const client_identity& who, std::uint64_t session_id,
                                     bool subscribed, const std::vector<std::string>& filters) {
   if (!settings_.lifecycle_events || !has_event_topic(who) || filters.empty()) return;
   std::string topics;
@@ -104,7 +109,7 @@ void broker::announce_subscriptions(const client_identity& who, const std::strin
       fmt::format("$aws/events/subscriptions/{}/{}", type, who.client_id),
       fmt::format(R"({{"clientId":{},"timestamp":{},"eventType":"{}","sessionIdentifier":{},)"
                   R"("principalIdentifier":{},"topics":[{}],"versionNumber":{}}})",
-                  json_string(who.client_id), unix_millis(), type, json_string(session_id),
+                  json_string(who.client_id), unix_millis(), type, session_text(session_id),
                   json_string(principal_of(who)), topics, event_version_.fetch_add(1) + 1));
 }
 

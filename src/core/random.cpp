@@ -45,4 +45,11 @@ std::string random_hex(std::size_t bytes) {
   return out;
 }
 
+std::uint64_t random_u64() {
+  std::uint64_t value = 0;
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&value), sizeof(value)) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  return value;
+}
+
 }  // namespace nimbus::core

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 #include <charconv>
 
@@ -88,21 +89,34 @@ void aws_http::respond_when_durable(api_result result, net::http_responder respo
 }
 
 void aws_http::route(net::http_router& router, std::string method, std::string pattern,
-                     const std::vector<std::string_view>& services, api_operation operation) const {
+                     const std::vector<std::string_view>& services, api_operation operation,
+                     bool offload) const {
   std::vector<std::string_view> accepted(services);
-  router.add_async(std::move(method), std::move(pattern),
-                   [this, accepted, operation = std::move(operation)](net::http_request request,
-                                                                      net::http_responder respond) {
-                     if (auto refused = authenticate(request, accepted))
-                       return respond(std::move(*refused));
-                     api_result result;
-                     try {
-                       result = operation(request);
-                     } catch (const registry::api_error& e) {
-                       return respond(error_response(e));
-                     }
-                     respond_when_durable(std::move(result), std::move(respond));
-                   });
+  auto shared = std::make_shared<const api_operation>(std::move(operation));
+  router.add_async(
+      std::move(method), std::move(pattern),
+      [this, accepted, offload, shared](net::http_request request, net::http_responder respond) {
+        if (auto refused = authenticate(request, accepted)) return respond(std::move(*refused));
+        if (!offload) return run(*shared, request, std::move(respond));
+        boost::asio::post(workers_, [this, shared, request = std::move(request),
+                                     respond = std::move(respond)]() mutable {
+          run(*shared, request, std::move(respond));
+        });
+      });
+}
+
+void aws_http::run(const api_operation& operation, const net::http_request& request,
+                   net::http_responder respond) const {
+  api_result result;
+  try {
+    result = operation(request);
+  } catch (const registry::api_error& e) {
+    return respond(error_response(e));
+  } catch (const std::exception& e) {
+    spdlog::error("api_operation_failed path=\"{}\" error=\"{}\"", request.raw_path, e.what());
+    return respond(error_response({500, "InternalFailureException", "Internal failure", {}, {}}));
+  }
+  respond_when_durable(std::move(result), std::move(respond));
 }
 
 json::object parse_body(const net::http_request& request) {

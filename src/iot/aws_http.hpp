@@ -2,6 +2,7 @@
 // What every AWS-style REST route shares: SigV4 authentication against `<data>/credentials`,
 // errors in AWS's shape (status, `x-amzn-ErrorType`, `{"message":…}`), request ids, and
 // acknowledging a change only once the registry's write is durable.
+#include <boost/asio/thread_pool.hpp>
 #include <boost/json/value.hpp>
 #include <functional>
 #include <optional>
@@ -35,9 +36,11 @@ class aws_http {
   aws_http(registry::api_credentials credentials, storage::write_queue& writer)
       : credentials_(std::move(credentials)), writer_(writer) {}
 
-  // Registers a route whose requests must be SigV4-signed for one of `services`.
+  // Registers a route whose requests must be SigV4-signed for one of `services`. An `offload`
+  // operation (RSA key generation ...) runs on a worker thread instead of an event loop.
   void route(net::http_router& router, std::string method, std::string pattern,
-             const std::vector<std::string_view>& services, api_operation operation) const;
+             const std::vector<std::string_view>& services, api_operation operation,
+             bool offload = false) const;
 
   // Checks the signature; nullopt when the request may proceed, else the 403 to send.
   std::optional<net::http_response> authenticate(
@@ -49,8 +52,12 @@ class aws_http {
   void respond_when_durable(api_result result, net::http_responder respond) const;
 
  private:
+  void run(const api_operation& operation, const net::http_request& request,
+           net::http_responder respond) const;
+
   registry::api_credentials credentials_;
   storage::write_queue& writer_;
+  mutable boost::asio::thread_pool workers_{1};
 };
 
 // Request parsing shared by the routes; each throws api_error 400 on bad input.

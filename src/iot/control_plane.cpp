@@ -434,15 +434,16 @@ void control_plane::install_certificates(net::http_router& router) {
     return api_result{body};
   };
 
-  http_.route(router, "POST", "/keys-and-certificate", iot_services,
-              [&reg, created](const http_request& r) {
-                auto [keys, ticket] =
-                    reg.create_keys_and_certificate(bool_query(r, "setAsActive", false));
-                auto body = created(keys.cert);
-                body["keyPair"] = json::object{{"PublicKey", keys.public_key_pem},
-                                               {"PrivateKey", keys.private_key_pem}};
-                return api_result{body, ticket};
-              });
+  http_.route(
+      router, "POST", "/keys-and-certificate", iot_services,
+      [&reg, created](const http_request& r) {
+        auto [keys, ticket] = reg.create_keys_and_certificate(bool_query(r, "setAsActive", false));
+        auto body = created(keys.cert);
+        body["keyPair"] =
+            json::object{{"PublicKey", keys.public_key_pem}, {"PrivateKey", keys.private_key_pem}};
+        return api_result{body, ticket};
+      },
+      /*offload=*/true);  // RSA-2048 key generation takes tens of milliseconds
   http_.route(
       router, "POST", "/certificates", iot_services, [&reg, created](const http_request& r) {
         auto body = parse_body(r);

@@ -106,11 +106,18 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   bool retain = bool_query(r, "retain", false);
   if (!mqtt::is_valid_topic_name(topic, broker_.topic_limits()))
     bad_request("The topic " + topic + " is not a valid topic name");
-  if (topic.starts_with("$SYS") || topic.starts_with("$aws/events/"))
+  if (broker::broker::is_reserved_topic(topic))
     throw api_error{403, "ForbiddenException", "Clients may not publish to " + topic, {}, {}};
   if (device.certificate && !authorizer_.may_publish(device, topic, retain))
     throw api_error{403, "ForbiddenException", "Forbidden", {}, {}};
 
+  if (r.body.size() > broker_.settings().max_packet_size)
+    throw api_error{413,
+                    "RequestEntityTooLargeException",
+                    "The payload exceeds the maximum message size of " +
+                        std::to_string(broker_.settings().max_packet_size) + " bytes",
+                    {},
+                    {}};
   auto msg = std::make_shared<broker::message>();
   msg->topic = topic;
   msg->payload = std::move(r.body);

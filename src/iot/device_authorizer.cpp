@@ -39,7 +39,10 @@ bool device_authorizer::allowed(const broker::client_identity& who, std::string_
   for (std::size_t i = 0; i < action_names.size(); ++i)
     if (action_names[i] == action) index = i;
   denials_[index].fetch_add(1, std::memory_order_relaxed);
-  spdlog::info(
+  // Receive is checked per delivery: a subscriber on `#` whose Receive is restricted would
+  // flood the log at info, so those denials are logged at debug (and counted like the rest).
+  spdlog::log(
+      index == receive ? spdlog::level::debug : spdlog::level::info,
       "authorization_denied client_id=\"{}\" action={} resource=\"{}\" decision={} principal={}",
       who.client_id, action, resource,
       decision == policy::decision::deny ? "explicit_deny" : "no_allow",

@@ -59,6 +59,14 @@ class byte_stream {
     ec = boost::asio::error::operation_not_supported;
     return 0;
   }
+  // Writes what the socket takes right now without blocking (a speculative write, so most
+  // writes need no asynchronous operation at all); would_block when nothing fits or the stream
+  // cannot write synchronously (TLS, WebSocket).
+  virtual std::size_t write_available(const std::vector<boost::asio::const_buffer>&,
+                                      boost::system::error_code& ec) {
+    ec = boost::asio::error::would_block;
+    return 0;
+  }
 
   template <class Token>
   auto async_read_some(boost::asio::mutable_buffer buffer, Token&& token) {

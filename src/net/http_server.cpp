@@ -132,7 +132,10 @@ void http_router::dispatch(http_request request, http_responder respond) const {
       r.handler(std::move(request), respond);
     } catch (const std::exception& e) {
       spdlog::error("http_handler_failed path={} error=\"{}\"", target, e.what());
-      respond({500, "application/json", {}, R"({"message":"internal error"})"});
+      respond({500,
+               "application/json",
+               {{"x-amzn-ErrorType", "InternalFailureException"}},
+               R"({"message":"internal error"})"});
     }
     return;
   }
@@ -198,11 +201,11 @@ http::response<http::string_body> to_response(http_response r,
 template <class Token>
 auto async_dispatch(const http_router& router, http_request request, Token&& token) {
   return asio::async_initiate<Token, void(http_response)>(
-      [&router](auto handler, http_request request) {
+      [&router](auto handler, http_request req) {
         using handler_type = decltype(handler);
         auto shared = std::make_shared<std::optional<handler_type>>(std::move(handler));
         auto executor = asio::get_associated_executor(**shared);
-        router.dispatch(std::move(request), [shared, executor](http_response response) {
+        router.dispatch(std::move(req), [shared, executor](http_response response) {
           asio::dispatch(executor, [shared, response = std::move(response)]() mutable {
             if (!*shared) return;  // answered twice: ignore the second
             auto h = std::move(**shared);

@@ -61,6 +61,10 @@ class tcp_byte_stream final : public byte_stream {
   std::size_t read_available(asio::mutable_buffer buffer, boost::system::error_code& ec) override {
     return socket_.read_some(buffer, ec);
   }
+  std::size_t write_available(const std::vector<asio::const_buffer>& buffers,
+                              boost::system::error_code& ec) override {
+    return socket_.write_some(buffers, ec);
+  }
   void read_some(asio::mutable_buffer buffer, io_handler handler) override {
     socket_.async_read_some(buffer, std::move(handler));
   }

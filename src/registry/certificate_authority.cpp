@@ -192,7 +192,7 @@ issued_certificate certificate_authority::issue_server(const std::string& common
   if (!san.empty()) add_extension(cert.get(), keys_->cert.get(), NID_subject_alt_name, san.c_str());
   if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0)
     fail("signing a server certificate failed");
-  return {cert_to_pem(cert.get()), key_to_pem(key.get())};
+  return {cert_to_pem(cert.get()), key_to_pem(key.get()), {}};
 }
 
 issued_certificate certificate_authority::issue_client(const std::string& common_name,
@@ -206,7 +206,7 @@ issued_certificate certificate_authority::issue_client(const std::string& common
   add_extension(cert.get(), keys_->cert.get(), NID_authority_key_identifier, "keyid");
   if (X509_sign(cert.get(), keys_->key.get(), EVP_sha256()) == 0)
     fail("signing a client certificate failed");
-  return {cert_to_pem(cert.get()), key_to_pem(key.get())};
+  return {cert_to_pem(cert.get()), key_to_pem(key.get()), {}};
 }
 
 issued_certificate certificate_authority::issue_device(const std::string& common_name,

@@ -1,5 +1,6 @@
 #include "registry/registry.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -27,8 +28,7 @@ constexpr std::size_t max_group_depth = 7;
 constexpr int device_certificate_days = 365 * 23;
 
 const std::set<std::string> certificate_statuses = {
-    "ACTIVE",          "INACTIVE",          "REVOKED",           "PENDING_TRANSFER",
-    "REGISTER_ACTIVE", "REGISTER_INACTIVE", "PENDING_ACTIVATION"};
+    "ACTIVE", "INACTIVE", "REVOKED", "PENDING_TRANSFER", "REGISTER_INACTIVE", "PENDING_ACTIVATION"};
 
 [[noreturn]] void refuse(unsigned status, std::string type, std::string message) {
   throw api_error{status, std::move(type), std::move(message), {}, {}};
@@ -100,18 +100,18 @@ std::string decode_token(const std::string& token) {
   return out;
 }
 
-// Pages through `keyed` (already in listing order) after the position named by `token`.
+// Pages through `keyed`, in listing order, which is ascending key order (or descending with
+// `descending`). The token names the last key returned; the next page starts at the first key
+// past it, so deleting the items of a page while paging skips nothing.
 template <class T>
 page<T> paginate(std::vector<std::pair<std::string, T>> keyed, const std::string& token,
-                 std::size_t max) {
+                 std::size_t max, bool descending = false) {
   std::string after = decode_token(token);
   page<T> out;
   std::size_t i = 0;
-  if (!token.empty()) {
-    while (i < keyed.size() && keyed[i].first != after) ++i;
-    if (i == keyed.size()) invalid("The pagination token is invalid.");
-    ++i;
-  }
+  if (!token.empty())
+    while (i < keyed.size() && (descending ? keyed[i].first >= after : keyed[i].first <= after))
+      ++i;
   for (; i < keyed.size() && out.items.size() < max; ++i) out.items.push_back(keyed[i].second);
   if (i < keyed.size() && !out.items.empty()) out.next_token = encode_token(keyed[i - 1].first);
   return out;
@@ -127,6 +127,18 @@ std::string arn_resource(std::string_view arn) {
     ++pos;
   }
   return std::string(arn.substr(pos));
+}
+
+// Attachments are keyed by the resource part of an ARN ("cert/{id}", "thinggroup/{name}"), so
+// they survive a change of the configured region or account.
+std::string cert_key(std::string_view id) {
+  return "cert/" + std::string(id);
+}
+std::string group_key(std::string_view name) {
+  return "thinggroup/" + std::string(name);
+}
+std::string key_of(std::string stored) {
+  return stored.starts_with("arn:") ? arn_resource(stored) : stored;
 }
 
 std::string lowercase(std::string_view s) {
@@ -206,7 +218,7 @@ struct registry::state {
 // The objects one change touched; each is written (or deleted) as a whole afterwards.
 class registry::batch {
  public:
-  explicit batch(state& s) : s(s) {}
+  explicit batch(state& st) : s(st) {}
   state& s;
   void touch(std::string kind, std::string name) {
     touched.emplace(std::move(kind), std::move(name));
@@ -283,6 +295,10 @@ json::object to_json(const policy_entry& p) {
 }
 
 std::shared_ptr<const policy::document> compile(const std::string& text) {
+  // AWS counts 2048 characters without whitespace (the parser checks that); the raw text is
+  // capped too, so whitespace cannot make a stored document arbitrarily large.
+  if (text.size() > 20 * 1024)
+    refuse(400, "MalformedPolicyException", "The policy document exceeds 20480 bytes");
   auto parsed = policy::document::parse(text);
   if (auto* error = std::get_if<policy::parse_error>(&parsed))
     refuse(400, "MalformedPolicyException", error->message);
@@ -408,6 +424,9 @@ void registry::load(storage::database& db) {
               strings_of<std::set<std::string>>(o.at("principals")),
               strings_of<std::set<std::string>>(o.at("groups")),
               num(o, "created")};
+      std::set<std::string> principals;
+      for (const auto& p : t.principals) principals.insert(key_of(p));
+      t.principals = std::move(principals);
       for (const auto& p : t.principals) s.principal_things[p].insert(t.name);
       s.things[t.name] = std::move(t);
     } else if (kind == "thing_type") {
@@ -453,9 +472,17 @@ void registry::load(storage::database& db) {
       for (const auto& v : o.at("versions").as_array()) {
         const auto& vo = v.as_object();
         auto text = str(vo, "document");
-        p.versions[integer(vo, "id")] = policy_version{text, num(vo, "created"), compile(text)};
+        std::shared_ptr<const policy::document> compiled;
+        try {
+          compiled = compile(text);
+        } catch (const api_error& e) {
+          throw std::runtime_error("registry: stored policy " + p.name +
+                                   " no longer parses: " + e.message);
+        }
+        p.versions[integer(vo, "id")] = policy_version{text, num(vo, "created"), compiled};
       }
-      p.targets = strings_of<std::set<std::string>>(o.at("targets"));
+      for (auto& t : strings_of<std::vector<std::string>>(o.at("targets")))
+        p.targets.insert(key_of(std::move(t)));
       p.generation_id = str(o, "generation_id");
       p.created = num(o, "created");
       p.modified = num(o, "modified");
@@ -476,6 +503,10 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
   ticket t = 0;
   {
     std::unique_lock lock(mutex_);
+    // A failed write left memory ahead of the database; acknowledging more would be a lie.
+    if (store_failed_->load())
+      refuse(503, "ServiceUnavailableException",
+             "The registry could not store an earlier change; restart the server");
     batch b(*state_);
     change(b);  // validates before it modifies: a refusal throws with nothing changed
     struct row {
@@ -499,25 +530,37 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
       rows.push_back({kind, name, std::move(body)});
     }
     if (writer_ != nullptr && !rows.empty()) {
-      t = writer_->submit([rows = std::move(rows)](storage::database& db) {
-        for (const auto& r : rows) {
-          if (r.body) {
-            db.cached(
-                  "INSERT INTO registry_objects (kind, name, body) VALUES (?, ?, ?) "
-                  "ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body")
-                .bind(1, r.kind)
-                .bind(2, r.name)
-                .bind(3, *r.body)
-                .run();
-          } else {
-            db.cached("DELETE FROM registry_objects WHERE kind = ? AND name = ?")
-                .bind(1, r.kind)
-                .bind(2, r.name)
-                .run();
-          }
-        }
-      });
+      last_ticket_ =
+          writer_->submit([rows = std::move(rows), failed = store_failed_](storage::database& db) {
+            // Any failure is rethrown to the writer (the savepoint rolls back, nobody is answered
+            // 200), and remembered: memory already holds the change.
+            struct on_failure {
+              const std::shared_ptr<std::atomic<bool>>& failed;
+              ~on_failure() {
+                if (std::uncaught_exceptions() > 0) failed->store(true);
+              }
+            } guard{failed};
+            for (const auto& r : rows) {
+              if (r.body) {
+                db.cached(
+                      "INSERT INTO registry_objects (kind, name, body) VALUES (?, ?, ?) "
+                      "ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body")
+                    .bind(1, r.kind)
+                    .bind(2, r.name)
+                    .bind(3, *r.body)
+                    .run();
+              } else {
+                db.cached("DELETE FROM registry_objects WHERE kind = ? AND name = ?")
+                    .bind(1, r.kind)
+                    .bind(2, r.name)
+                    .run();
+              }
+            }
+          });
     }
+    // A change that wrote nothing (an idempotent repeat) is acknowledged once the last write,
+    // which may have made its state, is durable.
+    t = last_ticket_;
     disabled = std::move(b.disabled);
   }
   if (certificate_disabled_)
@@ -536,6 +579,10 @@ void check_attributes(const attribute_map& attributes) {
     if (!is_valid_attribute_value(v))
       invalid("Attribute value for '" + k + "' is invalid: at most 800 printable characters");
   }
+}
+
+void check_description(const std::string& description) {
+  if (description.size() > 2028) invalid("The description is longer than 2028 characters");
 }
 
 void check_thing_name(const std::string& name, const char* what = "thingName") {
@@ -578,6 +625,7 @@ const thing_type& usable_type(const std::map<std::string, thing_type>& types,
 std::pair<thing, registry::ticket> registry::create_thing(const std::string& name,
                                                           const thing_request& r) {
   check_thing_name(name);
+  if (!r.billing_group.empty()) check_thing_name(r.billing_group, "billingGroupName");
   attribute_map attributes = r.attributes ? *r.attributes : attribute_map{};
   check_attributes(attributes);
   std::erase_if(attributes, [](const auto& kv) { return kv.second.empty(); });
@@ -677,6 +725,7 @@ std::pair<thing_type, registry::ticket> registry::create_thing_type(
     const std::string& name, const std::string& description,
     const std::vector<std::string>& searchable) {
   check_thing_name(name, "thingTypeName");
+  check_description(description);
   if (searchable.size() > 3) invalid("A thing type can have at most 3 searchable attributes");
   for (const auto& a : searchable)
     if (!is_valid_attribute_name(a)) invalid("Searchable attribute '" + a + "' is invalid");
@@ -744,7 +793,9 @@ std::pair<thing_group, registry::ticket> registry::create_thing_group(
     const std::string& name, const std::string& parent, const std::string& description,
     const attribute_map& attributes) {
   check_thing_name(name, "thingGroupName");
+  check_description(description);
   check_attributes(attributes);
+  check_attribute_count(attributes, true);
   thing_group result;
   auto t = mutate([&](batch& b) {
     if (auto it = b.s.thing_groups.find(name); it != b.s.thing_groups.end()) {
@@ -781,6 +832,7 @@ registry::ticket registry::update_thing_group(const std::string& name,
                                               const std::optional<attribute_map>& attributes,
                                               bool merge, std::int64_t expected_version) {
   if (attributes) check_attributes(*attributes);
+  if (description) check_description(*description);
   return mutate([&](batch& b) {
     auto it = b.s.thing_groups.find(name);
     if (it == b.s.thing_groups.end()) not_found("Thing Group " + name + " cannot be found.");
@@ -789,7 +841,11 @@ registry::ticket registry::update_thing_group(const std::string& name,
       conflict("VersionConflictException",
                "The version for thing group " + name + " does not match the expected version.");
     if (description) g.description = *description;
-    if (attributes) g.attributes = apply_attributes(g.attributes, *attributes, merge);
+    if (attributes) {
+      auto updated = apply_attributes(g.attributes, *attributes, merge);
+      check_attribute_count(updated, true);
+      g.attributes = std::move(updated);
+    }
     g.version += 1;
     b.touch("thing_group", name);
   });
@@ -809,10 +865,10 @@ registry::ticket registry::delete_thing_group(const std::string& name,
                 " when there are still child groups attached to it");
     for (auto& [thing_name, t] : b.s.things)
       if (t.groups.erase(name) > 0) b.touch("thing", thing_name);
-    std::string arn = thing_group_arn(name);
-    if (auto tp = b.s.target_policies.find(arn); tp != b.s.target_policies.end()) {
+    const std::string key = group_key(name);
+    if (auto tp = b.s.target_policies.find(key); tp != b.s.target_policies.end()) {
       for (const auto& policy_name : tp->second) {
-        b.s.policies.at(policy_name).targets.erase(arn);
+        b.s.policies.at(policy_name).targets.erase(key);
         b.touch("policy", policy_name);
       }
       b.s.target_policies.erase(tp);
@@ -1052,18 +1108,19 @@ registry::ticket registry::delete_certificate(const std::string& id, bool force)
     if (it->second.status == "ACTIVE")
       refuse(406, "CertificateStateException",
              "Certificate must be deactivated (not ACTIVE) before deletion.");
-    std::string arn = certificate_arn(id);
-    if (auto pt = b.s.principal_things.find(arn);
+    const std::string arn = certificate_arn(id);
+    const std::string key = cert_key(id);
+    if (auto pt = b.s.principal_things.find(key);
         pt != b.s.principal_things.end() && !pt->second.empty())
       conflict("DeleteConflictException",
                "Things must be detached before deletion (arn: " + arn + ")");
-    auto tp = b.s.target_policies.find(arn);
+    auto tp = b.s.target_policies.find(key);
     if (tp != b.s.target_policies.end() && !tp->second.empty()) {
       if (!force)
         conflict("DeleteConflictException",
                  "Certificate policies must be detached before deletion (arn: " + arn + ")");
       for (const auto& policy_name : tp->second) {
-        b.s.policies.at(policy_name).targets.erase(arn);
+        b.s.policies.at(policy_name).targets.erase(key);
         b.touch("policy", policy_name);
       }
     }
@@ -1088,10 +1145,12 @@ template <class T>
 std::vector<std::pair<std::string, T>> by_creation(std::vector<T> items, bool ascending) {
   std::sort(items.begin(), items.end(), [ascending](const T& a, const T& b) {
     if (a.created != b.created) return ascending ? a.created < b.created : a.created > b.created;
-    return a.id < b.id;
+    return ascending ? a.id < b.id : a.id > b.id;
   });
+  // Keys that sort like the listing: fixed-width creation time, then id.
   std::vector<std::pair<std::string, T>> keyed;
-  for (auto& item : items) keyed.emplace_back(item.id, std::move(item));
+  for (auto& item : items)
+    keyed.emplace_back(fmt::format("{:020.3f}|{}", item.created, item.id), std::move(item));
   return keyed;
 }
 
@@ -1103,7 +1162,7 @@ page<certificate> registry::list_certificates(const std::string& ca_id, bool asc
   std::vector<certificate> items;
   for (const auto& [id, c] : state_->certificates)
     if (ca_id.empty() || c.ca_id == ca_id) items.push_back(c);
-  return paginate(by_creation(std::move(items), ascending), marker, max);
+  return paginate(by_creation(std::move(items), ascending), marker, max, !ascending);
 }
 
 std::pair<ca_certificate, registry::ticket> registry::register_ca_certificate(
@@ -1181,7 +1240,7 @@ page<ca_certificate> registry::list_ca_certificates(bool ascending, const std::s
   std::shared_lock lock(mutex_);
   std::vector<ca_certificate> items;
   for (const auto& [id, c] : state_->ca_certificates) items.push_back(c);
-  return paginate(by_creation(std::move(items), ascending), marker, max);
+  return paginate(by_creation(std::move(items), ascending), marker, max, !ascending);
 }
 
 // ---- policies -------------------------------------------------------------------------------
@@ -1249,16 +1308,16 @@ page<policy_entry> registry::list_policies(bool ascending, const std::string& ma
   std::vector<std::pair<std::string, policy_entry>> keyed;
   for (const auto& [name, p] : state_->policies) keyed.emplace_back(name, p);
   if (!ascending) std::reverse(keyed.begin(), keyed.end());
-  return paginate(std::move(keyed), marker, max);
+  return paginate(std::move(keyed), marker, max, !ascending);
 }
 
 std::pair<std::int64_t, registry::ticket> registry::create_policy_version(
     const std::string& name, const std::string& document, bool set_as_default) {
-  auto compiled = compile(document);
   std::int64_t version = 0;
   auto t = mutate([&](batch& b) {
     auto it = b.s.policies.find(name);
     if (it == b.s.policies.end()) not_found("Policy not found (name=" + name + ")");
+    auto compiled = compile(document);
     auto& p = it->second;
     if (p.versions.size() >= max_policy_versions)
       conflict("VersionsLimitExceededException",
@@ -1318,7 +1377,7 @@ registry::ticket registry::attach_policy(const std::string& name, const std::str
     } else {
       invalid("Invalid target: " + target + " (expected a certificate ARN or a thing group ARN)");
     }
-    std::string canonical = arn_prefix_ + resource;
+    const std::string& canonical = resource;
     auto& attached = b.s.target_policies[canonical];
     if (attached.contains(name)) return;
     if (attached.size() >= max_policies_per_target)
@@ -1337,7 +1396,7 @@ registry::ticket registry::detach_policy(const std::string& name, const std::str
     if (it == b.s.policies.end()) not_found("Policy not found (name=" + name + ")");
     std::string resource = arn_resource(target);
     if (resource.empty()) invalid("Invalid target: " + target);
-    std::string canonical = arn_prefix_ + resource;
+    const std::string& canonical = resource;
     if (it->second.targets.erase(canonical) == 0) return;
     if (auto tp = b.s.target_policies.find(canonical); tp != b.s.target_policies.end()) {
       tp->second.erase(name);
@@ -1354,7 +1413,7 @@ page<policy_entry> registry::list_attached_policies(const std::string& target, b
   const auto& s = *state_;
   std::string resource = arn_resource(target);
   if (resource.empty()) invalid("Invalid target: " + target);
-  std::vector<std::string> targets{arn_prefix_ + resource};
+  std::vector<std::string> targets{resource};
   if (resource.starts_with("cert/")) {
     if (!s.certificates.contains(resource.substr(5)))
       not_found("The certificate " + resource.substr(5) + " does not exist");
@@ -1364,7 +1423,7 @@ page<policy_entry> registry::list_attached_policies(const std::string& target, b
       not_found("Thing Group " + resource.substr(11) + " cannot be found.");
     if (recursive)
       for (std::string p = g->second.parent; !p.empty(); p = s.thing_groups.at(p).parent)
-        targets.push_back(thing_group_arn(p));
+        targets.push_back(group_key(p));
   }
   std::set<std::string> names;
   for (const auto& t : targets)
@@ -1382,7 +1441,7 @@ page<std::string> registry::list_targets_for_policy(const std::string& name,
   auto it = state_->policies.find(name);
   if (it == state_->policies.end()) not_found("Policy not found (name=" + name + ")");
   std::vector<std::pair<std::string, std::string>> keyed;
-  for (const auto& t : it->second.targets) keyed.emplace_back(t, t);
+  for (const auto& t : it->second.targets) keyed.emplace_back(t, arn_prefix_ + t);
   return paginate(std::move(keyed), marker, max);
 }
 
@@ -1398,7 +1457,7 @@ registry::ticket registry::attach_thing_principal(const std::string& thing_name,
       invalid("Invalid principal: " + principal + " (expected a certificate ARN)");
     std::string id = resource.substr(5);
     if (!b.s.certificates.contains(id)) not_found("The certificate " + id + " does not exist");
-    std::string canonical = certificate_arn(id);
+    const std::string canonical = cert_key(id);
     if (it->second.principals.insert(canonical).second) {
       b.s.principal_things[canonical].insert(thing_name);
       b.touch("thing", thing_name);
@@ -1413,7 +1472,7 @@ registry::ticket registry::detach_thing_principal(const std::string& thing_name,
     if (it == b.s.things.end()) not_found("Thing " + thing_name + " cannot be found.");
     std::string resource = arn_resource(principal);
     if (!resource.starts_with("cert/")) invalid("Invalid principal: " + principal);
-    std::string canonical = certificate_arn(resource.substr(5));
+    const std::string& canonical = resource;
     if (it->second.principals.erase(canonical) == 0) return;
     if (auto pt = b.s.principal_things.find(canonical); pt != b.s.principal_things.end()) {
       pt->second.erase(thing_name);
@@ -1429,7 +1488,7 @@ page<std::string> registry::list_thing_principals(const std::string& thing_name,
   auto it = state_->things.find(thing_name);
   if (it == state_->things.end()) not_found("Thing " + thing_name + " cannot be found.");
   std::vector<std::pair<std::string, std::string>> keyed;
-  for (const auto& p : it->second.principals) keyed.emplace_back(p, p);
+  for (const auto& p : it->second.principals) keyed.emplace_back(p, arn_prefix_ + p);
   return paginate(std::move(keyed), token, max);
 }
 
@@ -1441,8 +1500,7 @@ page<std::string> registry::list_principal_things(const std::string& principal,
   std::string id = resource.substr(5);
   if (!state_->certificates.contains(id)) not_found("The certificate " + id + " does not exist");
   std::vector<std::pair<std::string, std::string>> keyed;
-  if (auto pt = state_->principal_things.find(certificate_arn(id));
-      pt != state_->principal_things.end())
+  if (auto pt = state_->principal_things.find(resource); pt != state_->principal_things.end())
     for (const auto& n : pt->second) keyed.emplace_back(n, n);
   return paginate(std::move(keyed), token, max);
 }
@@ -1453,7 +1511,10 @@ std::string registry::certificate_refusal(const std::string& certificate_id) con
   std::shared_lock lock(mutex_);
   auto it = state_->certificates.find(certificate_id);
   if (it == state_->certificates.end()) return "certificate not registered";
-  const auto& c = it->second;
+  return refusal_locked(it->second);
+}
+
+std::string registry::refusal_locked(const certificate& c) const {
   if (c.status != "ACTIVE") return "certificate is " + c.status;
   std::int64_t now_s = clock_.unix_seconds();
   if (now_s > c.info.not_after) return "certificate expired";
@@ -1472,7 +1533,10 @@ policy::decision registry::evaluate_device(const device_facts& device, std::stri
   const auto& s = *state_;
   auto cert = s.certificates.find(std::string(device.certificate_id));
   if (cert == s.certificates.end()) return policy::decision::not_applicable;
-  const std::string arn = certificate_arn(std::string(device.certificate_id));
+  // Checked on every action, not only at CONNECT: a certificate revoked (or expired, or its CA
+  // deactivated) while a connection was being set up must not keep working on it.
+  if (!refusal_locked(cert->second).empty()) return policy::decision::deny;
+  const std::string arn = cert_key(device.certificate_id);
   std::vector<const policy::document*> documents;
   auto collect = [&](const std::string& target) {
     auto tp = s.target_policies.find(target);
@@ -1492,7 +1556,7 @@ policy::decision registry::evaluate_device(const device_facts& device, std::stri
     std::set<std::string> seen;
     for (const auto& g : attached->groups)
       for (std::string p = g; !p.empty() && seen.insert(p).second;) {
-        collect(thing_group_arn(p));
+        collect(group_key(p));
         auto gi = s.thing_groups.find(p);
         p = gi == s.thing_groups.end() ? std::string() : gi->second.parent;
       }

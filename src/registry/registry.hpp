@@ -7,6 +7,7 @@
 // CONNECT, PUBLISH, SUBSCRIBE and delivery); every change is also written through the write
 // queue as one JSON row per object, and callers acknowledge a change only once that write is
 // durable (`change::ticket`).
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -302,6 +303,8 @@ class registry {
 
   // Runs `change` under the write lock; writes every object it touched; returns the ticket.
   ticket mutate(const std::function<void(batch&)>& change);
+  // Why `c` may not be used now ("" when it may). Caller holds the lock.
+  std::string refusal_locked(const certificate& c) const;
   double now() const;
 
   std::string arn_prefix_;
@@ -311,6 +314,8 @@ class registry {
   mutable std::shared_mutex mutex_;
   std::unique_ptr<state> state_;
   storage::write_queue* writer_ = nullptr;
+  ticket last_ticket_ = 0;  // of the newest registry write (guarded by mutex_)
+  std::shared_ptr<std::atomic<bool>> store_failed_ = std::make_shared<std::atomic<bool>>(false);
   std::function<void(const std::string&)> certificate_disabled_;
 };
 
