@@ -112,10 +112,25 @@ class connection final : public session_link,
     // A WebSocket read may end on an empty frame: zero bytes without an error is not the end.
     if (ec || closed_) {
       finish();
-    } else if (consume(n)) {
-      start_read();
+    } else {
+      begin_input();
+      bool ok = consume(n);
+      end_input();
+      if (ok) start_read();
     }
     operation_done();
+  }
+
+  // Between these, input is being processed: no read starts (the buffer is being consumed) and
+  // output is collected, then written once (replies to a batch of packets, and the deliveries
+  // they release, share one write).
+  void begin_input() { processing_input_ = true; }
+  void end_input() {
+    processing_input_ = false;
+    if (flush_deferred_) {
+      flush_deferred_ = false;
+      flush_output();
+    }
   }
 
   void on_readable(const boost::system::error_code& ec) override {
@@ -126,6 +141,7 @@ class connection final : public session_link,
     }
     // A few reads per wake-up, then back to the loop so one busy client cannot starve others.
     std::size_t read_now = 0;
+    begin_input();
     for (int round = 0; round < 4 && !closed_; ++round) {
       if (in_.empty()) in_.resize(initial_read_buffer);
       if (in_used_ == in_.size()) grow_input();
@@ -140,6 +156,7 @@ class connection final : public session_link,
       read_now += n;
       if (!consume(n) || output_bytes() >= broker_.settings().max_write_buffer) break;
     }
+    end_input();
     // A quiet client gives its buffer back; a busy one keeps it for the next burst.
     if (in_used_ == 0 && read_now < initial_read_buffer) {
       in_.clear();
@@ -151,11 +168,6 @@ class connection final : public session_link,
 
   // Processes `n` new bytes; false when the connection failed.
   bool consume(std::size_t n) {
-    struct processing_guard {
-      bool& flag;
-      explicit processing_guard(bool& f) : flag(f) { flag = true; }
-      ~processing_guard() { flag = false; }
-    } guard(processing_input_);
     try {
       process_input(n);
       return true;
@@ -932,6 +944,12 @@ class connection final : public session_link,
   }
 
   void flush_output() {
+    // While a batch of input is processed, its replies and the deliveries it triggers (PUBACKs
+    // releasing a window ...) collect in the output and go out in one write afterwards.
+    if (processing_input_) {
+      flush_deferred_ = true;
+      return;
+    }
     if (writing_ || closed_) return;
     if (out_.empty()) {
       if (close_after_write_) stream_->close();
@@ -1044,6 +1062,7 @@ class connection final : public session_link,
   int pending_operations_ = 0;
   bool reading_ = false;
   bool processing_input_ = false;
+  bool flush_deferred_ = false;
   std::chrono::steady_clock::time_point close_deadline_;
   std::vector<char> in_;
   std::size_t in_used_ = 0;
