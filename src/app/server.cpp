@@ -232,7 +232,7 @@ int serve(const config::settings& settings) {
   // Wait (bounded by the close grace period) until every client was told and its connection
   // released, so no connection outlives the loops.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-  while (mqtt_broker.metrics().connections_current.load() > 0 &&
+  while (mqtt_broker.metrics().connections_open.load() > 0 &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -27,7 +27,8 @@ namespace nimbus::broker {
 
 struct broker_metrics {
   std::atomic<std::uint64_t> connections_total{0};
-  std::atomic<std::int64_t> connections_current{0};
+  std::atomic<std::int64_t> connections_current{0};  // slots in use (max_connections)
+  std::atomic<std::int64_t> connections_open{0};     // not yet finished (shutdown waits)
   std::atomic<std::uint64_t> messages_received{0};
   std::atomic<std::uint64_t> messages_sent{0};
   std::atomic<std::uint64_t> bytes_received{0};

@@ -41,6 +41,7 @@ class connection final : public session_link,
   void start() {
     broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
     broker_.metrics().connections_current.fetch_add(1, std::memory_order_relaxed);
+    broker_.metrics().connections_open.fetch_add(1, std::memory_order_relaxed);
     // The connection owns itself while open; its I/O callbacks then need only `this`, which
     // keeps them small enough to store without allocating.
     self_ = shared_from_this();
@@ -268,8 +269,8 @@ class connection final : public session_link,
     if (closed_) return;
     closed_ = true;
     timer_.cancel();
-    stream_->close();
-    broker_.metrics().connections_current.fetch_sub(1, std::memory_order_relaxed);
+    close_stream();
+    broker_.metrics().connections_open.fetch_sub(1, std::memory_order_relaxed);
     if (session_) {
       auto kind = close_kind_;
       if (!clean_disconnect_ && kind == close_kind::normal) kind = close_kind::abnormal;
@@ -307,9 +308,19 @@ class connection final : public session_link,
     start_read();  // keep draining input so the peer's close is seen
   }
 
+  // Closes the socket. The connection's slot (max_connections) is free from this moment: a
+  // client that saw the close may connect again before this connection has finished.
+  void close_stream() {
+    if (!slot_released_) {
+      slot_released_ = true;
+      broker_.metrics().connections_current.fetch_sub(1, std::memory_order_relaxed);
+    }
+    stream_->close();
+  }
+
   void close_now() {
     closing_ = true;
-    stream_->close();
+    close_stream();
   }
 
   void protocol_violation(reason_code reason, std::string_view what) {
@@ -952,7 +963,7 @@ class connection final : public session_link,
     }
     if (writing_ || closed_) return;
     if (out_.empty()) {
-      if (close_after_write_) stream_->close();
+      if (close_after_write_) close_stream();
       return;
     }
     writing_out_.clear();
@@ -1013,7 +1024,7 @@ class connection final : public session_link,
     writing_ = false;
     writing_refs_.clear();
     if (ec || closed_) {
-      stream_->close();  // the pending read fails and finishes the connection
+      close_stream();  // the pending read fails and finishes the connection
       return;
     }
     broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
@@ -1022,7 +1033,7 @@ class connection final : public session_link,
     if (!out_.empty()) {
       flush_output();  // everything encoded meanwhile goes out in one batch
     } else if (close_after_write_) {
-      stream_->close();
+      close_stream();
       return;
     }
     start_read();  // the output drained: a paused reader may continue
@@ -1062,6 +1073,7 @@ class connection final : public session_link,
   int pending_operations_ = 0;
   bool reading_ = false;
   bool processing_input_ = false;
+  bool slot_released_ = false;
   bool flush_deferred_ = false;
   std::chrono::steady_clock::time_point close_deadline_;
   std::vector<char> in_;

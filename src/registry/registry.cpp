@@ -702,21 +702,30 @@ std::optional<thing> registry::find_thing(const std::string& name) const {
 page<thing> registry::list_things(const thing_filter& f, const std::string& token,
                                   std::size_t max) const {
   std::shared_lock lock(mutex_);
-  std::vector<std::pair<std::string, thing>> keyed;
-  for (const auto& [name, t] : state_->things) {
+  const auto& things = state_->things;
+  // Walks the name-ordered map from the token, copying one page: a fleet of 10^5 things is
+  // listed without copying it per request or holding the lock for long.
+  auto it = token.empty() ? things.begin() : things.upper_bound(decode_token(token));
+  page<thing> out;
+  for (; it != things.end(); ++it) {
+    const auto& t = it->second;
     if (!f.type_name.empty() && t.type_name != f.type_name) continue;
     if (!f.attribute_name.empty()) {
-      auto it = t.attributes.find(f.attribute_name);
-      if (it == t.attributes.end()) continue;
+      auto a = t.attributes.find(f.attribute_name);
+      if (a == t.attributes.end()) continue;
       if (!f.attribute_value.empty()) {
-        bool match = f.prefix_value ? it->second.starts_with(f.attribute_value)
-                                    : it->second == f.attribute_value;
+        bool match = f.prefix_value ? a->second.starts_with(f.attribute_value)
+                                    : a->second == f.attribute_value;
         if (!match) continue;
       }
     }
-    keyed.emplace_back(name, t);
+    if (out.items.size() == max) {
+      out.next_token = encode_token(out.items.back().name);
+      break;
+    }
+    out.items.push_back(t);
   }
-  return paginate(std::move(keyed), token, max);
+  return out;
 }
 
 // ---- thing types ----------------------------------------------------------------------------
