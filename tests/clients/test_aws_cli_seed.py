@@ -315,7 +315,8 @@ class MosquittoSub:
                                      stderr=subprocess.STDOUT)
         self.lines = []
         self.q = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         for line in iter(self.proc.stdout.readline, b""):
@@ -345,6 +346,7 @@ class MosquittoSub:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("mosquitto_sub still running:\n%s" % "\n".join(self.lines))
+        self.reader.join(5)  # the process has exited; its last lines may still be in the pipe
         return rc
 
     def kill(self):
