@@ -33,10 +33,7 @@ class connection final : public session_link,
                          public std::enable_shared_from_this<connection> {
  public:
   connection(broker& b, std::unique_ptr<net::byte_stream> stream)
-      : broker_(b),
-        stream_(std::move(stream)),
-        executor_(stream_->executor()),
-        timer_(executor_, *this) {}
+      : broker_(b), stream_(std::move(stream)), timer_(stream_->executor(), *this) {}
 
   void start() {
     broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -52,14 +49,14 @@ class connection final : public session_link,
 
   void wake() override {
     if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
-    asio::post(executor_, [self = shared_from_this()] {
+    asio::post(stream_->executor(), [self = shared_from_this()] {
       self->wake_pending_.store(false, std::memory_order_release);
       self->deliver();
     });
   }
 
   void kick(reason_code reason) override {
-    asio::post(executor_, [self = shared_from_this(), reason] {
+    asio::post(stream_->executor(), [self = shared_from_this(), reason] {
       switch (reason) {
         case reason_code::session_taken_over:
           self->end_reason_ = "DUPLICATE_CLIENTID";
@@ -561,7 +558,7 @@ class connection final : public session_link,
       if (p.qos > 0) {
         gate = std::make_shared<congestion_gate>();
         std::weak_ptr<connection> weak = shared_from_this();
-        gate->on_clear = [weak, executor = executor_] {
+        gate->on_clear = [weak, executor = stream_->executor()] {
           if (auto self = weak.lock()) asio::post(executor, [self] { self->release_acks(); });
         };
       }
@@ -922,7 +919,7 @@ class connection final : public session_link,
     pending_acks_.push_back({std::move(ack), ticket, floor, is_qos1, std::move(gate)});
     if (!durable) {
       store->writer().when_durable(ticket, [self = shared_from_this()] {
-        asio::post(self->executor_, [self] { self->release_acks(); });
+        asio::post(self->stream_->executor(), [self] { self->release_acks(); });
       });
     }
   }
@@ -1067,7 +1064,6 @@ class connection final : public session_link,
 
   broker& broker_;
   std::unique_ptr<net::byte_stream> stream_;
-  asio::any_io_executor executor_;
   net::timer_entry timer_;
   std::shared_ptr<connection> self_;  // set while open (see start())
   int pending_operations_ = 0;
