@@ -114,6 +114,18 @@ std::string principal_header(const http_request& r, std::string_view header) {
   return *v;
 }
 
+// A listing response: one JSON value per item under `key`, and the next page's token under
+// `token_key` (nextToken, or nextMarker for the older calls) when there is one.
+template <class T, class ToJson>
+api_result listing(const registry::page<T>& page, std::string_view key, ToJson to_json,
+                   std::string_view token_key = "nextToken") {
+  json::array items;
+  for (const auto& item : page.items) items.push_back(json::value(to_json(item)));
+  json::object body{{key, std::move(items)}};
+  if (!page.next_token.empty()) body[token_key] = page.next_token;
+  return api_result{std::move(body)};
+}
+
 }  // namespace
 
 void control_plane::install(net::http_router& router) {
@@ -149,18 +161,14 @@ void control_plane::install_things(net::http_router& router) {
                              bool_query(r, "usePrefixAttributeValue", false),
                              query(r, "thingTypeName")};
     auto page = reg.list_things(f, query(r, "nextToken"), page_size(r, "maxResults", 50, 250));
-    json::array things;
-    for (const auto& t : page.items) {
+    return listing(page, "things", [&](const registry::thing& t) {
       json::object o{{"thingName", t.name},
                      {"thingArn", reg.thing_arn(t.name)},
                      {"attributes", attributes_json(t.attributes)},
                      {"version", t.version}};
       if (!t.type_name.empty()) o["thingTypeName"] = t.type_name;
-      things.push_back(std::move(o));
-    }
-    json::object body{{"things", things}};
-    if (!page.next_token.empty()) body["nextToken"] = page.next_token;
-    return api_result{body};
+      return o;
+    });
   });
   http_.route(router, "POST", "/things/{thingName}", iot_services, [&reg](const http_request& r) {
     auto body = parse_body(r);
@@ -210,21 +218,13 @@ void control_plane::install_things(net::http_router& router) {
               [&reg](const http_request& r) {
                 auto page = reg.list_thing_principals(r.param("thingName"), query(r, "nextToken"),
                                                       page_size(r, "maxResults", 25, 250));
-                json::array principals;
-                for (const auto& p : page.items) principals.emplace_back(p);
-                json::object body{{"principals", principals}};
-                if (!page.next_token.empty()) body["nextToken"] = page.next_token;
-                return api_result{body};
+                return listing(page, "principals", [&](const auto& p) { return p; });
               });
   http_.route(router, "GET", "/principals/things", iot_services, [&reg](const http_request& r) {
     auto page =
         reg.list_principal_things(principal_header(r, "x-amzn-principal"), query(r, "nextToken"),
                                   page_size(r, "maxResults", 25, 250));
-    json::array things;
-    for (const auto& t : page.items) things.emplace_back(t);
-    json::object body{{"things", things}};
-    if (!page.next_token.empty()) body["nextToken"] = page.next_token;
-    return api_result{body};
+    return listing(page, "things", [&](const auto& t) { return t; });
   });
 
   // Thing types.
@@ -274,11 +274,7 @@ void control_plane::install_things(net::http_router& router) {
               [&reg, type_json](const http_request& r) {
                 auto page = reg.list_thing_types(query(r, "thingTypeName"), query(r, "nextToken"),
                                                  page_size(r, "maxResults", 50, 250));
-                json::array types;
-                for (const auto& t : page.items) types.push_back(type_json(t));
-                json::object body{{"thingTypes", types}};
-                if (!page.next_token.empty()) body["nextToken"] = page.next_token;
-                return api_result{body};
+                return listing(page, "thingTypes", [&](const auto& t) { return type_json(t); });
               });
   http_.route(router, "POST", "/thing-types/{thingTypeName}/deprecate", iot_services,
               [&reg](const http_request& r) {
@@ -379,37 +375,26 @@ void control_plane::install_groups(net::http_router& router) {
     auto page = reg.list_thing_groups(query(r, "parentGroup"), query(r, "namePrefixFilter"),
                                       bool_query(r, "recursive", false), query(r, "nextToken"),
                                       page_size(r, "maxResults", 50, 250));
-    json::array groups;
-    for (const auto& g : page.items)
-      groups.push_back(
-          json::object{{"groupName", g.name}, {"groupArn", reg.thing_group_arn(g.name)}});
-    json::object body{{"thingGroups", groups}};
-    if (!page.next_token.empty()) body["nextToken"] = page.next_token;
-    return api_result{body};
+    return listing(page, "thingGroups", [&](const auto& g) {
+      return json::object{{"groupName", g.name}, {"groupArn", reg.thing_group_arn(g.name)}};
+    });
   });
   http_.route(router, "GET", "/thing-groups/{thingGroupName}/things", iot_services,
               [&reg](const http_request& r) {
                 auto page = reg.list_things_in_group(
                     r.param("thingGroupName"), bool_query(r, "recursive", false),
                     query(r, "nextToken"), page_size(r, "maxResults", 25, 250));
-                json::array things;
-                for (const auto& t : page.items) things.emplace_back(t);
-                json::object body{{"things", things}};
-                if (!page.next_token.empty()) body["nextToken"] = page.next_token;
-                return api_result{body};
+                return listing(page, "things", [&](const auto& t) { return t; });
               });
-  http_.route(router, "GET", "/things/{thingName}/thing-groups", iot_services,
-              [&reg](const http_request& r) {
-                auto page = reg.list_groups_for_thing(r.param("thingName"), query(r, "nextToken"),
-                                                      page_size(r, "maxResults", 25, 250));
-                json::array groups;
-                for (const auto& g : page.items)
-                  groups.push_back(json::object{{"groupName", g.name},
-                                                {"groupArn", reg.thing_group_arn(g.name)}});
-                json::object body{{"thingGroups", groups}};
-                if (!page.next_token.empty()) body["nextToken"] = page.next_token;
-                return api_result{body};
-              });
+  http_.route(
+      router, "GET", "/things/{thingName}/thing-groups", iot_services,
+      [&reg](const http_request& r) {
+        auto page = reg.list_groups_for_thing(r.param("thingName"), query(r, "nextToken"),
+                                              page_size(r, "maxResults", 25, 250));
+        return listing(page, "thingGroups", [&](const auto& g) {
+          return json::object{{"groupName", g.name}, {"groupArn", reg.thing_group_arn(g.name)}};
+        });
+      });
 }
 
 void control_plane::install_certificates(net::http_router& router) {
@@ -427,11 +412,8 @@ void control_plane::install_certificates(net::http_router& router) {
                         {"creationDate", c.created}};
   };
   auto list_response = [summary](const registry::page<registry::certificate>& page) {
-    json::array certificates;
-    for (const auto& c : page.items) certificates.push_back(summary(c));
-    json::object body{{"certificates", certificates}};
-    if (!page.next_token.empty()) body["nextMarker"] = page.next_token;
-    return api_result{body};
+    return listing(
+        page, "certificates", [&](const auto& c) { return summary(c); }, "nextMarker");
   };
 
   http_.route(
@@ -583,15 +565,15 @@ void control_plane::install_certificates(net::http_router& router) {
   http_.route(router, "GET", "/cacertificates", iot_services, [&reg](const http_request& r) {
     auto page = reg.list_ca_certificates(bool_query(r, "isAscendingOrder", false),
                                          query(r, "marker"), page_size(r, "pageSize", 25, 250));
-    json::array certificates;
-    for (const auto& c : page.items)
-      certificates.push_back(json::object{{"certificateArn", reg.ca_certificate_arn(c.id)},
-                                          {"certificateId", c.id},
-                                          {"status", c.status},
-                                          {"creationDate", c.created}});
-    json::object body{{"certificates", certificates}};
-    if (!page.next_token.empty()) body["nextMarker"] = page.next_token;
-    return api_result{body};
+    return listing(
+        page, "certificates",
+        [&](const auto& c) {
+          return json::object{{"certificateArn", reg.ca_certificate_arn(c.id)},
+                              {"certificateId", c.id},
+                              {"status", c.status},
+                              {"creationDate", c.created}};
+        },
+        "nextMarker");
   });
   http_.route(router, "PUT", "/cacertificate/{caCertificateId}", iot_services,
               [&reg](const http_request& r) {
@@ -613,11 +595,8 @@ void control_plane::install_policies(net::http_router& router) {
     return json::object{{"policyName", p.name}, {"policyArn", reg.policy_arn(p.name)}};
   };
   auto policy_list = [policy_summary](const registry::page<registry::policy_entry>& page) {
-    json::array policies;
-    for (const auto& p : page.items) policies.push_back(policy_summary(p));
-    json::object body{{"policies", policies}};
-    if (!page.next_token.empty()) body["nextMarker"] = page.next_token;
-    return api_result{body};
+    return listing(
+        page, "policies", [&](const auto& p) { return policy_summary(p); }, "nextMarker");
   };
   auto find = [&reg](const std::string& name) {
     return found(reg.find_policy(name), "Policy not found (name=" + name + ")");
@@ -730,11 +709,8 @@ void control_plane::install_policies(net::http_router& router) {
               [&reg](const http_request& r) {
                 auto page = reg.list_targets_for_policy(r.param("policyName"), query(r, "marker"),
                                                         page_size(r, "pageSize", 25, 250));
-                json::array targets;
-                for (const auto& t : page.items) targets.emplace_back(t);
-                json::object body{{"targets", targets}};
-                if (!page.next_token.empty()) body["nextMarker"] = page.next_token;
-                return api_result{body};
+                return listing(
+                    page, "targets", [&](const auto& t) { return t; }, "nextMarker");
               });
 
   // The legacy principal-policy calls (certificates only), still in the CLI and boto3.
