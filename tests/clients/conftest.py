@@ -45,6 +45,10 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
+# An IoT policy allowing everything, for tests about something other than authorization.
+ALLOW_ALL_POLICY = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+
 V311 = mqtt.MQTTv311
 V5 = mqtt.MQTTv5
 
@@ -347,39 +351,11 @@ class Nimbus:
         registered = iot.register_certificate_without_ca(
             certificatePem=pathlib.Path(cert).read_text(), status="ACTIVE")
         if policy_document is None:
-            policy_document = {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+            policy_document = ALLOW_ALL_POLICY
         name = "policy-" + registered["certificateId"][:16]
         iot.create_policy(policyName=name, policyDocument=json.dumps(policy_document))
         iot.attach_policy(policyName=name, target=registered["certificateArn"])
         return cert, key
-
-    def register_device(self, thing_name, policy_document=None, policy_name=None, iot=None):
-        """Registers a device the way the seed does: create-keys-and-certificate (active), a
-        policy attached to the certificate (allow-all by default), a thing, the thing attached
-        to the certificate. Returns a dict with cert/key paths, certificateArn/Id, thingName and
-        policyName."""
-        iot = iot or self.boto3_client()
-        if policy_document is None:
-            policy_document = {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
-        if not isinstance(policy_document, str):
-            policy_document = json.dumps(policy_document)
-        policy_name = policy_name or ("policy-" + thing_name)
-        created = iot.create_keys_and_certificate(setAsActive=True)
-        self.cert_dir.mkdir(exist_ok=True)
-        cert = self.cert_dir / (thing_name + ".cert.pem")
-        key = self.cert_dir / (thing_name + ".private.key")
-        cert.write_text(created["certificatePem"])
-        key.write_text(created["keyPair"]["PrivateKey"])
-        os.chmod(key, 0o600)
-        iot.create_policy(policyName=policy_name, policyDocument=policy_document)
-        iot.attach_policy(policyName=policy_name, target=created["certificateArn"])
-        iot.create_thing(thingName=thing_name)
-        iot.attach_thing_principal(thingName=thing_name, principal=created["certificateArn"])
-        return {"cert": str(cert), "key": str(key), "certificateArn": created["certificateArn"],
-                "certificateId": created["certificateId"], "thingName": thing_name,
-                "policyName": policy_name}
 
     # ---- logs
     def log_tail(self, max_bytes=30000):
