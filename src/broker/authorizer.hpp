@@ -14,8 +14,7 @@ namespace nimbus::broker {
 // Who a connection is, as far as authorization cares. Immutable after CONNECT.
 struct client_identity {
   std::string client_id;
-  std::optional<std::string> username;
-  std::string transport;  // tcp, tls, ws, wss
+  std::string_view transport;  // tcp, tls, ws, wss, https (a literal)
   std::string remote_address;
   std::shared_ptr<const net::peer_certificate> certificate;
   std::string signer;  // SigV4 access key that signed a WebSocket upgrade (account credentials)

@@ -64,16 +64,17 @@ void broker::restore(storage::database& db) {
     }
     for (auto& [packet_id, d] : stored.sent) {
       max_seq = std::max(max_seq, d.seq);
-      s->inflight[packet_id] = outbound_inflight{std::move(d), false};
+      s->extras().inflight[packet_id] = outbound_inflight{std::move(d), false};
     }
     for (auto& [packet_id, d] : stored.released) {
       max_seq = std::max(max_seq, d.seq);
-      s->inflight[packet_id] = outbound_inflight{std::move(d), true};
+      s->extras().inflight[packet_id] = outbound_inflight{std::move(d), true};
     }
-    s->next_seq = max_seq + 1;
-    s->inbound_qos2.insert(stored.inbound_qos2.begin(), stored.inbound_qos2.end());
+    if (max_seq > 0) s->extras().next_seq = max_seq + 1;
+    if (!stored.inbound_qos2.empty())
+      s->extras().inbound_qos2.insert(stored.inbound_qos2.begin(), stored.inbound_qos2.end());
     if (stored.will) {
-      s->will =
+      s->extras().will =
           std::make_unique<pending_will>(pending_will{std::move(*stored.will), stored.will_at});
     }
     for (auto& [filter, sub] : stored.subscriptions) {
@@ -81,7 +82,7 @@ void broker::restore(storage::database& db) {
       index_.subscribe(plain, group, s, sub.options, sub.subscription_id);
       s->subscriptions.emplace(filter, sub);
     }
-    sessions_.emplace(stored.client_id, std::move(s));
+    sessions_.insert(std::move(s));
     ++restored;
   }
   std::size_t retained = 0;
@@ -102,21 +103,28 @@ attach_result broker::attach(const std::string& client_id, mqtt::protocol_versio
   attach_result result;
   {
     std::lock_guard registry(registry_mutex_);
-    auto& slot = sessions_[client_id];
+    session_ptr slot;
+    if (auto it = sessions_.find(std::string_view(client_id)); it != sessions_.end()) slot = *it;
     bool was_stored = false;
     if (slot) {
       std::lock_guard lock(slot->mutex);
       previous_link = std::move(slot->link);
       was_stored = slot->is_persistent();
       if (clean_start) {
+        sessions_.erase(slot);
         replaced = std::move(slot);
       } else {
-        if (slot->will && store_) store_->clear_will(client_id);
-        slot->will.reset();  // a new connection arrived before the delayed will was due
+        if (auto* extras = slot->extras_if_any(); extras && extras->will) {
+          if (store_) store_->clear_will(client_id);
+          extras->will.reset();  // a new connection arrived before the delayed will was due
+        }
         result.session_present = true;
       }
     }
-    if (!slot) slot = std::make_shared<session>(client_id);
+    if (!slot) {
+      slot = std::make_shared<session>(client_id);
+      sessions_.insert(slot);
+    }
     {
       std::lock_guard lock(slot->mutex);
       slot->version = version;
@@ -159,8 +167,8 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
       if (!s->is_persistent()) {
         end_session = true;
         publish_now = send_will;
-        auto it = sessions_.find(s->client_id());
-        if (it != sessions_.end() && it->second == s) sessions_.erase(it);
+        auto it = sessions_.find(std::string_view(s->client_id()));
+        if (it != sessions_.end() && *it == s) sessions_.erase(it);
         if (was_persistent && store_) store_->delete_session(s->client_id());
       } else {
         s->expires_at = s->expiry_interval == never_expires ? 0 : now + s->expiry_interval;
@@ -171,8 +179,9 @@ void broker::detach(const session_ptr& s, const session_link* link, close_kind k
           if (delay == 0)
             publish_now = true;
           else {
-            s->will = std::make_unique<pending_will>(pending_will{std::move(*will), now + delay});
-            if (store_) store_->save_will(s->client_id(), s->will->will, s->will->publish_at);
+            auto& pending = s->extras().will;
+            pending = std::make_unique<pending_will>(pending_will{std::move(*will), now + delay});
+            if (store_) store_->save_will(s->client_id(), pending->will, pending->publish_at);
           }
         }
       }
@@ -191,7 +200,7 @@ void broker::discard(const session_ptr& s) {
     for (const auto& [filter, sub] : s->subscriptions) filters.push_back(filter);
     s->subscriptions.clear();
     s->queue.clear();
-    s->inflight.clear();
+    if (auto* extras = s->extras_if_any()) extras->inflight.clear();
   }
   for (const auto& filter : filters) {
     auto [plain, group] = split_shared(filter);
@@ -221,10 +230,10 @@ bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const
   bool full = s.queue.size() >= settings_.max_queued_messages;
   if (full && gate && s.link && d.qos > 0) {
     // A connected subscriber that falls behind slows its publishers instead of losing messages.
-    if (std::find(s.congested_publishers.begin(), s.congested_publishers.end(), gate) ==
-        s.congested_publishers.end()) {
+    auto& congested = s.extras().congested_publishers;
+    if (std::find(congested.begin(), congested.end(), gate) == congested.end()) {
       gate->remaining.fetch_add(1, std::memory_order_acq_rel);
-      s.congested_publishers.push_back(gate);
+      congested.push_back(gate);
     }
   } else if (full) {
     if (settings_.queue_full_policy == "drop-oldest" && !s.queue.empty()) {
@@ -232,15 +241,13 @@ bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const
       if (oldest.seq != 0 && store_) store_->remove_delivery(s.client_id(), oldest.seq);
       s.queue.pop_front();
     } else {
-      ++s.dropped;
       metrics_.messages_dropped.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    ++s.dropped;
     metrics_.messages_dropped.fetch_add(1, std::memory_order_relaxed);
   }
   if (d.qos > 0 && s.is_persistent() && store_) {
-    d.seq = s.next_seq++;
+    d.seq = s.extras().next_seq++;
     ticket = std::max(ticket, store_->enqueue(s.client_id(), d));
   }
   s.queue.push_back(std::move(d));
@@ -256,7 +263,7 @@ void broker::release_congestion(session& s) {
   std::vector<gate_ptr> gates;
   {
     std::lock_guard lock(s.mutex);
-    gates.swap(s.congested_publishers);
+    if (auto* extras = s.extras_if_any()) gates.swap(extras->congested_publishers);
   }
   for (auto& g : gates) g->release();
 }
@@ -398,24 +405,26 @@ void broker::tick() {
   std::vector<session_ptr> expired_sessions;
   {
     std::lock_guard registry(registry_mutex_);
+    // Erasing from the flat set leaves the other iterators valid.
     for (auto it = sessions_.begin(); it != sessions_.end();) {
-      auto& s = it->second;
+      const session_ptr s = *it;  // outlives its entry, which may be erased below
       std::lock_guard lock(s->mutex);
       if (s->link) {
         ++it;
         continue;
       }
       bool session_over = s->expires_at != 0 && now >= s->expires_at;
-      if (s->will && (session_over || now >= s->will->publish_at)) {
-        wills.emplace_back(std::move(s->will->will), s->client_id());
-        s->will.reset();
+      auto* extras = s->extras_if_any();
+      if (extras && extras->will && (session_over || now >= extras->will->publish_at)) {
+        wills.emplace_back(std::move(extras->will->will), s->client_id());
+        extras->will.reset();
         if (!session_over && store_) store_->clear_will(s->client_id());
       }
       if (session_over) {
         // Deleted while the registry is locked, so a new session with this id is stored after.
         if (store_) store_->delete_session(s->client_id());
         expired_sessions.push_back(s);
-        it = sessions_.erase(it);
+        sessions_.erase(it++);
       } else {
         ++it;
       }
@@ -456,7 +465,7 @@ void broker::shutdown() {
   std::vector<std::shared_ptr<session_link>> links;
   {
     std::lock_guard registry(registry_mutex_);
-    for (auto& [id, s] : sessions_) {
+    for (const auto& s : sessions_) {
       std::lock_guard lock(s->mutex);
       if (s->link) links.push_back(s->link);
     }
@@ -469,7 +478,7 @@ std::size_t broker::disconnect_if(const std::function<bool(const client_identity
   std::vector<std::shared_ptr<session_link>> links;
   {
     std::lock_guard registry(registry_mutex_);
-    for (auto& [id, s] : sessions_) {
+    for (const auto& s : sessions_) {
       std::lock_guard lock(s->mutex);
       if (!s->link) continue;
       const client_identity* who = s->link->identity();

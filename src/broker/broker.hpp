@@ -11,8 +11,9 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
+
+#include <boost/unordered/unordered_flat_set.hpp>
 
 #include "broker/authorizer.hpp"
 #include "broker/message.hpp"
@@ -146,8 +147,16 @@ class broker {
   broker_metrics metrics_;
   subscription_index index_;
 
+  // Sessions by client id; the key is the session's own, so an entry is just its pointer.
+  struct by_client_id {
+    using is_transparent = void;
+    static std::string_view id(std::string_view s) { return s; }
+    static std::string_view id(const session_ptr& s) { return s->client_id(); }
+    std::size_t operator()(const auto& x) const { return std::hash<std::string_view>{}(id(x)); }
+    bool operator()(const auto& a, const auto& b) const { return id(a) == id(b); }
+  };
   mutable std::mutex registry_mutex_;
-  std::unordered_map<std::string, session_ptr> sessions_;
+  boost::unordered_flat_set<session_ptr, by_client_id, by_client_id> sessions_;
 
   mutable std::shared_mutex retained_mutex_;
   std::map<std::string, message_ptr, std::less<>> retained_;

@@ -27,13 +27,47 @@ constexpr std::size_t shared_payload_threshold = 1024;
 constexpr std::size_t read_chunk = 64 * 1024;
 constexpr std::size_t initial_read_buffer = 512;
 
+// Why a connection ended, as AWS IoT lifecycle events name it (disconnectReason).
+enum class end_reason : std::uint8_t {
+  connection_lost,
+  duplicate_client_id,
+  auth_error,
+  server_initiated,
+  keep_alive_timeout,
+  client_error,
+};
+
+std::string_view name_of(end_reason r) {
+  switch (r) {
+    case end_reason::duplicate_client_id:
+      return "DUPLICATE_CLIENTID";
+    case end_reason::auth_error:
+      return "AUTH_ERROR";
+    case end_reason::server_initiated:
+      return "SERVER_INITIATED_DISCONNECT";
+    case end_reason::keep_alive_timeout:
+      return "MQTT_KEEP_ALIVE_TIMEOUT";
+    case end_reason::client_error:
+      return "CLIENT_ERROR";
+    case end_reason::connection_lost:
+      break;
+  }
+  return "CONNECTION_LOST";
+}
+
 class connection final : public session_link,
                          public net::stream_owner,
                          public net::timer_owner,
                          public std::enable_shared_from_this<connection> {
  public:
   connection(broker& b, std::unique_ptr<net::byte_stream> stream)
-      : broker_(b), stream_(std::move(stream)), timer_(stream_->executor(), *this) {}
+      : broker_(b), stream_(std::move(stream)), timer_(stream_->executor(), *this) {
+    // Who is on the other end, as far as the transport knows; CONNECT adds the rest.
+    identity_.transport = stream_->transport();
+    identity_.remote_address = stream_->remote_address();
+    identity_.certificate = stream_->certificate();
+    identity_.signer = stream_->signer();
+  }
 
   void start() {
     broker_.metrics().connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -52,6 +86,7 @@ class connection final : public session_link,
     asio::post(stream_->executor(), [self = shared_from_this()] {
       self->wake_pending_.store(false, std::memory_order_release);
       self->deliver();
+      self->settle();
     });
   }
 
@@ -59,20 +94,21 @@ class connection final : public session_link,
     asio::post(stream_->executor(), [self = shared_from_this(), reason] {
       switch (reason) {
         case reason_code::session_taken_over:
-          self->end_reason_ = "DUPLICATE_CLIENTID";
+          self->end_reason_ = end_reason::duplicate_client_id;
           break;
         case reason_code::not_authorized:
-          self->end_reason_ = "AUTH_ERROR";
+          self->end_reason_ = end_reason::auth_error;
           break;
         default:
-          self->end_reason_ = "SERVER_INITIATED_DISCONNECT";
+          self->end_reason_ = end_reason::server_initiated;
           break;
       }
       self->close_with(reason, "server closed the connection");
+      self->settle();
     });
   }
 
-  const client_identity* identity() const override { return identity_.get(); }
+  const client_identity* identity() const override { return identified_ ? &identity_ : nullptr; }
 
  private:
   // ---- lifecycle ----------------------------------------------------------------------------
@@ -94,15 +130,13 @@ class connection final : public session_link,
     // Backpressure: a client that does not read what we send (acknowledgements included) is
     // not read from either, so its output cannot grow without bound.
     if (!closing_ && (output_bytes() >= broker_.settings().max_write_buffer ||
-                      pending_acks_.size() >= broker_.settings().receive_maximum)) {
+                      pending_ack_count() >= broker_.settings().receive_maximum)) {
       return;  // resumed by on_written() or release_acks()
     }
     reading_ = true;
     ++pending_operations_;
     if (in_used_ == 0 && stream_->wait_readable(*this)) return;
-    if (in_.empty()) in_.resize(initial_read_buffer);
-    if (in_used_ == in_.size()) grow_input();
-    stream_->read_into(asio::buffer(in_.data() + in_used_, in_.size() - in_used_), *this);
+    stream_->read_into(input_space(), *this);
   }
 
   void on_read(const boost::system::error_code& ec, std::size_t n) override {
@@ -116,6 +150,7 @@ class connection final : public session_link,
       end_input();
       if (ok) start_read();
     }
+    settle();
     operation_done();
   }
 
@@ -141,11 +176,8 @@ class connection final : public session_link,
     std::size_t read_now = 0;
     begin_input();
     for (int round = 0; round < 4 && !closed_; ++round) {
-      if (in_.empty()) in_.resize(initial_read_buffer);
-      if (in_used_ == in_.size()) grow_input();
       boost::system::error_code read_error;
-      std::size_t n = stream_->read_available(
-          asio::buffer(in_.data() + in_used_, in_.size() - in_used_), read_error);
+      std::size_t n = stream_->read_available(input_space(), read_error);
       if (read_error == asio::error::would_block || read_error == asio::error::try_again) break;
       if (read_error) {
         finish();
@@ -156,11 +188,9 @@ class connection final : public session_link,
     }
     end_input();
     // A quiet client gives its buffer back; a busy one keeps it for the next burst.
-    if (in_used_ == 0 && read_now < initial_read_buffer) {
-      in_.clear();
-      in_.shrink_to_fit();
-    }
+    if (in_used_ == 0 && read_now < initial_read_buffer) resize_input(0);
     start_read();
+    settle();
     operation_done();
   }
 
@@ -171,25 +201,42 @@ class connection final : public session_link,
       return true;
     } catch (const std::exception& e) {
       spdlog::error("mqtt_connection_failed client={} remote={} error=\"{}\"", client_id(),
-                    stream_->remote_address(), e.what());
+                    identity_.remote_address, e.what());
       finish();
       return false;
     }
   }
 
-  void grow_input() {
-    std::size_t limit = std::max(max_frame_bytes() + 8, in_.size());
-    in_.resize(std::min(in_.size() * 2, limit));
+  // Where the next read goes: the free end of the input buffer, which is allocated (or grown,
+  // up to one maximum-size packet) as needed.
+  asio::mutable_buffer input_space() {
+    if (in_size_ == 0) resize_input(initial_read_buffer);
+    if (in_used_ == in_size_) {
+      std::size_t limit = std::max<std::size_t>(max_frame_bytes() + 8, in_size_);
+      resize_input(std::min<std::size_t>(std::size_t{in_size_} * 2, limit));
+    }
+    return asio::buffer(in_.get() + in_used_, in_size_ - in_used_);
+  }
+  // Reallocates the input buffer, keeping what it holds (size 0: frees it; it must be empty).
+  void resize_input(std::size_t size) {
+    if (size == in_size_) return;
+    std::unique_ptr<char[]> bigger;
+    if (size > 0) {
+      bigger.reset(new char[size]);
+      if (in_used_ > 0) std::memcpy(bigger.get(), in_.get(), in_used_);
+    }
+    in_ = std::move(bigger);
+    in_size_ = static_cast<std::uint32_t>(size);
   }
 
   // Decodes and handles every complete packet in the input buffer.
   void process_input(std::size_t received) {
-    in_used_ += received;
+    in_used_ += static_cast<std::uint32_t>(received);
     broker_.metrics().bytes_received.fetch_add(received, std::memory_order_relaxed);
     last_received_ = std::chrono::steady_clock::now();
     std::size_t consumed = 0;
     while (!closing_) {
-      std::string_view pending(in_.data() + consumed, in_used_ - consumed);
+      std::string_view pending(in_.get() + consumed, in_used_ - consumed);
       auto header = mqtt::read_frame_header(pending);
       if (std::holds_alternative<mqtt::need_more_bytes>(header)) break;
       if (auto* error = std::get_if<mqtt::decode_error>(&header)) {
@@ -217,13 +264,10 @@ class connection final : public session_link,
       in_used_ = 0;  // keep reading (and discarding) until the peer or the grace timer closes
       return;
     }
-    std::memmove(in_.data(), in_.data() + consumed, in_used_ - consumed);
-    in_used_ -= consumed;
+    std::memmove(in_.get(), in_.get() + consumed, in_used_ - consumed);
+    in_used_ -= static_cast<std::uint32_t>(consumed);
     // Give memory back after a burst or a large packet.
-    if (in_used_ == 0 && in_.size() > 4 * read_chunk) {
-      in_.resize(initial_read_buffer);
-      in_.shrink_to_fit();
-    }
+    if (in_used_ == 0 && in_size_ > 4 * read_chunk) resize_input(initial_read_buffer);
   }
 
   // One timer serves the CONNECT deadline, keep-alive (1.5 x, MQTT 3.1.2.10) and the grace
@@ -249,13 +293,14 @@ class connection final : public session_link,
 
   void on_timer_expired() override {
     if (!closed_) on_timer();
+    settle();
   }
 
   void on_timer() {
     auto deadline = timer_deadline();
     if (deadline && std::chrono::steady_clock::now() >= *deadline) {
       if (closing_ || !connected_) return close_now();
-      end_reason_ = "MQTT_KEEP_ALIVE_TIMEOUT";
+      end_reason_ = end_reason::keep_alive_timeout;
       return close_with(reason_code::keep_alive_timeout, "keep alive timeout");
     }
     arm_timer();  // traffic moved the deadline, or the state changed
@@ -274,11 +319,11 @@ class connection final : public session_link,
       std::optional<mqtt::will_message> will;
       if (will_) will = std::move(*will_);
       broker_.detach(session_, this, kind, std::move(will), disconnect_expiry_, client_id());
-      broker_.announce_disconnected(*identity_, session_id_,
-                                    clean_disconnect_ ? "CLIENT_INITIATED_DISCONNECT" : end_reason_,
-                                    clean_disconnect_);
-      spdlog::debug("mqtt_disconnected client={} remote={}", client_id(),
-                    stream_->remote_address());
+      broker_.announce_disconnected(
+          identity_, session_id_,
+          clean_disconnect_ ? "CLIENT_INITIATED_DISCONNECT" : name_of(end_reason_),
+          clean_disconnect_);
+      spdlog::debug("mqtt_disconnected client={} remote={}", client_id(), identity_.remote_address);
     }
   }
 
@@ -288,7 +333,7 @@ class connection final : public session_link,
     if (connected_ && version_ == mqtt::protocol_version::v5) {
       mqtt::disconnect_packet d{reason, {}};
       if (request_problem_information_) d.props.reason_string = std::string(why);
-      pending_acks_.clear();
+      if (traffic_) traffic_->pending_acks.clear();
       append(d);
     }
     begin_closing();
@@ -322,9 +367,9 @@ class connection final : public session_link,
 
   void protocol_violation(reason_code reason, std::string_view what) {
     broker_.metrics().protocol_errors.fetch_add(1, std::memory_order_relaxed);
-    end_reason_ = "CLIENT_ERROR";
+    end_reason_ = end_reason::client_error;
     spdlog::info("mqtt_protocol_error client={} remote={} reason=0x{:02x} detail=\"{}\"",
-                 client_id(), stream_->remote_address(), static_cast<unsigned>(reason), what);
+                 client_id(), identity_.remote_address, static_cast<unsigned>(reason), what);
     if (!connected_) {
       // Before CONNACK a v5 client learns why through CONNACK (3.1.4); 3.1.1 is just closed.
       if (version_ == mqtt::protocol_version::v5 ||
@@ -405,29 +450,24 @@ class connection final : public session_link,
       return refuse_connect(reason_code::server_busy);
     }
 
-    client_identity who{c.client_id,
-                        c.username,
-                        std::string(stream_->transport()),
-                        stream_->remote_address(),
-                        stream_->certificate(),
-                        stream_->signer(),
-                        v5 ? c.props.session_expiry_interval.value_or(0) > 0 : !c.clean_start,
-                        c.will.has_value()};
-    auto verdict = broker_.auth().authorize_connect(who, c.password);
+    identity_.client_id = c.client_id;
+    identity_.persistent_session =
+        v5 ? c.props.session_expiry_interval.value_or(0) > 0 : !c.clean_start;
+    identity_.has_will = c.will.has_value();
+    auto verdict = broker_.auth().authorize_connect(identity_, c.password);
     if (verdict != reason_code::success) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       spdlog::info("mqtt_connect_denied client={} remote={} reason=0x{:02x}", c.client_id,
-                   stream_->remote_address(), static_cast<unsigned>(verdict));
+                   identity_.remote_address, static_cast<unsigned>(verdict));
       return refuse_connect(verdict);
     }
-    identity_ = std::make_shared<client_identity>(std::move(who));
     if (c.will && (broker::is_reserved_topic(c.will->topic) ||
-                   !broker_.auth().may_publish(*identity_, c.will->topic, c.will->retain))) {
+                   !broker_.auth().may_publish(identity_, c.will->topic, c.will->retain))) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       spdlog::info("mqtt_will_denied client={} topic=\"{}\"", c.client_id, c.will->topic);
-      identity_.reset();
       return refuse_connect(reason_code::not_authorized);
     }
+    identified_ = true;
 
     std::uint32_t expiry;
     if (v5)
@@ -476,10 +516,10 @@ class connection final : public session_link,
     spdlog::debug(
         "mqtt_connected client={} remote={} transport={} version={} clean_start={} "
         "session_present={}",
-        c.client_id, stream_->remote_address(), stream_->transport(), static_cast<int>(version_),
+        c.client_id, identity_.remote_address, identity_.transport, static_cast<int>(version_),
         c.clean_start, attached.session_present);
     session_id_ = core::random_u64();
-    broker_.announce_connected(*identity_, session_id_);
+    broker_.announce_connected(identity_, session_id_);
     if (attached.session_present) resend_inflight();
     deliver();
   }
@@ -511,7 +551,7 @@ class connection final : public session_link,
       bool duplicate;
       {
         std::lock_guard lock(session_->mutex);
-        duplicate = session_->inbound_qos2.contains(p.packet_id);
+        duplicate = session_->extras().inbound_qos2.contains(p.packet_id);
       }
       if (duplicate) {
         // A retransmission of a message already routed: acknowledge again, deliver once.
@@ -522,10 +562,10 @@ class connection final : public session_link,
     }
     if (p.qos > 0 && v5 && inbound_in_flight() >= broker_.settings().receive_maximum)
       return protocol_violation(reason_code::receive_maximum_exceeded, "receive maximum exceeded");
-    if (!broker_.auth().may_publish(*identity_, p.topic, p.retain)) {
+    if (!broker_.auth().may_publish(identity_, p.topic, p.retain)) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       if (!v5) {
-        end_reason_ = "AUTH_ERROR";
+        end_reason_ = end_reason::auth_error;
         return close_now();  // 3.1.1 has no way to refuse a PUBLISH (AWS closes too)
       }
       if (p.qos == 1)
@@ -559,7 +599,11 @@ class connection final : public session_link,
         gate = std::make_shared<congestion_gate>();
         std::weak_ptr<connection> weak = shared_from_this();
         gate->on_clear = [weak, executor = stream_->executor()] {
-          if (auto self = weak.lock()) asio::post(executor, [self] { self->release_acks(); });
+          if (auto self = weak.lock())
+            asio::post(executor, [self] {
+              self->release_acks();
+              self->settle();
+            });
         };
       }
       routed = broker_.publish(std::move(msg), gate);
@@ -574,7 +618,7 @@ class connection final : public session_link,
       bool persistent;
       {
         std::lock_guard lock(session_->mutex);
-        session_->inbound_qos2.insert(p.packet_id);
+        session_->extras().inbound_qos2.insert(p.packet_id);
         persistent = session_->is_persistent();
       }
       if (persistent && broker_.store())
@@ -592,7 +636,7 @@ class connection final : public session_link,
         bool persistent;
         {
           std::lock_guard lock(session_->mutex);
-          found = session_->inbound_qos2.erase(a.packet_id) > 0;
+          found = session_->extras().inbound_qos2.erase(a.packet_id) > 0;
           persistent = session_->is_persistent();
         }
         if (found && persistent && store) store->remove_inbound_qos2(client_id(), a.packet_id);
@@ -610,13 +654,14 @@ class connection final : public session_link,
         std::uint64_t seq = 0;
         {
           std::lock_guard lock(session_->mutex);
-          auto it = session_->inflight.find(a.packet_id);
-          if (it == session_->inflight.end()) return;  // late or duplicate acknowledgement
+          auto& inflight = session_->extras().inflight;
+          auto it = inflight.find(a.packet_id);
+          if (it == inflight.end()) return;  // late or duplicate acknowledgement
           bool expected =
               a.type == mqtt::packet_type::puback ? it->second.d.qos == 1 : it->second.released;
           if (!expected) return;
           seq = it->second.d.seq;
-          session_->inflight.erase(it);
+          inflight.erase(it);
         }
         if (seq != 0 && store) store->remove_delivery(client_id(), seq);
         deliver();
@@ -628,12 +673,13 @@ class connection final : public session_link,
         bool refused = is_error(a.reason);
         {
           std::lock_guard lock(session_->mutex);
-          auto it = session_->inflight.find(a.packet_id);
-          if (it != session_->inflight.end() && it->second.d.qos == 2) {
+          auto& inflight = session_->extras().inflight;
+          auto it = inflight.find(a.packet_id);
+          if (it != inflight.end() && it->second.d.qos == 2) {
             found = true;
             seq = it->second.d.seq;
             if (refused)
-              session_->inflight.erase(it);  // the receiver declined: the exchange ends here
+              inflight.erase(it);  // the receiver declined: the exchange ends here
             else
               it->second.released = true;
           }
@@ -684,7 +730,7 @@ class connection final : public session_link,
           continue;
         }
       }
-      if (!broker_.auth().may_subscribe(*identity_, e.filter)) {
+      if (!broker_.auth().may_subscribe(identity_, e.filter)) {
         broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
         ack.reasons.push_back(v5 ? reason_code::not_authorized : reason_code::unspecified_error);
         continue;
@@ -695,7 +741,7 @@ class connection final : public session_link,
       granted.push_back(e.filter);
     }
     queue_ack(std::move(ack), ticket, floor);
-    broker_.announce_subscriptions(*identity_, session_id_, true, granted);
+    broker_.announce_subscriptions(identity_, session_id_, true, granted);
   }
 
   void on_unsubscribe(const mqtt::unsubscribe_packet& u) {
@@ -707,7 +753,7 @@ class connection final : public session_link,
       ack.reasons.push_back(existed ? reason_code::success : reason_code::no_subscription_existed);
     }
     queue_ack(std::move(ack), 0);
-    broker_.announce_subscriptions(*identity_, session_id_, false, removed);
+    broker_.announce_subscriptions(identity_, session_id_, false, removed);
   }
 
   void on_disconnect(const mqtt::disconnect_packet& d) {
@@ -730,7 +776,7 @@ class connection final : public session_link,
 
   std::size_t inbound_in_flight() {
     std::lock_guard lock(session_->mutex);
-    return session_->inbound_qos2.size() + deferred_qos1_;
+    return session_->extras().inbound_qos2.size() + (traffic_ ? traffic_->deferred_qos1 : 0);
   }
 
   void resend_inflight() {
@@ -738,11 +784,11 @@ class connection final : public session_link,
       std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
       std::lock_guard lock(session_->mutex);
       if (session_->link.get() != this) return;
-      for (const auto& [packet_id, entry] : session_->inflight)
-        order.emplace_back(entry.d.seq, packet_id);
+      auto& inflight = session_->extras().inflight;
+      for (const auto& [packet_id, entry] : inflight) order.emplace_back(entry.d.seq, packet_id);
       std::sort(order.begin(), order.end());
       for (auto [seq, packet_id] : order) {
-        auto& entry = session_->inflight.at(packet_id);
+        auto& entry = inflight.at(packet_id);
         if (entry.released) {
           append(mqtt::ack_packet{mqtt::packet_type::pubrel, packet_id, reason_code::success, {}});
         } else {
@@ -760,7 +806,7 @@ class connection final : public session_link,
   void deliver() {
     if (!connected_ || closing_ || closed_ || !session_) return;
     // Acknowledgements waiting for durability go first; deliveries follow them.
-    if (!pending_acks_.empty()) return;
+    if (pending_ack_count() > 0) return;
     auto* store = broker_.store();
     auto now = broker_.clock().unix_seconds();
     const std::size_t window =
@@ -786,14 +832,13 @@ class connection final : public session_link,
           if (buffer_full) {
             // A slow reader loses QoS 0 messages rather than growing our memory.
             broker_.metrics().messages_dropped.fetch_add(1, std::memory_order_relaxed);
-            ++session_->dropped;
           } else if (may_receive(d)) {
             encode_delivery(d, 0, false);
           }
           queue.pop_front();
           continue;
         }
-        if (session_->inflight.size() >= window || buffer_full) break;
+        if (session_->extras().inflight.size() >= window || buffer_full) break;
         auto packet_id = session_->allocate_packet_id();
         if (!may_receive(d) || !encode_delivery(d, packet_id, false)) {
           if (d.seq) finished_seqs.push_back(d.seq);
@@ -801,11 +846,12 @@ class connection final : public session_link,
           continue;
         }
         if (d.qos == 2 && d.seq) sent_qos2.emplace_back(d.seq, packet_id);
-        session_->inflight.emplace(packet_id, outbound_inflight{std::move(d), false});
+        session_->extras().inflight.emplace(packet_id, outbound_inflight{std::move(d), false});
         queue.pop_front();
       }
       // Hysteresis: publishers resume once the queue is half empty, not at every message.
-      drained = !session_->congested_publishers.empty() &&
+      auto* extras = session_->extras_if_any();
+      drained = extras != nullptr && !extras->congested_publishers.empty() &&
                 queue.size() <= broker_.settings().max_queued_messages / 2;
     }
     if (store) {
@@ -817,7 +863,7 @@ class connection final : public session_link,
   }
 
   bool may_receive(const delivery& d) {
-    if (broker_.auth().may_receive(*identity_, d.msg->topic)) return true;
+    if (broker_.auth().may_receive(identity_, d.msg->topic)) return true;
     broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
@@ -862,13 +908,14 @@ class connection final : public session_link,
       }
       if (new_alias) aliases().outbound.emplace(m.topic, *alias);
     }
-    mqtt::encode_publish_head(out_, version_, d.qos, d.retain, dup, topic, packet_id, *props,
+    auto& t = traffic();
+    mqtt::encode_publish_head(t.out, version_, d.qos, d.retain, dup, topic, packet_id, *props,
                               m.payload.size());
     if (m.payload.size() >= shared_payload_threshold) {
-      out_refs_.emplace_back(out_.size(), d.msg);
-      out_ref_bytes_ += m.payload.size();
+      t.out_refs.emplace_back(t.out.size(), d.msg);
+      t.out_ref_bytes += m.payload.size();
     } else {
-      out_.append(m.payload);
+      t.out.append(m.payload);
     }
     broker_.metrics().messages_sent.fetch_add(1, std::memory_order_relaxed);
     return true;
@@ -878,7 +925,7 @@ class connection final : public session_link,
 
   template <class Packet>
   void append(const Packet& p) {
-    mqtt::encode(mqtt::packet{p}, version_, out_);
+    mqtt::encode(mqtt::packet{p}, version_, traffic().out);
   }
 
   template <class Packet>
@@ -899,27 +946,31 @@ class connection final : public session_link,
                  gate_ptr gate = nullptr) {
     auto* store = broker_.store();
     spdlog::trace("mqtt_ack_queued client={} ticket={} waiting={}", client_id(), ticket,
-                  pending_acks_.size());
+                  pending_ack_count());
     if (gate) {
       gate->release();  // routing is over: drop the publisher's own count
       if (gate->remaining.load(std::memory_order_acquire) == 0) gate.reset();
     }
     bool durable = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
     bool ready = durable && !gate;
-    if (ready && pending_acks_.empty()) {
+    auto& t = traffic();
+    if (ready && t.pending_acks.empty()) {
       if (ticket != 0 && store && store->writer().failed_between(floor, ticket))
         return storage_failed();
-      mqtt::encode(ack, version_, out_);
+      mqtt::encode(ack, version_, t.out);
       flush_output();
       return;
     }
     bool is_qos1 = std::holds_alternative<mqtt::ack_packet>(ack) &&
                    std::get<mqtt::ack_packet>(ack).type == mqtt::packet_type::puback;
-    if (is_qos1) ++deferred_qos1_;
-    pending_acks_.push_back({std::move(ack), ticket, floor, is_qos1, std::move(gate)});
+    if (is_qos1) ++t.deferred_qos1;
+    t.pending_acks.push_back({std::move(ack), ticket, floor, is_qos1, std::move(gate)});
     if (!durable) {
       store->writer().when_durable(ticket, [self = shared_from_this()] {
-        asio::post(self->stream_->executor(), [self] { self->release_acks(); });
+        asio::post(self->stream_->executor(), [self] {
+          self->release_acks();
+          self->settle();
+        });
       });
     }
   }
@@ -927,21 +978,23 @@ class connection final : public session_link,
   void release_acks() {
     auto* store = broker_.store();
     auto committed = store ? store->writer().committed() : ~std::uint64_t{0};
-    while (!pending_acks_.empty() && pending_acks_.front().ticket <= committed) {
-      auto& front = pending_acks_.front();
+    auto& t = traffic();
+    while (!t.pending_acks.empty() && t.pending_acks.front().ticket <= committed) {
+      auto& front = t.pending_acks.front();
       if (front.gate && front.gate->remaining.load(std::memory_order_acquire) > 0)
         break;  // subscribers congested
       if (front.ticket != 0 && store && store->writer().failed_between(front.floor, front.ticket)) {
-        pending_acks_.clear();
+        t.pending_acks.clear();
         return storage_failed();
       }
-      if (front.is_qos1) --deferred_qos1_;
-      if (!closing_) mqtt::encode(front.ack, version_, out_);
-      pending_acks_.pop_front();
+      if (front.is_qos1) --t.deferred_qos1;
+      if (!closing_) mqtt::encode(front.ack, version_, t.out);
+      t.pending_acks.pop_front();
     }
+    bool all_released = t.pending_acks.empty();
     flush_output();
     start_read();  // reading may have paused on pending acknowledgements
-    if (pending_acks_.empty()) deliver();
+    if (all_released) deliver();
   }
 
   // What an acknowledgement would vouch for was not stored: never acknowledge it. Closing
@@ -959,32 +1012,33 @@ class connection final : public session_link,
       return;
     }
     if (writing_ || closed_) return;
-    if (out_.empty()) {
+    if (!traffic_ || traffic_->out.empty()) {
       if (close_after_write_) close_stream();
       return;
     }
-    writing_out_.clear();
-    writing_out_.swap(out_);
-    writing_refs_.clear();
-    writing_refs_.swap(out_refs_);
-    out_ref_bytes_ = 0;
-    write_buffers_.clear();
+    auto& t = *traffic_;
+    t.writing.clear();
+    t.writing.swap(t.out);
+    t.writing_refs.clear();
+    t.writing_refs.swap(t.out_refs);
+    t.out_ref_bytes = 0;
+    t.write_buffers.clear();
     std::size_t offset = 0;
-    for (const auto& [at, msg] : writing_refs_) {
-      if (at > offset) write_buffers_.emplace_back(writing_out_.data() + offset, at - offset);
-      write_buffers_.emplace_back(msg->payload.data(), msg->payload.size());
+    for (const auto& [at, msg] : t.writing_refs) {
+      if (at > offset) t.write_buffers.emplace_back(t.writing.data() + offset, at - offset);
+      t.write_buffers.emplace_back(msg->payload.data(), msg->payload.size());
       offset = at;
     }
-    if (offset < writing_out_.size())
-      write_buffers_.emplace_back(writing_out_.data() + offset, writing_out_.size() - offset);
+    if (offset < t.writing.size())
+      t.write_buffers.emplace_back(t.writing.data() + offset, t.writing.size() - offset);
     writing_ = true;
     // Speculative write: usually the socket takes everything at once and no asynchronous
     // operation (an allocation, and a trip through the loop) is needed. Not from inside a
     // completion that this path started, so that recursion stays one level deep.
     if (!completing_synchronously_) {
       boost::system::error_code ec;
-      std::size_t total = asio::buffer_size(write_buffers_);
-      std::size_t n = stream_->write_available(write_buffers_, ec);
+      std::size_t total = asio::buffer_size(t.write_buffers);
+      std::size_t n = stream_->write_available(t.write_buffers, ec);
       if (ec != asio::error::would_block && (ec || n == total)) {
         completing_synchronously_ = true;
         after_write(ec, n, true);
@@ -997,20 +1051,21 @@ class connection final : public session_link,
       }
     }
     ++pending_operations_;
-    stream_->write_from(write_buffers_, *this);
+    stream_->write_from(t.write_buffers, *this);
   }
 
-  // Drops the first `n` bytes of `write_buffers_` (a partial speculative write).
+  // Drops the first `n` bytes of the write buffers (a partial speculative write).
   void consume_written(std::size_t n) {
+    auto& buffers = traffic_->write_buffers;
     std::size_t done = 0;
-    while (done < write_buffers_.size() && n >= write_buffers_[done].size())
-      n -= write_buffers_[done++].size();
-    write_buffers_.erase(write_buffers_.begin(), write_buffers_.begin() + static_cast<long>(done));
-    if (n > 0) write_buffers_.front() += n;
+    while (done < buffers.size() && n >= buffers[done].size()) n -= buffers[done++].size();
+    buffers.erase(buffers.begin(), buffers.begin() + static_cast<long>(done));
+    if (n > 0) buffers.front() += n;
   }
 
   void on_written(const boost::system::error_code& ec, std::size_t n) override {
     after_write(ec, n);
+    settle();
     operation_done();
   }
 
@@ -1019,15 +1074,13 @@ class connection final : public session_link,
   // it; any waiting ones are picked up through a wake instead.
   void after_write(const boost::system::error_code& ec, std::size_t n, bool synchronous = false) {
     writing_ = false;
-    writing_refs_.clear();
+    traffic_->writing_refs.clear();
     if (ec || closed_) {
       close_stream();  // the pending read fails and finishes the connection
       return;
     }
     broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
-    // Free capacity after a burst so idle connections stay small.
-    if (writing_out_.capacity() > 64 * 1024) std::string().swap(writing_out_);
-    if (!out_.empty()) {
+    if (!traffic_->out.empty()) {
       flush_output();  // everything encoded meanwhile goes out in one batch
     } else if (close_after_write_) {
       close_stream();
@@ -1048,10 +1101,12 @@ class connection final : public session_link,
 
   std::size_t max_frame_bytes() const { return broker_.settings().max_packet_size; }
   // Bytes waiting to be written, shared payloads included.
-  std::size_t output_bytes() const { return out_.size() + out_ref_bytes_; }
+  std::size_t output_bytes() const {
+    return traffic_ ? traffic_->out.size() + traffic_->out_ref_bytes : 0;
+  }
   const std::string& client_id() const {
     static const std::string none = "-";
-    return identity_ ? identity_->client_id : none;
+    return identified_ ? identity_.client_id : none;
   }
 
   struct pending_ack {
@@ -1062,62 +1117,82 @@ class connection final : public session_link,
     gate_ptr gate;  // set while subscribers hold this acknowledgement back
   };
 
+  // Topic aliases (MQTT 5), allocated on first use: most clients never use them.
+  struct topic_aliases {
+    std::vector<std::string> inbound;
+    std::unordered_map<std::string, std::uint16_t> outbound;
+  };
+  topic_aliases& aliases() {
+    if (!aliases_) aliases_ = std::make_unique<topic_aliases>();
+    return *aliases_;
+  }
+
+  // What is being sent and what waits to be acknowledged: allocated while there is traffic and
+  // given back once the connection is quiet (settle()), so an idle client holds none of it.
+  struct traffic_state {
+    std::string out;  // encoded, not yet written
+    // Shared payloads (large ones are not copied) and the offsets in `out` they follow.
+    std::vector<std::pair<std::size_t, message_ptr>> out_refs;
+    std::size_t out_ref_bytes = 0;
+    std::string writing;  // being written
+    std::vector<std::pair<std::size_t, message_ptr>> writing_refs;
+    std::vector<asio::const_buffer> write_buffers;
+    boost::container::devector<pending_ack> pending_acks;  // in order
+    std::size_t deferred_qos1 = 0;                         // PUBACKs among pending_acks
+  };
+  traffic_state& traffic() {
+    if (!traffic_) traffic_ = std::make_unique<traffic_state>();
+    return *traffic_;
+  }
+  std::size_t pending_ack_count() const { return traffic_ ? traffic_->pending_acks.size() : 0; }
+  // Gives the traffic state back when nothing is written or waiting. Only at the end of a
+  // callback from the loop, where no caller still holds a reference into it.
+  void settle() {
+    if (traffic_ && !writing_ && traffic_->out.empty() && traffic_->out_refs.empty() &&
+        traffic_->pending_acks.empty())
+      traffic_.reset();
+  }
+
+  // Data members, largest first so that the small ones share words: there is one connection
+  // object per client.
   broker& broker_;
   std::unique_ptr<net::byte_stream> stream_;
   net::timer_entry timer_;
   std::shared_ptr<connection> self_;  // set while open (see start())
+  session_ptr session_;
+  // Filled in at CONNECT; complete, and never changed again, once identified_ is set (other
+  // loops read it through identity() from then on).
+  client_identity identity_;
+  std::unique_ptr<mqtt::will_message> will_;  // rare, and large: kept off the connection
+  std::unique_ptr<topic_aliases> aliases_;
+  std::unique_ptr<traffic_state> traffic_;
+  std::unique_ptr<char[]> in_;  // input not yet consumed; freed while the client is quiet
+  std::chrono::steady_clock::time_point last_received_;
+  std::chrono::steady_clock::time_point close_deadline_;
+  std::uint64_t session_id_ = 0;  // lifecycle events' sessionIdentifier (random)
+  std::uint32_t in_size_ = 0;
+  std::uint32_t in_used_ = 0;
   int pending_operations_ = 0;
+  std::uint32_t session_expiry_ = 0;
+  std::optional<std::uint32_t> disconnect_expiry_;
+  std::uint32_t client_max_packet_ = 0;
+  std::uint16_t keep_alive_ = 0;
+  std::uint16_t client_receive_maximum_ = 65535;
+  std::uint16_t client_topic_alias_maximum_ = 0;
+  mqtt::protocol_version version_ = mqtt::protocol_version::v311;
+  close_kind close_kind_ = close_kind::normal;
+  end_reason end_reason_ = end_reason::connection_lost;  // if the connection ends now
+  bool identified_ = false;
   bool reading_ = false;
   bool processing_input_ = false;
   bool slot_released_ = false;
   bool flush_deferred_ = false;
-  std::chrono::steady_clock::time_point close_deadline_;
-  std::vector<char> in_;
-  std::size_t in_used_ = 0;
-
-  mqtt::protocol_version version_ = mqtt::protocol_version::v311;
   bool connected_ = false;
   bool closing_ = false;
   bool closed_ = false;
   bool close_after_write_ = false;
   bool clean_disconnect_ = false;
   bool request_problem_information_ = true;
-  close_kind close_kind_ = close_kind::normal;
-  std::uint64_t session_id_ = 0;  // lifecycle events' sessionIdentifier (random)
-  // The AWS disconnectReason if the connection ends now.
-  std::string_view end_reason_ = "CONNECTION_LOST";
-  std::optional<std::uint32_t> disconnect_expiry_;
-  std::uint32_t session_expiry_ = 0;
-
-  std::shared_ptr<const client_identity> identity_;
-  session_ptr session_;
-  std::unique_ptr<mqtt::will_message> will_;  // rare, and large: kept off the connection
-  std::uint16_t keep_alive_ = 0;
-  std::chrono::steady_clock::time_point last_received_;
-
-  std::uint16_t client_receive_maximum_ = 65535;
-  std::uint32_t client_max_packet_ = 0;
-  std::uint16_t client_topic_alias_maximum_ = 0;
-  // Topic aliases (MQTT 5), allocated on first use: most clients never use them.
-  struct topic_aliases {
-    std::vector<std::string> inbound;
-    std::unordered_map<std::string, std::uint16_t> outbound;
-  };
-  std::unique_ptr<topic_aliases> aliases_;
-  topic_aliases& aliases() {
-    if (!aliases_) aliases_ = std::make_unique<topic_aliases>();
-    return *aliases_;
-  }
-
-  boost::container::devector<pending_ack> pending_acks_;  // allocates nothing while empty
-  std::size_t deferred_qos1_ = 0;
-
-  std::string out_;
-  std::vector<std::pair<std::size_t, message_ptr>> out_refs_;
-  std::size_t out_ref_bytes_ = 0;
-  std::string writing_out_;
-  std::vector<std::pair<std::size_t, message_ptr>> writing_refs_;
-  std::vector<asio::const_buffer> write_buffers_;
   bool writing_ = false;
   bool completing_synchronously_ = false;
   std::atomic<bool> wake_pending_{false};

@@ -5,6 +5,7 @@
 // that enqueue into it, hence its mutex. Lock order: broker registry, then one session.
 #include <atomic>
 #include <boost/container/devector.hpp>
+#include <boost/container/flat_map.hpp>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -17,6 +18,7 @@
 
 #include "broker/authorizer.hpp"
 #include "broker/message.hpp"
+#include "core/small_mutex.hpp"
 #include "mqtt/packet.hpp"
 
 namespace nimbus::broker {
@@ -60,32 +62,47 @@ struct pending_will {
   std::int64_t publish_at = 0;  // unix seconds
 };
 
+// What only some sessions need: QoS 1/2 exchanges in progress, congestion, a delayed will.
+// Allocated when first needed, so the session of an idle client (or one that uses only QoS 0)
+// has none of it: ten thousand idle clients would otherwise hold 1.2 MB of empty trees.
+struct session_extras {
+  std::map<std::uint16_t, outbound_inflight> inflight;  // sent, not yet acknowledged
+  std::set<std::uint16_t> inbound_qos2;                 // PUBLISH received, PUBREL not yet
+  std::vector<gate_ptr> congested_publishers;           // released when the queue drains
+  std::uint64_t next_seq = 1;                           // of the next stored delivery
+  std::unique_ptr<pending_will> will;  // while disconnected, until the will delay has passed
+};
+
+// Laid out small: a server holds one per client, connected or not.
 class session {
  public:
   explicit session(std::string client_id) : client_id_(std::move(client_id)) {}
   const std::string& client_id() const { return client_id_; }
 
-  std::mutex mutex;
+  core::small_mutex mutex;
   // --- everything below is guarded by `mutex` ---
   mqtt::protocol_version version = mqtt::protocol_version::v311;
-  std::uint32_t expiry_interval = 0;                  // seconds; 0xFFFFFFFF never
-  std::map<std::string, subscription> subscriptions;  // by filter as sent (incl. $share/...)
+  bool discarded = false;  // removed from the broker; late enqueues are ignored
+  std::uint16_t next_packet_id = 1;
+  std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF never
+  // By filter as sent (incl. $share/...); few per client, so a sorted vector.
+  boost::container::flat_map<std::string, subscription, std::less<>> subscriptions;
   boost::container::devector<delivery>
       queue;  // waiting for the window or a connection; no allocation while empty
-  std::map<std::uint16_t, outbound_inflight> inflight;
-  std::set<std::uint16_t> inbound_qos2;  // PUBLISH received, PUBREL not yet
-  std::shared_ptr<session_link> link;    // null while disconnected
-  std::int64_t expires_at = 0;           // unix seconds while disconnected (0 = attached or never)
-  std::unique_ptr<pending_will> will;    // delayed will waiting to be published
-  std::uint64_t next_seq = 1;
-  std::uint16_t next_packet_id = 1;
-  std::uint64_t dropped = 0;
-  std::vector<gate_ptr> congested_publishers;  // released when the queue drains
-  bool discarded = false;                      // removed from the broker; late enqueues are ignored
+  std::shared_ptr<session_link> link;  // null while disconnected
+  std::int64_t expires_at = 0;         // unix seconds while disconnected (0 = attached or never)
+
+  session_extras& extras() {
+    if (!extras_) extras_ = std::make_unique<session_extras>();
+    return *extras_;
+  }
+  // Null until the first exchange: for looking without allocating.
+  session_extras* extras_if_any() { return extras_.get(); }
 
   bool is_persistent() const { return expiry_interval > 0; }
   // A free packet id for an outbound QoS 1/2 message (the window keeps some free).
   std::uint16_t allocate_packet_id() {
+    auto& inflight = extras().inflight;
     while (true) {
       std::uint16_t id = next_packet_id++;
       if (next_packet_id == 0) next_packet_id = 1;
@@ -94,6 +111,7 @@ class session {
   }
 
  private:
+  std::unique_ptr<session_extras> extras_;
   const std::string client_id_;
 };
 

@@ -87,23 +87,18 @@ class byte_stream {
   virtual void close() = 0;
   virtual boost::asio::any_io_executor executor() = 0;
 
-  const std::string& remote_address() const { return remote_address_; }
-  // Set for TLS streams whose client presented a verified certificate.
-  const std::shared_ptr<const peer_certificate>& certificate() const { return certificate_; }
+  // Where the stream comes from, fixed when it was accepted. "host:port" of the peer:
+  virtual std::string remote_address() const = 0;
   // "tcp", "tls", "ws" or "wss": which listener the client came through.
-  std::string_view transport() const { return transport_; }
+  virtual std::string_view transport() const = 0;
+  // The client's certificate, for TLS streams whose client presented one.
+  virtual std::shared_ptr<const peer_certificate> certificate() const { return nullptr; }
   // Who signed the WebSocket upgrade (SigV4 access key id); empty when nobody did.
-  const std::string& signer() const { return signer_; }
-  void set_signer(std::string signer) { signer_ = std::move(signer); }
+  virtual std::string signer() const { return {}; }
 
  protected:
   virtual void read_some(boost::asio::mutable_buffer buffer, io_handler handler) = 0;
   virtual void write(const std::vector<boost::asio::const_buffer>& buffers, io_handler handler) = 0;
-
-  std::string remote_address_;
-  std::shared_ptr<const peer_certificate> certificate_;
-  std::string_view transport_;
-  std::string signer_;
 };
 
 using stream_handler = std::function<void(std::unique_ptr<byte_stream>)>;

@@ -259,11 +259,11 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       if (accept_ec) co_return;
       std::unique_ptr<byte_stream> upgraded;
       if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-        upgraded = make_websocket_stream(std::move(ws), remote);
+        upgraded = make_websocket_stream(std::move(ws), remote, std::move(signer));
       } else {
-        upgraded = make_secure_websocket_stream(std::move(ws), remote, certificate);
+        upgraded =
+            make_secure_websocket_stream(std::move(ws), remote, certificate, std::move(signer));
       }
-      upgraded->set_signer(std::move(signer));
       router.websocket_handler()(std::move(upgraded));
       co_return;
     }

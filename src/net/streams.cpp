@@ -33,60 +33,10 @@ std::string name_to_string(X509_NAME* name) {
   return out;
 }
 
-class tcp_byte_stream final : public byte_stream {
- public:
-  explicit tcp_byte_stream(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {
-    remote_address_ = remote_of(socket_);
-    transport_ = "tcp";
-    boost::system::error_code ignored;
-    socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
-    // Half-open peers with keep-alive 0 are still found out by TCP keepalive.
-    socket_.set_option(asio::socket_base::keep_alive(true), ignored);
-    socket_.non_blocking(true, ignored);  // read_available() must never block the loop
-  }
-  void read_into(asio::mutable_buffer buffer, stream_owner& owner) override {
-    socket_.async_read_some(buffer, [o = &owner](const boost::system::error_code& ec,
-                                                 std::size_t n) { o->on_read(ec, n); });
-  }
-  void write_from(const std::vector<asio::const_buffer>& buffers, stream_owner& owner) override {
-    asio::async_write(
-        socket_, buffers,
-        [o = &owner](const boost::system::error_code& ec, std::size_t n) { o->on_written(ec, n); });
-  }
-  bool wait_readable(stream_owner& owner) override {
-    socket_.async_wait(asio::ip::tcp::socket::wait_read,
-                       [o = &owner](const boost::system::error_code& ec) { o->on_readable(ec); });
-    return true;
-  }
-  std::size_t read_available(asio::mutable_buffer buffer, boost::system::error_code& ec) override {
-    return socket_.read_some(buffer, ec);
-  }
-  std::size_t write_available(const std::vector<asio::const_buffer>& buffers,
-                              boost::system::error_code& ec) override {
-    return socket_.write_some(buffers, ec);
-  }
-  void read_some(asio::mutable_buffer buffer, io_handler handler) override {
-    socket_.async_read_some(buffer, std::move(handler));
-  }
-  void write(const std::vector<asio::const_buffer>& buffers, io_handler handler) override {
-    asio::async_write(socket_, buffers, std::move(handler));
-  }
-  void close() override {
-    boost::system::error_code ignored;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
-  }
-  asio::any_io_executor executor() override { return socket_.get_executor(); }
-
- private:
-  asio::ip::tcp::socket socket_;
-};
-
 class tls_byte_stream final : public byte_stream {
  public:
-  explicit tls_byte_stream(std::unique_ptr<tls_socket> stream) : stream_(std::move(stream)) {
-    remote_address_ = remote_of(stream_->next_layer());
-    transport_ = "tls";
+  explicit tls_byte_stream(std::unique_ptr<tls_socket> stream)
+      : stream_(std::move(stream)), remote_(remote_of(stream_->next_layer())) {
     if (auto cert = peer_certificate_of(stream_->native_handle())) {
       certificate_ = std::make_shared<const peer_certificate>(std::move(*cert));
     }
@@ -115,19 +65,25 @@ class tls_byte_stream final : public byte_stream {
     stream_->next_layer().close(ignored);
   }
   asio::any_io_executor executor() override { return stream_->get_executor(); }
+  std::string remote_address() const override { return remote_; }
+  std::string_view transport() const override { return "tls"; }
+  std::shared_ptr<const peer_certificate> certificate() const override { return certificate_; }
 
  private:
   std::unique_ptr<tls_socket> stream_;
+  std::string remote_;
+  std::shared_ptr<const peer_certificate> certificate_;
 };
 
 template <class Next>
 class websocket_byte_stream final : public byte_stream {
  public:
   websocket_byte_stream(websocket::stream<Next> ws, std::string remote, std::string_view transport,
-                        std::optional<peer_certificate> certificate)
-      : ws_(std::move(ws)) {
-    remote_address_ = std::move(remote);
-    transport_ = transport;
+                        std::optional<peer_certificate> certificate, std::string signer)
+      : ws_(std::move(ws)),
+        remote_(std::move(remote)),
+        transport_(transport),
+        signer_(std::move(signer)) {
     if (certificate)
       certificate_ = std::make_shared<const peer_certificate>(std::move(*certificate));
     ws_.binary(true);
@@ -157,9 +113,17 @@ class websocket_byte_stream final : public byte_stream {
     socket.close(ignored);
   }
   asio::any_io_executor executor() override { return ws_.get_executor(); }
+  std::string remote_address() const override { return remote_; }
+  std::string_view transport() const override { return transport_; }
+  std::shared_ptr<const peer_certificate> certificate() const override { return certificate_; }
+  std::string signer() const override { return signer_; }
 
  private:
   websocket::stream<Next> ws_;
+  std::string remote_;
+  std::string_view transport_;
+  std::shared_ptr<const peer_certificate> certificate_;
+  std::string signer_;
 };
 
 }  // namespace
@@ -193,25 +157,21 @@ std::optional<peer_certificate> peer_certificate_of(SSL* ssl) {
   return out;
 }
 
-std::unique_ptr<byte_stream> make_tcp_stream(asio::ip::tcp::socket socket) {
-  return std::make_unique<tcp_byte_stream>(std::move(socket));
-}
-
 std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket) {
   return std::make_unique<tls_byte_stream>(std::move(socket));
 }
 
 std::unique_ptr<byte_stream> make_websocket_stream(websocket::stream<beast::tcp_stream> ws,
-                                                   std::string remote) {
+                                                   std::string remote, std::string signer) {
   return std::make_unique<websocket_byte_stream<beast::tcp_stream>>(
-      std::move(ws), std::move(remote), "ws", std::nullopt);
+      std::move(ws), std::move(remote), "ws", std::nullopt, std::move(signer));
 }
 
 std::unique_ptr<byte_stream> make_secure_websocket_stream(
     websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws, std::string remote,
-    std::optional<peer_certificate> certificate) {
+    std::optional<peer_certificate> certificate, std::string signer) {
   return std::make_unique<websocket_byte_stream<beast::ssl_stream<beast::tcp_stream>>>(
-      std::move(ws), std::move(remote), "wss", std::move(certificate));
+      std::move(ws), std::move(remote), "wss", std::move(certificate), std::move(signer));
 }
 
 }  // namespace nimbus::net

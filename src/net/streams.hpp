@@ -15,11 +15,13 @@ using tls_socket = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
 std::unique_ptr<byte_stream> make_tcp_stream(boost::asio::ip::tcp::socket socket);
 std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket);
+// `signer`: the access key id that signed the upgrade, empty if none.
 std::unique_ptr<byte_stream> make_websocket_stream(
-    boost::beast::websocket::stream<boost::beast::tcp_stream> ws, std::string remote);
+    boost::beast::websocket::stream<boost::beast::tcp_stream> ws, std::string remote,
+    std::string signer);
 std::unique_ptr<byte_stream> make_secure_websocket_stream(
     boost::beast::websocket::stream<boost::beast::ssl_stream<boost::beast::tcp_stream>> ws,
-    std::string remote, std::optional<peer_certificate> certificate);
+    std::string remote, std::optional<peer_certificate> certificate, std::string signer);
 
 // The verified client certificate of an established TLS session, if any.
 std::optional<peer_certificate> peer_certificate_of(SSL* ssl);
