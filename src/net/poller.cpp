@@ -71,8 +71,10 @@ void poller::arm() {
 
 void poller::dispatch() {
   // Level-triggered: whatever a target leaves unread is reported again on the next round, so
-  // a bounded batch per wake-up keeps the loop fair to Asio's own handlers.
-  std::array<epoll_event, 256> events;
+  // a bounded batch per wake-up keeps the loop fair to Asio's own handlers. Deliveries that
+  // a batch's publishes cause run after it (posted wakes): a small batch bounds that delay
+  // (p2p p99 with 1,000 clients) while fan-in, with few publishers, batches as before.
+  std::array<epoll_event, 64> events;
   int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 0);
   dispatching_ = true;
   for (int i = 0; i < n; ++i) {

@@ -100,6 +100,10 @@ class tcp_byte_stream final : public byte_stream, private poll_target {
       ec = asio::error::bad_descriptor;
       return 0;
     }
+    if (buffer.size() == 0) {
+      ec = {};  // as Asio does: recv() would report 0, which means end of stream
+      return 0;
+    }
     while (true) {
       ssize_t n = ::recv(fd_, buffer.data(), buffer.size(), 0);
       if (n > 0) {
