@@ -114,6 +114,30 @@ std::string principal_header(const http_request& r, std::string_view header) {
   return *v;
 }
 
+// `tags` as the create calls and TagResource send them: [{"Key": k, "Value": v}, ...].
+registry::tag_list tags_field(const json::object& o, bool required = false) {
+  registry::tag_list out;
+  const auto* tags = o.if_contains("tags");
+  if (tags == nullptr || tags->is_null()) {
+    if (required) bad_request("tags is required");
+    return out;
+  }
+  if (!tags->is_array()) bad_request("tags must be a list");
+  for (const auto& t : tags->as_array()) {
+    if (!t.is_object()) bad_request("Each tag must be an object with Key and Value");
+    const auto& tag = t.as_object();
+    const auto* key = tag.if_contains("Key");
+    const auto* value = tag.if_contains("Value");
+    if (key == nullptr || !key->is_string()) bad_request("Each tag needs a Key (a string)");
+    if (value != nullptr && !value->is_null() && !value->is_string())
+      bad_request("A tag's Value must be a string");
+    out.emplace_back(std::string(key->get_string()), value != nullptr && value->is_string()
+                                                         ? std::string(value->get_string())
+                                                         : std::string());
+  }
+  return out;
+}
+
 // A listing response: one JSON value per item under `key`, and the next page's token under
 // `token_key` (nextToken, or nextMarker for the older calls) when there is one.
 template <class T, class ToJson>
@@ -140,6 +164,7 @@ void control_plane::install(net::http_router& router) {
   install_groups(router);
   install_certificates(router);
   install_policies(router);
+  install_tags(router);
 }
 
 void control_plane::install_things(net::http_router& router) {
@@ -242,28 +267,29 @@ void control_plane::install_things(net::http_router& router) {
                         {"thingTypeProperties", props},
                         {"thingTypeMetadata", meta}};
   };
-  http_.route(
-      router, "POST", "/thing-types/{thingTypeName}", iot_services, [&reg](const http_request& r) {
-        auto body = parse_body(r);
-        std::string description;
-        std::vector<std::string> searchable;
-        if (const auto* p = body.if_contains("thingTypeProperties")) {
-          if (!p->is_object()) bad_request("thingTypeProperties must be an object");
-          description = string_field(p->as_object(), "thingTypeDescription");
-          if (const auto* s = p->as_object().if_contains("searchableAttributes")) {
-            if (!s->is_array()) bad_request("searchableAttributes must be a list");
-            for (const auto& a : s->as_array()) {
-              if (!a.is_string()) bad_request("searchableAttributes must be strings");
-              searchable.emplace_back(a.get_string());
-            }
-          }
-        }
-        auto [t, ticket] = reg.create_thing_type(r.param("thingTypeName"), description, searchable);
-        return api_result{json::object{{"thingTypeName", t.name},
-                                       {"thingTypeArn", reg.thing_type_arn(t.name)},
-                                       {"thingTypeId", t.id}},
-                          ticket};
-      });
+  http_.route(router, "POST", "/thing-types/{thingTypeName}", iot_services,
+              [&reg](const http_request& r) {
+                auto body = parse_body(r);
+                std::string description;
+                std::vector<std::string> searchable;
+                if (const auto* p = body.if_contains("thingTypeProperties")) {
+                  if (!p->is_object()) bad_request("thingTypeProperties must be an object");
+                  description = string_field(p->as_object(), "thingTypeDescription");
+                  if (const auto* s = p->as_object().if_contains("searchableAttributes")) {
+                    if (!s->is_array()) bad_request("searchableAttributes must be a list");
+                    for (const auto& a : s->as_array()) {
+                      if (!a.is_string()) bad_request("searchableAttributes must be strings");
+                      searchable.emplace_back(a.get_string());
+                    }
+                  }
+                }
+                auto [t, ticket] = reg.create_thing_type(r.param("thingTypeName"), description,
+                                                         searchable, tags_field(body));
+                return api_result{json::object{{"thingTypeName", t.name},
+                                               {"thingTypeArn", reg.thing_type_arn(t.name)},
+                                               {"thingTypeId", t.id}},
+                                  ticket};
+              });
   http_.route(router, "GET", "/thing-types/{thingTypeName}", iot_services,
               [&reg, type_json](const http_request& r) {
                 auto t = found(reg.find_thing_type(r.param("thingTypeName")),
@@ -343,7 +369,8 @@ void control_plane::install_groups(net::http_router& router) {
                 auto [description, attributes, merge] = group_properties(body);
                 auto [g, ticket] = reg.create_thing_group(
                     r.param("thingGroupName"), string_field(body, "parentGroupName"),
-                    description.value_or(""), attributes.value_or(registry::attribute_map{}));
+                    description.value_or(""), attributes.value_or(registry::attribute_map{}),
+                    tags_field(body));
                 return api_result{json::object{{"thingGroupName", g.name},
                                                {"thingGroupArn", reg.thing_group_arn(g.name)},
                                                {"thingGroupId", g.id}},
@@ -537,7 +564,8 @@ void control_plane::install_certificates(net::http_router& router) {
                         {}};
     }
     auto [ca, ticket] = reg.register_ca_certificate(ca_pem, bool_query(r, "setAsActive", false),
-                                                    bool_query(r, "allowAutoRegistration", false));
+                                                    bool_query(r, "allowAutoRegistration", false),
+                                                    tags_field(body));
     return api_result{
         json::object{{"certificateArn", reg.ca_certificate_arn(ca.id)}, {"certificateId", ca.id}},
         ticket};
@@ -602,17 +630,17 @@ void control_plane::install_policies(net::http_router& router) {
     return found(reg.find_policy(name), "Policy not found (name=" + name + ")");
   };
 
-  http_.route(router, "POST", "/policies/{policyName}", iot_services,
-              [&reg](const http_request& r) {
-                auto body = parse_body(r);
-                auto document = string_field(body, "policyDocument", true);
-                auto [p, ticket] = reg.create_policy(r.param("policyName"), document);
-                return api_result{json::object{{"policyName", p.name},
-                                               {"policyArn", reg.policy_arn(p.name)},
-                                               {"policyDocument", document},
-                                               {"policyVersionId", "1"}},
-                                  ticket};
-              });
+  http_.route(
+      router, "POST", "/policies/{policyName}", iot_services, [&reg](const http_request& r) {
+        auto body = parse_body(r);
+        auto document = string_field(body, "policyDocument", true);
+        auto [p, ticket] = reg.create_policy(r.param("policyName"), document, tags_field(body));
+        return api_result{json::object{{"policyName", p.name},
+                                       {"policyArn", reg.policy_arn(p.name)},
+                                       {"policyDocument", document},
+                                       {"policyVersionId", "1"}},
+                          ticket};
+      });
   http_.route(router, "GET", "/policies/{policyName}", iot_services,
               [&reg, find](const http_request& r) {
                 auto p = find(r.param("policyName"));
@@ -741,6 +769,34 @@ void control_plane::install_policies(net::http_router& router) {
     json::object body{{"principals", principals}};
     if (!page.next_token.empty()) body["nextMarker"] = page.next_token;
     return api_result{body};
+  });
+}
+
+void control_plane::install_tags(net::http_router& router) {
+  auto& reg = registry_;
+  http_.route(router, "POST", "/tags", iot_services, [&reg](const http_request& r) {
+    auto body = parse_body(r);
+    auto arn = string_field(body, "resourceArn", true);
+    return api_result{json::object{}, reg.tag_resource(arn, tags_field(body, true))};
+  });
+  http_.route(router, "POST", "/untag", iot_services, [&reg](const http_request& r) {
+    auto body = parse_body(r);
+    auto arn = string_field(body, "resourceArn", true);
+    const auto* keys = body.if_contains("tagKeys");
+    if (keys == nullptr || !keys->is_array()) bad_request("tagKeys must be a list");
+    std::vector<std::string> names;
+    for (const auto& k : keys->as_array()) {
+      if (!k.is_string()) bad_request("tagKeys must be strings");
+      names.emplace_back(k.get_string());
+    }
+    return api_result{json::object{}, reg.untag_resource(arn, names)};
+  });
+  http_.route(router, "GET", "/tags", iot_services, [&reg](const http_request& r) {
+    auto arn = query(r, "resourceArn");
+    if (arn.empty()) bad_request("resourceArn is required");
+    return listing(reg.list_tags(arn, query(r, "nextToken"), 50), "tags", [](const auto& tag) {
+      return json::object{{"Key", tag.first}, {"Value", tag.second}};
+    });
   });
 }
 

@@ -29,6 +29,7 @@ class control_plane {
   void install_groups(net::http_router& router);
   void install_certificates(net::http_router& router);
   void install_policies(net::http_router& router);
+  void install_tags(net::http_router& router);
 
   registry::registry& registry_;
   const aws_http& http_;

@@ -137,6 +137,15 @@ std::string cert_key(std::string_view id) {
 std::string group_key(std::string_view name) {
   return "thinggroup/" + std::string(name);
 }
+std::string type_key(std::string_view name) {
+  return "thingtype/" + std::string(name);
+}
+std::string policy_key(std::string_view name) {
+  return "policy/" + std::string(name);
+}
+std::string ca_key(std::string_view id) {
+  return "cacert/" + std::string(id);
+}
 std::string key_of(std::string stored) {
   return stored.starts_with("arn:") ? arn_resource(stored) : stored;
 }
@@ -145,6 +154,55 @@ std::string lowercase(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// ---- tags -----------------------------------------------------------------------------------
+
+using tag_map = std::map<std::string, std::map<std::string, std::string>>;
+constexpr std::size_t max_tags = 50;  // per resource, as in AWS
+
+// UTF-8 characters in `s` (continuation bytes not counted).
+std::size_t characters(std::string_view s) {
+  return static_cast<std::size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+// Tag keys: 1-128 characters of letters, digits, spaces and _.:/=+-@ (non-ASCII letters are
+// accepted as letters); the aws: prefix is reserved. Values: up to 256 characters.
+void check_tag_key(const std::string& key) {
+  bool allowed = std::all_of(key.begin(), key.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u >= 0x80 || std::isalnum(u) ||
+           std::string_view(" _.:/=+-@").find(c) != std::string_view::npos;
+  });
+  auto n = characters(key);
+  if (n < 1 || n > 128 || !allowed)
+    invalid("1 validation error detected: Value '" + key +
+            "' at 'tags.member.key' failed to satisfy constraint: Member must satisfy regular "
+            "expression pattern: ^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$ and have length between 1 "
+            "and 128");
+  if (lowercase(key).starts_with("aws:"))
+    invalid("Tag keys starting with aws: are reserved for AWS use: " + key);
+}
+
+void check_tags(const tag_list& tags) {
+  for (const auto& [key, value] : tags) {
+    check_tag_key(key);
+    if (characters(value) > 256)
+      invalid("The value of tag " + key + " is longer than 256 characters");
+  }
+}
+
+// Adds or replaces `tags` on `resource`; refused (nothing changed) beyond 50 tags.
+void add_tags(tag_map& all, const std::string& resource, const tag_list& tags) {
+  if (tags.empty()) return;
+  std::map<std::string, std::string> updated;
+  if (auto it = all.find(resource); it != all.end()) updated = it->second;
+  for (const auto& [key, value] : tags) updated[key] = value;
+  if (updated.size() > max_tags)
+    refuse(410, "LimitExceededException",
+           "A resource can have at most " + std::to_string(max_tags) + " tags");
+  all[resource] = std::move(updated);
 }
 
 // ---- JSON rows ------------------------------------------------------------------------------
@@ -210,6 +268,9 @@ struct registry::state {
   std::map<std::string, certificate> certificates;
   std::map<std::string, ca_certificate> ca_certificates;
   std::map<std::string, policy_entry> policies;
+  // Tags by resource key ("thinggroup/{name}", "thingtype/{name}", "policy/{name}",
+  // "cacert/{id}"), each a map of key to value. Present only while a resource has tags.
+  std::map<std::string, std::map<std::string, std::string>> tags;
   // Reverse indexes, rebuilt from the rows above.
   std::map<std::string, std::set<std::string>> principal_things;  // cert ARN -> thing names
   std::map<std::string, std::set<std::string>> target_policies;   // target ARN -> policy names
@@ -407,7 +468,7 @@ void registry::migrate(storage::database& db) {
 void registry::load(storage::database& db) {
   std::unique_lock lock(mutex_);
   auto& s = *state_;
-  auto rows = db.prepare("SELECT kind, body FROM registry_objects");
+  auto rows = db.prepare("SELECT kind, body, name FROM registry_objects");
   std::size_t loaded = 0;
   while (rows.step()) {
     std::string kind = rows.column_text(0);
@@ -488,6 +549,8 @@ void registry::load(storage::database& db) {
       p.modified = num(o, "modified");
       for (const auto& t : p.targets) s.target_policies[t].insert(p.name);
       s.policies[p.name] = std::move(p);
+    } else if (kind == "tags") {
+      s.tags[rows.column_text(2)] = attributes_of(o.at("tags"));
     }
   }
   spdlog::info("registry_loaded objects={} things={} certificates={} policies={}", loaded,
@@ -527,6 +590,10 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
       if (kind == "certificate") dump(s.certificates);
       if (kind == "ca_certificate") dump(s.ca_certificates);
       if (kind == "policy") dump(s.policies);
+      if (kind == "tags") {
+        if (auto it = s.tags.find(name); it != s.tags.end())
+          body = json::serialize(json::object{{"tags", attributes_json(it->second)}});
+      }
       rows.push_back({kind, name, std::move(body)});
     }
     if (writer_ != nullptr && !rows.empty()) {
@@ -732,8 +799,9 @@ page<thing> registry::list_things(const thing_filter& f, const std::string& toke
 
 std::pair<thing_type, registry::ticket> registry::create_thing_type(
     const std::string& name, const std::string& description,
-    const std::vector<std::string>& searchable) {
+    const std::vector<std::string>& searchable, const tag_list& tags) {
   check_thing_name(name, "thingTypeName");
+  check_tags(tags);
   check_description(description);
   if (searchable.size() > 3) invalid("A thing type can have at most 3 searchable attributes");
   for (const auto& a : searchable)
@@ -749,8 +817,10 @@ std::pair<thing_type, registry::ticket> registry::create_thing_type(
                      it->second.id, thing_type_arn(name));
     }
     thing_type created{name, new_uuid(), description, searchable, false, 0, now()};
+    add_tags(b.s.tags, type_key(name), tags);
     b.s.thing_types[name] = created;
     b.touch("thing_type", name);
+    if (!tags.empty()) b.touch("tags", type_key(name));
     result = std::move(created);
   });
   return {result, t};
@@ -777,6 +847,7 @@ registry::ticket registry::delete_thing_type(const std::string& name) {
         invalid("Thing type " + name + " is still associated with thing " + thing_name + ".");
     b.s.thing_types.erase(it);
     b.touch("thing_type", name);
+    if (b.s.tags.erase(type_key(name)) > 0) b.touch("tags", type_key(name));
   });
 }
 
@@ -800,8 +871,9 @@ page<thing_type> registry::list_thing_types(const std::string& name_filter,
 
 std::pair<thing_group, registry::ticket> registry::create_thing_group(
     const std::string& name, const std::string& parent, const std::string& description,
-    const attribute_map& attributes) {
+    const attribute_map& attributes, const tag_list& tags) {
   check_thing_name(name, "thingGroupName");
+  check_tags(tags);
   check_description(description);
   check_attributes(attributes);
   check_attribute_count(attributes, true);
@@ -829,8 +901,10 @@ std::pair<thing_group, registry::ticket> registry::create_thing_group(
     attribute_map kept = attributes;
     std::erase_if(kept, [](const auto& kv) { return kv.second.empty(); });
     thing_group created{name, new_uuid(), parent, description, kept, 1, now()};
+    add_tags(b.s.tags, group_key(name), tags);
     b.s.thing_groups[name] = created;
     b.touch("thing_group", name);
+    if (!tags.empty()) b.touch("tags", group_key(name));
     result = std::move(created);
   });
   return {result, t};
@@ -884,6 +958,7 @@ registry::ticket registry::delete_thing_group(const std::string& name,
     }
     b.s.thing_groups.erase(it);
     b.touch("thing_group", name);
+    if (b.s.tags.erase(key) > 0) b.touch("tags", key);
   });
 }
 
@@ -1175,7 +1250,8 @@ page<certificate> registry::list_certificates(const std::string& ca_id, bool asc
 }
 
 std::pair<ca_certificate, registry::ticket> registry::register_ca_certificate(
-    std::string_view pem, bool active, bool auto_registration) {
+    std::string_view pem, bool active, bool auto_registration, const tag_list& tags) {
+  check_tags(tags);
   auto info = parse_certificate_pem(pem);
   if (!info) refuse(400, "CertificateValidationException", "The CA certificate is not a valid PEM");
   if (!info->is_ca)
@@ -1191,8 +1267,10 @@ std::pair<ca_certificate, registry::ticket> registry::register_ca_certificate(
     result.generation_id = new_uuid();
     result.created = result.modified = now();
     result.info = *info;
+    add_tags(b.s.tags, ca_key(result.id), tags);
     b.s.ca_certificates[result.id] = result;
     b.touch("ca_certificate", result.id);
+    if (!tags.empty()) b.touch("tags", ca_key(result.id));
   });
   return {result, t};
 }
@@ -1234,6 +1312,7 @@ registry::ticket registry::delete_ca_certificate(const std::string& id) {
                  "The CA certificate still has registered certificates (" + cert_id + ")");
     b.s.ca_certificates.erase(it);
     b.touch("ca_certificate", id);
+    if (b.s.tags.erase(ca_key(id)) > 0) b.touch("tags", ca_key(id));
   });
 }
 
@@ -1266,8 +1345,10 @@ void check_policy_name(const std::string& name) {
 }  // namespace
 
 std::pair<policy_entry, registry::ticket> registry::create_policy(const std::string& name,
-                                                                  const std::string& document) {
+                                                                  const std::string& document,
+                                                                  const tag_list& tags) {
   check_policy_name(name);
+  check_tags(tags);
   auto compiled = compile(document);
   policy_entry result;
   auto t = mutate([&](batch& b) {
@@ -1280,8 +1361,10 @@ std::pair<policy_entry, registry::ticket> registry::create_policy(const std::str
     result.generation_id = new_uuid();
     result.created = result.modified = now();
     result.versions[1] = policy_version{document, result.created, compiled};
+    add_tags(b.s.tags, policy_key(name), tags);
     b.s.policies[name] = result;
     b.touch("policy", name);
+    if (!tags.empty()) b.touch("tags", policy_key(name));
   });
   return {result, t};
 }
@@ -1301,6 +1384,7 @@ registry::ticket registry::delete_policy(const std::string& name) {
                    name + ")");
     b.s.policies.erase(it);
     b.touch("policy", name);
+    if (b.s.tags.erase(policy_key(name)) > 0) b.touch("tags", policy_key(name));
   });
 }
 
@@ -1452,6 +1536,66 @@ page<std::string> registry::list_targets_for_policy(const std::string& name,
   std::vector<std::pair<std::string, std::string>> keyed;
   for (const auto& t : it->second.targets) keyed.emplace_back(t, arn_prefix_ + t);
   return paginate(std::move(keyed), marker, max);
+}
+
+// ---- tags -----------------------------------------------------------------------------------
+
+namespace {
+
+// The key under which the tags of the resource `arn` names are kept ("thinggroup/{name}"),
+// after checking that it can carry tags and exists in `s` (the registry's state, locked).
+std::string tagged_resource(const auto& s, const std::string& arn) {
+  auto resource = arn_resource(arn);
+  auto slash = resource.find('/');
+  if (resource.empty() || slash == std::string::npos || slash + 1 == resource.size())
+    invalid("Invalid resource ARN: " + arn);
+  auto type = resource.substr(0, slash);
+  auto name = resource.substr(slash + 1);
+  if (type == "thing" || type == "cert")
+    invalid("Resources of type " + type + " cannot be tagged: " + arn);
+  bool exists = (type == "thinggroup" && s.thing_groups.contains(name)) ||
+                (type == "thingtype" && s.thing_types.contains(name)) ||
+                (type == "policy" && s.policies.contains(name)) ||
+                (type == "cacert" && s.ca_certificates.contains(name));
+  // Billing groups, rules, jobs ... are not modelled, so they are never found.
+  if (!exists) not_found("Resource " + arn + " cannot be found.");
+  return resource;
+}
+
+}  // namespace
+
+registry::ticket registry::tag_resource(const std::string& arn, const tag_list& tags) {
+  check_tags(tags);
+  return mutate([&](batch& b) {
+    auto key = tagged_resource(b.s, arn);
+    add_tags(b.s.tags, key, tags);
+    if (!tags.empty()) b.touch("tags", key);
+  });
+}
+
+registry::ticket registry::untag_resource(const std::string& arn,
+                                          const std::vector<std::string>& keys) {
+  return mutate([&](batch& b) {
+    auto key = tagged_resource(b.s, arn);
+    auto it = b.s.tags.find(key);
+    if (it == b.s.tags.end()) return;
+    std::size_t removed = 0;
+    for (const auto& k : keys) removed += it->second.erase(k);
+    if (it->second.empty()) b.s.tags.erase(it);
+    if (removed > 0) b.touch("tags", key);
+  });
+}
+
+page<std::pair<std::string, std::string>> registry::list_tags(const std::string& arn,
+                                                              const std::string& token,
+                                                              std::size_t max) const {
+  std::shared_lock lock(mutex_);
+  const auto& s = *state_;
+  auto key = tagged_resource(s, arn);
+  std::vector<std::pair<std::string, std::pair<std::string, std::string>>> keyed;
+  if (auto it = s.tags.find(key); it != s.tags.end())
+    for (const auto& [k, v] : it->second) keyed.emplace_back(k, std::pair{k, v});
+  return paginate(std::move(keyed), token, max);
 }
 
 // ---- principals -----------------------------------------------------------------------------

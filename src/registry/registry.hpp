@@ -47,6 +47,8 @@ struct api_error {
 inline constexpr std::int64_t no_version = -1;
 
 using attribute_map = std::map<std::string, std::string>;
+// Tags as a request sends them ({Key, Value} in order; a later key wins).
+using tag_list = std::vector<std::pair<std::string, std::string>>;
 
 struct thing {
   std::string name;
@@ -180,7 +182,8 @@ class registry {
   // ---- thing types
   std::pair<thing_type, ticket> create_thing_type(const std::string& name,
                                                   const std::string& description,
-                                                  const std::vector<std::string>& searchable);
+                                                  const std::vector<std::string>& searchable,
+                                                  const tag_list& tags = {});
   ticket deprecate_thing_type(const std::string& name, bool undo);
   ticket delete_thing_type(const std::string& name);
   std::optional<thing_type> find_thing_type(const std::string& name) const;
@@ -191,7 +194,8 @@ class registry {
   std::pair<thing_group, ticket> create_thing_group(const std::string& name,
                                                     const std::string& parent,
                                                     const std::string& description,
-                                                    const attribute_map& attributes);
+                                                    const attribute_map& attributes,
+                                                    const tag_list& tags = {});
   ticket update_thing_group(const std::string& name, const std::optional<std::string>& description,
                             const std::optional<attribute_map>& attributes, bool merge,
                             std::int64_t expected_version);
@@ -228,7 +232,8 @@ class registry {
                                       const std::string& marker, std::size_t max) const;
 
   std::pair<ca_certificate, ticket> register_ca_certificate(std::string_view pem, bool active,
-                                                            bool auto_registration);
+                                                            bool auto_registration,
+                                                            const tag_list& tags = {});
   ticket update_ca_certificate(const std::string& id, const std::string& status,
                                const std::string& auto_registration);
   ticket delete_ca_certificate(const std::string& id);
@@ -238,7 +243,8 @@ class registry {
 
   // ---- policies
   std::pair<policy_entry, ticket> create_policy(const std::string& name,
-                                                const std::string& document);
+                                                const std::string& document,
+                                                const tag_list& tags = {});
   ticket delete_policy(const std::string& name);
   std::optional<policy_entry> find_policy(const std::string& name) const;
   page<policy_entry> list_policies(bool ascending, const std::string& marker,
@@ -254,6 +260,15 @@ class registry {
                                             const std::string& marker, std::size_t max) const;
   page<std::string> list_targets_for_policy(const std::string& name, const std::string& marker,
                                             std::size_t max) const;
+
+  // ---- tags: thing groups, thing types, policies and CA certificates carry them (as in AWS,
+  // things and device certificates do not). Resources are named by ARN; the region and
+  // account in it are not compared, as for attachments.
+  ticket tag_resource(const std::string& arn, const tag_list& tags);
+  ticket untag_resource(const std::string& arn, const std::vector<std::string>& keys);
+  page<std::pair<std::string, std::string>> list_tags(const std::string& arn,
+                                                      const std::string& token,
+                                                      std::size_t max) const;
 
   // ---- principals
   ticket attach_thing_principal(const std::string& thing_name, const std::string& principal);

@@ -2,7 +2,7 @@
 unmodified boto3 (Debian's 1.26 / botocore 1.29): SigV4 authentication, DescribeEndpoint,
 the registry (things, thing types, thing groups), certificates (Nimbus-issued, CSR-issued,
 CA-registered, registered without CA), policies with versions and their attachments, thing
-principals, pagination of every list call, error codes/statuses, and durability across a
+principals, tags, pagination of every list call, error codes/statuses, and durability across a
 kill -9.
 
 Expected semantics are real AWS's (../shared/reference/aws-iot.md section 1 and the botocore
@@ -1646,6 +1646,92 @@ def test_thing_principals(server):
 
 # ====================================================================== durability
 
+# ====================================================================== tags
+
+def tag_pairs(iot, resource_arn):
+    return sorted((t["Key"], t["Value"])
+                  for t in iot.list_tags_for_resource(resourceArn=resource_arn)["tags"])
+
+
+def test_tags_on_create_tag_untag_and_list(server):
+    """Thing groups, thing types, policies and CA certificates carry tags: given at creation,
+    added or replaced by TagResource, removed by UntagResource (unknown keys ignored),
+    listed by ListTagsForResource; deleting a resource deletes its tags."""
+    iot = server.boto3_client()
+    group_name = name_of("tag-grp")
+    grp = iot.create_thing_group(thingGroupName=group_name,
+                                 tags=[{"Key": "env", "Value": "prod"}])
+    tt = iot.create_thing_type(thingTypeName=name_of("tag-type"),
+                               tags=[{"Key": "team", "Value": "a"}])
+    pol = iot.create_policy(policyName=name_of("tag-pol"), policyDocument=ALLOW_ALL,
+                            tags=[{"Key": "k", "Value": "v"}, {"Key": "k2", "Value": "v2"}])
+    _, _, _, ca = register_foreign_ca(server, iot)
+    assert tag_pairs(iot, grp["thingGroupArn"]) == [("env", "prod")]
+    assert tag_pairs(iot, tt["thingTypeArn"]) == [("team", "a")]
+    assert tag_pairs(iot, pol["policyArn"]) == [("k", "v"), ("k2", "v2")]
+    assert tag_pairs(iot, ca["certificateArn"]) == []
+
+    r = iot.tag_resource(resourceArn=grp["thingGroupArn"],
+                         tags=[{"Key": "env", "Value": "dev"}, {"Key": "owner", "Value": "ops"}])
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert tag_pairs(iot, grp["thingGroupArn"]) == [("env", "dev"), ("owner", "ops")]
+    iot.untag_resource(resourceArn=grp["thingGroupArn"], tagKeys=["env", "never-set"])
+    assert tag_pairs(iot, grp["thingGroupArn"]) == [("owner", "ops")]
+    # Every character class the key pattern allows, and an empty value.
+    odd_key = "a b:c/d=e+f-g@h_i.j \u00e9t\u00e9 9"
+    iot.tag_resource(resourceArn=ca["certificateArn"], tags=[{"Key": odd_key, "Value": ""}])
+    assert tag_pairs(iot, ca["certificateArn"]) == [(odd_key, "")]
+
+    iot.delete_thing_group(thingGroupName=group_name)
+    expect_error("ResourceNotFoundException", 404, iot.list_tags_for_resource,
+                 resourceArn=grp["thingGroupArn"])
+    again = iot.create_thing_group(thingGroupName=group_name)
+    assert tag_pairs(iot, again["thingGroupArn"]) == []
+
+
+def test_tag_errors_change_nothing(server):
+    """Unknown resources are 404; things, certificates and malformed ARNs 400; invalid keys
+    (pattern, length, the reserved aws: prefix) and values over 256 characters 400; a 51st tag
+    LimitExceededException (410). A create with invalid tags creates nothing."""
+    iot = server.boto3_client()
+    grp = iot.create_thing_group(thingGroupName=name_of("tag-err"))
+    target = grp["thingGroupArn"]
+    one = [{"Key": "a", "Value": "b"}]
+    missing = arn("thinggroup", name_of("tag-missing"))
+    expect_error("ResourceNotFoundException", 404, iot.tag_resource, resourceArn=missing, tags=one)
+    expect_error("ResourceNotFoundException", 404, iot.untag_resource, resourceArn=missing,
+                 tagKeys=["a"])
+    expect_error("ResourceNotFoundException", 404, iot.list_tags_for_resource,
+                 resourceArn=missing)
+    thing = iot.create_thing(thingName=name_of("tag-thing"))
+    expect_error("InvalidRequestException", 400, iot.tag_resource,
+                 resourceArn=thing["thingArn"], tags=one)
+    cert = iot.create_keys_and_certificate(setAsActive=False)
+    expect_error("InvalidRequestException", 400, iot.tag_resource,
+                 resourceArn=cert["certificateArn"], tags=one)
+    expect_error("InvalidRequestException", 400, iot.tag_resource, resourceArn="not-an-arn",
+                 tags=one)
+    for bad in ({"Key": "aws:reserved", "Value": "x"}, {"Key": "AWS:Reserved", "Value": "x"},
+                {"Key": "bad#key", "Value": "x"}, {"Key": "k" * 129, "Value": "x"},
+                {"Key": "k", "Value": "v" * 257}):
+        expect_error("InvalidRequestException", 400, iot.tag_resource, resourceArn=target,
+                     tags=[{"Key": "fine", "Value": "1"}, bad])
+    assert tag_pairs(iot, target) == []
+
+    iot.tag_resource(resourceArn=target, tags=[{"Key": "k%02d" % i, "Value": "v"}
+                                                for i in range(50)])
+    expect_error("LimitExceededException", 410, iot.tag_resource, resourceArn=target,
+                 tags=[{"Key": "one-more", "Value": "v"}])
+    iot.tag_resource(resourceArn=target, tags=[{"Key": "k00", "Value": "replaced"}])
+    pairs = tag_pairs(iot, target)
+    assert len(pairs) == 50 and ("k00", "replaced") in pairs
+
+    doomed = name_of("tag-doomed")
+    expect_error("InvalidRequestException", 400, iot.create_policy, policyName=doomed,
+                 policyDocument=ALLOW_ALL, tags=[{"Key": "aws:x", "Value": "y"}])
+    expect_error("ResourceNotFoundException", 404, iot.get_policy, policyName=doomed)
+
+
 def test_registry_survives_kill9(server):
     """Everything acknowledged before a kill -9 is there after restart: things (type,
     attributes, version), types, groups and membership, certificates with their status
@@ -1687,9 +1773,13 @@ def test_registry_survives_kill9(server):
     doomed = name_of("k-doomed")
     iot.create_policy(policyName=doomed, policyDocument=ALLOW_ALL)
     iot.delete_policy(policyName=doomed)
+    iot.tag_resource(resourceArn=grp["thingGroupArn"], tags=[{"Key": "kept", "Value": "yes"},
+                                                             {"Key": "gone", "Value": "no"}])
+    iot.untag_resource(resourceArn=grp["thingGroupArn"], tagKeys=["gone"])
 
     server.restart(kill=True)
     iot = server.boto3_client()
+    assert tag_pairs(iot, grp["thingGroupArn"]) == [("kept", "yes")]
 
     d = iot.describe_thing(thingName=thing)
     assert (d["thingId"], d["thingTypeName"], d["attributes"], d["version"]) == \
