@@ -1224,17 +1224,24 @@ std::optional<certificate> registry::find_certificate(const std::string& id) con
 
 namespace {
 
-// Newest first unless ascending; ties broken by id so the order is total.
+// Newest first unless ascending; ties broken by id (a policy's: its name) so the order is
+// total.
 template <class T>
 std::vector<std::pair<std::string, T>> by_creation(std::vector<T> items, bool ascending) {
-  std::sort(items.begin(), items.end(), [ascending](const T& a, const T& b) {
+  auto id_of = [](const T& item) -> const std::string& {
+    if constexpr (requires { item.id; })
+      return item.id;
+    else
+      return item.name;
+  };
+  std::sort(items.begin(), items.end(), [ascending, &id_of](const T& a, const T& b) {
     if (a.created != b.created) return ascending ? a.created < b.created : a.created > b.created;
-    return ascending ? a.id < b.id : a.id > b.id;
+    return ascending ? id_of(a) < id_of(b) : id_of(a) > id_of(b);
   });
   // Keys that sort like the listing: fixed-width creation time, then id.
   std::vector<std::pair<std::string, T>> keyed;
   for (auto& item : items)
-    keyed.emplace_back(fmt::format("{:020.3f}|{}", item.created, item.id), std::move(item));
+    keyed.emplace_back(fmt::format("{:020.3f}|{}", item.created, id_of(item)), std::move(item));
   return keyed;
 }
 
@@ -1398,10 +1405,10 @@ std::optional<policy_entry> registry::find_policy(const std::string& name) const
 page<policy_entry> registry::list_policies(bool ascending, const std::string& marker,
                                            std::size_t max) const {
   std::shared_lock lock(mutex_);
-  std::vector<std::pair<std::string, policy_entry>> keyed;
-  for (const auto& [name, p] : state_->policies) keyed.emplace_back(name, p);
-  if (!ascending) std::reverse(keyed.begin(), keyed.end());
-  return paginate(std::move(keyed), marker, max, !ascending);
+  std::vector<policy_entry> items;
+  for (const auto& [name, p] : state_->policies) items.push_back(p);
+  // In creation order, as AWS lists them (ascendingOrder; newest first by default).
+  return paginate(by_creation(std::move(items), ascending), marker, max, !ascending);
 }
 
 std::pair<std::int64_t, registry::ticket> registry::create_policy_version(

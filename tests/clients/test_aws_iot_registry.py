@@ -1400,10 +1400,15 @@ def test_list_policies_pagination(server):
     assert sorted(p["policyName"] for p in items) == names
     for p in items:
         assert p["policyArn"] == arn("policy", p["policyName"])
+    orders = {}
     for asc in (True, False):
         got = flat(follow(iot.list_policies, "policies", token_in="marker",
                           token_out="nextMarker", pageSize=3, ascendingOrder=asc))
         assert sorted(p["policyName"] for p in got) == names
+        orders[asc] = [p["policyName"] for p in got]
+    # Creation order (ties within a second by name): ascending is descending reversed.
+    assert orders[True] == list(reversed(orders[False]))
+    assert orders[False] == [p["policyName"] for p in iot.list_policies()["policies"]]
     got = [p["policyName"] for page in iot.get_paginator("list_policies").paginate(
         PaginationConfig={"PageSize": 2}) for p in page["policies"]]
     assert sorted(got) == names
