@@ -761,14 +761,11 @@ void control_plane::install_policies(net::http_router& router) {
                     page_size(r, "pageSize", 25, 250)));
               });
   http_.route(router, "GET", "/policy-principals", iot_services, [&reg](const http_request& r) {
-    auto page = reg.list_targets_for_policy(principal_header(r, "x-amzn-iot-policy"),
-                                            query(r, "marker"), page_size(r, "pageSize", 25, 250));
-    json::array principals;
-    for (const auto& t : page.items)
-      if (t.find(":cert/") != std::string::npos) principals.emplace_back(t);
-    json::object body{{"principals", principals}};
-    if (!page.next_token.empty()) body["nextMarker"] = page.next_token;
-    return api_result{body};
+    auto page =
+        reg.list_targets_for_policy(principal_header(r, "x-amzn-iot-policy"), query(r, "marker"),
+                                    page_size(r, "pageSize", 25, 250), true);
+    return listing(
+        page, "principals", [](const auto& t) { return t; }, "nextMarker");
   });
 }
 

@@ -1535,13 +1535,14 @@ page<policy_entry> registry::list_attached_policies(const std::string& target, b
 }
 
 page<std::string> registry::list_targets_for_policy(const std::string& name,
-                                                    const std::string& marker,
-                                                    std::size_t max) const {
+                                                    const std::string& marker, std::size_t max,
+                                                    bool certificates_only) const {
   std::shared_lock lock(mutex_);
   auto it = state_->policies.find(name);
   if (it == state_->policies.end()) not_found("Policy not found (name=" + name + ")");
   std::vector<std::pair<std::string, std::string>> keyed;
-  for (const auto& t : it->second.targets) keyed.emplace_back(t, arn_prefix_ + t);
+  for (const auto& t : it->second.targets)
+    if (!certificates_only || t.starts_with("cert/")) keyed.emplace_back(t, arn_prefix_ + t);
   return paginate(std::move(keyed), marker, max);
 }
 

@@ -258,8 +258,9 @@ class registry {
   ticket detach_policy(const std::string& name, const std::string& target_arn);
   page<policy_entry> list_attached_policies(const std::string& target_arn, bool recursive,
                                             const std::string& marker, std::size_t max) const;
+  // `certificates_only`: ListPolicyPrincipals, which lists certificates and not thing groups.
   page<std::string> list_targets_for_policy(const std::string& name, const std::string& marker,
-                                            std::size_t max) const;
+                                            std::size_t max, bool certificates_only = false) const;
 
   // ---- tags: thing groups, thing types, policies and CA certificates carry them (as in AWS,
   // things and device certificates do not). Resources are named by ARN; the region and

@@ -1587,6 +1587,23 @@ def test_legacy_principal_policy_calls(server):
     if has_op(iot, "ListPolicyPrincipals"):
         assert iot.list_policy_principals(policyName=pol)["principals"] == \
             [cert["certificateArn"]]
+        # Thing groups are targets but not principals: pages hold certificates only, full.
+        for _ in range(3):
+            group = iot.create_thing_group(thingGroupName=name_of("lg"))
+            iot.attach_policy(policyName=pol, target=group["thingGroupArn"])
+        more = [iot.create_keys_and_certificate(setAsActive=True)["certificateArn"]
+                for _ in range(2)]
+        for c in more:
+            iot.attach_policy(policyName=pol, target=c)
+        pages = follow(iot.list_policy_principals, "principals", token_in="marker",
+                       token_out="nextMarker", policyName=pol, pageSize=2)
+        assert [len(p) for p in pages] == [2, 1]
+        assert sorted(flat(pages)) == sorted([cert["certificateArn"]] + more)
+        for c in more:
+            iot.detach_policy(policyName=pol, target=c)
+        for t in iot.list_targets_for_policy(policyName=pol)["targets"]:
+            if ":thinggroup/" in t:
+                iot.detach_policy(policyName=pol, target=t)
     expect_error("DeleteConflictException", 409, iot.delete_policy, policyName=pol)
     iot.detach_principal_policy(policyName=pol, principal=cert["certificateArn"])
     assert iot.list_principal_policies(principal=cert["certificateArn"])["policies"] == []
