@@ -103,16 +103,28 @@ std::string decode_token(const std::string& token) {
 // Pages through `keyed`, in listing order, which is ascending key order (or descending with
 // `descending`). The token names the last key returned; the next page starts at the first key
 // past it, so deleting the items of a page while paging skips nothing.
+// Items may be given by pointer (into the registry's maps, under its lock): only the page's
+// items are then copied, not every object the listing considered.
 template <class T>
-page<T> paginate(std::vector<std::pair<std::string, T>> keyed, const std::string& token,
-                 std::size_t max, bool descending = false) {
+const T& item_of(const T& item) {
+  return item;
+}
+template <class T>
+const T& item_of(const T* item) {
+  return *item;
+}
+
+template <class T>
+auto paginate(std::vector<std::pair<std::string, T>> keyed, const std::string& token,
+              std::size_t max, bool descending = false) {
   std::string after = decode_token(token);
-  page<T> out;
+  page<std::remove_cvref_t<decltype(item_of(keyed.front().second))>> out;
   std::size_t i = 0;
   if (!token.empty())
     while (i < keyed.size() && (descending ? keyed[i].first >= after : keyed[i].first <= after))
       ++i;
-  for (; i < keyed.size() && out.items.size() < max; ++i) out.items.push_back(keyed[i].second);
+  for (; i < keyed.size() && out.items.size() < max; ++i)
+    out.items.push_back(item_of(keyed[i].second));
   if (i < keyed.size() && !out.items.empty()) out.next_token = encode_token(keyed[i - 1].first);
   return out;
 }
@@ -861,9 +873,9 @@ std::optional<thing_type> registry::find_thing_type(const std::string& name) con
 page<thing_type> registry::list_thing_types(const std::string& name_filter,
                                             const std::string& token, std::size_t max) const {
   std::shared_lock lock(mutex_);
-  std::vector<std::pair<std::string, thing_type>> keyed;
+  std::vector<std::pair<std::string, const thing_type*>> keyed;
   for (const auto& [name, t] : state_->thing_types)
-    if (name_filter.empty() || name == name_filter) keyed.emplace_back(name, t);
+    if (name_filter.empty() || name == name_filter) keyed.emplace_back(name, &t);
   return paginate(std::move(keyed), token, max);
 }
 
@@ -995,12 +1007,12 @@ page<thing_group> registry::list_thing_groups(const std::string& parent, const s
     }
     return false;
   };
-  std::vector<std::pair<std::string, thing_group>> keyed;
+  std::vector<std::pair<std::string, const thing_group*>> keyed;
   for (const auto& [name, g] : groups) {
     if (!prefix.empty() && !name.starts_with(prefix)) continue;
     // With a parent: its children (all descendants when recursive). Without: every group.
     if (!parent.empty() && (recursive ? !descends_from(g, parent) : g.parent != parent)) continue;
-    keyed.emplace_back(name, g);
+    keyed.emplace_back(name, &g);
   }
   return paginate(std::move(keyed), token, max);
 }
@@ -1055,10 +1067,10 @@ page<thing_group> registry::list_groups_for_thing(const std::string& thing_name,
   std::shared_lock lock(mutex_);
   auto it = state_->things.find(thing_name);
   if (it == state_->things.end()) not_found("Thing " + thing_name + " cannot be found.");
-  std::vector<std::pair<std::string, thing_group>> keyed;
+  std::vector<std::pair<std::string, const thing_group*>> keyed;
   for (const auto& g : it->second.groups)
     if (auto gi = state_->thing_groups.find(g); gi != state_->thing_groups.end())
-      keyed.emplace_back(g, gi->second);
+      keyed.emplace_back(g, &gi->second);
   return paginate(std::move(keyed), token, max);
 }
 
@@ -1227,21 +1239,23 @@ namespace {
 // Newest first unless ascending; ties broken by id (a policy's: its name) so the order is
 // total.
 template <class T>
-std::vector<std::pair<std::string, T>> by_creation(std::vector<T> items, bool ascending) {
-  auto id_of = [](const T& item) -> const std::string& {
-    if constexpr (requires { item.id; })
-      return item.id;
+std::vector<std::pair<std::string, const T*>> by_creation(std::vector<const T*> items,
+                                                          bool ascending) {
+  auto id_of = [](const T* item) -> const std::string& {
+    if constexpr (requires { item->id; })
+      return item->id;
     else
-      return item.name;
+      return item->name;
   };
-  std::sort(items.begin(), items.end(), [ascending, &id_of](const T& a, const T& b) {
-    if (a.created != b.created) return ascending ? a.created < b.created : a.created > b.created;
+  std::sort(items.begin(), items.end(), [ascending, &id_of](const T* a, const T* b) {
+    if (a->created != b->created)
+      return ascending ? a->created < b->created : a->created > b->created;
     return ascending ? id_of(a) < id_of(b) : id_of(a) > id_of(b);
   });
   // Keys that sort like the listing: fixed-width creation time, then id.
-  std::vector<std::pair<std::string, T>> keyed;
-  for (auto& item : items)
-    keyed.emplace_back(fmt::format("{:020.3f}|{}", item.created, id_of(item)), std::move(item));
+  std::vector<std::pair<std::string, const T*>> keyed;
+  for (const T* item : items)
+    keyed.emplace_back(fmt::format("{:020.3f}|{}", item->created, id_of(item)), item);
   return keyed;
 }
 
@@ -1250,9 +1264,9 @@ std::vector<std::pair<std::string, T>> by_creation(std::vector<T> items, bool as
 page<certificate> registry::list_certificates(const std::string& ca_id, bool ascending,
                                               const std::string& marker, std::size_t max) const {
   std::shared_lock lock(mutex_);
-  std::vector<certificate> items;
+  std::vector<const certificate*> items;
   for (const auto& [id, c] : state_->certificates)
-    if (ca_id.empty() || c.ca_id == ca_id) items.push_back(c);
+    if (ca_id.empty() || c.ca_id == ca_id) items.push_back(&c);
   return paginate(by_creation(std::move(items), ascending), marker, max, !ascending);
 }
 
@@ -1333,8 +1347,8 @@ std::optional<ca_certificate> registry::find_ca_certificate(const std::string& i
 page<ca_certificate> registry::list_ca_certificates(bool ascending, const std::string& marker,
                                                     std::size_t max) const {
   std::shared_lock lock(mutex_);
-  std::vector<ca_certificate> items;
-  for (const auto& [id, c] : state_->ca_certificates) items.push_back(c);
+  std::vector<const ca_certificate*> items;
+  for (const auto& [id, c] : state_->ca_certificates) items.push_back(&c);
   return paginate(by_creation(std::move(items), ascending), marker, max, !ascending);
 }
 
@@ -1405,8 +1419,8 @@ std::optional<policy_entry> registry::find_policy(const std::string& name) const
 page<policy_entry> registry::list_policies(bool ascending, const std::string& marker,
                                            std::size_t max) const {
   std::shared_lock lock(mutex_);
-  std::vector<policy_entry> items;
-  for (const auto& [name, p] : state_->policies) items.push_back(p);
+  std::vector<const policy_entry*> items;
+  for (const auto& [name, p] : state_->policies) items.push_back(&p);
   // In creation order, as AWS lists them (ascendingOrder; newest first by default).
   return paginate(by_creation(std::move(items), ascending), marker, max, !ascending);
 }
@@ -1529,8 +1543,8 @@ page<policy_entry> registry::list_attached_policies(const std::string& target, b
   for (const auto& t : targets)
     if (auto tp = s.target_policies.find(t); tp != s.target_policies.end())
       names.insert(tp->second.begin(), tp->second.end());
-  std::vector<std::pair<std::string, policy_entry>> keyed;
-  for (const auto& n : names) keyed.emplace_back(n, s.policies.at(n));
+  std::vector<std::pair<std::string, const policy_entry*>> keyed;
+  for (const auto& n : names) keyed.emplace_back(n, &s.policies.at(n));
   return paginate(std::move(keyed), marker, max);
 }
 
