@@ -1,6 +1,7 @@
 #pragma once
 // A log-linear latency histogram (64 sub-buckets per power of two: under 1.6 % relative error)
 // with exact count, min and max. Cheap to record into, mergeable across threads.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -17,6 +18,13 @@ class histogram {
   std::uint64_t max() const { return max_; }
   double mean() const {
     return count_ ? static_cast<double>(sum_) / static_cast<double>(count_) : 0.0;
+  }
+  // Calls f(upper bound, count) for each bucket that holds values, in ascending order, so that
+  // histograms of several runs can be pooled elsewhere (bench/run).
+  template <class F>
+  void for_each_bucket(F&& f) const {
+    for (std::size_t i = 0; i < counts_.size(); ++i)
+      if (counts_[i] != 0) f(std::min(upper_bound_of(i), max_), counts_[i]);
   }
 
  private:

@@ -619,13 +619,19 @@ int run(const options& o) {
     bool saturated = cores >= 0.9 * static_cast<double>(loops);
     auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
     if (o.json) {
+      // [upper bound ns, count] per non-empty bucket: bench/run pools rounds from these.
+      std::string buckets_json;
+      latency.for_each_bucket([&](std::uint64_t upper, std::uint64_t count) {
+        if (!buckets_json.empty()) buckets_json += ',';
+        buckets_json += fmt::format("[{},{}]", upper, count);
+      });
       report = fmt::format(
-          R"({{"scenario":"{}","qos":{},"mqtt_version":{},"payload_bytes":{},"publishers":{},"subscribers":{},"rate_per_publisher":{},"duration_s":{},"sent":{},"acknowledged":{},"received":{},"lost":{},"errors":{},"sent_per_second":{:.1f},"received_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":"{}"}})",
+          R"({{"scenario":"{}","qos":{},"mqtt_version":{},"payload_bytes":{},"publishers":{},"subscribers":{},"rate_per_publisher":{},"duration_s":{},"sent":{},"acknowledged":{},"received":{},"lost":{},"errors":{},"sent_per_second":{:.1f},"received_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"latency_histogram_ns":[{}],"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":"{}"}})",
           o.scenario, o.qos, o.version, o.payload_size, shape.publishers, shape.subscribers, o.rate,
           o.duration, sent, acked, received, lost, errors, sent_rate, received_rate,
           ms(latency.quantile(0.5)), ms(latency.quantile(0.9)), ms(latency.quantile(0.99)),
           ms(latency.quantile(0.999)), ms(latency.max()), latency.mean() / 1e6, latency.count(),
-          cores, loops, saturated, ok, st.first_error);
+          buckets_json, cores, loops, saturated, ok, st.first_error);
     } else {
       report = fmt::format(
           "scenario {} qos {} mqtt {} payload {} B: {} publishers -> {} subscribers{}\n"

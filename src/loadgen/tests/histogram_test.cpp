@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace nimbus::loadgen {
 namespace {
 
@@ -31,6 +33,33 @@ TEST(histogram, merge_adds_counts) {
   EXPECT_EQ(a.min(), 5U);
   EXPECT_EQ(a.max(), 1'000'000U);
   EXPECT_EQ(a.quantile(0.0), 5U);
+}
+
+// The exported buckets hold every value, in ascending order, and the same quantiles come out
+// of them by the rank rule bench/run uses to pool runs.
+TEST(histogram, buckets_export_every_value_in_order) {
+  histogram h;
+  for (std::uint64_t v = 1; v <= 100'000; v += 7) h.record(v * 1000);
+  std::uint64_t total = 0;
+  std::uint64_t previous = 0;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> buckets;
+  h.for_each_bucket([&](std::uint64_t upper, std::uint64_t count) {
+    EXPECT_GT(upper, previous);
+    previous = upper;
+    total += count;
+    buckets.emplace_back(upper, count);
+  });
+  EXPECT_EQ(total, h.count());
+  EXPECT_EQ(previous, h.max());
+  auto rank = static_cast<std::uint64_t>(0.99 * static_cast<double>(total - 1)) + 1;
+  std::uint64_t seen = 0;
+  for (auto [upper, count] : buckets) {
+    seen += count;
+    if (seen >= rank) {
+      EXPECT_EQ(upper, h.quantile(0.99));
+      break;
+    }
+  }
 }
 
 }  // namespace
