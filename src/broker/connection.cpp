@@ -55,6 +55,53 @@ std::string_view name_of(end_reason r) {
   return "CONNECTION_LOST";
 }
 
+class connection;
+
+// Deliveries to connections woken from their own loop (publisher and subscriber on one loop).
+// A posted wake would deliver only after the loop's whole batch of input (up to 64 clients'),
+// so in a burst most messages would wait for it. Here each woken connection gets one early
+// delivery per batch, right after the input that woke it; whatever else it is woken for in
+// that batch goes out together at the batch's end. A client talking to one peer (p2p) is
+// served at once, and a subscriber fed by many publishers (fan-in) still gets its messages
+// in two writes per batch, not one per publisher.
+class local_wakes final : public asio::execution_context::service {
+ public:
+  static inline asio::execution_context::id id;
+  explicit local_wakes(asio::execution_context& context) : service(context) {}
+
+  // The queue of the loop running on this thread if `executor` is that loop's; else null.
+  static local_wakes* of_current(const asio::any_io_executor& executor) {
+    auto& context = static_cast<asio::io_context&>(asio::query(executor, asio::execution::context));
+    if (!context.get_executor().running_in_this_thread()) return nullptr;
+    thread_local asio::io_context* cached_context = nullptr;
+    thread_local local_wakes* cached = nullptr;
+    if (cached_context != &context) {
+      cached = &asio::use_service<local_wakes>(context);
+      cached_context = &context;
+    }
+    return cached;
+  }
+
+  void add(std::shared_ptr<connection> c, const asio::any_io_executor& executor) {
+    pending_.push_back(std::move(c));
+    if (!posted_) {
+      posted_ = true;
+      asio::post(executor, [this] { run_all(); });  // runs when the current batch is over
+    }
+  }
+  // After a client's input: delivers to those not yet served early in this batch.
+  void run_early();
+  // At the end of a batch: delivers to everyone still waiting; the next batch begins.
+  void run_all();
+  std::uint16_t batch() const { return batch_; }
+
+ private:
+  void shutdown() override { pending_.clear(); }
+  std::vector<std::shared_ptr<connection>> pending_;
+  std::uint16_t batch_ = 0;
+  bool posted_ = false;
+};
+
 class connection final : public session_link,
                          public net::stream_owner,
                          public net::timer_owner,
@@ -83,11 +130,23 @@ class connection final : public session_link,
 
   void wake() override {
     if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
-    asio::post(stream_->executor(), [self = shared_from_this()] {
-      self->wake_pending_.store(false, std::memory_order_release);
-      self->deliver();
-      self->settle();
-    });
+    auto executor = stream_->executor();
+    if (auto* local = local_wakes::of_current(executor))
+      return local->add(shared_from_this(), executor);
+    asio::post(executor, [self = shared_from_this()] { self->woken(); });
+  }
+
+  void woken() {
+    wake_pending_.store(false, std::memory_order_release);
+    deliver();
+    settle();
+  }
+
+  // Whether this connection had its early delivery in batch `b` (see local_wakes), noting it.
+  bool served_early(std::uint16_t b) const { return early_batch_ == b; }
+  void serve_early(std::uint16_t b) {
+    early_batch_ = b;
+    woken();
   }
 
   void kick(reason_code reason) override {
@@ -164,6 +223,8 @@ class connection final : public session_link,
       flush_deferred_ = false;
       flush_output();
     }
+    // Then what this input published, to subscribers on this loop.
+    if (auto* local = local_wakes::of_current(stream_->executor())) local->run_early();
   }
 
   void on_readable(const boost::system::error_code& ec) override {
@@ -318,7 +379,9 @@ class connection final : public session_link,
       if (!clean_disconnect_ && kind == close_kind::normal) kind = close_kind::abnormal;
       std::optional<mqtt::will_message> will;
       if (will_) will = std::move(*will_);
-      broker_.detach(session_, this, kind, std::move(will), disconnect_expiry_, client_id());
+      broker_.detach(session_, this, kind, std::move(will),
+                     has_disconnect_expiry_ ? std::optional{disconnect_expiry_} : std::nullopt,
+                     client_id());
       broker_.announce_disconnected(
           identity_, session_id_,
           clean_disconnect_ ? "CLIENT_INITIATED_DISCONNECT" : name_of(end_reason_),
@@ -764,6 +827,7 @@ class connection final : public session_link,
                                   "session expiry set at DISCONNECT after 0");
       disconnect_expiry_ =
           std::min(*d.props.session_expiry_interval, broker_.settings().max_session_expiry);
+      has_disconnect_expiry_ = true;
     }
     clean_disconnect_ = true;
     close_kind_ =
@@ -1172,17 +1236,19 @@ class connection final : public session_link,
   std::uint64_t session_id_ = 0;  // lifecycle events' sessionIdentifier (random)
   std::uint32_t in_size_ = 0;
   std::uint32_t in_used_ = 0;
-  int pending_operations_ = 0;
+  std::uint16_t pending_operations_ = 0;  // a read, a write, a posted completion: a handful
   std::uint32_t session_expiry_ = 0;
-  std::optional<std::uint32_t> disconnect_expiry_;
+  std::uint32_t disconnect_expiry_ = 0;  // set by DISCONNECT when has_disconnect_expiry_
   std::uint32_t client_max_packet_ = 0;
   std::uint16_t keep_alive_ = 0;
   std::uint16_t client_receive_maximum_ = 65535;
   std::uint16_t client_topic_alias_maximum_ = 0;
+  std::uint16_t early_batch_ = 0xFFFF;  // local_wakes batch of the last early delivery
   mqtt::protocol_version version_ = mqtt::protocol_version::v311;
   close_kind close_kind_ = close_kind::normal;
   end_reason end_reason_ = end_reason::connection_lost;  // if the connection ends now
   bool identified_ = false;
+  bool has_disconnect_expiry_ = false;
   bool reading_ = false;
   bool processing_input_ = false;
   bool slot_released_ = false;
@@ -1197,6 +1263,30 @@ class connection final : public session_link,
   bool completing_synchronously_ = false;
   std::atomic<bool> wake_pending_{false};
 };
+
+void local_wakes::run_early() {
+  if (pending_.empty()) return;
+  // Those already served early this batch stay for the batch's end.
+  auto first_new = std::stable_partition(pending_.begin(), pending_.end(),
+                                         [this](const auto& c) { return c->served_early(batch_); });
+  std::vector<std::shared_ptr<connection>> now(std::make_move_iterator(first_new),
+                                               std::make_move_iterator(pending_.end()));
+  pending_.erase(first_new, pending_.end());
+  for (auto& c : now) c->serve_early(batch_);  // may wake more: they join pending_
+}
+
+void local_wakes::run_all() {
+  posted_ = false;
+  ++batch_;
+  if (pending_.empty()) return;
+  std::vector<std::shared_ptr<connection>> batch;
+  batch.swap(pending_);
+  for (auto& c : batch) c->woken();  // may wake more: they wait for the next run
+  if (pending_.empty()) {
+    batch.clear();
+    pending_.swap(batch);  // keep the capacity
+  }
+}
 
 }  // namespace
 
