@@ -71,9 +71,8 @@ void poller::arm() {
 
 void poller::dispatch() {
   // Level-triggered: whatever a target leaves unread is reported again on the next round, so
-  // a bounded batch per wake-up keeps the loop fair to Asio's own handlers. Deliveries that
-  // a batch's publishes cause run after it (posted wakes): a small batch bounds that delay
-  // (p2p p99 with 1,000 clients) while fan-in, with few publishers, batches as before.
+  // a bounded batch per wake-up keeps the loop fair to Asio's own handlers (and bounds how
+  // long work posted during a batch, such as the broker's batch-end deliveries, waits).
   std::array<epoll_event, 64> events;
   int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 0);
   dispatching_ = true;
