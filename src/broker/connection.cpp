@@ -93,7 +93,6 @@ class local_wakes final : public asio::execution_context::service {
   void run_early();
   // At the end of a batch: delivers to everyone still waiting; the next batch begins.
   void run_all();
-  std::uint16_t batch() const { return batch_; }
 
  private:
   void shutdown() override { pending_.clear(); }
@@ -341,6 +340,7 @@ class connection final : public session_link,
     return last_received_ + std::chrono::milliseconds(std::uint64_t{keep_alive_} * 1500);
   }
 
+  // (Re)schedules the timer for the current state; called after every state change.
   void arm_timer() {
     if (closed_) return;
     if (auto deadline = timer_deadline())
@@ -348,9 +348,6 @@ class connection final : public session_link,
     else
       timer_.cancel();
   }
-
-  // Re-evaluates the timer after a state change (CONNECT accepted, closing started).
-  void rearm_timer() { arm_timer(); }
 
   void on_timer_expired() override {
     if (!closed_) on_timer();
@@ -409,7 +406,7 @@ class connection final : public session_link,
     close_after_write_ = true;
     close_deadline_ = std::chrono::steady_clock::now() + close_grace;
     flush_output();
-    rearm_timer();
+    arm_timer();
     start_read();  // keep draining input so the peer's close is seen
   }
 
@@ -575,7 +572,7 @@ class connection final : public session_link,
         ack.props.response_information = "responses/" + c.client_id;
     }
     send_now(ack);
-    rearm_timer();  // from the CONNECT deadline to keep-alive
+    arm_timer();  // from the CONNECT deadline to keep-alive
     spdlog::debug(
         "mqtt_connected client={} remote={} transport={} version={} clean_start={} "
         "session_present={}",
@@ -1236,10 +1233,10 @@ class connection final : public session_link,
   std::uint64_t session_id_ = 0;  // lifecycle events' sessionIdentifier (random)
   std::uint32_t in_size_ = 0;
   std::uint32_t in_used_ = 0;
-  std::uint16_t pending_operations_ = 0;  // a read, a write, a posted completion: a handful
   std::uint32_t session_expiry_ = 0;
   std::uint32_t disconnect_expiry_ = 0;  // set by DISCONNECT when has_disconnect_expiry_
   std::uint32_t client_max_packet_ = 0;
+  std::uint16_t pending_operations_ = 0;  // a read, a write, a posted completion: a handful
   std::uint16_t keep_alive_ = 0;
   std::uint16_t client_receive_maximum_ = 65535;
   std::uint16_t client_topic_alias_maximum_ = 0;

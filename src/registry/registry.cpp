@@ -282,7 +282,7 @@ struct registry::state {
   std::map<std::string, policy_entry> policies;
   // Tags by resource key ("thinggroup/{name}", "thingtype/{name}", "policy/{name}",
   // "cacert/{id}"), each a map of key to value. Present only while a resource has tags.
-  std::map<std::string, std::map<std::string, std::string>> tags;
+  tag_map tags;
   // Reverse indexes, rebuilt from the rows above.
   std::map<std::string, std::set<std::string>> principal_things;  // cert ARN -> thing names
   std::map<std::string, std::set<std::string>> target_policies;   // target ARN -> policy names
@@ -297,6 +297,15 @@ class registry::batch {
     touched.emplace(std::move(kind), std::move(name));
   }
   void disable_certificate(std::string id) { disabled.push_back(std::move(id)); }
+  // Adds or replaces tags on `resource` (refused beyond 50, nothing changed); drops them all.
+  void tag(const std::string& resource, const tag_list& tags) {
+    if (tags.empty()) return;
+    add_tags(s.tags, resource, tags);
+    touch("tags", resource);
+  }
+  void drop_tags(const std::string& resource) {
+    if (s.tags.erase(resource) > 0) touch("tags", resource);
+  }
   std::set<std::pair<std::string, std::string>> touched;
   std::vector<std::string> disabled;
 };
@@ -829,10 +838,9 @@ std::pair<thing_type, registry::ticket> registry::create_thing_type(
                      it->second.id, thing_type_arn(name));
     }
     thing_type created{name, new_uuid(), description, searchable, false, 0, now()};
-    add_tags(b.s.tags, type_key(name), tags);
+    b.tag(type_key(name), tags);
     b.s.thing_types[name] = created;
     b.touch("thing_type", name);
-    if (!tags.empty()) b.touch("tags", type_key(name));
     result = std::move(created);
   });
   return {result, t};
@@ -859,7 +867,7 @@ registry::ticket registry::delete_thing_type(const std::string& name) {
         invalid("Thing type " + name + " is still associated with thing " + thing_name + ".");
     b.s.thing_types.erase(it);
     b.touch("thing_type", name);
-    if (b.s.tags.erase(type_key(name)) > 0) b.touch("tags", type_key(name));
+    b.drop_tags(type_key(name));
   });
 }
 
@@ -913,10 +921,9 @@ std::pair<thing_group, registry::ticket> registry::create_thing_group(
     attribute_map kept = attributes;
     std::erase_if(kept, [](const auto& kv) { return kv.second.empty(); });
     thing_group created{name, new_uuid(), parent, description, kept, 1, now()};
-    add_tags(b.s.tags, group_key(name), tags);
+    b.tag(group_key(name), tags);
     b.s.thing_groups[name] = created;
     b.touch("thing_group", name);
-    if (!tags.empty()) b.touch("tags", group_key(name));
     result = std::move(created);
   });
   return {result, t};
@@ -970,7 +977,7 @@ registry::ticket registry::delete_thing_group(const std::string& name,
     }
     b.s.thing_groups.erase(it);
     b.touch("thing_group", name);
-    if (b.s.tags.erase(key) > 0) b.touch("tags", key);
+    b.drop_tags(key);
   });
 }
 
@@ -1288,10 +1295,9 @@ std::pair<ca_certificate, registry::ticket> registry::register_ca_certificate(
     result.generation_id = new_uuid();
     result.created = result.modified = now();
     result.info = *info;
-    add_tags(b.s.tags, ca_key(result.id), tags);
+    b.tag(ca_key(result.id), tags);
     b.s.ca_certificates[result.id] = result;
     b.touch("ca_certificate", result.id);
-    if (!tags.empty()) b.touch("tags", ca_key(result.id));
   });
   return {result, t};
 }
@@ -1333,7 +1339,7 @@ registry::ticket registry::delete_ca_certificate(const std::string& id) {
                  "The CA certificate still has registered certificates (" + cert_id + ")");
     b.s.ca_certificates.erase(it);
     b.touch("ca_certificate", id);
-    if (b.s.tags.erase(ca_key(id)) > 0) b.touch("tags", ca_key(id));
+    b.drop_tags(ca_key(id));
   });
 }
 
@@ -1382,10 +1388,9 @@ std::pair<policy_entry, registry::ticket> registry::create_policy(const std::str
     result.generation_id = new_uuid();
     result.created = result.modified = now();
     result.versions[1] = policy_version{document, result.created, compiled};
-    add_tags(b.s.tags, policy_key(name), tags);
+    b.tag(policy_key(name), tags);
     b.s.policies[name] = result;
     b.touch("policy", name);
-    if (!tags.empty()) b.touch("tags", policy_key(name));
   });
   return {result, t};
 }
@@ -1405,7 +1410,7 @@ registry::ticket registry::delete_policy(const std::string& name) {
                    name + ")");
     b.s.policies.erase(it);
     b.touch("policy", name);
-    if (b.s.tags.erase(policy_key(name)) > 0) b.touch("tags", policy_key(name));
+    b.drop_tags(policy_key(name));
   });
 }
 
@@ -1590,8 +1595,7 @@ registry::ticket registry::tag_resource(const std::string& arn, const tag_list& 
   check_tags(tags);
   return mutate([&](batch& b) {
     auto key = tagged_resource(b.s, arn);
-    add_tags(b.s.tags, key, tags);
-    if (!tags.empty()) b.touch("tags", key);
+    b.tag(key, tags);
   });
 }
 
