@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
   using namespace nimbus;
   CLI::App app{"Nimbus: a self-hosted cloud IoT core (MQTT broker, AWS IoT and Pub/Sub APIs)",
                "nimbus"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
+  app.set_version_flag("--version", std::string("nimbus ") + NIMBUS_VERSION);
 
   auto* version = app.add_subcommand("version", "Print the version");
   auto* serve = app.add_subcommand("serve", "Run the server");
@@ -98,6 +99,11 @@ int main(int argc, char** argv) {
       std::cerr << "nimbus bench: " << e.what() << "\n";
       return 2;
     }
+  }
+
+  if (app.get_subcommands().empty()) {  // `nimbus` alone: what can it do?
+    std::cout << app.help();
+    return 0;
   }
 
   if (version->parsed()) {

@@ -2,17 +2,26 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <charconv>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "broker/broker.hpp"
 #include "broker/connection.hpp"
 #include "broker/session_store.hpp"
 #include "core/clock.hpp"
+#include "core/log.hpp"
 #include "iot/aws_http.hpp"
 #include "iot/control_plane.hpp"
 #include "iot/data_plane.hpp"
@@ -26,6 +35,7 @@
 #include "registry/certificate_authority.hpp"
 #include "registry/credentials.hpp"
 #include "registry/registry.hpp"
+#include "registry/tokens.hpp"
 #include "registry/x509.hpp"
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
@@ -45,6 +55,71 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// One server per data directory: an exclusive flock on `<data>/lock`, held until the process
+// ends (the kernel drops it after kill -9 too), taken before anything in the directory is
+// touched. The file holds the owner's pid for the message a second server prints.
+class data_directory_lock {
+ public:
+  explicit data_directory_lock(const std::filesystem::path& dir) {
+    auto path = dir / "lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      throw std::runtime_error("cannot open " + path.string() +
+                               " (--data-dir): " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char pid[32] = {};
+      auto n = ::pread(fd_, pid, sizeof(pid) - 1, 0);
+      std::string owner = n > 0 ? std::string(pid, static_cast<std::size_t>(n)) : "?";
+      while (!owner.empty() && (owner.back() == '\n' || owner.back() == ' ')) owner.pop_back();
+      ::close(fd_);
+      throw std::runtime_error("data directory in use by nimbus pid " + owner + " (" +
+                               dir.string() + "); stop it or choose another --data-dir");
+    }
+    std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0)
+      spdlog::warn("lock_file_not_written path={} error=\"{}\"", path.string(),
+                   std::strerror(errno));
+  }
+  ~data_directory_lock() { ::close(fd_); }
+  data_directory_lock(const data_directory_lock&) = delete;
+  data_directory_lock& operator=(const data_directory_lock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// Creates the data directory, naming the flag when that fails.
+void create_data_directory(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    throw std::runtime_error("cannot create --data-dir " + dir.string() + ": " + ec.message());
+}
+
+// A listener that could not bind, with the way out a new user needs.
+std::string bind_failure(const std::string& name, const std::string& address,
+                         const boost::system::system_error& e) {
+  std::string message = "cannot listen on " + address + " (--" + name + "): " + e.code().message();
+  if (e.code() == asio::error::address_in_use) {
+    auto colon = address.rfind(':');
+    unsigned port = 0;
+    std::from_chars(address.data() + colon + 1, address.data() + address.size(), port);
+    message += fmt::format(
+        "; another program (another nimbus, a mosquitto service?) holds the port: choose "
+        "another, e.g. --{} {}:{}, or disable the listener with --{} off",
+        name, address.substr(0, colon), port + 1, name);
+  }
+  return message;
+}
+
 // Repeats `work` every second on `ctx` until the timer is cancelled.
 void every_second(asio::steady_timer& timer, std::function<void()> work) {
   timer.expires_after(std::chrono::seconds(1));
@@ -60,10 +135,13 @@ void every_second(asio::steady_timer& timer, std::function<void()> work) {
 int serve(const config::settings& settings) {
   namespace fs = std::filesystem;
   const fs::path data_dir = settings.data_dir;
-  fs::create_directories(data_dir);
-  fs::remove(data_dir / "endpoints.json");
+  create_data_directory(data_dir);
+  data_directory_lock directory_lock(data_dir);  // before anything in it is touched
+  // A stale one (after kill -9) is replaced atomically once the listeners are up.
 
-  // Identity: CA, server certificate, API credentials.
+  // Identity: CA, server certificate, API credentials, API tokens.
+  const bool ca_created = !fs::exists(data_dir / "ca" / "root-CA.crt");
+  const bool credentials_created = !fs::exists(data_dir / "credentials");
   auto ca = registry::certificate_authority::open_or_create((data_dir / "ca").string());
   std::vector<std::string> hosts{"localhost", "127.0.0.1", "::1", settings.endpoint_host};
   auto server_cert = ca.issue_server(settings.endpoint_host, hosts, 825);
@@ -72,6 +150,26 @@ int serve(const config::settings& settings) {
   registry::write_file_atomically(server_cert_path, server_cert.certificate_pem, 0644);
   registry::write_file_atomically(server_key_path, server_cert.private_key_pem, 0600);
   auto credentials = registry::open_or_create_credentials((data_dir / "credentials").string());
+  bool tokens_created = false;
+  auto tokens =
+      registry::api_tokens::open_or_create((data_dir / "tokens").string(), tokens_created);
+  if (ca_created)
+    spdlog::info(
+        "created what=\"certificate authority\" path={} note=\"devices trust it as "
+        "their AmazonRootCA1.pem; also served at /ca.crt\"",
+        ca.certificate_path());
+  spdlog::info("created what=\"server certificate\" path={} hosts=\"localhost 127.0.0.1 ::1 {}\"",
+               server_cert_path, settings.endpoint_host);
+  if (credentials_created)
+    spdlog::info(
+        "created what=\"API credentials\" path={} note=\"aws CLI and boto3 sign with "
+        "them: export AWS_SHARED_CREDENTIALS_FILE={}\"",
+        (data_dir / "credentials").string(), (data_dir / "credentials").string());
+  if (tokens_created)
+    spdlog::info(
+        "created what=\"API tokens\" path={} note=\"Authorization: Bearer TOKEN for "
+        "/metrics off loopback\"",
+        (data_dir / "tokens").string());
 
   // Storage; the registry and the broker restored from it.
   const auto db_path = (data_dir / "nimbus.db").string();
@@ -126,13 +224,35 @@ int serve(const config::settings& settings) {
   router.add("GET", "/healthz", [](const net::http_request&) {
     return net::http_response{200, "application/json", {}, R"({"status":"ok"})"};
   });
-  router.add("GET", "/metrics", [&mqtt_broker, &auth](const net::http_request&) {
+  if (settings.http.metrics != "off") {
+    const bool always_token = settings.http.metrics == "token";
+    router.add(
+        "GET", "/metrics",
+        [&mqtt_broker, &auth, &tokens, always_token](const net::http_request& request) {
+          // Open to local scrapers; anyone else needs a token (<data>/tokens).
+          if ((always_token || !request.loopback_listener) &&
+              !tokens.check_bearer(request.header("authorization"))) {
+            return net::http_response{
+                401,
+                "application/json",
+                {{"WWW-Authenticate", R"(Bearer realm="nimbus")"}},
+                R"json({"message":"/metrics needs Authorization: Bearer TOKEN (see <data>/tokens)"})json"};
+          }
+          return net::http_response{200,
+                                    "text/plain; version=0.0.4",
+                                    {},
+                                    mqtt_broker.prometheus_text() + auth.prometheus_text()};
+        });
+  }
+  // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.
+  router.add("GET", "/ca.crt", [pem = read_file(ca.certificate_path())](const net::http_request&) {
     return net::http_response{200,
-                              "text/plain; version=0.0.4",
-                              {},
-                              mqtt_broker.prometheus_text() + auth.prometheus_text()};
+                              "application/x-pem-file",
+                              {{"Content-Disposition", R"(attachment; filename="root-CA.crt")"}},
+                              pem};
   });
-  iot::aws_http aws(credentials, writer);
+  iot::aws_http aws(credentials, writer, settings.region, NIMBUS_VERSION);
+  aws.answer_unknown_routes(router);
   // Stable for the account and not guessable without its secret key.
   iot::control_plane control(
       devices, aws, settings.endpoint_host,
@@ -156,39 +276,97 @@ int serve(const config::settings& settings) {
       });
 
   // Listeners, in contract order; each failure to bind stops start-up with a clear message.
+  // "localhost" binds 127.0.0.1 and [::1] on one port; endpoints.json shows the first.
   std::vector<std::unique_ptr<net::listener>> listeners;
   std::map<std::string, std::string> bound;
   auto open = [&](const std::string& name, const std::string& address,
-                  net::socket_handler handler) {
+                  const net::socket_handler& handler) {
     if (net::is_off(address)) return;
-    auto endpoint = net::parse_address(address);
-    if (!endpoint)
-      throw std::runtime_error("invalid address for --" + name + ": '" + address + "'");
-    try {
-      listeners.push_back(
-          std::make_unique<net::listener>(pool, *endpoint, name, std::move(handler)));
-    } catch (const boost::system::system_error& e) {
-      throw std::runtime_error("cannot listen on " + address + " (--" + name +
-                               "): " + e.code().message());
+    auto endpoints = net::listen_endpoints(address);
+    if (endpoints.empty())
+      throw std::runtime_error("--" + name + " " + address +
+                               ": expected HOST:PORT, e.g. 127.0.0.1:1883");
+    for (std::size_t i = 0; i < endpoints.size(); ++i) {
+      auto endpoint = endpoints[i];
+      if (i > 0 && endpoint.port() == 0) endpoint.port(listeners.back()->local_endpoint().port());
+      try {
+        listeners.push_back(std::make_unique<net::listener>(pool, endpoint, name, handler));
+      } catch (const boost::system::system_error& e) {
+        if (i > 0) {  // localhost's IPv6 half, on a machine without IPv6 loopback
+          spdlog::warn("listener_skipped name={} address={} error=\"{}\"", name,
+                       net::format_endpoint(endpoint), e.code().message());
+          continue;
+        }
+        throw std::runtime_error(bind_failure(name, address, e));
+      }
+      auto text = net::format_endpoint(listeners.back()->local_endpoint());
+      if (i == 0) bound[name] = text;
+      spdlog::info("listening name={} address={}", name, text);
     }
-    bound[name] = net::format_endpoint(listeners.back()->local_endpoint());
-    spdlog::info("listening name={} address={}", name, bound[name]);
   };
-  open("mqtt", settings.listeners.mqtt, [&mqtt_broker](asio::ip::tcp::socket socket) {
-    broker::serve_mqtt(mqtt_broker, net::make_tcp_stream(std::move(socket)));
+  // Sockets that have not sent CONNECT yet are counted from accept, in all and per address.
+  auto admit = [&mqtt_broker](asio::ip::tcp::socket& socket) -> std::optional<std::string> {
+    auto address = net::host_of(net::remote_of(socket));
+    broker::limit refused{};
+    if (mqtt_broker.pending().try_add(address, refused)) return address;
+    mqtt_broker.metrics().sockets_refused.fetch_add(1, std::memory_order_relaxed);
+    mqtt_broker.limit_hit(refused, address);
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    return std::nullopt;
+  };
+  open("mqtt", settings.listeners.mqtt, [&mqtt_broker, admit](asio::ip::tcp::socket socket) {
+    if (!admit(socket)) return;
+    broker::serve_mqtt(mqtt_broker, net::make_tcp_stream(std::move(socket)), true);
   });
-  open("mqtts", settings.listeners.mqtts, [&mqtt_broker, &mqtt_tls](asio::ip::tcp::socket socket) {
-    net::accept_tls(*mqtt_tls, std::move(socket), std::chrono::seconds(10),
-                    [&mqtt_broker](std::unique_ptr<net::byte_stream> stream) {
-                      broker::serve_mqtt(mqtt_broker, std::move(stream));
-                    });
-  });
-  open("http", settings.listeners.http, [&router](asio::ip::tcp::socket socket) {
-    net::serve_http(std::move(socket), router, nullptr);
-  });
-  open("https", settings.listeners.https, [&router, &https_tls](asio::ip::tcp::socket socket) {
-    net::serve_http(std::move(socket), router, https_tls.get());
-  });
+  const auto connect_timeout = std::chrono::seconds(settings.mqtt.connect_timeout);
+  open("mqtts", settings.listeners.mqtts,
+       [&mqtt_broker, &mqtt_tls, admit, connect_timeout](asio::ip::tcp::socket socket) {
+         auto address = admit(socket);
+         if (!address) return;
+         net::accept_tls(
+             *mqtt_tls, std::move(socket), connect_timeout,
+             [&mqtt_broker](std::unique_ptr<net::byte_stream> stream) {
+               broker::serve_mqtt(mqtt_broker, std::move(stream), true);
+             },
+             [&mqtt_broker, address = *address] { mqtt_broker.pending().remove(address); });
+       });
+  net::connection_limit http_connections(settings.http.max_connections);
+  auto serve = [&router, &http_connections](const net::http_listener_options& options) {
+    return [&router, &http_connections, options](asio::ip::tcp::socket socket) {
+      auto slot = http_connections.try_acquire();
+      if (!slot) {
+        static core::log_limiter refusals(5);
+        std::uint64_t held_back = 0;
+        if (refusals.allow(held_back))
+          spdlog::warn(
+              "http_connection_refused remote={} limit=http.max_connections "
+              "similar_lines_suppressed={}",
+              net::remote_of(socket), held_back);
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        return;
+      }
+      net::serve_http(std::move(socket), router, options, std::move(slot));
+    };
+  };
+  net::http_listener_options http_options;
+  http_options.request_timeout = std::chrono::seconds(settings.http.request_timeout);
+  net::http_listener_options https_options = http_options;
+  https_options.tls = https_tls.get();
+  // Whether a listener binds loopback only is known once its address is parsed.
+  http_options.loopback = net::is_off(settings.listeners.http) || [&] {
+    for (auto& e : net::listen_endpoints(settings.listeners.http))
+      if (!e.address().is_loopback()) return false;
+    return true;
+  }();
+  https_options.loopback = [&] {
+    for (auto& e : net::listen_endpoints(settings.listeners.https))
+      if (!e.address().is_loopback()) return false;
+    return !net::is_off(settings.listeners.https);
+  }();
+  open("http", settings.listeners.http, serve(http_options));
+  open("https", settings.listeners.https, serve(https_options));
   if (!net::is_off(settings.listeners.grpc)) {
     spdlog::info(
         "grpc_listener_not_started reason=\"the Pub/Sub service is not part of this build yet\"");
@@ -219,8 +397,15 @@ int serve(const config::settings& settings) {
   }
   endpoints += "}\n";
   registry::write_file_atomically((data_dir / "endpoints.json").string(), endpoints, 0644);
-  spdlog::info("nimbus_ready data_dir={} endpoints={}", data_dir.string(),
-               endpoints.substr(0, endpoints.size() - 1));
+  spdlog::info("nimbus_ready version={} data_dir={} endpoints={}", NIMBUS_VERSION,
+               data_dir.string(), endpoints.substr(0, endpoints.size() - 1));
+  if (auto it = bound.find("mqtt"); it != bound.end()) {
+    auto port = it->second.substr(it->second.rfind(':') + 1);
+    spdlog::info(
+        "try: mosquitto_sub -h localhost -p {} -t 'sensors/#' -v & mosquitto_pub -h "
+        "localhost -p {} -t sensors/pi-001 -m '{{\"temperature\": 21.5}}'",
+        port, port);
+  }
 
   {
     std::unique_lock lock(stop_mutex);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "core/log.hpp"
 #include "mqtt/topic.hpp"
 
 namespace nimbus::broker {
@@ -23,7 +24,77 @@ std::pair<std::string_view, std::optional<std::string_view>> split_shared(std::s
   if (auto shared = mqtt::parse_shared_filter(filter)) return {shared->filter, shared->group};
   return {filter, std::nullopt};
 }
+// Bytes a retained message accounts for against max_retained_bytes.
+std::size_t retained_size(const message& m) {
+  return m.topic.size() + m.payload.size();
+}
 }  // namespace
+
+std::string_view name_of(limit l) {
+  switch (l) {
+    case limit::connections:
+      return "max_connections";
+    case limit::pending_sockets:
+      return "max_pending_connections";
+    case limit::pending_per_address:
+      return "max_pending_per_address";
+    case limit::connect_size:
+      return "max_connect_size";
+    case limit::client_id_length:
+      return "max_client_id_length";
+    case limit::sessions:
+      return "max_sessions";
+    case limit::subscriptions:
+      return "max_subscriptions_per_client";
+    case limit::subscription_bytes:
+      return "max_subscription_bytes";
+    case limit::retained_messages:
+      return "max_retained_messages";
+    case limit::retained_bytes:
+      return "max_retained_bytes";
+    case limit::count:
+      break;
+  }
+  return "unknown";
+}
+
+bool pending_sockets::try_add(const std::string& address, limit& refused) {
+  std::lock_guard lock(mutex_);
+  if (total_ >= max_total_) {
+    refused = limit::pending_sockets;
+    return false;
+  }
+  auto it = by_address_.try_emplace(address, 0).first;
+  if (it->second >= max_per_address_) {
+    refused = limit::pending_per_address;
+    return false;
+  }
+  ++it->second;
+  ++total_;
+  return true;
+}
+
+void pending_sockets::remove(std::string_view address) {
+  std::lock_guard lock(mutex_);
+  auto it = by_address_.find(address);
+  if (it == by_address_.end()) return;
+  --total_;
+  if (--it->second == 0) by_address_.erase(it);
+}
+
+std::size_t pending_sockets::size() const {
+  std::lock_guard lock(mutex_);
+  return total_;
+}
+
+void broker::limit_hit(limit which, std::string_view client) {
+  metrics_.limit_hits[static_cast<int>(which)].fetch_add(1, std::memory_order_relaxed);
+  static core::log_limiter limiter(10);
+  std::uint64_t held_back = 0;
+  if (limiter.allow(held_back))
+    spdlog::warn("mqtt_limit_reached limit={} client={} similar_lines_suppressed={}",
+                 name_of(which), client, held_back);
+}
 
 broker::broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth,
                session_store* store)
@@ -32,6 +103,7 @@ broker::broker(const config::mqtt_settings& settings, core::clock& clock, author
       clock_(clock),
       auth_(auth),
       store_(store),
+      pending_(settings.max_pending_connections, settings.max_pending_per_address),
       event_version_(clock.unix_seconds() * 1000),
       started_(clock.now()) {}
 
@@ -86,11 +158,23 @@ void broker::restore(storage::database& db) {
     ++restored;
   }
   std::size_t retained = 0;
-  for (auto& msg : session_store::load_retained(db)) {
-    if (expired(*msg, now)) continue;
+  // Memory holds what the limits allow, also after they were lowered: the rest stays stored
+  // (and comes back if they are raised) instead of being loaded past the bound.
+  std::size_t left_stored = session_store::load_retained(db, [&](message_ptr msg) {
+    if (expired(*msg, now)) return true;
+    if (retained_.size() >= settings_.max_retained_messages ||
+        retained_bytes_ + retained_size(*msg) > settings_.max_retained_bytes)
+      return false;
+    retained_bytes_ += retained_size(*msg);
     retained_.emplace(msg->topic, std::move(msg));
     ++retained;
-  }
+    return true;
+  });
+  if (left_stored > 0)
+    spdlog::warn(
+        "retained_not_loaded count={} max_retained_messages={} max_retained_bytes={} "
+        "note=\"kept in the database; raise the limits to serve them\"",
+        left_stored, settings_.max_retained_messages, settings_.max_retained_bytes);
   spdlog::info("broker_restored sessions={} retained={} subscriptions={}", restored, retained,
                index_.size());
 }
@@ -105,6 +189,7 @@ attach_result broker::attach(const std::string& client_id, mqtt::protocol_versio
     std::lock_guard registry(registry_mutex_);
     session_ptr slot;
     if (auto it = sessions_.find(std::string_view(client_id)); it != sessions_.end()) slot = *it;
+    if (!slot && sessions_.size() >= settings_.max_sessions) return result;  // nothing changed
     bool was_stored = false;
     if (slot) {
       std::lock_guard lock(slot->mutex);
@@ -228,9 +313,14 @@ bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const
   if (!s.link && (d.qos == 0 || !s.is_persistent()))
     return false;  // QoS 0 is not kept for offline clients
   bool full = s.queue.size() >= settings_.max_queued_messages;
-  if (full && gate && s.link && d.qos > 0) {
-    // A connected subscriber that falls behind slows its publishers instead of losing messages.
-    auto& congested = s.extras().congested_publishers;
+  auto* extras = s.extras_if_any();
+  bool congestion_expired = extras != nullptr && extras->congestion_expired;
+  if (full && gate && s.link && d.qos > 0 && !congestion_expired) {
+    // A connected subscriber that falls behind slows its publishers instead of losing messages,
+    // for at most congestion_timeout (see tick()).
+    auto& ex = s.extras();
+    if (ex.congested_since == core::steady_time{}) ex.congested_since = clock_.now();
+    auto& congested = ex.congested_publishers;
     if (std::find(congested.begin(), congested.end(), gate) == congested.end()) {
       gate->remaining.fetch_add(1, std::memory_order_acq_rel);
       congested.push_back(gate);
@@ -263,23 +353,77 @@ void broker::release_congestion(session& s) {
   std::vector<gate_ptr> gates;
   {
     std::lock_guard lock(s.mutex);
-    if (auto* extras = s.extras_if_any()) gates.swap(extras->congested_publishers);
+    if (auto* extras = s.extras_if_any()) {
+      gates.swap(extras->congested_publishers);
+      extras->congested_since = {};
+      extras->congestion_expired = false;
+    }
   }
   for (auto& g : gates) g->release();
 }
 
+void broker::expire_congestion_locked(session& s, std::vector<gate_ptr>& released) {
+  auto& extras = s.extras();
+  extras.congestion_expired = true;
+  for (auto& g : extras.congested_publishers) released.push_back(std::move(g));
+  extras.congested_publishers.clear();
+  metrics_.congestion_timeouts.fetch_add(1, std::memory_order_relaxed);
+  // What the queue took beyond its limit while publishers were held now goes as a full queue
+  // would have let it go: the newest (drop-new) or the oldest (drop-oldest) messages.
+  bool drop_oldest = settings_.queue_full_policy == "drop-oldest";
+  std::size_t dropped = 0;
+  while (s.queue.size() > settings_.max_queued_messages) {
+    auto& victim = drop_oldest ? s.queue.front() : s.queue.back();
+    if (victim.seq != 0 && store_) store_->remove_delivery(s.client_id(), victim.seq);
+    if (drop_oldest)
+      s.queue.pop_front();
+    else
+      s.queue.pop_back();
+    ++dropped;
+  }
+  metrics_.messages_dropped.fetch_add(dropped, std::memory_order_relaxed);
+  spdlog::warn(
+      "mqtt_congestion_timeout client={} held_publishers={} dropped={} policy={} "
+      "effect=\"publishers released; the queue drops per queue_full_policy until it drains\"",
+      s.client_id(), released.size(), dropped, settings_.queue_full_policy);
+}
+
+bool broker::retain(const message_ptr& msg, publish_result& result) {
+  std::unique_lock lock(retained_mutex_);
+  auto it = retained_.find(msg->topic);
+  if (msg->payload.empty()) {
+    if (it == retained_.end()) return true;
+    retained_bytes_ -= retained_size(*it->second);
+    retained_.erase(it);
+    if (store_) result.durable_ticket = store_->delete_retained(msg->topic);
+    return true;
+  }
+  std::size_t replaced = it == retained_.end() ? 0 : retained_size(*it->second);
+  std::size_t bytes = retained_bytes_ - replaced + retained_size(*msg);
+  std::optional<limit> refused;
+  if (it == retained_.end() && retained_.size() >= settings_.max_retained_messages)
+    refused = limit::retained_messages;
+  else if (bytes > settings_.max_retained_bytes && bytes > retained_bytes_)
+    refused = limit::retained_bytes;
+  if (refused) {
+    lock.unlock();
+    metrics_.retained_refused.fetch_add(1, std::memory_order_relaxed);
+    limit_hit(*refused, msg->publisher);
+    result.quota_exceeded = true;
+    return false;
+  }
+  retained_bytes_ = bytes;
+  if (it == retained_.end())
+    retained_.emplace(msg->topic, msg);
+  else
+    it->second = msg;
+  if (store_) result.durable_ticket = store_->save_retained(msg);
+  return true;
+}
+
 publish_result broker::route(message_ptr msg, const gate_ptr& gate) {
   publish_result result;
-  if (msg->retain) {
-    std::unique_lock lock(retained_mutex_);
-    if (msg->payload.empty()) {
-      if (retained_.erase(msg->topic) > 0 && store_)
-        result.durable_ticket = store_->delete_retained(msg->topic);
-    } else {
-      retained_[msg->topic] = msg;
-      if (store_) result.durable_ticket = store_->save_retained(msg);
-    }
-  }
+  if (msg->retain && !retain(msg, result)) return result;
 
   thread_local std::vector<subscription_match> matches;
   matches.clear();
@@ -401,8 +545,11 @@ bool broker::unsubscribe(const session_ptr& s, const std::string& filter) {
 
 void broker::tick() {
   auto now = clock_.unix_seconds();
+  auto steady_now = clock_.now();
+  const auto congestion_timeout = std::chrono::seconds(settings_.congestion_timeout);
   std::vector<std::pair<mqtt::will_message, std::string>> wills;
   std::vector<session_ptr> expired_sessions;
+  std::vector<gate_ptr> released;
   {
     std::lock_guard registry(registry_mutex_);
     // Erasing from the flat set leaves the other iterators valid.
@@ -410,6 +557,10 @@ void broker::tick() {
       const session_ptr s = *it;  // outlives its entry, which may be erased below
       std::lock_guard lock(s->mutex);
       if (s->link) {
+        auto* extras = s->extras_if_any();
+        if (extras && !extras->congested_publishers.empty() &&
+            steady_now - extras->congested_since >= congestion_timeout)
+          expire_congestion_locked(*s, released);
         ++it;
         continue;
       }
@@ -430,6 +581,7 @@ void broker::tick() {
       }
     }
   }
+  for (auto& g : released) g->release();
   for (auto& s : expired_sessions) discard(s);
   for (auto& [will, publisher] : wills) publish_will(will, publisher);
   if (settings_.sys_interval > 0 && now - last_sys_ >= settings_.sys_interval) {
@@ -450,7 +602,7 @@ void broker::publish_sys() {
   };
   sys("version", version_string);
   sys("uptime", fmt::format("{} seconds", uptime));
-  sys("clients/connected", std::to_string(metrics_.connections_current.load()));
+  sys("clients/connected", std::to_string(metrics_.clients_connected.load()));
   sys("clients/total", std::to_string(session_count()));
   sys("messages/received", std::to_string(metrics_.messages_received.load()));
   sys("messages/sent", std::to_string(metrics_.messages_sent.load()));
@@ -508,6 +660,29 @@ std::string broker::prometheus_text() const {
   metric("nimbus_uptime_seconds", "gauge", "Seconds since the broker started", uptime);
   metric("nimbus_mqtt_connections", "gauge", "Open MQTT connections",
          metrics_.connections_current.load());
+  metric("nimbus_mqtt_clients_connected", "gauge", "MQTT clients past CONNECT",
+         metrics_.clients_connected.load());
+  metric("nimbus_mqtt_pending_sockets", "gauge",
+         "MQTT sockets that have not completed CONNECT (TLS handshakes included)", pending_.size());
+  metric("nimbus_mqtt_sockets_refused_total", "counter",
+         "MQTT sockets closed at accept (pending limits)", metrics_.sockets_refused.load());
+  metric("nimbus_mqtt_congestion_timeouts_total", "counter",
+         "Subscribers that held a publisher past congestion_timeout",
+         metrics_.congestion_timeouts.load());
+  metric("nimbus_mqtt_retained_refused_total", "counter",
+         "Retained messages refused by max_retained_messages or max_retained_bytes",
+         metrics_.retained_refused.load());
+  metric("nimbus_mqtt_retained_bytes", "gauge", "Bytes of retained messages (topics, payloads)",
+         [this] {
+           std::shared_lock lock(retained_mutex_);
+           return retained_bytes_;
+         }());
+  out +=
+      "# HELP nimbus_mqtt_limit_hits_total Times a client ran into a limit\n"
+      "# TYPE nimbus_mqtt_limit_hits_total counter\n";
+  for (int i = 0; i < static_cast<int>(limit::count); ++i)
+    out += fmt::format("nimbus_mqtt_limit_hits_total{{limit=\"{}\"}} {}\n",
+                       name_of(static_cast<limit>(i)), metrics_.limit_hits[i].load());
   metric("nimbus_mqtt_connections_total", "counter", "MQTT connections accepted",
          metrics_.connections_total.load());
   metric("nimbus_mqtt_connections_refused_total", "counter", "CONNECTs refused",

@@ -26,6 +26,22 @@
 
 namespace nimbus::broker {
 
+// The limits a client can run into; each hit is counted (nimbus_mqtt_limit_hits_total).
+enum class limit {
+  connections,
+  pending_sockets,
+  pending_per_address,
+  connect_size,
+  client_id_length,
+  sessions,
+  subscriptions,
+  subscription_bytes,
+  retained_messages,
+  retained_bytes,
+  count
+};
+std::string_view name_of(limit l);
+
 struct broker_metrics {
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::int64_t> connections_current{0};  // slots in use (max_connections)
@@ -40,17 +56,45 @@ struct broker_metrics {
   std::atomic<std::uint64_t> protocol_errors{0};
   std::atomic<std::uint64_t> connections_refused{0};
   std::atomic<std::uint64_t> authorization_denials{0};
+  std::atomic<std::int64_t> clients_connected{0};  // past CONNECT (max_connections)
+  std::atomic<std::uint64_t> sockets_refused{0};   // closed at accept (pending limits)
+  std::atomic<std::uint64_t> congestion_timeouts{0};
+  std::atomic<std::uint64_t> retained_refused{0};
+  std::atomic<std::uint64_t> limit_hits[static_cast<int>(limit::count)]{};
+};
+
+// Sockets accepted on the MQTT listeners that have not completed CONNECT (TLS handshakes
+// included), in all and per source address: what a client can make the server hold before it
+// is known is bounded. Thread-safe.
+class pending_sockets {
+ public:
+  pending_sockets(std::uint32_t max_total, std::uint32_t max_per_address)
+      : max_total_(max_total), max_per_address_(max_per_address) {}
+  // Counts a new socket from `address` (an IP, no port); false (nothing counted, `refused` says
+  // which limit) when a limit is reached.
+  bool try_add(const std::string& address, limit& refused);
+  void remove(std::string_view address);
+  std::size_t size() const;
+
+ private:
+  const std::uint32_t max_total_;
+  const std::uint32_t max_per_address_;
+  mutable std::mutex mutex_;
+  std::uint32_t total_ = 0;
+  std::map<std::string, std::uint32_t, std::less<>> by_address_;
 };
 
 // How a connection ended, for will handling.
 enum class close_kind { normal, with_will, abnormal };
 
 struct attach_result {
-  session_ptr target;
+  session_ptr target;  // null when refused: a new session would pass max_sessions
   bool session_present = false;
 };
 
 struct publish_result {
+  // Refused before routing: a retained message past max_retained_messages/bytes.
+  bool quota_exceeded = false;
   std::size_t matched = 0;
   std::uint64_t durable_ticket =
       0;  // acknowledge only once the store reaches it (0: nothing stored)
@@ -110,6 +154,9 @@ class broker {
   core::clock& clock() { return clock_; }
   authorizer& auth() { return auth_; }
   broker_metrics& metrics() { return metrics_; }
+  // Counts and logs (rate-limited) a limit a client ran into.
+  void limit_hit(limit which, std::string_view client);
+  pending_sockets& pending() { return pending_; }
   const mqtt::topic_limits& topic_limits() const { return topic_limits_; }
   std::size_t session_count() const;
   std::size_t retained_count() const;
@@ -126,6 +173,11 @@ class broker {
   std::int64_t expiry_for(const mqtt::properties& props) const;
 
  private:
+  // Stores, replaces or deletes a retained message; false when limits refuse it.
+  bool retain(const message_ptr& msg, publish_result& result);
+  // A subscriber congested for longer than congestion_timeout: its publishers are released and
+  // its queue drops per queue_full_policy until it drains (caller holds s.mutex).
+  void expire_congestion_locked(session& s, std::vector<gate_ptr>& released);
   // Removes a session and its subscriptions. Call without holding its mutex.
   void discard(const session_ptr& s);
   // Queues `d` into `s` (caller holds s->mutex); a stored row's ticket raises `ticket`.
@@ -145,6 +197,7 @@ class broker {
   authorizer& auth_;
   session_store* store_;
   broker_metrics metrics_;
+  pending_sockets pending_;
   subscription_index index_;
 
   // Sessions by client id; the key is the session's own, so an entry is just its pointer.
@@ -160,6 +213,7 @@ class broker {
 
   mutable std::shared_mutex retained_mutex_;
   std::map<std::string, message_ptr, std::less<>> retained_;
+  std::size_t retained_bytes_ = 0;  // topics and payloads (max_retained_bytes)
 
   std::atomic<std::int64_t> event_version_{0};  // lifecycle versionNumber, monotonic
   core::steady_time started_;

@@ -6,9 +6,11 @@
 #include <boost/container/devector.hpp>
 #include <unordered_map>
 
+#include "core/log.hpp"
 #include "core/random.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/topic.hpp"
+#include "net/address.hpp"
 #include "net/timer_wheel.hpp"
 
 namespace nimbus::broker {
@@ -18,8 +20,6 @@ using mqtt::reason_code;
 
 namespace {
 
-constexpr std::uint32_t never_expires = 0xFFFFFFFF;
-constexpr auto connect_timeout = std::chrono::seconds(10);
 constexpr auto close_grace = std::chrono::seconds(2);
 // Payloads at least this large are written from the shared message instead of being copied
 // into the socket's batch; smaller ones cost less to copy than to reference.
@@ -36,6 +36,18 @@ enum class end_reason : std::uint8_t {
   keep_alive_timeout,
   client_error,
 };
+
+// Connects and disconnects are logged at info, at most this many lines a second each.
+core::log_limiter connect_log(50);
+core::log_limiter disconnect_log(50);
+
+// The first bytes of an HTTP request: someone pointed a browser or curl at the MQTT port.
+bool looks_like_http(std::string_view bytes) {
+  for (std::string_view method :
+       {"GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH "})
+    if (bytes.starts_with(method)) return true;
+  return false;
+}
 
 std::string_view name_of(end_reason r) {
   switch (r) {
@@ -106,8 +118,11 @@ class connection final : public session_link,
                          public net::timer_owner,
                          public std::enable_shared_from_this<connection> {
  public:
-  connection(broker& b, std::unique_ptr<net::byte_stream> stream)
-      : broker_(b), stream_(std::move(stream)), timer_(stream_->executor(), *this) {
+  connection(broker& b, std::unique_ptr<net::byte_stream> stream, bool pending)
+      : broker_(b),
+        stream_(std::move(stream)),
+        timer_(stream_->executor(), *this),
+        counted_pending_(pending) {
     // Who is on the other end, as far as the transport knows; CONNECT adds the rest.
     identity_.transport = stream_->transport();
     identity_.remote_address = stream_->remote_address();
@@ -122,7 +137,9 @@ class connection final : public session_link,
     // The connection owns itself while open; its I/O callbacks then need only `this`, which
     // keeps them small enough to store without allocating.
     self_ = shared_from_this();
-    last_received_ = std::chrono::steady_clock::now();
+    // Absolute from accept, whatever arrives meanwhile: a client trickling bytes (or a TLS or
+    // WebSocket set-up) cannot hold the socket past it.
+    deadline_ = stream_->accepted_at() + std::chrono::seconds(broker_.settings().connect_timeout);
     arm_timer();
     start_read();
   }
@@ -294,6 +311,8 @@ class connection final : public session_link,
     in_used_ += static_cast<std::uint32_t>(received);
     broker_.metrics().bytes_received.fetch_add(received, std::memory_order_relaxed);
     last_received_ = std::chrono::steady_clock::now();
+    if (!connected_ && in_used_ >= 4 && looks_like_http(std::string_view(in_.get(), in_used_)))
+      return http_on_mqtt_port();
     std::size_t consumed = 0;
     while (!closing_) {
       std::string_view pending(in_.get() + consumed, in_used_ - consumed);
@@ -304,7 +323,12 @@ class connection final : public session_link,
         break;
       }
       auto frame = std::get<mqtt::frame_header>(header);
+      if (!connected_ && frame.type() == mqtt::packet_type::connect) {
+        // Known before the CONNECT decodes, so that a refusal speaks the client's version.
+        if (auto v = mqtt::peek_connect_version(pending.substr(frame.header_size))) version_ = *v;
+      }
       if (frame.total_size() > max_frame_bytes()) {
+        if (!connected_) broker_.limit_hit(limit::connect_size, identity_.remote_address);
         protocol_violation(reason_code::packet_too_large, "packet exceeds the maximum packet size");
         break;
       }
@@ -334,8 +358,7 @@ class connection final : public session_link,
   // period of a server-initiated close, on the loop's timer wheel. State changes reschedule it;
   // when it fires, the deadline is recomputed (traffic may have moved it).
   std::optional<std::chrono::steady_clock::time_point> timer_deadline() const {
-    if (closing_) return close_deadline_;
-    if (!connected_) return last_received_ + connect_timeout;
+    if (closing_ || !connected_) return deadline_;  // close grace, or the CONNECT deadline
     if (keep_alive_ == 0) return std::nullopt;
     return last_received_ + std::chrono::milliseconds(std::uint64_t{keep_alive_} * 1500);
   }
@@ -370,7 +393,12 @@ class connection final : public session_link,
     closed_ = true;
     timer_.cancel();
     close_stream();
+    leave_pending();
     broker_.metrics().connections_open.fetch_sub(1, std::memory_order_relaxed);
+    if (counted_connected_) {
+      counted_connected_ = false;
+      broker_.metrics().clients_connected.fetch_sub(1, std::memory_order_relaxed);
+    }
     if (session_) {
       auto kind = close_kind_;
       if (!clean_disconnect_ && kind == close_kind::normal) kind = close_kind::abnormal;
@@ -383,7 +411,13 @@ class connection final : public session_link,
           identity_, session_id_,
           clean_disconnect_ ? "CLIENT_INITIATED_DISCONNECT" : name_of(end_reason_),
           clean_disconnect_);
-      spdlog::debug("mqtt_disconnected client={} remote={}", client_id(), identity_.remote_address);
+      std::uint64_t held_back = 0;
+      if (disconnect_log.allow(held_back))
+        spdlog::info(
+            "mqtt_disconnected client={} remote={} transport={} reason={} "
+            "similar_lines_suppressed={}",
+            client_id(), identity_.remote_address, identity_.transport,
+            clean_disconnect_ ? "CLIENT_INITIATED_DISCONNECT" : name_of(end_reason_), held_back);
     }
   }
 
@@ -404,7 +438,7 @@ class connection final : public session_link,
   void begin_closing() {
     closing_ = true;
     close_after_write_ = true;
-    close_deadline_ = std::chrono::steady_clock::now() + close_grace;
+    deadline_ = std::chrono::steady_clock::now() + close_grace;
     flush_output();
     arm_timer();
     start_read();  // keep draining input so the peer's close is seen
@@ -423,6 +457,29 @@ class connection final : public session_link,
   void close_now() {
     closing_ = true;
     close_stream();
+  }
+
+  // This socket stops counting against the pending-socket limits (CONNECT completed, or closed).
+  void leave_pending() {
+    if (!counted_pending_) return;
+    counted_pending_ = false;
+    broker_.pending().remove(net::host_of(identity_.remote_address));
+  }
+
+  // Someone sent HTTP to the MQTT port (a browser, curl, an SDK pointed at the wrong port).
+  void http_on_mqtt_port() {
+    static core::log_limiter http_hint(5);
+    std::uint64_t held_back = 0;
+    if (http_hint.allow(held_back))
+      spdlog::warn(
+          "http_on_mqtt_port remote={} transport={} hint=\"this port speaks MQTT; the HTTP APIs "
+          "are on the --http and --https listeners (default localhost:8080 and 0.0.0.0:8443), "
+          "with MQTT over WebSocket at /mqtt\"",
+          identity_.remote_address, identity_.transport);
+    broker_.metrics().protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    end_reason_ = end_reason::client_error;
+    in_used_ = 0;
+    close_now();
   }
 
   void protocol_violation(reason_code reason, std::string_view what) {
@@ -503,12 +560,15 @@ class connection final : public session_link,
       if (c.will->props.payload_format_indicator == 1 && !mqtt::is_valid_mqtt_utf8(c.will->payload))
         return refuse_connect(reason_code::payload_format_invalid);
     }
+    if (c.client_id.size() > settings.max_client_id_length) {
+      broker_.limit_hit(limit::client_id_length, identity_.remote_address);
+      return refuse_connect(reason_code::client_identifier_not_valid);
+    }
+    if (v5 && c.will && c.will->props.response_topic &&
+        !mqtt::is_valid_topic_name(*c.will->props.response_topic, broker_.topic_limits()))
+      return refuse_connect(reason_code::protocol_error);  // MQTT-3.3.2-14: no wildcards
     if (c.props.authentication_method)
       return refuse_connect(reason_code::bad_authentication_method);
-    if (broker_.metrics().connections_current.load(std::memory_order_relaxed) >
-        static_cast<std::int64_t>(settings.max_connections)) {
-      return refuse_connect(reason_code::server_busy);
-    }
 
     identity_.client_id = c.client_id;
     identity_.persistent_session =
@@ -533,7 +593,7 @@ class connection final : public session_link,
     if (v5)
       expiry = c.props.session_expiry_interval.value_or(0);
     else
-      expiry = c.clean_start ? 0 : never_expires;
+      expiry = c.clean_start ? 0 : settings.persistent_session_expiry;  // AWS IoT: 1 hour
     std::uint32_t granted_expiry = std::min(expiry, settings.max_session_expiry);
     session_expiry_ = granted_expiry;
 
@@ -548,12 +608,25 @@ class connection final : public session_link,
     client_receive_maximum_ = c.props.receive_maximum.value_or(65535);
     client_max_packet_ = c.props.maximum_packet_size.value_or(mqtt::max_remaining_length + 5);
     client_topic_alias_maximum_ = c.props.topic_alias_maximum.value_or(0);
-    if (c.will) will_ = std::make_unique<mqtt::will_message>(std::move(*c.will));
-
+    // Counted before the session is taken, so that two loops cannot both take the last slot.
+    if (broker_.metrics().clients_connected.fetch_add(1, std::memory_order_acq_rel) >=
+        static_cast<std::int64_t>(settings.max_connections)) {
+      broker_.metrics().clients_connected.fetch_sub(1, std::memory_order_acq_rel);
+      broker_.limit_hit(limit::connections, c.client_id);
+      return refuse_connect(reason_code::server_busy);
+    }
+    counted_connected_ = true;
     auto attached =
         broker_.attach(c.client_id, version_, c.clean_start, granted_expiry, shared_from_this());
+    if (!attached.target) {
+      broker_.limit_hit(limit::sessions, c.client_id);
+      return refuse_connect(reason_code::quota_exceeded);
+    }
+    if (c.will) will_ = std::make_unique<mqtt::will_message>(std::move(*c.will));
     session_ = attached.target;
     connected_ = true;
+    is_bridge_ = c.bridge;
+    leave_pending();
 
     mqtt::connack_packet ack{attached.session_present, reason_code::success, {}};
     if (v5) {
@@ -573,11 +646,15 @@ class connection final : public session_link,
     }
     send_now(ack);
     arm_timer();  // from the CONNECT deadline to keep-alive
-    spdlog::debug(
-        "mqtt_connected client={} remote={} transport={} version={} clean_start={} "
-        "session_present={}",
-        c.client_id, identity_.remote_address, identity_.transport, static_cast<int>(version_),
-        c.clean_start, attached.session_present);
+    std::uint64_t held_back = 0;
+    if (connect_log.allow(held_back))
+      spdlog::info(
+          "mqtt_connected client={} remote={} transport={} certificate={} version={}{} "
+          "clean_start={} session_present={} similar_lines_suppressed={}",
+          c.client_id, identity_.remote_address, identity_.transport,
+          identity_.certificate ? identity_.certificate->sha256_hex : "-",
+          static_cast<int>(version_), is_bridge_ ? " bridge=true" : "", c.clean_start,
+          attached.session_present, held_back);
     session_id_ = core::random_u64();
     broker_.announce_connected(identity_, session_id_);
     if (attached.session_present) resend_inflight();
@@ -606,6 +683,10 @@ class connection final : public session_link,
     if (v5 && !p.props.subscription_identifiers.empty())
       return protocol_violation(reason_code::protocol_error,
                                 "subscription identifier in PUBLISH from a client");
+    if (v5 && p.props.response_topic &&
+        !mqtt::is_valid_topic_name(*p.props.response_topic, broker_.topic_limits()))
+      return protocol_violation(reason_code::protocol_error,
+                                "Response Topic must be a topic name, without wildcards");
 
     if (p.qos == 2) {
       bool duplicate;
@@ -667,6 +748,24 @@ class connection final : public session_link,
         };
       }
       routed = broker_.publish(std::move(msg), gate);
+    }
+    if (routed.quota_exceeded) {
+      // Neither retained nor routed. MQTT 5 says why; 3.1.1 and QoS 0 cannot be told.
+      if (v5 && p.qos > 0)
+        queue_ack(
+            mqtt::ack_packet{p.qos == 1 ? mqtt::packet_type::puback : mqtt::packet_type::pubrec,
+                             p.packet_id,
+                             reason_code::quota_exceeded,
+                             {}},
+            0, floor, std::move(gate));
+      else if (p.qos > 0)
+        queue_ack(
+            mqtt::ack_packet{p.qos == 1 ? mqtt::packet_type::puback : mqtt::packet_type::pubrec,
+                             p.packet_id,
+                             reason_code::success,
+                             {}},
+            0, floor, std::move(gate));
+      return;
     }
     auto matched_code =
         v5 && routed.matched == 0 ? reason_code::no_matching_subscribers : reason_code::success;
@@ -782,13 +881,22 @@ class connection final : public session_link,
       }
       if (shared && e.options.no_local)
         return protocol_violation(reason_code::protocol_error, "No Local on a shared subscription");
+      std::optional<limit> over;
       {
         std::lock_guard lock(session_->mutex);
-        if (!session_->subscriptions.contains(e.filter) &&
-            session_->subscriptions.size() >= broker_.settings().max_subscriptions_per_client) {
-          ack.reasons.push_back(v5 ? reason_code::quota_exceeded : reason_code::unspecified_error);
-          continue;
+        if (!session_->subscriptions.contains(e.filter)) {
+          std::size_t bytes = e.filter.size();
+          for (const auto& [filter, sub] : session_->subscriptions) bytes += filter.size();
+          if (session_->subscriptions.size() >= broker_.settings().max_subscriptions_per_client)
+            over = limit::subscriptions;
+          else if (bytes > broker_.settings().max_subscription_bytes)
+            over = limit::subscription_bytes;
         }
+      }
+      if (over) {
+        broker_.limit_hit(*over, client_id());
+        ack.reasons.push_back(v5 ? reason_code::quota_exceeded : reason_code::unspecified_error);
+        continue;
       }
       if (!broker_.auth().may_subscribe(identity_, e.filter)) {
         broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
@@ -796,6 +904,12 @@ class connection final : public session_link,
         continue;
       }
       auto options = e.options;
+      if (is_bridge_ && !shared) {
+        // A bridge gets back nothing it sent, and retain flags as published (Mosquitto's
+        // bridge protocol), so two brokers bridged both ways do not loop.
+        options.no_local = true;
+        options.retain_as_published = true;
+      }
       ticket = std::max(ticket, broker_.subscribe(session_, e.filter, options, subscription_id));
       ack.reasons.push_back(static_cast<reason_code>(options.qos));
       granted.push_back(e.filter);
@@ -912,7 +1026,8 @@ class connection final : public session_link,
       }
       // Hysteresis: publishers resume once the queue is half empty, not at every message.
       auto* extras = session_->extras_if_any();
-      drained = extras != nullptr && !extras->congested_publishers.empty() &&
+      drained = extras != nullptr &&
+                (!extras->congested_publishers.empty() || extras->congestion_expired) &&
                 queue.size() <= broker_.settings().max_queued_messages / 2;
     }
     if (store) {
@@ -1160,7 +1275,10 @@ class connection final : public session_link,
     }
   }
 
-  std::size_t max_frame_bytes() const { return broker_.settings().max_packet_size; }
+  // Before CONNECT the client is unknown: its first packet is held to a smaller bound.
+  std::size_t max_frame_bytes() const {
+    return connected_ ? broker_.settings().max_packet_size : broker_.settings().max_connect_size;
+  }
   // Bytes waiting to be written, shared payloads included.
   std::size_t output_bytes() const {
     return traffic_ ? traffic_->out.size() + traffic_->out_ref_bytes : 0;
@@ -1229,7 +1347,8 @@ class connection final : public session_link,
   std::unique_ptr<traffic_state> traffic_;
   std::unique_ptr<char[]> in_;  // input not yet consumed; freed while the client is quiet
   std::chrono::steady_clock::time_point last_received_;
-  std::chrono::steady_clock::time_point close_deadline_;
+  // The CONNECT deadline until connected; the end of the close grace while closing.
+  std::chrono::steady_clock::time_point deadline_;
   std::uint64_t session_id_ = 0;  // lifecycle events' sessionIdentifier (random)
   std::uint32_t in_size_ = 0;
   std::uint32_t in_used_ = 0;
@@ -1258,6 +1377,9 @@ class connection final : public session_link,
   bool request_problem_information_ = true;
   bool writing_ = false;
   bool completing_synchronously_ = false;
+  bool counted_pending_ = false;    // against the pending-socket limits (until CONNECT)
+  bool counted_connected_ = false;  // against max_connections
+  bool is_bridge_ = false;          // a Mosquitto bridge (protocol level | 0x80)
   std::atomic<bool> wake_pending_{false};
 };
 
@@ -1287,8 +1409,8 @@ void local_wakes::run_all() {
 
 }  // namespace
 
-void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream) {
-  std::make_shared<connection>(b, std::move(stream))->start();
+void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream, bool counted_pending) {
+  std::make_shared<connection>(b, std::move(stream), counted_pending)->start();
 }
 
 }  // namespace nimbus::broker

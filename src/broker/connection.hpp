@@ -10,6 +10,8 @@
 namespace nimbus::broker {
 
 // Takes ownership of an accepted stream and serves MQTT on it until it closes.
-void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream);
+// `counted_pending`: the socket was counted in b.pending() at accept; the connection removes it
+// once CONNECT completes or the socket closes.
+void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream, bool counted_pending = false);
 
 }  // namespace nimbus::broker

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <boost/container/devector.hpp>
 #include <boost/container/flat_map.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -69,7 +70,11 @@ struct session_extras {
   std::map<std::uint16_t, outbound_inflight> inflight;  // sent, not yet acknowledged
   std::set<std::uint16_t> inbound_qos2;                 // PUBLISH received, PUBREL not yet
   std::vector<gate_ptr> congested_publishers;           // released when the queue drains
-  std::uint64_t next_seq = 1;                           // of the next stored delivery
+  // Since when publishers are held (zero: not congested). Past congestion_timeout the
+  // publishers are released and, until the queue drains, full means dropped (policy_applies).
+  std::chrono::steady_clock::time_point congested_since{};
+  bool congestion_expired = false;
+  std::uint64_t next_seq = 1;          // of the next stored delivery
   std::unique_ptr<pending_will> will;  // while disconnected, until the will delay has passed
 };
 

@@ -185,11 +185,13 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
   return sessions;
 }
 
-std::vector<message_ptr> session_store::load_retained(storage::database& db) {
-  std::vector<message_ptr> out;
+std::size_t session_store::load_retained(storage::database& db,
+                                         const std::function<bool(message_ptr)>& take) {
+  std::size_t visited = 0;
   auto s = db.prepare(
       "SELECT topic, payload, qos, properties, expires_at, publisher FROM mqtt_retained");
   while (s.step()) {
+    ++visited;
     auto msg = std::make_shared<message>();
     msg->topic = s.column_text(0);
     msg->payload = s.column_text(1);
@@ -198,9 +200,14 @@ std::vector<message_ptr> session_store::load_retained(storage::database& db) {
     msg->props = mqtt::decode_properties(s.column_text(3)).value_or(mqtt::properties{});
     msg->expires_at = s.column_int(4);
     msg->publisher = s.column_text(5);
-    out.push_back(std::move(msg));
+    if (!take(std::move(msg))) {
+      --visited;  // refused: not taken
+      break;
+    }
   }
-  return out;
+  auto count = db.prepare("SELECT COUNT(*) FROM mqtt_retained");
+  std::size_t total = count.step() ? static_cast<std::size_t>(count.column_int(0)) : visited;
+  return total > visited ? total - visited : 0;
 }
 
 std::uint64_t session_store::save_session(const std::string& client_id,

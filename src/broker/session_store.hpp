@@ -37,7 +37,10 @@ class session_store {
   static void migrate(storage::database& db);
   // Reads everything back (start-up only, on the caller's thread).
   static std::vector<stored_session> load_sessions(storage::database& db);
-  static std::vector<message_ptr> load_retained(storage::database& db);
+  // Streams the retained messages to `take`, one row at a time, until it returns false (so a
+  // large store is never held in memory twice). Returns how many rows were not visited.
+  static std::size_t load_retained(storage::database& db,
+                                   const std::function<bool(message_ptr)>& take);
 
   std::uint64_t save_session(const std::string& client_id, mqtt::protocol_version version,
                              std::uint32_t expiry_interval, std::int64_t expires_at);

@@ -16,7 +16,33 @@ namespace {
 struct text_setting {
   std::function<std::string&(settings&)> field;
   std::vector<std::string> choices;  // empty: any text
+  // Checks a value beyond `choices`; returns what is wrong with it, or "".
+  std::function<std::string(const std::string&)> check = nullptr;
 };
+
+// A listener address: "off", or HOST:PORT with an IPv4 address, a bracketed IPv6 address or
+// "localhost", and a port 0..65535. Resolved by the server; here only its shape is checked, so
+// a typo stops start-up before anything is created.
+std::string check_listen_address(const std::string& value) {
+  if (value == "off") return {};
+  auto colon = value.rfind(':');
+  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
+            colon + 6 >= value.size();
+  if (ok) {
+    unsigned port = 0;
+    auto port_text = std::string_view(value).substr(colon + 1);
+    auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    ok = ec == std::errc{} && ptr == port_text.data() + port_text.size() && port <= 65535;
+    auto host = std::string_view(value).substr(0, colon);
+    bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+    if (!bracketed && host.find(':') != std::string_view::npos) ok = false;  // IPv6 needs []
+  }
+  if (ok) return {};
+  return fmt::format(
+      "expected HOST:PORT, e.g. 127.0.0.1:1883, [::1]:1883 or localhost:1883, or "
+      "off (got '{}')",
+      value);
+}
 struct number_setting {
   std::function<std::uint32_t&(settings&)> field;
   std::uint32_t min;
@@ -41,6 +67,11 @@ const std::vector<entry>& entries() {
                     std::vector<std::string> choices = {}) {
       t.push_back({std::move(key), std::move(flag), std::move(desc),
                    text_setting{std::move(f), std::move(choices)}});
+    };
+    auto address = [&](std::string key, std::string flag, std::string desc,
+                       std::function<std::string&(settings&)> f) {
+      t.push_back({std::move(key), std::move(flag), std::move(desc),
+                   text_setting{std::move(f), {}, check_listen_address}});
     };
     auto number = [&](std::string key, std::string flag, std::string desc,
                       std::function<std::uint32_t&(settings&)> f, std::uint32_t min,
@@ -68,19 +99,21 @@ const std::vector<entry>& entries() {
     text("server.endpoint_host", "endpoint-host",
          "Host name devices use; in the server certificate and DescribeEndpoint",
          [](settings& s) -> std::string& { return s.endpoint_host; });
-    text("listeners.mqtt", "mqtt",
-         "Plain MQTT listener address (host:port, port 0 picks one, 'off' disables)",
-         [](settings& s) -> std::string& { return s.listeners.mqtt; });
-    text("listeners.mqtts", "mqtts", "MQTT over TLS with client certificates",
-         [](settings& s) -> std::string& { return s.listeners.mqtts; });
-    text("listeners.http", "http",
-         "HTTP listener: APIs, MQTT over WebSocket at /mqtt, /metrics, /healthz",
-         [](settings& s) -> std::string& { return s.listeners.http; });
-    text("listeners.https", "https",
-         "HTTPS listener (same routes as HTTP, device certificates accepted)",
-         [](settings& s) -> std::string& { return s.listeners.https; });
-    text("listeners.grpc", "grpc", "Pub/Sub gRPC listener (served once the Pub/Sub service exists)",
-         [](settings& s) -> std::string& { return s.listeners.grpc; });
+    address("listeners.mqtt", "mqtt",
+            "Plain MQTT listener (HOST:PORT; localhost = 127.0.0.1 and [::1]; port 0 picks one; "
+            "'off' disables)",
+            [](settings& s) -> std::string& { return s.listeners.mqtt; });
+    address("listeners.mqtts", "mqtts", "MQTT over TLS with client certificates",
+            [](settings& s) -> std::string& { return s.listeners.mqtts; });
+    address("listeners.http", "http",
+            "HTTP listener: APIs, MQTT over WebSocket at /mqtt, /metrics, /healthz",
+            [](settings& s) -> std::string& { return s.listeners.http; });
+    address("listeners.https", "https",
+            "HTTPS listener (same routes as HTTP, device certificates accepted)",
+            [](settings& s) -> std::string& { return s.listeners.https; });
+    address("listeners.grpc", "grpc",
+            "Pub/Sub gRPC listener (served once the Pub/Sub service exists)",
+            [](settings& s) -> std::string& { return s.listeners.grpc; });
     number(
         "mqtt.max_packet_size", "max-packet-size", "Largest MQTT packet accepted, in bytes",
         [](settings& s) -> std::uint32_t& { return s.mqtt.max_packet_size; }, 64, 268'435'460);
@@ -101,8 +134,58 @@ const std::vector<entry>& entries() {
          [](settings& s) -> std::string& { return s.mqtt.queue_full_policy; },
          {"drop-new", "drop-oldest"});
     number(
-        "mqtt.max_connections", "max-connections", "Simultaneous MQTT connections",
+        "mqtt.max_connections", "max-connections",
+        "Simultaneous MQTT clients past CONNECT (one more gets Server busy)",
         [](settings& s) -> std::uint32_t& { return s.mqtt.max_connections; }, 1, 10'000'000);
+    number(
+        "mqtt.max_pending_connections", "max-pending-connections",
+        "MQTT sockets that have not completed CONNECT; more are closed at accept",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_pending_connections; }, 1,
+        10'000'000);
+    number(
+        "mqtt.max_pending_per_address", "max-pending-per-address",
+        "MQTT sockets from one address that have not completed CONNECT",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_pending_per_address; }, 1,
+        10'000'000);
+    number(
+        "mqtt.connect_timeout", "connect-timeout",
+        "Seconds from accept (TLS and WebSocket set-up included) to a complete CONNECT",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.connect_timeout; }, 1, 3600);
+    number(
+        "mqtt.max_connect_size", "max-connect-size",
+        "Largest CONNECT packet accepted, in bytes (before the client is known)",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_connect_size; }, 64, 268'435'460);
+    number(
+        "mqtt.max_client_id_length", "max-client-id-length",
+        "Longest client id, in bytes (AWS IoT: 128; MQTT allows 65535)",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_client_id_length; }, 1, 65535);
+    number(
+        "mqtt.max_sessions", "max-sessions",
+        "Sessions, connected and stored; a CONNECT needing one more gets Quota exceeded",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_sessions; }, 1, 100'000'000);
+    number(
+        "mqtt.persistent_session_expiry", "persistent-session-expiry",
+        "Seconds an MQTT 3.1.1 persistent session (clean session 0) outlives its connection "
+        "(AWS IoT: 3600; 4294967295 never expires)",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.persistent_session_expiry; }, 1,
+        4'294'967'295U);
+    number(
+        "mqtt.max_subscription_bytes", "max-subscription-bytes",
+        "Total bytes of one session's topic filters",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_subscription_bytes; }, 64,
+        1'073'741'824);
+    number(
+        "mqtt.max_retained_messages", "max-retained-messages", "Retained messages kept",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_retained_messages; }, 0, 100'000'000);
+    number(
+        "mqtt.max_retained_bytes", "max-retained-bytes",
+        "Total bytes of retained messages (topics and payloads)",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.max_retained_bytes; }, 0, 4'294'967'295U);
+    number(
+        "mqtt.congestion_timeout", "congestion-timeout",
+        "Seconds a subscriber whose queue is full may hold a QoS 1/2 publisher back; then its "
+        "queue drops per queue_full_policy",
+        [](settings& s) -> std::uint32_t& { return s.mqtt.congestion_timeout; }, 1, 3600);
     number(
         "mqtt.max_topic_length", "max-topic-length", "Longest topic name or filter, in bytes",
         [](settings& s) -> std::uint32_t& { return s.mqtt.max_topic_length; }, 1, 65535);
@@ -143,6 +226,17 @@ const std::vector<entry>& entries() {
     boolean("mqtt.lifecycle_events", "lifecycle-events",
             "Publish AWS IoT lifecycle events on $aws/events/presence and subscriptions",
             [](settings& s) -> bool& { return s.mqtt.lifecycle_events; });
+    number(
+        "http.max_connections", "http-max-connections",
+        "Simultaneous HTTP(S) connections (WebSocket included); more are closed at accept",
+        [](settings& s) -> std::uint32_t& { return s.http.max_connections; }, 1, 10'000'000);
+    number(
+        "http.request_timeout", "http-request-timeout",
+        "Seconds to receive one HTTP request, headers and body",
+        [](settings& s) -> std::uint32_t& { return s.http.request_timeout; }, 1, 3600);
+    text("http.metrics", "metrics",
+         "/metrics: auto (open on loopback listeners, bearer token elsewhere), token, off",
+         [](settings& s) -> std::string& { return s.http.metrics; }, {"auto", "token", "off"});
     text("storage.synchronous", "storage-synchronous",
          "SQLite synchronous mode (WAL): full survives power loss, normal a process crash",
          [](settings& s) -> std::string& { return s.storage.synchronous; }, {"normal", "full"});
@@ -249,6 +343,10 @@ std::string set_setting(settings& s, const std::string& key, const std::string& 
           if (!k.choices.empty() &&
               std::find(k.choices.begin(), k.choices.end(), value) == k.choices.end())
             return fmt::format("'{}' must be one of {} (got '{}')", e->key, bounds_of(*e), value);
+          if (k.check) {
+            if (auto problem = k.check(value); !problem.empty())
+              return fmt::format("'{}': {}", e->key, problem);
+          }
           k.field(s) = value;
           return {};
         } else if constexpr (std::is_same_v<kind, number_setting>) {

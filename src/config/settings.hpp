@@ -8,11 +8,12 @@
 namespace nimbus::config {
 
 struct listener_settings {
-  std::string mqtt = "127.0.0.1:1883";
+  // "localhost" binds both 127.0.0.1 and [::1] on the same port, as Mosquitto 2 does.
+  std::string mqtt = "localhost:1883";
   std::string mqtts = "0.0.0.0:8883";
-  std::string http = "127.0.0.1:8080";
+  std::string http = "localhost:8080";
   std::string https = "0.0.0.0:8443";
-  std::string grpc = "127.0.0.1:8085";
+  std::string grpc = "localhost:8085";
 };
 
 struct mqtt_settings {
@@ -21,7 +22,19 @@ struct mqtt_settings {
   std::uint32_t max_inflight = 100;  // outbound window per client (capped by its Receive Maximum)
   std::uint32_t max_queued_messages = 1000;
   std::string queue_full_policy = "drop-new";
-  std::uint32_t max_connections = 100'000;
+  std::uint32_t max_connections = 100'000;  // clients past CONNECT
+  // Sockets that have not completed CONNECT (TLS handshakes included), in all and per address.
+  std::uint32_t max_pending_connections = 1000;
+  std::uint32_t max_pending_per_address = 64;
+  std::uint32_t connect_timeout = 10;                // seconds from accept to a complete CONNECT
+  std::uint32_t max_connect_size = 64 * 1024;        // bytes; independent of max_packet_size
+  std::uint32_t max_client_id_length = 128;          // AWS IoT's limit; MQTT allows 65535
+  std::uint32_t max_sessions = 1'000'000;            // connected and stored
+  std::uint32_t persistent_session_expiry = 3600;    // 3.1.1 clean session 0 (AWS: 1 h)
+  std::uint32_t max_subscription_bytes = 64 * 1024;  // topic filters of one session
+  std::uint32_t max_retained_messages = 100'000;
+  std::uint32_t max_retained_bytes = 256 * 1024 * 1024;
+  std::uint32_t congestion_timeout = 5;  // seconds a congested subscriber may hold a publisher
   std::uint32_t max_topic_length = 65535;
   std::uint32_t max_topic_levels = 128;
   std::uint32_t max_keep_alive = 65535;
@@ -33,6 +46,12 @@ struct mqtt_settings {
   bool allow_anonymous = true;
   std::string anonymous_policy;  // registry policy for anonymous clients; empty: allow all
   bool lifecycle_events = true;
+};
+
+struct http_settings {
+  std::uint32_t max_connections = 1000;  // HTTP(S) sockets, WebSocket upgrades included
+  std::uint32_t request_timeout = 30;    // seconds to receive one request, headers and body
+  std::string metrics = "auto";          // /metrics: auto | token | off
 };
 
 struct storage_settings {
@@ -49,6 +68,7 @@ struct settings {
   std::string endpoint_host = "localhost";
   listener_settings listeners;
   mqtt_settings mqtt;
+  http_settings http;
   storage_settings storage;
 };
 

@@ -64,6 +64,7 @@ std::optional<net::http_response> aws_http::authenticate(
                  result.message);
     return error_response({result.status, result.error_type, result.message, {}, {}});
   }
+  note_region(result.region);
   for (auto s : services)
     if (result.service == s) return std::nullopt;
   return error_response(
@@ -72,6 +73,60 @@ std::optional<net::http_response> aws_http::authenticate(
        "Credential should be scoped to correct service: '" + std::string(services.front()) + "'",
        {},
        {}});
+}
+
+void aws_http::note_region(const std::string& region) const {
+  if (region.empty() || region == region_) return;
+  {
+    std::lock_guard lock(regions_mutex_);
+    if (foreign_regions_.size() >= 64 || !foreign_regions_.insert(region).second) return;
+  }
+  spdlog::warn(
+      "sigv4_foreign_region region={} server_region={} hint=\"accepted, but ARNs and policies "
+      "use {}: start nimbus with --region {} to match your aws configuration\"",
+      region, region_, region_, region);
+}
+
+net::route_options aws_http::body_policy(std::size_t max_body, bool certificates) const {
+  net::route_options options;
+  options.max_body = max_body;
+  options.precheck =
+      [this, certificates](const net::http_request& head) -> std::optional<net::http_response> {
+    if (certificates && head.certificate && !has_signature(head)) return std::nullopt;
+    if (!has_signature(head))
+      return error_response(
+          {403, "MissingAuthenticationTokenException", "Missing Authentication Token", {}, {}});
+    // The access key id is in the credential scope: "Credential=AKID/date/region/service/...".
+    std::string scope = head.header("authorization").value_or(head.query);
+    auto at = scope.find("Credential=");
+    if (at == std::string::npos)
+      return error_response(
+          {403, "IncompleteSignatureException", "The request signature is incomplete", {}, {}});
+    auto key = std::string_view(scope).substr(at + 11);
+    key = key.substr(0, std::min(key.find('/'), key.find("%2F")));
+    if (key != credentials_.access_key_id)
+      return error_response({403,
+                             "UnrecognizedClientException",
+                             "The security token included in the request is invalid.",
+                             {},
+                             {}});
+    return std::nullopt;
+  };
+  return options;
+}
+
+void aws_http::answer_unknown_routes(net::http_router& router) const {
+  router.set_fallback([this](net::http_request request, net::http_responder respond) {
+    if (!has_signature(request))
+      return respond({404, "application/json", {}, R"({"message":"not found"})"});
+    spdlog::info("api_not_implemented method={} path=\"{}\"", request.method, request.raw_path);
+    respond(error_response(
+        {501,
+         "NotImplementedException",
+         request.method + " " + request.raw_path + " is not implemented in Nimbus " + version_,
+         {},
+         {}}));
+  });
 }
 
 void aws_http::respond_when_durable(api_result result, net::http_responder respond) const {
@@ -102,7 +157,8 @@ void aws_http::route(net::http_router& router, std::string method, std::string p
                                      respond = std::move(respond)]() mutable {
           run(*shared, request, std::move(respond));
         });
-      });
+      },
+      body_policy(control_plane_max_body));
 }
 
 void aws_http::run(const api_operation& operation, const net::http_request& request,

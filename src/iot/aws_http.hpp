@@ -5,7 +5,9 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/json/value.hpp>
 #include <functional>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,10 +33,20 @@ using api_operation = std::function<api_result(const net::http_request&)>;
 
 net::http_response error_response(const registry::api_error& e);
 
+// The largest control-plane request body: a policy document (20 KiB raw at most) or a CSR or
+// CA certificate with its verification certificate fit well within it.
+constexpr std::size_t control_plane_max_body = 64 * 1024;
+
 class aws_http {
  public:
-  aws_http(registry::api_credentials credentials, storage::write_queue& writer)
-      : credentials_(std::move(credentials)), writer_(writer) {}
+  // `region`: the server's (--region); requests signed for another are accepted, and each
+  // foreign region is logged once, since ARNs and policies use the server's.
+  aws_http(registry::api_credentials credentials, storage::write_queue& writer, std::string region,
+           std::string version)
+      : credentials_(std::move(credentials)),
+        writer_(writer),
+        region_(std::move(region)),
+        version_(std::move(version)) {}
 
   // Registers a route whose requests must be SigV4-signed for one of `services`. An `offload`
   // operation (RSA key generation ...) runs on a worker thread instead of an event loop.
@@ -47,6 +59,13 @@ class aws_http {
       const net::http_request& request, const std::vector<std::string_view>& services) const;
   // True when the request carries SigV4 (header or presigned query), signed or not.
   static bool has_signature(const net::http_request& request);
+  // What AWS routes accept before reading a body: at most `max_body` bytes, and only from a
+  // caller that signed the request with our access key (or, with `certificates`, presented a
+  // client certificate); the signature itself is checked once the body is there.
+  net::route_options body_policy(std::size_t max_body, bool certificates = false) const;
+  // Requests no route matches: signed ones are AWS operations Nimbus lacks (501
+  // NotImplementedException, so SDKs say so plainly); unsigned ones get 404.
+  void answer_unknown_routes(net::http_router& router) const;
 
   // Sends `result` once its write is durable (or a 500 if that write failed).
   void respond_when_durable(api_result result, net::http_responder respond) const;
@@ -55,8 +74,15 @@ class aws_http {
   void run(const api_operation& operation, const net::http_request& request,
            net::http_responder respond) const;
 
+  // Logs once per region a request was signed for that is not --region.
+  void note_region(const std::string& region) const;
+
   registry::api_credentials credentials_;
   storage::write_queue& writer_;
+  std::string region_;
+  std::string version_;
+  mutable std::mutex regions_mutex_;
+  mutable std::set<std::string, std::less<>> foreign_regions_;
   mutable boost::asio::thread_pool workers_{1};
 };
 

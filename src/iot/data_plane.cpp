@@ -72,14 +72,17 @@ net::http_response ok_response() {
 }  // namespace
 
 void data_plane::install(net::http_router& router) {
-  router.add_async("POST", "/topics/{topic}",
-                   [this](net::http_request request, net::http_responder respond) {
-                     try {
-                       publish(std::move(request), respond);
-                     } catch (const api_error& e) {
-                       respond(error_response(e));
-                     }
-                   });
+  router.add_async(
+      "POST", "/topics/{topic}",
+      [this](net::http_request request, net::http_responder respond) {
+        try {
+          publish(std::move(request), respond);
+        } catch (const api_error& e) {
+          respond(error_response(e));
+        }
+      },
+      // The payload of one MQTT message; a device may sign or use its certificate.
+      http_.body_policy(broker_.settings().max_packet_size, true));
 }
 
 void data_plane::publish(net::http_request r, net::http_responder respond) {

@@ -293,6 +293,10 @@ std::variant<packet, decode_error> decode_connect(std::uint8_t flags, reader& r)
   auto name = r.binary();
   std::uint8_t level = r.u8();
   if (!r.ok()) return r.error();
+  if ((level & 0x80) != 0) {
+    c.bridge = true;
+    level &= 0x7F;
+  }
   if (name == "MQTT" && (level == 4 || level == 5)) {
     c.version = static_cast<protocol_version>(level);
   } else if (name == "MQIsdp" && level == 3) {
@@ -418,6 +422,7 @@ std::variant<packet, decode_error> decode_subscribe(std::uint8_t flags, reader& 
   while (r.ok() && !r.at_end()) {
     subscribe_entry e;
     e.filter = r.utf8();
+    if (r.ok() && e.filter.empty()) r.malformed("empty topic filter");
     std::uint8_t options = r.u8();
     if (!r.ok()) break;
     e.options.qos = options & 0x03;
@@ -466,7 +471,10 @@ std::variant<packet, decode_error> decode_unsubscribe(std::uint8_t flags, reader
   if (r.ok() && u.packet_id == 0)
     return decode_error{reason_code::malformed_packet, "packet identifier 0"};
   if (is_v5(v)) read_properties(r, in_unsubscribe, u.props);
-  while (r.ok() && !r.at_end()) u.filters.push_back(r.utf8());
+  while (r.ok() && !r.at_end()) {
+    u.filters.push_back(r.utf8());
+    if (r.ok() && u.filters.back().empty()) r.malformed("empty topic filter");
+  }
   if (!r.ok()) return r.error();
   if (u.filters.empty())
     return decode_error{reason_code::protocol_error, "UNSUBSCRIBE without topic filters"};
@@ -642,7 +650,8 @@ struct encoder {
     if (c.password) size += 2 + c.password->size();
     put_packet(out, 0x10, size, [&] {
       put_binary(out, name);
-      put_u8(out, static_cast<std::uint8_t>(c.version));
+      put_u8(out, static_cast<std::uint8_t>(static_cast<std::uint8_t>(c.version) |
+                                            (c.bridge ? 0x80 : 0)));
       std::uint8_t flags = 0;
       if (c.clean_start) flags |= 0x02;
       if (c.will) {
@@ -914,6 +923,17 @@ void encode_publish_head(std::string& out, protocol_version version, std::uint8_
   put_binary(out, topic);
   if (qos > 0) put_u16(out, packet_id);
   if (is_v5(version)) put_properties(out, props);
+}
+
+std::optional<protocol_version> peek_connect_version(std::string_view body) {
+  reader r(body);
+  auto name = r.binary();
+  std::uint8_t level = r.u8();
+  if (!r.ok()) return std::nullopt;
+  level &= 0x7F;  // a bridge's flag
+  if (name == "MQTT" && (level == 4 || level == 5)) return static_cast<protocol_version>(level);
+  if (name == "MQIsdp" && level == 3) return protocol_version::v31;
+  return std::nullopt;
 }
 
 }  // namespace nimbus::mqtt

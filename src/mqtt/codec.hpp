@@ -39,6 +39,10 @@ std::variant<packet, decode_error> decode_packet(const frame_header& header, std
 // Appends the encoding of `p` to `out`.
 void encode(const packet& p, protocol_version version, std::string& out);
 
+// The protocol version a CONNECT body announces, read from its first bytes only, so that even a
+// CONNECT that fails to decode (or is too large to read) can be refused in its own version.
+std::optional<protocol_version> peek_connect_version(std::string_view body);
+
 // Appends a PUBLISH's fixed header, topic, packet id and properties, but not its payload, so a
 // payload shared by many subscribers can be written from where it lies.
 void encode_publish_head(std::string& out, protocol_version version, std::uint8_t qos, bool retain,

@@ -86,6 +86,8 @@ struct connect_packet {
   std::optional<std::string> username;
   std::optional<std::string> password;
   properties props;
+  // Protocol level | 0x80: a Mosquitto bridge announcing itself (`try_private`, its default).
+  bool bridge = false;
   bool operator==(const connect_packet&) const = default;
 };
 

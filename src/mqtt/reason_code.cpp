@@ -107,6 +107,7 @@ std::uint8_t to_v311_connack_code(reason_code code) {
     case reason_code::server_shutting_down:
     case reason_code::use_another_server:
     case reason_code::server_moved:
+    case reason_code::quota_exceeded:  // a server limit, not the client's fault
       return 3;
     case reason_code::bad_username_or_password:
       return 4;

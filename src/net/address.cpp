@@ -26,6 +26,15 @@ std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view tex
   return boost::asio::ip::tcp::endpoint(ip, static_cast<unsigned short>(port));
 }
 
+std::vector<boost::asio::ip::tcp::endpoint> listen_endpoints(std::string_view text) {
+  auto first = parse_address(text);
+  if (!first) return {};
+  std::vector<boost::asio::ip::tcp::endpoint> out{*first};
+  if (text.substr(0, text.rfind(':')) == "localhost")
+    out.emplace_back(boost::asio::ip::address_v6::loopback(), first->port());
+  return out;
+}
+
 std::string format_endpoint(const boost::asio::ip::tcp::endpoint& ep) {
   auto ip = ep.address().to_string();
   if (ep.address().is_v6()) ip = "[" + ip + "]";

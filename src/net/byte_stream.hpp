@@ -8,6 +8,7 @@
 #include <boost/asio/error.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -95,6 +96,12 @@ class byte_stream {
   virtual std::shared_ptr<const peer_certificate> certificate() const { return nullptr; }
   // Who signed the WebSocket upgrade (SigV4 access key id); empty when nobody did.
   virtual std::string signer() const { return {}; }
+  // When the socket was accepted: deadlines that cover a stream's set-up (TLS handshake,
+  // WebSocket upgrade) count from it. A plain TCP stream is served the moment it is accepted,
+  // so for it (the default) that is now.
+  virtual std::chrono::steady_clock::time_point accepted_at() const {
+    return std::chrono::steady_clock::now();
+  }
 
  protected:
   virtual void read_some(boost::asio::mutable_buffer buffer, io_handler handler) = 0;

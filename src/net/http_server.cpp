@@ -1,5 +1,6 @@
 #include "net/http_server.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -22,8 +23,8 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 namespace websocket = boost::beast::websocket;
 constexpr auto as_value = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t max_body_bytes = 16 * 1024 * 1024;
-constexpr auto idle_timeout = std::chrono::seconds(60);
+constexpr std::size_t max_header_bytes = 16 * 1024;
+constexpr std::size_t max_websocket_message = 256 * 1024 * 1024;
 
 std::optional<std::string> http_request::header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
@@ -76,20 +77,57 @@ std::vector<std::string> split_path(std::string_view path) {
 
 }  // namespace
 
-void http_router::add(std::string method, std::string pattern, http_handler handler) {
-  add_async(std::move(method), std::move(pattern),
-            [handler = std::move(handler)](http_request request, http_responder respond) {
-              respond(handler(request));
-            });
+void http_router::add(std::string method, std::string pattern, http_handler handler,
+                      route_options options) {
+  add_async(
+      std::move(method), std::move(pattern),
+      [handler = std::move(handler)](http_request request, http_responder respond) {
+        respond(handler(request));
+      },
+      std::move(options));
 }
 
-void http_router::add_async(std::string method, std::string pattern, http_async_handler handler) {
+void http_router::add_async(std::string method, std::string pattern, http_async_handler handler,
+                            route_options options) {
   bool prefix = !pattern.empty() && pattern.back() == '*';
   if (prefix) pattern.pop_back();
   std::vector<std::string> segments;
   if (!prefix && pattern.find('{') != std::string::npos) segments = split_path(pattern);
-  routes_.push_back(
-      {std::move(method), std::move(pattern), prefix, std::move(segments), std::move(handler)});
+  routes_.push_back({std::move(method), std::move(pattern), prefix, std::move(segments),
+                     std::move(handler), std::move(options)});
+}
+
+bool http_router::matches(const route& r, const http_request& request,
+                          const std::vector<std::string>& raw_segments,
+                          std::vector<std::pair<std::string, std::string>>& params) {
+  if (r.prefix) return request.path.compare(0, r.path.size(), r.path) == 0;
+  if (r.segments.empty()) return request.path == r.path;
+  if (r.segments.size() != raw_segments.size()) return false;
+  for (std::size_t i = 0; i < r.segments.size(); ++i) {
+    const auto& want = r.segments[i];
+    std::string got = percent_decode(raw_segments[i]);
+    if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
+      if (got.empty()) return false;
+      params.emplace_back(want.substr(1, want.size() - 2), std::move(got));
+    } else if (want != got) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const route_options& http_router::options_for(std::string_view method,
+                                              std::string_view raw_path) const {
+  http_request probe;
+  probe.raw_path = std::string(raw_path);
+  probe.path = percent_decode(raw_path);
+  std::vector<std::string> raw_segments = split_path(raw_path);
+  for (const auto& r : routes_) {
+    std::vector<std::pair<std::string, std::string>> params;
+    if (r.method != method && !(r.method == "GET" && method == "HEAD")) continue;
+    if (matches(r, probe, raw_segments, params)) return r.options;
+  }
+  return default_options_;
 }
 
 void http_router::set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
@@ -105,25 +143,7 @@ void http_router::dispatch(http_request request, http_responder respond) const {
   std::vector<std::string> raw_segments = split_path(request.raw_path);
   for (const auto& r : routes_) {
     std::vector<std::pair<std::string, std::string>> params;
-    bool match;
-    if (r.prefix) {
-      match = request.path.compare(0, r.path.size(), r.path) == 0;
-    } else if (!r.segments.empty()) {
-      match = r.segments.size() == raw_segments.size();
-      for (std::size_t i = 0; match && i < r.segments.size(); ++i) {
-        const auto& want = r.segments[i];
-        std::string got = percent_decode(raw_segments[i]);
-        if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
-          if (got.empty()) match = false;
-          params.emplace_back(want.substr(1, want.size() - 2), std::move(got));
-        } else if (want != got) {
-          match = false;
-        }
-      }
-    } else {
-      match = request.path == r.path;
-    }
-    if (!match) continue;
+    if (!matches(r, request, raw_segments, params)) continue;
     path_known = true;
     if (r.method != request.method && !(r.method == "GET" && request.method == "HEAD")) continue;
     request.params = std::move(params);
@@ -145,6 +165,7 @@ void http_router::dispatch(http_request request, http_responder respond) const {
                     "application/json",
                     {{"x-amzn-ErrorType", "MethodNotAllowedException"}},
                     R"({"message":"method not allowed"})"});
+  if (fallback_) return fallback_(std::move(request), std::move(respond));
   respond({404,
            "application/json",
            {{"x-amzn-ErrorType", "UnknownOperationException"}},
@@ -169,7 +190,7 @@ std::string percent_decode(std::string_view in) {
 namespace {
 
 http_request to_request(const http::request<http::string_body>& req, const std::string& remote,
-                        const std::optional<peer_certificate>& certificate) {
+                        const std::optional<peer_certificate>& certificate, bool loopback) {
   http_request out;
   out.method = std::string(req.method_string());
   out.target = std::string(req.target());
@@ -182,19 +203,54 @@ http_request to_request(const http::request<http::string_body>& req, const std::
   out.body = req.body();
   out.remote_address = remote;
   out.certificate = certificate;
+  out.loopback_listener = loopback;
   return out;
 }
 
-http::response<http::string_body> to_response(http_response r,
-                                              const http::request<http::string_body>& req) {
-  http::response<http::string_body> res{static_cast<http::status>(r.status), req.version()};
+http::response<http::string_body> to_response(http_response r, unsigned version, bool keep_alive,
+                                              bool head) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
   res.set(http::field::server, "nimbus");
   res.set(http::field::content_type, r.content_type);
   for (auto& [k, v] : r.headers) res.set(k, v);
-  res.keep_alive(req.keep_alive());
-  if (req.method() != http::verb::head) res.body() = std::move(r.body);
-  res.prepare_payload();
+  res.keep_alive(keep_alive);
+  if (head) {
+    // HEAD: the headers GET would have sent, its Content-Length included, and no body.
+    res.set(http::field::content_length, std::to_string(r.body.size()));
+  } else {
+    res.body() = std::move(r.body);
+    res.prepare_payload();
+  }
   return res;
+}
+
+// A response that ends the connection: the request (or what is left of it) is not read.
+http::response<http::string_body> closing_response(unsigned status, std::string_view message,
+                                                   unsigned version) {
+  std::string body = R"({"message":")";
+  for (char c : message) {
+    if (c == '"' || c == '\\') body.push_back('\\');
+    body.push_back(c);
+  }
+  body += "\"}";
+  return to_response({status, "application/json", {}, std::move(body)}, version, false, false);
+}
+
+// The status a request that failed to parse gets (0: none, the peer went away or timed out).
+unsigned status_for_parse_error(const boost::system::error_code& ec) {
+  if (ec == http::error::header_limit) return 431;
+  if (ec == http::error::body_limit) return 413;
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message) return 0;
+  if (ec.category() == http::make_error_code(http::error::bad_method).category()) return 400;
+  return 0;
+}
+
+// RFC 6455 4.1: the key is 16 random bytes, base64-encoded (24 characters, two of padding).
+bool is_valid_websocket_key(std::string_view key) {
+  if (key.size() != 24 || !key.ends_with("==")) return false;
+  for (char c : key.substr(0, 22))
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') return false;
+  return true;
 }
 
 // Runs the router and resumes the session on its own executor, whichever thread answers.
@@ -219,23 +275,60 @@ auto async_dispatch(const http_router& router, http_request request, Token&& tok
 
 template <class Stream>
 asio::awaitable<void> http_session(Stream stream, const http_router& router, std::string remote,
-                                   std::optional<peer_certificate> certificate, bool secure) {
+                                   std::optional<peer_certificate> certificate,
+                                   http_listener_options options, steady_time accepted_at) {
   beast::flat_buffer buffer;
   while (true) {
+    // Headers first, bounded in size and time: nothing of the body is read until the route,
+    // its body limit and (for a body) the caller's credentials have been looked at.
     http::request_parser<http::string_body> parser;
-    parser.body_limit(max_body_bytes);
-    beast::get_lowest_layer(stream).expires_after(idle_timeout);
-    auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_value);
-    if (ec) co_return;  // closed, timed out or malformed: nothing more to say on this socket
-    auto req = parser.release();
-    if (websocket::is_upgrade(req) && !router.websocket_path().empty() &&
-        req.target().substr(0, req.target().find('?')) == router.websocket_path()) {
+    parser.header_limit(max_header_bytes);
+    parser.body_limit(boost::none);  // the route's limit is applied once the route is known
+    if (buffer.size() == 0) {
+      // Idle between requests for at most idle_timeout; from a request's first byte on,
+      // request_timeout is absolute for its headers and body together.
+      beast::get_lowest_layer(stream).expires_after(options.idle_timeout);
+      auto [idle_ec, n] = co_await stream.async_read_some(buffer.prepare(4096), as_value);
+      if (idle_ec) break;
+      buffer.commit(n);
+    }
+    beast::get_lowest_layer(stream).expires_after(options.request_timeout);
+    auto [header_ec, header_bytes] =
+        co_await http::async_read_header(stream, buffer, parser, as_value);
+    if (header_ec) {
+      if (unsigned status = status_for_parse_error(header_ec)) {
+        spdlog::debug("http_request_malformed remote={} error=\"{}\"", remote, header_ec.message());
+        auto res = closing_response(status, "malformed request: " + header_ec.message(), 11);
+        co_await http::async_write(stream, res, as_value);
+      }
+      break;
+    }
+    auto& head = parser.get();
+    const unsigned version = head.version();
+    const bool is_head = head.method() == http::verb::head;
+    if (auto te = head[http::field::transfer_encoding]; !te.empty() && !parser.chunked()) {
+      auto res =
+          closing_response(501, "Transfer-Encoding other than chunked is not supported", version);
+      co_await http::async_write(stream, res, as_value);
+      break;
+    }
+    std::string_view target(head.target().data(), head.target().size());
+    std::string_view raw_path = target.substr(0, target.find('?'));
+
+    if (websocket::is_upgrade(head) && !router.websocket_path().empty() &&
+        raw_path == router.websocket_path()) {
+      if (!is_valid_websocket_key(head[http::field::sec_websocket_key])) {
+        auto res = closing_response(400, "invalid Sec-WebSocket-Key", version);
+        co_await http::async_write(stream, res, as_value);
+        break;
+      }
+      auto req = parser.release();
       std::string signer;
       if (router.websocket_admit()) {
-        auto admission = router.websocket_admit()(to_request(req, remote, certificate));
+        auto admission =
+            router.websocket_admit()(to_request(req, remote, certificate, options.loopback));
         if (admission.refusal) {
-          auto res = to_response(std::move(*admission.refusal), req);
-          res.keep_alive(false);
+          auto res = to_response(std::move(*admission.refusal), version, false, false);
           co_await http::async_write(stream, res, as_value);
           break;
         }
@@ -244,7 +337,7 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       beast::get_lowest_layer(stream).expires_never();
       websocket::stream<Stream> ws(std::move(stream));
       ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
-      ws.read_message_max(max_body_bytes * 16);
+      ws.read_message_max(max_websocket_message);
       const std::string subprotocol = router.websocket_subprotocol();
       bool offered = false;
       for (auto token : beast::http::token_list(req[http::field::sec_websocket_protocol])) {
@@ -259,22 +352,60 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       if (accept_ec) co_return;
       std::unique_ptr<byte_stream> upgraded;
       if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-        upgraded = make_websocket_stream(std::move(ws), remote, std::move(signer));
+        upgraded = make_websocket_stream(std::move(ws), remote, std::move(signer), accepted_at);
       } else {
-        upgraded =
-            make_secure_websocket_stream(std::move(ws), remote, certificate, std::move(signer));
+        upgraded = make_secure_websocket_stream(std::move(ws), remote, certificate,
+                                                std::move(signer), accepted_at);
       }
       router.websocket_handler()(std::move(upgraded));
       co_return;
     }
-    http_response response =
-        co_await async_dispatch(router, to_request(req, remote, certificate), asio::use_awaitable);
-    auto res = to_response(std::move(response), req);
+
+    const route_options& route = router.options_for(head.method_string(), raw_path);
+    bool has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
+    if (has_body) {
+      // Who asks first (an unauthenticated caller learns nothing about limits), then how much.
+      if (route.precheck) {
+        if (auto refusal =
+                route.precheck(to_request(head, remote, certificate, options.loopback))) {
+          auto res = to_response(std::move(*refusal), version, false, is_head);
+          co_await http::async_write(stream, res, as_value);
+          break;
+        }
+      }
+      if (parser.content_length() && *parser.content_length() > route.max_body) {
+        auto res = closing_response(
+            413, fmt::format("request body too large (at most {} bytes)", route.max_body), version);
+        co_await http::async_write(stream, res, as_value);
+        break;
+      }
+      if (beast::iequals(head[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> go_on{http::status::continue_, version};
+        co_await http::async_write(stream, go_on, as_value);
+      }
+      parser.body_limit(route.max_body);
+      auto [body_ec, body_bytes] = co_await http::async_read(stream, buffer, parser, as_value);
+      if (body_ec) {
+        if (body_ec == http::error::body_limit) {
+          auto res = closing_response(
+              413, fmt::format("request body too large (at most {} bytes)", route.max_body),
+              version);
+          co_await http::async_write(stream, res, as_value);
+        } else {
+          spdlog::debug("http_body_not_received remote={} error=\"{}\"", remote, body_ec.message());
+        }
+        break;
+      }
+    }
+    auto req = parser.release();
+    const bool keep_alive = req.keep_alive();
+    http_response response = co_await async_dispatch(
+        router, to_request(req, remote, certificate, options.loopback), asio::use_awaitable);
+    auto res = to_response(std::move(response), version, keep_alive, is_head);
     auto [write_ec, written] = co_await http::async_write(stream, res, as_value);
     if (write_ec || !res.keep_alive()) break;
   }
   if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
-    (void)secure;
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
     co_await stream.async_shutdown(as_value);
   } else {
@@ -284,30 +415,53 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
 }
 
 asio::awaitable<void> https_session(asio::ip::tcp::socket socket, const http_router& router,
-                                    asio::ssl::context& tls) {
+                                    http_listener_options options,
+                                    [[maybe_unused]] std::shared_ptr<void> slot) {
+  auto accepted_at = std::chrono::steady_clock::now();
   auto remote = remote_of(socket);
-  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), tls);
-  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *options.tls);
+  beast::get_lowest_layer(stream).expires_after(options.request_timeout);
   auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, as_value);
   if (ec) {
     spdlog::debug("tls_handshake_failed remote={} error=\"{}\"", remote, ec.message());
     co_return;
   }
   auto certificate = peer_certificate_of(stream.native_handle());
-  co_await http_session(std::move(stream), router, remote, std::move(certificate), true);
+  co_await http_session(std::move(stream), router, remote, std::move(certificate), options,
+                        accepted_at);
+}
+
+asio::awaitable<void> plain_session(asio::ip::tcp::socket socket, const http_router& router,
+                                    http_listener_options options,
+                                    [[maybe_unused]] std::shared_ptr<void> slot) {
+  auto accepted_at = std::chrono::steady_clock::now();
+  auto remote = remote_of(socket);
+  co_await http_session(beast::tcp_stream(std::move(socket)), router, std::move(remote),
+                        std::nullopt, options, accepted_at);
 }
 
 }  // namespace
 
-void serve_http(asio::ip::tcp::socket socket, const http_router& router, asio::ssl::context* tls) {
+std::shared_ptr<void> connection_limit::try_acquire() {
+  if (in_use_.fetch_add(1, std::memory_order_acq_rel) >= max_) {
+    in_use_.fetch_sub(1, std::memory_order_acq_rel);
+    return nullptr;
+  }
+  // Points at the limit itself (non-null, so the caller can test it); frees the slot when the
+  // last copy goes.
+  return std::shared_ptr<void>(this, [](void* limit) {
+    static_cast<connection_limit*>(limit)->in_use_.fetch_sub(1, std::memory_order_acq_rel);
+  });
+}
+
+void serve_http(asio::ip::tcp::socket socket, const http_router& router,
+                const http_listener_options& options, std::shared_ptr<void> slot) {
   auto executor = socket.get_executor();
-  if (tls != nullptr) {
-    asio::co_spawn(executor, https_session(std::move(socket), router, *tls), asio::detached);
+  if (options.tls != nullptr) {
+    asio::co_spawn(executor, https_session(std::move(socket), router, options, std::move(slot)),
+                   asio::detached);
   } else {
-    auto remote = remote_of(socket);
-    asio::co_spawn(executor,
-                   http_session(beast::tcp_stream(std::move(socket)), router, std::move(remote),
-                                std::nullopt, false),
+    asio::co_spawn(executor, plain_session(std::move(socket), router, options, std::move(slot)),
                    asio::detached);
   }
 }

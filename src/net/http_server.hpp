@@ -4,6 +4,9 @@
 // stream to the MQTT side.
 #include <boost/asio/ssl/context.hpp>
 
+#include <atomic>
+#include <chrono>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -29,6 +32,7 @@ struct http_request {
   std::string body;
   std::string remote_address;
   std::optional<peer_certificate> certificate;  // HTTPS client certificate, when verified
+  bool loopback_listener = false;  // came through a listener bound to a loopback address
 
   // Case-insensitive header lookup.
   std::optional<std::string> header(std::string_view name) const;
@@ -58,6 +62,15 @@ using websocket_admitter = std::function<websocket_admission(const http_request&
 using http_responder = std::function<void(http_response)>;
 using http_async_handler = std::function<void(http_request, http_responder respond)>;
 
+// What a route accepts before its body is read: an unauthenticated client must not make the
+// server buffer a body it will refuse anyway.
+struct route_options {
+  std::size_t max_body = 64 * 1024;  // larger bodies get 413 before they are read
+  // Looks at the request line and headers (body still empty) when a body is announced; a
+  // response refuses the request without reading its body, and the connection is closed.
+  std::function<std::optional<http_response>(const http_request& head)> precheck;
+};
+
 std::string percent_decode(std::string_view in);
 
 // Routes by method and path. A pattern is matched segment by segment on the raw path, so an
@@ -65,8 +78,14 @@ std::string percent_decode(std::string_view in);
 // decoded in `params`. A pattern ending in '*' matches that (decoded) prefix.
 class http_router {
  public:
-  void add(std::string method, std::string pattern, http_handler handler);
-  void add_async(std::string method, std::string pattern, http_async_handler handler);
+  void add(std::string method, std::string pattern, http_handler handler,
+           route_options options = {});
+  void add_async(std::string method, std::string pattern, http_async_handler handler,
+                 route_options options = {});
+  // Answers requests no route matches (404 by default).
+  void set_fallback(http_async_handler handler) { fallback_ = std::move(handler); }
+  // The options of the route `method` and `raw_path` would reach (defaults when none).
+  const route_options& options_for(std::string_view method, std::string_view raw_path) const;
   void set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
                      websocket_admitter admit = nullptr);
   // Answers through `respond` (404/405 when nothing matches, 500 if a handler throws).
@@ -84,16 +103,45 @@ class http_router {
     bool prefix;
     std::vector<std::string> segments;  // of a template pattern
     http_async_handler handler;
+    route_options options;
   };
+  // Whether `r` matches the path; fills `params` from its `{name}` segments.
+  static bool matches(const route& r, const http_request& request,
+                      const std::vector<std::string>& raw_segments,
+                      std::vector<std::pair<std::string, std::string>>& params);
   std::vector<route> routes_;
+  route_options default_options_;
+  http_async_handler fallback_;
   std::string websocket_path_;
   std::string websocket_subprotocol_;
   stream_handler websocket_handler_;
   websocket_admitter websocket_admit_;
 };
 
-// Serves HTTP on an accepted socket (plain, or TLS when `tls` is set). Runs on the socket's loop.
+// How one listener serves HTTP.
+struct http_listener_options {
+  boost::asio::ssl::context* tls = nullptr;  // HTTPS when set
+  bool loopback = false;                     // bound to a loopback address only
+  std::chrono::seconds request_timeout{30};  // to receive one request's headers and body
+  std::chrono::seconds idle_timeout{60};     // between requests on a kept-alive connection
+};
+
+// Serves HTTP on an accepted socket. Runs on the socket's loop. `slot` is held for the
+// connection's life (see connection_limit).
 void serve_http(boost::asio::ip::tcp::socket socket, const http_router& router,
-                boost::asio::ssl::context* tls);
+                const http_listener_options& options, std::shared_ptr<void> slot = nullptr);
+
+// Counts connections of one kind against a limit. Thread-safe.
+class connection_limit {
+ public:
+  explicit connection_limit(std::size_t max) : max_(max) {}
+  // A slot held while the returned token lives; null when the limit is reached.
+  std::shared_ptr<void> try_acquire();
+  std::size_t in_use() const { return in_use_.load(std::memory_order_relaxed); }
+
+ private:
+  const std::size_t max_;
+  std::atomic<std::size_t> in_use_{0};
+};
 
 }  // namespace nimbus::net

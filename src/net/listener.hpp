@@ -33,8 +33,10 @@ class listener {
 };
 
 // Runs the server side of a TLS handshake (bounded by `timeout`) and hands the resulting stream
-// to `on_stream`; a failed handshake is logged at debug level and the socket dropped.
+// to `on_stream`; a failed handshake is logged at debug level, the socket dropped and
+// `on_failure` (if any) called.
 void accept_tls(boost::asio::ssl::context& context, boost::asio::ip::tcp::socket socket,
-                std::chrono::seconds timeout, stream_handler on_stream);
+                std::chrono::seconds timeout, stream_handler on_stream,
+                std::function<void()> on_failure = nullptr);
 
 }  // namespace nimbus::net

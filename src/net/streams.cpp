@@ -33,10 +33,17 @@ std::string name_to_string(X509_NAME* name) {
   return out;
 }
 
+// An unset time (a client's stream) means "now".
+steady_time or_now(steady_time t) {
+  return t == steady_time{} ? std::chrono::steady_clock::now() : t;
+}
+
 class tls_byte_stream final : public byte_stream {
  public:
-  explicit tls_byte_stream(std::unique_ptr<tls_socket> stream)
-      : stream_(std::move(stream)), remote_(remote_of(stream_->next_layer())) {
+  tls_byte_stream(std::unique_ptr<tls_socket> stream, steady_time accepted_at)
+      : stream_(std::move(stream)),
+        remote_(remote_of(stream_->next_layer())),
+        accepted_at_(or_now(accepted_at)) {
     if (auto cert = peer_certificate_of(stream_->native_handle())) {
       certificate_ = std::make_shared<const peer_certificate>(std::move(*cert));
     }
@@ -68,32 +75,40 @@ class tls_byte_stream final : public byte_stream {
   std::string remote_address() const override { return remote_; }
   std::string_view transport() const override { return "tls"; }
   std::shared_ptr<const peer_certificate> certificate() const override { return certificate_; }
+  steady_time accepted_at() const override { return accepted_at_; }
 
  private:
   std::unique_ptr<tls_socket> stream_;
   std::string remote_;
   std::shared_ptr<const peer_certificate> certificate_;
+  steady_time accepted_at_;
 };
 
 template <class Next>
 class websocket_byte_stream final : public byte_stream {
  public:
   websocket_byte_stream(websocket::stream<Next> ws, std::string remote, std::string_view transport,
-                        std::optional<peer_certificate> certificate, std::string signer)
+                        std::optional<peer_certificate> certificate, std::string signer,
+                        steady_time accepted_at)
       : ws_(std::move(ws)),
         remote_(std::move(remote)),
         transport_(transport),
-        signer_(std::move(signer)) {
+        signer_(std::move(signer)),
+        accepted_at_(or_now(accepted_at)) {
     if (certificate)
       certificate_ = std::make_shared<const peer_certificate>(std::move(*certificate));
     ws_.binary(true);
   }
   // Beast needs a concrete executor on the handler (a type-erased one cannot be required to be
   // non-blocking in Boost 1.81), so the handler is bound to the stream's.
+  // MQTT travels in binary frames only (MQTT 5 section 6): a text frame ends the connection.
   void read_into(asio::mutable_buffer buffer, stream_owner& owner) override {
-    ws_.async_read_some(buffer, [o = &owner](const boost::system::error_code& ec, std::size_t n) {
-      o->on_read(ec, n);
-    });
+    ws_.async_read_some(buffer,
+                        [this, o = &owner](const boost::system::error_code& ec, std::size_t n) {
+                          if (!ec && ws_.got_text())
+                            return o->on_read(asio::error::operation_not_supported, 0);
+                          o->on_read(ec, n);
+                        });
   }
   void write_from(const std::vector<asio::const_buffer>& buffers, stream_owner& owner) override {
     ws_.async_write(buffers, [o = &owner](const boost::system::error_code& ec, std::size_t n) {
@@ -117,6 +132,7 @@ class websocket_byte_stream final : public byte_stream {
   std::string_view transport() const override { return transport_; }
   std::shared_ptr<const peer_certificate> certificate() const override { return certificate_; }
   std::string signer() const override { return signer_; }
+  steady_time accepted_at() const override { return accepted_at_; }
 
  private:
   websocket::stream<Next> ws_;
@@ -124,6 +140,7 @@ class websocket_byte_stream final : public byte_stream {
   std::string_view transport_;
   std::shared_ptr<const peer_certificate> certificate_;
   std::string signer_;
+  steady_time accepted_at_;
 };
 
 }  // namespace
@@ -157,21 +174,24 @@ std::optional<peer_certificate> peer_certificate_of(SSL* ssl) {
   return out;
 }
 
-std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket) {
-  return std::make_unique<tls_byte_stream>(std::move(socket));
+std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket,
+                                             steady_time accepted_at) {
+  return std::make_unique<tls_byte_stream>(std::move(socket), accepted_at);
 }
 
 std::unique_ptr<byte_stream> make_websocket_stream(websocket::stream<beast::tcp_stream> ws,
-                                                   std::string remote, std::string signer) {
+                                                   std::string remote, std::string signer,
+                                                   steady_time accepted_at) {
   return std::make_unique<websocket_byte_stream<beast::tcp_stream>>(
-      std::move(ws), std::move(remote), "ws", std::nullopt, std::move(signer));
+      std::move(ws), std::move(remote), "ws", std::nullopt, std::move(signer), accepted_at);
 }
 
 std::unique_ptr<byte_stream> make_secure_websocket_stream(
     websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws, std::string remote,
-    std::optional<peer_certificate> certificate, std::string signer) {
+    std::optional<peer_certificate> certificate, std::string signer, steady_time accepted_at) {
   return std::make_unique<websocket_byte_stream<beast::ssl_stream<beast::tcp_stream>>>(
-      std::move(ws), std::move(remote), "wss", std::move(certificate), std::move(signer));
+      std::move(ws), std::move(remote), "wss", std::move(certificate), std::move(signer),
+      accepted_at);
 }
 
 }  // namespace nimbus::net

@@ -1193,8 +1193,10 @@ registry::ticket registry::update_certificate(const std::string& id, const std::
     if (status == "PENDING_TRANSFER" || status == "PENDING_ACTIVATION")
       invalid("The certificate status cannot be set to " + status + " with UpdateCertificate");
     if (c.status == status) return;  // idempotent
-    if (c.status == "REVOKED" && status == "ACTIVE")
-      refuse(406, "CertificateStateException", "A revoked certificate cannot be activated");
+    // REVOKED is final (AWS): no path leads out of it, not even through INACTIVE.
+    if (c.status == "REVOKED")
+      refuse(406, "CertificateStateException",
+             "The certificate " + id + " is REVOKED; a revoked certificate cannot change status");
     if (c.status == "ACTIVE") b.disable_certificate(id);
     c.status = status;
     c.modified = now();

@@ -729,7 +729,7 @@ def roundtrip(pub, sub, topic=None, qos=1, timeout=TIMEOUT):
 
 # ====================================================================== shared checks
 
-def http_get(url, timeout=TIMEOUT, context=None):
+def http_get(url, timeout=TIMEOUT, context=None, headers=None):
     """GET without any proxy from the environment. Returns (status, headers, body)."""
     import urllib.error
     import urllib.request
@@ -738,10 +738,36 @@ def http_get(url, timeout=TIMEOUT, context=None):
         handlers.append(urllib.request.HTTPSHandler(context=context))
     opener = urllib.request.build_opener(*handlers)
     try:
-        with opener.open(url, timeout=timeout) as resp:
+        with opener.open(urllib.request.Request(url, headers=headers or {}),
+                         timeout=timeout) as resp:
             return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
+
+
+def resident_kib(pid):
+    """Resident set size of process `pid` in KiB (VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def metric(server, name, token=None):
+    """Value of the (unlabelled) metric `name` in GET /metrics; labelled samples are summed.
+    `token`: sent as `Authorization: Bearer <token>` (for --metrics token)."""
+    headers = {"Authorization": "Bearer " + token} if token else None
+    status, _headers, body = http_get(server.http_url + "/metrics", headers=headers)
+    assert status == 200, "GET /metrics: %s" % status
+    total, found = 0.0, False
+    for line in body.decode("utf-8", "replace").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(None, 1)[1])
+            found = True
+    if not found:
+        raise AssertionError("metric %s missing" % name)
+    return total
 
 
 def assert_rejected(server, clients, version, data, connect_first=True):

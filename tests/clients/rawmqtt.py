@@ -444,10 +444,12 @@ class RawClient:
     while waiting for something else are kept in `backlog` and returned first
     by `recv()`."""
 
-    def __init__(self, host, port, version=5, timeout=5.0, ssl_context=None, server_hostname=None):
+    def __init__(self, host, port, version=5, timeout=5.0, ssl_context=None, server_hostname=None,
+                 source_address=None):
         self.version = version
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=source_address)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ssl_context is not None:
             self.sock = ssl_context.wrap_socket(self.sock, server_hostname=server_hostname or host)

@@ -6,23 +6,7 @@ import struct
 import time
 
 import rawmqtt
-from conftest import TIMEOUT, V5, http_get, roundtrip, unique
-
-
-def resident_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
-def metric(server, name):
-    body = http_get(server.http_url + "/metrics")[2].decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("metric %s missing" % name)
+from conftest import TIMEOUT, V5, metric, resident_kib, roundtrip, unique
 
 
 def test_slow_reader_loses_qos0_but_does_not_stall_others_or_grow_memory(server, clients):

@@ -7,13 +7,38 @@ namespace {
 
 TEST(settings, defaults_match_the_contract) {
   settings s;
-  EXPECT_EQ(s.listeners.mqtt, "127.0.0.1:1883");
+  EXPECT_EQ(s.listeners.mqtt, "localhost:1883");
   EXPECT_EQ(s.listeners.mqtts, "0.0.0.0:8883");
-  EXPECT_EQ(s.listeners.http, "127.0.0.1:8080");
+  EXPECT_EQ(s.listeners.http, "localhost:8080");
   EXPECT_EQ(s.listeners.https, "0.0.0.0:8443");
-  EXPECT_EQ(s.listeners.grpc, "127.0.0.1:8085");
+  EXPECT_EQ(s.listeners.grpc, "localhost:8085");
   EXPECT_EQ(s.data_dir, "./nimbus-data");
   EXPECT_EQ(s.region, "us-east-1");
+}
+
+TEST(settings, listener_addresses_are_checked_before_anything_starts) {
+  settings s;
+  for (const char* good : {"127.0.0.1:1883", "localhost:0", "[::1]:8080", "0.0.0.0:65535", "off"})
+    EXPECT_EQ(set_setting(s, "listeners.mqtt", good), "") << good;
+  for (const char* bad :
+       {"foo", "1883", ":1883", "127.0.0.1:", "127.0.0.1:65536", "::1:1883", "127.0.0.1:http"}) {
+    auto error = set_setting(s, "listeners.mqtt", bad);
+    EXPECT_NE(error.find("expected HOST:PORT, e.g. 127.0.0.1:1883"), std::string::npos) << bad;
+  }
+  EXPECT_EQ(s.listeners.mqtt, "off");  // the last good value: a refused one changes nothing
+}
+
+TEST(settings, hardening_limits_have_safe_defaults) {
+  settings s;
+  EXPECT_EQ(s.mqtt.connect_timeout, 10U);
+  EXPECT_EQ(s.mqtt.max_connect_size, 64U * 1024);
+  EXPECT_EQ(s.mqtt.max_client_id_length, 128U);
+  EXPECT_EQ(s.mqtt.persistent_session_expiry, 3600U);
+  EXPECT_EQ(s.mqtt.congestion_timeout, 5U);
+  EXPECT_EQ(s.http.metrics, "auto");
+  EXPECT_NE(set_setting(s, "http.metrics", "sometimes"), "");
+  EXPECT_EQ(set_setting(s, "max-client-id-length", "65535"), "");  // MQTT's own limit reachable
+  EXPECT_EQ(s.mqtt.max_client_id_length, 65535U);
 }
 
 TEST(settings, toml_applies_and_validates) {
