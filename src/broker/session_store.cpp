@@ -1,7 +1,9 @@
 #include "broker/session_store.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <map>
+#include <unordered_map>
 
 #include "mqtt/codec.hpp"
 
@@ -150,6 +152,10 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
       "publisher, "
       "subscription_ids, released_packet_id, sent_packet_id FROM mqtt_queue ORDER BY client_id, "
       "seq");
+  // One message queued for many sessions is stored once per session but shared in memory, as
+  // it was before the restart: a fan-out to 10,000 offline sessions loads one payload, not
+  // 10,000 copies.
+  std::unordered_map<std::size_t, std::vector<message_ptr>> loaded;
   while (queue.step()) {
     auto it = by_id.find(queue.column_text(0));
     if (it == by_id.end()) continue;
@@ -160,12 +166,24 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
     msg->props = mqtt::decode_properties(queue.column_text(7)).value_or(mqtt::properties{});
     msg->expires_at = queue.column_int(8);
     msg->publisher = queue.column_text(9);
+    auto& same_hash = loaded[std::hash<std::string>{}(msg->payload) ^
+                             (std::hash<std::string>{}(msg->topic) * 31)];
+    auto same = std::find_if(same_hash.begin(), same_hash.end(), [&](const message_ptr& m) {
+      return m->payload == msg->payload && m->topic == msg->topic && m->qos == msg->qos &&
+             m->expires_at == msg->expires_at && m->publisher == msg->publisher &&
+             m->props == msg->props;
+    });
+    message_ptr shared = msg;
+    if (same != same_hash.end())
+      shared = *same;
+    else
+      same_hash.push_back(shared);
     delivery d;
     d.seq = static_cast<std::uint64_t>(queue.column_int(1));
     d.qos = static_cast<std::uint8_t>(queue.column_int(5));
     d.retain = queue.column_int(6) != 0;
     d.subscription_ids = split_ids(queue.column_text(10));
-    d.msg = std::move(msg);
+    d.msg = std::move(shared);
     auto released = static_cast<std::uint16_t>(queue.column_int(11));
     auto sent = static_cast<std::uint16_t>(queue.column_int(12));
     if (released != 0)

@@ -190,5 +190,80 @@ TEST_F(broker_fixture, message_shared_not_copied_per_subscriber) {
   for (auto& s : sessions) EXPECT_EQ(s->queue.front().msg.get(), m.get());
 }
 
+TEST_F(broker_fixture, congested_subscriber_holds_publishers_for_at_most_the_timeout) {
+  settings.max_queued_messages = 2;
+  settings.congestion_timeout = 5;
+  b = std::make_unique<broker>(settings, clock, auth, nullptr);
+  auto s =
+      b->attach("stuck", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(s, "t", {1}, 0);
+  for (int i = 0; i < 2; ++i) b->publish(make("t", std::to_string(i), 1));
+  // The queue is full: the next message is queued anyway and holds its publisher's gate.
+  auto gate = std::make_shared<congestion_gate>();
+  bool cleared = false;
+  gate->on_clear = [&cleared] { cleared = true; };
+  b->publish(make("t", "2", 1), gate);
+  gate->release();  // the publisher's own count: routing is over
+  EXPECT_FALSE(cleared);
+  EXPECT_EQ(s->queue.size(), 3U);
+  clock.advance(std::chrono::seconds(4));
+  b->tick();
+  EXPECT_FALSE(cleared) << "released before congestion_timeout";
+  clock.advance(std::chrono::seconds(1));
+  b->tick();
+  EXPECT_TRUE(cleared) << "still held after congestion_timeout";
+  EXPECT_EQ(b->metrics().congestion_timeouts.load(), 1U);
+  // What the queue took past its limit went by queue_full_policy (drop-new: the newest).
+  ASSERT_EQ(s->queue.size(), 2U);
+  EXPECT_EQ(s->queue.back().msg->payload, "1");
+  // Until it drains, a full queue drops instead of holding anyone.
+  auto next = std::make_shared<congestion_gate>();
+  b->publish(make("t", "3", 1), next);
+  EXPECT_EQ(next->remaining.load(), 1) << "a timed-out subscriber must not hold publishers";
+  EXPECT_EQ(s->queue.size(), 2U);
+}
+
+TEST_F(broker_fixture, sessions_are_bounded_but_resuming_or_replacing_is_not_refused) {
+  settings.max_sessions = 2;
+  b = std::make_unique<broker>(settings, clock, auth, nullptr);
+  auto link = [] { return std::make_shared<fake_link>(); };
+  ASSERT_TRUE(b->attach("a", mqtt::protocol_version::v5, false, 60, link()).target);
+  ASSERT_TRUE(b->attach("b", mqtt::protocol_version::v5, false, 60, link()).target);
+  EXPECT_FALSE(b->attach("c", mqtt::protocol_version::v5, true, 0, link()).target);
+  EXPECT_TRUE(b->attach("a", mqtt::protocol_version::v5, false, 60, link()).session_present);
+  EXPECT_TRUE(b->attach("b", mqtt::protocol_version::v5, true, 0, link()).target);
+  EXPECT_EQ(b->session_count(), 2U);
+}
+
+TEST_F(broker_fixture, retained_messages_are_bounded_in_count_and_bytes) {
+  settings.max_retained_messages = 2;
+  settings.max_retained_bytes = 100;
+  b = std::make_unique<broker>(settings, clock, auth, nullptr);
+  EXPECT_FALSE(b->publish(make("r/1", "x", 0, true)).quota_exceeded);
+  EXPECT_FALSE(b->publish(make("r/2", "x", 0, true)).quota_exceeded);
+  EXPECT_TRUE(b->publish(make("r/3", "x", 0, true)).quota_exceeded);
+  EXPECT_FALSE(b->publish(make("r/1", "y", 0, true)).quota_exceeded) << "replacing is allowed";
+  EXPECT_TRUE(b->publish(make("r/2", std::string(100, 'z'), 0, true)).quota_exceeded);
+  EXPECT_FALSE(b->publish(make("r/2", "", 0, true)).quota_exceeded) << "deleting is allowed";
+  EXPECT_FALSE(b->publish(make("r/3", "x", 0, true)).quota_exceeded) << "a freed slot is usable";
+  EXPECT_EQ(b->retained_count(), 2U);
+  EXPECT_EQ(b->metrics().retained_refused.load(), 2U);
+}
+
+TEST(pending_sockets, bounded_in_all_and_per_address) {
+  pending_sockets pending(3, 2);
+  limit refused{};
+  EXPECT_TRUE(pending.try_add("10.0.0.1", refused));
+  EXPECT_TRUE(pending.try_add("10.0.0.1", refused));
+  EXPECT_FALSE(pending.try_add("10.0.0.1", refused));
+  EXPECT_EQ(refused, limit::pending_per_address);
+  EXPECT_TRUE(pending.try_add("10.0.0.2", refused));
+  EXPECT_FALSE(pending.try_add("10.0.0.3", refused));
+  EXPECT_EQ(refused, limit::pending_sockets);
+  pending.remove("10.0.0.1");
+  EXPECT_TRUE(pending.try_add("10.0.0.3", refused));
+  EXPECT_EQ(pending.size(), 3U);
+}
+
 }  // namespace
 }  // namespace nimbus::broker

@@ -251,6 +251,32 @@ TEST(codec, rejects_malformed_packets) {
   EXPECT_EQ(decode_failure(string("\xF0\x00", 2), v4), reason_code::malformed_packet);
 }
 
+TEST(codec, bridge_flag_and_empty_filters) {
+  using std::string;
+  // Mosquitto bridges send protocol level | 0x80 (try_private): accepted, and remembered.
+  for (auto v : {protocol_version::v311, protocol_version::v5}) {
+    connect_packet c;
+    c.version = v;
+    c.client_id = "bridge";
+    c.bridge = true;
+    EXPECT_EQ(std::get<connect_packet>(round_trip(c, v)), c);
+  }
+  // Topic filters are at least one character long (MQTT-4.7.3-1): an empty one is malformed.
+  EXPECT_EQ(decode_failure(string("\x82\x05\x00\x01\x00\x00\x01", 7), protocol_version::v311),
+            reason_code::malformed_packet);
+  EXPECT_EQ(decode_failure(string("\xa2\x04\x00\x01\x00\x00", 6), protocol_version::v311),
+            reason_code::malformed_packet);
+}
+
+TEST(codec, connect_version_is_known_before_the_connect_decodes) {
+  using std::string;
+  EXPECT_EQ(peek_connect_version(string("\x00\x04MQTT\x05", 7)), protocol_version::v5);
+  EXPECT_EQ(peek_connect_version(string("\x00\x04MQTT\x84", 7)), protocol_version::v311);
+  EXPECT_EQ(peek_connect_version(string("\x00\x06MQIsdp\x03", 9)), protocol_version::v31);
+  EXPECT_EQ(peek_connect_version(string("\x00\x04MQTT", 6)), std::nullopt);  // not yet
+  EXPECT_EQ(peek_connect_version(string("\x00\x04MQTX\x05", 7)), std::nullopt);
+}
+
 TEST(codec, utf8_validation) {
   EXPECT_TRUE(is_valid_mqtt_utf8("plain/ascii"));
   EXPECT_TRUE(is_valid_mqtt_utf8("\xED\x95\x9C\xEA\xB5\xAD"));  // 한국
