@@ -173,3 +173,19 @@ test('wss without a certificate or a valid signature is refused', async () => {
   assert.equal(response.headers['x-amzn-errortype'], 'InvalidSignatureException');
   response.resume();
 });
+
+// `localhost` listeners take both loopback families on one port (port 0 included), so a client
+// that resolves localhost to ::1 (Node 18) and one that gets 127.0.0.1 meet on the same broker.
+test('a localhost listener answers on 127.0.0.1 and [::1], and by name', async () => {
+  const port = server.port('mqtt');
+  const v4 = await connect(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5 });
+  const v6 = await connect(`mqtt://[::1]:${port}`, { protocolVersion: 5 });
+  const named = await connect(`ws://localhost:${server.port('http')}/mqtt`, { protocolVersion: 5 });
+  await v6.subscribeAsync('dual/stack', { qos: 1 });
+  const received = nextMessages(v6, 2);
+  await v4.publishAsync('dual/stack', 'from v4', { qos: 1 });
+  await named.publishAsync('dual/stack', 'by name', { qos: 1 });
+  assert.deepEqual((await received).map((m) => m.payload).sort(), ['by name', 'from v4']);
+  assert.match(server.endpoints.mqtt, /^127\.0\.0\.1:/, 'endpoints.json shows the IPv4 address');
+  for (const c of [v4, v6, named]) await c.endAsync();
+});

@@ -9,8 +9,10 @@ export async function startNimbus(extraArgs = []) {
   const bin = process.env.NIMBUS_BIN;
   if (!bin) throw new Error('NIMBUS_BIN is not set');
   const dataDir = mkdtempSync(join(tmpdir(), 'nimbus-node-'));
-  const args = ['serve', '--data-dir', dataDir, '--mqtt', '127.0.0.1:0', '--mqtts', '127.0.0.1:0',
-    '--http', '127.0.0.1:0', '--https', '127.0.0.1:0', '--grpc', 'off', ...extraArgs];
+  // "localhost" binds 127.0.0.1 and [::1] on one port: the tests reach it as users do, by a
+  // name Node 18 resolves to ::1 first and Node 20 to either.
+  const args = ['serve', '--data-dir', dataDir, '--mqtt', 'localhost:0', '--mqtts', 'localhost:0',
+    '--http', 'localhost:0', '--https', 'localhost:0', '--grpc', 'off', ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (chunk) => { log += chunk; });
