@@ -4,12 +4,17 @@
 
 #include <string>
 
+#include "net/poller.hpp"
+
 namespace nimbus::net {
 
 io_pool::io_pool(std::size_t loops) {
   for (std::size_t i = 0; i < loops; ++i) {
     contexts_.push_back(std::make_unique<boost::asio::io_context>(1));
     guards_.emplace_back(contexts_.back()->get_executor());
+    // The loop's epoll set is made now, not at its first connection: later the process may be
+    // out of descriptors (EMFILE), and an accepted socket must never be what fails to get one.
+    poller::of(*contexts_.back());
   }
 }
 

@@ -101,6 +101,7 @@ class Nimbus:
         self.extra_args = []
         self.exit_codes = []          # return codes of previous runs (in order)
         self._expected_exit = False   # True while we are stopping/killing it
+        self.rlimit_nofile = None     # descriptor limit for the server process (EMFILE tests)
 
     # ---- lifecycle
     def command(self):
@@ -112,6 +113,11 @@ class Nimbus:
                 "--http", "127.0.0.1:0",
                 "--https", "127.0.0.1:0",
                 "--grpc", "off"] + env_extra + list(self.extra_args)
+
+    def _limits(self):
+        if self.rlimit_nofile is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.rlimit_nofile, self.rlimit_nofile))
 
     @property
     def endpoints_file(self):
@@ -135,7 +141,7 @@ class Nimbus:
             logf.flush()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
                                          stderr=subprocess.STDOUT, cwd=str(self.workdir),
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=self._limits)
         self._expected_exit = False
         deadline = time.monotonic() + timeout
         while True:
