@@ -1,11 +1,13 @@
 # The two commands a new user types: `make run` and `make test`.
-.PHONY: run build test test-sanitizers bench deps deps-test clients clean format
+.PHONY: run build test test-sanitizers bench deps deps-run deps-test clients clean format
 
 BUILD_DIR := build
 NPM_CLIENTS := tests/clients/node
+# Flags for `nimbus serve`: make run ARGS="--region ap-northeast-2"
+ARGS ?=
 
-run: build
-	./$(BUILD_DIR)/nimbus serve
+run: deps-run build
+	./$(BUILD_DIR)/nimbus serve $(ARGS)
 
 build: deps
 	cmake --preset release
@@ -14,7 +16,12 @@ build: deps
 deps:
 	scripts/install-deps build
 
-deps-test:
+# After deps, so that two apt-get runs never race for the dpkg lock under `make -j`.
+# The clients the README's quickstart and tutorial use (mosquitto-clients, awscli, paho, ...).
+deps-run: deps
+	scripts/install-deps run
+
+deps-test: deps
 	scripts/install-deps test
 
 # npm test clients (MQTT.js), pinned by package-lock.json.

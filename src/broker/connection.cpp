@@ -41,6 +41,17 @@ enum class end_reason : std::uint8_t {
 core::log_limiter connect_log(50);
 core::log_limiter disconnect_log(50);
 
+// A Mosquitto bridge reports its link state (`notifications`, on by default) with a will and
+// retained messages on `$SYS/broker/connection/<its client id>/state`: the one $SYS topic a
+// client may publish to, and only a bridge, only its own.
+bool is_bridge_state_topic(bool bridge, std::string_view client_id, std::string_view topic) {
+  constexpr std::string_view prefix = "$SYS/broker/connection/";
+  constexpr std::string_view suffix = "/state";
+  return bridge && topic.size() == prefix.size() + client_id.size() + suffix.size() &&
+         topic.starts_with(prefix) && topic.ends_with(suffix) &&
+         topic.substr(prefix.size(), client_id.size()) == client_id;
+}
+
 // The first bytes of an HTTP request: someone pointed a browser or curl at the MQTT port.
 bool looks_like_http(std::string_view bytes) {
   for (std::string_view method :
@@ -581,7 +592,8 @@ class connection final : public session_link,
                    identity_.remote_address, static_cast<unsigned>(verdict));
       return refuse_connect(verdict);
     }
-    if (c.will && (broker::is_reserved_topic(c.will->topic) ||
+    if (c.will && ((broker::is_reserved_topic(c.will->topic) &&
+                    !is_bridge_state_topic(c.bridge, c.client_id, c.will->topic)) ||
                    !broker_.auth().may_publish(identity_, c.will->topic, c.will->retain))) {
       broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);
       spdlog::info("mqtt_will_denied client={} topic=\"{}\"", c.client_id, c.will->topic);
@@ -725,7 +737,8 @@ class connection final : public session_link,
     publish_result routed;
     gate_ptr gate;
     const std::uint64_t floor = durable_floor();
-    bool reserved = broker::is_reserved_topic(p.topic);
+    bool reserved = broker::is_reserved_topic(p.topic) &&
+                    !is_bridge_state_topic(is_bridge_, identity_.client_id, p.topic);
     if (!reserved) {
       auto msg = std::make_shared<message>();
       msg->topic = std::move(p.topic);

@@ -33,7 +33,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from conftest import TIMEOUT, unique
+from conftest import TIMEOUT, unique, wait_until
+from iot_helpers import assert_connect_refused, connect_device_raw
 
 ACCOUNT = "000000000000"
 REGION = "us-east-1"
@@ -1847,3 +1848,116 @@ def test_registry_survives_kill9(server):
     assert openssl("verify", "-CAfile", server.ca_cert, crt, check=False)[0] == 0
     assert new["certificateId"] not in (active["certificateId"], revoked["certificateId"],
                                         inactive["certificateId"])
+
+
+# ====================================================================== REVOKED is final
+
+def _revocable_device(server, iot):
+    """A Nimbus-issued ACTIVE certificate with an allow-all policy, its files written for a
+    device. Returns (create_keys_and_certificate response, cert path, key path)."""
+    created = iot.create_keys_and_certificate(setAsActive=True)
+    tag = created["certificateId"][:16]
+    cert = write(server, "revocable-%s.crt" % tag, created["certificatePem"])
+    key = write(server, "revocable-%s.key" % tag, created["keyPair"]["PrivateKey"])
+    pol = name_of("revocable")
+    iot.create_policy(policyName=pol, policyDocument=ALLOW_ALL)
+    iot.attach_policy(policyName=pol, target=created["certificateArn"])
+    return created, str(cert), str(key)
+
+
+def test_revoked_certificate_stays_revoked(server):
+    """REVOKED is final, as AWS documents: UpdateCertificate to ACTIVE, to INACTIVE, and
+    REVOKED -> INACTIVE -> ACTIVE are all refused with CertificateStateException (HTTP 406, its
+    status in the botocore model, as for the other CertificateStateException cases above);
+    registering the same certificate again does not revive it; the device never connects
+    again over mqtts (MQTT 5 and 3.1.1), also after a restart."""
+    iot = server.boto3_client()
+    created, cert, key = _revocable_device(server, iot)
+    cid = created["certificateId"]
+    client_id = name_of("revoked-device")
+
+    def status(client):
+        return client.describe_certificate(certificateId=cid)["certificateDescription"]["status"]
+
+    connect_device_raw(server, cert, key, client_id, 5).disconnect(wait_closed=True)
+    iot.update_certificate(certificateId=cid, newStatus="REVOKED")
+    assert status(iot) == "REVOKED"
+
+    for path in (["ACTIVE"], ["INACTIVE", "ACTIVE"], ["INACTIVE"]):
+        for new in path:
+            expect_error("CertificateStateException", 406, iot.update_certificate,
+                         certificateId=cid, newStatus=new)
+            assert status(iot) == "REVOKED", "after the refused move to %s" % new
+    listed = {c["certificateId"]: c["status"] for c in iot.list_certificates()["certificates"]}
+    assert listed[cid] == "REVOKED"
+
+    # registering the same PEM again (ACTIVE) is refused and changes nothing
+    with pytest.raises(ClientError) as ei:
+        iot.register_certificate_without_ca(certificatePem=created["certificatePem"],
+                                            status="ACTIVE")
+    code = ei.value.response["Error"]["Code"]
+    assert code in ("ResourceAlreadyExistsException", "CertificateStateException"), \
+        ei.value.response
+    assert status(iot) == "REVOKED"
+
+    for version in (5, 4):
+        assert_connect_refused(server, cert, key, client_id, version)
+
+    server.restart()
+    iot = server.boto3_client()
+    assert status(iot) == "REVOKED"
+    expect_error("CertificateStateException", 406, iot.update_certificate,
+                 certificateId=cid, newStatus="ACTIVE")
+    for version in (5, 4):
+        assert_connect_refused(server, cert, key, client_id, version)
+
+
+# ====================================================================== foreign SigV4 regions
+
+_FOREIGN_REGION_EVENT = re.compile(r"(?<![\w/])sigv4_foreign_region(?!\w)")
+
+
+def _foreign_region_lines(server):
+    """Log lines of the event (not lines merely containing the test's tmp path)."""
+    text = server.log_path.read_text(errors="replace")
+    return [line for line in text.splitlines() if _FOREIGN_REGION_EVENT.search(line)]
+
+
+def _logged_region(line):
+    m = re.search(r"(?<![A-Za-z0-9_])region=(\S+)", line)
+    assert m, "no region= in %r" % line
+    return m.group(1).strip('"')
+
+
+def test_sigv4_foreign_region_is_accepted_and_logged_once(server):
+    """Requests signed for ap-northeast-2 against a server on us-east-1 (the default) succeed,
+    get the server's region in ARNs, and the server logs `sigv4_foreign_region` exactly once for
+    that region, naming both regions and the --region flag; another foreign region gets its own
+    line; requests signed for the server's region log nothing."""
+    seoul = server.boto3_client(region="ap-northeast-2")
+    name = name_of("seoul")
+    created = seoul.create_thing(thingName=name)
+    assert created["thingArn"] == arn("thing", name), created["thingArn"]
+    assert seoul.describe_thing(thingName=name)["thingName"] == name
+
+    wait_until(lambda: _foreign_region_lines(server), what="a sigv4_foreign_region log line")
+    time.sleep(0.3)                       # a second line (wrongly) logged would be there by now
+    lines = _foreign_region_lines(server)
+    assert len(lines) == 1, "logged %d times after two requests:\n%s" % (len(lines),
+                                                                        "\n".join(lines))
+    line = lines[0]
+    assert _logged_region(line) == "ap-northeast-2", line
+    assert "server_region=us-east-1" in line, line
+    assert "--region ap-northeast-2" in line, line
+
+    server.boto3_client().list_things()                  # the server's region: no line
+    eu = server.boto3_client(region="eu-west-1")
+    eu.list_things()
+    eu.list_things()
+    seoul.list_things()
+    wait_until(lambda: len(_foreign_region_lines(server)) >= 2,
+               what="a sigv4_foreign_region line for eu-west-1")
+    time.sleep(0.3)
+    lines = _foreign_region_lines(server)
+    assert sorted(_logged_region(line) for line in lines) == ["ap-northeast-2", "eu-west-1"], \
+        "\n".join(lines)
