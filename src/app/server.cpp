@@ -120,6 +120,13 @@ std::string bind_failure(const std::string& name, const std::string& address,
   return message;
 }
 
+// Whether a listener binds loopback addresses only (then /metrics needs no token).
+bool is_loopback_only(const std::string& address) {
+  auto endpoints = net::listen_endpoints(address);
+  return !endpoints.empty() && std::all_of(endpoints.begin(), endpoints.end(),
+                                           [](const auto& e) { return e.address().is_loopback(); });
+}
+
 // Repeats `work` every second on `ctx` until the timer is cancelled.
 void every_second(asio::steady_timer& timer, std::function<void()> work) {
   timer.expires_after(std::chrono::seconds(1));
@@ -135,6 +142,14 @@ void every_second(asio::steady_timer& timer, std::function<void()> work) {
 int serve(const config::settings& settings) {
   namespace fs = std::filesystem;
   const fs::path data_dir = settings.data_dir;
+  // Every listener address resolves before anything is created.
+  for (const auto& [flag, address] :
+       {std::pair{"mqtt", settings.listeners.mqtt}, std::pair{"mqtts", settings.listeners.mqtts},
+        std::pair{"http", settings.listeners.http}, std::pair{"https", settings.listeners.https}}) {
+    if (!net::is_off(address) && net::listen_endpoints(address).empty())
+      throw std::runtime_error(std::string("--") + flag + " " + address +
+                               ": expected HOST:PORT, e.g. 127.0.0.1:1883");
+  }
   create_data_directory(data_dir);
   data_directory_lock directory_lock(data_dir);  // before anything in it is touched
   // A stale one (after kill -9) is replaced atomically once the listeners are up.
@@ -211,6 +226,9 @@ int serve(const config::settings& settings) {
     spdlog::info("certificate_disabled id={} connections_closed={}", id, cut);
   });
 
+  // Declared before the loops: open HTTP sessions, destroyed with the loops, give their slots
+  // back to it.
+  net::connection_limit http_connections(settings.http.max_connections);
   std::size_t loops =
       settings.threads != 0 ? settings.threads : std::max(1U, std::thread::hardware_concurrency());
   net::io_pool pool(loops);
@@ -260,12 +278,25 @@ int serve(const config::settings& settings) {
   control.install(router);
   iot::data_plane data(mqtt_broker, auth, aws, writer);
   data.install(router);
+  // Sockets that have not sent CONNECT yet are counted from accept (TCP, TLS) or upgrade
+  // (WebSocket), in all and per address: the remote address they were counted under, or
+  // nullopt when a limit refuses them.
+  auto admit = [&mqtt_broker](std::string remote) -> std::optional<std::string> {
+    auto key = broker::pending_sockets::key_of(remote);
+    broker::limit refused{};
+    if (mqtt_broker.pending().try_add(key, refused)) return remote;
+    mqtt_broker.metrics().sockets_refused.fetch_add(1, std::memory_order_relaxed);
+    mqtt_broker.limit_hit(refused, key);
+    return std::nullopt;
+  };
   // MQTT over WebSocket: anonymous on the plain listener, a client certificate on HTTPS, or a
   // URL presigned with SigV4 (`iotdevicegateway`) as AWS IoT's SDKs build it.
   router.set_websocket(
       "/mqtt", "mqtt",
-      [&mqtt_broker](std::unique_ptr<net::byte_stream> stream) {
-        broker::serve_mqtt(mqtt_broker, std::move(stream));
+      [&mqtt_broker, admit](std::unique_ptr<net::byte_stream> stream) {
+        auto remote = admit(stream->remote_address());
+        if (!remote) return stream->close();
+        broker::serve_mqtt(mqtt_broker, std::move(stream), std::move(remote));
       },
       [&aws, &credentials](const net::http_request& request) {
         net::websocket_admission admission;
@@ -304,34 +335,30 @@ int serve(const config::settings& settings) {
       spdlog::info("listening name={} address={}", name, text);
     }
   };
-  // Sockets that have not sent CONNECT yet are counted from accept, in all and per address.
-  auto admit = [&mqtt_broker](asio::ip::tcp::socket& socket) -> std::optional<std::string> {
-    auto address = net::host_of(net::remote_of(socket));
-    broker::limit refused{};
-    if (mqtt_broker.pending().try_add(address, refused)) return address;
-    mqtt_broker.metrics().sockets_refused.fetch_add(1, std::memory_order_relaxed);
-    mqtt_broker.limit_hit(refused, address);
+  auto refuse = [](asio::ip::tcp::socket& socket) {
     boost::system::error_code ignored;
     socket.close(ignored);
-    return std::nullopt;
   };
-  open("mqtt", settings.listeners.mqtt, [&mqtt_broker, admit](asio::ip::tcp::socket socket) {
-    if (!admit(socket)) return;
-    broker::serve_mqtt(mqtt_broker, net::make_tcp_stream(std::move(socket)), true);
-  });
+  open(
+      "mqtt", settings.listeners.mqtt, [&mqtt_broker, admit, refuse](asio::ip::tcp::socket socket) {
+        auto remote = admit(net::remote_of(socket));
+        if (!remote) return refuse(socket);
+        broker::serve_mqtt(mqtt_broker, net::make_tcp_stream(std::move(socket)), std::move(remote));
+      });
   const auto connect_timeout = std::chrono::seconds(settings.mqtt.connect_timeout);
   open("mqtts", settings.listeners.mqtts,
-       [&mqtt_broker, &mqtt_tls, admit, connect_timeout](asio::ip::tcp::socket socket) {
-         auto address = admit(socket);
-         if (!address) return;
+       [&mqtt_broker, &mqtt_tls, admit, refuse, connect_timeout](asio::ip::tcp::socket socket) {
+         auto remote = admit(net::remote_of(socket));
+         if (!remote) return refuse(socket);
          net::accept_tls(
              *mqtt_tls, std::move(socket), connect_timeout,
-             [&mqtt_broker](std::unique_ptr<net::byte_stream> stream) {
-               broker::serve_mqtt(mqtt_broker, std::move(stream), true);
+             [&mqtt_broker, remote = *remote](std::unique_ptr<net::byte_stream> stream) {
+               broker::serve_mqtt(mqtt_broker, std::move(stream), remote);
              },
-             [&mqtt_broker, address = *address] { mqtt_broker.pending().remove(address); });
+             [&mqtt_broker, remote = *remote] {
+               mqtt_broker.pending().remove(broker::pending_sockets::key_of(remote));
+             });
        });
-  net::connection_limit http_connections(settings.http.max_connections);
   auto serve = [&router, &http_connections](const net::http_listener_options& options) {
     return [&router, &http_connections, options](asio::ip::tcp::socket socket) {
       auto slot = http_connections.try_acquire();
@@ -354,17 +381,8 @@ int serve(const config::settings& settings) {
   http_options.request_timeout = std::chrono::seconds(settings.http.request_timeout);
   net::http_listener_options https_options = http_options;
   https_options.tls = https_tls.get();
-  // Whether a listener binds loopback only is known once its address is parsed.
-  http_options.loopback = net::is_off(settings.listeners.http) || [&] {
-    for (auto& e : net::listen_endpoints(settings.listeners.http))
-      if (!e.address().is_loopback()) return false;
-    return true;
-  }();
-  https_options.loopback = [&] {
-    for (auto& e : net::listen_endpoints(settings.listeners.https))
-      if (!e.address().is_loopback()) return false;
-    return !net::is_off(settings.listeners.https);
-  }();
+  http_options.loopback = is_loopback_only(settings.listeners.http);
+  https_options.loopback = is_loopback_only(settings.listeners.https);
   open("http", settings.listeners.http, serve(http_options));
   open("https", settings.listeners.https, serve(https_options));
   if (!net::is_off(settings.listeners.grpc)) {

@@ -8,6 +8,7 @@
 
 #include "core/log.hpp"
 #include "mqtt/topic.hpp"
+#include "net/address.hpp"
 
 namespace nimbus::broker {
 
@@ -74,10 +75,23 @@ bool pending_sockets::try_add(const std::string& address, limit& refused) {
   return true;
 }
 
-void pending_sockets::remove(std::string_view address) {
+std::string pending_sockets::key_of(std::string_view remote) {
+  auto host = net::host_of(remote);
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(host, ec);
+  if (ec || !address.is_v6() || address.to_v6().is_v4_mapped()) return host;
+  auto bytes = address.to_v6().to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return boost::asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
+void pending_sockets::remove(std::string_view key) {
   std::lock_guard lock(mutex_);
-  auto it = by_address_.find(address);
-  if (it == by_address_.end()) return;
+  auto it = by_address_.find(key);
+  if (it == by_address_.end()) {
+    spdlog::error("bug pending_socket_not_counted key={}", key);
+    return;
+  }
   --total_;
   if (--it->second == 0) by_address_.erase(it);
 }
@@ -152,7 +166,8 @@ void broker::restore(storage::database& db) {
     for (auto& [filter, sub] : stored.subscriptions) {
       auto [plain, group] = split_shared(filter);
       index_.subscribe(plain, group, s, sub.options, sub.subscription_id);
-      s->subscriptions.emplace(filter, sub);
+      if (s->subscriptions.emplace(filter, sub).second)
+        s->subscription_bytes += static_cast<std::uint32_t>(filter.size());
     }
     sessions_.insert(std::move(s));
     ++restored;
@@ -170,6 +185,7 @@ void broker::restore(storage::database& db) {
     ++retained;
     return true;
   });
+  retained_left_stored_ = left_stored > 0;
   if (left_stored > 0)
     spdlog::warn(
         "retained_not_loaded count={} max_retained_messages={} max_retained_bytes={} "
@@ -284,6 +300,7 @@ void broker::discard(const session_ptr& s) {
     s->discarded = true;
     for (const auto& [filter, sub] : s->subscriptions) filters.push_back(filter);
     s->subscriptions.clear();
+    s->subscription_bytes = 0;
     s->queue.clear();
     if (auto* extras = s->extras_if_any()) extras->inflight.clear();
   }
@@ -319,7 +336,7 @@ bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const
     // A connected subscriber that falls behind slows its publishers instead of losing messages,
     // for at most congestion_timeout (see tick()).
     auto& ex = s.extras();
-    if (ex.congested_since == core::steady_time{}) ex.congested_since = clock_.now();
+    if (!ex.congested_since) ex.congested_since = clock_.now();
     auto& congested = ex.congested_publishers;
     if (std::find(congested.begin(), congested.end(), gate) == congested.end()) {
       gate->remaining.fetch_add(1, std::memory_order_acq_rel);
@@ -355,7 +372,7 @@ void broker::release_congestion(session& s) {
     std::lock_guard lock(s.mutex);
     if (auto* extras = s.extras_if_any()) {
       gates.swap(extras->congested_publishers);
-      extras->congested_since = {};
+      extras->congested_since.reset();
       extras->congestion_expired = false;
     }
   }
@@ -382,17 +399,27 @@ void broker::expire_congestion_locked(session& s, std::vector<gate_ptr>& release
     ++dropped;
   }
   metrics_.messages_dropped.fetch_add(dropped, std::memory_order_relaxed);
-  spdlog::warn(
-      "mqtt_congestion_timeout client={} held_publishers={} dropped={} policy={} "
-      "effect=\"publishers released; the queue drops per queue_full_policy until it drains\"",
-      s.client_id(), released.size(), dropped, settings_.queue_full_policy);
+  static core::log_limiter limiter(10);
+  std::uint64_t held_back = 0;
+  if (limiter.allow(held_back))
+    spdlog::warn(
+        "mqtt_congestion_timeout client={} held_publishers={} dropped={} policy={} "
+        "effect=\"publishers released; the queue drops per queue_full_policy until it drains\" "
+        "similar_lines_suppressed={}",
+        s.client_id(), released.size(), dropped, settings_.queue_full_policy, held_back);
 }
 
 bool broker::retain(const message_ptr& msg, publish_result& result) {
   std::unique_lock lock(retained_mutex_);
   auto it = retained_.find(msg->topic);
   if (msg->payload.empty()) {
-    if (it == retained_.end()) return true;
+    if (it == retained_.end()) {
+      // Not in memory, but maybe stored past the limits at start-up: delete it there too, or
+      // it would come back after a restart with higher limits.
+      if (retained_left_stored_ && store_)
+        result.durable_ticket = store_->delete_retained(msg->topic);
+      return true;
+    }
     retained_bytes_ -= retained_size(*it->second);
     retained_.erase(it);
     if (store_) result.durable_ticket = store_->delete_retained(msg->topic);
@@ -472,6 +499,7 @@ std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
     auto [it, inserted] =
         s->subscriptions.insert_or_assign(filter, subscription{options, subscription_id});
     existed = !inserted;
+    if (inserted) s->subscription_bytes += static_cast<std::uint32_t>(filter.size());
     persistent = s->is_persistent();
   }
   index_.subscribe(plain, group, s, options, subscription_id);
@@ -534,6 +562,7 @@ bool broker::unsubscribe(const session_ptr& s, const std::string& filter) {
   {
     std::lock_guard lock(s->mutex);
     existed = s->subscriptions.erase(filter) > 0;
+    if (existed) s->subscription_bytes -= static_cast<std::uint32_t>(filter.size());
     persistent = s->is_persistent();
   }
   if (!existed) return false;
@@ -558,8 +587,8 @@ void broker::tick() {
       std::lock_guard lock(s->mutex);
       if (s->link) {
         auto* extras = s->extras_if_any();
-        if (extras && !extras->congested_publishers.empty() &&
-            steady_now - extras->congested_since >= congestion_timeout)
+        if (extras && extras->congested_since && !extras->congested_publishers.empty() &&
+            steady_now - *extras->congested_since >= congestion_timeout)
           expire_congestion_locked(*s, released);
         ++it;
         continue;
@@ -639,6 +668,14 @@ std::size_t broker::disconnect_if(const std::function<bool(const client_identity
   }
   for (auto& link : links) link->kick(reason);
   return links.size();
+}
+
+bool broker::is_connected(std::string_view client_id) const {
+  std::lock_guard registry(registry_mutex_);
+  auto it = sessions_.find(client_id);
+  if (it == sessions_.end()) return false;
+  std::lock_guard lock((*it)->mutex);
+  return (*it)->link != nullptr;
 }
 
 std::size_t broker::session_count() const {

@@ -44,7 +44,7 @@ std::string_view name_of(limit l);
 
 struct broker_metrics {
   std::atomic<std::uint64_t> connections_total{0};
-  std::atomic<std::int64_t> connections_current{0};  // slots in use (max_connections)
+  std::atomic<std::int64_t> connections_current{0};  // sockets served, CONNECT or not
   std::atomic<std::int64_t> connections_open{0};     // not yet finished (shutdown waits)
   std::atomic<std::uint64_t> messages_received{0};
   std::atomic<std::uint64_t> messages_sent{0};
@@ -70,10 +70,14 @@ class pending_sockets {
  public:
   pending_sockets(std::uint32_t max_total, std::uint32_t max_per_address)
       : max_total_(max_total), max_per_address_(max_per_address) {}
-  // Counts a new socket from `address` (an IP, no port); false (nothing counted, `refused` says
-  // which limit) when a limit is reached.
-  bool try_add(const std::string& address, limit& refused);
-  void remove(std::string_view address);
+  // What sockets from `remote` ("host:port") count under: the IP, or for IPv6 its /64 (one
+  // host commonly holds a whole /64).
+  static std::string key_of(std::string_view remote);
+  // Counts a new socket under `key`; false (nothing counted, `refused` says which limit) when a
+  // limit is reached.
+  bool try_add(const std::string& key, limit& refused);
+  // Uncounts a socket counted under `key`; a key never counted is a bug, logged and ignored.
+  void remove(std::string_view key);
   std::size_t size() const;
 
  private:
@@ -159,6 +163,8 @@ class broker {
   pending_sockets& pending() { return pending_; }
   const mqtt::topic_limits& topic_limits() const { return topic_limits_; }
   std::size_t session_count() const;
+  // Whether `client_id` has a connected session (a CONNECT with it takes that session over).
+  bool is_connected(std::string_view client_id) const;
   std::size_t retained_count() const;
   std::size_t subscription_count() const { return index_.size(); }
   std::string prometheus_text() const;
@@ -213,7 +219,8 @@ class broker {
 
   mutable std::shared_mutex retained_mutex_;
   std::map<std::string, message_ptr, std::less<>> retained_;
-  std::size_t retained_bytes_ = 0;  // topics and payloads (max_retained_bytes)
+  std::size_t retained_bytes_ = 0;     // topics and payloads (max_retained_bytes)
+  bool retained_left_stored_ = false;  // restore() left some in the database (limits)
 
   std::atomic<std::int64_t> event_version_{0};  // lifecycle versionNumber, monotonic
   core::steady_time started_;

@@ -129,14 +129,15 @@ class connection final : public session_link,
                          public net::timer_owner,
                          public std::enable_shared_from_this<connection> {
  public:
-  connection(broker& b, std::unique_ptr<net::byte_stream> stream, bool pending)
+  connection(broker& b, std::unique_ptr<net::byte_stream> stream,
+             std::optional<std::string> counted_as)
       : broker_(b),
         stream_(std::move(stream)),
         timer_(stream_->executor(), *this),
-        counted_pending_(pending) {
+        counted_pending_(counted_as.has_value()) {
     // Who is on the other end, as far as the transport knows; CONNECT adds the rest.
     identity_.transport = stream_->transport();
-    identity_.remote_address = stream_->remote_address();
+    identity_.remote_address = counted_as ? std::move(*counted_as) : stream_->remote_address();
     identity_.certificate = stream_->certificate();
     identity_.signer = stream_->signer();
   }
@@ -455,8 +456,8 @@ class connection final : public session_link,
     start_read();  // keep draining input so the peer's close is seen
   }
 
-  // Closes the socket. The connection's slot (max_connections) is free from this moment: a
-  // client that saw the close may connect again before this connection has finished.
+  // Closes the socket. Its max_connections slot is given back when the connection finishes
+  // (finish(), right after the read side ends).
   void close_stream() {
     if (!slot_released_) {
       slot_released_ = true;
@@ -474,7 +475,7 @@ class connection final : public session_link,
   void leave_pending() {
     if (!counted_pending_) return;
     counted_pending_ = false;
-    broker_.pending().remove(net::host_of(identity_.remote_address));
+    broker_.pending().remove(pending_sockets::key_of(identity_.remote_address));
   }
 
   // Someone sent HTTP to the MQTT port (a browser, curl, an SDK pointed at the wrong port).
@@ -621,8 +622,11 @@ class connection final : public session_link,
     client_max_packet_ = c.props.maximum_packet_size.value_or(mqtt::max_remaining_length + 5);
     client_topic_alias_maximum_ = c.props.topic_alias_maximum.value_or(0);
     // Counted before the session is taken, so that two loops cannot both take the last slot.
+    // A client taking over its own live session (a device back after its old connection
+    // half-closed) frees a slot as it takes one: it is never refused for the old one.
     if (broker_.metrics().clients_connected.fetch_add(1, std::memory_order_acq_rel) >=
-        static_cast<std::int64_t>(settings.max_connections)) {
+            static_cast<std::int64_t>(settings.max_connections) &&
+        !broker_.is_connected(c.client_id)) {
       broker_.metrics().clients_connected.fetch_sub(1, std::memory_order_acq_rel);
       broker_.limit_hit(limit::connections, c.client_id);
       return refuse_connect(reason_code::server_busy);
@@ -763,7 +767,8 @@ class connection final : public session_link,
       routed = broker_.publish(std::move(msg), gate);
     }
     if (routed.quota_exceeded) {
-      // Neither retained nor routed. MQTT 5 says why; 3.1.1 and QoS 0 cannot be told.
+      // Neither retained nor routed. MQTT 5 says why; QoS 0 cannot be told; 3.1.1 has no way
+      // to refuse a PUBLISH, so its connection is closed rather than falsely acknowledged.
       if (v5 && p.qos > 0)
         queue_ack(
             mqtt::ack_packet{p.qos == 1 ? mqtt::packet_type::puback : mqtt::packet_type::pubrec,
@@ -771,13 +776,10 @@ class connection final : public session_link,
                              reason_code::quota_exceeded,
                              {}},
             0, floor, std::move(gate));
-      else if (p.qos > 0)
-        queue_ack(
-            mqtt::ack_packet{p.qos == 1 ? mqtt::packet_type::puback : mqtt::packet_type::pubrec,
-                             p.packet_id,
-                             reason_code::success,
-                             {}},
-            0, floor, std::move(gate));
+      if (!v5 && p.qos > 0) {
+        end_reason_ = end_reason::client_error;
+        close_now();
+      }
       return;
     }
     auto matched_code =
@@ -898,11 +900,10 @@ class connection final : public session_link,
       {
         std::lock_guard lock(session_->mutex);
         if (!session_->subscriptions.contains(e.filter)) {
-          std::size_t bytes = e.filter.size();
-          for (const auto& [filter, sub] : session_->subscriptions) bytes += filter.size();
           if (session_->subscriptions.size() >= broker_.settings().max_subscriptions_per_client)
             over = limit::subscriptions;
-          else if (bytes > broker_.settings().max_subscription_bytes)
+          else if (std::uint64_t{session_->subscription_bytes} + e.filter.size() >
+                   broker_.settings().max_subscription_bytes)
             over = limit::subscription_bytes;
         }
       }
@@ -1422,8 +1423,9 @@ void local_wakes::run_all() {
 
 }  // namespace
 
-void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream, bool counted_pending) {
-  std::make_shared<connection>(b, std::move(stream), counted_pending)->start();
+void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream,
+                std::optional<std::string> counted_as) {
+  std::make_shared<connection>(b, std::move(stream), std::move(counted_as))->start();
 }
 
 }  // namespace nimbus::broker

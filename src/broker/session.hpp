@@ -70,9 +70,9 @@ struct session_extras {
   std::map<std::uint16_t, outbound_inflight> inflight;  // sent, not yet acknowledged
   std::set<std::uint16_t> inbound_qos2;                 // PUBLISH received, PUBREL not yet
   std::vector<gate_ptr> congested_publishers;           // released when the queue drains
-  // Since when publishers are held (zero: not congested). Past congestion_timeout the
-  // publishers are released and, until the queue drains, full means dropped (policy_applies).
-  std::chrono::steady_clock::time_point congested_since{};
+  // Since when publishers are held (none: not congested). Past congestion_timeout the
+  // publishers are released and, until the queue drains to half, a full queue drops.
+  std::optional<std::chrono::steady_clock::time_point> congested_since;
   bool congestion_expired = false;
   std::uint64_t next_seq = 1;          // of the next stored delivery
   std::unique_ptr<pending_will> will;  // while disconnected, until the will delay has passed
@@ -90,6 +90,9 @@ class session {
   bool discarded = false;  // removed from the broker; late enqueues are ignored
   std::uint16_t next_packet_id = 1;
   std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF never
+  // Bytes of the topic filters in `subscriptions` (max_subscription_bytes), kept as they
+  // change so a SUBSCRIBE is checked without walking them. Fills what was padding.
+  std::uint32_t subscription_bytes = 0;
   // By filter as sent (incl. $share/...); few per client, so a sorted vector.
   boost::container::flat_map<std::string, subscription, std::less<>> subscriptions;
   boost::container::devector<delivery>

@@ -38,7 +38,8 @@ class session_store {
   // Reads everything back (start-up only, on the caller's thread).
   static std::vector<stored_session> load_sessions(storage::database& db);
   // Streams the retained messages to `take`, one row at a time, until it returns false (so a
-  // large store is never held in memory twice). Returns how many rows were not visited.
+  // large store is never held in memory twice). Returns how many rows it did not take: the
+  // one refused and those never read.
   static std::size_t load_retained(storage::database& db,
                                    const std::function<bool(message_ptr)>& take);
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <arpa/inet.h>
 #include <toml++/toml.h>
 #include <charconv>
 #include <functional>
@@ -33,16 +34,22 @@ std::string check_listen_address(const std::string& value) {
     auto port_text = std::string_view(value).substr(colon + 1);
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
     ok = ec == std::errc{} && ptr == port_text.data() + port_text.size() && port <= 65535;
-    auto host = std::string_view(value).substr(0, colon);
+    // The host is an address literal (IPv6 in brackets) or localhost: names are not resolved.
+    std::string host = value.substr(0, colon);
+    unsigned char parsed[sizeof(in6_addr)];
     bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
-    if (!bracketed && host.find(':') != std::string_view::npos) ok = false;  // IPv6 needs []
+    if (bracketed)
+      ok = ok && inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), parsed) == 1;
+    else
+      ok = ok && (host == "localhost" || inet_pton(AF_INET, host.c_str(), parsed) == 1);
   }
   if (ok) return {};
   return fmt::format(
-      "expected HOST:PORT, e.g. 127.0.0.1:1883, [::1]:1883 or localhost:1883, or "
-      "off (got '{}')",
+      "expected HOST:PORT, e.g. 127.0.0.1:1883, [::1]:1883, 0.0.0.0:1883 or localhost:1883 "
+      "(HOST an IP address or localhost), or off (got '{}')",
       value);
 }
+
 struct number_setting {
   std::function<std::uint32_t&(settings&)> field;
   std::uint32_t min;
@@ -228,7 +235,8 @@ const std::vector<entry>& entries() {
             [](settings& s) -> bool& { return s.mqtt.lifecycle_events; });
     number(
         "http.max_connections", "http-max-connections",
-        "Simultaneous HTTP(S) connections (WebSocket included); more are closed at accept",
+        "Simultaneous HTTP(S) connections (a WebSocket upgraded to MQTT counts as an MQTT "
+        "connection instead); more are closed at accept",
         [](settings& s) -> std::uint32_t& { return s.http.max_connections; }, 1, 10'000'000);
     number(
         "http.request_timeout", "http-request-timeout",

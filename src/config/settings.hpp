@@ -49,7 +49,7 @@ struct mqtt_settings {
 };
 
 struct http_settings {
-  std::uint32_t max_connections = 1000;  // HTTP(S) sockets, WebSocket upgrades included
+  std::uint32_t max_connections = 1000;  // HTTP(S) sockets until they upgrade to WebSocket
   std::uint32_t request_timeout = 30;    // seconds to receive one request, headers and body
   std::string metrics = "auto";          // /metrics: auto | token | off
 };

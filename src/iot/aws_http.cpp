@@ -103,7 +103,7 @@ net::route_options aws_http::body_policy(std::size_t max_body, bool certificates
       return error_response(
           {403, "IncompleteSignatureException", "The request signature is incomplete", {}, {}});
     auto key = std::string_view(scope).substr(at + 11);
-    key = key.substr(0, std::min(key.find('/'), key.find("%2F")));
+    key = key.substr(0, std::min({key.find('/'), key.find("%2F"), key.find("%2f")}));
     if (key != credentials_.access_key_id)
       return error_response({403,
                              "UnrecognizedClientException",
@@ -116,17 +116,19 @@ net::route_options aws_http::body_policy(std::size_t max_body, bool certificates
 }
 
 void aws_http::answer_unknown_routes(net::http_router& router) const {
-  router.set_fallback([this](net::http_request request, net::http_responder respond) {
-    if (!has_signature(request))
-      return respond({404, "application/json", {}, R"({"message":"not found"})"});
-    spdlog::info("api_not_implemented method={} path=\"{}\"", request.method, request.raw_path);
-    respond(error_response(
-        {501,
-         "NotImplementedException",
-         request.method + " " + request.raw_path + " is not implemented in Nimbus " + version_,
-         {},
-         {}}));
-  });
+  router.set_fallback(
+      [this](net::http_request request, net::http_responder respond) {
+        if (!has_signature(request))
+          return respond({404, "application/json", {}, R"({"message":"not found"})"});
+        spdlog::info("api_not_implemented method={} path=\"{}\"", request.method, request.raw_path);
+        respond(error_response(
+            {501,
+             "NotImplementedException",
+             request.method + " " + request.raw_path + " is not implemented in Nimbus " + version_,
+             {},
+             {}}));
+      },
+      body_policy(control_plane_max_body));
 }
 
 void aws_http::respond_when_durable(api_result result, net::http_responder respond) const {

@@ -60,8 +60,11 @@ class aws_http {
   // True when the request carries SigV4 (header or presigned query), signed or not.
   static bool has_signature(const net::http_request& request);
   // What AWS routes accept before reading a body: at most `max_body` bytes, and only from a
-  // caller that signed the request with our access key (or, with `certificates`, presented a
-  // client certificate); the signature itself is checked once the body is there.
+  // caller whose request names our access key id in its signature (or, with `certificates`,
+  // that presented a client certificate). That key id is not secret (presigned URLs carry
+  // it): this turns away unauthenticated callers cheaply, and the signature itself is checked
+  // once the body is there, so what a caller can make the server buffer is bounded by the
+  // route's limit and http.max_connections.
   net::route_options body_policy(std::size_t max_body, bool certificates = false) const;
   // Requests no route matches: signed ones are AWS operations Nimbus lacks (501
   // NotImplementedException, so SDKs say so plainly); unsigned ones get 404.

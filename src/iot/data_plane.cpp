@@ -81,8 +81,23 @@ void data_plane::install(net::http_router& router) {
           respond(error_response(e));
         }
       },
-      // The payload of one MQTT message; a device may sign or use its certificate.
-      http_.body_policy(broker_.settings().max_packet_size, true));
+      body_policy());
+}
+
+net::route_options data_plane::body_policy() const {
+  // The payload of one MQTT message, from a caller who signs or uses a device certificate; a
+  // certificate that may not connect may not make us read its body either.
+  auto options = http_.body_policy(broker_.settings().max_packet_size, true);
+  options.precheck = [this, signed_or_certificate = std::move(options.precheck)](
+                         const net::http_request& head) -> std::optional<net::http_response> {
+    if (head.certificate && !aws_http::has_signature(head)) {
+      auto refusal = authorizer_.certificate_refusal(head.certificate->sha256_hex);
+      if (!refusal.empty())
+        return error_response({403, "ForbiddenException", "Forbidden: " + refusal, {}, {}});
+    }
+    return signed_or_certificate(head);
+  };
+  return options;
 }
 
 void data_plane::publish(net::http_request r, net::http_responder respond) {
@@ -138,6 +153,13 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   msg->props.message_expiry_interval.reset();
   msg->publisher = "n/a";  // AWS: clientid() is n/a for HTTP publishes
   auto routed = broker_.publish(std::move(msg));
+  if (routed.quota_exceeded)
+    throw api_error{429,
+                    "ThrottlingException",
+                    "Retained message refused: the server holds max_retained_messages or "
+                    "max_retained_bytes",
+                    {},
+                    {}};
   if (qos == 0 || routed.durable_ticket == 0) return respond(ok_response());
   const auto ticket = routed.durable_ticket;
   writer_.when_durable(ticket, [this, ticket, respond] {

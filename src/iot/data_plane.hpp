@@ -19,6 +19,7 @@ class data_plane {
 
  private:
   void publish(net::http_request request, net::http_responder respond);
+  net::route_options body_policy() const;
 
   broker::broker& broker_;
   device_authorizer& authorizer_;

@@ -14,6 +14,8 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include <array>
+
 #include "net/streams.hpp"
 
 namespace nimbus::net {
@@ -122,12 +124,16 @@ const route_options& http_router::options_for(std::string_view method,
   probe.raw_path = std::string(raw_path);
   probe.path = percent_decode(raw_path);
   std::vector<std::string> raw_segments = split_path(raw_path);
+  bool path_known = false;
   for (const auto& r : routes_) {
     std::vector<std::pair<std::string, std::string>> params;
-    if (r.method != method && !(r.method == "GET" && method == "HEAD")) continue;
-    if (matches(r, probe, raw_segments, params)) return r.options;
+    if (!matches(r, probe, raw_segments, params)) continue;
+    if (r.method == method || (r.method == "GET" && method == "HEAD")) return r.options;
+    path_known = true;
   }
-  return default_options_;
+  // A known path with another method is answered 405 without its body; the fallback takes
+  // what it declared.
+  return path_known || !fallback_ ? default_options_ : fallback_options_;
 }
 
 void http_router::set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
@@ -273,25 +279,45 @@ auto async_dispatch(const http_router& router, http_request request, Token&& tok
       token, std::move(request));
 }
 
+// Closing with unread request bytes makes the kernel send a reset, which can destroy the
+// response before the client has read it; so a refusal that left a body unread reads (and
+// drops) a little of it first: at most 64 KiB, for at most a second.
+template <class Stream>
+asio::awaitable<void> drain(Stream& stream) {
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(1));
+  std::array<char, 4096> sink;
+  for (std::size_t drained = 0; drained < 64 * 1024;) {
+    auto [ec, n] = co_await stream.async_read_some(asio::buffer(sink), as_value);
+    if (ec) break;
+    drained += n;
+  }
+}
+
 template <class Stream>
 asio::awaitable<void> http_session(Stream stream, const http_router& router, std::string remote,
                                    std::optional<peer_certificate> certificate,
                                    http_listener_options options, steady_time accepted_at) {
   beast::flat_buffer buffer;
-  while (true) {
+  bool unread_body = false;  // a refusal left the request's body unread: drain before closing
+  for (bool first = true;; first = false) {
     // Headers first, bounded in size and time: nothing of the body is read until the route,
     // its body limit and (for a body) the caller's credentials have been looked at.
     http::request_parser<http::string_body> parser;
     parser.header_limit(max_header_bytes);
     parser.body_limit(boost::none);  // the route's limit is applied once the route is known
     if (buffer.size() == 0) {
-      // Idle between requests for at most idle_timeout; from a request's first byte on,
-      // request_timeout is absolute for its headers and body together.
-      beast::get_lowest_layer(stream).expires_after(options.idle_timeout);
+      // Idle between requests for at most idle_timeout (a new connection's first request gets
+      // no more than request_timeout); from a request's first byte on, request_timeout is
+      // absolute for its headers and body together.
+      beast::get_lowest_layer(stream).expires_after(first ? options.request_timeout
+                                                          : options.idle_timeout);
       auto [idle_ec, n] = co_await stream.async_read_some(buffer.prepare(4096), as_value);
       if (idle_ec) break;
       buffer.commit(n);
     }
+    // A WebSocket's CONNECT deadline counts from accept for the connection's first request,
+    // from the upgrade request's first byte after others.
+    const steady_time request_started = first ? accepted_at : std::chrono::steady_clock::now();
     beast::get_lowest_layer(stream).expires_after(options.request_timeout);
     auto [header_ec, header_bytes] =
         co_await http::async_read_header(stream, buffer, parser, as_value);
@@ -352,10 +378,10 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       if (accept_ec) co_return;
       std::unique_ptr<byte_stream> upgraded;
       if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-        upgraded = make_websocket_stream(std::move(ws), remote, std::move(signer), accepted_at);
+        upgraded = make_websocket_stream(std::move(ws), remote, std::move(signer), request_started);
       } else {
         upgraded = make_secure_websocket_stream(std::move(ws), remote, certificate,
-                                                std::move(signer), accepted_at);
+                                                std::move(signer), request_started);
       }
       router.websocket_handler()(std::move(upgraded));
       co_return;
@@ -370,6 +396,7 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
                 route.precheck(to_request(head, remote, certificate, options.loopback))) {
           auto res = to_response(std::move(*refusal), version, false, is_head);
           co_await http::async_write(stream, res, as_value);
+          unread_body = true;
           break;
         }
       }
@@ -377,9 +404,11 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
         auto res = closing_response(
             413, fmt::format("request body too large (at most {} bytes)", route.max_body), version);
         co_await http::async_write(stream, res, as_value);
+        unread_body = true;
         break;
       }
-      if (beast::iequals(head[http::field::expect], "100-continue")) {
+      // HTTP/1.0 clients do not know 100 Continue (RFC 9110 10.1.1).
+      if (version >= 11 && beast::iequals(head[http::field::expect], "100-continue")) {
         http::response<http::empty_body> go_on{http::status::continue_, version};
         co_await http::async_write(stream, go_on, as_value);
       }
@@ -391,6 +420,7 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
               413, fmt::format("request body too large (at most {} bytes)", route.max_body),
               version);
           co_await http::async_write(stream, res, as_value);
+          unread_body = true;
         } else {
           spdlog::debug("http_body_not_received remote={} error=\"{}\"", remote, body_ec.message());
         }
@@ -402,15 +432,20 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
     http_response response = co_await async_dispatch(
         router, to_request(req, remote, certificate, options.loopback), asio::use_awaitable);
     auto res = to_response(std::move(response), version, keep_alive, is_head);
+    // The answer gets its own time: a durable write or a key generation may have used the
+    // request's.
+    beast::get_lowest_layer(stream).expires_after(options.request_timeout);
     auto [write_ec, written] = co_await http::async_write(stream, res, as_value);
     if (write_ec || !res.keep_alive()) break;
   }
   if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
+    if (unread_body) co_await drain(stream);
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
     co_await stream.async_shutdown(as_value);
   } else {
     boost::system::error_code ignored;
     stream.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    if (unread_body) co_await drain(stream);
   }
 }
 

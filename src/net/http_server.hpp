@@ -65,7 +65,7 @@ using http_async_handler = std::function<void(http_request, http_responder respo
 // What a route accepts before its body is read: an unauthenticated client must not make the
 // server buffer a body it will refuse anyway.
 struct route_options {
-  std::size_t max_body = 64 * 1024;  // larger bodies get 413 before they are read
+  std::size_t max_body = 0;  // larger bodies get 413 before they are read (0: none at all)
   // Looks at the request line and headers (body still empty) when a body is announced; a
   // response refuses the request without reading its body, and the connection is closed.
   std::function<std::optional<http_response>(const http_request& head)> precheck;
@@ -82,8 +82,11 @@ class http_router {
            route_options options = {});
   void add_async(std::string method, std::string pattern, http_async_handler handler,
                  route_options options = {});
-  // Answers requests no route matches (404 by default).
-  void set_fallback(http_async_handler handler) { fallback_ = std::move(handler); }
+  // Answers requests no route matches (404 by default), accepting bodies as `options` say.
+  void set_fallback(http_async_handler handler, route_options options = {}) {
+    fallback_ = std::move(handler);
+    fallback_options_ = std::move(options);
+  }
   // The options of the route `method` and `raw_path` would reach (defaults when none).
   const route_options& options_for(std::string_view method, std::string_view raw_path) const;
   void set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
@@ -110,7 +113,8 @@ class http_router {
                       const std::vector<std::string>& raw_segments,
                       std::vector<std::pair<std::string, std::string>>& params);
   std::vector<route> routes_;
-  route_options default_options_;
+  route_options default_options_;  // a path known for another method: no body
+  route_options fallback_options_;
   http_async_handler fallback_;
   std::string websocket_path_;
   std::string websocket_subprotocol_;

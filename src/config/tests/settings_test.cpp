@@ -20,8 +20,8 @@ TEST(settings, listener_addresses_are_checked_before_anything_starts) {
   settings s;
   for (const char* good : {"127.0.0.1:1883", "localhost:0", "[::1]:8080", "0.0.0.0:65535", "off"})
     EXPECT_EQ(set_setting(s, "listeners.mqtt", good), "") << good;
-  for (const char* bad :
-       {"foo", "1883", ":1883", "127.0.0.1:", "127.0.0.1:65536", "::1:1883", "127.0.0.1:http"}) {
+  for (const char* bad : {"foo", "1883", ":1883", "127.0.0.1:", "127.0.0.1:65536", "::1:1883",
+                          "127.0.0.1:http", "myhost:1883", "256.1.1.1:1883", "[::g]:1883"}) {
     auto error = set_setting(s, "listeners.mqtt", bad);
     EXPECT_NE(error.find("expected HOST:PORT, e.g. 127.0.0.1:1883"), std::string::npos) << bad;
   }
