@@ -1288,3 +1288,59 @@ def test_websocket_upgrades_count_as_pending_until_connect(nimbus, clients):
     finally:
         for h in held:
             h.close()
+
+
+def test_restart_loads_retained_messages_only_up_to_the_limits(nimbus, clients):
+    """A store holding more retained bytes than the limits allow does not need that much memory
+    at start-up: what fits is served, the rest stays stored (and is deleted there when a client
+    clears its topic)."""
+    nimbus.start(["--sys-interval", "0"])
+    prefix = unique("big-retained")
+    p = clients.raw(version=5)
+    assert p.connect(unique("retainer")).reason_code == 0
+    payload = b"r" * (64 * 1024)
+    for i in range(64):  # 4 MiB of retained payloads
+        assert p.publish("%s/%02d" % (prefix, i), payload, qos=1, retain=True).reason_code < 0x80
+    p.disconnect(wait_closed=True)
+    nimbus.restart(extra_args=["--sys-interval", "0", "--max-retained-bytes", str(1024 * 1024)])
+    assert "retained_not_loaded" in nimbus.log_path.read_text(errors="replace")
+    loaded = metric(nimbus, "nimbus_mqtt_retained_bytes")
+    assert 0 < loaded <= 1024 * 1024, "loaded %d retained bytes past the 1 MiB limit" % loaded
+    served = int(metric(nimbus, "nimbus_mqtt_retained_messages"))
+    assert served < 64
+    # Clearing a topic that was left stored deletes it there too.
+    c = clients.raw(version=5)
+    assert c.connect(unique("clearer")).reason_code == 0
+    assert c.publish("%s/63" % prefix, b"", qos=1, retain=True).reason_code < 0x80
+    c.disconnect(wait_closed=True)
+    nimbus.restart(extra_args=["--sys-interval", "0"])
+    assert metric(nimbus, "nimbus_mqtt_retained_messages") == 63
+
+
+def test_restart_shares_a_message_queued_for_many_offline_sessions(nimbus, clients):
+    """A QoS 1 fan-out to offline persistent sessions is stored once per session but loaded once
+    at restart: 300 sessions x 8 queued messages of 32 KiB would be 75 MiB as copies."""
+    nimbus.start(["--sys-interval", "0"])
+    topic = unique("fleet") + "/broadcast"
+    for i in range(300):
+        r = clients.raw(version=5)
+        assert r.connect("offline-%03d" % i, clean=False,
+                         props={"SessionExpiryInterval": 3600}).reason_code == 0
+        r.subscribe([(topic, 1)])
+        r.disconnect(wait_closed=True)
+    p = clients.raw(version=5)
+    assert p.connect(unique("broadcaster")).reason_code == 0
+    for i in range(8):
+        assert p.publish(topic, bytes([65 + i]) * (32 * 1024), qos=1).reason_code < 0x80
+    p.disconnect(wait_closed=True)
+    nimbus.restart(extra_args=["--sys-interval", "0"])
+    grown_kib = resident_kib(nimbus.proc.pid)
+    # The whole server after loading 2,400 queued deliveries: far below one copy per row.
+    assert grown_kib < 60 * 1024, "resident %d KiB after restart" % grown_kib
+    r = clients.raw(version=5)
+    ack = r.connect("offline-007", clean=False, props={"SessionExpiryInterval": 3600})
+    assert ack.session_present
+    got = [r.expect(rawmqtt.PUBLISH) for _ in range(8)]
+    for pkt in got:
+        r.ack(pkt)
+    assert [pkt.payload[:1] for pkt in got] == [bytes([65 + i]) for i in range(8)]
