@@ -25,7 +25,7 @@ struct mqtt_settings {
   std::uint32_t max_connections = 100'000;  // clients past CONNECT
   // Sockets that have not completed CONNECT (TLS handshakes included), in all and per address.
   std::uint32_t max_pending_connections = 1000;
-  std::uint32_t max_pending_per_address = 256;
+  std::uint32_t max_pending_per_address = 500;
   std::uint32_t connect_timeout = 10;                // seconds from accept to a complete CONNECT
   std::uint32_t max_connect_size = 64 * 1024;        // bytes; independent of max_packet_size
   std::uint32_t max_client_id_length = 128;          // AWS IoT's limit; MQTT allows 65535
