@@ -95,3 +95,38 @@ def test_unimplemented_aws_operation_is_501(server, operation):
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 501, resp
     assert "not implemented in Nimbus" in resp["Error"].get("Message", ""), resp
     server.assert_alive()
+
+
+def test_start_up_and_connections_are_logged_for_a_newcomer(nimbus, clients):
+    """The first start says what it created and what to try; connects and disconnects are
+    logged at info with client id, transport and certificate; HTTP sent to the MQTT port gets a
+    hint in the log. A second start creates nothing new and says so by saying nothing."""
+    from conftest import unique, wait_until
+    nimbus.start()
+    log = nimbus.log_path.read_text(errors="replace")
+    for what in ("certificate authority", "API credentials", "API tokens"):
+        assert 'created what="%s"' % what in log, log
+    assert re.search(r"try: mosquitto_sub -h localhost -p %d .*mosquitto_pub" % nimbus.mqtt_port,
+                     log), log
+
+    client_id = unique("newcomer")
+    c = clients.connected(client_id=client_id)
+    c.disconnect()
+    wait_until(lambda: re.search(
+        r"mqtt_disconnected client=%s .*reason=CLIENT_INITIATED_DISCONNECT" % client_id,
+        nimbus.log_path.read_text(errors="replace")), what="the disconnect logged")
+    log = nimbus.log_path.read_text(errors="replace")
+    assert re.search(r"level=info .*mqtt_connected client=%s remote=127\.0\.0\.1:\d+ "
+                     r"transport=tcp certificate=-" % client_id, log), log
+
+    with socket.create_connection((nimbus.host, nimbus.mqtt_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert s.recv(100) == b"", "the MQTT port answered an HTTP request"
+    wait_until(lambda: "http_on_mqtt_port" in nimbus.log_path.read_text(errors="replace"),
+               what="the HTTP-on-MQTT-port hint")
+    assert "--http" in nimbus.log_path.read_text(errors="replace").split("http_on_mqtt_port")[1]
+
+    nimbus.restart()
+    second = nimbus.log_path.read_text(errors="replace").rsplit("===== ", 1)[1]
+    assert 'created what="certificate authority"' not in second, second
+    assert 'created what="API tokens"' not in second, second
