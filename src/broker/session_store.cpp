@@ -159,25 +159,35 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
   while (queue.step()) {
     auto it = by_id.find(queue.column_text(0));
     if (it == by_id.end()) continue;
-    auto msg = std::make_shared<message>();
-    msg->topic = queue.column_text(2);
-    msg->payload = queue.column_text(3);
-    msg->qos = static_cast<std::uint8_t>(queue.column_int(4));
-    msg->props = mqtt::decode_properties(queue.column_text(7)).value_or(mqtt::properties{});
-    msg->expires_at = queue.column_int(8);
-    msg->publisher = queue.column_text(9);
-    auto& same_hash = loaded[std::hash<std::string>{}(msg->payload) ^
-                             (std::hash<std::string>{}(msg->topic) * 31)];
+    // Compared in place before anything is allocated: a copy is made only for a message not
+    // seen yet.
+    std::string_view topic = queue.column_view(2);
+    std::string_view payload = queue.column_view(3);
+    auto qos = static_cast<std::uint8_t>(queue.column_int(4));
+    std::string_view props_blob = queue.column_view(7);
+    std::int64_t expires_at = queue.column_int(8);
+    std::string_view publisher = queue.column_view(9);
+    auto& same_hash =
+        loaded[std::hash<std::string_view>{}(payload) ^ (std::hash<std::string_view>{}(topic)*31)];
+    auto props = mqtt::decode_properties(props_blob).value_or(mqtt::properties{});
     auto same = std::find_if(same_hash.begin(), same_hash.end(), [&](const message_ptr& m) {
-      return m->payload == msg->payload && m->topic == msg->topic && m->qos == msg->qos &&
-             m->expires_at == msg->expires_at && m->publisher == msg->publisher &&
-             m->props == msg->props;
+      return m->payload == payload && m->topic == topic && m->qos == qos &&
+             m->expires_at == expires_at && m->publisher == publisher && m->props == props;
     });
-    message_ptr shared = msg;
-    if (same != same_hash.end())
+    message_ptr shared;
+    if (same != same_hash.end()) {
       shared = *same;
-    else
+    } else {
+      auto msg = std::make_shared<message>();
+      msg->topic = topic;
+      msg->payload = payload;
+      msg->qos = qos;
+      msg->props = std::move(props);
+      msg->expires_at = expires_at;
+      msg->publisher = publisher;
+      shared = msg;
       same_hash.push_back(shared);
+    }
     delivery d;
     d.seq = static_cast<std::uint64_t>(queue.column_int(1));
     d.qos = static_cast<std::uint8_t>(queue.column_int(5));

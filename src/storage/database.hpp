@@ -42,6 +42,8 @@ class statement {
 
   std::int64_t column_int(int index) const;
   std::string column_text(int index) const;
+  // The column's bytes without a copy; valid until the statement steps or is reset.
+  std::string_view column_view(int index) const;
   bool column_is_null(int index) const;
 
  private:
