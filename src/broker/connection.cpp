@@ -10,7 +10,6 @@
 #include "core/random.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/topic.hpp"
-#include "net/address.hpp"
 #include "net/timer_wheel.hpp"
 
 namespace nimbus::broker {
