@@ -313,10 +313,7 @@ int serve(const config::settings& settings) {
   auto open = [&](const std::string& name, const std::string& address,
                   const net::socket_handler& handler) {
     if (net::is_off(address)) return;
-    auto endpoints = net::listen_endpoints(address);
-    if (endpoints.empty())
-      throw std::runtime_error("--" + name + " " + address +
-                               ": expected HOST:PORT, e.g. 127.0.0.1:1883");
+    auto endpoints = net::listen_endpoints(address);  // checked at the top of serve()
     for (std::size_t i = 0; i < endpoints.size(); ++i) {
       auto endpoint = endpoints[i];
       if (i > 0 && endpoint.port() == 0) endpoint.port(listeners.back()->local_endpoint().port());

@@ -51,13 +51,7 @@ bool aws_http::has_signature(const net::http_request& request) {
 std::optional<net::http_response> aws_http::authenticate(
     const net::http_request& request, const std::vector<std::string_view>& services) const {
   signed_request signed_req{request.method, request.target, request.headers, request.body};
-  auto result = verify_sigv4(
-      signed_req,
-      [this](std::string_view key) -> std::optional<std::string> {
-        if (key == credentials_.access_key_id) return credentials_.secret_access_key;
-        return std::nullopt;
-      },
-      std::chrono::system_clock::now());
+  auto result = verify_sigv4(signed_req, our_secret(), std::chrono::system_clock::now());
   if (!result.ok) {
     spdlog::info("api_request_refused method={} path=\"{}\" remote={} error={} detail=\"{}\"",
                  request.method, request.raw_path, request.remote_address, result.error_type,
@@ -73,6 +67,13 @@ std::optional<net::http_response> aws_http::authenticate(
        "Credential should be scoped to correct service: '" + std::string(services.front()) + "'",
        {},
        {}});
+}
+
+secret_lookup aws_http::our_secret() const {
+  return [this](std::string_view key) -> std::optional<std::string> {
+    if (key == credentials_.access_key_id) return credentials_.secret_access_key;
+    return std::nullopt;
+  };
 }
 
 void aws_http::note_region(const std::string& region) const {
@@ -93,23 +94,12 @@ net::route_options aws_http::body_policy(std::size_t max_body, bool certificates
   options.precheck =
       [this, certificates](const net::http_request& head) -> std::optional<net::http_response> {
     if (certificates && head.certificate && !has_signature(head)) return std::nullopt;
-    if (!has_signature(head))
-      return error_response(
-          {403, "MissingAuthenticationTokenException", "Missing Authentication Token", {}, {}});
-    // The access key id is in the credential scope: "Credential=AKID/date/region/service/...".
-    std::string scope = head.header("authorization").value_or(head.query);
-    auto at = scope.find("Credential=");
-    if (at == std::string::npos)
-      return error_response(
-          {403, "IncompleteSignatureException", "The request signature is incomplete", {}, {}});
-    auto key = std::string_view(scope).substr(at + 11);
-    key = key.substr(0, std::min({key.find('/'), key.find("%2F"), key.find("%2f")}));
-    if (key != credentials_.access_key_id)
-      return error_response({403,
-                             "UnrecognizedClientException",
-                             "The security token included in the request is invalid.",
-                             {},
-                             {}});
+    // Everything but the signature itself, which covers the body.
+    signed_request signed_head{head.method, head.target, head.headers, {}};
+    auto result = verify_sigv4(signed_head, our_secret(), std::chrono::system_clock::now(),
+                               std::chrono::minutes(15), sigv4_check::before_body);
+    if (!result.ok)
+      return error_response({result.status, result.error_type, result.message, {}, {}});
     return std::nullopt;
   };
   return options;

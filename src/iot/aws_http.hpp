@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "iot/sigv4.hpp"
 #include "net/http_server.hpp"
 #include "registry/credentials.hpp"
 #include "registry/registry.hpp"
@@ -60,11 +61,11 @@ class aws_http {
   // True when the request carries SigV4 (header or presigned query), signed or not.
   static bool has_signature(const net::http_request& request);
   // What AWS routes accept before reading a body: at most `max_body` bytes, and only from a
-  // caller whose request names our access key id in its signature (or, with `certificates`,
-  // that presented a client certificate). That key id is not secret (presigned URLs carry
-  // it): this turns away unauthenticated callers cheaply, and the signature itself is checked
-  // once the body is there, so what a caller can make the server buffer is bounded by the
-  // route's limit and http.max_connections.
+  // caller whose SigV4 passes every check but the signature (form, scope, date, our access
+  // key id), or, with `certificates`, that presented a client certificate. The key id is not
+  // secret (presigned URLs carry it) and the signature covers the body, so it is checked once
+  // the body is there: what a caller can make the server buffer is bounded by the route's
+  // limit and http.max_connections.
   net::route_options body_policy(std::size_t max_body, bool certificates = false) const;
   // Requests no route matches: signed ones are AWS operations Nimbus lacks (501
   // NotImplementedException, so SDKs say so plainly); unsigned ones get 404.
@@ -77,6 +78,8 @@ class aws_http {
   void run(const api_operation& operation, const net::http_request& request,
            net::http_responder respond) const;
 
+  // Our one access key's secret, for verify_sigv4.
+  iot::secret_lookup our_secret() const;
   // Logs once per region a request was signed for that is not --region.
   void note_region(const std::string& region) const;
 

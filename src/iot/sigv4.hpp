@@ -41,9 +41,15 @@ struct sigv4_result {
 // Looks up the secret for an access key id; nullopt when the key is unknown.
 using secret_lookup = std::function<std::optional<std::string>(std::string_view access_key_id)>;
 
+// How much of a request to check: all of it, or all that can be checked before its body is
+// read (the form, credential scope, date and skew, and that the access key is ours), so a
+// caller refused anyway is refused before it sends a body.
+enum class sigv4_check { whole_request, before_body };
+
 sigv4_result verify_sigv4(const signed_request& request, const secret_lookup& secret_for,
                           std::chrono::system_clock::time_point now,
-                          std::chrono::seconds max_skew = std::chrono::minutes(15));
+                          std::chrono::seconds max_skew = std::chrono::minutes(15),
+                          sigv4_check check = sigv4_check::whole_request);
 
 // Hex SHA-256 and HMAC helpers shared with the tests.
 std::string sha256_hex(std::string_view data);

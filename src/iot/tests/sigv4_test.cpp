@@ -111,6 +111,30 @@ TEST(sigv4, unknown_key_is_unrecognized) {
                "UnrecognizedClientException", "null lookup");
 }
 
+TEST(sigv4, before_body_checks_all_but_the_signature) {
+  const auto before_body = [](const signed_request& request,
+                              std::chrono::system_clock::time_point now,
+                              const secret_lookup& lookup) {
+    return verify_sigv4(request, lookup, now, std::chrono::minutes(15), sigv4_check::before_body);
+  };
+  for (const auto& vector : vectors()) {
+    auto head = to_request(vector);
+    head.body = {};  // not read yet
+    auto accepted = before_body(head, signed_at + 1min, known_key);
+    EXPECT_TRUE(accepted.ok) << vector.name << ": " << accepted.message;
+    EXPECT_EQ(accepted.access_key_id, access_key) << vector.name;
+    // A wrong secret shows only in the signature, which needs the body.
+    EXPECT_TRUE(before_body(head, signed_at + 1min, wrong_secret).ok) << vector.name;
+    expect_error(before_body(head, signed_at + 1min, no_keys), "UnrecognizedClientException",
+                 vector.name);
+    expect_error(before_body(head, signed_at + std::chrono::days(8), known_key),
+                 "InvalidSignatureException", vector.name + " eight days late");
+  }
+  expect_error(
+      before_body({"POST", "/things/x", {{"host", "localhost"}}, {}}, signed_at, known_key),
+      "MissingAuthenticationTokenException", "unsigned");
+}
+
 TEST(sigv4, wrong_secret_is_invalid_signature) {
   for (const auto& vector : vectors()) {
     const auto result = verify(to_request(vector), signed_at, wrong_secret);
