@@ -325,7 +325,7 @@ void broker::publish_will(const mqtt::will_message& will, const std::string& pub
   publish(std::move(msg));
 }
 
-bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const gate_ptr& gate) {
+bool broker::enqueue_locked(session& s, delivery d, storage::ticket& ticket, const gate_ptr& gate) {
   if (s.discarded) return false;
   if (!s.link && (d.qos == 0 || !s.is_persistent()))
     return false;  // QoS 0 is not kept for offline clients
@@ -355,7 +355,7 @@ bool broker::enqueue_locked(session& s, delivery d, std::uint64_t& ticket, const
   }
   if (d.qos > 0 && s.is_persistent() && store_) {
     d.seq = s.extras().next_seq++;
-    ticket = std::max(ticket, store_->enqueue(s.client_id(), d));
+    ticket = storage::later(ticket, store_->enqueue(s.client_id(), d));
   }
   s.queue.push_back(std::move(d));
   return true;
@@ -488,9 +488,9 @@ publish_result broker::route(message_ptr msg, const gate_ptr& gate) {
   return result;
 }
 
-std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
-                                const mqtt::subscription_options& options,
-                                std::uint32_t subscription_id) {
+storage::ticket broker::subscribe(const session_ptr& s, const std::string& filter,
+                                  const mqtt::subscription_options& options,
+                                  std::uint32_t subscription_id) {
   auto [plain, group] = split_shared(filter);
   bool existed;
   bool persistent;
@@ -509,10 +509,10 @@ std::uint64_t broker::subscribe(const session_ptr& s, const std::string& filter,
       // The session ended meanwhile; its discard may have missed this entry.
       lock.unlock();
       index_.unsubscribe(plain, group, s.get());
-      return 0;
+      return {};
     }
   }
-  std::uint64_t ticket = 0;
+  storage::ticket ticket;
   if (persistent && store_)
     ticket = store_->save_subscription(s->client_id(), filter, {options, subscription_id});
   // Retained messages: never for shared subscriptions; retain handling 1 only when new (3.3.1.3).
@@ -538,7 +538,7 @@ void broker::queue_retained(const session_ptr& s, const std::string& filter,
   }
   if (found.empty()) return;
   auto now = clock_.unix_seconds();
-  std::uint64_t ticket = 0;
+  storage::ticket ticket;
   std::shared_ptr<session_link> wake;
   {
     std::lock_guard lock(s->mutex);

@@ -100,8 +100,7 @@ struct publish_result {
   // Refused before routing: a retained message past max_retained_messages/bytes.
   bool quota_exceeded = false;
   std::size_t matched = 0;
-  std::uint64_t durable_ticket =
-      0;  // acknowledge only once the store reaches it (0: nothing stored)
+  storage::ticket durable_ticket;  // acknowledge only once it is durable (none: nothing stored)
 };
 
 class broker {
@@ -130,9 +129,11 @@ class broker {
   // Releases the publishers held by `s` (its queue drained, or it went away).
   static void release_congestion(session& s);
 
-  // Adds a subscription and queues the retained messages it asks for. Returns granted QoS.
-  std::uint64_t subscribe(const session_ptr& s, const std::string& filter,
-                          const mqtt::subscription_options& options, std::uint32_t subscription_id);
+  // Adds a subscription and queues the retained messages it asks for; the ticket covers the
+  // stored subscription (none for a non-persistent session).
+  storage::ticket subscribe(const session_ptr& s, const std::string& filter,
+                            const mqtt::subscription_options& options,
+                            std::uint32_t subscription_id);
   // Returns whether the subscription existed.
   bool unsubscribe(const session_ptr& s, const std::string& filter);
 
@@ -187,7 +188,7 @@ class broker {
   // Removes a session and its subscriptions. Call without holding its mutex.
   void discard(const session_ptr& s);
   // Queues `d` into `s` (caller holds s->mutex); a stored row's ticket raises `ticket`.
-  bool enqueue_locked(session& s, delivery d, std::uint64_t& ticket,
+  bool enqueue_locked(session& s, delivery d, storage::ticket& ticket,
                       const gate_ptr& gate = nullptr);
   void queue_retained(const session_ptr& s, const std::string& filter,
                       const mqtt::subscription_options& options, std::uint32_t subscription_id);

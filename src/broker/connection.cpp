@@ -712,7 +712,7 @@ class connection final : public session_link,
       if (duplicate) {
         // A retransmission of a message already routed: acknowledge again, deliver once.
         queue_ack(
-            mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::success, {}}, 0);
+            mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, reason_code::success, {}}, {});
         return;
       }
     }
@@ -728,18 +728,18 @@ class connection final : public session_link,
         queue_ack(
             mqtt::ack_packet{
                 mqtt::packet_type::puback, p.packet_id, reason_code::not_authorized, {}},
-            0);
+            storage::ticket());
       if (p.qos == 2)
         queue_ack(
             mqtt::ack_packet{
                 mqtt::packet_type::pubrec, p.packet_id, reason_code::not_authorized, {}},
-            0);
+            storage::ticket());
       return;
     }
 
     publish_result routed;
     gate_ptr gate;
-    const std::uint64_t floor = durable_floor();
+    const storage::ticket floor = durable_floor();
     bool reserved = broker::is_reserved_topic(p.topic) &&
                     !is_bridge_state_topic(is_bridge_, identity_.client_id, p.topic);
     if (!reserved) {
@@ -774,7 +774,7 @@ class connection final : public session_link,
                              p.packet_id,
                              reason_code::quota_exceeded,
                              {}},
-            0, floor, std::move(gate));
+            storage::ticket(), floor, std::move(gate));
       if (!v5 && p.qos > 0) {
         end_reason_ = end_reason::client_error;
         close_now();
@@ -787,7 +787,7 @@ class connection final : public session_link,
       queue_ack(mqtt::ack_packet{mqtt::packet_type::puback, p.packet_id, matched_code, {}},
                 routed.durable_ticket, floor, std::move(gate));
     } else if (p.qos == 2) {
-      std::uint64_t ticket = routed.durable_ticket;
+      storage::ticket ticket = routed.durable_ticket;
       bool persistent;
       {
         std::lock_guard lock(session_->mutex);
@@ -795,7 +795,8 @@ class connection final : public session_link,
         persistent = session_->is_persistent();
       }
       if (persistent && broker_.store())
-        ticket = std::max(ticket, broker_.store()->add_inbound_qos2(client_id(), p.packet_id));
+        ticket =
+            storage::later(ticket, broker_.store()->add_inbound_qos2(client_id(), p.packet_id));
       queue_ack(mqtt::ack_packet{mqtt::packet_type::pubrec, p.packet_id, matched_code, {}}, ticket,
                 floor, std::move(gate));
     }
@@ -819,7 +820,7 @@ class connection final : public session_link,
                                        ? reason_code::success
                                        : reason_code::packet_identifier_not_found,
                                    {}},
-                  0);
+                  storage::ticket());
         return;
       }
       case mqtt::packet_type::puback:
@@ -882,8 +883,8 @@ class connection final : public session_link,
         s.props.subscription_identifiers.empty() ? 0 : s.props.subscription_identifiers[0];
     mqtt::suback_packet ack{s.packet_id, {}, {}};
     std::vector<std::string> granted;  // for the lifecycle event
-    std::uint64_t ticket = 0;
-    const std::uint64_t floor = durable_floor();
+    storage::ticket ticket;
+    const storage::ticket floor = durable_floor();
     for (const auto& e : s.entries) {
       bool shared = mqtt::parse_shared_filter(e.filter).has_value();
       bool valid = shared ? mqtt::is_valid_shared_filter(e.filter, broker_.topic_limits())
@@ -923,7 +924,8 @@ class connection final : public session_link,
         options.no_local = true;
         options.retain_as_published = true;
       }
-      ticket = std::max(ticket, broker_.subscribe(session_, e.filter, options, subscription_id));
+      ticket =
+          storage::later(ticket, broker_.subscribe(session_, e.filter, options, subscription_id));
       ack.reasons.push_back(static_cast<reason_code>(options.qos));
       granted.push_back(e.filter);
     }
@@ -939,7 +941,7 @@ class connection final : public session_link,
       if (existed) removed.push_back(filter);
       ack.reasons.push_back(existed ? reason_code::success : reason_code::no_subscription_existed);
     }
-    queue_ack(std::move(ack), 0);
+    queue_ack(std::move(ack), storage::ticket());
     broker_.announce_subscriptions(identity_, session_id_, false, removed);
   }
 
@@ -1125,26 +1127,26 @@ class connection final : public session_link,
 
   // The write-queue position before this connection submits writes for a packet; with the
   // packet's ticket it brackets the writes its acknowledgement vouches for.
-  std::uint64_t durable_floor() const {
+  storage::ticket durable_floor() const {
     auto* store = broker_.store();
-    return store ? store->writer().committed() : 0;
+    return store ? store->writer().committed() : storage::ticket();
   }
 
   // Acknowledgements leave in order; one that must wait for a durable write holds the rest.
-  void queue_ack(mqtt::packet ack, std::uint64_t ticket, std::uint64_t floor = 0,
+  void queue_ack(mqtt::packet ack, storage::ticket ticket, storage::ticket floor = {},
                  gate_ptr gate = nullptr) {
     auto* store = broker_.store();
-    spdlog::trace("mqtt_ack_queued client={} ticket={} waiting={}", client_id(), ticket,
+    spdlog::trace("mqtt_ack_queued client={} ticket={} waiting={}", client_id(), ticket.sequence(),
                   pending_ack_count());
     if (gate) {
       gate->release();  // routing is over: drop the publisher's own count
       if (gate->remaining.load(std::memory_order_acquire) == 0) gate.reset();
     }
-    bool durable = ticket == 0 || store == nullptr || store->writer().committed() >= ticket;
+    bool durable = ticket.is_none() || store == nullptr || store->writer().is_durable(ticket);
     bool ready = durable && !gate;
     auto& t = traffic();
     if (ready && t.pending_acks.empty()) {
-      if (ticket != 0 && store && store->writer().failed_between(floor, ticket))
+      if (!ticket.is_none() && store && store->writer().failed_between(floor, ticket))
         return storage_failed();
       mqtt::encode(ack, version_, t.out);
       flush_output();
@@ -1166,13 +1168,14 @@ class connection final : public session_link,
 
   void release_acks() {
     auto* store = broker_.store();
-    auto committed = store ? store->writer().committed() : ~std::uint64_t{0};
+    auto committed = store ? store->writer().committed() : storage::ticket(~std::uint64_t{0});
     auto& t = traffic();
     while (!t.pending_acks.empty() && t.pending_acks.front().ticket <= committed) {
       auto& front = t.pending_acks.front();
       if (front.gate && front.gate->remaining.load(std::memory_order_acquire) > 0)
         break;  // subscribers congested
-      if (front.ticket != 0 && store && store->writer().failed_between(front.floor, front.ticket)) {
+      if (!front.ticket.is_none() && store &&
+          store->writer().failed_between(front.floor, front.ticket)) {
         t.pending_acks.clear();
         return storage_failed();
       }
@@ -1303,8 +1306,8 @@ class connection final : public session_link,
 
   struct pending_ack {
     mqtt::packet ack;
-    std::uint64_t ticket;
-    std::uint64_t floor;
+    storage::ticket ticket;
+    storage::ticket floor;
     bool is_qos1;
     gate_ptr gate;  // set while subscribers hold this acknowledgement back
   };

@@ -238,9 +238,10 @@ std::size_t session_store::load_retained(storage::database& db,
   return total > visited ? total - visited : 0;
 }
 
-std::uint64_t session_store::save_session(const std::string& client_id,
-                                          mqtt::protocol_version version,
-                                          std::uint32_t expiry_interval, std::int64_t expires_at) {
+storage::ticket session_store::save_session(const std::string& client_id,
+                                            mqtt::protocol_version version,
+                                            std::uint32_t expiry_interval,
+                                            std::int64_t expires_at) {
   return writer_.submit([=](storage::database& db) {
     db.cached(
           "INSERT INTO mqtt_sessions (client_id, protocol, expiry_interval, expires_at) VALUES (?, "
@@ -255,7 +256,7 @@ std::uint64_t session_store::save_session(const std::string& client_id,
   });
 }
 
-std::uint64_t session_store::delete_session(const std::string& client_id) {
+storage::ticket session_store::delete_session(const std::string& client_id) {
   return writer_.submit([=](storage::database& db) {
     for (const char* sql : {"DELETE FROM mqtt_subscriptions WHERE client_id = ?",
                             "DELETE FROM mqtt_queue WHERE client_id = ?",
@@ -266,8 +267,8 @@ std::uint64_t session_store::delete_session(const std::string& client_id) {
   });
 }
 
-std::uint64_t session_store::save_will(const std::string& client_id, const mqtt::will_message& will,
-                                       std::int64_t publish_at) {
+storage::ticket session_store::save_will(const std::string& client_id,
+                                         const mqtt::will_message& will, std::int64_t publish_at) {
   return writer_.submit([client_id, blob = encode_will(will), publish_at](storage::database& db) {
     db.cached("UPDATE mqtt_sessions SET will = ?, will_at = ? WHERE client_id = ?")
         .bind_blob(1, blob)
@@ -277,7 +278,7 @@ std::uint64_t session_store::save_will(const std::string& client_id, const mqtt:
   });
 }
 
-std::uint64_t session_store::clear_will(const std::string& client_id) {
+storage::ticket session_store::clear_will(const std::string& client_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("UPDATE mqtt_sessions SET will = NULL, will_at = 0 WHERE client_id = ?")
         .bind(1, client_id)
@@ -285,8 +286,8 @@ std::uint64_t session_store::clear_will(const std::string& client_id) {
   });
 }
 
-std::uint64_t session_store::save_subscription(const std::string& client_id,
-                                               const std::string& filter, const subscription& s) {
+storage::ticket session_store::save_subscription(const std::string& client_id,
+                                                 const std::string& filter, const subscription& s) {
   return writer_.submit([=](storage::database& db) {
     db.cached(
           "INSERT OR REPLACE INTO mqtt_subscriptions (client_id, filter, qos, no_local, "
@@ -303,8 +304,8 @@ std::uint64_t session_store::save_subscription(const std::string& client_id,
   });
 }
 
-std::uint64_t session_store::delete_subscription(const std::string& client_id,
-                                                 const std::string& filter) {
+storage::ticket session_store::delete_subscription(const std::string& client_id,
+                                                   const std::string& filter) {
   return writer_.submit([=](storage::database& db) {
     db.cached("DELETE FROM mqtt_subscriptions WHERE client_id = ? AND filter = ?")
         .bind(1, client_id)
@@ -313,7 +314,7 @@ std::uint64_t session_store::delete_subscription(const std::string& client_id,
   });
 }
 
-std::uint64_t session_store::enqueue(const std::string& client_id, const delivery& d) {
+storage::ticket session_store::enqueue(const std::string& client_id, const delivery& d) {
   return writer_.submit([client_id, d](storage::database& db) {
     auto& insert = db.cached(
         "INSERT OR REPLACE INTO mqtt_queue (client_id, seq, topic, payload, message_qos, qos, "
@@ -336,7 +337,7 @@ std::uint64_t session_store::enqueue(const std::string& client_id, const deliver
   });
 }
 
-std::uint64_t session_store::remove_delivery(const std::string& client_id, std::uint64_t seq) {
+storage::ticket session_store::remove_delivery(const std::string& client_id, std::uint64_t seq) {
   return writer_.submit([=](storage::database& db) {
     db.cached("DELETE FROM mqtt_queue WHERE client_id = ? AND seq = ?")
         .bind(1, client_id)
@@ -345,8 +346,8 @@ std::uint64_t session_store::remove_delivery(const std::string& client_id, std::
   });
 }
 
-std::uint64_t session_store::mark_sent(const std::string& client_id, std::uint64_t seq,
-                                       std::uint16_t packet_id) {
+storage::ticket session_store::mark_sent(const std::string& client_id, std::uint64_t seq,
+                                         std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("UPDATE mqtt_queue SET sent_packet_id = ? WHERE client_id = ? AND seq = ?")
         .bind(1, std::int64_t{packet_id})
@@ -356,8 +357,8 @@ std::uint64_t session_store::mark_sent(const std::string& client_id, std::uint64
   });
 }
 
-std::uint64_t session_store::mark_released(const std::string& client_id, std::uint64_t seq,
-                                           std::uint16_t packet_id) {
+storage::ticket session_store::mark_released(const std::string& client_id, std::uint64_t seq,
+                                             std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("UPDATE mqtt_queue SET released_packet_id = ? WHERE client_id = ? AND seq = ?")
         .bind(1, std::int64_t{packet_id})
@@ -367,8 +368,8 @@ std::uint64_t session_store::mark_released(const std::string& client_id, std::ui
   });
 }
 
-std::uint64_t session_store::add_inbound_qos2(const std::string& client_id,
-                                              std::uint16_t packet_id) {
+storage::ticket session_store::add_inbound_qos2(const std::string& client_id,
+                                                std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("INSERT OR IGNORE INTO mqtt_inbound_qos2 (client_id, packet_id) VALUES (?, ?)")
         .bind(1, client_id)
@@ -377,8 +378,8 @@ std::uint64_t session_store::add_inbound_qos2(const std::string& client_id,
   });
 }
 
-std::uint64_t session_store::remove_inbound_qos2(const std::string& client_id,
-                                                 std::uint16_t packet_id) {
+storage::ticket session_store::remove_inbound_qos2(const std::string& client_id,
+                                                   std::uint16_t packet_id) {
   return writer_.submit([=](storage::database& db) {
     db.cached("DELETE FROM mqtt_inbound_qos2 WHERE client_id = ? AND packet_id = ?")
         .bind(1, client_id)
@@ -387,7 +388,7 @@ std::uint64_t session_store::remove_inbound_qos2(const std::string& client_id,
   });
 }
 
-std::uint64_t session_store::save_retained(const message_ptr& msg) {
+storage::ticket session_store::save_retained(const message_ptr& msg) {
   return writer_.submit([msg](storage::database& db) {
     db.cached(
           "INSERT OR REPLACE INTO mqtt_retained (topic, payload, qos, properties, expires_at, "
@@ -403,7 +404,7 @@ std::uint64_t session_store::save_retained(const message_ptr& msg) {
   });
 }
 
-std::uint64_t session_store::delete_retained(const std::string& topic) {
+storage::ticket session_store::delete_retained(const std::string& topic) {
   return writer_.submit([=](storage::database& db) {
     db.cached("DELETE FROM mqtt_retained WHERE topic = ?").bind(1, topic).run();
   });

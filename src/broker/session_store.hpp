@@ -43,29 +43,30 @@ class session_store {
   static std::size_t load_retained(storage::database& db,
                                    const std::function<bool(message_ptr)>& take);
 
-  std::uint64_t save_session(const std::string& client_id, mqtt::protocol_version version,
-                             std::uint32_t expiry_interval, std::int64_t expires_at);
-  std::uint64_t delete_session(const std::string& client_id);
+  storage::ticket save_session(const std::string& client_id, mqtt::protocol_version version,
+                               std::uint32_t expiry_interval, std::int64_t expires_at);
+  storage::ticket delete_session(const std::string& client_id);
   // A delayed will survives a restart: stored when scheduled, cleared when sent or cancelled.
-  std::uint64_t save_will(const std::string& client_id, const mqtt::will_message& will,
-                          std::int64_t publish_at);
-  std::uint64_t clear_will(const std::string& client_id);
-  std::uint64_t save_subscription(const std::string& client_id, const std::string& filter,
-                                  const subscription& s);
-  std::uint64_t delete_subscription(const std::string& client_id, const std::string& filter);
+  storage::ticket save_will(const std::string& client_id, const mqtt::will_message& will,
+                            std::int64_t publish_at);
+  storage::ticket clear_will(const std::string& client_id);
+  storage::ticket save_subscription(const std::string& client_id, const std::string& filter,
+                                    const subscription& s);
+  storage::ticket delete_subscription(const std::string& client_id, const std::string& filter);
   // Stores one delivery. Call it under the session's mutex, before the session can send it, so
   // the row is always written before its removal.
-  std::uint64_t enqueue(const std::string& client_id, const delivery& d);
+  storage::ticket enqueue(const std::string& client_id, const delivery& d);
   // Records the packet id a QoS 2 message was first sent with: after a restart it is resent with
   // the same id (MQTT 4.4), so the receiver's exactly-once state still matches.
-  std::uint64_t mark_sent(const std::string& client_id, std::uint64_t seq, std::uint16_t packet_id);
-  std::uint64_t remove_delivery(const std::string& client_id, std::uint64_t seq);
-  std::uint64_t mark_released(const std::string& client_id, std::uint64_t seq,
-                              std::uint16_t packet_id);
-  std::uint64_t add_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
-  std::uint64_t remove_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
-  std::uint64_t save_retained(const message_ptr& msg);
-  std::uint64_t delete_retained(const std::string& topic);
+  storage::ticket mark_sent(const std::string& client_id, std::uint64_t seq,
+                            std::uint16_t packet_id);
+  storage::ticket remove_delivery(const std::string& client_id, std::uint64_t seq);
+  storage::ticket mark_released(const std::string& client_id, std::uint64_t seq,
+                                std::uint16_t packet_id);
+  storage::ticket add_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
+  storage::ticket remove_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
+  storage::ticket save_retained(const message_ptr& msg);
+  storage::ticket delete_retained(const std::string& topic);
 
   storage::write_queue& writer() { return writer_; }
 

@@ -106,6 +106,16 @@ net::route_options aws_http::body_policy(std::size_t max_body, bool certificates
 }
 
 void aws_http::answer_unknown_routes(net::http_router& router) const {
+  // AWS SDKs read the error code from x-amzn-ErrorType; other clients see the same JSON.
+  router.set_error_responder([](unsigned status, std::string_view message) {
+    std::string_view type = status == 404   ? "UnknownOperationException"
+                            : status == 405 ? "MethodNotAllowedException"
+                                            : "InternalFailureException";
+    return net::http_response{status,
+                              "application/json",
+                              {{"x-amzn-ErrorType", std::string(type)}},
+                              json::serialize(json::object{{"message", message}})};
+  });
   router.set_fallback(
       [this](net::http_request request, net::http_responder respond) {
         if (!has_signature(request))
@@ -122,12 +132,12 @@ void aws_http::answer_unknown_routes(net::http_router& router) const {
 }
 
 void aws_http::respond_when_durable(api_result result, net::http_responder respond) const {
-  if (result.ticket == 0) return respond(json_response(result.status, result.body));
+  if (result.ticket.is_none()) return respond(json_response(result.status, result.body));
   const auto ticket = result.ticket;
   auto body = std::make_shared<api_result>(std::move(result));
   writer_.when_durable(ticket, [this, ticket, body, respond = std::move(respond)] {
-    if (writer_.failed_between(ticket - 1, ticket)) {
-      spdlog::error("api_write_failed ticket={}", ticket);
+    if (writer_.failed(ticket)) {
+      spdlog::error("api_write_failed ticket={}", ticket.sequence());
       return respond(error_response(
           {500, "InternalFailureException", "The change could not be stored", {}, {}}));
     }

@@ -16,6 +16,7 @@
 #include "net/http_server.hpp"
 #include "registry/credentials.hpp"
 #include "registry/registry.hpp"
+#include "storage/ticket.hpp"
 
 namespace nimbus::storage {
 class write_queue;
@@ -23,10 +24,10 @@ class write_queue;
 
 namespace nimbus::iot {
 
-// A JSON body to send and the write to wait for first (0: none).
+// A JSON body to send and the write to wait for first (none: answer at once).
 struct api_result {
   boost::json::value body;
-  std::uint64_t ticket = 0;
+  storage::ticket ticket{};
   unsigned status = 200;
 };
 
@@ -68,7 +69,8 @@ class aws_http {
   // limit and http.max_connections.
   net::route_options body_policy(std::size_t max_body, bool certificates = false) const;
   // Requests no route matches: signed ones are AWS operations Nimbus lacks (501
-  // NotImplementedException, so SDKs say so plainly); unsigned ones get 404.
+  // NotImplementedException, so SDKs say so plainly); unsigned ones get 404. The router's own
+  // errors (404, 405, 500) carry the x-amzn-ErrorType SDKs read.
   void answer_unknown_routes(net::http_router& router) const;
 
   // Sends `result` once its write is durable (or a 500 if that write failed).

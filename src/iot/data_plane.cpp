@@ -152,6 +152,8 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   msg->expires_at = broker_.expiry_for(msg->props);
   msg->props.message_expiry_interval.reset();
   msg->publisher = "n/a";  // AWS: clientid() is n/a for HTTP publishes
+  // The writes this publish makes (one per persistent subscriber) lie between these two.
+  const auto floor = writer_.committed();
   auto routed = broker_.publish(std::move(msg));
   if (routed.quota_exceeded)
     throw api_error{429,
@@ -160,10 +162,10 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
                     "max_retained_bytes",
                     {},
                     {}};
-  if (qos == 0 || routed.durable_ticket == 0) return respond(ok_response());
+  if (qos == 0 || routed.durable_ticket.is_none()) return respond(ok_response());
   const auto ticket = routed.durable_ticket;
-  writer_.when_durable(ticket, [this, ticket, respond] {
-    if (writer_.failed_between(ticket - 1, ticket))
+  writer_.when_durable(ticket, [this, floor, ticket, respond] {
+    if (writer_.failed_between(floor, ticket))
       return respond(error_response(
           {500, "InternalFailureException", "The message could not be stored", {}, {}}));
     respond(ok_response());

@@ -15,6 +15,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include <array>
+#include <stdexcept>
 
 #include "net/streams.hpp"
 
@@ -65,19 +66,41 @@ std::optional<std::string> http_request::query_param(std::string_view name) cons
 
 namespace {
 
-std::vector<std::string> split_path(std::string_view path) {
-  std::vector<std::string> out;
+// "/a/b%2Fc/" -> {"a", "b%2Fc", ""}: split before decoding, so %2F stays in its segment.
+std::vector<std::string_view> split_path(std::string_view path) {
+  std::vector<std::string_view> out;
   std::size_t start = path.starts_with('/') ? 1 : 0;
   while (start <= path.size()) {
     auto slash = path.find('/', start);
     if (slash == std::string_view::npos) slash = path.size();
-    out.emplace_back(path.substr(start, slash - start));
+    out.push_back(path.substr(start, slash - start));
     start = slash + 1;
   }
   return out;
 }
 
+bool is_param(std::string_view segment) {
+  return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
+}
+
+bool serves(std::string_view route_method, std::string_view method) {
+  return route_method == method || (route_method == "GET" && method == "HEAD");
+}
+
 }  // namespace
+
+// One path segment's worth of the route tree.
+struct http_router::node {
+  std::map<std::string, std::unique_ptr<node>, std::less<>> literal;  // decoded segment
+  std::unique_ptr<node> param;                                        // a `{name}` segment
+  std::vector<route> here;  // routes whose pattern ends at this node, one per method
+  std::vector<route> rest;  // routes whose pattern ends here with `*`: any non-empty remainder
+};
+
+http_router::http_router() : root_(std::make_unique<node>()) {}
+http_router::~http_router() = default;
+http_router::http_router(http_router&&) noexcept = default;
+http_router& http_router::operator=(http_router&&) noexcept = default;
 
 void http_router::add(std::string method, std::string pattern, http_handler handler,
                       route_options options) {
@@ -91,49 +114,68 @@ void http_router::add(std::string method, std::string pattern, http_handler hand
 
 void http_router::add_async(std::string method, std::string pattern, http_async_handler handler,
                             route_options options) {
-  bool prefix = !pattern.empty() && pattern.back() == '*';
-  if (prefix) pattern.pop_back();
-  std::vector<std::string> segments;
-  if (!prefix && pattern.find('{') != std::string::npos) segments = split_path(pattern);
-  routes_.push_back({std::move(method), std::move(pattern), prefix, std::move(segments),
-                     std::move(handler), std::move(options)});
-}
-
-bool http_router::matches(const route& r, const http_request& request,
-                          const std::vector<std::string>& raw_segments,
-                          std::vector<std::pair<std::string, std::string>>& params) {
-  if (r.prefix) return request.path.compare(0, r.path.size(), r.path) == 0;
-  if (r.segments.empty()) return request.path == r.path;
-  if (r.segments.size() != raw_segments.size()) return false;
-  for (std::size_t i = 0; i < r.segments.size(); ++i) {
-    const auto& want = r.segments[i];
-    std::string got = percent_decode(raw_segments[i]);
-    if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
-      if (got.empty()) return false;
-      params.emplace_back(want.substr(1, want.size() - 2), std::move(got));
-    } else if (want != got) {
-      return false;
+  auto segments = split_path(pattern);
+  const bool is_rest = !segments.empty() && segments.back() == "*";
+  if (is_rest) segments.pop_back();
+  node* at = root_.get();
+  std::vector<std::string> param_names;
+  for (auto segment : segments) {
+    if (segment.find('*') != std::string_view::npos)
+      throw std::invalid_argument("route " + pattern + ": '*' only as the last segment");
+    if (is_param(segment)) {
+      param_names.emplace_back(segment.substr(1, segment.size() - 2));
+      if (!at->param) at->param = std::make_unique<node>();
+      at = at->param.get();
+    } else {
+      auto& next = at->literal[percent_decode(segment)];
+      if (!next) next = std::make_unique<node>();
+      at = next.get();
     }
   }
-  return true;
+  auto& routes = is_rest ? at->rest : at->here;
+  for (const auto& r : routes)
+    if (r.method == method)
+      throw std::invalid_argument("route added twice: " + method + " " + pattern);
+  routes.push_back(
+      {std::move(method), std::move(param_names), std::move(handler), std::move(options)});
+}
+
+http_router::match http_router::find(std::string_view method, std::string_view raw_path) const {
+  const auto raw = split_path(raw_path);
+  std::vector<std::string> decoded;
+  decoded.reserve(raw.size());
+  for (auto segment : raw) decoded.push_back(percent_decode(segment));
+  match m;
+  auto pick = [&](const std::vector<route>& routes) -> const route* {
+    if (routes.empty()) return nullptr;
+    m.path_known = true;
+    for (const auto& r : routes)
+      if (serves(r.method, method)) return &r;
+    return nullptr;
+  };
+  // Depth first, literal before `{name}`, then a `*` route of this node.
+  auto walk = [&](auto& self, const node& n, std::size_t i) -> const route* {
+    if (i == decoded.size()) return pick(n.here);
+    if (auto it = n.literal.find(decoded[i]); it != n.literal.end())
+      if (const auto* r = self(self, *it->second, i + 1)) return r;
+    if (n.param && !decoded[i].empty()) {
+      m.values.push_back(decoded[i]);
+      if (const auto* r = self(self, *n.param, i + 1)) return r;
+      m.values.pop_back();
+    }
+    return pick(n.rest);
+  };
+  m.found = walk(walk, *root_, 0);
+  return m;
 }
 
 const route_options& http_router::options_for(std::string_view method,
                                               std::string_view raw_path) const {
-  http_request probe;
-  probe.raw_path = std::string(raw_path);
-  probe.path = percent_decode(raw_path);
-  std::vector<std::string> raw_segments = split_path(raw_path);
-  bool path_known = false;
-  for (const auto& r : routes_) {
-    std::vector<std::pair<std::string, std::string>> params;
-    if (!matches(r, probe, raw_segments, params)) continue;
-    if (r.method == method || (r.method == "GET" && method == "HEAD")) return r.options;
-    path_known = true;
-  }
+  auto m = find(method, raw_path);
+  if (m.found) return m.found->options;
   // A known path with another method is answered 405 without its body; the fallback takes
   // what it declared.
-  return path_known || !fallback_ ? default_options_ : fallback_options_;
+  return m.path_known || !fallback_ ? default_options_ : fallback_options_;
 }
 
 void http_router::set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
@@ -144,38 +186,30 @@ void http_router::set_websocket(std::string path, std::string subprotocol, strea
   websocket_handler_ = std::move(on_stream);
 }
 
+http_response http_router::error(unsigned status, std::string_view message) const {
+  if (error_responder_) return error_responder_(status, message);
+  return {status, "application/json", {}, fmt::format(R"({{"message":"{}"}})", message)};
+}
+
 void http_router::dispatch(http_request request, http_responder respond) const {
-  bool path_known = false;
-  std::vector<std::string> raw_segments = split_path(request.raw_path);
-  for (const auto& r : routes_) {
-    std::vector<std::pair<std::string, std::string>> params;
-    if (!matches(r, request, raw_segments, params)) continue;
-    path_known = true;
-    if (r.method != request.method && !(r.method == "GET" && request.method == "HEAD")) continue;
-    request.params = std::move(params);
+  auto m = find(request.method, request.raw_path);
+  if (m.found) {
+    const route& r = *m.found;
+    request.params.reserve(r.param_names.size());
+    for (std::size_t i = 0; i < r.param_names.size(); ++i)
+      request.params.emplace_back(r.param_names[i], std::move(m.values[i]));
     const std::string target = request.target;
     try {
       r.handler(std::move(request), respond);
     } catch (const std::exception& e) {
       spdlog::error("http_handler_failed path={} error=\"{}\"", target, e.what());
-      respond({500,
-               "application/json",
-               {{"x-amzn-ErrorType", "InternalFailureException"}},
-               R"({"message":"internal error"})"});
+      respond(error(500, "internal error"));
     }
     return;
   }
-  // AWS SDKs read the error code from x-amzn-ErrorType; other clients see plain JSON.
-  if (path_known)
-    return respond({405,
-                    "application/json",
-                    {{"x-amzn-ErrorType", "MethodNotAllowedException"}},
-                    R"({"message":"method not allowed"})"});
+  if (m.path_known) return respond(error(405, "method not allowed"));
   if (fallback_) return fallback_(std::move(request), std::move(respond));
-  respond({404,
-           "application/json",
-           {{"x-amzn-ErrorType", "UnknownOperationException"}},
-           R"({"message":"not found"})"});
+  respond(error(404, "not found"));
 }
 
 std::string percent_decode(std::string_view in) {

@@ -73,15 +73,31 @@ struct route_options {
 
 std::string percent_decode(std::string_view in);
 
-// Routes by method and path. A pattern is matched segment by segment on the raw path, so an
-// encoded '/' (%2F) stays inside its segment; `{name}` matches one segment and is passed
-// decoded in `params`. A pattern ending in '*' matches that (decoded) prefix.
+// Routes by method and path on a tree of path segments built as routes are added, so a
+// request costs one lookup per segment however many routes there are. The raw path is split
+// at '/' before decoding, so an encoded '/' (%2F) stays inside its segment; `{name}` matches
+// one non-empty segment, passed decoded in `params`; a final `*` segment matches the rest of
+// the path. A literal segment is preferred to `{name}` where both would match.
+//
+// The router knows HTTP, not the services behind it: its own answers (404, 405, a handler
+// that threw) are plain JSON unless `set_error_responder` shapes them (the AWS surfaces add
+// the error type header SDKs read).
 class http_router {
  public:
+  http_router();
+  ~http_router();
+  http_router(http_router&&) noexcept;
+  http_router& operator=(http_router&&) noexcept;
+
+  // Throws std::invalid_argument for a malformed pattern or a method+pattern added twice
+  // (start-up only).
   void add(std::string method, std::string pattern, http_handler handler,
            route_options options = {});
   void add_async(std::string method, std::string pattern, http_async_handler handler,
                  route_options options = {});
+  // Shapes the router's own error answers: `status` and a short English message.
+  using error_responder = std::function<http_response(unsigned status, std::string_view message)>;
+  void set_error_responder(error_responder responder) { error_responder_ = std::move(responder); }
   // Answers requests no route matches (404 by default), accepting bodies as `options` say.
   void set_fallback(http_async_handler handler, route_options options = {}) {
     fallback_ = std::move(handler);
@@ -93,6 +109,7 @@ class http_router {
                      websocket_admitter admit = nullptr);
   // Answers through `respond` (404/405 when nothing matches, 500 if a handler throws).
   void dispatch(http_request request, http_responder respond) const;
+  http_response error(unsigned status, std::string_view message) const;
 
   const std::string& websocket_path() const { return websocket_path_; }
   const std::string& websocket_subprotocol() const { return websocket_subprotocol_; }
@@ -102,17 +119,20 @@ class http_router {
  private:
   struct route {
     std::string method;
-    std::string path;
-    bool prefix;
-    std::vector<std::string> segments;  // of a template pattern
+    std::vector<std::string> param_names;  // of its `{name}` segments, in path order
     http_async_handler handler;
     route_options options;
   };
-  // Whether `r` matches the path; fills `params` from its `{name}` segments.
-  static bool matches(const route& r, const http_request& request,
-                      const std::vector<std::string>& raw_segments,
-                      std::vector<std::pair<std::string, std::string>>& params);
-  std::vector<route> routes_;
+  struct node;
+  struct match {
+    const route* found = nullptr;
+    bool path_known = false;          // some route has this path (with another method: 405)
+    std::vector<std::string> values;  // of the `{name}` segments on the way
+  };
+  match find(std::string_view method, std::string_view raw_path) const;
+
+  std::unique_ptr<node> root_;
+  error_responder error_responder_;
   route_options default_options_;  // a path known for another method: no body
   route_options fallback_options_;
   http_async_handler fallback_;

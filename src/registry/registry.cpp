@@ -584,7 +584,7 @@ double registry::now() const {
 
 registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
   std::vector<std::string> disabled;
-  ticket t = 0;
+  ticket t;
   {
     std::unique_lock lock(mutex_);
     // A failed write left memory ahead of the database; acknowledging more would be a lie.

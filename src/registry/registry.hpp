@@ -24,6 +24,7 @@
 #include "core/clock.hpp"
 #include "policy/policy.hpp"
 #include "registry/x509.hpp"
+#include "storage/ticket.hpp"
 
 namespace nimbus::storage {
 class database;
@@ -161,7 +162,7 @@ class registry {
 
   // Every mutator returns the ticket to wait for before acknowledging (0: nothing written) and
   // throws api_error when the request is refused (then nothing changed).
-  using ticket = std::uint64_t;
+  using ticket = storage::ticket;
 
   // ---- things
   struct thing_request {
@@ -330,7 +331,7 @@ class registry {
   mutable std::shared_mutex mutex_;
   std::unique_ptr<state> state_;
   storage::write_queue* writer_ = nullptr;
-  ticket last_ticket_ = 0;  // of the newest registry write (guarded by mutex_)
+  ticket last_ticket_;  // of the newest registry write (guarded by mutex_)
   std::shared_ptr<std::atomic<bool>> store_failed_ = std::make_shared<std::atomic<bool>>(false);
   std::function<void(const std::string&)> certificate_disabled_;
 };

@@ -1,5 +1,6 @@
 #include "storage/database.hpp"
 
+#include <fmt/format.h>
 #include <sqlite3.h>
 
 #include <string>
@@ -139,6 +140,14 @@ void database::migrate(std::string_view component,
   version_stmt.bind(1, component);
   std::size_t version =
       version_stmt.step() ? static_cast<std::size_t>(version_stmt.column_int(0)) : 0;
+  // Rolling a newer schema back is not something an older binary can do safely: refuse, so the
+  // database is left for the version that wrote it.
+  if (version > migrations.size())
+    throw database_error(fmt::format(
+        "the {} tables are at schema version {}, newer than this nimbus knows ({}): the data "
+        "directory was written by a newer nimbus; run that version, or start with another data "
+        "directory",
+        component, version, migrations.size()));
   for (std::size_t i = version; i < migrations.size(); ++i) {
     exec("BEGIN IMMEDIATE");
     try {

@@ -21,33 +21,35 @@ write_queue::~write_queue() {
   thread_.join();
 }
 
-std::uint64_t write_queue::submit(write w) {
-  std::uint64_t ticket;
+ticket write_queue::submit(write w) {
+  std::uint64_t sequence;
   {
     std::lock_guard lock(mutex_);
     pending_.push_back(std::move(w));
-    ticket = ++submitted_;
+    sequence = ++submitted_;
   }
   wake_.notify_one();
-  return ticket;
+  return ticket(sequence);
 }
 
-void write_queue::when_durable(std::uint64_t ticket, on_durable done) {
+void write_queue::when_durable(ticket t, on_durable done) {
   {
     std::lock_guard lock(mutex_);
-    if (committed_.load(std::memory_order_acquire) < ticket) {
-      waiters_.emplace_back(ticket, std::move(done));
+    // Not `committed_`: a callback registered earlier for this ticket may still be about to
+    // run, and callbacks keep their order (a store applies its change before anyone answers).
+    if (notified_ < t.sequence()) {
+      waiters_.emplace_back(t.sequence(), std::move(done));
       return;
     }
   }
   done();
 }
 
-bool write_queue::failed_between(std::uint64_t after, std::uint64_t up_to) const {
+bool write_queue::failed_between(ticket after, ticket up_to) const {
   if (failures_.load(std::memory_order_relaxed) == 0) return false;
   std::lock_guard lock(failed_mutex_);
-  auto it = std::upper_bound(failed_.begin(), failed_.end(), after);
-  return it != failed_.end() && *it <= up_to;
+  auto it = std::upper_bound(failed_.begin(), failed_.end(), after.sequence());
+  return it != failed_.end() && *it <= up_to.sequence();
 }
 
 void write_queue::drain() {
@@ -108,24 +110,28 @@ void write_queue::run() {
     }
     batch.clear();
     commits_.fetch_add(1, std::memory_order_relaxed);
-    {
-      std::lock_guard lock(mutex_);
-      committed_.store(batch_end, std::memory_order_release);
-      auto keep = waiters_.begin();
-      for (auto& w : waiters_) {
-        if (w.first <= batch_end)
-          ready.push_back(std::move(w.second));
-        else
-          *keep++ = std::move(w);
+    committed_.store(batch_end, std::memory_order_release);
+    // Callbacks registered while these run (for tickets of this batch) are run here too, and
+    // only when none is left does when_durable start running new ones at once: in order.
+    while (true) {
+      {
+        std::lock_guard lock(mutex_);
+        auto keep = waiters_.begin();
+        for (auto& w : waiters_) {
+          if (w.first <= batch_end)
+            ready.push_back(std::move(w.second));
+          else
+            *keep++ = std::move(w);
+        }
+        waiters_.erase(keep, waiters_.end());
+        // drain() returns only once the callbacks of what it waited for have run.
+        if (ready.empty()) {
+          notified_ = batch_end;
+          break;
+        }
       }
-      waiters_.erase(keep, waiters_.end());
-    }
-    for (auto& done : ready) done();
-    ready.clear();
-    {
-      // drain() returns only once the callbacks of what it waited for have run.
-      std::lock_guard lock(mutex_);
-      notified_ = batch_end;
+      for (auto& done : ready) done();
+      ready.clear();
     }
     drained_.notify_all();
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "storage/database.hpp"
+#include "storage/ticket.hpp"
 
 namespace nimbus::storage {
 
@@ -27,13 +28,18 @@ class write_queue {
   ~write_queue();  // commits what was submitted, then stops
 
   // Queues a write; returns its ticket. Writes run in submission order.
-  std::uint64_t submit(write w);
-  // Calls `done` once every write up to `ticket` is committed (at once if it already is).
-  void when_durable(std::uint64_t ticket, on_durable done);
-  std::uint64_t committed() const { return committed_.load(std::memory_order_acquire); }
+  ticket submit(write w);
+  // Calls `done` once every write up to `t` is committed (at once if it already is). Callbacks
+  // run in the order they were registered, so a store that registers its own (to apply the
+  // change to memory) before handing the ticket out runs before anyone it handed it to.
+  void when_durable(ticket t, on_durable done);
+  ticket committed() const { return ticket(committed_.load(std::memory_order_acquire)); }
+  bool is_durable(ticket t) const { return committed() >= t; }
   // True when a write with a ticket in (after, up_to] failed. Callers ask once `up_to` is
   // committed, with `after` = committed() read before they submitted.
-  bool failed_between(std::uint64_t after, std::uint64_t up_to) const;
+  bool failed_between(ticket after, ticket up_to) const;
+  // True when the write `t` itself failed (ask once it is committed).
+  bool failed(ticket t) const { return !t.is_none() && failed_between(t.previous(), t); }
   std::uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
   // Blocks until everything submitted so far is committed and its callbacks have run
   // (start-up, shutdown and tests).

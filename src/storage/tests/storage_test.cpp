@@ -2,6 +2,10 @@
 
 #include <atomic>
 #include <filesystem>
+#include <future>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
@@ -42,7 +46,7 @@ TEST(write_queue, groups_writes_and_reports_durability_in_order) {
     db.exec("CREATE TABLE t (v INTEGER)");
   }
   std::atomic<int> durable{0};
-  std::uint64_t last = 0;
+  ticket last;
   {
     write_queue q(path, "normal", std::chrono::milliseconds(1));
     for (int i = 0; i < 1000; ++i) {
@@ -65,6 +69,81 @@ TEST(write_queue, groups_writes_and_reports_durability_in_order) {
   EXPECT_EQ(count.column_int(1), 999 * 1000 / 2);
 }
 
+TEST(ticket, orders_writes_and_names_none_by_default) {
+  constexpr ticket none;
+  static_assert(none.is_none());
+  static_assert(ticket(3) < ticket(4));
+  static_assert(later(ticket(3), ticket(7)) == ticket(7));
+  static_assert(later(ticket(9), none) == ticket(9));
+  static_assert(ticket(5).previous() == ticket(4));
+  static_assert(none.previous() == none);
+}
+
+TEST(write_queue, nothing_to_wait_for_is_durable_at_once) {
+  auto path = temp_db("none.db");
+  write_queue q(path, "normal", std::chrono::milliseconds(1));
+  EXPECT_TRUE(q.is_durable(ticket()));
+  bool ran = false;
+  q.when_durable(ticket(), [&] { ran = true; });
+  EXPECT_TRUE(ran);
+  EXPECT_FALSE(q.failed(ticket()));
+}
+
+// A store applies its change in a callback it registers before handing the ticket out; whoever
+// it hands the ticket to (an HTTP answer) must not run first, even if it registers while the
+// store's callback is running.
+TEST(write_queue, callbacks_run_in_registration_order_even_across_a_commit) {
+  auto path = temp_db("order.db");
+  write_queue q(path, "normal", std::chrono::milliseconds(1));
+  std::promise<void> first_started;
+  std::promise<void> release_first;
+  auto release = release_first.get_future().share();
+  std::mutex order_mutex;
+  std::vector<std::string> order;
+  auto t = q.submit([](database&) {});
+  q.when_durable(t, [&] {
+    first_started.set_value();
+    release.wait();
+    std::lock_guard lock(order_mutex);
+    order.push_back("store");
+  });
+  first_started.get_future().wait();  // committed, and the first callback is running
+  EXPECT_TRUE(q.is_durable(t));
+  bool answered = false;
+  q.when_durable(t, [&] {
+    std::lock_guard lock(order_mutex);
+    order.push_back("answer");
+    answered = true;
+  });
+  {
+    std::lock_guard lock(order_mutex);
+    EXPECT_FALSE(answered);  // queued behind the running callback, not run at once
+  }
+  release_first.set_value();
+  q.drain();
+  EXPECT_EQ(order, (std::vector<std::string>{"store", "answer"}));
+}
+
+TEST(database, refuses_a_schema_written_by_a_newer_version) {
+  auto path = temp_db("newer.db");
+  {
+    database db(path);
+    db.migrate("c", {"CREATE TABLE c1 (x INTEGER)", "CREATE TABLE c2 (x INTEGER)"});
+  }
+  database db(path);
+  try {
+    db.migrate("c", {"CREATE TABLE c1 (x INTEGER)"});
+    ADD_FAILURE() << "expected a refusal";
+  } catch (const database_error& e) {
+    EXPECT_NE(std::string(e.what()).find("schema version 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("newer"), std::string::npos) << e.what();
+  }
+  // Nothing was changed: the version stays and both tables are there.
+  auto version = db.prepare("SELECT version FROM schema_versions WHERE component = 'c'");
+  ASSERT_TRUE(version.step());
+  EXPECT_EQ(version.column_int(0), 2);
+}
+
 TEST(write_queue, a_failing_write_is_rolled_back_alone_and_reported) {
   auto path = temp_db("failing.db");
   {
@@ -85,6 +164,9 @@ TEST(write_queue, a_failing_write_is_rolled_back_alone_and_reported) {
   EXPECT_TRUE(q.failed_between(a, b));
   EXPECT_TRUE(q.failed_between(before, c));
   EXPECT_FALSE(q.failed_between(b, c));
+  EXPECT_FALSE(q.failed(a));
+  EXPECT_TRUE(q.failed(b));
+  EXPECT_FALSE(q.failed(c));
   // The cached statement still works after its failure.
   auto d =
       q.submit([](database& db) { db.cached("INSERT INTO t (v) VALUES (?)").bind(1, 3).run(); });
