@@ -1,72 +1,22 @@
 #include "mqtt/codec.hpp"
 
 #include <array>
+#include <cstddef>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "core/assert.hpp"
+#include "mqtt/property_table.hpp"
 
 namespace nimbus::mqtt {
 
 namespace {
 
-// --- property metadata --------------------------------------------------------------------
-
-enum class prop_kind { byte, two, four, varint, utf8, binary, pair };
-
-enum prop_scope : std::uint16_t {
-  in_connect = 1 << 0,
-  in_connack = 1 << 1,
-  in_publish = 1 << 2,
-  in_will = 1 << 3,
-  in_ack = 1 << 4,  // PUBACK, PUBREC, PUBREL, PUBCOMP
-  in_subscribe = 1 << 5,
-  in_suback = 1 << 6,
-  in_unsubscribe = 1 << 7,
-  in_unsuback = 1 << 8,
-  in_disconnect = 1 << 9,
-  in_auth = 1 << 10,
-};
-
-struct prop_info {
-  std::uint8_t id;
-  prop_kind kind;
-  std::uint16_t scope;
-};
-
-constexpr std::array<prop_info, 27> prop_table{{
-    {0x01, prop_kind::byte, in_publish | in_will},
-    {0x02, prop_kind::four, in_publish | in_will},
-    {0x03, prop_kind::utf8, in_publish | in_will},
-    {0x08, prop_kind::utf8, in_publish | in_will},
-    {0x09, prop_kind::binary, in_publish | in_will},
-    {0x0B, prop_kind::varint, in_publish | in_subscribe},
-    {0x11, prop_kind::four, in_connect | in_connack | in_disconnect},
-    {0x12, prop_kind::utf8, in_connack},
-    {0x13, prop_kind::two, in_connack},
-    {0x15, prop_kind::utf8, in_connect | in_connack | in_auth},
-    {0x16, prop_kind::binary, in_connect | in_connack | in_auth},
-    {0x17, prop_kind::byte, in_connect},
-    {0x18, prop_kind::four, in_will},
-    {0x19, prop_kind::byte, in_connect},
-    {0x1A, prop_kind::utf8, in_connack},
-    {0x1C, prop_kind::utf8, in_connack | in_disconnect},
-    {0x1F, prop_kind::utf8,
-     in_connack | in_ack | in_suback | in_unsuback | in_disconnect | in_auth},
-    {0x21, prop_kind::two, in_connect | in_connack},
-    {0x22, prop_kind::two, in_connect | in_connack},
-    {0x23, prop_kind::two, in_publish},
-    {0x24, prop_kind::byte, in_connack},
-    {0x25, prop_kind::byte, in_connack},
-    {0x26, prop_kind::pair, 0x7FF},
-    {0x27, prop_kind::four, in_connect | in_connack},
-    {0x28, prop_kind::byte, in_connack},
-    {0x29, prop_kind::byte, in_connack},
-    {0x2A, prop_kind::byte, in_connack},
-}};
-
-const prop_info* find_prop(std::uint8_t id) {
-  for (const auto& p : prop_table) {
-    if (p.id == id) return &p;
-  }
-  return nullptr;
-}
+// MQTT 5 properties are described once, in `property_table` (mqtt/property_table.hpp): their
+// decoding (`read_properties`), sizing (`properties_size`) and encoding (`put_properties`) below
+// are generic over its rows.
 
 // --- reading ------------------------------------------------------------------------------
 
@@ -147,11 +97,68 @@ class reader {
   std::optional<decode_error> error_;
 };
 
-template <class T>
-void set_once(reader& r, std::optional<T>& slot, T value) {
-  if (slot) return r.fail(reason_code::protocol_error, "property included more than once");
-  slot = std::move(value);
+// --- properties: decoding, generic over the table ------------------------------------------
+
+template <property_kind Kind>
+auto read_value(reader& r) {
+  if constexpr (Kind == property_kind::byte) {
+    return r.u8();
+  } else if constexpr (Kind == property_kind::two) {
+    return r.u16();
+  } else if constexpr (Kind == property_kind::four) {
+    return r.u32();
+  } else if constexpr (Kind == property_kind::varint) {
+    return r.varint();
+  } else if constexpr (Kind == property_kind::utf8) {
+    return r.utf8();
+  } else if constexpr (Kind == property_kind::binary) {
+    return std::string(r.binary());
+  } else {
+    static_assert(Kind == property_kind::pair);
+    std::string key = r.utf8();
+    std::string value = r.utf8();
+    return std::pair<std::string, std::string>{std::move(key), std::move(value)};
+  }
 }
+
+// Decodes the value of row `I`, its identifier already read. The first failure sticks, so the
+// order of the checks decides which error a bad property reports: packet, wire value (UTF-8
+// included), the row's own check, repetition.
+template <std::size_t I>
+void read_property(reader& r, properties& props, std::uint16_t scope) {
+  constexpr auto row = std::get<I>(property_table);
+  if ((scope & row.allowed_in) == 0)
+    return r.fail(reason_code::protocol_error, "property not allowed in this packet");
+  auto value = read_value<row.kind>(r);
+  if (!r.ok()) return;
+  if constexpr (row.check.rule == property_rule::zero_or_one) {
+    if (value > 1) return r.fail(reason_code::protocol_error, row.check.what);
+  } else if constexpr (row.check.rule == property_rule::not_zero) {
+    if (value == 0) return r.fail(reason_code::protocol_error, row.check.what);
+  }
+  auto& field = props.*row.member;
+  if constexpr (is_list_field<std::remove_cvref_t<decltype(field)>>) {
+    if (!field.empty() && (scope & row.repeatable_in) == 0)
+      return r.fail(reason_code::protocol_error, "property included more than once");
+    field.push_back(std::move(value));
+  } else {
+    if (field) return r.fail(reason_code::protocol_error, "property included more than once");
+    field = std::move(value);
+  }
+}
+
+using property_reader = void (*)(reader&, properties&, std::uint16_t);
+
+template <std::size_t... I>
+constexpr std::array<property_reader, 256> make_property_readers(std::index_sequence<I...>) {
+  std::array<property_reader, 256> readers{};
+  ((readers[std::get<I>(property_table).id] = &read_property<I>), ...);
+  return readers;
+}
+
+// Indexed by identifier, null where MQTT 5 defines no property, built at compile time: finding
+// a property's decoder costs one load, as a per-PUBLISH path should.
+constexpr auto property_readers = make_property_readers(std::make_index_sequence<property_count>{});
 
 void read_properties(reader& r, std::uint16_t scope, properties& props) {
   std::uint32_t length = r.varint();
@@ -159,124 +166,14 @@ void read_properties(reader& r, std::uint16_t scope, properties& props) {
   reader p(r.take(length));
   if (!r.ok()) return;
   while (p.ok() && !p.at_end()) {
-    std::uint32_t id_value = p.varint();
+    std::uint32_t id = p.varint();
     if (!p.ok()) break;
-    const prop_info* info =
-        id_value <= 0xFF ? find_prop(static_cast<std::uint8_t>(id_value)) : nullptr;
-    if (info == nullptr) {
+    property_reader read_row = id < property_readers.size() ? property_readers[id] : nullptr;
+    if (read_row == nullptr) {
       p.malformed("unknown property identifier");
       break;
     }
-    if ((info->scope & scope) == 0) {
-      p.fail(reason_code::protocol_error, "property not allowed in this packet");
-      break;
-    }
-    auto one_byte = [&](std::optional<std::uint8_t>& slot, bool boolean) {
-      std::uint8_t v = p.u8();
-      if (boolean && v > 1)
-        return p.fail(reason_code::protocol_error, "property value must be 0 or 1");
-      set_once(p, slot, v);
-    };
-    switch (id_value) {
-      case 0x01:
-        one_byte(props.payload_format_indicator, true);
-        break;
-      case 0x02:
-        set_once(p, props.message_expiry_interval, p.u32());
-        break;
-      case 0x03:
-        set_once(p, props.content_type, p.utf8());
-        break;
-      case 0x08:
-        set_once(p, props.response_topic, p.utf8());
-        break;
-      case 0x09:
-        set_once(p, props.correlation_data, std::string(p.binary()));
-        break;
-      case 0x0B: {
-        std::uint32_t v = p.varint();
-        if (p.ok() && v == 0) p.fail(reason_code::protocol_error, "subscription identifier 0");
-        if (scope == in_subscribe && !props.subscription_identifiers.empty())
-          p.fail(reason_code::protocol_error, "property included more than once");
-        props.subscription_identifiers.push_back(v);
-        break;
-      }
-      case 0x11:
-        set_once(p, props.session_expiry_interval, p.u32());
-        break;
-      case 0x12:
-        set_once(p, props.assigned_client_identifier, p.utf8());
-        break;
-      case 0x13:
-        set_once(p, props.server_keep_alive, p.u16());
-        break;
-      case 0x15:
-        set_once(p, props.authentication_method, p.utf8());
-        break;
-      case 0x16:
-        set_once(p, props.authentication_data, std::string(p.binary()));
-        break;
-      case 0x17:
-        one_byte(props.request_problem_information, true);
-        break;
-      case 0x18:
-        set_once(p, props.will_delay_interval, p.u32());
-        break;
-      case 0x19:
-        one_byte(props.request_response_information, true);
-        break;
-      case 0x1A:
-        set_once(p, props.response_information, p.utf8());
-        break;
-      case 0x1C:
-        set_once(p, props.server_reference, p.utf8());
-        break;
-      case 0x1F:
-        set_once(p, props.reason_string, p.utf8());
-        break;
-      case 0x21: {
-        std::uint16_t v = p.u16();
-        if (p.ok() && v == 0) p.fail(reason_code::protocol_error, "receive maximum 0");
-        set_once(p, props.receive_maximum, v);
-        break;
-      }
-      case 0x22:
-        set_once(p, props.topic_alias_maximum, p.u16());
-        break;
-      case 0x23:
-        set_once(p, props.topic_alias, p.u16());
-        break;
-      case 0x24:
-        one_byte(props.maximum_qos, true);
-        break;
-      case 0x25:
-        one_byte(props.retain_available, true);
-        break;
-      case 0x26: {
-        std::string key = p.utf8();
-        std::string value = p.utf8();
-        props.user.emplace_back(std::move(key), std::move(value));
-        break;
-      }
-      case 0x27: {
-        std::uint32_t v = p.u32();
-        if (p.ok() && v == 0) p.fail(reason_code::protocol_error, "maximum packet size 0");
-        set_once(p, props.maximum_packet_size, v);
-        break;
-      }
-      case 0x28:
-        one_byte(props.wildcard_subscription_available, true);
-        break;
-      case 0x29:
-        one_byte(props.subscription_identifier_available, true);
-        break;
-      case 0x2A:
-        one_byte(props.shared_subscription_available, true);
-        break;
-      default:
-        p.malformed("unknown property identifier");
-        break;
-    }
+    read_row(p, props, scope);
   }
   if (!p.ok()) r.fail(p.error().reason, p.error().what);
 }
@@ -538,85 +435,97 @@ void put_binary(std::string& out, std::string_view s) {
   out.append(s);
 }
 
-std::size_t properties_size(const properties& p) {
-  std::size_t n = 0;
-  auto add = [&](const auto& opt, std::size_t value_size) {
-    if (opt) n += 1 + value_size;
-  };
-  auto add_str = [&](const std::optional<std::string>& opt) {
-    if (opt) n += 3 + opt->size();
-  };
-  add(p.payload_format_indicator, 1);
-  add(p.message_expiry_interval, 4);
-  add_str(p.content_type);
-  add_str(p.response_topic);
-  add_str(p.correlation_data);
-  for (auto id : p.subscription_identifiers) n += 1 + varint_size(id);
-  add(p.session_expiry_interval, 4);
-  add_str(p.assigned_client_identifier);
-  add(p.server_keep_alive, 2);
-  add_str(p.authentication_method);
-  add_str(p.authentication_data);
-  add(p.request_problem_information, 1);
-  add(p.will_delay_interval, 4);
-  add(p.request_response_information, 1);
-  add_str(p.response_information);
-  add_str(p.server_reference);
-  add_str(p.reason_string);
-  add(p.receive_maximum, 2);
-  add(p.topic_alias_maximum, 2);
-  add(p.topic_alias, 2);
-  add(p.maximum_qos, 1);
-  add(p.retain_available, 1);
-  for (const auto& [k, v] : p.user) n += 5 + k.size() + v.size();
-  add(p.maximum_packet_size, 4);
-  add(p.wildcard_subscription_available, 1);
-  add(p.subscription_identifier_available, 1);
-  add(p.shared_subscription_available, 1);
-  return n;
+// --- properties: sizing and encoding, generic over the table -------------------------------
+
+template <property_kind Kind, class Value>
+std::size_t value_size([[maybe_unused]] const Value& value) {
+  if constexpr (Kind == property_kind::byte) {
+    return 1;
+  } else if constexpr (Kind == property_kind::two) {
+    return 2;
+  } else if constexpr (Kind == property_kind::four) {
+    return 4;
+  } else if constexpr (Kind == property_kind::varint) {
+    return varint_size(value);
+  } else if constexpr (Kind == property_kind::utf8 || Kind == property_kind::binary) {
+    return 2 + value.size();
+  } else {
+    static_assert(Kind == property_kind::pair);
+    return 4 + value.first.size() + value.second.size();
+  }
 }
 
+template <property_kind Kind, class Value>
+void put_value(std::string& out, const Value& value) {
+  if constexpr (Kind == property_kind::byte) {
+    put_u8(out, value);
+  } else if constexpr (Kind == property_kind::two) {
+    put_u16(out, value);
+  } else if constexpr (Kind == property_kind::four) {
+    put_u32(out, value);
+  } else if constexpr (Kind == property_kind::varint) {
+    put_varint(out, value);
+  } else if constexpr (Kind == property_kind::utf8 || Kind == property_kind::binary) {
+    put_binary(out, value);
+  } else {
+    static_assert(Kind == property_kind::pair);
+    put_binary(out, value.first);
+    put_binary(out, value.second);
+  }
+}
+
+// Each occurrence is its identifier (one byte: the table checks every id is below 0x80) and
+// its value.
+template <std::size_t I>
+std::size_t property_size(const properties& props) {
+  constexpr auto row = std::get<I>(property_table);
+  const auto& field = props.*row.member;
+  if constexpr (is_list_field<std::remove_cvref_t<decltype(field)>>) {
+    std::size_t n = 0;
+    for (const auto& value : field) n += 1 + value_size<row.kind>(value);
+    return n;
+  } else {
+    return field ? 1 + value_size<row.kind>(*field) : std::size_t{0};
+  }
+}
+
+template <std::size_t I>
+void put_property(std::string& out, const properties& props) {
+  constexpr auto row = std::get<I>(property_table);
+  const auto& field = props.*row.member;
+  if constexpr (is_list_field<std::remove_cvref_t<decltype(field)>>) {
+    for (const auto& value : field) {
+      put_u8(out, row.id);
+      put_value<row.kind>(out, value);
+    }
+  } else if (field) {
+    put_u8(out, row.id);
+    put_value<row.kind>(out, *field);
+  }
+}
+
+template <std::size_t... I>
+std::size_t sum_property_sizes(const properties& p, std::index_sequence<I...>) {
+  return (std::size_t{0} + ... + property_size<I>(p));
+}
+
+template <std::size_t... I>
+void put_each_property(std::string& out, const properties& p, std::index_sequence<I...>) {
+  (put_property<I>(out, p), ...);
+}
+
+// The property block's length, less its own length prefix.
+std::size_t properties_size(const properties& p) {
+  return sum_property_sizes(p, std::make_index_sequence<property_count>{});
+}
+
+// Writes the block in table order, which is identifier order.
 void put_properties(std::string& out, const properties& p) {
-  put_varint(out, static_cast<std::uint32_t>(properties_size(p)));
-  auto byte = [&](std::uint8_t id, const std::optional<std::uint8_t>& v) {
-    if (v) put_u8(out, id), put_u8(out, *v);
-  };
-  auto two = [&](std::uint8_t id, const std::optional<std::uint16_t>& v) {
-    if (v) put_u8(out, id), put_u16(out, *v);
-  };
-  auto four = [&](std::uint8_t id, const std::optional<std::uint32_t>& v) {
-    if (v) put_u8(out, id), put_u32(out, *v);
-  };
-  auto str = [&](std::uint8_t id, const std::optional<std::string>& v) {
-    if (v) put_u8(out, id), put_binary(out, *v);
-  };
-  byte(0x01, p.payload_format_indicator);
-  four(0x02, p.message_expiry_interval);
-  str(0x03, p.content_type);
-  str(0x08, p.response_topic);
-  str(0x09, p.correlation_data);
-  for (auto id : p.subscription_identifiers) put_u8(out, 0x0B), put_varint(out, id);
-  four(0x11, p.session_expiry_interval);
-  str(0x12, p.assigned_client_identifier);
-  two(0x13, p.server_keep_alive);
-  str(0x15, p.authentication_method);
-  str(0x16, p.authentication_data);
-  byte(0x17, p.request_problem_information);
-  four(0x18, p.will_delay_interval);
-  byte(0x19, p.request_response_information);
-  str(0x1A, p.response_information);
-  str(0x1C, p.server_reference);
-  str(0x1F, p.reason_string);
-  two(0x21, p.receive_maximum);
-  two(0x22, p.topic_alias_maximum);
-  two(0x23, p.topic_alias);
-  byte(0x24, p.maximum_qos);
-  byte(0x25, p.retain_available);
-  for (const auto& [k, v] : p.user) put_u8(out, 0x26), put_binary(out, k), put_binary(out, v);
-  four(0x27, p.maximum_packet_size);
-  byte(0x28, p.wildcard_subscription_available);
-  byte(0x29, p.subscription_identifier_available);
-  byte(0x2A, p.shared_subscription_available);
+  const std::size_t size = properties_size(p);
+  put_varint(out, static_cast<std::uint32_t>(size));
+  [[maybe_unused]] const std::size_t start = out.size();
+  put_each_property(out, p, std::make_index_sequence<property_count>{});
+  NIMBUS_ASSERT(out.size() - start == size);
 }
 
 std::size_t properties_block_size(const properties& p) {
@@ -629,8 +538,9 @@ template <class Body>
 void put_packet(std::string& out, std::uint8_t first_byte, std::size_t body_size, Body&& body) {
   put_u8(out, first_byte);
   put_varint(out, static_cast<std::uint32_t>(body_size));
-  [[maybe_unused]] auto start = out.size();
+  [[maybe_unused]] const std::size_t start = out.size();
   body();
+  NIMBUS_ASSERT(out.size() - start == body_size);
 }
 
 struct encoder {
@@ -894,7 +804,7 @@ std::string encode_properties(const properties& props) {
 std::optional<properties> decode_properties(std::string_view blob) {
   reader r(blob);
   properties props;
-  read_properties(r, 0x7FF, props);
+  read_properties(r, in_any_packet, props);
   if (!r.ok() || !r.at_end()) return std::nullopt;
   return props;
 }
@@ -920,9 +830,12 @@ void encode_publish_head(std::string& out, protocol_version version, std::uint8_
   if (retain) first |= 0x01;
   put_u8(out, first);
   put_varint(out, static_cast<std::uint32_t>(body));
+  [[maybe_unused]] const std::size_t start = out.size();
   put_binary(out, topic);
   if (qos > 0) put_u16(out, packet_id);
   if (is_v5(version)) put_properties(out, props);
+  // The caller writes the payload.
+  NIMBUS_ASSERT(out.size() - start == body - payload_size);
 }
 
 std::optional<protocol_version> peek_connect_version(std::string_view body) {

@@ -34,8 +34,9 @@ enum class packet_type : std::uint8_t {
 
 using user_properties = std::vector<std::pair<std::string, std::string>>;
 
-// Every MQTT 5 property (section 2.2.2.2). Absent properties are empty optionals; the codec
-// checks which ones each packet type may carry.
+// Every MQTT 5 property (section 2.2.2.2). Absent properties are empty optionals. Each field is
+// one row of `property_table` (mqtt/property_table.hpp), which says which packets may carry it;
+// a field without its row, or a row without its field, does not compile.
 struct properties {
   std::optional<std::uint8_t> payload_format_indicator;           // 0x01
   std::optional<std::uint32_t> message_expiry_interval;           // 0x02

@@ -2,6 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "mqtt/property_table.hpp"
+
 namespace nimbus::mqtt {
 namespace {
 
@@ -30,6 +40,19 @@ reason_code decode_failure(std::string_view bytes, protocol_version v) {
   auto r = decode_bytes(bytes, v);
   if (auto* e = std::get_if<decode_error>(&r)) return e->reason;
   return reason_code::success;
+}
+
+// The whole refusal, `what` included; success if the bytes decode.
+decode_error decode_refusal(std::string_view bytes, protocol_version v) {
+  auto r = decode_bytes(bytes, v);
+  if (auto* e = std::get_if<decode_error>(&r)) return *e;
+  return decode_error{reason_code::success, "decoded"};
+}
+
+std::string encoded(const packet& p, protocol_version v) {
+  std::string bytes;
+  encode(p, v, bytes);
+  return bytes;
 }
 
 properties all_publish_properties() {
@@ -298,6 +321,251 @@ TEST(codec, publish_head_leaves_payload_to_caller) {
   auto p = std::get<publish_packet>(std::get<packet>(r));
   EXPECT_EQ(p.payload, "abc");
   EXPECT_EQ(p.packet_id, 5);
+}
+
+// --- the property table: every row, generically -------------------------------------------
+
+// Calls `check(row)` for every row of the property table.
+template <class Check>
+void for_each_property(Check check) {
+  std::apply([&](const auto&... row) { (check(row), ...); }, property_table);
+}
+
+// A value of each field type that every check accepts and that uses the most of its encoding: a
+// four-byte variable byte integer, multi-byte UTF-8, binary data with NUL and 0xFF.
+void set_sample(std::optional<std::uint8_t>& field, property_kind) {
+  field = std::uint8_t{1};
+}
+void set_sample(std::optional<std::uint16_t>& field, property_kind) {
+  field = std::uint16_t{0xABCD};
+}
+void set_sample(std::optional<std::uint32_t>& field, property_kind) {
+  field = std::uint32_t{0x89ABCDEF};
+}
+void set_sample(std::optional<std::string>& field, property_kind kind) {
+  field = kind == property_kind::binary ? std::string("\x00\xFF\x01", 3)
+                                        : std::string("caf\xC3\xA9/\xF0\x9F\x98\x80");
+}
+void set_sample(std::vector<std::uint32_t>& field, property_kind) {
+  field = {std::uint32_t{268'435'455}};
+}
+void set_sample(user_properties& field, property_kind) {
+  field = {{"r\xC3\xA9gion", "eu-west-1"}};
+}
+
+// A value the row's check refuses: 2 where only 0 or 1 may be, 0 where 0 is refused.
+void set_refused(std::optional<std::uint8_t>& field) {
+  field = std::uint8_t{2};
+}
+void set_refused(std::optional<std::uint16_t>& field) {
+  field = std::uint16_t{0};
+}
+void set_refused(std::optional<std::uint32_t>& field) {
+  field = std::uint32_t{0};
+}
+void set_refused(std::vector<std::uint32_t>& field) {
+  field = {std::uint32_t{0}};
+}
+void set_refused(std::optional<std::string>&) {
+  ADD_FAILURE() << "no check on strings";
+}
+void set_refused(user_properties&) {
+  ADD_FAILURE() << "no check on user properties";
+}
+
+TEST(codec, every_property_round_trips_alone) {
+  for_each_property([](const auto& row) {
+    SCOPED_TRACE(std::string(row.name));
+    properties props;
+    set_sample(props.*row.member, row.kind);
+    std::string blob = encode_properties(props);
+    // A one-byte length (the computed size), then the identifier.
+    ASSERT_GE(blob.size(), 3u);
+    EXPECT_EQ(std::size_t{static_cast<std::uint8_t>(blob[0])}, blob.size() - 1);
+    EXPECT_EQ(int{static_cast<std::uint8_t>(blob[1])}, int{row.id});
+    EXPECT_EQ(decode_properties(blob), props);
+    // The size computed for a PUBLISH against the bytes written for it.
+    std::string head;
+    encode_publish_head(head, protocol_version::v5, 1, false, false, "t", 1, props, 0);
+    EXPECT_EQ(publish_size(protocol_version::v5, 1, "t", props, 0), head.size());
+  });
+}
+
+TEST(codec, every_property_at_once_is_encoded_in_table_order) {
+  properties all;
+  std::string expected;  // each property's encoding alone, in table order
+  for_each_property([&](const auto& row) {
+    properties one;
+    set_sample(one.*row.member, row.kind);
+    set_sample(all.*row.member, row.kind);
+    expected += encode_properties(one).substr(1);  // less its one-byte length
+  });
+  std::string blob = encode_properties(all);
+  EXPECT_EQ(blob.size(),
+            varint_size(static_cast<std::uint32_t>(expected.size())) + expected.size());
+  EXPECT_TRUE(blob.ends_with(expected));
+  EXPECT_EQ(decode_properties(blob), all);
+  // A blob may hold every occurrence of the properties that repeat.
+  all.subscription_identifiers.push_back(1);
+  all.user.emplace_back("r\xC3\xA9gion", "again");
+  EXPECT_EQ(decode_properties(encode_properties(all)), all);
+}
+
+// The identifiers as the specification assigns them (MQTT 5 section 2.2.2.2), written out apart
+// from the table, so that a row pointing at the wrong field fails here.
+TEST(codec, property_identifiers_follow_the_specification) {
+  struct spec_row {
+    std::uint8_t id;
+    void (*set)(properties&);
+  };
+  const spec_row spec[] = {
+      {0x01, [](properties& p) { p.payload_format_indicator = std::uint8_t{1}; }},
+      {0x02, [](properties& p) { p.message_expiry_interval = std::uint32_t{1}; }},
+      {0x03, [](properties& p) { p.content_type = "c"; }},
+      {0x08, [](properties& p) { p.response_topic = "r"; }},
+      {0x09, [](properties& p) { p.correlation_data = "c"; }},
+      {0x0B, [](properties& p) { p.subscription_identifiers = {std::uint32_t{1}}; }},
+      {0x11, [](properties& p) { p.session_expiry_interval = std::uint32_t{1}; }},
+      {0x12, [](properties& p) { p.assigned_client_identifier = "a"; }},
+      {0x13, [](properties& p) { p.server_keep_alive = std::uint16_t{1}; }},
+      {0x15, [](properties& p) { p.authentication_method = "m"; }},
+      {0x16, [](properties& p) { p.authentication_data = "d"; }},
+      {0x17, [](properties& p) { p.request_problem_information = std::uint8_t{1}; }},
+      {0x18, [](properties& p) { p.will_delay_interval = std::uint32_t{1}; }},
+      {0x19, [](properties& p) { p.request_response_information = std::uint8_t{1}; }},
+      {0x1A, [](properties& p) { p.response_information = "r"; }},
+      {0x1C, [](properties& p) { p.server_reference = "s"; }},
+      {0x1F, [](properties& p) { p.reason_string = "r"; }},
+      {0x21, [](properties& p) { p.receive_maximum = std::uint16_t{1}; }},
+      {0x22, [](properties& p) { p.topic_alias_maximum = std::uint16_t{1}; }},
+      {0x23, [](properties& p) { p.topic_alias = std::uint16_t{1}; }},
+      {0x24, [](properties& p) { p.maximum_qos = std::uint8_t{1}; }},
+      {0x25, [](properties& p) { p.retain_available = std::uint8_t{1}; }},
+      {0x26, [](properties& p) { p.user.emplace_back("k", "v"); }},
+      {0x27, [](properties& p) { p.maximum_packet_size = std::uint32_t{1}; }},
+      {0x28, [](properties& p) { p.wildcard_subscription_available = std::uint8_t{1}; }},
+      {0x29, [](properties& p) { p.subscription_identifier_available = std::uint8_t{1}; }},
+      {0x2A, [](properties& p) { p.shared_subscription_available = std::uint8_t{1}; }},
+  };
+  EXPECT_EQ(std::size(spec), property_count);
+  for (const auto& expected : spec) {
+    properties props;
+    expected.set(props);
+    std::string blob = encode_properties(props);
+    ASSERT_GE(blob.size(), 2u);
+    EXPECT_EQ(int{static_cast<std::uint8_t>(blob[1])}, int{expected.id});
+  }
+}
+
+// Adds each property in turn to `sample` (a v5 packet of one type, whose scope bit is `scope`):
+// the ones the table allows there must decode, every other one must be refused.
+template <class Packet>
+void check_properties_allowed_in(const Packet& sample, std::uint16_t scope) {
+  int allowed = 0;
+  int refused = 0;
+  for_each_property([&](const auto& row) {
+    SCOPED_TRACE(std::string(row.name));
+    Packet p = sample;
+    set_sample(p.props.*row.member, row.kind);
+    auto refusal = decode_refusal(encoded(p, protocol_version::v5), protocol_version::v5);
+    if ((row.allowed_in & scope) != 0) {
+      ++allowed;
+      EXPECT_EQ(refusal.reason, reason_code::success) << refusal.what;
+    } else {
+      ++refused;
+      EXPECT_EQ(refusal.reason, reason_code::protocol_error);
+      EXPECT_EQ(refusal.what, "property not allowed in this packet");
+    }
+  });
+  EXPECT_GT(allowed, 0);
+  EXPECT_GT(refused, 0);
+}
+
+TEST(codec, properties_not_allowed_in_a_packet_are_refused) {
+  publish_packet publish;
+  publish.topic = "t";
+  publish.payload = "hello";  // UTF-8, as the payload format indicator may claim
+  check_properties_allowed_in(publish, in_publish);
+
+  subscribe_packet subscribe;
+  subscribe.packet_id = 1;
+  subscribe.entries = {{"a/b", {}}};
+  check_properties_allowed_in(subscribe, in_subscribe);
+
+  check_properties_allowed_in(connack_packet{}, in_connack);
+  check_properties_allowed_in(disconnect_packet{}, in_disconnect);
+}
+
+// `props` in a v5 packet of the first of CONNACK, PUBLISH and CONNECT that may carry them.
+std::string encoded_where_allowed(const properties& props, std::uint16_t allowed_in) {
+  if ((allowed_in & in_connack) != 0) {
+    return encoded(connack_packet{false, reason_code::success, props}, protocol_version::v5);
+  }
+  if ((allowed_in & in_publish) != 0) {
+    publish_packet p;
+    p.topic = "t";
+    p.props = props;
+    return encoded(p, protocol_version::v5);
+  }
+  connect_packet c;
+  c.version = protocol_version::v5;
+  c.client_id = "c";
+  c.props = props;
+  return encoded(c, protocol_version::v5);
+}
+
+TEST(codec, property_checks_refuse_their_values) {
+  int checked = 0;
+  for_each_property([&](const auto& row) {
+    if (row.check.rule == property_rule::none) return;
+    SCOPED_TRACE(std::string(row.name));
+    ++checked;
+    properties props;
+    set_refused(props.*row.member);
+    auto refusal =
+        decode_refusal(encoded_where_allowed(props, row.allowed_in), protocol_version::v5);
+    EXPECT_EQ(refusal.reason, reason_code::protocol_error);
+    switch (row.id) {
+      case 0x0B:
+        EXPECT_EQ(refusal.what, "subscription identifier 0");
+        break;
+      case 0x21:
+        EXPECT_EQ(refusal.what, "receive maximum 0");
+        break;
+      case 0x27:
+        EXPECT_EQ(refusal.what, "maximum packet size 0");
+        break;
+      default:
+        EXPECT_EQ(refusal.what, "property value must be 0 or 1");
+        break;
+    }
+  });
+  // The eight 0-or-1 bytes, and subscription identifier, receive maximum, maximum packet size.
+  EXPECT_EQ(checked, 11);
+}
+
+TEST(codec, property_repeats_follow_the_table) {
+  // A PUBLISH carries one subscription identifier per matching subscription; a SUBSCRIBE one.
+  publish_packet publish;
+  publish.topic = "t";
+  publish.props.subscription_identifiers = {1, 2};
+  EXPECT_EQ(std::get<publish_packet>(round_trip(publish, protocol_version::v5)), publish);
+  subscribe_packet subscribe;
+  subscribe.packet_id = 1;
+  subscribe.entries = {{"a/b", {}}};
+  subscribe.props.subscription_identifiers = {1, 2};
+  auto refusal = decode_refusal(encoded(subscribe, protocol_version::v5), protocol_version::v5);
+  EXPECT_EQ(refusal.reason, reason_code::protocol_error);
+  EXPECT_EQ(refusal.what, "property included more than once");
+  // Any other property but user properties, at most once: payload format indicator twice.
+  refusal = decode_refusal(std::string("\x30\x09\x00\x01t\x04\x01\x01\x01\x01x", 11),
+                           protocol_version::v5);
+  EXPECT_EQ(refusal.reason, reason_code::protocol_error);
+  EXPECT_EQ(refusal.what, "property included more than once");
+  // User properties repeat anywhere, the same name included.
+  connack_packet connack;
+  connack.props.user = {{"k", "1"}, {"k", "2"}};
+  EXPECT_EQ(std::get<connack_packet>(round_trip(connack, protocol_version::v5)), connack);
 }
 
 }  // namespace
