@@ -714,6 +714,9 @@ std::string broker::prometheus_text() const {
            std::shared_lock lock(retained_mutex_);
            return retained_bytes_;
          }());
+  metric("nimbus_bugs_total", "counter",
+         "Internal invariants found broken (logged as bug=; please report them)",
+         core::bugs_reported());
   out +=
       "# HELP nimbus_mqtt_limit_hits_total Times a client ran into a limit\n"
       "# TYPE nimbus_mqtt_limit_hits_total counter\n";

@@ -77,6 +77,17 @@ std::string_view name_of(end_reason r) {
   return "CONNECTION_LOST";
 }
 
+// Where a connection is in its life. It moves only forward, through named transitions:
+// become_connected() (CONNECT accepted), begin_closing() / close_now(), and finish(). Each state
+// has its one deadline on the connection's timer.
+enum class connection_state : std::uint8_t {
+  awaiting_connect,  // accepted; no CONNECT accepted yet. Deadline: mqtt.connect_timeout
+  connected,         // CONNACK sent; packets flow both ways. Deadline: keep-alive (1.5 x)
+  closing,           // a last packet (CONNACK refusal, DISCONNECT) is written, input is
+                     // discarded, then the socket closes. Deadline: the close grace
+  closed,            // the read side ended; the object lives until its last operation completes
+};
+
 class connection;
 
 // Deliveries to connections woken from their own loop (publisher and subscriber on one loop).
@@ -133,7 +144,8 @@ class connection final : public session_link,
       : broker_(b),
         stream_(std::move(stream)),
         timer_(stream_->executor(), *this),
-        counted_pending_(counted_as.has_value()) {
+        state_(connection_state::awaiting_connect) {
+    held_.pending_slot = counted_as.has_value();
     // Who is on the other end, as far as the transport knows; CONNECT adds the rest.
     identity_.transport = stream_->transport();
     identity_.remote_address = counted_as ? std::move(*counted_as) : stream_->remote_address();
@@ -202,7 +214,7 @@ class connection final : public session_link,
   // Every pending operation holds a count; the last one to finish after close releases `self_`.
   void operation_done() {
     --pending_operations_;
-    if (closed_ && pending_operations_ == 0) {
+    if (state_ == connection_state::closed && pending_operations_ == 0) {
       auto last_reference = std::move(self_);  // destroys this connection when the call returns
     }
   }
@@ -212,23 +224,24 @@ class connection final : public session_link,
   void start_read() {
     // Not while input is being processed (a write that completed synchronously, or closing,
     // asks for more): the buffer is still being consumed; the caller reads once it is done.
-    if (closed_ || reading_ || processing_input_) return;
+    if (state_ == connection_state::closed || io_.reading || io_.processing_input) return;
     // Backpressure: a client that does not read what we send (acknowledgements included) is
     // not read from either, so its output cannot grow without bound.
-    if (!closing_ && (output_bytes() >= broker_.settings().max_write_buffer ||
-                      pending_ack_count() >= broker_.settings().receive_maximum)) {
+    if (state_ != connection_state::closing &&
+        (output_bytes() >= broker_.settings().max_write_buffer ||
+         pending_ack_count() >= broker_.settings().receive_maximum)) {
       return;  // resumed by on_written() or release_acks()
     }
-    reading_ = true;
+    io_.reading = true;
     ++pending_operations_;
     if (in_used_ == 0 && stream_->wait_readable(*this)) return;
     stream_->read_into(input_space(), *this);
   }
 
   void on_read(const boost::system::error_code& ec, std::size_t n) override {
-    reading_ = false;
+    io_.reading = false;
     // A WebSocket read may end on an empty frame: zero bytes without an error is not the end.
-    if (ec || closed_) {
+    if (ec || state_ == connection_state::closed) {
       finish();
     } else {
       begin_input();
@@ -243,11 +256,11 @@ class connection final : public session_link,
   // Between these, input is being processed: no read starts (the buffer is being consumed) and
   // output is collected, then written once (replies to a batch of packets, and the deliveries
   // they release, share one write).
-  void begin_input() { processing_input_ = true; }
+  void begin_input() { io_.processing_input = true; }
   void end_input() {
-    processing_input_ = false;
-    if (flush_deferred_) {
-      flush_deferred_ = false;
+    io_.processing_input = false;
+    if (io_.flush_deferred) {
+      io_.flush_deferred = false;
       flush_output();
     }
     // Then what this input published, to subscribers on this loop.
@@ -255,15 +268,15 @@ class connection final : public session_link,
   }
 
   void on_readable(const boost::system::error_code& ec) override {
-    reading_ = false;
-    if (ec || closed_) {
+    io_.reading = false;
+    if (ec || state_ == connection_state::closed) {
       finish();
       return operation_done();
     }
     // A few reads per wake-up, then back to the loop so one busy client cannot starve others.
     std::size_t read_now = 0;
     begin_input();
-    for (int round = 0; round < 4 && !closed_; ++round) {
+    for (int round = 0; round < 4 && state_ != connection_state::closed; ++round) {
       boost::system::error_code read_error;
       std::size_t n = stream_->read_available(input_space(), read_error);
       if (read_error == asio::error::would_block || read_error == asio::error::try_again) break;
@@ -288,8 +301,9 @@ class connection final : public session_link,
       process_input(n);
       return true;
     } catch (const std::exception& e) {
-      spdlog::error("mqtt_connection_failed client={} remote={} error=\"{}\"", client_id(),
-                    identity_.remote_address, e.what());
+      // Handlers return errors for bad input; an exception here is our bug (or memory ran out).
+      core::report_bug("mqtt_connection", fmt::format("client={} remote={} error={}", client_id(),
+                                                      identity_.remote_address, e.what()));
       finish();
       return false;
     }
@@ -321,11 +335,12 @@ class connection final : public session_link,
   void process_input(std::size_t received) {
     in_used_ += static_cast<std::uint32_t>(received);
     broker_.metrics().bytes_received.fetch_add(received, std::memory_order_relaxed);
-    last_received_ = std::chrono::steady_clock::now();
-    if (!connected_ && in_used_ >= 4 && looks_like_http(std::string_view(in_.get(), in_used_)))
+    last_received_ = broker_.clock().now();
+    if (state_ == connection_state::awaiting_connect && in_used_ >= 4 &&
+        looks_like_http(std::string_view(in_.get(), in_used_)))
       return http_on_mqtt_port();
     std::size_t consumed = 0;
-    while (!closing_) {
+    while (state_ == connection_state::awaiting_connect || state_ == connection_state::connected) {
       std::string_view pending(in_.get() + consumed, in_used_ - consumed);
       auto header = mqtt::read_frame_header(pending);
       if (std::holds_alternative<mqtt::need_more_bytes>(header)) break;
@@ -334,12 +349,14 @@ class connection final : public session_link,
         break;
       }
       auto frame = std::get<mqtt::frame_header>(header);
-      if (!connected_ && frame.type() == mqtt::packet_type::connect) {
+      if (state_ == connection_state::awaiting_connect &&
+          frame.type() == mqtt::packet_type::connect) {
         // Known before the CONNECT decodes, so that a refusal speaks the client's version.
         if (auto v = mqtt::peek_connect_version(pending.substr(frame.header_size))) version_ = *v;
       }
       if (frame.total_size() > max_frame_bytes()) {
-        if (!connected_) broker_.limit_hit(limit::connect_size, identity_.remote_address);
+        if (state_ == connection_state::awaiting_connect)
+          broker_.limit_hit(limit::connect_size, identity_.remote_address);
         protocol_violation(reason_code::packet_too_large, "packet exceeds the maximum packet size");
         break;
       }
@@ -355,7 +372,7 @@ class connection final : public session_link,
                     static_cast<int>(frame.type()), frame.total_size());
       handle(std::move(std::get<mqtt::packet>(decoded)));
     }
-    if (closing_) {
+    if (state_ == connection_state::closing) {
       in_used_ = 0;  // keep reading (and discarding) until the peer or the grace timer closes
       return;
     }
@@ -369,14 +386,14 @@ class connection final : public session_link,
   // period of a server-initiated close, on the loop's timer wheel. State changes reschedule it;
   // when it fires, the deadline is recomputed (traffic may have moved it).
   std::optional<std::chrono::steady_clock::time_point> timer_deadline() const {
-    if (closing_ || !connected_) return deadline_;  // close grace, or the CONNECT deadline
+    if (state_ != connection_state::connected) return deadline_;  // CONNECT, or close grace
     if (keep_alive_ == 0) return std::nullopt;
     return last_received_ + std::chrono::milliseconds(std::uint64_t{keep_alive_} * 1500);
   }
 
   // (Re)schedules the timer for the current state; called after every state change.
   void arm_timer() {
-    if (closed_) return;
+    if (state_ == connection_state::closed) return;
     if (auto deadline = timer_deadline())
       timer_.schedule(*deadline);
     else
@@ -384,14 +401,14 @@ class connection final : public session_link,
   }
 
   void on_timer_expired() override {
-    if (!closed_) on_timer();
+    if (state_ != connection_state::closed) on_timer();
     settle();
   }
 
   void on_timer() {
     auto deadline = timer_deadline();
-    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
-      if (closing_ || !connected_) return close_now();
+    if (deadline && broker_.clock().now() >= *deadline) {
+      if (state_ != connection_state::connected) return close_now();
       end_reason_ = end_reason::keep_alive_timeout;
       return close_with(reason_code::keep_alive_timeout, "keep alive timeout");
     }
@@ -400,14 +417,14 @@ class connection final : public session_link,
 
   // The read side ended: the connection is over. Runs exactly once.
   void finish() {
-    if (closed_) return;
-    closed_ = true;
+    if (state_ == connection_state::closed) return;
+    state_ = connection_state::closed;
     timer_.cancel();
     close_stream();
     leave_pending();
     broker_.metrics().connections_open.fetch_sub(1, std::memory_order_relaxed);
-    if (counted_connected_) {
-      counted_connected_ = false;
+    if (held_.client_slot) {
+      held_.client_slot = false;
       broker_.metrics().clients_connected.fetch_sub(1, std::memory_order_relaxed);
     }
     if (session_) {
@@ -434,8 +451,8 @@ class connection final : public session_link,
 
   // Sends DISCONNECT (MQTT 5, once connected) and closes after it is written.
   void close_with(reason_code reason, std::string_view why) {
-    if (closing_ || closed_) return;
-    if (connected_ && version_ == mqtt::protocol_version::v5) {
+    if (state_ == connection_state::closing || state_ == connection_state::closed) return;
+    if (state_ == connection_state::connected && version_ == mqtt::protocol_version::v5) {
       mqtt::disconnect_packet d{reason, {}};
       if (request_problem_information_) d.props.reason_string = std::string(why);
       if (traffic_) traffic_->pending_acks.clear();
@@ -447,9 +464,8 @@ class connection final : public session_link,
   // Closes once the output is written, or after a grace period: a reader that never drains must
   // not keep the socket open.
   void begin_closing() {
-    closing_ = true;
-    close_after_write_ = true;
-    deadline_ = std::chrono::steady_clock::now() + close_grace;
+    state_ = connection_state::closing;
+    deadline_ = broker_.clock().now() + close_grace;
     flush_output();
     arm_timer();
     start_read();  // keep draining input so the peer's close is seen
@@ -458,22 +474,23 @@ class connection final : public session_link,
   // Closes the socket. Its max_connections slot is given back when the connection finishes
   // (finish(), right after the read side ends).
   void close_stream() {
-    if (!slot_released_) {
-      slot_released_ = true;
+    if (held_.socket_slot) {
+      held_.socket_slot = false;
       broker_.metrics().connections_current.fetch_sub(1, std::memory_order_relaxed);
     }
     stream_->close();
   }
 
+  // Closes the socket at once; the read that fails then finishes the connection.
   void close_now() {
-    closing_ = true;
+    state_ = connection_state::closing;
     close_stream();
   }
 
   // This socket stops counting against the pending-socket limits (CONNECT completed, or closed).
   void leave_pending() {
-    if (!counted_pending_) return;
-    counted_pending_ = false;
+    if (!held_.pending_slot) return;
+    held_.pending_slot = false;
     broker_.pending().remove(pending_sockets::key_of(identity_.remote_address));
   }
 
@@ -498,7 +515,7 @@ class connection final : public session_link,
     end_reason_ = end_reason::client_error;
     spdlog::info("mqtt_protocol_error client={} remote={} reason=0x{:02x} detail=\"{}\"",
                  client_id(), identity_.remote_address, static_cast<unsigned>(reason), what);
-    if (!connected_) {
+    if (state_ == connection_state::awaiting_connect) {
       // Before CONNACK a v5 client learns why through CONNACK (3.1.4); 3.1.1 is just closed.
       if (version_ == mqtt::protocol_version::v5 ||
           reason == reason_code::unsupported_protocol_version) {
@@ -514,7 +531,8 @@ class connection final : public session_link,
   // ---- packets ------------------------------------------------------------------------------
 
   void handle(mqtt::packet&& p) {
-    if (!connected_ && !std::holds_alternative<mqtt::connect_packet>(p)) {
+    if (state_ == connection_state::awaiting_connect &&
+        !std::holds_alternative<mqtt::connect_packet>(p)) {
       return protocol_violation(reason_code::protocol_error, "first packet must be CONNECT");
     }
     std::visit(
@@ -551,7 +569,8 @@ class connection final : public session_link,
   }
 
   void on_connect(mqtt::connect_packet&& c) {
-    if (connected_) return protocol_violation(reason_code::protocol_error, "second CONNECT");
+    if (state_ == connection_state::connected)
+      return protocol_violation(reason_code::protocol_error, "second CONNECT");
     version_ = c.version;
     const auto& settings = broker_.settings();
     bool v5 = version_ == mqtt::protocol_version::v5;
@@ -630,7 +649,7 @@ class connection final : public session_link,
       broker_.limit_hit(limit::connections, c.client_id);
       return refuse_connect(reason_code::server_busy);
     }
-    counted_connected_ = true;
+    held_.client_slot = true;
     auto attached =
         broker_.attach(c.client_id, version_, c.clean_start, granted_expiry, shared_from_this());
     if (!attached.target) {
@@ -639,7 +658,7 @@ class connection final : public session_link,
     }
     if (c.will) will_ = std::make_unique<mqtt::will_message>(std::move(*c.will));
     session_ = attached.target;
-    connected_ = true;
+    state_ = connection_state::connected;
     is_bridge_ = c.bridge;
     leave_pending();
 
@@ -994,7 +1013,7 @@ class connection final : public session_link,
   // Moves queued deliveries into the output, as far as the client's window and our write buffer
   // allow. Runs on this connection's loop.
   void deliver() {
-    if (!connected_ || closing_ || closed_ || !session_) return;
+    if (state_ != connection_state::connected) return;
     // Acknowledgements waiting for durability go first; deliveries follow them.
     if (pending_ack_count() > 0) return;
     auto* store = broker_.store();
@@ -1180,7 +1199,8 @@ class connection final : public session_link,
         return storage_failed();
       }
       if (front.is_qos1) --t.deferred_qos1;
-      if (!closing_) mqtt::encode(front.ack, version_, t.out);
+      if (state_ != connection_state::closing && state_ != connection_state::closed)
+        mqtt::encode(front.ack, version_, t.out);
       t.pending_acks.pop_front();
     }
     bool all_released = t.pending_acks.empty();
@@ -1199,13 +1219,13 @@ class connection final : public session_link,
   void flush_output() {
     // While a batch of input is processed, its replies and the deliveries it triggers (PUBACKs
     // releasing a window ...) collect in the output and go out in one write afterwards.
-    if (processing_input_) {
-      flush_deferred_ = true;
+    if (io_.processing_input) {
+      io_.flush_deferred = true;
       return;
     }
-    if (writing_ || closed_) return;
+    if (io_.writing || state_ == connection_state::closed) return;
     if (!traffic_ || traffic_->out.empty()) {
-      if (close_after_write_) close_stream();
+      if (state_ == connection_state::closing) close_stream();
       return;
     }
     auto& t = *traffic_;
@@ -1223,18 +1243,18 @@ class connection final : public session_link,
     }
     if (offset < t.writing.size())
       t.write_buffers.emplace_back(t.writing.data() + offset, t.writing.size() - offset);
-    writing_ = true;
+    io_.writing = true;
     // Speculative write: usually the socket takes everything at once and no asynchronous
     // operation (an allocation, and a trip through the loop) is needed. Not from inside a
     // completion that this path started, so that recursion stays one level deep.
-    if (!completing_synchronously_) {
+    if (!io_.completing_synchronously) {
       boost::system::error_code ec;
       std::size_t total = asio::buffer_size(t.write_buffers);
       std::size_t n = stream_->write_available(t.write_buffers, ec);
       if (ec != asio::error::would_block && (ec || n == total)) {
-        completing_synchronously_ = true;
+        io_.completing_synchronously = true;
         after_write(ec, n, true);
-        completing_synchronously_ = false;
+        io_.completing_synchronously = false;
         return;
       }
       if (n > 0) {
@@ -1265,23 +1285,23 @@ class connection final : public session_link,
   // work (e.g. CONNACK before resending in-flight messages), so deliveries must not run inside
   // it; any waiting ones are picked up through a wake instead.
   void after_write(const boost::system::error_code& ec, std::size_t n, bool synchronous = false) {
-    writing_ = false;
+    io_.writing = false;
     traffic_->writing_refs.clear();
-    if (ec || closed_) {
+    if (ec || state_ == connection_state::closed) {
       close_stream();  // the pending read fails and finishes the connection
       return;
     }
     broker_.metrics().bytes_sent.fetch_add(n, std::memory_order_relaxed);
     if (!traffic_->out.empty()) {
       flush_output();  // everything encoded meanwhile goes out in one batch
-    } else if (close_after_write_) {
+    } else if (state_ == connection_state::closing) {
       close_stream();
       return;
     }
     start_read();  // the output drained: a paused reader may continue
-    if (closing_) return;
+    if (state_ == connection_state::closing) return;
     if (!synchronous) return deliver();
-    if (session_ && connected_) {
+    if (state_ == connection_state::connected) {
       bool queued;
       {
         std::lock_guard lock(session_->mutex);
@@ -1293,7 +1313,8 @@ class connection final : public session_link,
 
   // Before CONNECT the client is unknown: its first packet is held to a smaller bound.
   std::size_t max_frame_bytes() const {
-    return connected_ ? broker_.settings().max_packet_size : broker_.settings().max_connect_size;
+    return state_ == connection_state::awaiting_connect ? broker_.settings().max_connect_size
+                                                        : broker_.settings().max_packet_size;
   }
   // Bytes waiting to be written, shared payloads included.
   std::size_t output_bytes() const {
@@ -1343,7 +1364,7 @@ class connection final : public session_link,
   // Gives the traffic state back when nothing is written or waiting. Only at the end of a
   // callback from the loop, where no caller still holds a reference into it.
   void settle() {
-    if (traffic_ && !writing_ && traffic_->out.empty() && traffic_->out_refs.empty() &&
+    if (traffic_ && !io_.writing && traffic_->out.empty() && traffic_->out_refs.empty() &&
         traffic_->pending_acks.empty())
       traffic_.reset();
   }
@@ -1379,23 +1400,28 @@ class connection final : public session_link,
   mqtt::protocol_version version_ = mqtt::protocol_version::v311;
   close_kind close_kind_ = close_kind::normal;
   end_reason end_reason_ = end_reason::connection_lost;  // if the connection ends now
-  bool identified_ = false;
-  bool has_disconnect_expiry_ = false;
-  bool reading_ = false;
-  bool processing_input_ = false;
-  bool slot_released_ = false;
-  bool flush_deferred_ = false;
-  bool connected_ = false;
-  bool closing_ = false;
-  bool closed_ = false;
-  bool close_after_write_ = false;
-  bool clean_disconnect_ = false;
+  connection_state state_;
+  // What the I/O pump is doing right now. These guard against re-entry (a completion that runs
+  // inside the call that started it); they are not the connection's state.
+  struct io_flags {
+    bool reading : 1 = false;
+    bool writing : 1 = false;
+    bool processing_input : 1 = false;          // output collects; written once the input is done
+    bool flush_deferred : 1 = false;            // output collected meanwhile, to write after it
+    bool completing_synchronously : 1 = false;  // inside a speculative write's completion
+  } io_;
+  // The slots this connection holds against the server's limits, each given back exactly once.
+  struct held_slots {
+    bool socket_slot : 1 = true;    // connections_current, until the socket closes
+    bool pending_slot : 1 = false;  // the pending-socket limits, until CONNECT completes
+    bool client_slot : 1 = false;   // max_connections, from CONNECT until the end
+  } held_;
+  // Set by CONNECT and DISCONNECT.
+  bool identified_ = false;  // identity_ is complete (other loops may read it)
   bool request_problem_information_ = true;
-  bool writing_ = false;
-  bool completing_synchronously_ = false;
-  bool counted_pending_ = false;    // against the pending-socket limits (until CONNECT)
-  bool counted_connected_ = false;  // against max_connections
-  bool is_bridge_ = false;          // a Mosquitto bridge (protocol level | 0x80)
+  bool is_bridge_ = false;  // a Mosquitto bridge (protocol level | 0x80)
+  bool clean_disconnect_ = false;
+  bool has_disconnect_expiry_ = false;
   std::atomic<bool> wake_pending_{false};
 };
 

@@ -30,4 +30,20 @@ bool log_limiter::allow(std::uint64_t& held_back) {
   return true;
 }
 
+namespace {
+std::atomic<std::uint64_t> bugs{0};
+log_limiter bug_log(10);
+}  // namespace
+
+void report_bug(std::string_view where, std::string_view what) {
+  bugs.fetch_add(1, std::memory_order_relaxed);
+  std::uint64_t held_back = 0;
+  if (bug_log.allow(held_back))
+    spdlog::error("bug where={} what=\"{}\" similar_lines_suppressed={}", where, what, held_back);
+}
+
+std::uint64_t bugs_reported() {
+  return bugs.load(std::memory_order_relaxed);
+}
+
 }  // namespace nimbus::core

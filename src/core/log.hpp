@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace nimbus::core {
 
@@ -27,5 +28,12 @@ class log_limiter {
   std::atomic<std::uint32_t> in_second_{0};
   std::atomic<std::uint64_t> held_back_{0};
 };
+
+// A broken internal invariant met in a release build (NIMBUS_ASSERT, core/assert.hpp, aborts in
+// debug builds): logged at error, rate-limited, and counted in nimbus_bugs_total; the caller
+// then takes its error path (closes the connection, answers 500). Never for bad input: that is
+// an error the protocol answers.
+void report_bug(std::string_view where, std::string_view what);
+std::uint64_t bugs_reported();
 
 }  // namespace nimbus::core

@@ -1,11 +1,13 @@
 #include "iot/aws_http.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 #include <charconv>
 
+#include "core/log.hpp"
 #include "core/random.hpp"
 #include "iot/sigv4.hpp"
 #include "storage/write_queue.hpp"
@@ -171,7 +173,7 @@ void aws_http::run(const api_operation& operation, const net::http_request& requ
   } catch (const registry::api_error& e) {
     return respond(error_response(e));
   } catch (const std::exception& e) {
-    spdlog::error("api_operation_failed path=\"{}\" error=\"{}\"", request.raw_path, e.what());
+    core::report_bug("api_operation", fmt::format("path={} error={}", request.raw_path, e.what()));
     return respond(error_response({500, "InternalFailureException", "Internal failure", {}, {}}));
   }
   respond_when_durable(std::move(result), std::move(respond));

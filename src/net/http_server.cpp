@@ -17,6 +17,7 @@
 #include <array>
 #include <stdexcept>
 
+#include "core/log.hpp"
 #include "net/streams.hpp"
 
 namespace nimbus::net {
@@ -202,7 +203,7 @@ void http_router::dispatch(http_request request, http_responder respond) const {
     try {
       r.handler(std::move(request), respond);
     } catch (const std::exception& e) {
-      spdlog::error("http_handler_failed path={} error=\"{}\"", target, e.what());
+      core::report_bug("http_handler", fmt::format("path={} error={}", target, e.what()));
       respond(error(500, "internal error"));
     }
     return;

@@ -6,7 +6,7 @@
 namespace nimbus::net {
 
 namespace asio = boost::asio;
-using clock = std::chrono::steady_clock;
+using steady = std::chrono::steady_clock;
 
 timer_entry::timer_entry(asio::io_context& context, timer_owner& owner)
     : wheel_(asio::use_service<timer_wheel>(context)), owner_(owner) {}
@@ -15,11 +15,11 @@ timer_entry::timer_entry(const asio::any_io_executor& executor, timer_owner& own
     : timer_entry(static_cast<asio::io_context&>(asio::query(executor, asio::execution::context)),
                   owner) {}
 
-void timer_entry::schedule(clock::time_point deadline) {
+void timer_entry::schedule(steady::time_point deadline) {
   cancel();
   // While the wheel is idle its clock stands still: bring it to now first.
   if (!wheel_.ticking_)
-    wheel_.processed_ = std::max(wheel_.processed_, wheel_.tick_of(clock::now()));
+    wheel_.processed_ = std::max(wheel_.processed_, wheel_.tick_of(wheel_.now()));
   // Due in the first slot that ends at or after the deadline, never in the past.
   tick_ = std::max(timer_wheel::tick_of(deadline) + 1, wheel_.processed_ + 1);
   wheel_.link(*this);
@@ -32,12 +32,25 @@ void timer_entry::cancel() {
 timer_wheel::timer_wheel(asio::io_context& context)
     : asio::execution_context::service(context), ticker_(context), heads_(slot_count) {
   for (auto& head : heads_) head.prev = head.next = &head;
-  processed_ = tick_of(clock::now());
+  processed_ = tick_of(now());
 }
 
 timer_wheel::~timer_wheel() = default;
 
-std::int64_t timer_wheel::tick_of(clock::time_point t) {
+timer_wheel& timer_wheel::of(asio::io_context& context) {
+  return asio::use_service<timer_wheel>(context);
+}
+
+void timer_wheel::use_clock(const core::clock& clock) {
+  clock_ = &clock;
+  processed_ = tick_of(now());
+}
+
+steady::time_point timer_wheel::now() const {
+  return clock_ != nullptr ? clock_->now() : steady::now();
+}
+
+std::int64_t timer_wheel::tick_of(steady::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() /
          slot.count();
 }
@@ -81,10 +94,10 @@ void timer_wheel::arm_ticker() {
 }
 
 void timer_wheel::on_tick() {
-  const std::int64_t now = tick_of(clock::now());
+  const std::int64_t now_tick = tick_of(now());
   // Every slot up to now, in order (a busy loop may tick late), at most one full turn.
-  for (std::int64_t t = std::max(processed_ + 1, now - std::int64_t{slot_count} + 1); t <= now;
-       ++t) {
+  for (std::int64_t t = std::max(processed_ + 1, now_tick - std::int64_t{slot_count} + 1);
+       t <= now_tick; ++t) {
     processed_ = t;
     timer_link& head = heads_[static_cast<std::size_t>(t) % slot_count];
     // Move the due entries to a list of their own first (those due a turn later stay), so the
@@ -109,7 +122,7 @@ void timer_wheel::on_tick() {
       entry.owner_.on_timer_expired();
     }
   }
-  processed_ = std::max(processed_, now);
+  processed_ = std::max(processed_, now_tick);
 }
 
 void timer_wheel::shutdown() {

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/clock.hpp"
+
 namespace nimbus::net {
 
 class timer_wheel;
@@ -63,7 +65,15 @@ class timer_wheel final : public boost::asio::execution_context::service {
   explicit timer_wheel(boost::asio::io_context& context);
   ~timer_wheel() override;
 
+  static timer_wheel& of(boost::asio::io_context& context);
   std::size_t size() const { return size_; }
+
+  // The time deadlines are read against: the steady clock unless a test injects its own (then
+  // it moves the clock and calls fire_due()). Owners compute deadlines on the same clock. Set
+  // it before anything is scheduled.
+  void use_clock(const core::clock& clock);
+  // Fires every entry due by now, as the next tick would.
+  void fire_due() { on_tick(); }
 
  private:
   friend class timer_entry;
@@ -76,6 +86,7 @@ class timer_wheel final : public boost::asio::execution_context::service {
   void arm_ticker();
   void on_tick();
   static std::int64_t tick_of(std::chrono::steady_clock::time_point t);
+  std::chrono::steady_clock::time_point now() const;
 
   boost::asio::steady_timer ticker_;
   std::vector<timer_link> heads_;  // one sentinel per slot
@@ -83,6 +94,7 @@ class timer_wheel final : public boost::asio::execution_context::service {
   std::size_t size_ = 0;
   bool ticking_ = false;
   bool stopped_ = false;
+  const core::clock* clock_ = nullptr;  // null: std::chrono::steady_clock
 };
 
 }  // namespace nimbus::net
