@@ -31,18 +31,63 @@ net::http_response json_response(unsigned status, const json::value& body) {
 }
 
 [[noreturn]] void bad_request(std::string message) {
-  throw registry::api_error{400, "InvalidRequestException", std::move(message), {}, {}};
+  throw api_error{400, "InvalidRequestException", std::move(message)};
+}
+
+// How AWS sends each registry refusal: its HTTP status and x-amzn-ErrorType.
+struct aws_error {
+  unsigned status;
+  std::string_view type;
+};
+
+aws_error aws_error_of(registry::errc code) {
+  using registry::errc;
+  switch (code) {
+    case errc::invalid_request:
+      return {400, "InvalidRequestException"};
+    case errc::not_found:
+      return {404, "ResourceNotFoundException"};
+    case errc::already_exists:
+      return {409, "ResourceAlreadyExistsException"};
+    case errc::version_conflict:
+      return {409, "VersionConflictException"};
+    case errc::delete_conflict:
+      return {409, "DeleteConflictException"};
+    case errc::versions_limit_exceeded:
+      return {409, "VersionsLimitExceededException"};
+    case errc::limit_exceeded:
+      return {410, "LimitExceededException"};
+    case errc::malformed_policy:
+      return {400, "MalformedPolicyException"};
+    case errc::certificate_validation:
+      return {400, "CertificateValidationException"};
+    case errc::certificate_state:
+      return {406, "CertificateStateException"};
+    case errc::unavailable:
+      return {503, "ServiceUnavailableException"};
+  }
+  return {500, "InternalFailureException"};  // not reached: every code is mapped above
+}
+
+net::http_response aws_error_response(unsigned status, std::string_view type,
+                                      const json::object& body) {
+  auto r = json_response(status, body);
+  r.headers.emplace_back("x-amzn-ErrorType", std::string(type));
+  return r;
 }
 
 }  // namespace
 
-net::http_response error_response(const registry::api_error& e) {
+net::http_response error_response(const api_error& e) {
+  return aws_error_response(e.status, e.type, json::object{{"message", e.message}});
+}
+
+net::http_response error_response(const registry::error& e) {
   json::object body{{"message", e.message}};
   if (!e.resource_id.empty()) body["resourceId"] = e.resource_id;
   if (!e.resource_arn.empty()) body["resourceArn"] = e.resource_arn;
-  auto r = json_response(e.status, body);
-  r.headers.emplace_back("x-amzn-ErrorType", e.type);
-  return r;
+  const auto mapped = aws_error_of(e.code);
+  return aws_error_response(mapped.status, mapped.type, body);
 }
 
 bool aws_http::has_signature(const net::http_request& request) {
@@ -58,17 +103,14 @@ std::optional<net::http_response> aws_http::authenticate(
     spdlog::info("api_request_refused method={} path=\"{}\" remote={} error={} detail=\"{}\"",
                  request.method, request.raw_path, request.remote_address, result.error_type,
                  result.message);
-    return error_response({result.status, result.error_type, result.message, {}, {}});
+    return error_response(api_error{result.status, result.error_type, result.message});
   }
   note_region(result.region);
   for (auto s : services)
     if (result.service == s) return std::nullopt;
-  return error_response(
-      {403,
-       "InvalidSignatureException",
-       "Credential should be scoped to correct service: '" + std::string(services.front()) + "'",
-       {},
-       {}});
+  return error_response(api_error{
+      403, "InvalidSignatureException",
+      "Credential should be scoped to correct service: '" + std::string(services.front()) + "'"});
 }
 
 secret_lookup aws_http::our_secret() const {
@@ -101,7 +143,7 @@ net::route_options aws_http::body_policy(std::size_t max_body, bool certificates
     auto result = verify_sigv4(signed_head, our_secret(), std::chrono::system_clock::now(),
                                std::chrono::minutes(15), sigv4_check::before_body);
     if (!result.ok)
-      return error_response({result.status, result.error_type, result.message, {}, {}});
+      return error_response(api_error{result.status, result.error_type, result.message});
     return std::nullopt;
   };
   return options;
@@ -123,12 +165,9 @@ void aws_http::answer_unknown_routes(net::http_router& router) const {
         if (!has_signature(request))
           return respond({404, "application/json", {}, R"({"message":"not found"})"});
         spdlog::info("api_not_implemented method={} path=\"{}\"", request.method, request.raw_path);
-        respond(error_response(
-            {501,
-             "NotImplementedException",
-             request.method + " " + request.raw_path + " is not implemented in Nimbus " + version_,
-             {},
-             {}}));
+        respond(error_response(api_error{501, "NotImplementedException",
+                                         request.method + " " + request.raw_path +
+                                             " is not implemented in Nimbus " + version_}));
       },
       body_policy(control_plane_max_body));
 }
@@ -137,11 +176,15 @@ void aws_http::respond_when_durable(api_result result, net::http_responder respo
   if (result.ticket.is_none()) return respond(json_response(result.status, result.body));
   const auto ticket = result.ticket;
   auto body = std::make_shared<api_result>(std::move(result));
+  // Registered after the registry's own callback for this ticket (registry::mutate registers it
+  // before the operation returns), which puts the change in the registry's committed view: an
+  // answered client reads its change. (Should this callback still run first, because the ticket
+  // was durable before it was registered, the registry's readers catch up on their own.)
   writer_.when_durable(ticket, [this, ticket, body, respond = std::move(respond)] {
     if (writer_.failed(ticket)) {
       spdlog::error("api_write_failed ticket={}", ticket.sequence());
       return respond(error_response(
-          {500, "InternalFailureException", "The change could not be stored", {}, {}}));
+          api_error{500, "InternalFailureException", "The change could not be stored"}));
     }
     respond(json_response(body->status, body->body));
   });
@@ -170,11 +213,13 @@ void aws_http::run(const api_operation& operation, const net::http_request& requ
   api_result result;
   try {
     result = operation(request);
-  } catch (const registry::api_error& e) {
+  } catch (const registry::error& e) {
+    return respond(error_response(e));
+  } catch (const api_error& e) {
     return respond(error_response(e));
   } catch (const std::exception& e) {
     core::report_bug("api_operation", fmt::format("path={} error={}", request.raw_path, e.what()));
-    return respond(error_response({500, "InternalFailureException", "Internal failure", {}, {}}));
+    return respond(error_response(api_error{500, "InternalFailureException", "Internal failure"}));
   }
   respond_when_durable(std::move(result), std::move(respond));
 }

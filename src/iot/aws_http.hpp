@@ -1,7 +1,9 @@
 #pragma once
 // What every AWS-style REST route shares: SigV4 authentication against `<data>/credentials`,
 // errors in AWS's shape (status, `x-amzn-ErrorType`, `{"message":…}`), request ids, and
-// acknowledging a change only once the registry's write is durable.
+// acknowledging a change only once the registry's write is durable. This is the one place that
+// turns a refusal into HTTP: the registry's own (registry::error, mapped here) and the HTTP
+// surface's (api_error).
 #include <boost/asio/thread_pool.hpp>
 #include <boost/json/value.hpp>
 #include <functional>
@@ -15,7 +17,7 @@
 #include "iot/sigv4.hpp"
 #include "net/http_server.hpp"
 #include "registry/credentials.hpp"
-#include "registry/registry.hpp"
+#include "registry/error.hpp"
 #include "storage/ticket.hpp"
 
 namespace nimbus::storage {
@@ -33,7 +35,18 @@ struct api_result {
 
 using api_operation = std::function<api_result(const net::http_request&)>;
 
-net::http_response error_response(const registry::api_error& e);
+// A refusal that only the HTTP surface makes (a malformed request, 403 Forbidden, 413, 429,
+// 500 ...): sent with exactly this status, x-amzn-ErrorType and message.
+struct api_error {
+  unsigned status;
+  std::string type;
+  std::string message;
+};
+
+net::http_response error_response(const api_error& e);
+// A registry refusal as AWS sends it: the status and error type of its code, its message, and
+// the existing resource's id and ARN for ResourceAlreadyExists.
+net::http_response error_response(const registry::error& e);
 
 // The largest control-plane request body: a policy document (20 KiB raw at most) or a CSR or
 // CA certificate with its verification certificate fit well within it.
@@ -94,7 +107,8 @@ class aws_http {
   mutable boost::asio::thread_pool workers_{1};
 };
 
-// Request parsing shared by the routes; each throws api_error 400 on bad input.
+// Request parsing shared by the routes; each throws api_error (400 InvalidRequestException) on
+// bad input.
 boost::json::object parse_body(const net::http_request& request);
 std::string string_field(const boost::json::object& o, std::string_view key, bool required = false);
 bool bool_query(const net::http_request& request, std::string_view name, bool fallback);

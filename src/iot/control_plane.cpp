@@ -2,23 +2,26 @@
 
 #include <boost/json.hpp>
 #include <charconv>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
 
 namespace nimbus::iot {
 
 namespace json = boost::json;
 using net::http_request;
-using registry::api_error;
 
 namespace {
 
 const std::vector<std::string_view> iot_services = {"iot", "execute-api"};
 
 [[noreturn]] void bad_request(std::string message) {
-  throw api_error{400, "InvalidRequestException", std::move(message), {}, {}};
+  throw api_error{400, "InvalidRequestException", std::move(message)};
 }
 
 [[noreturn]] void not_found(std::string message) {
-  throw api_error{404, "ResourceNotFoundException", std::move(message), {}, {}};
+  throw api_error{404, "ResourceNotFoundException", std::move(message)};
 }
 
 // The looked-up object, or ResourceNotFound with `message`.
@@ -136,6 +139,22 @@ registry::tag_list tags_field(const json::object& o, bool required = false) {
                                                          : std::string());
   }
   return out;
+}
+
+// RegisterCertificate(WithoutCA) with the request's status text, which the registry takes
+// parsed. A request wrong in both its PEM and its status is refused for its PEM, as the
+// registry checks that first.
+std::pair<registry::certificate, storage::ticket> register_certificate(
+    registry::registry& reg, std::string pem, std::string ca_pem, const std::string& status_text,
+    bool with_ca) {
+  auto status = registry::parse_certificate_status(status_text);
+  if (!status) {
+    if (!registry::parse_certificate_pem(pem))
+      throw registry::error(registry::errc::certificate_validation,
+                            "The certificate is not a valid PEM");
+    bad_request("Invalid certificate status: " + status_text);
+  }
+  return reg.register_certificate(pem, ca_pem, *status, with_ca);
 }
 
 // A listing response: one JSON value per item under `key`, and the next page's token under
@@ -386,11 +405,10 @@ void control_plane::install_groups(net::http_router& router) {
               [&reg, group_properties](const http_request& r) {
                 auto body = parse_body(r);
                 auto [description, attributes, merge] = group_properties(body);
-                auto name = r.param("thingGroupName");
-                auto ticket = reg.update_thing_group(name, description, attributes, merge,
-                                                     int_field(body, "expectedVersion"));
-                auto g = reg.find_thing_group(name);
-                return api_result{json::object{{"version", g ? g->version : 0}}, ticket};
+                auto [version, ticket] =
+                    reg.update_thing_group(r.param("thingGroupName"), description, attributes,
+                                           merge, int_field(body, "expectedVersion"));
+                return api_result{json::object{{"version", version}}, ticket};
               });
   http_.route(router, "DELETE", "/thing-groups/{thingGroupName}", iot_services,
               [&reg](const http_request& r) {
@@ -429,13 +447,13 @@ void control_plane::install_certificates(net::http_router& router) {
   auto created = [&reg](const registry::certificate& c) {
     return json::object{{"certificateArn", reg.certificate_arn(c.id)},
                         {"certificateId", c.id},
-                        {"certificatePem", c.info.pem}};
+                        {"certificatePem", c.info->pem}};
   };
   auto summary = [&reg](const registry::certificate& c) {
     return json::object{{"certificateArn", reg.certificate_arn(c.id)},
                         {"certificateId", c.id},
-                        {"status", c.status},
-                        {"certificateMode", c.mode},
+                        {"status", registry::to_string(c.status)},
+                        {"certificateMode", registry::to_string(c.mode)},
                         {"creationDate", c.created}};
   };
   auto list_response = [summary](const registry::page<registry::certificate>& page) {
@@ -471,8 +489,8 @@ void control_plane::install_certificates(net::http_router& router) {
                 if (status.empty())
                   status = bool_query(r, "setAsActive", false) ? "ACTIVE" : "INACTIVE";
                 auto [cert, ticket] =
-                    reg.register_certificate(string_field(body, "certificatePem", true),
-                                             string_field(body, "caCertificatePem"), status, true);
+                    register_certificate(reg, string_field(body, "certificatePem", true),
+                                         string_field(body, "caCertificatePem"), status, true);
                 return api_result{registered(cert), ticket};
               });
   http_.route(router, "POST", "/certificate/register-no-ca", iot_services,
@@ -480,14 +498,20 @@ void control_plane::install_certificates(net::http_router& router) {
                 auto body = parse_body(r);
                 std::string status = string_field(body, "status");
                 if (status.empty()) status = "INACTIVE";
-                auto [cert, ticket] = reg.register_certificate(
-                    string_field(body, "certificatePem", true), "", status, false);
+                auto [cert, ticket] = register_certificate(
+                    reg, string_field(body, "certificatePem", true), "", status, false);
                 return api_result{registered(cert), ticket};
               });
   http_.route(router, "PUT", "/certificates/{certificateId}", iot_services,
               [&reg](const http_request& r) {
-                auto status = r.query_param("newStatus");
-                if (!status) bad_request("Missing required parameter newStatus");
+                auto text = r.query_param("newStatus");
+                if (!text) bad_request("Missing required parameter newStatus");
+                auto status = registry::parse_certificate_status(*text);
+                if (!status)
+                  bad_request("1 validation error detected: Value '" + *text +
+                              "' at 'newStatus' failed to satisfy constraint: Member must satisfy "
+                              "enum value set: [ACTIVE, INACTIVE, REVOKED, PENDING_TRANSFER, "
+                              "REGISTER_INACTIVE, PENDING_ACTIVATION]");
                 return api_result{json::object{},
                                   reg.update_certificate(r.param("certificateId"), *status)};
               });
@@ -497,16 +521,16 @@ void control_plane::install_certificates(net::http_router& router) {
                                "The certificate " + r.param("certificateId") + " does not exist");
                 json::object d{{"certificateArn", reg.certificate_arn(c.id)},
                                {"certificateId", c.id},
-                               {"status", c.status},
-                               {"certificatePem", c.info.pem},
+                               {"status", registry::to_string(c.status)},
+                               {"certificatePem", c.info->pem},
                                {"ownedBy", reg.account()},
                                {"creationDate", c.created},
                                {"lastModifiedDate", c.modified},
                                {"customerVersion", c.customer_version},
                                {"generationId", c.generation_id},
-                               {"validity", json::object{{"notBefore", c.info.not_before},
-                                                         {"notAfter", c.info.not_after}}},
-                               {"certificateMode", c.mode}};
+                               {"validity", json::object{{"notBefore", c.info->not_before},
+                                                         {"notAfter", c.info->not_after}}},
+                               {"certificateMode", registry::to_string(c.mode)}};
                 if (!c.ca_id.empty()) d["caCertificateId"] = c.ca_id;
                 return api_result{json::object{{"certificateDescription", d}}};
               });
@@ -548,20 +572,14 @@ void control_plane::install_certificates(net::http_router& router) {
     if (!verification.empty()) {
       auto info = registry::parse_certificate_pem(verification);
       if (!info || !registry::is_signed_by(verification, ca_pem))
-        throw api_error{400,
-                        "CertificateValidationException",
-                        "The verification certificate is not signed by the CA certificate",
-                        {},
-                        {}};
+        throw api_error{400, "CertificateValidationException",
+                        "The verification certificate is not signed by the CA certificate"};
       std::string common_name;
       for (const auto& [k, v] : info->subject)
         if (k == "CommonName") common_name = v;
       if (common_name != registration_code_)
-        throw api_error{400,
-                        "RegistrationCodeValidationException",
-                        "The verification certificate's common name is not the registration code",
-                        {},
-                        {}};
+        throw api_error{400, "RegistrationCodeValidationException",
+                        "The verification certificate's common name is not the registration code"};
     }
     auto [ca, ticket] = reg.register_ca_certificate(ca_pem, bool_query(r, "setAsActive", false),
                                                     bool_query(r, "allowAutoRegistration", false),
@@ -570,26 +588,26 @@ void control_plane::install_certificates(net::http_router& router) {
         json::object{{"certificateArn", reg.ca_certificate_arn(ca.id)}, {"certificateId", ca.id}},
         ticket};
   });
-  http_.route(router, "GET", "/cacertificate/{caCertificateId}", iot_services,
-              [&reg](const http_request& r) {
-                auto c =
-                    found(reg.find_ca_certificate(r.param("caCertificateId")),
-                          "The CA certificate " + r.param("caCertificateId") + " does not exist");
-                json::object d{{"certificateArn", reg.ca_certificate_arn(c.id)},
-                               {"certificateId", c.id},
-                               {"status", c.status},
-                               {"certificatePem", c.info.pem},
-                               {"ownedBy", reg.account()},
-                               {"creationDate", c.created},
-                               {"lastModifiedDate", c.modified},
-                               {"autoRegistrationStatus", c.auto_registration},
-                               {"customerVersion", c.customer_version},
-                               {"generationId", c.generation_id},
-                               {"validity", json::object{{"notBefore", c.info.not_before},
-                                                         {"notAfter", c.info.not_after}}},
-                               {"certificateMode", "DEFAULT"}};
-                return api_result{json::object{{"certificateDescription", d}}};
-              });
+  http_.route(
+      router, "GET", "/cacertificate/{caCertificateId}", iot_services,
+      [&reg](const http_request& r) {
+        auto c = found(reg.find_ca_certificate(r.param("caCertificateId")),
+                       "The CA certificate " + r.param("caCertificateId") + " does not exist");
+        json::object d{{"certificateArn", reg.ca_certificate_arn(c.id)},
+                       {"certificateId", c.id},
+                       {"status", registry::to_string(c.status)},
+                       {"certificatePem", c.info->pem},
+                       {"ownedBy", reg.account()},
+                       {"creationDate", c.created},
+                       {"lastModifiedDate", c.modified},
+                       {"autoRegistrationStatus", c.auto_registration ? "ENABLE" : "DISABLE"},
+                       {"customerVersion", c.customer_version},
+                       {"generationId", c.generation_id},
+                       {"validity", json::object{{"notBefore", c.info->not_before},
+                                                 {"notAfter", c.info->not_after}}},
+                       {"certificateMode", "DEFAULT"}};
+        return api_result{json::object{{"certificateDescription", d}}};
+      });
   http_.route(router, "GET", "/cacertificates", iot_services, [&reg](const http_request& r) {
     auto page = reg.list_ca_certificates(bool_query(r, "isAscendingOrder", false),
                                          query(r, "marker"), page_size(r, "pageSize", 25, 250));
@@ -598,17 +616,28 @@ void control_plane::install_certificates(net::http_router& router) {
         [&](const auto& c) {
           return json::object{{"certificateArn", reg.ca_certificate_arn(c.id)},
                               {"certificateId", c.id},
-                              {"status", c.status},
+                              {"status", registry::to_string(c.status)},
                               {"creationDate", c.created}};
         },
         "nextMarker");
   });
   http_.route(router, "PUT", "/cacertificate/{caCertificateId}", iot_services,
               [&reg](const http_request& r) {
-                return api_result{
-                    json::object{},
-                    reg.update_ca_certificate(r.param("caCertificateId"), query(r, "newStatus"),
-                                              query(r, "newAutoRegistrationStatus"))};
+                // Absent or empty: left as it is.
+                std::optional<registry::ca_status> status;
+                if (auto text = query(r, "newStatus"); !text.empty()) {
+                  status = registry::parse_ca_status(text);
+                  if (!status) bad_request("newStatus must be ACTIVE or INACTIVE");
+                }
+                std::optional<bool> auto_registration;
+                if (auto text = query(r, "newAutoRegistrationStatus"); !text.empty()) {
+                  if (text != "ENABLE" && text != "DISABLE")
+                    bad_request("newAutoRegistrationStatus must be ENABLE or DISABLE");
+                  auto_registration = text == "ENABLE";
+                }
+                return api_result{json::object{},
+                                  reg.update_ca_certificate(r.param("caCertificateId"), status,
+                                                            auto_registration)};
               });
   http_.route(
       router, "DELETE", "/cacertificate/{caCertificateId}", iot_services,

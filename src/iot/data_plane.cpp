@@ -12,12 +12,11 @@
 namespace nimbus::iot {
 
 namespace json = boost::json;
-using registry::api_error;
 
 namespace {
 
 [[noreturn]] void bad_request(std::string message) {
-  throw api_error{400, "InvalidRequestException", std::move(message), {}, {}};
+  throw api_error{400, "InvalidRequestException", std::move(message)};
 }
 
 std::string base64_decode(std::string_view text, std::string_view what) {
@@ -93,7 +92,7 @@ net::route_options data_plane::body_policy() const {
     if (head.certificate && !aws_http::has_signature(head)) {
       auto refusal = authorizer_.certificate_refusal(head.certificate->sha256_hex);
       if (!refusal.empty())
-        return error_response({403, "ForbiddenException", "Forbidden: " + refusal, {}, {}});
+        return error_response(api_error{403, "ForbiddenException", "Forbidden: " + refusal});
     }
     return signed_or_certificate(head);
   };
@@ -108,7 +107,7 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   } else {
     // A device with its client certificate: the same checks as an MQTT client.
     if (auto refusal = authorizer_.certificate_refusal(r.certificate->sha256_hex); !refusal.empty())
-      throw api_error{403, "ForbiddenException", "Forbidden: " + refusal, {}, {}};
+      throw api_error{403, "ForbiddenException", "Forbidden: " + refusal};
     device.transport = "https";
     device.remote_address = r.remote_address;
     device.certificate = std::make_shared<const net::peer_certificate>(*r.certificate);
@@ -125,17 +124,14 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   if (!mqtt::is_valid_topic_name(topic, broker_.topic_limits()))
     bad_request("The topic " + topic + " is not a valid topic name");
   if (broker::broker::is_reserved_topic(topic))
-    throw api_error{403, "ForbiddenException", "Clients may not publish to " + topic, {}, {}};
+    throw api_error{403, "ForbiddenException", "Clients may not publish to " + topic};
   if (device.certificate && !authorizer_.may_publish(device, topic, retain))
-    throw api_error{403, "ForbiddenException", "Forbidden", {}, {}};
+    throw api_error{403, "ForbiddenException", "Forbidden"};
 
   if (r.body.size() > broker_.settings().max_packet_size)
-    throw api_error{413,
-                    "RequestEntityTooLargeException",
+    throw api_error{413, "RequestEntityTooLargeException",
                     "The payload exceeds the maximum message size of " +
-                        std::to_string(broker_.settings().max_packet_size) + " bytes",
-                    {},
-                    {}};
+                        std::to_string(broker_.settings().max_packet_size) + " bytes"};
   auto msg = std::make_shared<broker::message>();
   msg->topic = topic;
   msg->payload = std::move(r.body);
@@ -156,18 +152,15 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   const auto floor = writer_.committed();
   auto routed = broker_.publish(std::move(msg));
   if (routed.quota_exceeded)
-    throw api_error{429,
-                    "ThrottlingException",
+    throw api_error{429, "ThrottlingException",
                     "Retained message refused: the server holds max_retained_messages or "
-                    "max_retained_bytes",
-                    {},
-                    {}};
+                    "max_retained_bytes"};
   if (qos == 0 || routed.durable_ticket.is_none()) return respond(ok_response());
   const auto ticket = routed.durable_ticket;
   writer_.when_durable(ticket, [this, floor, ticket, respond] {
     if (writer_.failed_between(floor, ticket))
       return respond(error_response(
-          {500, "InternalFailureException", "The message could not be stored", {}, {}}));
+          api_error{500, "InternalFailureException", "The message could not be stored"}));
     respond(ok_response());
   });
 }

@@ -2,7 +2,8 @@
 // Device authentication and authorization as AWS IoT does it. TLS clients are identified by
 // their certificate, which must be registered and ACTIVE; every CONNECT, PUBLISH, SUBSCRIBE and
 // delivery is then checked against the policies attached to that certificate (and to the thing
-// groups of its thing), evaluated live, so registry changes apply to open connections at once.
+// groups of its thing), evaluated live, so a registry change applies to open connections as soon
+// as it is durable (the registry's committed view).
 // Clients of the plain local listeners are anonymous: allowed everything, or what a named
 // registry policy allows.
 #include <array>

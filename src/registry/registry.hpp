@@ -1,20 +1,16 @@
 #pragma once
 // The device registry: things, thing types, thing groups, certificates (own and CA-registered),
 // policies with versions, and what is attached to what. It is AWS IoT's data model, with its
-// names, limits and preconditions, so the control plane above it is a thin JSON mapping.
-//
-// The model lives in memory behind a reader/writer lock (device authorization reads it on every
-// CONNECT, PUBLISH, SUBSCRIBE and delivery); every change is also written through the write
-// queue as one JSON row per object, and callers acknowledge a change only once that write is
-// durable (`change::ticket`).
+// names, limits and preconditions, so the control plane above it is a thin JSON mapping. The
+// plain types are in model.hpp, refusals in error.hpp.
 #include <atomic>
-#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <map>
+#include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
-#include <set>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -23,7 +19,8 @@
 
 #include "core/clock.hpp"
 #include "policy/policy.hpp"
-#include "registry/x509.hpp"
+#include "registry/error.hpp"
+#include "registry/model.hpp"
 #include "storage/ticket.hpp"
 
 namespace nimbus::storage {
@@ -35,118 +32,23 @@ namespace nimbus::registry {
 
 class certificate_authority;
 
-// A refused request, in AWS's terms: HTTP status, error type (x-amzn-ErrorType) and message.
-struct api_error {
-  unsigned status;
-  std::string type;
-  std::string message;
-  std::string resource_id;  // ResourceAlreadyExists only
-  std::string resource_arn;
-};
-
-// Sentinel for optional numeric fields.
-inline constexpr std::int64_t no_version = -1;
-
-using attribute_map = std::map<std::string, std::string>;
-// Tags as a request sends them ({Key, Value} in order; a later key wins).
-using tag_list = std::vector<std::pair<std::string, std::string>>;
-
-struct thing {
-  std::string name;
-  std::string id;
-  std::string type_name;
-  attribute_map attributes;
-  std::int64_t version = 1;
-  std::string billing_group;
-  std::set<std::string> principals;  // certificate ARNs
-  std::set<std::string> groups;      // thing group names
-  double created = 0;
-};
-
-struct thing_type {
-  std::string name;
-  std::string id;
-  std::string description;
-  std::vector<std::string> searchable_attributes;
-  bool deprecated = false;
-  double deprecation_date = 0;
-  double created = 0;
-};
-
-struct thing_group {
-  std::string name;
-  std::string id;
-  std::string parent;
-  std::string description;
-  attribute_map attributes;
-  std::int64_t version = 1;
-  double created = 0;
-};
-
-struct certificate {
-  std::string id;
-  std::string status;  // ACTIVE, INACTIVE, REVOKED, PENDING_TRANSFER, REGISTER_INACTIVE, ...
-  std::string ca_id;   // registered with a CA: its id
-  std::string mode = "DEFAULT";
-  std::string generation_id;
-  std::int64_t customer_version = 1;
-  double created = 0;
-  double modified = 0;
-  certificate_info info;
-};
-
-struct ca_certificate {
-  std::string id;
-  std::string status;             // ACTIVE, INACTIVE
-  std::string auto_registration;  // ENABLE, DISABLE
-  std::string generation_id;
-  std::int64_t customer_version = 1;
-  double created = 0;
-  double modified = 0;
-  certificate_info info;
-};
-
-struct policy_version {
-  std::string document;
-  double created = 0;
-  std::shared_ptr<const policy::document> compiled;
-};
-
-struct policy_entry {
-  std::string name;
-  std::int64_t default_version = 1;
-  std::int64_t next_version = 2;
-  std::map<std::int64_t, policy_version> versions;
-  std::set<std::string> targets;  // certificate and thing-group ARNs
-  std::string generation_id;
-  double created = 0;
-  double modified = 0;
-};
-
-// One page of a listing: items and the token for the next page ("" when it was the last).
-template <class T>
-struct page {
-  std::vector<T> items;
-  std::string next_token;
-};
-
-struct thing_filter {
-  std::string attribute_name;
-  std::string attribute_value;
-  bool prefix_value = false;
-  std::string type_name;
-};
-
-// What a device connection presents for authorization.
-// What a device connection presents for authorization (views valid for the call).
-struct device_facts {
-  std::string_view client_id;
-  std::string_view certificate_id;  // empty: anonymous
-  std::string_view source_ip;
-  bool persistent_connect = false;
-  bool last_will = false;
-};
-
+// The model is kept in memory twice, so that nothing acts on a change the database may still
+// lose:
+// - the pending view holds every change accepted so far, stored or not. Only mutators read and
+//   change it, one at a time (write_mutex_), so each validates against every change before it.
+// - the committed view holds what is durable. Every reader reads it under a shared lock: the
+//   find_ and list_ calls, count, and device authorization (certificate_refusal, evaluate_*),
+//   which runs on every CONNECT, PUBLISH, SUBSCRIBE and delivery.
+// A mutator changes the pending view, writes each object it touched as one JSON row through the
+// write queue, and returns that write's ticket; the objects reach the committed view once the
+// ticket is durable, before the caller, waiting on the same ticket, acknowledges the change (a
+// write that fails never reaches it, and every later change is refused). So a reader never
+// acts on a change the database may lose, and a caller reads its own change only once it may
+// acknowledge it: what a response reports of a change comes from the mutator's return value.
+// Both views copy every object (a certificate's parsed X.509 facts and a policy's compiled
+// documents are shared). Without a store (attach_store not called: tests) a change reaches the
+// committed view before its mutator returns. Mutators and readers may be called from any
+// thread.
 class registry {
  public:
   // `arn_prefix` is "arn:aws:iot:{region}:{account}:". `ca` issues device certificates.
@@ -154,14 +56,17 @@ class registry {
            core::clock& clock);
   ~registry();
 
-  // Creates the table (migration) and loads every object. Start-up only.
+  // Creates the table (migration) and loads every object into both views. Start-up only.
   static void migrate(storage::database& db);
   void load(storage::database& db);
-  // From now on every change is written through `writer`.
+  // From now on every change is written through `writer`, which must outlive the registry's
+  // use (start-up only, before any change).
   void attach_store(storage::write_queue& writer) { writer_ = &writer; }
 
-  // Every mutator returns the ticket to wait for before acknowledging (0: nothing written) and
-  // throws api_error when the request is refused (then nothing changed).
+  // Every mutator returns the ticket to wait for before acknowledging (none: nothing written;
+  // an idempotent repeat that wrote nothing returns the newest write's ticket, which may have
+  // made the state it found) and throws `error` when the request is refused (then nothing
+  // changed).
   using ticket = storage::ticket;
 
   // ---- things
@@ -197,9 +102,11 @@ class registry {
                                                     const std::string& description,
                                                     const attribute_map& attributes,
                                                     const tag_list& tags = {});
-  ticket update_thing_group(const std::string& name, const std::optional<std::string>& description,
-                            const std::optional<attribute_map>& attributes, bool merge,
-                            std::int64_t expected_version);
+  // Returns the group's new version: readers see it only once the ticket is durable.
+  std::pair<std::int64_t, ticket> update_thing_group(const std::string& name,
+                                                     const std::optional<std::string>& description,
+                                                     const std::optional<attribute_map>& attributes,
+                                                     bool merge, std::int64_t expected_version);
   ticket delete_thing_group(const std::string& name, std::int64_t expected_version);
   std::optional<thing_group> find_thing_group(const std::string& name) const;
   // Ancestors of a group, root first.
@@ -225,8 +132,8 @@ class registry {
   // `with_ca`: RegisterCertificate (the issuing CA must be registered and ACTIVE); otherwise
   // RegisterCertificateWithoutCA.
   std::pair<certificate, ticket> register_certificate(std::string_view pem, std::string_view ca_pem,
-                                                      const std::string& status, bool with_ca);
-  ticket update_certificate(const std::string& id, const std::string& status);
+                                                      certificate_status status, bool with_ca);
+  ticket update_certificate(const std::string& id, certificate_status status);
   ticket delete_certificate(const std::string& id, bool force);
   std::optional<certificate> find_certificate(const std::string& id) const;
   page<certificate> list_certificates(const std::string& ca_id, bool ascending,
@@ -235,8 +142,9 @@ class registry {
   std::pair<ca_certificate, ticket> register_ca_certificate(std::string_view pem, bool active,
                                                             bool auto_registration,
                                                             const tag_list& tags = {});
-  ticket update_ca_certificate(const std::string& id, const std::string& status,
-                               const std::string& auto_registration);
+  // An empty optional leaves that field as it is.
+  ticket update_ca_certificate(const std::string& id, std::optional<ca_status> status,
+                               std::optional<bool> auto_registration);
   ticket delete_ca_certificate(const std::string& id);
   std::optional<ca_certificate> find_ca_certificate(const std::string& id) const;
   page<ca_certificate> list_ca_certificates(bool ascending, const std::string& marker,
@@ -291,7 +199,10 @@ class registry {
   policy::decision evaluate_policy(const std::string& name, const device_facts& device,
                                    std::string_view action, std::string_view resource) const;
 
-  // Called (outside the lock) when a certificate stops being usable: INACTIVE, REVOKED, deleted.
+  // Called when a certificate stops being usable (INACTIVE, REVOKED, deleted, its CA no longer
+  // ACTIVE), once the committed view says so: a client it disconnects and that reconnects at
+  // once is refused. It runs on the write queue's thread (or the mutator's, without a store),
+  // under no registry lock, so it must only post work. Set it while no change is in flight.
   void on_certificate_disabled(std::function<void(const std::string& id)> callback) {
     certificate_disabled_ = std::move(callback);
   }
@@ -317,23 +228,37 @@ class registry {
  private:
   struct state;
   class batch;
+  struct delta;
 
-  // Runs `change` under the write lock; writes every object it touched; returns the ticket.
+  // Runs `change` on the pending view under write_mutex_, writes every object it touched, and
+  // applies them to the committed view once the write is durable; returns the write's ticket.
   ticket mutate(const std::function<void(batch&)>& change);
-  // Why `c` may not be used now ("" when it may). Caller holds the lock.
+  // Applies a durable change to the committed view.
+  void apply(delta& d);
+  std::shared_lock<std::shared_mutex> read_lock() const { return std::shared_lock(mutex_); }
+  // Why `c` may not be used now ("" when it may). Caller holds read_lock().
   std::string refusal_locked(const certificate& c) const;
+  void notify_disabled(const std::vector<std::string>& ids) const;
   double now() const;
 
   std::string arn_prefix_;
   std::string account_;
   const certificate_authority& ca_;
   core::clock& clock_;
-  mutable std::shared_mutex mutex_;
-  std::unique_ptr<state> state_;
   storage::write_queue* writer_ = nullptr;
-  ticket last_ticket_;  // of the newest registry write (guarded by mutex_)
-  std::shared_ptr<std::atomic<bool>> store_failed_ = std::make_shared<std::atomic<bool>>(false);
   std::function<void(const std::string&)> certificate_disabled_;
+
+  // The pending view and what goes with it, guarded by write_mutex_.
+  std::mutex write_mutex_;
+  std::unique_ptr<state> pending_;
+  ticket last_ticket_;  // of the newest registry write
+  // Set by a write that failed (on the writer thread): the pending view is then ahead of the
+  // database for good.
+  std::shared_ptr<std::atomic<bool>> store_failed_ = std::make_shared<std::atomic<bool>>(false);
+
+  // The committed view, guarded by mutex_.
+  mutable std::shared_mutex mutex_;
+  std::unique_ptr<state> committed_;
 };
 
 // Name rules, shared with the API layer's validation messages.
