@@ -13,11 +13,13 @@
 #include <boost/asio/post.hpp>
 #include <boost/system/error_code.hpp>
 #include <cctype>
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -33,6 +35,7 @@
 #include "core/clock.hpp"
 #include "mqtt/codec.hpp"
 #include "net/byte_stream.hpp"
+#include "net/timer_wheel.hpp"
 
 #ifndef NIMBUS_EXCHANGES_DIR
 #error "NIMBUS_EXCHANGES_DIR must name the folder of exchange cases"
@@ -56,7 +59,8 @@ asio::io_context& loop() {
 // bytes the client sent that the server has not read yet, bytes the server wrote that the case
 // has not checked yet, and who closed what. Used on the loop's thread only.
 struct fake_peer {
-  explicit fake_peer(std::string address) : remote_address(std::move(address)) {}
+  fake_peer(std::string address, core::steady_time accepted)
+      : remote_address(std::move(address)), accepted_at(accepted) {}
 
   // Completes the waiting read through the loop, as a socket would, when there is something to
   // tell it: `failure`, else data, else the end of the stream. Otherwise the read keeps waiting.
@@ -94,6 +98,7 @@ struct fake_peer {
   }
 
   std::string remote_address;
+  core::steady_time accepted_at;  // on the case's clock
   std::string to_server;
   std::string from_server;
   bool client_closed = false;           // the client ended its side (`eof`)
@@ -138,6 +143,7 @@ class fake_stream final : public net::byte_stream {
   asio::any_io_executor executor() override { return loop().get_executor(); }
   std::string remote_address() const override { return peer_->remote_address; }
   std::string_view transport() const override { return "tcp"; }
+  core::steady_time accepted_at() const override { return peer_->accepted_at; }
 
  protected:
   void read_some(asio::mutable_buffer, net::io_handler) override {
@@ -398,6 +404,9 @@ class exchange_runner {
   explicit exchange_runner(std::string path) : path_(std::move(path)) {}
 
   void run(const std::vector<step>& steps) {
+    // Deadlines (CONNECT, keep-alive, close grace) are on this case's clock, which only the
+    // case moves.
+    net::timer_wheel::of(loop()).use_clock(clock_);
     for (const auto& s : steps) {
       line_ = s.line;
       switch (s.what) {
@@ -405,8 +414,13 @@ class exchange_runner {
           apply_setting(s.key, s.value);
           break;
         case step::kind::advance:
-          report() << "`advance " << s.value
-                   << "` is reserved: the connection's clock is not injected yet";
+          if (auto d = parse_duration(s.value)) {
+            clock_.advance(*d);
+            net::timer_wheel::of(loop()).fire_due();
+            run_loop();
+          } else {
+            report() << "advance needs a duration: advance 15s, advance 1500ms";
+          }
           break;
         case step::kind::send: {
           fake_peer& peer = client(s.client);
@@ -442,6 +456,18 @@ class exchange_runner {
  private:
   line_report report() const { return line_report(path_, line_); }
 
+  // "15s", "1500ms".
+  static std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+    std::size_t digits = 0;
+    while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+    if (digits == 0 || digits > 9) return std::nullopt;
+    const long value = std::stol(text.substr(0, digits));
+    const std::string unit = text.substr(digits);
+    if (unit == "ms") return std::chrono::milliseconds(value);
+    if (unit == "s") return std::chrono::seconds(value);
+    return std::nullopt;
+  }
+
   void apply_setting(const std::string& key, const std::string& value) {
     if (broker_) {
       report() << "set must come before the first client";
@@ -456,7 +482,8 @@ class exchange_runner {
     auto& slot = clients_[name];
     if (!slot) {
       if (!broker_) broker_ = std::make_unique<broker>(settings_.mqtt, clock_, auth_, nullptr);
-      slot = std::make_shared<fake_peer>("192.0.2." + std::to_string(clients_.size()) + ":50000");
+      slot = std::make_shared<fake_peer>("192.0.2." + std::to_string(clients_.size()) + ":50000",
+                                         clock_.now());
       // Served from the loop, as an accepted socket is.
       asio::post(loop(), [this, stream = std::make_unique<fake_stream>(slot)]() mutable {
         serve_mqtt(*broker_, std::move(stream));
