@@ -89,7 +89,7 @@ void pending_sockets::remove(std::string_view key) {
   std::lock_guard lock(mutex_);
   auto it = by_address_.find(key);
   if (it == by_address_.end()) {
-    spdlog::error("bug pending_socket_not_counted key={}", key);
+    core::report_bug("pending_sockets", fmt::format("not counted: key={}", key));
     return;
   }
   --total_;
@@ -556,7 +556,7 @@ void broker::queue_retained(const session_ptr& s, const std::string& filter,
   if (wake) wake->wake();
 }
 
-bool broker::unsubscribe(const session_ptr& s, const std::string& filter) {
+bool broker::unsubscribe(const session_ptr& s, const std::string& filter, storage::ticket& ticket) {
   bool existed;
   bool persistent;
   {
@@ -568,7 +568,8 @@ bool broker::unsubscribe(const session_ptr& s, const std::string& filter) {
   if (!existed) return false;
   auto [plain, group] = split_shared(filter);
   index_.unsubscribe(plain, group, s.get());
-  if (persistent && store_) store_->delete_subscription(s->client_id(), filter);
+  if (persistent && store_)
+    ticket = storage::later(ticket, store_->delete_subscription(s->client_id(), filter));
   return true;
 }
 

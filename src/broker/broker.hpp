@@ -99,8 +99,10 @@ struct attach_result {
 struct publish_result {
   // Refused before routing: a retained message past max_retained_messages/bytes.
   bool quota_exceeded = false;
-  std::size_t matched = 0;
-  storage::ticket durable_ticket;  // acknowledge only once it is durable (none: nothing stored)
+  std::size_t matched = 0;  // sessions it was queued for (none: MQTT 5 acknowledges 0x10)
+  // The latest of the writes it made (the retained row, a row per persistent subscriber): an
+  // acknowledgement waits until it is durable and none of them failed. None: nothing stored.
+  storage::ticket durable_ticket;
 };
 
 class broker {
@@ -122,20 +124,24 @@ class broker {
               std::optional<mqtt::will_message> will, std::optional<std::uint32_t> new_expiry,
               const std::string& publisher);
 
-  // Routes a message from a client or a will (counted as received). With a `gate`, connected
-  // subscribers whose queues are full take QoS 1/2 messages anyway and hold the gate until they
-  // drain (publisher backpressure); without one, such messages are dropped and counted.
+  // Routes a message from a client, a will or an HTTPS publish (counted as received). With a
+  // `gate`, connected subscribers whose queues are full take QoS 1/2 messages anyway and hold
+  // the gate until they drain (publisher backpressure); without one, such messages are dropped
+  // and counted.
   publish_result publish(message_ptr msg, const gate_ptr& gate = nullptr);
   // Releases the publishers held by `s` (its queue drained, or it went away).
   static void release_congestion(session& s);
 
-  // Adds a subscription and queues the retained messages it asks for; the ticket covers the
-  // stored subscription (none for a non-persistent session).
+  // Adds a subscription and queues the retained messages it asks for. Returns the stored
+  // subscription's ticket, which the SUBACK waits for (none when nothing was stored: no store,
+  // a non-persistent session, or one that ended meanwhile). The rows of the retained
+  // messages it queues are not covered.
   storage::ticket subscribe(const session_ptr& s, const std::string& filter,
                             const mqtt::subscription_options& options,
                             std::uint32_t subscription_id);
-  // Returns whether the subscription existed.
-  bool unsubscribe(const session_ptr& s, const std::string& filter);
+  // Returns whether the subscription existed; a stored subscription's deletion raises `ticket`
+  // (UNSUBACK waits for it, so an acknowledged unsubscribe does not come back after a crash).
+  bool unsubscribe(const session_ptr& s, const std::string& filter, storage::ticket& ticket);
 
   // Once a second: delayed wills, session expiry, $SYS.
   void tick();
@@ -170,8 +176,9 @@ class broker {
   std::size_t subscription_count() const { return index_.size(); }
   std::string prometheus_text() const;
 
-  // Topics only the broker publishes to ($SYS, lifecycle events): clients' PUBLISH, wills and
-  // HTTPS publishes to them are refused.
+  // Topics only the broker publishes to ($SYS, lifecycle events). A client's PUBLISH to one is
+  // acknowledged but not routed (a Mosquitto bridge's own state topic excepted), a will on one
+  // refuses the CONNECT, and an HTTPS publish to one gets 403.
   static bool is_reserved_topic(std::string_view topic) {
     return topic.starts_with("$SYS") || topic.starts_with("$aws/events/");
   }
@@ -187,7 +194,9 @@ class broker {
   void expire_congestion_locked(session& s, std::vector<gate_ptr>& released);
   // Removes a session and its subscriptions. Call without holding its mutex.
   void discard(const session_ptr& s);
-  // Queues `d` into `s` (caller holds s->mutex); a stored row's ticket raises `ticket`.
+  // Queues `d` into `s` (caller holds s->mutex); false when it is dropped (a discarded
+  // session, an offline one that does not keep it, a full queue). A stored row's ticket raises
+  // `ticket` (later()).
   bool enqueue_locked(session& s, delivery d, storage::ticket& ticket,
                       const gate_ptr& gate = nullptr);
   void queue_retained(const session_ptr& s, const std::string& filter,

@@ -14,14 +14,19 @@ void connection::on_ack(const mqtt::ack_packet& a) {
         found = session_->extras().inbound_qos2.erase(a.packet_id) > 0;
         persistent = session_->is_persistent();
       }
-      if (found && persistent && store) store->remove_inbound_qos2(client_id(), a.packet_id);
+      // PUBCOMP frees the packet id for a new message: once it is sent, the stored id must be
+      // gone, or after a crash that new message would be taken for a duplicate and dropped.
+      const storage::ticket floor = durable_floor();
+      storage::ticket ticket;
+      if (found && persistent && store)
+        ticket = store->remove_inbound_qos2(client_id(), a.packet_id);
       queue_ack(mqtt::ack_packet{mqtt::packet_type::pubcomp,
                                  a.packet_id,
                                  found || version_ != mqtt::protocol_version::v5
                                      ? reason_code::success
                                      : reason_code::packet_identifier_not_found,
                                  {}},
-                storage::ticket());
+                ticket, floor);
       return;
     }
     case mqtt::packet_type::puback:

@@ -64,12 +64,14 @@ void connection::on_subscribe(const mqtt::subscribe_packet& s) {
 void connection::on_unsubscribe(const mqtt::unsubscribe_packet& u) {
   mqtt::unsuback_packet ack{u.packet_id, {}, {}};
   std::vector<std::string> removed;
+  storage::ticket ticket;
+  const storage::ticket floor = durable_floor();
   for (const auto& filter : u.filters) {
-    bool existed = broker_.unsubscribe(session_, filter);
+    bool existed = broker_.unsubscribe(session_, filter, ticket);
     if (existed) removed.push_back(filter);
     ack.reasons.push_back(existed ? reason_code::success : reason_code::no_subscription_existed);
   }
-  queue_ack(std::move(ack), storage::ticket());
+  queue_ack(std::move(ack), ticket, floor);
   broker_.announce_subscriptions(identity_, session_id_, false, removed);
 }
 

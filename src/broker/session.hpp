@@ -30,7 +30,7 @@ class session_link {
   virtual ~session_link() = default;
   // New deliveries were queued: flush them on the connection's loop.
   virtual void wake() = 0;
-  // The server ends the connection (takeover, shutdown) with this MQTT 5 reason.
+  // The server ends the connection with this reason (takeover, shutdown, certificate disabled).
   virtual void kick(mqtt::reason_code reason) = 0;
   // Who is connected (set before the link is attached, immutable after); null if unknown.
   virtual const client_identity* identity() const { return nullptr; }

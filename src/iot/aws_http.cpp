@@ -177,9 +177,8 @@ void aws_http::respond_when_durable(api_result result, net::http_responder respo
   const auto ticket = result.ticket;
   auto body = std::make_shared<api_result>(std::move(result));
   // Registered after the registry's own callback for this ticket (registry::mutate registers it
-  // before the operation returns), which puts the change in the registry's committed view: an
-  // answered client reads its change. (Should this callback still run first, because the ticket
-  // was durable before it was registered, the registry's readers catch up on their own.)
+  // before the operation returns), which puts the change in the registry's committed view; the
+  // write queue runs callbacks in registration order, so an answered client reads its change.
   writer_.when_durable(ticket, [this, ticket, body, respond = std::move(respond)] {
     if (writer_.failed(ticket)) {
       spdlog::error("api_write_failed ticket={}", ticket.sequence());

@@ -1,9 +1,10 @@
 #pragma once
 // What every AWS-style REST route shares: SigV4 authentication against `<data>/credentials`,
 // errors in AWS's shape (status, `x-amzn-ErrorType`, `{"message":…}`), request ids, and
-// acknowledging a change only once the registry's write is durable. This is the one place that
-// turns a refusal into HTTP: the registry's own (registry::error, mapped here) and the HTTP
-// surface's (api_error).
+// acknowledging a change only once the registry's write is durable. Refusals become HTTP only
+// here (error_response): the registry's own (registry::error, whose codes are mapped here) and
+// the HTTP surface's (api_error), caught by run() for every route and by the data plane's
+// publish route, which answers asynchronously.
 #include <boost/asio/thread_pool.hpp>
 #include <boost/json/value.hpp>
 #include <functional>

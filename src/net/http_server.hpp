@@ -73,15 +73,16 @@ struct route_options {
 
 std::string percent_decode(std::string_view in);
 
-// Routes by method and path on a tree of path segments built as routes are added, so a
-// request costs one lookup per segment however many routes there are. The raw path is split
-// at '/' before decoding, so an encoded '/' (%2F) stays inside its segment; `{name}` matches
-// one non-empty segment, passed decoded in `params`; a final `*` segment matches the rest of
-// the path. A literal segment is preferred to `{name}` where both would match.
+// Routes by method and path on a tree of path segments built as routes are added (start-up),
+// so a request costs a map lookup per segment however many routes there are. The raw path is
+// split at '/' before decoding, so an encoded '/' (%2F) stays inside its segment; `{name}`
+// matches one non-empty segment, passed decoded in `params`; a final `*` segment matches the
+// rest of the path. A literal segment is tried first; `{name}` only when the literal leads to
+// no route for the request's method. GET routes also serve HEAD.
 //
-// The router knows HTTP, not the services behind it: its own answers (404, 405, a handler
-// that threw) are plain JSON unless `set_error_responder` shapes them (the AWS surfaces add
-// the error type header SDKs read).
+// The router knows HTTP, not the services behind it: its own answers (404, 405, 500 for a
+// handler that threw, which core::report_bug counts as a bug) are plain JSON unless
+// `set_error_responder` shapes them (the AWS surfaces add the error type header SDKs read).
 class http_router {
  public:
   http_router();

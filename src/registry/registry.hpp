@@ -41,8 +41,9 @@ class certificate_authority;
 //   which runs on every CONNECT, PUBLISH, SUBSCRIBE and delivery.
 // A mutator changes the pending view, writes each object it touched as one JSON row through the
 // write queue, and returns that write's ticket; the objects reach the committed view once the
-// ticket is durable, before the caller, waiting on the same ticket, acknowledges the change (a
-// write that fails never reaches it, and every later change is refused). So a reader never
+// ticket is durable, before the caller, waiting on the same ticket, acknowledges the change (the
+// registry registers its callback first, and callbacks keep their order). A write that fails
+// never reaches it, and every later change is refused. So a reader never
 // acts on a change the database may lose, and a caller reads its own change only once it may
 // acknowledge it: what a response reports of a change comes from the mutator's return value.
 // Both views copy every object (a certificate's parsed X.509 facts and a policy's compiled
@@ -63,10 +64,10 @@ class registry {
   // use (start-up only, before any change).
   void attach_store(storage::write_queue& writer) { writer_ = &writer; }
 
-  // Every mutator returns the ticket to wait for before acknowledging (none: nothing written;
-  // an idempotent repeat that wrote nothing returns the newest write's ticket, which may have
-  // made the state it found) and throws `error` when the request is refused (then nothing
-  // changed).
+  // Every mutator returns the ticket to wait for before acknowledging: its own write's, or for
+  // a change that wrote nothing (an idempotent repeat) the newest registry write's, which may
+  // have made the state it found (none without a store, or before any write). It throws `error`
+  // when the request is refused, with nothing changed (errc::unavailable once a write failed).
   using ticket = storage::ticket;
 
   // ---- things
@@ -189,7 +190,8 @@ class registry {
                                           std::size_t max) const;
 
   // ---- device authorization
-  // Why a certificate may not connect ("" when it may: registered, ACTIVE, within validity).
+  // Why a certificate may not connect ("" when it may: registered, ACTIVE, within validity, and
+  // its CA, if registered with one, ACTIVE).
   std::string certificate_refusal(const std::string& certificate_id) const;
   // Evaluates the policies of the device's certificate (plus its thing's groups' policies when
   // the client id names a thing attached to it) for `action` on `resource` (a full ARN).

@@ -73,7 +73,6 @@ struct registry::state {
   stored_object copy_out(object_kind kind, const std::string& name) const;
 };
 
-// The objects one change wrote, on their way to the committed view once `at` is durable.
 // The objects one change wrote, as they are to appear in the committed view once durable.
 struct registry::delta {
   std::vector<stored_object> objects;

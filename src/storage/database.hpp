@@ -65,7 +65,9 @@ class database {
   statement& cached(std::string_view sql);
 
   // Applies `component`'s migrations past its recorded version, each in its own transaction.
-  // Components share one file; each keeps its own version in `schema_versions`.
+  // Components share one file; each keeps its own version in `schema_versions`. A recorded
+  // version past `migrations` (written by a newer nimbus) throws database_error, changing
+  // nothing: an older binary can neither use that schema nor roll it back safely.
   void migrate(std::string_view component, const std::vector<std::string_view>& migrations);
 
   std::int64_t changes() const;

@@ -1,7 +1,9 @@
 #pragma once
 // The durability contract every store gives its callers: a change returns a ticket, and whoever
 // acknowledges the change (a PUBACK, an HTTP 200) waits until the ticket is durable
-// (`write_queue::when_durable`). In-memory state that others read is changed only then.
+// (`write_queue::when_durable`) and its write did not fail (`write_queue::failed`). The registry
+// also changes what its readers see only then; the broker changes its working copy at once and
+// holds back only acknowledgements.
 #include <compare>
 #include <cstdint>
 

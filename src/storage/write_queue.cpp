@@ -96,7 +96,10 @@ void write_queue::run() {
       spdlog::error("storage_commit_failed error=\"{}\" writes={}", e.what(), batch.size());
       try {
         db_->exec("ROLLBACK");
-      } catch (const std::exception&) {
+      } catch (const std::exception& rollback) {
+        // SQLite may have rolled back already (it does after some I/O errors); either way the
+        // batch is reported failed below.
+        spdlog::warn("storage_rollback_failed error=\"{}\"", rollback.what());
       }
       failed_here.clear();
       for (std::size_t i = 0; i < batch.size(); ++i) failed_here.push_back(first_ticket + i);

@@ -29,11 +29,14 @@ class write_queue {
 
   // Queues a write; returns its ticket. Writes run in submission order.
   ticket submit(write w);
-  // Calls `done` once every write up to `t` is committed (at once if it already is). Callbacks
-  // run in the order they were registered, so a store that registers its own (to apply the
-  // change to memory) before handing the ticket out runs before anyone it handed it to.
+  // Calls `done` once every write up to `t` is committed: at once if the callbacks for `t` have
+  // already run, else on the writer thread after them. Callbacks run in the order they were
+  // registered, so a store that registers its own (to apply the change to memory) before handing
+  // the ticket out runs before anyone it handed it to. `done` runs for a failed write too: it
+  // asks failed() before it acknowledges anything.
   void when_durable(ticket t, on_durable done);
   ticket committed() const { return ticket(committed_.load(std::memory_order_acquire)); }
+  // True once every write up to `t` is settled, which includes failed ones (see failed()).
   bool is_durable(ticket t) const { return committed() >= t; }
   // True when a write with a ticket in (after, up_to] failed. Callers ask once `up_to` is
   // committed, with `after` = committed() read before they submitted.

@@ -1,7 +1,7 @@
 // Replays recorded MQTT exchanges (tests/exchanges/*.txt) against the per-connection protocol
 // handler through fake byte streams: what each client sends, and exactly what the server answers,
 // byte for byte. One case file per ctest; the format is in tests/exchanges/README.md. The cases
-// pin the connection's behaviour on the wire, so that a refactor of connection.cpp can show it
+// pin the connection's behaviour on the wire, so that a refactor of the connection can show it
 // changed nothing.
 #include <gtest/gtest.h>
 
@@ -47,7 +47,7 @@ namespace {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-// The one event loop every case runs on. Not one per case: local_wakes (connection.cpp) caches
+// The one event loop every case runs on. Not one per case: local_wakes (connection_impl.hpp) caches
 // its service per thread by the io_context's address, and a new context allocated where a freed
 // one was would be handed the freed one's service. Each case drains the loop before it ends.
 asio::io_context& loop() {
