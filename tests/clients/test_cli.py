@@ -130,3 +130,24 @@ def test_start_up_and_connections_are_logged_for_a_newcomer(nimbus, clients):
     second = nimbus.log_path.read_text(errors="replace").rsplit("===== ", 1)[1]
     assert 'created what="certificate authority"' not in second, second
     assert 'created what="API tokens"' not in second, second
+
+
+def test_a_data_directory_from_a_newer_nimbus_is_refused_untouched(nimbus):
+    """A database whose schema a newer nimbus wrote: start-up fails with both versions and the
+    way out in the message, and nothing in the database is changed."""
+    import sqlite3
+    nimbus.start()
+    nimbus.stop()
+    db = nimbus.data_dir / "nimbus.db"
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE schema_versions SET version = 99 WHERE component = 'registry'")
+    argv = ["serve", "--data-dir", nimbus.data_dir, "--mqtt", "127.0.0.1:0", "--mqtts", "off",
+            "--http", "127.0.0.1:0", "--https", "off", "--grpc", "off"]
+    res = run(nimbus, *argv)
+    assert res.returncode == 1, describe(res)
+    assert re.search(r"registry tables are at schema version 99, newer than this nimbus knows",
+                     res.err), describe(res)
+    assert "another data directory" in res.err, describe(res)
+    with sqlite3.connect(db) as c:
+        versions = dict(c.execute("SELECT component, version FROM schema_versions"))
+    assert versions["registry"] == 99, versions
