@@ -462,6 +462,9 @@ void local_wakes::run_all() {
   }
 }
 
+// One per client, idle or not: what `nimbus bench conn` measures per connection starts here.
+static_assert(sizeof(connection) <= 368, "a connection grew: measure `nimbus bench conn`");
+
 void serve_mqtt(broker& b, std::unique_ptr<net::byte_stream> stream,
                 std::optional<std::string> counted_as) {
   std::make_shared<connection>(b, std::move(stream), std::move(counted_as))->start();
