@@ -37,9 +37,10 @@
 #include "net/byte_stream.hpp"
 #include "net/timer_wheel.hpp"
 
-#ifndef NIMBUS_EXCHANGES_DIR
-#error "NIMBUS_EXCHANGES_DIR must name the folder of exchange cases"
+#ifndef NIMBUS_CASES_DIR
+#error "NIMBUS_CASES_DIR must name the folder of exchange cases"
 #endif
+#include "case_files.hpp"
 
 namespace nimbus::broker {
 namespace {
@@ -551,24 +552,6 @@ class exchange_runner {
 
 // ---- one test per case file ------------------------------------------------------------------
 
-std::vector<std::string> case_files() {
-  std::vector<std::string> files;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(NIMBUS_EXCHANGES_DIR, ec))
-    if (entry.path().extension() == ".txt") files.push_back(entry.path().string());
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-// The test's name: the file's name without .txt, anything but letters and digits as _
-// (CMakeLists.txt derives the same name for --gtest_filter).
-std::string case_name(const testing::TestParamInfo<std::string>& info) {
-  std::string name = std::filesystem::path(info.param).stem().string();
-  for (char& c : name)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  return name;
-}
-
 class connection_exchange : public testing::TestWithParam<std::string> {};
 
 TEST_P(connection_exchange, replays) {
@@ -578,8 +561,8 @@ TEST_P(connection_exchange, replays) {
   exchange_runner(GetParam()).run(steps);
 }
 
-INSTANTIATE_TEST_SUITE_P(exchanges, connection_exchange, testing::ValuesIn(case_files()),
-                         case_name);
+INSTANTIATE_TEST_SUITE_P(cases, connection_exchange, testing::ValuesIn(test::case_files()),
+                         test::case_name);
 
 }  // namespace
 }  // namespace nimbus::broker

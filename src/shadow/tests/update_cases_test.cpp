@@ -27,9 +27,10 @@
 
 #include "shadow/document.hpp"
 
-#ifndef NIMBUS_SHADOW_CASES_DIR
-#error "NIMBUS_SHADOW_CASES_DIR must name the folder of update cases"
+#ifndef NIMBUS_CASES_DIR
+#error "NIMBUS_CASES_DIR must name the folder of update cases"
 #endif
+#include "case_files.hpp"
 
 namespace nimbus::shadow {
 namespace {
@@ -318,24 +319,6 @@ class case_runner {
 
 // ---- one test per case file ------------------------------------------------------------------
 
-std::vector<std::string> case_files() {
-  std::vector<std::string> files;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(NIMBUS_SHADOW_CASES_DIR, ec))
-    if (entry.path().extension() == ".txt") files.push_back(entry.path().string());
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-// The test's name: the file's name without .txt, anything but letters and digits as _
-// (CMakeLists.txt derives the same name for --gtest_filter).
-std::string case_name(const testing::TestParamInfo<std::string>& info) {
-  std::string name = std::filesystem::path(info.param).stem().string();
-  for (char& c : name)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  return name;
-}
-
 class shadow_update_cases : public testing::TestWithParam<std::string> {};
 
 TEST_P(shadow_update_cases, replays) {
@@ -345,7 +328,8 @@ TEST_P(shadow_update_cases, replays) {
   case_runner(GetParam()).run(lines);
 }
 
-INSTANTIATE_TEST_SUITE_P(cases, shadow_update_cases, testing::ValuesIn(case_files()), case_name);
+INSTANTIATE_TEST_SUITE_P(cases, shadow_update_cases, testing::ValuesIn(test::case_files()),
+                         test::case_name);
 
 }  // namespace
 }  // namespace nimbus::shadow
