@@ -51,11 +51,12 @@ void BM_match(benchmark::State& state) {
   auto& slot = cache[state.range(0)];
   if (!slot) slot = std::make_unique<populated_index>(static_cast<std::size_t>(state.range(0)));
   std::vector<subscription_match> out;
+  std::vector<service_handler> services;
   std::size_t i = 0;
   std::size_t matched = 0;
   for (auto _ : state) {
     out.clear();
-    slot->index.match(slot->topics[i++ & 1023], out);
+    slot->index.match(slot->topics[i++ & 1023], out, services);
     matched += out.size();
     benchmark::DoNotOptimize(out.data());
   }

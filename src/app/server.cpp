@@ -37,6 +37,7 @@
 #include "registry/registry.hpp"
 #include "registry/tokens.hpp"
 #include "registry/x509.hpp"
+#include "shadow/service.hpp"
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
 
@@ -195,6 +196,7 @@ int serve(const config::settings& settings) {
     storage::database db(db_path, settings.storage.synchronous);
     broker::session_store::migrate(db);
     registry::registry::migrate(db);
+    shadow::service::migrate(db);
     devices.load(db);
   }
   storage::write_queue writer(db_path, settings.storage.synchronous,
@@ -211,11 +213,17 @@ int serve(const config::settings& settings) {
         settings.mqtt.anonymous_policy);
   }
   broker::broker mqtt_broker(settings.mqtt, clock, auth, &store);
+  // Device shadows: on the broker's bus, before any client can publish to them.
+  shadow::service shadows(mqtt_broker, &writer, clock, settings.shadow);
   {
     storage::database db(db_path, settings.storage.synchronous);
     mqtt_broker.restore(db);
+    shadows.restore(db);
   }
+  shadows.start();
   writer.drain();
+  // Deleting a thing deletes its shadows.
+  devices.on_thing_deleted([&shadows](const std::string& name) { shadows.delete_thing(name); });
   // A certificate leaving ACTIVE (or deleted) ends its connections at once.
   devices.on_certificate_disabled([&mqtt_broker](const std::string& id) {
     auto cut = mqtt_broker.disconnect_if(
@@ -276,7 +284,7 @@ int serve(const config::settings& settings) {
       devices, aws, settings.endpoint_host,
       registry::sha256_hex("nimbus-registration-code:" + credentials.secret_access_key));
   control.install(router);
-  iot::data_plane data(mqtt_broker, auth, aws, writer);
+  iot::data_plane data(mqtt_broker, auth, aws, writer, shadows);
   data.install(router);
   // Sockets that have not sent CONNECT yet are counted from accept (TCP, TLS) or upgrade
   // (WebSocket), in all and per address: the remote address they were counted under, or

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "core/assert.hpp"
 #include "core/log.hpp"
 #include "mqtt/topic.hpp"
 #include "net/address.hpp"
@@ -175,13 +176,14 @@ void broker::restore(storage::database& db) {
   std::size_t retained = 0;
   // Memory holds what the limits allow, also after they were lowered: the rest stays stored
   // (and comes back if they are raised) instead of being loaded past the bound.
-  std::size_t left_stored = session_store::load_retained(db, [&](message_ptr msg) {
+  std::size_t left_stored = session_store::load_retained(db, [&](retained_message stored) {
+    auto& msg = stored.msg;
     if (expired(*msg, now)) return true;
     if (retained_.size() >= settings_.max_retained_messages ||
         retained_bytes_ + retained_size(*msg) > settings_.max_retained_bytes)
       return false;
     retained_bytes_ += retained_size(*msg);
-    retained_.emplace(msg->topic, std::move(msg));
+    retained_.emplace(msg->topic, std::move(stored));
     ++retained;
     return true;
   });
@@ -361,9 +363,47 @@ bool broker::enqueue_locked(session& s, delivery d, storage::ticket& ticket, con
   return true;
 }
 
-publish_result broker::publish(message_ptr msg, const gate_ptr& gate) {
+publish_result broker::publish(message_ptr msg, const gate_ptr& gate, const client_identity* from) {
   metrics_.messages_received.fetch_add(1, std::memory_order_relaxed);
-  return route(std::move(msg), gate);
+  return route(std::move(msg), gate, from);
+}
+
+bus_subscription broker::subscribe_service(std::string filter, bus_handler handler) {
+  // A plain filter: shared subscriptions are for clients.
+  NIMBUS_ASSERT(mqtt::is_valid_topic_filter(filter, topic_limits_) &&
+                !filter.starts_with("$share/"));
+  auto id = next_service_id_.fetch_add(1, std::memory_order_relaxed);
+  index_.subscribe_service(filter, id, std::make_shared<const bus_handler>(std::move(handler)));
+  return bus_subscription(*this, std::move(filter), id);
+}
+
+void broker::unsubscribe_service(const std::string& filter, std::uint64_t id) {
+  index_.unsubscribe_service(filter, id);
+}
+
+void broker::reserve_topics(std::string filter) {
+  reserved_filters_.push_back(std::move(filter));
+}
+
+bool broker::is_reserved_topic(std::string_view topic) const {
+  if (!topic.starts_with('$')) return false;
+  if (topic.starts_with("$SYS") || topic.starts_with("$aws/events/")) return true;
+  return std::any_of(reserved_filters_.begin(), reserved_filters_.end(),
+                     [&](const std::string& f) { return mqtt::topic_matches(f, topic); });
+}
+
+bus_subscription& bus_subscription::operator=(bus_subscription&& other) noexcept {
+  if (this != &other) {
+    reset();
+    owner_ = std::exchange(other.owner_, nullptr);
+    filter_ = std::move(other.filter_);
+    id_ = other.id_;
+  }
+  return *this;
+}
+
+void bus_subscription::reset() {
+  if (owner_) std::exchange(owner_, nullptr)->unsubscribe_service(filter_, id_);
 }
 
 void broker::release_congestion(session& s) {
@@ -420,12 +460,12 @@ bool broker::retain(const message_ptr& msg, publish_result& result) {
         result.durable_ticket = store_->delete_retained(msg->topic);
       return true;
     }
-    retained_bytes_ -= retained_size(*it->second);
+    retained_bytes_ -= retained_size(*it->second.msg);
     retained_.erase(it);
     if (store_) result.durable_ticket = store_->delete_retained(msg->topic);
     return true;
   }
-  std::size_t replaced = it == retained_.end() ? 0 : retained_size(*it->second);
+  std::size_t replaced = it == retained_.end() ? 0 : retained_size(*it->second.msg);
   std::size_t bytes = retained_bytes_ - replaced + retained_size(*msg);
   std::optional<limit> refused;
   if (it == retained_.end() && retained_.size() >= settings_.max_retained_messages)
@@ -440,23 +480,36 @@ bool broker::retain(const message_ptr& msg, publish_result& result) {
     return false;
   }
   retained_bytes_ = bytes;
+  retained_message entry{msg, clock_.unix_millis()};
+  if (store_) result.durable_ticket = store_->save_retained(entry);
   if (it == retained_.end())
-    retained_.emplace(msg->topic, msg);
+    retained_.emplace(msg->topic, std::move(entry));
   else
-    it->second = msg;
-  if (store_) result.durable_ticket = store_->save_retained(msg);
+    it->second = std::move(entry);
   return true;
 }
 
-publish_result broker::route(message_ptr msg, const gate_ptr& gate) {
+publish_result broker::route(message_ptr msg, const gate_ptr& gate, const client_identity* from) {
   publish_result result;
   if (msg->retain && !retain(msg, result)) return result;
 
   thread_local std::vector<subscription_match> matches;
+  thread_local std::vector<service_handler> services;
   matches.clear();
-  index_.match(msg->topic, matches);
-  if (matches.empty()) return result;
+  services.clear();
+  index_.match(msg->topic, matches, services);
+  // Services run last, once the sessions have their copies; they may publish, which routes
+  // again on this thread and reuses the vectors above.
+  std::vector<service_handler> handlers;
+  handlers.swap(services);
+  if (!matches.empty()) deliver(msg, gate, matches, result);
+  for (const auto& handler : handlers) (*handler)(msg, from);
+  result.matched += handlers.size();
+  return result;
+}
 
+void broker::deliver(const message_ptr& msg, const gate_ptr& gate,
+                     std::vector<subscription_match>& matches, publish_result& result) {
   // Several filters of one session can match: it gets one copy at the highest QoS with every
   // subscription identifier (MQTT 3.3.4).
   std::sort(matches.begin(), matches.end(),
@@ -485,7 +538,6 @@ publish_result broker::route(message_ptr msg, const gate_ptr& gate) {
     }
     if (wake) wake->wake();
   }
-  return result;
 }
 
 storage::ticket broker::subscribe(const session_ptr& s, const std::string& filter,
@@ -529,10 +581,10 @@ void broker::queue_retained(const session_ptr& s, const std::string& filter,
   {
     std::shared_lock lock(retained_mutex_);
     if (!mqtt::has_wildcard(filter)) {
-      if (auto it = retained_.find(filter); it != retained_.end()) found.push_back(it->second);
+      if (auto it = retained_.find(filter); it != retained_.end()) found.push_back(it->second.msg);
     } else {
-      for (const auto& [topic, msg] : retained_) {
-        if (mqtt::topic_matches(filter, topic)) found.push_back(msg);
+      for (const auto& [topic, entry] : retained_) {
+        if (mqtt::topic_matches(filter, topic)) found.push_back(entry.msg);
       }
     }
   }
@@ -628,7 +680,7 @@ void broker::publish_sys() {
     msg->payload = std::move(value);
     msg->retain = true;
     msg->publisher = "$SYS";
-    route(std::move(msg), nullptr);
+    route(std::move(msg), nullptr, nullptr);
   };
   sys("version", version_string);
   sys("uptime", fmt::format("{} seconds", uptime));
@@ -687,6 +739,25 @@ std::size_t broker::session_count() const {
 std::size_t broker::retained_count() const {
   std::shared_lock lock(retained_mutex_);
   return retained_.size();
+}
+
+std::optional<retained_message> broker::retained(std::string_view topic) const {
+  auto now = clock_.unix_seconds();
+  std::shared_lock lock(retained_mutex_);
+  auto it = retained_.find(topic);
+  if (it == retained_.end() || expired(*it->second.msg, now)) return std::nullopt;
+  return it->second;
+}
+
+std::vector<retained_message> broker::list_retained(std::string_view after, std::size_t max) const {
+  auto now = clock_.unix_seconds();
+  std::vector<retained_message> page;
+  std::shared_lock lock(retained_mutex_);
+  for (auto it = after.empty() ? retained_.begin() : retained_.upper_bound(after);
+       it != retained_.end() && page.size() < max; ++it) {
+    if (!expired(*it->second.msg, now)) page.push_back(it->second);
+  }
+  return page;
 }
 
 std::string broker::prometheus_text() const {

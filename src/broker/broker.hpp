@@ -16,6 +16,7 @@
 #include <boost/unordered/unordered_flat_set.hpp>
 
 #include "broker/authorizer.hpp"
+#include "broker/bus.hpp"
 #include "broker/message.hpp"
 #include "broker/session.hpp"
 #include "broker/session_store.hpp"
@@ -99,7 +100,8 @@ struct attach_result {
 struct publish_result {
   // Refused before routing: a retained message past max_retained_messages/bytes.
   bool quota_exceeded = false;
-  std::size_t matched = 0;  // sessions it was queued for (none: MQTT 5 acknowledges 0x10)
+  // Sessions it was queued for and services it was handed to (none: MQTT 5 acknowledges 0x10).
+  std::size_t matched = 0;
   // The latest of the writes it made (the retained row, a row per persistent subscriber): an
   // acknowledgement waits until it is durable and none of them failed. None: nothing stored.
   storage::ticket durable_ticket;
@@ -124,11 +126,22 @@ class broker {
               std::optional<mqtt::will_message> will, std::optional<std::uint32_t> new_expiry,
               const std::string& publisher);
 
-  // Routes a message from a client, a will or an HTTPS publish (counted as received). With a
-  // `gate`, connected subscribers whose queues are full take QoS 1/2 messages anyway and hold
-  // the gate until they drain (publisher backpressure); without one, such messages are dropped
-  // and counted.
-  publish_result publish(message_ptr msg, const gate_ptr& gate = nullptr);
+  // Routes a message from a client, a will, an HTTPS publish or a service (counted as received)
+  // to the sessions and services subscribed to it. With a `gate`, connected subscribers whose
+  // queues are full take QoS 1/2 messages anyway and hold the gate until they drain (publisher
+  // backpressure); without one, such messages are dropped and counted. `from`: the publishing
+  // client's identity, which services are shown (null: the server or a caller without one).
+  publish_result publish(message_ptr msg, const gate_ptr& gate = nullptr,
+                         const client_identity* from = nullptr);
+
+  // The bus (bus.hpp): subscribes a service's handler to `filter` until the returned
+  // subscription is destroyed. Any filter a client could subscribe to, `$` topics included;
+  // shared subscriptions are for clients only.
+  [[nodiscard]] bus_subscription subscribe_service(std::string filter, bus_handler handler);
+  void unsubscribe_service(const std::string& filter, std::uint64_t id);
+  // Makes the topics matching `filter` reserved (see is_reserved_topic): a service's reply
+  // topics, which only it may publish to. Call at start-up, before any client connects.
+  void reserve_topics(std::string filter);
   // Releases the publishers held by `s` (its queue drained, or it went away).
   static void release_congestion(session& s);
 
@@ -173,15 +186,19 @@ class broker {
   // Whether `client_id` has a connected session (a CONNECT with it takes that session over).
   bool is_connected(std::string_view client_id) const;
   std::size_t retained_count() const;
+  // A retained message, or none (never set, deleted or expired): iot-data GetRetainedMessage.
+  std::optional<retained_message> retained(std::string_view topic) const;
+  // Up to `max` retained messages in topic order, from the first after `after` (empty: from
+  // the start): ListRetainedMessages pages on the last topic it returned.
+  std::vector<retained_message> list_retained(std::string_view after, std::size_t max) const;
   std::size_t subscription_count() const { return index_.size(); }
   std::string prometheus_text() const;
 
-  // Topics only the broker publishes to ($SYS, lifecycle events). A client's PUBLISH to one is
-  // acknowledged but not routed (a Mosquitto bridge's own state topic excepted), a will on one
-  // refuses the CONNECT, and an HTTPS publish to one gets 403.
-  static bool is_reserved_topic(std::string_view topic) {
-    return topic.starts_with("$SYS") || topic.starts_with("$aws/events/");
-  }
+  // Topics only the server publishes to: $SYS, lifecycle events and what services reserved
+  // (reserve_topics). A client's PUBLISH to one is acknowledged but not routed (a Mosquitto
+  // bridge's own state topic excepted), a will on one refuses the CONNECT, and an HTTPS publish
+  // to one gets 403.
+  bool is_reserved_topic(std::string_view topic) const;
 
   // Message expiry: unix time at which a message published now with `props` expires (0: never).
   std::int64_t expiry_for(const mqtt::properties& props) const;
@@ -205,7 +222,10 @@ class broker {
   void publish_sys();
   // Publishes a lifecycle event (QoS 1, not retained) from the broker itself.
   void publish_event(std::string topic, std::string payload);
-  publish_result route(message_ptr msg, const gate_ptr& gate);
+  publish_result route(message_ptr msg, const gate_ptr& gate, const client_identity* from);
+  // Queues `msg` for the sessions in `matches` (one copy each, however many filters matched).
+  void deliver(const message_ptr& msg, const gate_ptr& gate,
+               std::vector<subscription_match>& matches, publish_result& result);
 
   config::mqtt_settings settings_;
   mqtt::topic_limits topic_limits_;
@@ -215,6 +235,8 @@ class broker {
   broker_metrics metrics_;
   pending_sockets pending_;
   subscription_index index_;
+  std::atomic<std::uint64_t> next_service_id_{1};
+  std::vector<std::string> reserved_filters_;  // written before clients connect, then read-only
 
   // Sessions by client id; the key is the session's own, so an entry is just its pointer.
   struct by_client_id {
@@ -228,7 +250,7 @@ class broker {
   boost::unordered_flat_set<session_ptr, by_client_id, by_client_id> sessions_;
 
   mutable std::shared_mutex retained_mutex_;
-  std::map<std::string, message_ptr, std::less<>> retained_;
+  std::map<std::string, retained_message, std::less<>> retained_;
   std::size_t retained_bytes_ = 0;     // topics and payloads (max_retained_bytes)
   bool retained_left_stored_ = false;  // restore() left some in the database (limits)
 

@@ -55,7 +55,7 @@ void connection::on_connect(mqtt::connect_packet&& c) {
                  identity_.remote_address, static_cast<unsigned>(verdict));
     return refuse_connect(verdict);
   }
-  if (c.will && ((broker::is_reserved_topic(c.will->topic) &&
+  if (c.will && ((broker_.is_reserved_topic(c.will->topic) &&
                   !is_bridge_state_topic(c.bridge, c.client_id, c.will->topic)) ||
                  !broker_.auth().may_publish(identity_, c.will->topic, c.will->retain))) {
     broker_.metrics().authorization_denials.fetch_add(1, std::memory_order_relaxed);

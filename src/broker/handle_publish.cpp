@@ -69,7 +69,7 @@ void connection::on_publish(mqtt::publish_packet&& p) {
   publish_result routed;
   gate_ptr gate;
   const storage::ticket floor = durable_floor();
-  bool reserved = broker::is_reserved_topic(p.topic) &&
+  bool reserved = broker_.is_reserved_topic(p.topic) &&
                   !is_bridge_state_topic(is_bridge_, identity_.client_id, p.topic);
   if (!reserved) {
     auto msg = std::make_shared<message>();
@@ -92,7 +92,7 @@ void connection::on_publish(mqtt::publish_packet&& p) {
           });
       };
     }
-    routed = broker_.publish(std::move(msg), gate);
+    routed = broker_.publish(std::move(msg), gate, &identity_);
   }
   if (routed.quota_exceeded) {
     // Neither retained nor routed. MQTT 5 says why; QoS 0 cannot be told; 3.1.1 has no way

@@ -71,7 +71,7 @@ void broker::publish_event(std::string topic, std::string payload) {
   msg->payload = std::move(payload);
   msg->qos = 1;
   msg->publisher = "$aws";
-  route(std::move(msg), nullptr);
+  route(std::move(msg), nullptr, nullptr);
 }
 
 void broker::announce_connected(const client_identity& who, std::uint64_t session_id) {

@@ -24,6 +24,13 @@ struct message {
 
 using message_ptr = std::shared_ptr<const message>;
 
+// A retained message and when it was last set (unix milliseconds; 0 when stored by a version
+// that did not record it).
+struct retained_message {
+  message_ptr msg;
+  std::int64_t modified_ms = 0;
+};
+
 // One message on its way to one session.
 struct delivery {
   message_ptr msg;

@@ -111,6 +111,9 @@ void session_store::migrate(storage::database& db) {
                         R"sql(
     ALTER TABLE mqtt_sessions ADD COLUMN will BLOB;
     ALTER TABLE mqtt_sessions ADD COLUMN will_at INTEGER NOT NULL DEFAULT 0;
+  )sql",
+                        R"sql(
+    ALTER TABLE mqtt_retained ADD COLUMN modified_ms INTEGER NOT NULL DEFAULT 0;
   )sql"});
 }
 
@@ -214,10 +217,11 @@ std::vector<stored_session> session_store::load_sessions(storage::database& db) 
 }
 
 std::size_t session_store::load_retained(storage::database& db,
-                                         const std::function<bool(message_ptr)>& take) {
+                                         const std::function<bool(retained_message)>& take) {
   std::size_t visited = 0;
   auto s = db.prepare(
-      "SELECT topic, payload, qos, properties, expires_at, publisher FROM mqtt_retained");
+      "SELECT topic, payload, qos, properties, expires_at, publisher, modified_ms "
+      "FROM mqtt_retained");
   while (s.step()) {
     ++visited;
     auto msg = std::make_shared<message>();
@@ -228,7 +232,7 @@ std::size_t session_store::load_retained(storage::database& db,
     msg->props = mqtt::decode_properties(s.column_text(3)).value_or(mqtt::properties{});
     msg->expires_at = s.column_int(4);
     msg->publisher = s.column_text(5);
-    if (!take(std::move(msg))) {
+    if (!take({std::move(msg), s.column_int(6)})) {
       --visited;  // refused: not taken
       break;
     }
@@ -388,20 +392,22 @@ storage::ticket session_store::remove_inbound_qos2(const std::string& client_id,
   });
 }
 
-storage::ticket session_store::save_retained(const message_ptr& msg) {
-  return writer_.submit([msg](storage::database& db) {
-    db.cached(
-          "INSERT OR REPLACE INTO mqtt_retained (topic, payload, qos, properties, expires_at, "
-          "publisher) "
-          "VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(1, msg->topic)
-        .bind_blob(2, msg->payload)
-        .bind(3, std::int64_t{msg->qos})
-        .bind_blob(4, mqtt::encode_properties(msg->props))
-        .bind(5, msg->expires_at)
-        .bind(6, msg->publisher)
-        .run();
-  });
+storage::ticket session_store::save_retained(const retained_message& retained) {
+  return writer_.submit(
+      [msg = retained.msg, modified_ms = retained.modified_ms](storage::database& db) {
+        db.cached(
+              "INSERT OR REPLACE INTO mqtt_retained (topic, payload, qos, properties, expires_at, "
+              "publisher, modified_ms) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(1, msg->topic)
+            .bind_blob(2, msg->payload)
+            .bind(3, std::int64_t{msg->qos})
+            .bind_blob(4, mqtt::encode_properties(msg->props))
+            .bind(5, msg->expires_at)
+            .bind(6, msg->publisher)
+            .bind(7, modified_ms)
+            .run();
+      });
 }
 
 storage::ticket session_store::delete_retained(const std::string& topic) {

@@ -41,7 +41,7 @@ class session_store {
   // large store is never held in memory twice). Returns how many rows it did not take: the
   // one refused and those never read.
   static std::size_t load_retained(storage::database& db,
-                                   const std::function<bool(message_ptr)>& take);
+                                   const std::function<bool(retained_message)>& take);
 
   storage::ticket save_session(const std::string& client_id, mqtt::protocol_version version,
                                std::uint32_t expiry_interval, std::int64_t expires_at);
@@ -65,7 +65,7 @@ class session_store {
                                 std::uint16_t packet_id);
   storage::ticket add_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
   storage::ticket remove_inbound_qos2(const std::string& client_id, std::uint16_t packet_id);
-  storage::ticket save_retained(const message_ptr& msg);
+  storage::ticket save_retained(const retained_message& retained);
   storage::ticket delete_retained(const std::string& topic);
 
   storage::write_queue& writer() { return writer_; }

@@ -15,6 +15,11 @@ struct entry {
   std::uint32_t subscription_id;
 };
 
+struct service_entry {
+  std::uint64_t id;
+  service_handler handler;
+};
+
 struct shared_group {
   std::vector<entry> members;
   mutable std::atomic<std::size_t> next{0};  // round-robin under the shared lock
@@ -30,8 +35,11 @@ struct subscription_index::node {
   std::unordered_map<std::string, std::unique_ptr<node>, string_hash, std::equal_to<>> children;
   std::vector<entry> subscribers;
   std::map<std::string, std::unique_ptr<shared_group>, std::less<>> groups;
+  std::vector<service_entry> services;
 
-  bool empty() const { return children.empty() && subscribers.empty() && groups.empty(); }
+  bool empty() const {
+    return children.empty() && subscribers.empty() && groups.empty() && services.empty();
+  }
 };
 
 subscription_index::subscription_index() : root_(std::make_unique<node>()) {}
@@ -97,6 +105,28 @@ bool subscription_index::unsubscribe(std::string_view filter, std::optional<std:
   return true;
 }
 
+void subscription_index::subscribe_service(std::string_view filter, std::uint64_t id,
+                                           service_handler handler) {
+  std::unique_lock lock(mutex_);
+  find_or_create(filter)->services.push_back({id, std::move(handler)});
+}
+
+bool subscription_index::unsubscribe_service(std::string_view filter, std::uint64_t id) {
+  std::unique_lock lock(mutex_);
+  node* n = root_.get();
+  for (auto level : mqtt::split_levels(filter)) {
+    auto it = n->children.find(level);
+    if (it == n->children.end()) return false;
+    n = it->second.get();
+  }
+  auto it = std::find_if(n->services.begin(), n->services.end(),
+                         [&](const service_entry& e) { return e.id == id; });
+  if (it == n->services.end()) return false;
+  n->services.erase(it);
+  prune(filter);
+  return true;
+}
+
 // Removes empty nodes along `filter`'s path so the trie does not grow without bound.
 void subscription_index::prune(std::string_view filter) {
   auto levels = mqtt::split_levels(filter);
@@ -113,16 +143,19 @@ void subscription_index::prune(std::string_view filter) {
   }
 }
 
-void subscription_index::match(std::string_view topic, std::vector<subscription_match>& out) const {
+void subscription_index::match(std::string_view topic, std::vector<subscription_match>& out,
+                               std::vector<service_handler>& services) const {
   auto levels = mqtt::split_levels(topic);
   std::shared_lock lock(mutex_);
-  match_level(*root_, levels, 0, !topic.empty() && topic[0] == '$', out);
+  match_level(*root_, levels, 0, !topic.empty() && topic[0] == '$', out, services);
 }
 
 void subscription_index::match_level(const node& n, const std::vector<std::string_view>& levels,
                                      std::size_t depth, bool dollar_topic,
-                                     std::vector<subscription_match>& out) const {
+                                     std::vector<subscription_match>& out,
+                                     std::vector<service_handler>& services) const {
   auto emit = [&](const node& at) {
+    for (const auto& e : at.services) services.push_back(e.handler);
     for (const auto& e : at.subscribers)
       out.push_back({e.target, e.options, e.subscription_id, false});
     for (const auto& [name, g] : at.groups) {
@@ -152,11 +185,11 @@ void subscription_index::match_level(const node& n, const std::vector<std::strin
   }
   if (auto it = n.children.find(levels[depth]); it != n.children.end()) {
     const node& next = *it->second;
-    match_level(next, levels, depth + 1, dollar_topic, out);
+    match_level(next, levels, depth + 1, dollar_topic, out, services);
   }
   if (wildcards_allowed) {
     if (auto it = n.children.find("+"); it != n.children.end())
-      match_level(*it->second, levels, depth + 1, dollar_topic, out);
+      match_level(*it->second, levels, depth + 1, dollar_topic, out, services);
   }
 }
 

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/bus.hpp"
 #include "broker/session.hpp"
 
 namespace nimbus::broker {
@@ -22,6 +23,9 @@ struct subscription_match {
   std::uint32_t subscription_id = 0;
   bool shared = false;
 };
+
+// A service's handler (bus.hpp), shared so a match keeps it alive while it runs.
+using service_handler = std::shared_ptr<const bus_handler>;
 
 class subscription_index {
  public:
@@ -36,8 +40,14 @@ class subscription_index {
   bool unsubscribe(std::string_view filter, std::optional<std::string_view> group,
                    const session* target);
 
-  // Appends every subscription matching `topic`; one member per shared group.
-  void match(std::string_view topic, std::vector<subscription_match>& out) const;
+  // A service's subscription to `filter`, told apart from its others by `id`.
+  void subscribe_service(std::string_view filter, std::uint64_t id, service_handler handler);
+  bool unsubscribe_service(std::string_view filter, std::uint64_t id);
+
+  // Appends every subscription matching `topic`, one member per shared group, and to `services`
+  // the handlers of matching service subscriptions.
+  void match(std::string_view topic, std::vector<subscription_match>& out,
+             std::vector<service_handler>& services) const;
 
   std::size_t size() const { return count_.load(std::memory_order_relaxed); }
 
@@ -46,7 +56,8 @@ class subscription_index {
   node* find_or_create(std::string_view filter);
   void prune(std::string_view filter);
   void match_level(const node& n, const std::vector<std::string_view>& levels, std::size_t depth,
-                   bool dollar_topic, std::vector<subscription_match>& out) const;
+                   bool dollar_topic, std::vector<subscription_match>& out,
+                   std::vector<service_handler>& services) const;
 
   mutable std::shared_mutex mutex_;
   std::unique_ptr<node> root_;

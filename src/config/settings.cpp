@@ -252,6 +252,18 @@ const std::vector<entry>& entries() {
         "storage.commit_interval_ms", "commit-interval-ms",
         "Longest wait to group durable writes into one commit",
         [](settings& s) -> std::uint32_t& { return s.storage.commit_interval_ms; }, 0, 1000);
+    number(
+        "shadow.max_state_bytes", "shadow-max-state-bytes",
+        "Largest desired + reported of one device shadow, in bytes (AWS: 8192)",
+        [](settings& s) -> std::uint32_t& { return s.shadow.max_state_bytes; }, 1024,
+        16 * 1024 * 1024);
+    number(
+        "shadow.max_named_shadows", "shadow-max-named-shadows", "Named shadows one thing may have",
+        [](settings& s) -> std::uint32_t& { return s.shadow.max_named_shadows; }, 1, 1'000'000);
+    number(
+        "shadow.max_in_flight", "shadow-max-in-flight",
+        "Shadow requests of one thing awaiting durability; more are refused with 429 (AWS: 10)",
+        [](settings& s) -> std::uint32_t& { return s.shadow.max_in_flight; }, 1, 100'000);
     return t;
   }();
   return table;

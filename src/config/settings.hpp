@@ -59,6 +59,14 @@ struct storage_settings {
   std::uint32_t commit_interval_ms = 2;
 };
 
+// AWS IoT Device Shadow limits. AWS's are the defaults; the size is a common complaint there
+// (raising it needs a support ticket), here a setting.
+struct shadow_settings {
+  std::uint32_t max_state_bytes = 8 * 1024;  // desired + reported of one shadow, after the merge
+  std::uint32_t max_named_shadows = 1000;    // per thing (AWS: unlimited)
+  std::uint32_t max_in_flight = 10;          // requests of one thing not yet durable (AWS: 10)
+};
+
 struct settings {
   std::string data_dir = "./nimbus-data";
   std::string log_level = "info";
@@ -70,6 +78,7 @@ struct settings {
   mqtt_settings mqtt;
   http_settings http;
   storage_settings storage;
+  shadow_settings shadow;
 };
 
 // Describes one setting for --help, --print-config and validation.

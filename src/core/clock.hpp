@@ -14,6 +14,8 @@ class clock {
   virtual steady_time now() const = 0;
   // Seconds since the Unix epoch, for durable timestamps that must survive a restart.
   virtual std::int64_t unix_seconds() const = 0;
+  // Milliseconds since the Unix epoch (AWS's lastModifiedTime ...).
+  virtual std::int64_t unix_millis() const { return unix_seconds() * 1000; }
 };
 
 class system_clock final : public clock {
@@ -21,6 +23,11 @@ class system_clock final : public clock {
   steady_time now() const override { return std::chrono::steady_clock::now(); }
   std::int64_t unix_seconds() const override {
     return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  std::int64_t unix_millis() const override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
         .count();
   }

@@ -24,11 +24,22 @@ std::string request_id() {
          "-" + h.substr(20);
 }
 
+}  // namespace
+
 net::http_response json_response(unsigned status, const json::value& body) {
   net::http_response r{status, "application/json", {}, json::serialize(body)};
   r.headers.emplace_back("x-amzn-RequestId", request_id());
   return r;
 }
+
+net::http_response aws_error_response(unsigned status, std::string_view type,
+                                      const json::object& body) {
+  auto r = json_response(status, body);
+  r.headers.emplace_back("x-amzn-ErrorType", std::string(type));
+  return r;
+}
+
+namespace {
 
 [[noreturn]] void bad_request(std::string message) {
   throw api_error{400, "InvalidRequestException", std::move(message)};
@@ -67,13 +78,6 @@ aws_error aws_error_of(registry::errc code) {
       return {503, "ServiceUnavailableException"};
   }
   return {500, "InternalFailureException"};  // not reached: every code is mapped above
-}
-
-net::http_response aws_error_response(unsigned status, std::string_view type,
-                                      const json::object& body) {
-  auto r = json_response(status, body);
-  r.headers.emplace_back("x-amzn-ErrorType", std::string(type));
-  return r;
 }
 
 }  // namespace

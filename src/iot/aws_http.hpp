@@ -45,6 +45,10 @@ struct api_error {
 };
 
 net::http_response error_response(const api_error& e);
+// A JSON body with AWS's request id header; with the error type header for refusals.
+net::http_response json_response(unsigned status, const boost::json::value& body);
+net::http_response aws_error_response(unsigned status, std::string_view type,
+                                      const boost::json::object& body);
 // A registry refusal as AWS sends it: the status and error type of its code, its message, and
 // the existing resource's id and ARN for ResourceAlreadyExists.
 net::http_response error_response(const registry::error& e);

@@ -80,13 +80,38 @@ void data_plane::install(net::http_router& router) {
           respond(error_response(e));
         }
       },
-      body_policy());
+      body_policy(broker_.settings().max_packet_size));  // the payload of one MQTT message
+  install_shadow_routes(router);
 }
 
-net::route_options data_plane::body_policy() const {
-  // The payload of one MQTT message, from a caller who signs or uses a device certificate; a
-  // certificate that may not connect may not make us read its body either.
-  auto options = http_.body_policy(broker_.settings().max_packet_size, true);
+std::optional<broker::client_identity> data_plane::caller(const net::http_request& r) const {
+  if (aws_http::has_signature(r) || !r.certificate) {
+    if (auto refused = http_.authenticate(r, {"iotdata", "iot"})) throw refused_request{*refused};
+    return std::nullopt;
+  }
+  // A device with its client certificate: the same checks as an MQTT client.
+  if (auto refusal = authorizer_.certificate_refusal(r.certificate->sha256_hex); !refusal.empty())
+    throw api_error{403, "ForbiddenException", "Forbidden: " + refusal};
+  broker::client_identity device;
+  device.transport = "https";
+  device.remote_address = r.remote_address;
+  device.certificate = std::make_shared<const net::peer_certificate>(*r.certificate);
+  return device;
+}
+
+void data_plane::require(
+    const std::optional<broker::client_identity>& device, std::string_view action,
+    std::initializer_list<std::pair<std::string_view, std::string>> resources) {
+  if (!device) return;
+  for (const auto& [kind, name] : resources)
+    if (authorizer_.allowed(*device, action, kind, name)) return;
+  throw api_error{403, "ForbiddenException", "Forbidden"};
+}
+
+net::route_options data_plane::body_policy(std::size_t max_body) const {
+  // From a caller who signs or uses a device certificate; a certificate that may not connect
+  // may not make us read its body either.
+  auto options = http_.body_policy(max_body, true);
   options.precheck = [this, signed_or_certificate = std::move(options.precheck)](
                          const net::http_request& head) -> std::optional<net::http_response> {
     if (head.certificate && !aws_http::has_signature(head)) {
@@ -101,16 +126,11 @@ net::route_options data_plane::body_policy() const {
 
 void data_plane::publish(net::http_request r, net::http_responder respond) {
   const std::string& topic = r.param("topic");
-  broker::client_identity device;
-  if (aws_http::has_signature(r) || !r.certificate) {
-    if (auto refused = http_.authenticate(r, {"iotdata", "iot"})) return respond(*refused);
-  } else {
-    // A device with its client certificate: the same checks as an MQTT client.
-    if (auto refusal = authorizer_.certificate_refusal(r.certificate->sha256_hex); !refusal.empty())
-      throw api_error{403, "ForbiddenException", "Forbidden: " + refusal};
-    device.transport = "https";
-    device.remote_address = r.remote_address;
-    device.certificate = std::make_shared<const net::peer_certificate>(*r.certificate);
+  std::optional<broker::client_identity> device;
+  try {
+    device = caller(r);
+  } catch (const refused_request& refused) {
+    return respond(refused.response);
   }
 
   std::uint8_t qos = 0;
@@ -123,9 +143,9 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   bool retain = bool_query(r, "retain", false);
   if (!mqtt::is_valid_topic_name(topic, broker_.topic_limits()))
     bad_request("The topic " + topic + " is not a valid topic name");
-  if (broker::broker::is_reserved_topic(topic))
+  if (broker_.is_reserved_topic(topic))
     throw api_error{403, "ForbiddenException", "Clients may not publish to " + topic};
-  if (device.certificate && !authorizer_.may_publish(device, topic, retain))
+  if (device && !authorizer_.may_publish(*device, topic, retain))
     throw api_error{403, "ForbiddenException", "Forbidden"};
 
   if (r.body.size() > broker_.settings().max_packet_size)
@@ -150,7 +170,7 @@ void data_plane::publish(net::http_request r, net::http_responder respond) {
   msg->publisher = "n/a";  // AWS: clientid() is n/a for HTTP publishes
   // The writes this publish makes (one per persistent subscriber) lie between these two.
   const auto floor = writer_.committed();
-  auto routed = broker_.publish(std::move(msg));
+  auto routed = broker_.publish(std::move(msg), nullptr, device ? &*device : nullptr);
   if (routed.quota_exceeded)
     throw api_error{429, "ThrottlingException",
                     "Retained message refused: the server holds max_retained_messages or "

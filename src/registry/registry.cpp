@@ -424,7 +424,7 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
   if (writer_ == nullptr) {
     apply(d);
     write_lock.unlock();
-    notify_disabled(b.disabled);
+    notify(b);
     return last_ticket_;
   }
 
@@ -471,10 +471,11 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
   // it was made. A failed write never reaches it: the committed view stays what the database
   // holds. The disabled certificates' clients are cut only now, when the committed view
   // refuses them, so that they cannot reconnect on the old state.
-  writer_->when_durable(t, [this, t, d = std::move(d), disabled = std::move(b.disabled)]() mutable {
+  auto notices = std::make_shared<batch>(std::move(b));
+  writer_->when_durable(t, [this, t, d = std::move(d), notices]() mutable {
     if (writer_->failed(t)) return;
     apply(d);
-    notify_disabled(disabled);
+    notify(*notices);
   });
   return t;
 }
@@ -484,9 +485,11 @@ void registry::apply(delta& d) {
   for (auto& object : d.objects) committed_->apply(std::move(object));
 }
 
-void registry::notify_disabled(const std::vector<std::string>& ids) const {
-  if (!certificate_disabled_) return;
-  for (const auto& id : ids) certificate_disabled_(id);
+void registry::notify(const batch& b) const {
+  if (certificate_disabled_)
+    for (const auto& id : b.disabled) certificate_disabled_(id);
+  if (thing_deleted_)
+    for (const auto& name : b.deleted_things) thing_deleted_(name);
 }
 
 registry::counts registry::count() const {

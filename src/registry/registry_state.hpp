@@ -180,6 +180,7 @@ class registry::batch {
 
   void touch(object_kind kind, std::string name) { touched.emplace(kind, std::move(name)); }
   void disable_certificate(std::string id) { disabled.push_back(std::move(id)); }
+  void thing_deleted(std::string name) { deleted_things.push_back(std::move(name)); }
   // Adds or replaces tags on `resource` (refused beyond 50, nothing changed); drops them all.
   void tag(const std::string& resource, const tag_list& tags) {
     if (tags.empty()) return;
@@ -192,6 +193,7 @@ class registry::batch {
 
   std::set<std::pair<object_kind, std::string>> touched;
   std::vector<std::string> disabled;
+  std::vector<std::string> deleted_things;
 };
 
 }  // namespace nimbus::registry

@@ -144,6 +144,7 @@ registry::ticket registry::delete_thing(const std::string& name, std::int64_t ex
               "principals");
     b.s.things.erase(it);
     b.touch(object_kind::thing, name);
+    b.thing_deleted(name);
   });
 }
 

@@ -265,5 +265,77 @@ TEST(pending_sockets, bounded_in_all_and_per_address) {
   EXPECT_EQ(pending.size(), 3U);
 }
 
+// The bus: services subscribe in-process, see who published, may publish from their handler,
+// and stop receiving once their subscription is gone.
+TEST_F(broker_fixture, services_receive_matching_messages_with_the_publisher) {
+  std::vector<std::pair<std::string, std::string>> seen;  // topic, publisher client id
+  auto sub = b->subscribe_service("$aws/things/+/shadow/update",
+                                  [&](const message_ptr& msg, const client_identity* from) {
+                                    seen.emplace_back(msg->topic, from ? from->client_id : "-");
+                                  });
+  auto client =
+      b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(client, "$aws/things/+/shadow/update", {1}, 0);
+  client_identity device;
+  device.client_id = "pi-1";
+  auto r = b->publish(make("$aws/things/pi-1/shadow/update", "{}", 1), nullptr, &device);
+  EXPECT_EQ(r.matched, 2U);  // the client and the service
+  b->publish(make("$aws/things/pi-1/shadow/get", "{}", 1));
+  b->publish(make("$aws/things/pi-2/shadow/update", "{}", 0));
+  ASSERT_EQ(seen.size(), 2U);
+  EXPECT_EQ(seen[0],
+            (std::pair<std::string, std::string>{"$aws/things/pi-1/shadow/update", "pi-1"}));
+  EXPECT_EQ(seen[1], (std::pair<std::string, std::string>{"$aws/things/pi-2/shadow/update", "-"}));
+  EXPECT_EQ(client->queue.size(), 2U);
+
+  sub.reset();
+  EXPECT_EQ(b->publish(make("$aws/things/pi-1/shadow/update", "{}", 1)).matched, 1U);
+  EXPECT_EQ(seen.size(), 2U);
+}
+
+TEST_F(broker_fixture, a_service_may_publish_from_its_handler) {
+  auto client =
+      b->attach("sub", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(client, "reply/#", {1}, 0);
+  b->subscribe(client, "request/#", {1}, 0);
+  auto echo =
+      b->subscribe_service("request/+", [&](const message_ptr& msg, const client_identity*) {
+        b->publish(make("reply/" + msg->topic.substr(8), msg->payload, 1));
+      });
+  b->publish(make("request/a", "1", 1));
+  b->publish(make("request/b", "2", 1));
+  ASSERT_EQ(client->queue.size(), 4U);
+  EXPECT_EQ(client->queue[0].msg->topic, "request/a");
+  EXPECT_EQ(client->queue[1].msg->topic, "reply/a");
+  EXPECT_EQ(client->queue[3].msg->topic, "reply/b");
+}
+
+TEST_F(broker_fixture, reserved_topics_include_what_services_reserve) {
+  EXPECT_TRUE(b->is_reserved_topic("$SYS/broker/uptime"));
+  EXPECT_TRUE(b->is_reserved_topic("$aws/events/presence/connected/x"));
+  EXPECT_FALSE(b->is_reserved_topic("$aws/things/x/shadow/update/accepted"));
+  b->reserve_topics("$aws/things/+/shadow/+/accepted");
+  EXPECT_TRUE(b->is_reserved_topic("$aws/things/x/shadow/update/accepted"));
+  EXPECT_FALSE(b->is_reserved_topic("$aws/things/x/shadow/update"));
+  EXPECT_FALSE(b->is_reserved_topic("things/x/shadow/update/accepted"));
+}
+
+TEST_F(broker_fixture, retained_messages_are_listed_in_topic_order) {
+  clock.advance(std::chrono::seconds(5));
+  for (const char* topic : {"b", "a/1", "c", "a/2"}) b->publish(make(topic, topic, 1, true));
+  auto a1 = b->retained("a/1");
+  ASSERT_TRUE(a1);
+  EXPECT_EQ(a1->msg->payload, "a/1");
+  EXPECT_EQ(a1->modified_ms, clock.unix_millis());
+  EXPECT_FALSE(b->retained("a"));
+  auto page = b->list_retained("", 3);
+  ASSERT_EQ(page.size(), 3U);
+  EXPECT_EQ(page[0].msg->topic, "a/1");
+  EXPECT_EQ(page[2].msg->topic, "b");
+  page = b->list_retained("b", 3);
+  ASSERT_EQ(page.size(), 1U);
+  EXPECT_EQ(page[0].msg->topic, "c");
+}
+
 }  // namespace
 }  // namespace nimbus::broker

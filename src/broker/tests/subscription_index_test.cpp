@@ -7,7 +7,8 @@ namespace {
 
 std::vector<std::string> matched_ids(const subscription_index& index, std::string_view topic) {
   std::vector<subscription_match> out;
-  index.match(topic, out);
+  std::vector<service_handler> services;
+  index.match(topic, out, services);
   std::vector<std::string> ids;
   for (const auto& m : out) ids.push_back(m.target->client_id());
   std::sort(ids.begin(), ids.end());
@@ -39,7 +40,8 @@ TEST(subscription_index, resubscribing_replaces_options) {
   index.subscribe("t", std::nullopt, a, {0}, 0);
   index.subscribe("t", std::nullopt, a, {2}, 5);
   std::vector<subscription_match> out;
-  index.match("t", out);
+  std::vector<service_handler> services;
+  index.match("t", out, services);
   ASSERT_EQ(out.size(), 1U);
   EXPECT_EQ(out[0].options.qos, 2);
   EXPECT_EQ(out[0].subscription_id, 5U);
