@@ -35,7 +35,9 @@ int main(int argc, char** argv) {
   auto* bench =
       app.add_subcommand("bench", "Load-test an MQTT broker (Nimbus, Mosquitto, any) and report");
   loadgen::options bench_options;
-  bench->add_option("scenario", bench_options.scenario, "conn | fanin | fanout | p2p | shared")
+  bench
+      ->add_option("scenario", bench_options.scenario,
+                   "conn | fanin | fanout | p2p | shared | shadow")
       ->required();
   bench->add_option("--host", bench_options.host, "Broker host")->capture_default_str();
   bench->add_option("--port,-p", bench_options.port, "Broker port")->capture_default_str();
@@ -66,6 +68,18 @@ int main(int argc, char** argv) {
                    "Connections per second (0: flat out)")
       ->capture_default_str();
   bench->add_option("--inflight", bench_options.inflight, "QoS 1/2 window per publisher")
+      ->capture_default_str();
+  bench
+      ->add_option("--things", bench_options.things,
+                   "Things whose shadows are updated (shadow scenario)")
+      ->capture_default_str();
+  bench
+      ->add_option("--shadow-clients", bench_options.shadow_clients,
+                   "Clients updating shadows; thing i belongs to client i % clients (shadow)")
+      ->capture_default_str();
+  bench
+      ->add_option("--shadow-inflight", bench_options.shadow_inflight,
+                   "Updates awaiting /update/accepted per client, one per thing (shadow)")
       ->capture_default_str();
   bench->add_option("--threads,-t", bench_options.threads, "Generator threads (0: one per core)")
       ->capture_default_str();

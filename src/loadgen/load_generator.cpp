@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -12,6 +13,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -38,7 +40,8 @@ std::uint64_t now_ns() {
 struct loop_stats {
   std::atomic<std::uint64_t> sent{0};      // PUBLISH written
   std::atomic<std::uint64_t> acked{0};     // PUBACK/PUBCOMP received (QoS >= 1)
-  std::atomic<std::uint64_t> received{0};  // PUBLISH received by subscribers
+  std::atomic<std::uint64_t> received{0};  // PUBLISH received by subscribers (shadow: accepted)
+  std::atomic<std::uint64_t> rejected{0};  // shadow: /update/rejected replies
   std::atomic<std::uint64_t> sent_in_window{0};
   std::atomic<std::uint64_t> received_in_window{0};
   std::atomic<std::uint64_t> errors{0};
@@ -64,11 +67,16 @@ struct run_state {
   std::atomic<std::uint64_t> measure_until{~std::uint64_t{0}};
   std::mutex error_mutex;
   std::string first_error;
+  std::string first_rejection;  // shadow: the first /update/rejected payload
 
   void error(std::size_t loop, const std::string& what) {
     stats[loop]->errors.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(error_mutex);
     if (first_error.empty()) first_error = what;
+  }
+  void rejection(std::string_view payload) {
+    std::lock_guard lock(error_mutex);
+    if (first_rejection.empty()) first_rejection = payload;
   }
   bool in_window(std::uint64_t t) const {
     return t >= measure_from.load(std::memory_order_relaxed) &&
@@ -392,6 +400,142 @@ asio::awaitable<void> run_idle_connection(run_state& st, asio::io_context& ctx, 
   c->close();
 }
 
+std::string shadow_thing_name(const options& o, int thing) {
+  return fmt::format("{}-shadow-{}", o.client_prefix, thing);
+}
+
+// The "clientToken" of a shadow reply. Nimbus writes compact JSON and our tokens need no
+// escaping, so a search is enough and keeps a JSON parser out of the hot loop.
+std::string_view client_token_of(std::string_view payload) {
+  constexpr std::string_view key = R"("clientToken":")";
+  auto at = payload.find(key);
+  if (at == std::string_view::npos) return {};
+  auto begin = at + key.size();
+  auto end = payload.find('"', begin);
+  if (end == std::string_view::npos) return {};
+  return payload.substr(begin, end - begin);
+}
+
+// A shadow scenario client: owns things index, index + C, index + 2C, ... (C clients) and runs a
+// closed loop of up to shadow_inflight updates awaiting their reply, at most one per thing, as
+// a device does; each reply sends the next update, to the next owned thing that is free.
+asio::awaitable<void> run_shadow_client(run_state& st, asio::io_context& ctx, std::size_t loop,
+                                        int index) {
+  const auto& o = st.opts;
+  auto c = std::make_shared<client>(st, loop, ctx);
+  if (!co_await c->open(fmt::format("{}-shadow-client-{}", o.client_prefix, index), true))
+    co_return;
+  std::vector<std::string> update_topics;  // one per owned thing
+  for (int thing = index; thing < o.things; thing += o.shadow_clients)
+    update_topics.push_back(
+        fmt::format("$aws/things/{}/shadow/update", shadow_thing_name(o, thing)));
+  // Both reply topics of every owned thing, at QoS 1, at most 100 filters per SUBSCRIBE.
+  std::vector<mqtt::subscribe_packet> subscribes;
+  for (const auto& topic : update_topics) {
+    for (const char* reply : {"/accepted", "/rejected"}) {
+      if (subscribes.empty() || subscribes.back().entries.size() == 100) {
+        subscribes.emplace_back();
+        subscribes.back().packet_id = static_cast<std::uint16_t>(subscribes.size());
+      }
+      subscribes.back().entries.push_back({topic + reply, {1}});
+    }
+  }
+  for (const auto& s : subscribes) c->send(s);
+  for (std::size_t subacks = 0; subacks < subscribes.size();) {
+    auto p = co_await c->next_packet();
+    if (!p) co_return;
+    auto* suback = std::get_if<mqtt::suback_packet>(&*p);
+    if (suback == nullptr) continue;
+    if (std::any_of(suback->reasons.begin(), suback->reasons.end(),
+                    [](mqtt::reason_code r) { return mqtt::is_error(r); })) {
+      st.error(loop, "SUBSCRIBE to shadow reply topics refused");
+      co_return;
+    }
+    ++subacks;
+  }
+  st.publishers_ready.fetch_add(1);
+  auto& stats = *st.stats[loop];
+
+  struct pending_update {
+    std::size_t thing = 0;  // index into update_topics
+    std::string token;      // its clientToken; empty: the slot is free
+    std::uint64_t sent_at = 0;
+  };
+  std::vector<pending_update> pending(
+      std::min(static_cast<std::size_t>(o.shadow_inflight), update_topics.size()));
+  std::vector<bool> is_busy(update_topics.size(), false);
+  std::size_t next_thing = 0;
+  std::uint64_t seq = 0;
+  std::uint16_t next_id = 1;
+  std::string frame;
+  auto send_update = [&](pending_update& update) {
+    while (is_busy[next_thing]) next_thing = (next_thing + 1) % update_topics.size();
+    update.thing = next_thing;
+    is_busy[next_thing] = true;
+    next_thing = (next_thing + 1) % update_topics.size();
+    ++seq;
+    update.token = fmt::format("{}-{}", index, seq);
+    auto payload =
+        fmt::format(R"({{"state":{{"reported":{{"seq":{},"temp":{}}}}},"clientToken":"{}"}})", seq,
+                    seq % 50, update.token);
+    frame.clear();
+    mqtt::encode_publish_head(frame, st.version, 1, false, false, update_topics[update.thing],
+                              next_id, mqtt::properties{}, payload.size());
+    frame.append(payload);
+    if (++next_id == 0) next_id = 1;
+    update.sent_at = now_ns();
+    c->send_raw(frame);
+    stats.sent.fetch_add(1, std::memory_order_relaxed);
+    if (st.in_window(update.sent_at)) stats.sent_in_window.fetch_add(1, std::memory_order_relaxed);
+  };
+
+  while (!st.started.load(std::memory_order_acquire))
+    co_await c->wait(std::chrono::milliseconds(5));
+  for (auto& update : pending) send_update(update);
+  while (true) {
+    auto p = co_await c->next_packet();
+    if (!p) break;
+    if (auto* a = std::get_if<mqtt::ack_packet>(&*p); a && a->type == mqtt::packet_type::puback) {
+      stats.acked.fetch_add(1, std::memory_order_relaxed);
+      if (mqtt::is_error(a->reason))
+        st.error(loop, fmt::format("shadow update refused: PUBACK 0x{:02x}",
+                                   static_cast<unsigned>(a->reason)));
+      continue;
+    }
+    auto* pub = std::get_if<mqtt::publish_packet>(&*p);
+    if (pub == nullptr) continue;
+    const auto now = now_ns();
+    if (pub->qos == 1)
+      c->send(mqtt::ack_packet{
+          mqtt::packet_type::puback, pub->packet_id, mqtt::reason_code::success, {}});
+    const bool is_accepted = pub->topic.ends_with("/update/accepted");
+    if (is_accepted) {
+      stats.received.fetch_add(1, std::memory_order_relaxed);
+    } else if (pub->topic.ends_with("/update/rejected")) {
+      stats.rejected.fetch_add(1, std::memory_order_relaxed);
+      st.rejection(pub->payload);
+    } else {
+      continue;
+    }
+    auto token = client_token_of(pub->payload);
+    auto slot = std::find_if(pending.begin(), pending.end(), [&](const pending_update& u) {
+      return !u.token.empty() && u.token == token;
+    });
+    if (slot == pending.end()) {
+      st.error(loop, "shadow reply without a pending clientToken on " + pub->topic);
+      continue;
+    }
+    if (is_accepted && st.in_window(now)) {
+      stats.received_in_window.fetch_add(1, std::memory_order_relaxed);
+      if (slot->sent_at <= now) stats.latency.record(now - slot->sent_at);
+    }
+    is_busy[slot->thing] = false;
+    slot->token.clear();
+    if (!st.stop_publishing.load(std::memory_order_relaxed)) send_update(*slot);
+  }
+  if (!st.shutting_down.load()) st.error(loop, "shadow client connection lost");
+}
+
 std::uint64_t resident_kib(int pid) {
   if (pid <= 0) return 0;
   std::ifstream status(fmt::format("/proc/{}/status", pid));
@@ -416,6 +560,32 @@ std::uint64_t sum(const run_state& st, F field) {
   return total;
 }
 
+// [upper bound ns, count] per non-empty bucket: bench/run pools rounds from these.
+std::string histogram_buckets_json(const histogram& h) {
+  std::string out;
+  h.for_each_bucket([&](std::uint64_t upper, std::uint64_t count) {
+    if (!out.empty()) out += ',';
+    out += fmt::format("[{},{}]", upper, count);
+  });
+  return out;
+}
+
+// `s` as the inside of a JSON string.
+std::string json_escaped(std::string_view s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(ch)));
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 void wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
   auto deadline = clock_type::now() + limit;
   while (!done() && clock_type::now() < deadline)
@@ -425,14 +595,21 @@ void wait_until(const std::function<bool()>& done, std::chrono::milliseconds lim
 }  // namespace
 
 int run(const options& o) {
-  static const std::vector<std::string> scenarios{"conn", "fanin", "fanout", "p2p", "shared"};
+  static const std::vector<std::string> scenarios{"conn", "fanin",  "fanout",
+                                                  "p2p",  "shared", "shadow"};
   if (std::find(scenarios.begin(), scenarios.end(), o.scenario) == scenarios.end()) {
     std::cerr << "nimbus bench: unknown scenario '" << o.scenario
-              << "' (conn, fanin, fanout, p2p, shared)\n";
+              << "' (conn, fanin, fanout, p2p, shared, shadow)\n";
     return 2;
   }
   if (o.qos < 0 || o.qos > 2 || (o.version != 4 && o.version != 5) || o.duration <= 0) {
     std::cerr << "nimbus bench: --qos must be 0..2, --mqtt-version 4 or 5, --duration > 0\n";
+    return 2;
+  }
+  if (o.scenario == "shadow" &&
+      (o.shadow_clients < 1 || o.things < o.shadow_clients || o.shadow_inflight < 1)) {
+    std::cerr << "nimbus bench: shadow needs --things >= --shadow-clients >= 1 and "
+                 "--shadow-inflight >= 1\n";
     return 2;
   }
   std::unique_ptr<asio::ssl::context> tls;
@@ -475,6 +652,35 @@ int run(const options& o) {
   bool ok = true;
   double cpu_used = 0;
   double window_seconds = o.duration;
+  auto sent_total = [&] {
+    return sum(
+        st, [](auto& s) -> auto& { return s.sent; });
+  };
+  auto received_total = [&] {
+    return sum(
+        st, [](auto& s) -> auto& { return s.received; });
+  };
+  // Starts the publishers, shows progress through the warm-up and the measured window (whose
+  // generator CPU time it keeps in cpu_used), then stops them.
+  auto run_window = [&] {
+    auto start = now_ns();
+    st.measure_from = start + static_cast<std::uint64_t>(o.warmup * 1e9);
+    st.measure_until = st.measure_from.load() + static_cast<std::uint64_t>(o.duration * 1e9);
+    st.started.store(true, std::memory_order_release);
+    double cpu_start = 0;
+    bool cpu_started = false;
+    while (now_ns() < st.measure_until.load()) {
+      if (!cpu_started && now_ns() >= st.measure_from.load()) {
+        cpu_start = cpu_seconds();
+        cpu_started = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      progress("running", static_cast<double>(now_ns() - start) / 1e9, sent_total(),
+               received_total());
+    }
+    cpu_used = cpu_seconds() - cpu_start;
+    st.stop_publishing.store(true);
+  };
 
   if (o.scenario == "conn") {
     auto rss_before = resident_kib(o.broker_pid);
@@ -522,6 +728,81 @@ int run(const options& o) {
           st.connect_failures.load(), rss_before, rss_after, per_connection);
       if (!st.first_error.empty()) report += "first error: " + st.first_error + "\n";
     }
+  } else if (o.scenario == "shadow") {
+    for (int i = 0; i < o.shadow_clients; ++i) {
+      std::size_t loop = static_cast<std::size_t>(i) % loops;
+      spawn(loop, run_shadow_client(st, *contexts[loop], loop, i));
+    }
+    wait_until([&] { return st.publishers_ready.load() >= o.shadow_clients; },
+               std::chrono::seconds(60));
+    if (st.publishers_ready.load() < o.shadow_clients) {
+      std::cerr << "nimbus bench: only " << st.publishers_ready.load() << "/" << o.shadow_clients
+                << " shadow clients subscribed"
+                << (st.first_error.empty() ? "" : ": " + st.first_error) << "\n";
+      ok = false;
+    }
+    run_window();
+    // Drain: wait until every update has its reply, or none arrives for 2 s.
+    auto rejected_total = [&] {
+      return sum(
+          st, [](auto& s) -> auto& { return s.rejected; });
+    };
+    auto answered = [&] { return received_total() + rejected_total(); };
+    auto last = answered();
+    auto last_change = clock_type::now();
+    auto drain_deadline = last_change + std::chrono::seconds(20);
+    while (answered() < sent_total() && clock_type::now() < drain_deadline &&
+           clock_type::now() - last_change < std::chrono::seconds(2)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (auto now_answered = answered(); now_answered != last) {
+        last = now_answered;
+        last_change = clock_type::now();
+      }
+    }
+    if (o.progress) std::cerr << "\n";
+    histogram latency;
+    for (auto& s : st.stats) latency.merge(s->latency);
+    auto sent = sent_total();
+    auto acked = sum(
+        st, [](auto& s) -> auto& { return s.acked; });
+    auto accepted = received_total();
+    auto rejected = rejected_total();
+    std::uint64_t unanswered = sent > accepted + rejected ? sent - accepted - rejected : 0;
+    auto errors = sum(
+        st, [](auto& s) -> auto& { return s.errors; });
+    ok = ok && rejected == 0 && unanswered == 0 && errors == 0;
+    auto accepted_rate = static_cast<double>(sum(
+                             st, [](auto& s) -> auto& { return s.received_in_window; })) /
+                         o.duration;
+    double cores = cpu_used / o.duration;
+    bool saturated = cores >= 0.9 * static_cast<double>(loops);
+    auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+    if (o.json) {
+      report = fmt::format(
+          R"({{"scenario":"shadow","qos":1,"mqtt_version":{},"things":{},"clients":{},"inflight_per_client":{},"duration_s":{},"sent":{},"acknowledged":{},"accepted":{},"rejected":{},"unanswered":{},"errors":{},"accepted_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"latency_histogram_ns":[{}],"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":"{}","first_rejection":"{}"}})",
+          o.version, o.things, o.shadow_clients, o.shadow_inflight, o.duration, sent, acked,
+          accepted, rejected, unanswered, errors, accepted_rate, ms(latency.quantile(0.5)),
+          ms(latency.quantile(0.9)), ms(latency.quantile(0.99)), ms(latency.quantile(0.999)),
+          ms(latency.max()), latency.mean() / 1e6, latency.count(), histogram_buckets_json(latency),
+          cores, loops, saturated, ok, json_escaped(st.first_error),
+          json_escaped(st.first_rejection));
+    } else {
+      report = fmt::format(
+          "scenario shadow qos 1 mqtt {}: {} clients updating {} things, {} updates in flight "
+          "per client\n"
+          "throughput: {:.0f} accepted updates/s (over {:.1f}s after {:.1f}s warm-up)\n"
+          "latency to /update/accepted ms: p50 {:.3f}  p90 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  "
+          "max {:.3f}  ({} samples)\n"
+          "totals: sent {}, acknowledged {}, accepted {}, rejected {}, unanswered {}, errors {}\n"
+          "generator: {:.2f} of {} cores busy{}\n",
+          o.version == 5 ? "5" : "3.1.1", o.shadow_clients, o.things, o.shadow_inflight,
+          accepted_rate, o.duration, o.warmup, ms(latency.quantile(0.5)), ms(latency.quantile(0.9)),
+          ms(latency.quantile(0.99)), ms(latency.quantile(0.999)), ms(latency.max()),
+          latency.count(), sent, acked, accepted, rejected, unanswered, errors, cores, loops,
+          saturated ? " (SATURATED: the generator may be the bottleneck)" : "");
+      if (!st.first_rejection.empty()) report += "first rejection: " + st.first_rejection + "\n";
+      if (!st.first_error.empty()) report += "first error: " + st.first_error + "\n";
+    }
   } else {
     auto shape = shape_of(o);
     for (int i = 0; i < shape.subscribers; ++i) {
@@ -544,31 +825,7 @@ int run(const options& o) {
                 << "\n";
       ok = false;
     }
-    auto start = now_ns();
-    st.measure_from = start + static_cast<std::uint64_t>(o.warmup * 1e9);
-    st.measure_until = st.measure_from.load() + static_cast<std::uint64_t>(o.duration * 1e9);
-    st.started.store(true, std::memory_order_release);
-    double cpu_start = 0;
-    bool cpu_started = false;
-    auto sent_total = [&] {
-      return sum(
-          st, [](auto& s) -> auto& { return s.sent; });
-    };
-    auto received_total = [&] {
-      return sum(
-          st, [](auto& s) -> auto& { return s.received; });
-    };
-    while (now_ns() < st.measure_until.load()) {
-      if (!cpu_started && now_ns() >= st.measure_from.load()) {
-        cpu_start = cpu_seconds();
-        cpu_started = true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      progress("running", static_cast<double>(now_ns() - start) / 1e9, sent_total(),
-               received_total());
-    }
-    cpu_used = cpu_seconds() - cpu_start;
-    st.stop_publishing.store(true);
+    run_window();
     // Drain: wait until everything acknowledged has arrived, or nothing arrives for 2 s.
     auto expected = [&] {
       auto published = o.qos > 0 ? sum(
@@ -619,19 +876,13 @@ int run(const options& o) {
     bool saturated = cores >= 0.9 * static_cast<double>(loops);
     auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
     if (o.json) {
-      // [upper bound ns, count] per non-empty bucket: bench/run pools rounds from these.
-      std::string buckets_json;
-      latency.for_each_bucket([&](std::uint64_t upper, std::uint64_t count) {
-        if (!buckets_json.empty()) buckets_json += ',';
-        buckets_json += fmt::format("[{},{}]", upper, count);
-      });
       report = fmt::format(
           R"({{"scenario":"{}","qos":{},"mqtt_version":{},"payload_bytes":{},"publishers":{},"subscribers":{},"rate_per_publisher":{},"duration_s":{},"sent":{},"acknowledged":{},"received":{},"lost":{},"errors":{},"sent_per_second":{:.1f},"received_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"latency_histogram_ns":[{}],"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":"{}"}})",
           o.scenario, o.qos, o.version, o.payload_size, shape.publishers, shape.subscribers, o.rate,
           o.duration, sent, acked, received, lost, errors, sent_rate, received_rate,
           ms(latency.quantile(0.5)), ms(latency.quantile(0.9)), ms(latency.quantile(0.99)),
           ms(latency.quantile(0.999)), ms(latency.max()), latency.mean() / 1e6, latency.count(),
-          buckets_json, cores, loops, saturated, ok, st.first_error);
+          histogram_buckets_json(latency), cores, loops, saturated, ok, st.first_error);
     } else {
       report = fmt::format(
           "scenario {} qos {} mqtt {} payload {} B: {} publishers -> {} subscribers{}\n"

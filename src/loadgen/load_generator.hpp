@@ -1,6 +1,7 @@
 #pragma once
 // `nimbus bench`: drives an MQTT broker with many real clients over TCP or TLS and reports
-// throughput, latency percentiles, losses and its own CPU use. Multi-threaded: clients are
+// throughput, latency percentiles, losses and its own CPU use (the shadow scenario: device
+// shadow updates per second and latency to /update/accepted). Multi-threaded: clients are
 // spread over one event loop per thread so the generator is not the bottleneck.
 #include <cstdint>
 #include <string>
@@ -8,7 +9,7 @@
 namespace nimbus::loadgen {
 
 struct options {
-  std::string scenario = "fanin";  // conn, fanin, fanout, p2p, shared
+  std::string scenario = "fanin";  // conn, fanin, fanout, p2p, shared, shadow
   std::string host = "127.0.0.1";
   std::uint16_t port = 1883;
   int version = 5;  // 4 (3.1.1) or 5
@@ -22,6 +23,9 @@ struct options {
   int connections = 1000;   // conn scenario
   double connect_rate = 0;  // conn scenario: connections per second; 0: as fast as possible
   int inflight = 100;       // QoS 1/2 window per publisher (flat out)
+  int things = 1000;        // shadow scenario: thing i belongs to client i % shadow_clients
+  int shadow_clients = 100;
+  int shadow_inflight = 4;  // updates awaiting a reply per client, each on a different thing
   int threads = 0;          // 0: hardware concurrency
   bool tls = false;
   std::string ca_file;
