@@ -643,3 +643,43 @@ def test_denials_are_counted_and_logged(server, iot):
                what="subscribe denial in the log")
     wait_until(lambda: logged(dev.thing, "Publish", "topic/forbidden/x"),
                what="publish denial in the log")
+
+
+def test_https_shadow_with_client_certificate(server, iot):
+    """iot-data's shadow and retained routes on the HTTPS listener with a device certificate
+    instead of SigV4, checked by the device's policies like its MQTT requests."""
+    dev = register(server, iot, "Http-Shadow-1", policy_for=lambda p: policy(allow(
+        ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
+        [p + "thing/Http-Shadow-1", p + "thing/Http-Shadow-1/*"])))
+    update = json.dumps({"state": {"reported": {"temperature": 24.0}}}).encode()
+    status, _, body = https_request(server, "POST", "/things/Http-Shadow-1/shadow", update,
+                                    dev.cert, dev.key)
+    assert status == 200, (status, body)
+    assert json.loads(body)["version"] == 1
+    status, _, body = https_request(server, "GET", "/things/Http-Shadow-1/shadow?name=cfg",
+                                    b"", dev.cert, dev.key)
+    assert status == 404, (status, body)  # allowed, and the named shadow does not exist
+    assert json.loads(body) == {"code": 404,
+                                "message": "No shadow exists with name: 'Http-Shadow-1~cfg'"}
+    status, _, body = https_request(server, "POST", "/things/Http-Shadow-1/shadow?name=cfg",
+                                    update, dev.cert, dev.key)
+    assert status == 200, (status, body)
+    status, _, body = https_request(server, "GET", "/things/Http-Shadow-1/shadow", b"",
+                                    dev.cert, dev.key)
+    assert status == 200, (status, body)
+    assert json.loads(body)["state"] == {"reported": {"temperature": 24.0}}
+
+    # another thing's shadow, and what the policy does not grant: 403, nothing changed
+    for method, path in [("POST", "/things/Other-Thing/shadow"),
+                         ("GET", "/things/Other-Thing/shadow"),
+                         ("GET", "/api/things/shadow/ListNamedShadowsForThing/Http-Shadow-1"),
+                         ("GET", "/retainedMessage")]:
+        status, headers, body = https_request(server, method, path,
+                                              update if method == "POST" else b"",
+                                              dev.cert, dev.key)
+        assert status == 403, (method, path, status, body)
+        assert headers.get("x-amzn-ErrorType", "").startswith("ForbiddenException"), dict(headers)
+    status, _, body = https_request(server, "DELETE", "/things/Http-Shadow-1/shadow", b"",
+                                    dev.cert, dev.key)
+    assert status == 200, (status, body)
+    assert json.loads(body)["version"] == 1
