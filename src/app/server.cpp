@@ -254,7 +254,7 @@ int serve(const config::settings& settings) {
     const bool always_token = settings.http.metrics == "token";
     router.add(
         "GET", "/metrics",
-        [&mqtt_broker, &auth, &tokens, always_token](const net::http_request& request) {
+        [&mqtt_broker, &auth, &shadows, &tokens, always_token](const net::http_request& request) {
           // Open to local scrapers; anyone else needs a token (<data>/tokens).
           if ((always_token || !request.loopback_listener) &&
               !tokens.check_bearer(request.header("authorization"))) {
@@ -264,10 +264,11 @@ int serve(const config::settings& settings) {
                 {{"WWW-Authenticate", R"(Bearer realm="nimbus")"}},
                 R"json({"message":"/metrics needs Authorization: Bearer TOKEN (see <data>/tokens)"})json"};
           }
-          return net::http_response{200,
-                                    "text/plain; version=0.0.4",
-                                    {},
-                                    mqtt_broker.prometheus_text() + auth.prometheus_text()};
+          return net::http_response{
+              200,
+              "text/plain; version=0.0.4",
+              {},
+              mqtt_broker.prometheus_text() + auth.prometheus_text() + shadows.prometheus_text()};
         });
   }
   // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.

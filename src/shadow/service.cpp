@@ -134,6 +134,7 @@ void service::restore(storage::database& db) {
     auto& thing = things_[rows.column_text(0)];
     auto name = rows.column_text(1);
     if (!name.empty() && doc->exists()) ++thing.named;
+    if (doc->exists()) existing_.fetch_add(1, std::memory_order_relaxed);
     thing.shadows[name] = stored_shadow{std::move(*doc), rows.column_int(3)};
     ++loaded;
   }
@@ -169,8 +170,12 @@ void service::on_request(const broker::message_ptr& msg) {
   });
 }
 
-void service::handle(request r, on_answer done) {
+void service::handle(request r, on_answer answered) {
   const std::int64_t now = clock_.unix_seconds();
+  on_answer done = [this, op = r.op, answered = std::move(answered)](answer a) {
+    count(op, a);
+    answered(std::move(a));
+  };
   auto refuse = [&](int code, std::string message) {
     auto why = refusal(code, std::move(message), now);
     why.client_token = token_of(r.payload);
@@ -225,6 +230,7 @@ void service::handle(request r, on_answer done) {
     auto deleted = delete_response(it->second.doc, name, r.payload, now, bounds_);
     it->second.deleted_at = now;
     if (!r.shadow_name.empty()) --thing.named;
+    existing_.fetch_sub(1, std::memory_order_relaxed);
     thing.last_write = save(r.thing_name, r.shadow_name, it->second);
     auto accepted = std::get<json::object>(deleted);
     answer_when_durable(
@@ -258,6 +264,7 @@ void service::handle(request r, on_answer done) {
   auto& result = std::get<update_result>(outcome);
   shadow.deleted_at = 0;
   if (creating && !r.shadow_name.empty()) ++thing.named;
+  if (creating) existing_.fetch_add(1, std::memory_order_relaxed);
   thing.last_write = save(r.thing_name, r.shadow_name, shadow);
   // The change is announced on MQTT whichever way it was asked for, as AWS does.
   std::string topic = shadow_topic(r.thing_name, r.shadow_name);
@@ -348,12 +355,49 @@ void service::list_named(const std::string& thing_name, const std::string& after
 void service::delete_thing(const std::string& thing_name) {
   {
     std::lock_guard lock(mutex_);
-    if (things_.erase(thing_name) == 0) return;
+    auto found = things_.find(thing_name);
+    if (found == things_.end()) return;
+    for (const auto& [name, shadow] : found->second.shadows)
+      if (shadow.doc.exists()) existing_.fetch_sub(1, std::memory_order_relaxed);
+    things_.erase(found);
   }
   if (writer_ == nullptr) return;
   writer_->submit([thing_name](storage::database& db) {
     db.cached("DELETE FROM shadows WHERE thing = ?").bind(1, thing_name).run();
   });
+}
+
+void service::count(operation op, const answer& a) {
+  if (const auto* refused = std::get_if<rejection>(&a)) {
+    std::size_t i = 0;
+    while (i < std::size(counted_codes) && counted_codes[i] != refused->code) ++i;
+    rejected_[i].fetch_add(1, std::memory_order_relaxed);
+  } else {
+    accepted_[static_cast<int>(op)].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+std::string service::prometheus_text() const {
+  std::string out =
+      "# HELP nimbus_shadows Device shadows that exist (classic and named)\n"
+      "# TYPE nimbus_shadows gauge\n"
+      "nimbus_shadows " +
+      std::to_string(existing_.load(std::memory_order_relaxed)) +
+      "\n# HELP nimbus_shadow_requests_accepted_total Shadow requests answered with /accepted\n"
+      "# TYPE nimbus_shadow_requests_accepted_total counter\n";
+  static constexpr const char* names[] = {"get", "update", "delete"};
+  for (int i = 0; i < 3; ++i)
+    out += std::string("nimbus_shadow_requests_accepted_total{operation=\"") + names[i] + "\"} " +
+           std::to_string(accepted_[i].load(std::memory_order_relaxed)) + "\n";
+  out +=
+      "# HELP nimbus_shadow_requests_rejected_total Shadow requests refused, by AWS's code\n"
+      "# TYPE nimbus_shadow_requests_rejected_total counter\n";
+  for (std::size_t i = 0; i <= std::size(counted_codes); ++i) {
+    std::string code = i < std::size(counted_codes) ? std::to_string(counted_codes[i]) : "other";
+    out += "nimbus_shadow_requests_rejected_total{code=\"" + code + "\"} " +
+           std::to_string(rejected_[i].load(std::memory_order_relaxed)) + "\n";
+  }
+  return out;
 }
 
 }  // namespace nimbus::shadow

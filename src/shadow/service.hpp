@@ -82,6 +82,8 @@ class service {
   void delete_thing(const std::string& thing_name);
 
   const limits& bounds() const { return bounds_; }
+  // nimbus_shadow_* lines for /metrics.
+  std::string prometheus_text() const;
 
  private:
   struct stored_shadow {
@@ -106,6 +108,7 @@ class service {
   storage::ticket save(const std::string& thing_name, const std::string& shadow_name,
                        const stored_shadow& shadow);
   void publish(std::string topic, const boost::json::object& payload);
+  void count(operation op, const answer& a);
 
   broker::broker& broker_;
   storage::write_queue* writer_;
@@ -114,6 +117,10 @@ class service {
   std::size_t max_named_;
   std::uint32_t max_in_flight_;
 
+  std::atomic<std::int64_t> existing_{0};  // shadows that exist (classic and named)
+  std::atomic<std::uint64_t> accepted_[3]{};
+  static constexpr int counted_codes[] = {400, 404, 409, 413, 415, 429, 500};
+  std::atomic<std::uint64_t> rejected_[std::size(counted_codes) + 1]{};  // the last: others
   std::atomic<bool> failed_{false};  // a write failed: changes are refused until restart
   std::mutex mutex_;
   std::unordered_map<std::string, thing_shadows> things_;

@@ -39,7 +39,7 @@ import time
 import pytest
 
 import rawmqtt
-from conftest import TIMEOUT, V311, V5, unique, wait_until
+from conftest import TIMEOUT, V311, V5, metric, unique, wait_until
 from iot_helpers import (RC_NOT_AUTHORIZED, V311_SUBACK_FAILURE, allow, connect_device_raw,
                          still_open)
 from test_aws_cli_seed import AWS_CLI, AwsCli, MosquittoSub, _require_cli
@@ -931,3 +931,7 @@ def test_too_many_in_flight_is_429(nimbus, clients):
     got = get_shadow(data_plane(nimbus), thing)
     assert got["version"] == len(accepted), (got, replies_got)
     assert got["state"] == {"reported": newest["state"]["reported"]}, (got, newest)
+    # /metrics counts them: every 429 and every accepted update
+    assert metric(nimbus, 'nimbus_shadow_requests_rejected_total{code="429"}') == len(rejected)
+    assert metric(nimbus, 'nimbus_shadow_requests_accepted_total{operation="update"}') == \
+        len(accepted)
