@@ -223,7 +223,9 @@ int serve(const config::settings& settings) {
   shadows.start();
   writer.drain();
   // Deleting a thing deletes its shadows.
-  devices.on_thing_deleted([&shadows](const std::string& name) { shadows.delete_thing(name); });
+  devices.on_thing_deleted([&shadows](const std::string& name, storage::ticket deleted_by) {
+    shadows.delete_thing(name, deleted_by);
+  });
   // A certificate leaving ACTIVE (or deleted) ends its connections at once.
   devices.on_certificate_disabled([&mqtt_broker](const std::string& id) {
     auto cut = mqtt_broker.disconnect_if(
@@ -401,7 +403,10 @@ int serve(const config::settings& settings) {
   std::condition_variable stop_signal;
   bool stop_requested = false;
   asio::steady_timer ticker(pool.at(0));
-  every_second(ticker, [&mqtt_broker] { mqtt_broker.tick(); });
+  every_second(ticker, [&mqtt_broker, &shadows] {
+    mqtt_broker.tick();
+    shadows.purge_deleted();
+  });
   asio::signal_set signals(pool.at(0), SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int signal_number) {
     if (ec) return;

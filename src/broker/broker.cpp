@@ -491,7 +491,9 @@ bool broker::retain(const message_ptr& msg, publish_result& result) {
 
 publish_result broker::route(message_ptr msg, const gate_ptr& gate, const client_identity* from) {
   publish_result result;
-  if (msg->retain && !retain(msg, result)) return result;
+  // AWS keeps no retained messages on its reserved `$aws/` topics (a retained shadow request
+  // would replay to every new subscriber of it).
+  if (msg->retain && !msg->topic.starts_with("$aws/") && !retain(msg, result)) return result;
 
   thread_local std::vector<subscription_match> matches;
   thread_local std::vector<service_handler> services;
@@ -745,7 +747,8 @@ std::optional<retained_message> broker::retained(std::string_view topic) const {
   auto now = clock_.unix_seconds();
   std::shared_lock lock(retained_mutex_);
   auto it = retained_.find(topic);
-  if (it == retained_.end() || expired(*it->second.msg, now)) return std::nullopt;
+  if (it == retained_.end() || expired(*it->second.msg, now) || topic.starts_with("$SYS"))
+    return std::nullopt;
   return it->second;
 }
 
@@ -755,7 +758,8 @@ std::vector<retained_message> broker::list_retained(std::string_view after, std:
   std::shared_lock lock(retained_mutex_);
   for (auto it = after.empty() ? retained_.begin() : retained_.upper_bound(after);
        it != retained_.end() && page.size() < max; ++it) {
-    if (!expired(*it->second.msg, now)) page.push_back(it->second);
+    if (!expired(*it->second.msg, now) && !it->first.starts_with("$SYS"))
+      page.push_back(it->second);
   }
   return page;
 }

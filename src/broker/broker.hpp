@@ -186,10 +186,11 @@ class broker {
   // Whether `client_id` has a connected session (a CONNECT with it takes that session over).
   bool is_connected(std::string_view client_id) const;
   std::size_t retained_count() const;
-  // A retained message, or none (never set, deleted or expired): iot-data GetRetainedMessage.
+  // The clients' retained messages, for iot-data (the broker's own $SYS topics left out).
+  // One, or none (never set, deleted or expired): GetRetainedMessage.
   std::optional<retained_message> retained(std::string_view topic) const;
-  // Up to `max` retained messages in topic order, from the first after `after` (empty: from
-  // the start): ListRetainedMessages pages on the last topic it returned.
+  // Up to `max` in topic order, from the first after `after` (empty: from the start):
+  // ListRetainedMessages pages on the last topic it returned.
   std::vector<retained_message> list_retained(std::string_view after, std::size_t max) const;
   std::size_t subscription_count() const { return index_.size(); }
   std::string prometheus_text() const;

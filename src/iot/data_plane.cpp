@@ -103,8 +103,22 @@ void data_plane::require(
     const std::optional<broker::client_identity>& device, std::string_view action,
     std::initializer_list<std::pair<std::string_view, std::string>> resources) {
   if (!device) return;
-  for (const auto& [kind, name] : resources)
-    if (authorizer_.allowed(*device, action, kind, name)) return;
+  // Any explicit Deny refuses (a Deny on a named shadow beats an Allow on its thing); else any
+  // Allow allows. allowed() then logs and counts the refusal on the resource that decided it.
+  const std::pair<std::string_view, std::string>* decisive = nullptr;
+  bool allow = false;
+  for (const auto& r : resources) {
+    auto d = authorizer_.decide(*device, action, authorizer_.resource_arn(r.first, r.second));
+    if (d == policy::decision::deny) {
+      decisive = &r;
+      allow = false;
+      break;
+    }
+    if (policy::allowed(d)) allow = true;
+  }
+  if (allow) return;
+  if (decisive == nullptr) decisive = resources.begin();
+  authorizer_.allowed(*device, action, decisive->first, decisive->second);
   throw api_error{403, "ForbiddenException", "Forbidden"};
 }
 

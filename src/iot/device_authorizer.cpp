@@ -18,23 +18,34 @@ bool device_authorizer::is_anonymous(const broker::client_identity& who) {
   return !who.certificate;
 }
 
-bool device_authorizer::allowed(const broker::client_identity& who, std::string_view action,
-                                std::string_view resource_kind, std::string_view resource_name) {
+policy::decision device_authorizer::decide(const broker::client_identity& who,
+                                           std::string_view action, std::string_view resource) {
   // Whoever holds the account's API credentials (a SigV4-signed WebSocket) may do anything.
-  if (!who.signer.empty()) return true;
+  if (!who.signer.empty()) return policy::decision::allow;
   const bool anonymous = is_anonymous(who);
   // Fast path: anonymous clients without a policy (the local default) may do anything.
-  if (anonymous && anonymous_policy_.empty()) return true;
-  std::string resource;
-  resource.reserve(registry_.arn_prefix().size() + resource_kind.size() + resource_name.size() + 1);
-  resource.append(registry_.arn_prefix()).append(resource_kind).append("/").append(resource_name);
+  if (anonymous && anonymous_policy_.empty()) return policy::decision::allow;
   const std::string source_ip = net::host_of(who.remote_address);
   registry::device_facts facts{who.client_id,
                                anonymous ? std::string_view() : who.certificate->sha256_hex,
                                source_ip, who.persistent_session, who.has_will};
-  auto decision = anonymous ? registry_.evaluate_policy(anonymous_policy_, facts, action, resource)
-                            : registry_.evaluate_device(facts, action, resource);
+  return anonymous ? registry_.evaluate_policy(anonymous_policy_, facts, action, resource)
+                   : registry_.evaluate_device(facts, action, resource);
+}
+
+std::string device_authorizer::resource_arn(std::string_view kind, std::string_view name) const {
+  std::string resource;
+  resource.reserve(registry_.arn_prefix().size() + kind.size() + name.size() + 1);
+  resource.append(registry_.arn_prefix()).append(kind).append("/").append(name);
+  return resource;
+}
+
+bool device_authorizer::allowed(const broker::client_identity& who, std::string_view action,
+                                std::string_view resource_kind, std::string_view resource_name) {
+  const std::string resource = resource_arn(resource_kind, resource_name);
+  const auto decision = decide(who, action, resource);
   if (policy::allowed(decision)) return true;
+  const bool anonymous = is_anonymous(who);
   std::size_t index = other;
   for (std::size_t i = 0; i < action_names.size(); ++i)
     if (action_names[i] == action) index = i;

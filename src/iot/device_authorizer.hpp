@@ -34,6 +34,11 @@ class device_authorizer final : public broker::authorizer {
   // Checks one action for a device outside MQTT (HTTPS publish); logs and counts a denial.
   bool allowed(const broker::client_identity& who, std::string_view action,
                std::string_view resource_kind, std::string_view resource_name);
+  // The decision alone (nothing logged or counted), for a check that weighs several resources.
+  policy::decision decide(const broker::client_identity& who, std::string_view action,
+                          std::string_view resource);
+  // `arn:aws:iot:{region}:{account}:{kind}/{name}`.
+  std::string resource_arn(std::string_view kind, std::string_view name) const;
   // Why a certificate may not be used ("" when it may).
   std::string certificate_refusal(const std::string& certificate_id) const {
     return registry_.certificate_refusal(certificate_id);

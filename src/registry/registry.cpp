@@ -424,7 +424,7 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
   if (writer_ == nullptr) {
     apply(d);
     write_lock.unlock();
-    notify(b);
+    notify(b, ticket());
     return last_ticket_;
   }
 
@@ -475,7 +475,7 @@ registry::ticket registry::mutate(const std::function<void(batch&)>& change) {
   writer_->when_durable(t, [this, t, d = std::move(d), notices]() mutable {
     if (writer_->failed(t)) return;
     apply(d);
-    notify(*notices);
+    notify(*notices, t);
   });
   return t;
 }
@@ -485,11 +485,11 @@ void registry::apply(delta& d) {
   for (auto& object : d.objects) committed_->apply(std::move(object));
 }
 
-void registry::notify(const batch& b) const {
+void registry::notify(const batch& b, ticket t) const {
   if (certificate_disabled_)
     for (const auto& id : b.disabled) certificate_disabled_(id);
   if (thing_deleted_)
-    for (const auto& name : b.deleted_things) thing_deleted_(name);
+    for (const auto& name : b.deleted_things) thing_deleted_(name, t);
 }
 
 registry::counts registry::count() const {

@@ -207,9 +207,9 @@ class registry {
   void on_certificate_disabled(std::function<void(const std::string& id)> callback) {
     certificate_disabled_ = std::move(callback);
   }
-  // Called, like on_certificate_disabled's callback, once a thing's deletion is committed (the
-  // shadow service deletes its shadows).
-  void on_thing_deleted(std::function<void(const std::string& name)> callback) {
+  // Called, like on_certificate_disabled's callback, once a thing's deletion is committed, with
+  // the ticket of that write (none without a store): the shadow service deletes its shadows.
+  void on_thing_deleted(std::function<void(const std::string& name, ticket deleted_by)> callback) {
     thing_deleted_ = std::move(callback);
   }
 
@@ -244,7 +244,7 @@ class registry {
   std::shared_lock<std::shared_mutex> read_lock() const { return std::shared_lock(mutex_); }
   // Why `c` may not be used now ("" when it may). Caller holds read_lock().
   std::string refusal_locked(const certificate& c) const;
-  void notify(const batch& b) const;
+  void notify(const batch& b, ticket t) const;
   double now() const;
 
   std::string arn_prefix_;
@@ -253,7 +253,7 @@ class registry {
   core::clock& clock_;
   storage::write_queue* writer_ = nullptr;
   std::function<void(const std::string&)> certificate_disabled_;
-  std::function<void(const std::string&)> thing_deleted_;
+  std::function<void(const std::string&, ticket)> thing_deleted_;
 
   // The pending view and what goes with it, guarded by write_mutex_.
   std::mutex write_mutex_;

@@ -5,6 +5,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
+
+#include "core/log.hpp"
 #include "mqtt/topic.hpp"
 #include "registry/registry.hpp"
 
@@ -53,7 +56,14 @@ class locked_section {
   ~locked_section() {
     deferred = nullptr;
     lock_.unlock();
-    for (auto& w : work_) w();
+    for (auto& w : work_) {
+      try {
+        w();
+      } catch (const std::exception& e) {
+        // One answer that could not be sent (out of memory ...) must not take the rest along.
+        core::report_bug("shadow_answer", e.what());
+      }
+    }
   }
 
  private:
@@ -135,9 +145,13 @@ void service::restore(storage::database& db) {
     auto name = rows.column_text(1);
     if (!name.empty() && doc->exists()) ++thing.named;
     if (doc->exists()) existing_.fetch_add(1, std::memory_order_relaxed);
-    thing.shadows[name] = stored_shadow{std::move(*doc), rows.column_int(3)};
+    std::int64_t deleted_at = doc->exists() ? 0 : rows.column_int(3);
+    if (deleted_at != 0) tombstones_.push_back({deleted_at, rows.column_text(0), name});
+    thing.shadows[name] = stored_shadow{std::move(*doc), deleted_at, {}};
     ++loaded;
   }
+  std::sort(tombstones_.begin(), tombstones_.end(),
+            [](const tombstone& a, const tombstone& b) { return a.deleted_at < b.deleted_at; });
   spdlog::info("shadows_restored shadows={} things={} unreadable={}", loaded, things_.size(),
                skipped);
 }
@@ -231,7 +245,9 @@ void service::handle(request r, on_answer answered) {
     it->second.deleted_at = now;
     if (!r.shadow_name.empty()) --thing.named;
     existing_.fetch_sub(1, std::memory_order_relaxed);
+    tombstones_.push_back({now, r.thing_name, r.shadow_name});
     thing.last_write = save(r.thing_name, r.shadow_name, it->second);
+    it->second.written = thing.last_write;
     auto accepted = std::get<json::object>(deleted);
     answer_when_durable(
         thing.last_write, thing, answer(std::move(deleted)), std::move(done),
@@ -266,6 +282,7 @@ void service::handle(request r, on_answer answered) {
   if (creating && !r.shadow_name.empty()) ++thing.named;
   if (creating) existing_.fetch_add(1, std::memory_order_relaxed);
   thing.last_write = save(r.thing_name, r.shadow_name, shadow);
+  shadow.written = thing.last_write;
   // The change is announced on MQTT whichever way it was asked for, as AWS does.
   std::string topic = shadow_topic(r.thing_name, r.shadow_name);
   auto accepted = result.accepted;
@@ -352,19 +369,65 @@ void service::list_named(const std::string& thing_name, const std::string& after
   });
 }
 
-void service::delete_thing(const std::string& thing_name) {
+void service::delete_thing(const std::string& thing_name, storage::ticket deleted_by) {
+  std::lock_guard lock(mutex_);
+  auto found = things_.find(thing_name);
+  if (found == things_.end()) return;
+  auto& shadows = found->second.shadows;
+  std::vector<std::string> names;
+  for (auto it = shadows.begin(); it != shadows.end();) {
+    if (!deleted_by.is_none() && it->second.written > deleted_by) {
+      ++it;  // written after the thing was deleted: that update was accepted, it stays
+      continue;
+    }
+    if (it->second.doc.exists()) {
+      existing_.fetch_sub(1, std::memory_order_relaxed);
+      if (!it->first.empty()) --found->second.named;
+    }
+    names.push_back(it->first);
+    it = shadows.erase(it);
+  }
+  if (shadows.empty()) things_.erase(found);
+  if (writer_ == nullptr || names.empty()) return;
+  writer_->submit([thing_name, names = std::move(names)](storage::database& db) {
+    for (const auto& name : names)
+      db.cached("DELETE FROM shadows WHERE thing = ? AND name = ?")
+          .bind(1, thing_name)
+          .bind(2, name)
+          .run();
+  });
+}
+
+void service::purge_deleted() {
+  const std::int64_t horizon = clock_.unix_seconds() - version_memory_seconds;
+  std::vector<std::pair<std::string, std::string>> purged;
   {
     std::lock_guard lock(mutex_);
-    auto found = things_.find(thing_name);
-    if (found == things_.end()) return;
-    for (const auto& [name, shadow] : found->second.shadows)
-      if (shadow.doc.exists()) existing_.fetch_sub(1, std::memory_order_relaxed);
-    things_.erase(found);
+    while (!tombstones_.empty() && tombstones_.front().deleted_at < horizon) {
+      auto t = std::move(tombstones_.front());
+      tombstones_.pop_front();
+      auto thing = things_.find(t.thing_name);
+      if (thing == things_.end()) continue;
+      auto& shadows = thing->second.shadows;
+      auto shadow = shadows.find(t.shadow_name);
+      // Re-created or deleted again since: not this tombstone's to forget.
+      if (shadow == shadows.end() || shadow->second.doc.exists() ||
+          shadow->second.deleted_at != t.deleted_at)
+        continue;
+      shadows.erase(shadow);
+      if (shadows.empty()) things_.erase(thing);
+      purged.emplace_back(std::move(t.thing_name), std::move(t.shadow_name));
+    }
+    if (writer_ == nullptr || purged.empty()) return;
+    // Under the lock: a re-creation of one of these submits its row after this delete.
+    writer_->submit([purged = std::move(purged)](storage::database& db) {
+      for (const auto& [thing, name] : purged)
+        db.cached("DELETE FROM shadows WHERE thing = ? AND name = ?")
+            .bind(1, thing)
+            .bind(2, name)
+            .run();
+    });
   }
-  if (writer_ == nullptr) return;
-  writer_->submit([thing_name](storage::database& db) {
-    db.cached("DELETE FROM shadows WHERE thing = ?").bind(1, thing_name).run();
-  });
 }
 
 void service::count(operation op, const answer& a) {

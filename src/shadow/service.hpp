@@ -6,6 +6,7 @@
 // waits for the shadow's earlier changes, so nobody sees a state a crash could take back.
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -78,8 +79,14 @@ class service {
   void list_named(const std::string& thing_name, const std::string& after, std::size_t max,
                   std::function<void(std::vector<std::string>)> done);
 
-  // Deletes every shadow of a thing, without publishing (the registry deleted the thing).
-  void delete_thing(const std::string& thing_name);
+  // Deletes the shadows of a thing, without publishing: the registry deleted the thing with
+  // the write `deleted_by`. Shadows written after that write (an update that raced the
+  // deletion, already answered) are kept.
+  void delete_thing(const std::string& thing_name, storage::ticket deleted_by);
+
+  // Forgets deleted shadows whose version counter has expired (48 hours, as AWS), in memory and
+  // in the database. Call periodically.
+  void purge_deleted();
 
   const limits& bounds() const { return bounds_; }
   // nimbus_shadow_* lines for /metrics.
@@ -89,6 +96,13 @@ class service {
   struct stored_shadow {
     document doc;
     std::int64_t deleted_at = 0;  // unix seconds of the deletion, while !doc.exists()
+    storage::ticket written;      // its latest write (none: restored from the database)
+  };
+  // A deletion to forget once the version counter expires; oldest first.
+  struct tombstone {
+    std::int64_t deleted_at;
+    std::string thing_name;
+    std::string shadow_name;
   };
   struct thing_shadows {
     std::map<std::string, stored_shadow, std::less<>> shadows;  // "" is the classic shadow
@@ -124,6 +138,7 @@ class service {
   std::atomic<bool> failed_{false};  // a write failed: changes are refused until restart
   std::mutex mutex_;
   std::unordered_map<std::string, thing_shadows> things_;
+  std::deque<tombstone> tombstones_;
   std::vector<broker::bus_subscription> subscriptions_;
 };
 

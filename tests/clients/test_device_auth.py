@@ -648,9 +648,10 @@ def test_denials_are_counted_and_logged(server, iot):
 def test_https_shadow_with_client_certificate(server, iot):
     """iot-data's shadow and retained routes on the HTTPS listener with a device certificate
     instead of SigV4, checked by the device's policies like its MQTT requests."""
-    dev = register(server, iot, "Http-Shadow-1", policy_for=lambda p: policy(allow(
-        ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
-        [p + "thing/Http-Shadow-1", p + "thing/Http-Shadow-1/*"])))
+    dev = register(server, iot, "Http-Shadow-1", policy_for=lambda p: policy(
+        allow(["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
+              [p + "thing/Http-Shadow-1", p + "thing/Http-Shadow-1/*"]),
+        deny("iot:GetThingShadow", p + "thing/Http-Shadow-1/secret")))
     update = json.dumps({"state": {"reported": {"temperature": 24.0}}}).encode()
     status, _, body = https_request(server, "POST", "/things/Http-Shadow-1/shadow", update,
                                     dev.cert, dev.key)
@@ -673,7 +674,9 @@ def test_https_shadow_with_client_certificate(server, iot):
     for method, path in [("POST", "/things/Other-Thing/shadow"),
                          ("GET", "/things/Other-Thing/shadow"),
                          ("GET", "/api/things/shadow/ListNamedShadowsForThing/Http-Shadow-1"),
-                         ("GET", "/retainedMessage")]:
+                         ("GET", "/retainedMessage"),
+                         # a Deny on a named shadow beats the Allow on its thing
+                         ("GET", "/things/Http-Shadow-1/shadow?name=secret")]:
         status, headers, body = https_request(server, method, path,
                                               update if method == "POST" else b"",
                                               dev.cert, dev.key)

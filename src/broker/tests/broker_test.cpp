@@ -337,5 +337,15 @@ TEST_F(broker_fixture, retained_messages_are_listed_in_topic_order) {
   EXPECT_EQ(page[0].msg->topic, "c");
 }
 
+TEST_F(broker_fixture, reserved_aws_topics_and_sys_are_not_retained_for_clients) {
+  b->publish(make("$aws/things/pi-1/shadow/update", "{}", 1, true));
+  EXPECT_FALSE(b->retained("$aws/things/pi-1/shadow/update"));
+  EXPECT_EQ(b->retained_count(), 0U);
+  b->publish(make("$SYS/broker/x", "1", 0, true));
+  EXPECT_EQ(b->retained_count(), 1U);  // kept for MQTT subscribers
+  EXPECT_FALSE(b->retained("$SYS/broker/x"));
+  EXPECT_TRUE(b->list_retained("", 10).empty());
+}
+
 }  // namespace
 }  // namespace nimbus::broker

@@ -169,7 +169,7 @@ TEST_F(shadow_service_test, named_shadows_are_listed_and_deleted_with_their_thin
   shadows_->list_named("pi-1", "a", 10, [&](std::vector<std::string> n) { names = std::move(n); });
   EXPECT_EQ(names, (std::vector<std::string>{"c"}));
 
-  shadows_->delete_thing("pi-1");
+  shadows_->delete_thing("pi-1", {});
   take();
   send("$aws/things/pi-1/shadow/get", "");
   auto replies = take();
@@ -250,6 +250,43 @@ TEST_F(stored_shadow_test, accepted_updates_are_restored) {
   ASSERT_EQ(replies.size(), 1U);
   EXPECT_EQ(replies[0].payload.at("version"), 5);
   EXPECT_EQ(replies[0].payload.at("state").at("reported").at("n"), 20);
+}
+
+TEST_F(stored_shadow_test, deletions_are_forgotten_after_48_hours) {
+  auto rows = [this] {
+    writer_->drain();
+    storage::database db(path_.string(), "normal");
+    auto count = db.prepare("SELECT COUNT(*) FROM shadows");
+    count.step();
+    return count.column_int(0);
+  };
+  send("$aws/things/pi-1/shadow/name/a/update", R"({"state":{"reported":{"x":1}}})");
+  send("$aws/things/pi-1/shadow/name/b/update", R"({"state":{"reported":{"x":1}}})");
+  send("$aws/things/pi-1/shadow/name/a/delete", "");
+  EXPECT_EQ(rows(), 2);  // the deleted shadow's row keeps its version
+  shadows_->purge_deleted();
+  EXPECT_EQ(rows(), 2);
+  clock_.advance(std::chrono::hours(49));
+  shadows_->purge_deleted();
+  EXPECT_EQ(rows(), 1);
+}
+
+TEST_F(stored_shadow_test, deleting_a_thing_keeps_shadows_written_after_it) {
+  send("$aws/things/pi-1/shadow/update", R"({"state":{"reported":{"x":1}}})");
+  writer_->drain();
+  auto deleted_by = writer_->committed();
+  send("$aws/things/pi-1/shadow/name/late/update", R"({"state":{"reported":{"x":2}}})");
+  writer_->drain();
+  shadows_->delete_thing("pi-1", deleted_by);
+  writer_->drain();
+  take();
+  send("$aws/things/pi-1/shadow/get", "");
+  send("$aws/things/pi-1/shadow/name/late/get", "");
+  writer_->drain();
+  auto replies = take();
+  ASSERT_EQ(replies.size(), 2U);
+  EXPECT_EQ(replies[0].payload.at("code"), 404);
+  EXPECT_EQ(replies[1].topic, "$aws/things/pi-1/shadow/name/late/get/accepted");
 }
 
 }  // namespace
