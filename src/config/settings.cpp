@@ -261,6 +261,10 @@ const std::vector<entry>& entries() {
         "shadow.max_named_shadows", "shadow-max-named-shadows", "Named shadows one thing may have",
         [](settings& s) -> std::uint32_t& { return s.shadow.max_named_shadows; }, 1, 1'000'000);
     number(
+        "shadow.max_shadows", "shadow-max-shadows",
+        "Shadows the server holds, deleted ones within their 48 hours included; more are refused",
+        [](settings& s) -> std::uint32_t& { return s.shadow.max_shadows; }, 1, 1'000'000'000);
+    number(
         "shadow.max_in_flight", "shadow-max-in-flight",
         "Shadow requests of one thing awaiting durability; more are refused with 429 (AWS: 10)",
         [](settings& s) -> std::uint32_t& { return s.shadow.max_in_flight; }, 1, 100'000);

@@ -64,6 +64,7 @@ struct storage_settings {
 struct shadow_settings {
   std::uint32_t max_state_bytes = 8 * 1024;  // desired + reported of one shadow, after the merge
   std::uint32_t max_named_shadows = 1000;    // per thing (AWS: unlimited)
+  std::uint32_t max_shadows = 1'000'000;     // on the server: what clients can make it hold
   std::uint32_t max_in_flight = 10;          // requests of one thing not yet durable (AWS: 10)
 };
 

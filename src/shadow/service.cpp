@@ -109,6 +109,7 @@ service::service(broker::broker& broker, storage::write_queue* writer, core::clo
       clock_(clock),
       bounds_{settings.max_state_bytes, limits{}.max_depth, limits{}.max_client_token},
       max_named_(settings.max_named_shadows),
+      max_shadows_(settings.max_shadows),
       max_in_flight_(settings.max_in_flight) {}
 
 service::~service() {
@@ -148,6 +149,7 @@ void service::restore(storage::database& db) {
     std::int64_t deleted_at = doc->exists() ? 0 : rows.column_int(3);
     if (deleted_at != 0) tombstones_.push_back({deleted_at, rows.column_text(0), name});
     thing.shadows[name] = stored_shadow{std::move(*doc), deleted_at, {}};
+    ++held_;
     ++loaded;
   }
   std::sort(tombstones_.begin(), tombstones_.end(),
@@ -262,7 +264,16 @@ void service::handle(request r, on_answer answered) {
   if (creating && !r.shadow_name.empty() && thing.named >= max_named_)
     return refuse(400, "Too many named shadows for thing " + r.thing_name + "; the limit is " +
                            std::to_string(max_named_));
-  if (it == shadows.end()) it = shadows.emplace(r.shadow_name, stored_shadow{}).first;
+  if (it == shadows.end()) {
+    // Any client may name any thing: what that makes the server hold is bounded.
+    if (held_ >= max_shadows_) {
+      if (shadows.empty()) things_.erase(found);
+      return refuse(400, "The server holds shadow.max_shadows (" + std::to_string(max_shadows_) +
+                             ") shadows; no more can be created");
+    }
+    it = shadows.emplace(r.shadow_name, stored_shadow{}).first;
+    ++held_;
+  }
   auto& shadow = it->second;
   if (!shadow.doc.exists() && shadow.deleted_at != 0 &&
       now - shadow.deleted_at > version_memory_seconds)
@@ -273,7 +284,10 @@ void service::handle(request r, on_answer answered) {
     // version the caller can already read.
     answer_when_durable(thing.last_write, thing, answer(std::move(*refused)), std::move(done));
     // A refused first update leaves nothing behind (clients may name any thing).
-    if (!shadow.doc.exists() && shadow.deleted_at == 0) shadows.erase(it);
+    if (!shadow.doc.exists() && shadow.deleted_at == 0) {
+      shadows.erase(it);
+      --held_;
+    }
     if (shadows.empty()) things_.erase(found);
     return;
   }
@@ -386,6 +400,7 @@ void service::delete_thing(const std::string& thing_name, storage::ticket delete
     }
     names.push_back(it->first);
     it = shadows.erase(it);
+    --held_;
   }
   if (shadows.empty()) things_.erase(found);
   if (writer_ == nullptr || names.empty()) return;
@@ -415,6 +430,7 @@ void service::purge_deleted() {
           shadow->second.deleted_at != t.deleted_at)
         continue;
       shadows.erase(shadow);
+      --held_;
       if (shadows.empty()) things_.erase(thing);
       purged.emplace_back(std::move(t.thing_name), std::move(t.shadow_name));
     }

@@ -129,6 +129,8 @@ class service {
   core::clock& clock_;
   limits bounds_;
   std::size_t max_named_;
+  std::size_t max_shadows_;
+  std::size_t held_ = 0;  // shadows in memory, deleted ones included (max_shadows)
   std::uint32_t max_in_flight_;
 
   std::atomic<std::int64_t> existing_{0};  // shadows that exist (classic and named)

@@ -200,6 +200,29 @@ TEST_F(shadow_service_test, a_deleted_shadow_continues_its_version) {
   EXPECT_EQ(replies[0].payload.at("version"), 1);
 }
 
+TEST(shadow_service_limits, the_server_holds_at_most_max_shadows) {
+  core::manual_clock clock;
+  broker::local_authorizer auth(true);
+  broker::broker b(config::mqtt_settings{}, clock, auth, nullptr);
+  config::shadow_settings settings;
+  settings.max_shadows = 2;
+  service shadows(b, nullptr, clock, settings);
+  shadows.start();
+  std::vector<int> codes;
+  auto update = [&](const std::string& thing) {
+    shadows.handle({operation::update, thing, "", R"({"state":{"reported":{"x":1}}})"},
+                   [&](answer a) {
+                     auto* refused = std::get_if<rejection>(&a);
+                     codes.push_back(refused ? refused->code : 200);
+                   });
+  };
+  update("a");
+  update("b");
+  update("c");  // a third shadow: refused
+  update("a");  // an existing one still changes
+  EXPECT_EQ(codes, (std::vector<int>{200, 200, 400, 200}));
+}
+
 // With a store: answers wait for the commit, and a new service restores what was answered.
 class stored_shadow_test : public shadow_service_test {
  protected:

@@ -29,7 +29,7 @@ import {
 import {
   IoTDataPlaneClient, UpdateThingShadowCommand, GetThingShadowCommand, ListNamedShadowsForThingCommand,
 } from '@aws-sdk/client-iot-data-plane';
-import { startNimbus } from './nimbus.js';
+import { startNimbus, readCredentials, withTimeout } from './nimbus.js';
 
 const { iot, mqtt, mqtt5, iotshadow } = sdk;
 
@@ -72,28 +72,6 @@ after(async () => {
   setTimeout(() => process.exit(), 1000).unref();
   assert.equal(code, 0, `nimbus exited with ${code}:\n${server && server.log()}`);
 });
-
-function readCredentials(path) {
-  const out = {};
-  let section = '';
-  for (const raw of readFileSync(path, 'utf8').split('\n')) {
-    const line = raw.trim();
-    const header = /^\[(.+)\]$/.exec(line);
-    if (header) { section = header[1]; continue; }
-    const kv = /^([^=]+?)\s*=\s*(.*)$/.exec(line);
-    if (section === 'default' && kv) out[kv[1]] = kv[2];
-  }
-  assert.ok(out.aws_access_key_id && out.aws_secret_access_key, `no [default] keys in ${path}`);
-  return { accessKeyId: out.aws_access_key_id, secretAccessKey: out.aws_secret_access_key };
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const deadline = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
 
 const caPath = () => join(server.dataDir, 'ca', 'root-CA.crt');
 const mqttsPort = () => server.port('mqtts');

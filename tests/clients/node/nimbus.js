@@ -40,3 +40,28 @@ export async function startNimbus(extraArgs = []) {
     },
   };
 }
+
+// The [default] keys of an AWS credentials file (<data>/credentials), as the AWS SDK for
+// JavaScript takes them.
+export function readCredentials(path) {
+  const out = {};
+  let section = '';
+  for (const raw of readFileSync(path, 'utf8').split('\n')) {
+    const line = raw.trim();
+    const header = /^\[(.+)\]$/.exec(line);
+    if (header) { section = header[1]; continue; }
+    const kv = /^([^=]+?)\s*=\s*(.*)$/.exec(line);
+    if (section === 'default' && kv) out[kv[1]] = kv[2];
+  }
+  if (!out.aws_access_key_id || !out.aws_secret_access_key) throw new Error(`no [default] keys in ${path}`);
+  return { accessKeyId: out.aws_access_key_id, secretAccessKey: out.aws_secret_access_key };
+}
+
+// `promise`, or a rejection naming `what` after `ms`: every wait in the suites is bounded.
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
