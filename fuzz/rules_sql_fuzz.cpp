@@ -73,6 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   limits bounds;
   bounds.max_depth = 16;
   bounds.max_output_bytes = 4096;
+  bounds.max_memory_bytes = 256 * 1024;
   bounds.max_steps = 5000;
   bounds.max_regex_length = 64;
   bounds.max_regex_input = 256;

@@ -13,11 +13,20 @@ namespace nimbus::rules::sql {
 
 struct limits {
   int max_depth = 64;  // JSON nesting of payloads and decoded values, nested SELECTs
-  std::size_t max_output_bytes =
-      128 * 1024;                      // the output, and any string or array built on the way
-  std::size_t max_steps = 100000;      // expressions evaluated (nested SELECTs multiply them)
-  std::size_t max_regex_length = 256;  // a longer regexp_* pattern makes the call Undefined
-  std::size_t max_regex_input = 4096;  // and so does a longer subject string
+  std::size_t max_output_bytes = 128 * 1024;  // the output, and any string built on the way
+  // Memory the values of one evaluation may take besides the parsed payload. Copies (transform,
+  // array literals, nested SELECTs) can multiply a payload without building any long string, and
+  // nothing is freed before evaluate() returns, so this is what bounds them.
+  std::size_t max_memory_bytes = 4 * 1024 * 1024;
+  // Expressions evaluated (nested SELECTs multiply them); regular expression matching is
+  // charged against the same budget, by the characters the matcher reads.
+  std::size_t max_steps = 100000;
+  // A longer regexp_* pattern makes the call Undefined; a longer literal one than the default
+  // is a parse error.
+  std::size_t max_regex_length = 256;
+  // And so does a longer subject string: a search restarts at every offset, so its cost grows
+  // with the square of the subject's length.
+  std::size_t max_regex_input = 1024;
 };
 
 // What a message brings besides its payload.

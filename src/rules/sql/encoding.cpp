@@ -32,7 +32,8 @@ bool is_base64_scheme(const value& scheme) {
          equals_ignore_case(view_of(scheme.json().get_string()), "base64");
 }
 
-// encode(*, 'base64') encodes the payload's bytes, JSON or not; any other value its string form.
+// encode(*, 'base64') encodes the payload's bytes, JSON or not; any other value its string form,
+// a nested SELECT's row (its * is not the payload) among them.
 value fn_encode(eval_state& state, const call_args& call) {
   if (!is_base64_scheme(call.values[1])) return {};
   if (call.first_is_star) return string_result(base64_encode(state.payload), state);

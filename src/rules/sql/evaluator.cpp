@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include <boost/json/array.hpp>
 #include <boost/json/error.hpp>
+#include <boost/json/memory_resource.hpp>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
@@ -33,6 +35,52 @@ namespace json = boost::json;
 constexpr std::size_t arena_bytes = 4096;
 // Function arguments are evaluated into a stack array; concat() with more spills to a vector.
 constexpr std::size_t inline_arguments = 8;
+
+// Thrown by memory_budget below, through Boost.JSON and the evaluation, up to evaluate(): the one
+// way to stop a copy half made. A bad_alloc, since that is what an allocation failure is to the
+// code it unwinds through.
+class memory_budget_exceeded final : public std::bad_alloc {
+ public:
+  const char* what() const noexcept override { return "the evaluation's memory budget is spent"; }
+};
+
+// What the evaluation's arena takes from the heap, refused past a budget. It sits under the
+// monotonic arena, which frees nothing before evaluate() returns, so it counts the blocks the
+// evaluation really holds, whichever copy made them (the arena doubles its blocks, so the values
+// may get as little as half the budget). Once it has refused it refuses everything,
+// and evaluate() checks that too, in case some code on the way swallowed the exception.
+// One per evaluate() call, on its stack.
+class memory_budget final : public json::memory_resource {
+ public:
+  std::size_t used() const { return used_; }
+  bool is_exhausted() const { return is_exhausted_; }
+  void set_limit(std::size_t bytes) { limit_ = bytes; }
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (is_exhausted_ || bytes > limit_ || used_ > limit_ - bytes) {
+      is_exhausted_ = true;
+      throw memory_budget_exceeded();
+    }
+    void* block = upstream_->allocate(bytes, alignment);
+    used_ += bytes;
+    return block;
+  }
+
+  void do_deallocate(void* block, std::size_t bytes, std::size_t alignment) override {
+    upstream_->deallocate(block, bytes, alignment);
+    used_ -= std::min(used_, bytes);  // the arena's release() names a block's size loosely
+  }
+
+  bool do_is_equal(const json::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+
+  json::memory_resource* upstream_ = json::storage_ptr().get();  // the heap
+  std::size_t limit_ = no_byte_limit;
+  std::size_t used_ = 0;
+  bool is_exhausted_ = false;
+};
 
 json::string_view key_of(const std::string& s) {
   return json::string_view(s.data(), s.size());
@@ -253,8 +301,10 @@ class evaluation {
     if (state_.has_failed()) return {};
     call_args call;
     call.values = arguments;
-    call.first_is_star =
-        e.list_size > 0 && code_.exprs[code_.lists[e.list_begin]].kind == expr_kind::star;
+    // encode(*, ...) takes the payload's raw bytes only where * is the payload; inside a nested
+    // SELECT * is the row, which the argument already holds.
+    call.first_is_star = row == state_.payload_json && e.list_size > 0 &&
+                         code_.exprs[code_.lists[e.list_begin]].kind == expr_kind::star;
     if (e.pattern != no_index) call.literal_pattern = &code_.patterns[e.pattern];
     return function.body(state_, call);
   }
@@ -268,7 +318,8 @@ class evaluation {
       case cast_type::to_string: {
         if (type == sql_type::string) return v;
         std::string text;
-        if (!append_string(v, whole_as_int, text)) return {};
+        // An Array or Object stops past max_output_bytes, and string_result then fails.
+        if (!append_string(v, whole_as_int, text, state_.bounds.max_output_bytes)) return {};
         return string_result(text, state_);
       }
       case cast_type::to_int: {
@@ -346,22 +397,26 @@ class evaluation {
   eval_state& state_;
 };
 
-}  // namespace
+eval_error output_too_long() {
+  return eval_error{"the output exceeds max_output_bytes"};
+}
 
-std::variant<std::optional<std::string>, eval_error> evaluate(const statement& s,
-                                                              std::string_view payload,
-                                                              const message_context& ctx,
-                                                              const limits& bounds) {
-  unsigned char buffer[arena_bytes];
-  json::monotonic_resource arena(buffer, sizeof buffer);
-  const json::storage_ptr storage(&arena);
-
+// evaluate() within an arena whose heap blocks come from `budget`; throws
+// memory_budget_exceeded once the evaluation needs more than the budget allows.
+std::variant<std::optional<std::string>, eval_error> evaluate_within(
+    const statement& s, std::string_view payload, const message_context& ctx, const limits& bounds,
+    const json::storage_ptr& storage, memory_budget& budget) {
   json::parse_options options;
   options.max_depth = static_cast<std::size_t>(bounds.max_depth > 0 ? bounds.max_depth : 1);
   json::error_code ec;
   json::value parsed =
       json::parse(json::string_view(payload.data(), payload.size()), ec, storage, options);
   const json::value* row = ec ? nullptr : &parsed;  // not JSON: names are Undefined
+  // The payload, already bounded by whoever accepted the message, is free; what the evaluation
+  // makes of it is not.
+  budget.set_limit(bounds.max_memory_bytes < no_byte_limit - budget.used()
+                       ? budget.used() + bounds.max_memory_bytes
+                       : no_byte_limit);
 
   eval_state state(ctx, bounds, s.version(), storage, payload, row);
   evaluation run(s.code(), state);
@@ -380,21 +435,45 @@ std::variant<std::optional<std::string>, eval_error> evaluate(const statement& s
       statement_query.items.size() == 1 && statement_query.items.front().expression == no_index;
   if (is_star_only) {
     // SELECT * and SELECT VALUE *: the payload; its own bytes when it is not JSON.
-    if (row != nullptr)
-      write_json(*row, whole_as_int, out);
-    else
+    if (row != nullptr) {
+      if (!write_json(*row, whole_as_int, out, bounds.max_output_bytes)) return output_too_long();
+    } else {
       out.assign(payload);
+    }
   } else {
     const value result = run.select(statement_query, row, true);
     if (state.has_failed()) return eval_error{state.error};
     if (statement_query.is_value && !result.is_undefined() && result.json().is_array() &&
         s.version() == sql_version::v2015_10_08)
       return eval_error{"SELECT VALUE of an Array needs SQL version 2016-03-23"};
-    if (!result.is_undefined()) write_json(result.json(), whole_as_int, out);
+    if (!result.is_undefined() &&
+        !write_json(result.json(), whole_as_int, out, bounds.max_output_bytes))
+      return output_too_long();
   }
-  if (out.size() > bounds.max_output_bytes)
-    return eval_error{"the output exceeds max_output_bytes"};
+  if (out.size() > bounds.max_output_bytes) return output_too_long();
   return std::optional<std::string>(std::move(out));
+}
+
+}  // namespace
+
+std::variant<std::optional<std::string>, eval_error> evaluate(const statement& s,
+                                                              std::string_view payload,
+                                                              const message_context& ctx,
+                                                              const limits& bounds) {
+  // Declared in this order so that the arena returns its blocks before the budget goes.
+  memory_budget budget;
+  unsigned char buffer[arena_bytes];
+  json::monotonic_resource arena(buffer, sizeof buffer, json::storage_ptr(&budget));
+  const json::storage_ptr storage(&arena);
+  try {
+    auto result = evaluate_within(s, payload, ctx, bounds, storage, budget);
+    if (!budget.is_exhausted()) return result;
+  } catch (const memory_budget_exceeded&) {
+    // The values the evaluation made are gone with the stack frames; the arena's blocks go
+    // with it below.
+  }
+  return eval_error{"the evaluation needs more than max_memory_bytes (" +
+                    std::to_string(bounds.max_memory_bytes) + " bytes) besides its payload"};
 }
 
 }  // namespace nimbus::rules::sql

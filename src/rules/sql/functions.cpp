@@ -350,6 +350,8 @@ value fn_get(eval_state& state, const call_args& call) {
 }
 
 // transform("enrichArray", object, array): each object of the array with the object's keys added.
+// It copies the object once per element: the evaluation's memory budget (evaluator.cpp) stops a
+// big object times a long array.
 value fn_transform(eval_state& state, const call_args& call) {
   const value& mode = call.values[0];
   if (mode.type() != sql_type::string || view_of(mode.json().get_string()) != "enrichArray")
@@ -462,7 +464,10 @@ value arithmetic(arithmetic_op op, const value& a, const value& b, eval_state& s
   // + with a String on either side concatenates the string forms (AWS "+ operator").
   if (op == arithmetic_op::add && (a.type() == sql_type::string || b.type() == sql_type::string)) {
     std::string text;
-    if (!append_string(a, whole_as_int, text) || !append_string(b, whole_as_int, text)) return {};
+    const std::size_t limit = state.bounds.max_output_bytes;  // past it string_result fails
+    if (!append_string(a, whole_as_int, text, limit) ||
+        !append_string(b, whole_as_int, text, limit))
+      return {};
     return string_result(text, state);
   }
   const auto x = to_number(a);
@@ -522,14 +527,19 @@ value string_result(std::string_view text, eval_state& state) {
   return make_string(text, state.storage);
 }
 
-bool text_argument(const value& v, const eval_state& state, std::string& scratch,
+bool text_argument(const value& v, eval_state& state, std::string& scratch,
                    std::string_view& text) {
   if (v.type() == sql_type::string) {
     text = view_of(v.json().get_string());
     return true;
   }
   scratch.clear();
-  if (!append_string(v, state.whole_as_int(), scratch)) return false;
+  const std::size_t limit = state.bounds.max_output_bytes;
+  if (!append_string(v, state.whole_as_int(), scratch, limit)) return false;
+  if (scratch.size() > limit) {  // an Array or Object, cut short: a string built on the way
+    state.fail("a string value exceeds max_output_bytes");
+    return false;
+  }
   text = scratch;
   return true;
 }

@@ -46,6 +46,7 @@ struct eval_state {
   std::string error;     // the first limit broken; empty if none
 
   bool has_failed() const { return !error.empty(); }
+  std::size_t steps_left() const { return steps < bounds.max_steps ? bounds.max_steps - steps : 0; }
   void fail(std::string_view message) {
     if (error.empty()) error.assign(message);
   }
@@ -62,7 +63,7 @@ struct compiled_pattern {
 
 struct call_args {
   std::span<value> values;     // evaluated, in order; bodies may move from them
-  bool first_is_star = false;  // encode(*, ...): the payload's raw bytes
+  bool first_is_star = false;  // encode(*, ...) where * is the payload: its raw bytes
   const compiled_pattern* literal_pattern = nullptr;  // the 2nd argument, when a literal
 };
 
@@ -89,17 +90,23 @@ std::span<const function_info> time_functions();      // time_format.cpp
 
 // ECMAScript, in libstdc++'s polynomial (breadth-first) mode where available: std::regex
 // backtracks exponentially and recurses once per input character otherwise. nullptr when the
-// pattern does not compile, uses back-references, or repeats so much that it would be slow.
+// pattern does not compile, uses back-references or lookaheads (a sub-search at every state and
+// offset), nests groups deeper than max_group_depth or is longer than max_pattern_bytes (the
+// compiler recurses per group and per term), or repeats so much that it would be slow.
 std::shared_ptr<const std::regex> compile_pattern(std::string_view pattern);
+inline constexpr std::size_t max_group_depth = 32;
+inline constexpr std::size_t max_pattern_bytes = 1024;  // however high max_regex_length is set
+// How deep the pattern nests parenthesized groups; the parser refuses a literal past the limit.
+std::size_t group_depth(std::string_view pattern);
 
 // ---- what the bodies share ------------------------------------------------------------------
 
 // A String in the evaluation's arena; Undefined (and the evaluation failed) past max_output_bytes.
 value string_result(std::string_view text, eval_state& state);
 // The standard conversion to String of an argument, viewed in place when it is one already
-// (`scratch` holds it otherwise). False for Null and Undefined, which have no string form.
-bool text_argument(const value& v, const eval_state& state, std::string& scratch,
-                   std::string_view& text);
+// (`scratch` holds it otherwise). False for Null and Undefined, which have no string form, and
+// for an Array or Object whose JSON passes max_output_bytes (the evaluation then fails).
+bool text_argument(const value& v, eval_state& state, std::string& scratch, std::string_view& text);
 // A JSON value taken from inside a payload or another value, read as SQL reads it.
 value adopt(boost::json::value taken, const eval_state& state);
 // JSON text (a shadow document, a decoded payload) as a value in the arena; Undefined if it is

@@ -1,6 +1,7 @@
 #include "rules/sql/parser.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <limits>
@@ -13,6 +14,8 @@
 #include <boost/json/string_view.hpp>
 #include <boost/json/value.hpp>
 
+#include "rules/sql/context.hpp"
+#include "rules/sql/functions.hpp"
 #include "rules/sql/lexer.hpp"
 #include "rules/sql/value.hpp"
 
@@ -529,8 +532,10 @@ class statement_parser {
     if (version_ < function->since)
       return fail(position, "function '" + name + "' needs SQL version 2016-03-23");
     std::vector<std::uint32_t> arguments;
+    std::size_t pattern_position = position;  // where the second argument starts
     if (current_.kind != token_kind::right_paren) {
       do {
+        if (arguments.size() == 1) pattern_position = current_.position;
         const std::uint32_t argument = parse_expression();
         if (argument == no_index) return no_index;
         arguments.push_back(argument);
@@ -545,6 +550,14 @@ class statement_parser {
       const expr& pattern = program_.exprs[arguments[1]];
       if (pattern.kind == expr_kind::constant && program_.constants[pattern.index].is_string()) {
         const std::string_view text = view_of(program_.constants[pattern.index].get_string());
+        // Compiled here, once for all messages, so refused here, with a reason, rather than
+        // Undefined on every message: libstdc++'s compiler recurses per group and per term.
+        if (text.size() > limits{}.max_regex_length)
+          return fail(pattern_position, "regular expression longer than " +
+                                            std::to_string(limits{}.max_regex_length) + " bytes");
+        if (group_depth(text) > max_group_depth)
+          return fail(pattern_position, "regular expression nests groups deeper than " +
+                                            std::to_string(max_group_depth));
         program_.patterns.push_back(compiled_pattern{compile_pattern(text), text.size()});
         e.pattern = static_cast<std::uint32_t>(program_.patterns.size() - 1);
       }

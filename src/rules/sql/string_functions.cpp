@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <span>
 #include <string>
@@ -40,7 +42,7 @@ struct text_arg {
   std::string_view text;
 };
 
-bool read_text(const value& v, const eval_state& state, text_arg& out) {
+bool read_text(const value& v, eval_state& state, text_arg& out) {
   return text_argument(v, state, out.scratch, out.text);
 }
 
@@ -230,6 +232,9 @@ value fn_concat(eval_state& state, const call_args& call) {
   const bool has_array = std::any_of(args.begin(), args.end(),
                                      [](const value& v) { return v.type() == sql_type::array; });
   if (has_array) {
+    // The elements move rather than copy. What the array takes is charged to the evaluation's
+    // memory budget (evaluator.cpp), and its JSON to max_output_bytes if it is written out: an
+    // element count says nothing about either.
     json::value result(json::array_kind, state.storage);
     json::array& out = result.get_array();
     for (value& v : args) {
@@ -239,70 +244,186 @@ value fn_concat(eval_state& state, const call_args& call) {
       } else {
         out.push_back(std::move(v.json()));
       }
-      if (out.size() > state.bounds.max_output_bytes) {
-        state.fail("an array value exceeds max_output_bytes");
-        return {};
-      }
     }
     return value(std::move(result));
   }
   std::string text;
+  const std::size_t limit = state.bounds.max_output_bytes;
   for (const value& v : args) {
-    if (!append_string(v, state.whole_as_int(), text)) return {};
-    if (text.size() > state.bounds.max_output_bytes) break;  // string_result fails it
+    if (!append_string(v, state.whole_as_int(), text, limit)) return {};
+    if (text.size() > limit) break;  // string_result fails it
   }
   return string_result(text, state);
 }
 
 // ---- regular expressions -----------------------------------------------------------------------
 
-// The literal pattern compiled at parse time, or the argument compiled now; nullptr (the call is
+// A compiled pattern, and its length, from which the matcher's setup cost is reckoned.
+struct pattern_ref {
+  const std::regex* regex = nullptr;
+  std::size_t length = 0;
+};
+
+// The literal pattern compiled at parse time, or the argument compiled now; no regex (the call is
 // Undefined) when it does not compile or is longer than the bounds allow.
-const std::regex* pattern_of(const eval_state& state, const call_args& call,
-                             std::shared_ptr<const std::regex>& compiled_now) {
+pattern_ref pattern_of(eval_state& state, const call_args& call,
+                       std::shared_ptr<const std::regex>& compiled_now) {
   if (call.literal_pattern != nullptr) {
-    if (call.literal_pattern->length > state.bounds.max_regex_length) return nullptr;
-    return call.literal_pattern->regex.get();
+    if (call.literal_pattern->length > state.bounds.max_regex_length) return {};
+    return {call.literal_pattern->regex.get(), call.literal_pattern->length};
   }
   text_arg pattern;
-  if (!read_text(call.values[1], state, pattern)) return nullptr;
-  if (pattern.text.size() > state.bounds.max_regex_length) return nullptr;
+  if (!read_text(call.values[1], state, pattern)) return {};
+  if (pattern.text.size() > state.bounds.max_regex_length) return {};
   compiled_now = compile_pattern(pattern.text);
-  return compiled_now.get();
+  return {compiled_now.get(), pattern.text.size()};
 }
 
-bool read_subject(const value& v, const eval_state& state, text_arg& subject) {
+bool read_subject(const value& v, eval_state& state, text_arg& subject) {
   return read_text(v, state, subject) && subject.text.size() <= state.bounds.max_regex_input;
+}
+
+// Matching is charged against the evaluation's step budget. libstdc++'s search restarts at every
+// offset of the subject, so its work grows with the square of the subject's length, and faster
+// for some patterns: no estimate made before the call bounds it. So the matcher reads the subject
+// through metered_iterator, which counts what it reads and stops the match, by throwing (the one
+// way out of std::regex), once the budget is spent. The setup at each offset reads nothing, so
+// each call also pays the subject's length times the pattern's up front.
+constexpr std::size_t regex_reads_per_step = 16;  // about the work of one expression evaluated
+
+struct regex_budget_spent {};  // thrown by regex_meter, caught in run_metered
+
+class regex_meter {
+ public:
+  regex_meter(std::size_t budget, std::size_t cost_per_read)
+      : left_(budget), cost_per_read_(cost_per_read) {}
+
+  void read() {
+    if (left_ < cost_per_read_) throw regex_budget_spent();
+    left_ -= cost_per_read_;
+  }
+  std::size_t left() const { return left_; }
+
+ private:
+  std::size_t left_;
+  std::size_t cost_per_read_;
+};
+
+// The subject's bytes as std::regex walks them, every read counted by a regex_meter. Moving is
+// not counted: libstdc++ moves iterators inside noexcept functions (sub_match::length), where a
+// throw would terminate the process; it only reads them where an exception may pass.
+class metered_iterator {
+ public:
+  using iterator_category = std::bidirectional_iterator_tag;
+  using value_type = char;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const char*;
+  using reference = const char&;
+
+  metered_iterator() = default;
+  metered_iterator(const char* position, regex_meter& meter)
+      : position_(position), meter_(&meter) {}
+
+  reference operator*() const {
+    if (meter_ != nullptr) meter_->read();
+    return *position_;
+  }
+  pointer operator->() const { return position_; }
+  metered_iterator& operator++() {
+    ++position_;
+    return *this;
+  }
+  metered_iterator operator++(int) {
+    metered_iterator before = *this;
+    ++position_;
+    return before;
+  }
+  metered_iterator& operator--() {
+    --position_;
+    return *this;
+  }
+  metered_iterator operator--(int) {
+    metered_iterator before = *this;
+    --position_;
+    return before;
+  }
+  friend bool operator==(const metered_iterator& a, const metered_iterator& b) {
+    return a.position_ == b.position_;
+  }
+
+  const char* base() const { return position_; }
+
+ private:
+  const char* position_ = nullptr;
+  regex_meter* meter_ = nullptr;
+};
+
+using metered_match = std::match_results<metered_iterator>;
+
+std::string_view between(const metered_iterator& first, const metered_iterator& last) {
+  return {first.base(), static_cast<std::size_t>(last.base() - first.base())};
+}
+
+// Runs `match(begin, end)` over `subject` within what is left of the step budget and charges the
+// steps it took. False when it did not finish: the budget ran out (the evaluation has then
+// failed) or libstdc++ gave up on the input (regex_error: AWS's Undefined).
+template <class Match>
+bool run_metered(eval_state& state, std::string_view subject, const pattern_ref& pattern,
+                 const Match& match) {
+  constexpr std::size_t most = std::numeric_limits<std::size_t>::max();
+  const std::size_t steps_remaining = state.steps_left();
+  const std::size_t budget =
+      steps_remaining > most / regex_reads_per_step ? most : steps_remaining * regex_reads_per_step;
+  const std::size_t setup = (subject.size() + 1) * (pattern.length + 1);
+  if (setup > budget) {
+    state.fail("the evaluation exceeds max_steps");
+    return false;
+  }
+  // Each state the matcher carries from one character to the next copies the capture groups.
+  const std::size_t cost_per_read = 1 + pattern.regex->mark_count() / 8;
+  regex_meter meter(budget - setup, cost_per_read);
+  const char* const data = subject.data();
+  bool is_done = false;
+  try {
+    match(metered_iterator(data, meter), metered_iterator(data + subject.size(), meter));
+    is_done = true;
+  } catch (const regex_budget_spent&) {
+    state.fail("the evaluation exceeds max_steps");
+  } catch (const std::regex_error&) {  // libstdc++ gives up on some inputs: AWS's Undefined
+  }
+  const std::size_t used = budget - meter.left();
+  state.steps += (used + regex_reads_per_step - 1) / regex_reads_per_step;
+  return is_done;
 }
 
 value fn_regexp_matches(eval_state& state, const call_args& call) {
   text_arg subject;
   if (!read_subject(call.values[0], state, subject)) return {};
   std::shared_ptr<const std::regex> compiled_now;
-  const std::regex* pattern = pattern_of(state, call, compiled_now);
-  if (pattern == nullptr) return {};
-  try {
-    return make_bool(std::regex_search(subject.text.begin(), subject.text.end(), *pattern));
-  } catch (const std::regex_error&) {  // libstdc++ gives up on some inputs: AWS's Undefined
-    return {};
-  }
+  const pattern_ref pattern = pattern_of(state, call, compiled_now);
+  if (pattern.regex == nullptr) return {};
+  bool is_match = false;
+  const auto search = [&is_match, &pattern](metered_iterator begin, metered_iterator end) {
+    is_match = std::regex_search(begin, end, *pattern.regex);
+  };
+  if (!run_metered(state, subject.text, pattern, search)) return {};
+  return make_bool(is_match);
 }
 
 value fn_regexp_substr(eval_state& state, const call_args& call) {
   text_arg subject;
   if (!read_subject(call.values[0], state, subject)) return {};
   std::shared_ptr<const std::regex> compiled_now;
-  const std::regex* pattern = pattern_of(state, call, compiled_now);
-  if (pattern == nullptr) return {};
-  std::cmatch match;
-  try {
-    const char* first = subject.text.data();
-    if (!std::regex_search(first, first + subject.text.size(), match, *pattern)) return {};
-  } catch (const std::regex_error&) {
-    return {};
-  }
-  return string_result(
-      std::string_view(match[0].first, static_cast<std::size_t>(match[0].length())), state);
+  const pattern_ref pattern = pattern_of(state, call, compiled_now);
+  if (pattern.regex == nullptr) return {};
+  std::optional<std::string_view> found;  // a view of the subject
+  const auto search = [&found, &pattern](metered_iterator begin, metered_iterator end) {
+    metered_match match;
+    if (std::regex_search(begin, end, match, *pattern.regex))
+      found = between(match[0].first, match[0].second);
+  };
+  if (!run_metered(state, subject.text, pattern, search) || !found) return {};
+  return string_result(*found, state);
 }
 
 // Every match replaced; $1, $& and $$ in the replacement as in ECMAScript.
@@ -313,29 +434,66 @@ value fn_regexp_replace(eval_state& state, const call_args& call) {
       !read_text(call.values[2], state, replacement))
     return {};
   std::shared_ptr<const std::regex> compiled_now;
-  const std::regex* pattern = pattern_of(state, call, compiled_now);
-  if (pattern == nullptr) return {};
-  const char* first = subject.text.data();
-  const char* last = first + subject.text.size();
-  const char* tail = first;
+  const pattern_ref pattern = pattern_of(state, call, compiled_now);
+  if (pattern.regex == nullptr) return {};
+  const std::size_t limit = state.bounds.max_output_bytes;
+  const std::string_view format = replacement.text;
   std::string out;
-  try {
-    for (std::cregex_iterator it(first, last, *pattern), end; it != end; ++it) {
-      const std::cmatch& match = *it;
-      out.append(match.prefix().first, match.prefix().second);
-      match.format(std::back_inserter(out), replacement.text.data(),
-                   replacement.text.data() + replacement.text.size());
-      tail = match[0].second;
-      if (out.size() > state.bounds.max_output_bytes) {
-        state.fail("a string value exceeds max_output_bytes");
-        return {};
-      }
+  const char* tail = subject.text.data();  // what follows the last match
+  const auto replace = [&out, &tail, &pattern, limit, format](metered_iterator begin,
+                                                              metered_iterator end) {
+    for (std::regex_iterator<metered_iterator> it(begin, end, *pattern.regex), last; it != last;
+         ++it) {
+      const metered_match& match = *it;
+      out.append(between(match.prefix().first, match.prefix().second));
+      match.format(std::back_inserter(out), format.data(), format.data() + format.size());
+      tail = match[0].second.base();
+      if (out.size() > limit) return;
     }
-  } catch (const std::regex_error&) {
+  };
+  if (!run_metered(state, subject.text, pattern, replace)) return {};
+  if (out.size() > limit) {
+    state.fail("a string value exceeds max_output_bytes");
     return {};
   }
-  out.append(tail, last);
+  out.append(subject.text.substr(static_cast<std::size_t>(tail - subject.text.data())));
   return string_result(out, state);
+}
+
+// The index of the ']' that closes the class opened at `open`, as ECMAScript reads it ("[]" is
+// an empty class, "\]" does not close); pattern.size() when none does. libstdc++ never closes a
+// class sooner, so no parenthesis it reads as a group is hidden from the scans below.
+std::size_t class_end(std::string_view pattern, std::size_t open) {
+  std::size_t j = open + 1;
+  if (j < pattern.size() && pattern[j] == '^') ++j;
+  while (j < pattern.size() && pattern[j] != ']') j += pattern[j] == '\\' ? 2 : 1;
+  return std::min(j, pattern.size());
+}
+
+// What compile_pattern refuses besides an automaton's size.
+struct pattern_outline {
+  std::size_t group_depth = 0;  // libstdc++'s compiler recurses per level
+  bool has_lookahead = false;   // (?= or (?!: a sub-search at every state and offset
+};
+
+pattern_outline outline_of(std::string_view pattern) {
+  pattern_outline outline;
+  std::size_t depth = 0;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\') {
+      ++i;  // an escaped character, "\(" among them
+    } else if (c == '[') {
+      i = class_end(pattern, i);
+    } else if (c == '(') {
+      outline.group_depth = std::max(outline.group_depth, ++depth);
+      const std::string_view next = pattern.substr(i + 1, 2);
+      if (next == "?=" || next == "?!") outline.has_lookahead = true;
+    } else if (c == ')' && depth > 0) {
+      --depth;
+    }
+  }
+  return outline;
 }
 
 // Automaton size as the pattern spells it: a sequence adds up, {n,m} multiplies what it repeats
@@ -382,10 +540,7 @@ bool is_small_automaton(std::string_view pattern) {
       last_atom *= std::max<std::uint64_t>(largest, 1);
       i = j;
     } else if (c == '[') {
-      std::size_t j = i + 1;
-      if (j < pattern.size() && pattern[j] == ']') ++j;
-      while (j < pattern.size() && pattern[j] != ']') j += pattern[j] == '\\' ? 2 : 1;
-      i = std::min(j, pattern.size());
+      i = class_end(pattern, i);
       last_atom = 1;
       groups.back() += 1;
     } else {
@@ -440,7 +595,14 @@ std::size_t code_point_offset(std::string_view text, std::size_t index) {
   return text.size();
 }
 
+std::size_t group_depth(std::string_view pattern) {
+  return outline_of(pattern).group_depth;
+}
+
 std::shared_ptr<const std::regex> compile_pattern(std::string_view pattern) {
+  if (pattern.size() > max_pattern_bytes) return nullptr;
+  const pattern_outline outline = outline_of(pattern);
+  if (outline.has_lookahead || outline.group_depth > max_group_depth) return nullptr;
   if (!is_small_automaton(pattern)) return nullptr;
   auto flags = std::regex_constants::ECMAScript;
 #ifdef __GLIBCXX__

@@ -162,9 +162,11 @@ void append_padded(std::string& out, std::int64_t number, std::size_t width) {
 // +01:00, +0100, or +01 when the minutes are zero and may be left out.
 void append_offset(std::string& out, int offset_seconds, bool with_colon, bool minutes_optional) {
   out += offset_seconds < 0 ? '-' : '+';
-  const int magnitude = offset_seconds < 0 ? -offset_seconds : offset_seconds;
+  // In 64 bits: zoneinfo refuses offsets past 26 hours, but -INT_MIN would overflow an int.
+  const std::int64_t magnitude =
+      offset_seconds < 0 ? -std::int64_t{offset_seconds} : std::int64_t{offset_seconds};
   append_padded(out, magnitude / 3600, 2);
-  const int minutes = magnitude / 60 % 60;
+  const std::int64_t minutes = magnitude / 60 % 60;
   if (minutes_optional && minutes == 0) return;
   if (with_colon) out += ':';
   append_padded(out, minutes, 2);

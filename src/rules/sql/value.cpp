@@ -249,7 +249,7 @@ std::optional<bool> to_boolean(const value& v) {
   return std::nullopt;
 }
 
-bool append_string(const value& v, bool whole_as_int, std::string& out) {
+bool append_string(const value& v, bool whole_as_int, std::string& out, std::size_t max_bytes) {
   if (v.is_undefined()) return false;
   const json::value& j = v.json();
   switch (j.kind()) {
@@ -272,7 +272,7 @@ bool append_string(const value& v, bool whole_as_int, std::string& out) {
       return true;
     case json::kind::array:
     case json::kind::object:
-      write_json(j, whole_as_int, out);
+      write_json(j, whole_as_int, out, max_bytes);  // cut short: the caller sees it as too long
       return true;
   }
   return false;
@@ -346,36 +346,36 @@ void write_decimal(double d, bool whole_as_int, std::string& out) {
   if (text.find_first_of(".eE") == std::string_view::npos) out += ".0";
 }
 
-void write_json(const json::value& j, bool whole_as_int, std::string& out) {
+bool write_json(const json::value& j, bool whole_as_int, std::string& out, std::size_t max_bytes) {
   switch (j.kind()) {
     case json::kind::null:
       out += "null";
-      return;
+      break;
     case json::kind::bool_:
       out += j.get_bool() ? "true" : "false";
-      return;
+      break;
     case json::kind::int64:
       append_integer(j.get_int64(), out);
-      return;
+      break;
     case json::kind::uint64:
       append_integer(j.get_uint64(), out);
-      return;
+      break;
     case json::kind::double_:
       write_decimal(j.get_double(), whole_as_int, out);
-      return;
+      break;
     case json::kind::string:
       write_quoted(view_of(j.get_string()), out);
-      return;
+      break;
     case json::kind::array: {
       out += '[';
       bool first = true;
       for (const json::value& element : j.get_array()) {
         if (!first) out += ',';
         first = false;
-        write_json(element, whole_as_int, out);
+        if (!write_json(element, whole_as_int, out, max_bytes)) return false;
       }
       out += ']';
-      return;
+      break;
     }
     case json::kind::object: {
       out += '{';
@@ -385,12 +385,13 @@ void write_json(const json::value& j, bool whole_as_int, std::string& out) {
         first = false;
         write_quoted(std::string_view(member.key().data(), member.key().size()), out);
         out += ':';
-        write_json(member.value(), whole_as_int, out);
+        if (!write_json(member.value(), whole_as_int, out, max_bytes)) return false;
       }
       out += '}';
-      return;
+      break;
     }
   }
+  return out.size() <= max_bytes;
 }
 
 }  // namespace nimbus::rules::sql

@@ -4,7 +4,10 @@
 // digits; we keep a double, and a uint64 past int64 is a Decimal). The conversions and
 // comparisons here follow AWS's tables ("Data types", "Operators"): they are the rules every
 // operator and function goes through, so they live in one place.
+#include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,6 +39,21 @@ class value {
  public:
   value() = default;  // Undefined
   explicit value(boost::json::value j) noexcept : json_(std::move(j)), is_defined_(true) {}
+  value(const value&) = default;
+  value(value&&) noexcept = default;
+  value& operator=(const value&) = default;
+  // A move takes the other value's storage along with its JSON. boost::json's own move assignment
+  // keeps the target's storage and deep-copies whenever the two differ: assigning an arena value
+  // to a default-constructed one (a function's arguments) would copy it onto the heap, outside the
+  // evaluation's memory budget.
+  value& operator=(value&& other) noexcept {
+    if (this != &other) {
+      std::destroy_at(&json_);
+      std::construct_at(&json_, std::move(other.json_));
+      is_defined_ = other.is_defined_;
+    }
+    return *this;
+  }
 
   bool is_undefined() const { return !is_defined_; }
   sql_type type() const;
@@ -82,8 +100,13 @@ std::optional<std::int64_t> to_int(const value& v);
 std::int64_t truncate_to_int(double d);
 // The "To Boolean" conversion: Booleans, and the strings "true"/"false" in any case.
 std::optional<bool> to_boolean(const value& v);
+inline constexpr std::size_t no_byte_limit = std::numeric_limits<std::size_t>::max();
+
 // The "To string" conversion appended to `out`: false (nothing appended) for Null and Undefined.
-bool append_string(const value& v, bool whole_as_int, std::string& out);
+// An Array or Object, written as its JSON, stops once `out` holds more than `max_bytes`: a caller
+// that bounds its text sees it as too long without it ever being built in full.
+bool append_string(const value& v, bool whole_as_int, std::string& out,
+                   std::size_t max_bytes = no_byte_limit);
 
 // The = operator: nullopt when either side is Undefined; Int and Decimal compare by value;
 // mismatched types are unequal; arrays in order, objects whatever their key order.
@@ -94,8 +117,11 @@ bool json_equals(const boost::json::value& a, const boost::json::value& b);
 std::optional<int> compare_numbers(const value& a, const value& b);
 
 // Compact JSON as AWS writes it: Decimals keep a decimal point ("10.0"), or, with
-// `whole_as_int`, print as the Int they are read as; keys in insertion order.
-void write_json(const boost::json::value& json, bool whole_as_int, std::string& out);
+// `whole_as_int`, print as the Int they are read as; keys in insertion order. False once `out`
+// holds more than `max_bytes` (it is then cut short, somewhere past them), so that an output too
+// long to keep is refused without being written in full.
+bool write_json(const boost::json::value& json, bool whole_as_int, std::string& out,
+                std::size_t max_bytes = no_byte_limit);
 void write_decimal(double d, bool whole_as_int, std::string& out);
 
 }  // namespace nimbus::rules::sql

@@ -52,6 +52,13 @@ namespace {
 constexpr std::size_t max_tzif_bytes = 1 << 20;
 constexpr std::size_t max_cached_zones = 1024;
 constexpr std::int64_t seconds_per_day = 86400;
+// No zone is 26 hours from UTC (RFC 8536 bounds utoff to -25 h..+26 h); a file that says so is
+// broken, and an offset near INT_MIN would overflow wherever it is negated.
+constexpr std::int64_t max_offset_seconds = 26 * 3600;
+
+bool is_sane_offset(std::int64_t seconds) {
+  return seconds >= -max_offset_seconds && seconds <= max_offset_seconds;
+}
 
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   const std::int64_t q = a / b;
@@ -201,7 +208,7 @@ std::optional<posix_zone> parse_posix_zone(std::string_view text) {
   posix_zone zone;
   if (!in.name(zone.standard.abbreviation)) return std::nullopt;
   const auto standard = in.duration();
-  if (!standard) return std::nullopt;
+  if (!standard || !is_sane_offset(*standard)) return std::nullopt;
   zone.standard.offset_seconds = static_cast<int>(-*standard);  // POSIX counts west of UTC
   if (in.at_end()) return zone;
   zone_type daylight;
@@ -210,7 +217,7 @@ std::optional<posix_zone> parse_posix_zone(std::string_view text) {
   daylight.offset_seconds = zone.standard.offset_seconds + 3600;
   if (!in.at_end() && in.peek() != ',') {
     const auto offset = in.duration();
-    if (!offset) return std::nullopt;
+    if (!offset || !is_sane_offset(*offset)) return std::nullopt;
     daylight.offset_seconds = static_cast<int>(-*offset);
   }
   // Without rules the changes are implementation-defined: leave the file's transitions be.
@@ -319,8 +326,10 @@ std::optional<zone_rules> parse_tzif(std::string_view bytes) {
     const auto is_dst = in.big_endian(1);
     const auto designation = in.big_endian(1);
     if (!offset || !is_dst || !designation) return std::nullopt;
+    const auto offset_seconds = static_cast<std::int32_t>(static_cast<std::uint32_t>(*offset));
+    if (!is_sane_offset(offset_seconds)) return std::nullopt;
     zone_type type;
-    type.offset_seconds = static_cast<std::int32_t>(static_cast<std::uint32_t>(*offset));
+    type.offset_seconds = offset_seconds;
     type.is_dst = *is_dst != 0;
     rules.types.push_back(std::move(type));
     designations.push_back(*designation);
@@ -365,27 +374,42 @@ std::shared_ptr<const zone_rules> read_zone_file(std::string_view id) {
   path += id;
   std::ifstream file(path, std::ios::binary);
   if (!file) return nullptr;
-  std::string bytes(max_tzif_bytes + 1, '\0');
-  file.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  const auto size = file.gcount();
-  if (size <= 0 || static_cast<std::size_t>(size) > max_tzif_bytes) return nullptr;
-  bytes.resize(static_cast<std::size_t>(size));
+  // In chunks, as far as the file goes: real TZif files are a few kilobytes.
+  std::string bytes;
+  char chunk[4096];
+  for (;;) {
+    file.read(chunk, static_cast<std::streamsize>(sizeof chunk));
+    const std::streamsize got = file.gcount();
+    if (got <= 0) break;
+    bytes.append(chunk, static_cast<std::size_t>(got));
+    if (bytes.size() > max_tzif_bytes) return nullptr;
+  }
+  if (bytes.empty()) return nullptr;
   auto rules = parse_tzif(bytes);
   if (!rules) return nullptr;
   return std::make_shared<zone_rules>(std::move(*rules));
 }
 
-// Each name is read once per process, found or not (up to max_cached_zones names), so a rule
-// naming a zone costs one file read, not one per message.
+// Each zone found is read once per process (up to max_cached_zones of them), so a rule naming a
+// zone costs one file read, not one per message. A name not found is not kept: zone names come
+// from payloads, and made-up ones must not fill the cache and push real zones out. The file is
+// read with the lock released, so that one slow read holds up no other lookup; two threads
+// loading the same zone at once both read it, and the first to finish is kept.
 std::shared_ptr<const zone_rules> load_zone(std::string_view id) {
+  if (!is_plausible_zone_name(id)) return nullptr;  // no lock, no file
   static std::mutex mutex;
+  // Guarded by `mutex`.
   static std::unordered_map<std::string, std::shared_ptr<const zone_rules>> loaded;
-  const std::lock_guard<std::mutex> lock(mutex);
   std::string key(id);
-  if (const auto found = loaded.find(key); found != loaded.end()) return found->second;
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (const auto found = loaded.find(key); found != loaded.end()) return found->second;
+  }
   auto rules = read_zone_file(id);
-  if (loaded.size() < max_cached_zones) loaded.emplace(std::move(key), rules);
-  return rules;
+  if (rules == nullptr) return nullptr;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (loaded.size() >= max_cached_zones) return rules;
+  return loaded.emplace(std::move(key), std::move(rules)).first->second;
 }
 
 // UTC and GMT under their common names, and fixed offsets: no database needed.

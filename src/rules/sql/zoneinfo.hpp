@@ -4,7 +4,7 @@
 // read from its TZif files (RFC 8536, $TZDIR or /usr/share/zoneinfo) because libstdc++ 12 has
 // no std::chrono::tzdb. A named zone is read once per process and kept: the one piece of
 // state, and the one file read, behind this otherwise pure core; a name the database lacks is
-// nullopt, which the functions turn into Undefined.
+// nullopt, which the functions turn into Undefined, and is not kept (names come from payloads).
 #include <cstdint>
 #include <memory>
 #include <optional>

@@ -189,6 +189,86 @@ TEST(rules_sql, bounds_regular_expressions) {
             R"({"m":false})");
 }
 
+TEST(rules_sql, charges_regular_expressions_to_the_step_budget) {
+  // A search restarts at every offset: over a run of a's, 'a*b' reads on to the end from each.
+  limits few_steps;
+  few_steps.max_steps = 2000;
+  const std::string_view sql = "SELECT regexp_matches(s, 'a*b') AS m FROM 'a'";
+  EXPECT_EQ(output(sql, R"({"s":"aab"})", sql_version::v2016_03_23, few_steps), R"({"m":true})");
+  EXPECT_EQ(output(sql, R"({"s":")" + std::string(1000, 'a') + R"("})", sql_version::v2016_03_23,
+                   few_steps),
+            "<error: the evaluation exceeds max_steps>");
+  // Past max_regex_input (1,024 bytes by default) the call is Undefined.
+  EXPECT_EQ(output("SELECT regexp_matches(s, '^a') AS m, 1 AS k FROM 'a'",
+                   R"({"s":")" + std::string(1025, 'a') + R"("})"),
+            R"({"k":1})");
+}
+
+TEST(rules_sql, refuses_lookaheads) {
+  // A lookahead runs a sub-search at every state and offset: refused, so the call is Undefined,
+  // whether the pattern is a literal or comes from the payload.
+  EXPECT_EQ(output("SELECT regexp_matches(s, 'a(?=b)') AS m, 1 AS k FROM 'a'", R"({"s":"ab"})"),
+            R"({"k":1})");
+  EXPECT_EQ(output("SELECT regexp_matches(s, p) AS m, 1 AS k FROM 'a'",
+                   R"json({"s":"ab","p":"a(?!c)"})json"),
+            R"({"k":1})");
+  EXPECT_EQ(compile_pattern("a(?=b)"), nullptr);
+  EXPECT_EQ(compile_pattern("a(?!b)"), nullptr);
+  EXPECT_NE(compile_pattern("a(?:b)"), nullptr);  // a group that only groups
+  EXPECT_NE(compile_pattern("[(?=]"), nullptr);   // a class
+}
+
+TEST(rules_sql, refuses_costly_regular_expression_literals) {
+  // libstdc++ compiles a pattern recursively, one level per group: a literal, compiled once at
+  // parse time, is refused there when it is longer than max_regex_length or nests too deeply.
+  const std::string deep = std::string(2000, '(') + "a" + std::string(2000, ')');
+  const parse_error too_long = refused("SELECT regexp_matches(s, '" + deep + "') AS m FROM 'a'");
+  EXPECT_EQ(too_long.position, 25u);  // the pattern's opening quote
+  EXPECT_NE(too_long.message.find("longer than 256"), std::string::npos) << too_long.message;
+  const std::string nested = std::string(33, '(') + "a" + std::string(33, ')');
+  const parse_error too_deep = refused("SELECT regexp_matches(s, '" + nested + "') AS m FROM 'a'");
+  EXPECT_NE(too_deep.message.find("nests groups"), std::string::npos) << too_deep.message;
+  parsed("SELECT regexp_matches(s, '" + std::string(32, '(') + "a" + std::string(32, ')') +
+         "') AS m FROM 'a'");
+  // From the payload, the same pattern makes the call Undefined.
+  EXPECT_EQ(output("SELECT regexp_matches(s, p) AS m, 1 AS k FROM 'a'",
+                   R"({"s":"a","p":")" + nested + R"("})"),
+            R"({"k":1})");
+  EXPECT_EQ(compile_pattern(deep), nullptr);
+}
+
+TEST(rules_sql, bounds_the_memory_of_an_evaluation) {
+  const std::string_view needs_memory = "<error: the evaluation needs more than";
+  // transform() copies the object into every element: 60 KB times 20,000 would be 1.2 GB.
+  std::string payload = R"({"attributes":{"big":")" + std::string(60000, 'x') + R"("},"values":[)";
+  for (int i = 0; i < 20000; ++i) payload += i == 0 ? "{}" : ",{}";
+  payload += "]}";
+  const std::string enriched =
+      output("SELECT transform('enrichArray', attributes, values) AS t FROM 't'", payload);
+  EXPECT_TRUE(enriched.starts_with(needs_memory)) << enriched.substr(0, 200);
+  // Each nested SELECT copies every row four times: the memory grows fourfold per level, the
+  // steps by a handful.
+  std::string chain = "a";
+  for (int level = 0; level < 10; ++level) chain = "(SELECT VALUE [*, *, *, *] FROM " + chain + ")";
+  const std::string copies = output("SELECT VALUE " + chain + " FROM 't'",
+                                    R"({"a":[")" + std::string(1000, 'r') + R"(","s"]})");
+  EXPECT_TRUE(copies.starts_with(needs_memory)) << copies.substr(0, 200);
+  // The payload itself does not count against the budget.
+  limits little_memory;
+  little_memory.max_memory_bytes = 1024;
+  EXPECT_EQ(output("SELECT VALUE 1 FROM 't'", payload, sql_version::v2016_03_23, little_memory),
+            "1");
+}
+
+TEST(rules_sql, encodes_the_row_as_star_in_a_nested_select) {
+  EXPECT_EQ(output("SELECT VALUE (SELECT VALUE encode(*, 'base64') FROM rows) FROM 'a'",
+                   R"({"rows":[{"a":1}]})"),
+            R"([")" + base64_encode(R"({"a":1})") + R"("])");
+  // At the statement's level, * is the payload as published, spaces and all.
+  EXPECT_EQ(output("SELECT encode(*, 'base64') AS b FROM 'a'", R"({"a": 1})"),
+            R"({"b":")" + base64_encode(R"({"a": 1})") + R"("})");
+}
+
 TEST(rules_sql, encodes_base64_both_ways) {
   EXPECT_EQ(base64_encode(""), "");
   EXPECT_EQ(base64_encode("f"), "Zg==");
