@@ -37,6 +37,7 @@
 #include "registry/registry.hpp"
 #include "registry/tokens.hpp"
 #include "registry/x509.hpp"
+#include "rules/engine.hpp"
 #include "shadow/service.hpp"
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
@@ -197,6 +198,7 @@ int serve(const config::settings& settings) {
     broker::session_store::migrate(db);
     registry::registry::migrate(db);
     shadow::service::migrate(db);
+    rules::engine::migrate(db);
     devices.load(db);
   }
   storage::write_queue writer(db_path, settings.storage.synchronous,
@@ -215,12 +217,16 @@ int serve(const config::settings& settings) {
   broker::broker mqtt_broker(settings.mqtt, clock, auth, &store);
   // Device shadows: on the broker's bus, before any client can publish to them.
   shadow::service shadows(mqtt_broker, &writer, clock, settings.shadow);
+  // Topic rules: on the bus too, each enabled rule subscribed before any client can publish.
+  rules::engine rules_engine(mqtt_broker, &writer, clock, settings.account);
   {
     storage::database db(db_path, settings.storage.synchronous);
     mqtt_broker.restore(db);
     shadows.restore(db);
+    rules_engine.restore(db);
   }
   shadows.start();
+  rules_engine.start();
   writer.drain();
   // Deleting a thing deletes its shadows.
   devices.on_thing_deleted([&shadows](const std::string& name, storage::ticket deleted_by) {
@@ -256,7 +262,8 @@ int serve(const config::settings& settings) {
     const bool always_token = settings.http.metrics == "token";
     router.add(
         "GET", "/metrics",
-        [&mqtt_broker, &auth, &shadows, &tokens, always_token](const net::http_request& request) {
+        [&mqtt_broker, &auth, &shadows, &rules_engine, &tokens,
+         always_token](const net::http_request& request) {
           // Open to local scrapers; anyone else needs a token (<data>/tokens).
           if ((always_token || !request.loopback_listener) &&
               !tokens.check_bearer(request.header("authorization"))) {
@@ -266,11 +273,11 @@ int serve(const config::settings& settings) {
                 {{"WWW-Authenticate", R"(Bearer realm="nimbus")"}},
                 R"json({"message":"/metrics needs Authorization: Bearer TOKEN (see <data>/tokens)"})json"};
           }
-          return net::http_response{
-              200,
-              "text/plain; version=0.0.4",
-              {},
-              mqtt_broker.prometheus_text() + auth.prometheus_text() + shadows.prometheus_text()};
+          return net::http_response{200,
+                                    "text/plain; version=0.0.4",
+                                    {},
+                                    mqtt_broker.prometheus_text() + auth.prometheus_text() +
+                                        shadows.prometheus_text() + rules_engine.prometheus_text()};
         });
   }
   // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.
@@ -284,7 +291,7 @@ int serve(const config::settings& settings) {
   aws.answer_unknown_routes(router);
   // Stable for the account and not guessable without its secret key.
   iot::control_plane control(
-      devices, aws, settings.endpoint_host,
+      devices, rules_engine, aws, settings.endpoint_host,
       registry::sha256_hex("nimbus-registration-code:" + credentials.secret_access_key));
   control.install(router);
   iot::data_plane data(mqtt_broker, auth, aws, writer, shadows);

@@ -20,6 +20,7 @@ void control_plane::install(net::http_router& router) {
   install_certificates(router);
   install_policies(router);
   install_tags(router);
+  install_rules(router);
 }
 
 }  // namespace nimbus::iot
