@@ -226,6 +226,9 @@ int serve(const config::settings& settings) {
     rules_engine.restore(db);
   }
   shadows.start();
+  rules_engine.read_shadows_from([&shadows](std::string_view thing, std::string_view shadow) {
+    return shadows.current_document(thing, shadow);
+  });
   rules_engine.start();
   writer.drain();
   // Deleting a thing deletes its shadows.

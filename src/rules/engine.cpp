@@ -500,6 +500,7 @@ void engine::run(const active_rule& rule, const broker::message_ptr& msg,
   ctx.account_id = account_id_;
   ctx.timestamp_ms = clock_.unix_millis();
   ctx.trace_id = trace_id;
+  ctx.thing_shadow = shadow_reader_;
 
   std::vector<action_failure> failures;
   const auto result = sql::evaluate(rule.code.statement, msg->payload, ctx);

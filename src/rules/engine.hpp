@@ -47,6 +47,13 @@ class engine {
   // Subscribes the enabled rules on the bus; rules created or enabled later subscribe at once.
   void start();
 
+  // Where get_thing_shadow() reads: a shadow's get document as JSON, or none (Undefined). An
+  // empty shadow_name is the classic shadow. Set before start(); unset, the function is
+  // Undefined.
+  using shadow_reader = std::function<std::optional<std::string>(std::string_view thing_name,
+                                                                 std::string_view shadow_name)>;
+  void read_shadows_from(shadow_reader reader) { shadow_reader_ = std::move(reader); }
+
   // Each returns the ticket of its write (answer once it is durable and did not fail) or the
   // refusal; the rules in memory, and so on the bus, change at once.
   std::variant<storage::ticket, rule_error> create(topic_rule r);   // already_exists if present
@@ -95,6 +102,7 @@ class engine {
   storage::write_queue* writer_;
   core::clock& clock_;
   const std::string account_id_;
+  shadow_reader shadow_reader_;
   mutable core::log_limiter failure_log_{5};
 
   // Mutations one at a time, held across the broker calls they make (subscribe, unsubscribe);

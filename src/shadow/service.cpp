@@ -363,6 +363,21 @@ void service::publish(std::string topic, const json::object& payload) {
   broker_.publish(std::move(msg));
 }
 
+std::optional<std::string> service::current_document(std::string_view thing_name,
+                                                     std::string_view shadow_name) {
+  const std::int64_t now = clock_.unix_seconds();
+  std::lock_guard lock(mutex_);
+  auto thing = things_.find(std::string(thing_name));
+  if (thing == things_.end()) return std::nullopt;
+  auto shadow = thing->second.shadows.find(shadow_name);
+  if (shadow == thing->second.shadows.end() || !shadow->second.doc.exists()) return std::nullopt;
+  auto response =
+      get_response(shadow->second.doc, qualified_name(thing_name, shadow_name), "", now, bounds_);
+  const auto* document = std::get_if<json::object>(&response);
+  if (document == nullptr) return std::nullopt;
+  return json::serialize(*document);
+}
+
 void service::list_named(const std::string& thing_name, const std::string& after, std::size_t max,
                          std::function<void(std::vector<std::string>)> done) {
   std::vector<std::string> names;

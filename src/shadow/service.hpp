@@ -79,6 +79,12 @@ class service {
   void list_named(const std::string& thing_name, const std::string& after, std::size_t max,
                   std::function<void(std::vector<std::string>)> done);
 
+  // A shadow's /get/accepted document as it is now, in memory (the rules engine's
+  // get_thing_shadow()), or none when it does not exist. Unlike get requests it does not wait
+  // for the shadow's pending write: a rule reads the state its message raced with.
+  std::optional<std::string> current_document(std::string_view thing_name,
+                                              std::string_view shadow_name);
+
   // Deletes the shadows of a thing, without publishing: the registry deleted the thing with
   // the write `deleted_by`. Shadows written after that write (an update that raced the
   // deletion, already answered) are kept.

@@ -382,6 +382,30 @@ def test_rule_does_not_see_its_own_republish(server, clients):
         ("chain/out", 1), ("loop/in", 1), ("loop/out", 1)], got
 
 
+def test_get_thing_shadow_reads_the_shadow_service(server, clients):
+    """get_thing_shadow(thing, [shadow,] roleArn) in a rule reads the built-in shadows: a
+    reading above the thermostat's reported setpoint raises an alert naming both."""
+    data = server.boto3_client("iot-data")
+    data.update_thing_shadow(thingName="thermostat-1", payload=json.dumps(
+        {"state": {"reported": {"setpoint": 22}}}).encode())
+    data.update_thing_shadow(thingName="thermostat-1", shadowName="limits", payload=json.dumps(
+        {"state": {"reported": {"max": 30}}}).encode())
+    iot = iot_client(server)
+    iot.create_topic_rule(ruleName="over_setpoint", topicRulePayload=rule_payload(
+        "SELECT temperature, get_thing_shadow(topic(2), '%s').state.reported.setpoint AS "
+        "setpoint, get_thing_shadow(topic(2), 'limits', '%s').state.reported.max AS max, "
+        "get_thing_shadow('no-such-thing', '%s').state AS missing FROM 'sensor/+/data' "
+        "WHERE temperature > get_thing_shadow(topic(2), '%s').state.reported.setpoint"
+        % (ROLE, ROLE, ROLE, ROLE),
+        [republish("alerts/${topic(2)}")]))
+    sub, pub = alert_watcher(clients)
+    pub.publish("sensor/thermostat-1/data", reading(21), qos=1)
+    pub.publish("sensor/thermostat-1/data", reading(25), qos=1)
+    # the missing shadow is Undefined, so its key is left out
+    assert_alert(sub, "alerts/thermostat-1", {"temperature": 25, "setpoint": 22, "max": 30})
+    assert_quiet(sub, pub)
+
+
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "kill9"])
 def test_rules_survive_restart(server, clients, kill):
     iot = iot_client(server)
