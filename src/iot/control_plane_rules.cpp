@@ -8,6 +8,7 @@
 #include <utility>
 #include <variant>
 
+#include "core/page_token.hpp"
 #include "iot/control_plane.hpp"
 #include "iot/control_plane_fields.hpp"
 #include "rules/engine.hpp"
@@ -66,35 +67,11 @@ rules::topic_rule payload_rule(const http_request& r) {
   return std::move(std::get<rules::topic_rule>(parsed));
 }
 
-// ListTopicRules' page tokens, in the registry's form ("nb1" and the hex of the last name
-// returned): opaque to clients, and a token we did not issue is refused.
-std::string encode_token(std::string_view name) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out = "nb1";
-  for (unsigned char c : name) {
-    out.push_back(hex[c >> 4]);
-    out.push_back(hex[c & 15]);
-  }
-  return out;
-}
-
+// ListTopicRules' page tokens, in the registry's form (core/page_token.hpp).
 std::string decode_token(const std::string& token) {
-  if (token.empty()) return {};
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  if (token.size() < 3 || token.compare(0, 3, "nb1") != 0 || (token.size() - 3) % 2 != 0)
-    bad_request("The pagination token is invalid.");
-  std::string out;
-  for (std::size_t i = 3; i < token.size(); i += 2) {
-    int high = nibble(token[i]);
-    int low = nibble(token[i + 1]);
-    if (high < 0 || low < 0) bad_request("The pagination token is invalid.");
-    out.push_back(static_cast<char>(high * 16 + low));
-  }
-  return out;
+  auto after = core::decode_page_token(token);
+  if (!after) bad_request("The pagination token is invalid.");
+  return std::move(*after);
 }
 
 }  // namespace
@@ -127,7 +104,7 @@ void control_plane::install_rules(net::http_router& router) {
     page.items = engine.list(decode_token(query(r, "nextToken")), max + 1, topic, disabled);
     if (page.items.size() > max) {
       page.items.resize(max);
-      page.next_token = encode_token(page.items.back().name);
+      page.next_token = core::encode_page_token(page.items.back().name);
     }
     return listing(page, "rules", [&](const rules::topic_rule& rule) {
       return json::object{{"ruleArn", rule_arn(rule.name)},

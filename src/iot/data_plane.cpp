@@ -1,10 +1,9 @@
 #include "iot/data_plane.hpp"
 
-#include <openssl/evp.h>
-
 #include <boost/json.hpp>
 #include <charconv>
 
+#include "core/base64.hpp"
 #include "core/random.hpp"
 #include "mqtt/topic.hpp"
 #include "storage/write_queue.hpp"
@@ -19,18 +18,12 @@ namespace {
   throw api_error{400, "InvalidRequestException", std::move(message)};
 }
 
-std::string base64_decode(std::string_view text, std::string_view what) {
-  if (text.size() % 4 != 0 || text.size() > 64 * 1024)
-    bad_request(std::string(what) + " is not base64");
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) bad_request(std::string(what) + " is not base64");
-  std::size_t padding = 0;
-  for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it) ++padding;
-  out.resize(static_cast<std::size_t>(n) - padding);
-  return out;
+// A base64 header (MQTT 5 correlation data, user properties), or 400.
+std::string decoded_header(std::string_view text, std::string_view what) {
+  std::optional<std::string> bytes;
+  if (text.size() <= 64 * 1024) bytes = core::base64_decode(text);
+  if (!bytes) bad_request(std::string(what) + " is not base64");
+  return std::move(*bytes);
 }
 
 // The MQTT 5 extras AWS carries in headers and query parameters.
@@ -47,10 +40,10 @@ void apply_mqtt5_fields(const net::http_request& r, mqtt::properties& props) {
       bad_request("x-amz-mqtt5-payload-format-indicator must be UNSPECIFIED_BYTES or UTF8_DATA");
   }
   if (auto h = r.header("x-amz-mqtt5-correlation-data"))
-    props.correlation_data = base64_decode(*h, "x-amz-mqtt5-correlation-data");
+    props.correlation_data = decoded_header(*h, "x-amz-mqtt5-correlation-data");
   if (auto h = r.header("x-amz-mqtt5-user-properties")) {
     boost::system::error_code ec;
-    auto parsed = json::parse(base64_decode(*h, "x-amz-mqtt5-user-properties"), ec);
+    auto parsed = json::parse(decoded_header(*h, "x-amz-mqtt5-user-properties"), ec);
     if (ec || !parsed.is_array())
       bad_request("x-amz-mqtt5-user-properties must be a base64 JSON array of objects");
     for (const auto& item : parsed.as_array()) {

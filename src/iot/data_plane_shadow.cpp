@@ -2,10 +2,10 @@
 // ListNamedShadowsForThing) and retained message reads (GetRetainedMessage,
 // ListRetainedMessages). The shadow work is the shadow service's, shared with MQTT; here are
 // only authentication, the request's shape and AWS's HTTP errors.
-#include <openssl/evp.h>
-
 #include <boost/json.hpp>
 
+#include "core/base64.hpp"
+#include "core/page_token.hpp"
 #include "iot/data_plane.hpp"
 #include "registry/model.hpp"
 
@@ -53,34 +53,11 @@ net::http_response shadow_error(const shadow::rejection& r) {
   return aws_error_response(static_cast<unsigned>(status), error_type_of(r.code), body);
 }
 
-std::string base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-// Page tokens are the last name returned, base64 so that any topic survives a query string.
-std::string next_token(std::string_view last) {
-  return base64(last);
-}
-
+// Page tokens resume after the last name (or topic) returned, as the control plane's do.
 std::string token_value(const net::http_request& r, std::string_view name) {
-  auto token = r.query_param(name);
-  if (!token || token->empty()) return {};
-  std::string out(token->size() / 4 * 3, '\0');
-  int n = token->size() % 4 == 0
-              ? EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(token->data()),
-                                static_cast<int>(token->size()))
-              : -1;
-  if (n < 0) throw api_error{400, "InvalidRequestException", "The nextToken is not valid"};
-  std::size_t padding = 0;
-  for (auto it = token->rbegin(); it != token->rend() && *it == '='; ++it) ++padding;
-  out.resize(static_cast<std::size_t>(n) - padding);
-  return out;
+  auto after = core::decode_page_token(r.query_param(name).value_or(""));
+  if (!after) throw api_error{400, "InvalidRequestException", "The nextToken is not valid"};
+  return std::move(*after);
 }
 
 // The MQTT 5 user properties of a retained message as AWS returns them: base64 of a JSON array
@@ -88,7 +65,7 @@ std::string token_value(const net::http_request& r, std::string_view name) {
 std::string user_properties_field(const mqtt::properties& props) {
   json::array list;
   for (const auto& [key, value] : props.user) list.push_back(json::object{{key, value}});
-  return base64(json::serialize(list));
+  return core::base64_encode(json::serialize(list));
 }
 
 }  // namespace
@@ -173,7 +150,7 @@ void data_plane::list_named_shadows(net::http_request r, net::http_responder res
                         if (more) names.resize(max);
                         for (auto& n : names) results.emplace_back(n);
                         body["results"] = std::move(results);
-                        if (more) body["nextToken"] = next_token(names.back());
+                        if (more) body["nextToken"] = core::encode_page_token(names.back());
                         body["timestamp"] = std::chrono::duration_cast<std::chrono::seconds>(
                                                 std::chrono::system_clock::now().time_since_epoch())
                                                 .count();
@@ -193,7 +170,7 @@ void data_plane::get_retained(net::http_request r, net::http_responder respond) 
                     "No retained message exists for topic " + topic};
   const auto& msg = *found->msg;
   json::object body{{"topic", msg.topic},
-                    {"payload", base64(msg.payload)},
+                    {"payload", core::base64_encode(msg.payload)},
                     {"qos", msg.qos},
                     {"lastModifiedTime", found->modified_ms}};
   if (!msg.props.user.empty()) body["userProperties"] = user_properties_field(msg.props);
@@ -214,7 +191,7 @@ void data_plane::list_retained(net::http_request r, net::http_responder respond)
                                   {"qos", entry.msg->qos},
                                   {"lastModifiedTime", entry.modified_ms}});
   json::object body{{"retainedTopics", std::move(topics)}};
-  if (more) body["nextToken"] = next_token(page.back().msg->topic);
+  if (more) body["nextToken"] = core::encode_page_token(page.back().msg->topic);
   respond(json_response(200, body));
 }
 

@@ -1,5 +1,7 @@
 #include "registry/registry_state.hpp"
 
+#include "core/page_token.hpp"
+
 #include <cctype>
 #include <variant>
 
@@ -96,30 +98,13 @@ std::shared_ptr<const policy::document> compile(const std::string& text) {
 }
 
 std::string encode_token(const std::string& key) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out = "nb1";
-  for (unsigned char c : key) {
-    out.push_back(hex[c >> 4]);
-    out.push_back(hex[c & 15]);
-  }
-  return out;
+  return core::encode_page_token(key);
 }
 
 std::string decode_token(const std::string& token) {
-  if (token.empty()) return {};
-  auto bad = [] { invalid("The pagination token is invalid."); };
-  if (token.size() < 3 || token.compare(0, 3, "nb1") != 0 || (token.size() - 3) % 2 != 0) bad();
-  std::string out;
-  for (std::size_t i = 3; i < token.size(); i += 2) {
-    auto nibble = [&](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      bad();
-      return 0;
-    };
-    out.push_back(static_cast<char>(nibble(token[i]) * 16 + nibble(token[i + 1])));
-  }
-  return out;
+  auto after = core::decode_page_token(token);
+  if (!after) invalid("The pagination token is invalid.");
+  return std::move(*after);
 }
 
 std::string arn_resource(std::string_view arn) {
