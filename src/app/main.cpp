@@ -91,6 +91,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench->add_option("--topic-prefix", bench_options.topic_prefix, "Topic prefix")
       ->capture_default_str();
+  bench
+      ->add_option("--subscribe-prefix", bench_options.subscribe_prefix,
+                   "fanin: subscribers subscribe to PREFIX/# (default: the topic prefix)")
+      ->type_name("PREFIX");
+  bench->add_flag(
+      "--json-payload", bench_options.json_payload,
+      "Publish a JSON sensor reading, send time in \"t\" (--payload: its minimum size)");
   bench->add_flag("--persistent", bench_options.persistent,
                   "Subscribers keep their sessions, so QoS 1/2 deliveries are stored durably");
   bench->add_option("--broker-pid", bench_options.broker_pid,

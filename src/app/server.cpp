@@ -218,7 +218,11 @@ int serve(const config::settings& settings) {
   // Device shadows: on the broker's bus, before any client can publish to them.
   shadow::service shadows(mqtt_broker, &writer, clock, settings.shadow);
   // Topic rules: on the bus too, each enabled rule subscribed before any client can publish.
-  rules::engine rules_engine(mqtt_broker, &writer, clock, settings.account);
+  rules::engine_settings rule_settings;
+  rule_settings.max_pending_actions = settings.rules.max_pending_actions;
+  rule_settings.actions.objects_dir = data_dir / "objects";
+  rule_settings.actions.http_timeout = std::chrono::milliseconds(settings.rules.http_timeout_ms);
+  rules::engine rules_engine(mqtt_broker, &writer, clock, settings.account, rule_settings);
   {
     storage::database db(db_path, settings.storage.synchronous);
     mqtt_broker.restore(db);

@@ -504,7 +504,7 @@ publish_result broker::route(message_ptr msg, const gate_ptr& gate, const client
   // again on this thread and reuses the vectors above.
   std::vector<service_handler> handlers;
   handlers.swap(services);
-  if (!matches.empty()) deliver(msg, gate, matches, result);
+  if (!matches.empty() && !is_basic_ingest(msg->topic)) deliver(msg, gate, matches, result);
   for (const auto& handler : handlers) (*handler)(msg, from);
   result.matched += handlers.size();
   return result;

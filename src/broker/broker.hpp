@@ -200,6 +200,11 @@ class broker {
   // bridge's own state topic excepted), a will on one refuses the CONNECT, and an HTTPS publish
   // to one gets 403.
   bool is_reserved_topic(std::string_view topic) const;
+  // AWS's Basic Ingest: `$aws/rules/<rule>/<topic>` reaches only that rule (a service on the
+  // bus), never a client, and no client may subscribe to it.
+  static bool is_basic_ingest(std::string_view topic_or_filter) {
+    return topic_or_filter.starts_with("$aws/rules/");
+  }
 
   // Message expiry: unix time at which a message published now with `props` expires (0: never).
   std::int64_t expiry_for(const mqtt::properties& props) const;

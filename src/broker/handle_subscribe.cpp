@@ -14,9 +14,13 @@ void connection::on_subscribe(const mqtt::subscribe_packet& s) {
   storage::ticket ticket;
   const storage::ticket floor = durable_floor();
   for (const auto& e : s.entries) {
-    bool shared = mqtt::parse_shared_filter(e.filter).has_value();
+    const auto shared_parts = mqtt::parse_shared_filter(e.filter);
+    const bool shared = shared_parts.has_value();
     bool valid = shared ? mqtt::is_valid_shared_filter(e.filter, broker_.topic_limits())
                         : mqtt::is_valid_topic_filter(e.filter, broker_.topic_limits());
+    // Basic Ingest topics reach rules only: subscribing to them is refused, as by AWS.
+    if (broker::is_basic_ingest(shared ? shared_parts->filter : std::string_view(e.filter)))
+      valid = false;
     if (!valid) {
       ack.reasons.push_back(v5 ? reason_code::topic_filter_invalid
                                : reason_code::unspecified_error);

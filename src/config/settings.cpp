@@ -268,6 +268,15 @@ const std::vector<entry>& entries() {
         "shadow.max_in_flight", "shadow-max-in-flight",
         "Shadow requests of one thing awaiting durability; more are refused with 429 (AWS: 10)",
         [](settings& s) -> std::uint32_t& { return s.shadow.max_in_flight; }, 1, 100'000);
+    number(
+        "rules.max_pending_actions", "rules-max-pending-actions",
+        "Action runs (http, s3, ...) of one rule not finished; more are dropped, counted and "
+        "sent to its errorAction",
+        [](settings& s) -> std::uint32_t& { return s.rules.max_pending_actions; }, 1, 10'000'000);
+    number(
+        "rules.http_timeout_ms", "rules-http-timeout-ms",
+        "Milliseconds one attempt of a rule's http action may take, connection to response",
+        [](settings& s) -> std::uint32_t& { return s.rules.http_timeout_ms; }, 100, 600'000);
     return t;
   }();
   return table;

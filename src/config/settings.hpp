@@ -68,6 +68,12 @@ struct shadow_settings {
   std::uint32_t max_in_flight = 10;          // requests of one thing not yet durable (AWS: 10)
 };
 
+// Topic rules' actions.
+struct rules_settings {
+  std::uint32_t max_pending_actions = 1000;  // per rule: http, s3, ... runs not finished
+  std::uint32_t http_timeout_ms = 3000;      // one attempt of an http action
+};
+
 struct settings {
   std::string data_dir = "./nimbus-data";
   std::string log_level = "info";
@@ -80,6 +86,7 @@ struct settings {
   http_settings http;
   storage_settings storage;
   shadow_settings shadow;
+  rules_settings rules;
 };
 
 // Describes one setting for --help, --print-config and validation.

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -224,6 +225,77 @@ void stamp(std::string& payload, std::uint64_t t, std::uint32_t publisher) {
   std::memcpy(payload.data() + 8, &publisher, sizeof(publisher));
 }
 
+// --json-payload: a sensor reading whose first member is the stamp, so it sits at a fixed offset
+// the publisher rewrites in place and a receiver reads without a search, unless something (a
+// rule's `SELECT *`) re-serialized the payload.
+constexpr std::string_view json_stamp_key = R"("t":")";
+constexpr std::size_t json_stamp_offset = 1 + json_stamp_key.size();  // after the '{'
+constexpr std::size_t json_stamp_digits = 16;
+
+// {"t":"<16 hex digits>","p":<publisher>,"temperature":31.5,"humidity":40,"pad":"xx..."}, the
+// pad making it at least `size` bytes.
+std::string json_payload(std::size_t size, int publisher) {
+  std::string out =
+      fmt::format(R"json({{"t":"{}","p":{},"temperature":31.5,"humidity":40,"pad":")json",
+                  std::string(json_stamp_digits, '0'), publisher);
+  constexpr std::string_view tail = R"json("})json";
+  if (size > out.size() + tail.size()) out.append(size - out.size() - tail.size(), 'x');
+  out.append(tail);
+  return out;
+}
+
+// Writes the send time (ns) as the 16 hex digits of "t", in place.
+void stamp_json(std::string& payload, std::uint64_t t) {
+  static constexpr char hex_digits[] = "0123456789abcdef";
+  char* digits = payload.data() + json_stamp_offset;
+  for (std::size_t i = json_stamp_digits; i > 0; --i) {
+    digits[i - 1] = hex_digits[t & 0xf];
+    t >>= 4;
+  }
+}
+
+// The send time in a JSON payload's "t": at its fixed offset, else the first "t" member found
+// (spacing around the ':' allowed); none when missing or not 16 hex digits.
+std::optional<std::uint64_t> json_stamp_of(std::string_view payload) {
+  std::size_t at = std::string_view::npos;
+  if (payload.size() >= json_stamp_offset + json_stamp_digits &&
+      payload.substr(1, json_stamp_key.size()) == json_stamp_key) {
+    at = json_stamp_offset;
+  } else {
+    constexpr std::string_view key = R"("t")";
+    auto is_space = [](char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; };
+    for (auto found = payload.find(key); found != std::string_view::npos;
+         found = payload.find(key, found + 1)) {
+      auto i = found + key.size();
+      while (i < payload.size() && is_space(payload[i])) ++i;
+      if (i == payload.size() || payload[i] != ':') continue;
+      ++i;
+      while (i < payload.size() && is_space(payload[i])) ++i;
+      if (i == payload.size() || payload[i] != '"') continue;
+      at = i + 1;
+      break;
+    }
+    if (at == std::string_view::npos || payload.size() - at < json_stamp_digits)
+      return std::nullopt;
+  }
+  std::uint64_t t = 0;
+  for (std::size_t i = 0; i < json_stamp_digits; ++i) {
+    const char ch = payload[at + i];
+    std::uint64_t digit = 0;
+    if (ch >= '0' && ch <= '9') {
+      digit = static_cast<std::uint64_t>(ch - '0');
+    } else if (ch >= 'a' && ch <= 'f') {
+      digit = static_cast<std::uint64_t>(ch - 'a' + 10);
+    } else if (ch >= 'A' && ch <= 'F') {
+      digit = static_cast<std::uint64_t>(ch - 'A' + 10);
+    } else {
+      return std::nullopt;
+    }
+    t = (t << 4) | digit;
+  }
+  return t;
+}
+
 struct scenario_shape {
   int publishers;
   int subscribers;
@@ -247,7 +319,7 @@ std::string subscribe_filter(const options& o, int subscriber) {
   if (o.scenario == "fanout") return o.topic_prefix + "/fanout";
   if (o.scenario == "p2p") return fmt::format("{}/p2p/{}", o.topic_prefix, subscriber);
   if (o.scenario == "shared") return fmt::format("$share/{}/{}/#", o.client_prefix, o.topic_prefix);
-  return o.topic_prefix + "/#";
+  return (o.subscribe_prefix.empty() ? o.topic_prefix : o.subscribe_prefix) + "/#";  // fanin
 }
 
 asio::awaitable<void> run_subscriber(run_state& st, asio::io_context& ctx, std::size_t loop,
@@ -273,7 +345,10 @@ asio::awaitable<void> run_subscriber(run_state& st, asio::io_context& ctx, std::
       stats.received.fetch_add(1, std::memory_order_relaxed);
       if (st.in_window(now)) {
         stats.received_in_window.fetch_add(1, std::memory_order_relaxed);
-        if (pub->payload.size() >= 16) {
+        if (st.opts.json_payload) {
+          if (auto sent_at = json_stamp_of(pub->payload); sent_at && *sent_at <= now)
+            stats.latency.record(now - *sent_at);
+        } else if (pub->payload.size() >= 16) {
           std::uint64_t sent_at = 0;
           std::memcpy(&sent_at, pub->payload.data(), sizeof(sent_at));
           if (sent_at <= now) stats.latency.record(now - sent_at);
@@ -303,7 +378,9 @@ asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::s
   const auto& o = st.opts;
   const auto qos = static_cast<std::uint8_t>(o.qos);
   const std::string topic = publish_topic(o, index);
-  std::string payload(std::max<std::size_t>(o.payload_size, 16), 'x');
+  std::string payload = o.json_payload
+                            ? json_payload(o.payload_size, index)
+                            : std::string(std::max<std::size_t>(o.payload_size, 16), 'x');
   std::size_t inflight = 0;
   std::uint16_t next_id = 1;
 
@@ -362,7 +439,10 @@ asio::awaitable<void> run_publisher(run_state& st, asio::io_context& ctx, std::s
     batch.clear();
     auto t = now_ns();
     for (std::uint64_t i = 0; i < allowed; ++i) {
-      stamp(payload, t, static_cast<std::uint32_t>(index));
+      if (o.json_payload)
+        stamp_json(payload, t);
+      else
+        stamp(payload, t, static_cast<std::uint32_t>(index));
       std::uint16_t packet_id = 0;
       if (qos > 0) {
         packet_id = next_id++;
@@ -610,6 +690,14 @@ int run(const options& o) {
       (o.shadow_clients < 1 || o.things < o.shadow_clients || o.shadow_inflight < 1)) {
     std::cerr << "nimbus bench: shadow needs --things >= --shadow-clients >= 1 and "
                  "--shadow-inflight >= 1\n";
+    return 2;
+  }
+  if (!o.subscribe_prefix.empty() && o.scenario != "fanin") {
+    std::cerr << "nimbus bench: --subscribe-prefix is for the fanin scenario only\n";
+    return 2;
+  }
+  if (o.json_payload && (o.scenario == "conn" || o.scenario == "shadow")) {
+    std::cerr << "nimbus bench: --json-payload is for fanin, fanout, p2p and shared\n";
     return 2;
   }
   std::unique_ptr<asio::ssl::context> tls;

@@ -33,6 +33,12 @@ struct options {
   std::string key_file;
   std::string client_prefix = "bench";
   std::string topic_prefix = "bench";
+  // fanin: subscribers subscribe to subscribe_prefix + "/#" (empty: topic_prefix); publishers
+  // still publish to topic_prefix/<i>. Lets a subscriber see only a rule's republished copies.
+  std::string subscribe_prefix;
+  // Publishers send a JSON sensor reading whose first member, "t", is the send time (ns) as 16
+  // hex digits, instead of the binary stamp (payload_size is then a minimum).
+  bool json_payload = false;
   bool persistent = false;  // subscribers keep their session (clean start 0, expiry 1 h)
   int broker_pid = 0;       // sample this process's resident memory (conn scenario)
   bool json = false;

@@ -12,10 +12,11 @@
 #include <system_error>
 #include <utility>
 
+#include "core/base64.hpp"
 #include "core/random.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/topic.hpp"
-#include "rules/sql/encoding.hpp"
+#include "rules/actions/runtime.hpp"
 #include "rules/sql/sql.hpp"
 
 namespace nimbus::rules {
@@ -27,6 +28,7 @@ struct engine::outcome_counters {
   std::atomic<std::uint64_t> success{0};
   std::atomic<std::uint64_t> failure{0};
   std::atomic<std::uint64_t> not_executable{0};
+  std::atomic<std::uint64_t> dropped{0};  // the rule's queue was full
 };
 
 // A rule's counters, kept across replace and enable/disable, dropped with the rule.
@@ -34,6 +36,7 @@ struct engine::rule_stats {
   std::atomic<std::uint64_t> matched{0};  // messages on its FROM filter (its own republishes not)
   std::atomic<std::uint64_t> fired{0};    // ... of which WHERE held
   std::atomic<std::uint64_t> errors{0};   // messages with an evaluation error or a failed action
+  std::atomic<std::uint32_t> pending{0};  // asynchronous action runs not finished (its queue)
 
   // By action label (its type; "errorAction.<type>" for the errorAction). Entries are added
   // under the mutex when a rule version is activated and never removed, so a handler keeps a
@@ -71,18 +74,54 @@ struct engine::active_rule {
   outcome_counters* error_action_counters = nullptr;
 };
 
-namespace {
+// One message a rule fired on, while its actions run: what the errorAction document and the
+// errorAction's templates need once the publisher's thread has moved on, and the failures so
+// far. Settled (errorAction or nothing) when the last share is given back.
+struct engine::firing_state {
+  firing_state(std::shared_ptr<const active_rule> fired, broker::message_ptr original,
+               const sql::message_context& ctx, std::size_t shares)
+      : rule(std::move(fired)),
+        msg(std::move(original)),
+        topic(ctx.topic),
+        client_id(ctx.client_id),
+        principal(ctx.principal),
+        trace_id(ctx.trace_id),
+        account_id(ctx.account_id),
+        timestamp_ms(ctx.timestamp_ms),
+        remaining(shares) {}
 
-// A rule republishing to a topic another rule republishes from (A -> B -> A) would recurse on
-// the publisher's thread without end: a chain this deep fails instead.
-constexpr int max_republish_depth = 8;
-thread_local int republish_depth = 0;
+  sql::message_context context(const shadow_reader& shadows) const {
+    sql::message_context ctx;
+    ctx.topic = topic;
+    ctx.client_id = client_id;
+    ctx.principal = principal;
+    ctx.trace_id = trace_id;
+    ctx.account_id = account_id;
+    ctx.timestamp_ms = timestamp_ms;
+    ctx.thing_shadow = shadows;
+    return ctx;
+  }
 
-struct action_failure {
-  std::string action;    // AWS's failedAction: "RepublishAction", ...
-  std::string resource;  // failedResource: the topic
-  std::string message;
+  void fail(actions::failure f) {
+    std::lock_guard lock(mutex);
+    failures.push_back(std::move(f));
+  }
+
+  const std::shared_ptr<const active_rule> rule;  // the version that fired, kept for its counters
+  const broker::message_ptr msg;
+  const std::string topic;  // Basic Ingest: without its prefix
+  const std::string client_id;
+  const std::string principal;
+  const std::string trace_id;
+  const std::string_view account_id;  // the engine's
+  const std::int64_t timestamp_ms;
+  bool error_action = false;  // these are the errorAction's runs
+  std::atomic<std::size_t> remaining;
+  std::mutex mutex;
+  std::vector<actions::failure> failures;  // guarded by mutex
 };
+
+namespace {
 
 rule_error not_found(const std::string& name) {
   return rule_error{rule_error::kind::not_found, "Rule " + name + " does not exist"};
@@ -119,14 +158,6 @@ std::string new_trace_id() {
   return out;
 }
 
-// failedAction as AWS names it: "RepublishAction" for republish.
-std::string failed_action_name(std::string_view type) {
-  std::string out(type);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z')
-    out[0] = static_cast<char>(out[0] - 'a' + 'A');
-  return out + "Action";
-}
-
 // A Prometheus label value: backslash, quote and newline escaped.
 std::string label_value(std::string_view text) {
   std::string out;
@@ -144,110 +175,14 @@ std::string label_value(std::string_view text) {
   return out;
 }
 
-// Expands `t` into `out`; false with `error` when an evaluation broke a limit.
-bool expand(const substitution_template& t, const broker::message& original,
-            const sql::message_context& ctx, std::string& out, std::string& error) {
-  return t.expand(original.payload, ctx, out, error);
-}
-
-// Runs one republish action: `payload` to the expanded topic, published as the rule
-// (`publisher`), inline on this thread. False, with `error`, when the topic or a header does
-// not come out right; `topic` is the topic as far as it was expanded.
-bool republish(broker::broker& bus, const std::string& publisher, const republish_action& action,
-               const broker::message& original, const sql::message_context& ctx,
-               std::string payload, std::string& topic, std::string& error) {
-  if (!expand(action.topic, original, ctx, topic, error)) return false;
-  if (!mqtt::is_valid_topic_name(topic, bus.topic_limits()) || !mqtt::is_valid_mqtt_utf8(topic)) {
-    error = "The topic is not a valid topic name: " + topic;
-    return false;
-  }
-  if (bus.is_reserved_topic(topic)) {
-    error = "The topic is reserved: only the server publishes to it: " + topic;
-    return false;
-  }
-  auto msg = std::make_shared<broker::message>();
-  msg->topic = topic;
-  msg->payload = std::move(payload);
-  msg->qos = action.qos;
-  msg->publisher = publisher;
-  auto& props = msg->props;
-  props.payload_format_indicator = action.payload_format_indicator;
-  if (action.content_type) {
-    std::string text;
-    if (!expand(*action.content_type, original, ctx, text, error)) return false;
-    if (!mqtt::is_valid_mqtt_utf8(text)) {
-      error = "headers.contentType is not valid UTF-8";
-      return false;
-    }
-    props.content_type = std::move(text);
-  }
-  if (action.response_topic) {
-    std::string text;
-    if (!expand(*action.response_topic, original, ctx, text, error)) return false;
-    if (!mqtt::is_valid_topic_name(text, bus.topic_limits()) || !mqtt::is_valid_mqtt_utf8(text)) {
-      error = "headers.responseTopic is not a valid topic name: " + text;
-      return false;
-    }
-    props.response_topic = std::move(text);
-  }
-  if (action.correlation_data) {
-    std::string text;
-    if (!expand(*action.correlation_data, original, ctx, text, error)) return false;
-    auto bytes = sql::base64_decode(text);
-    if (!bytes) {
-      error = "headers.correlationData is not base64";
-      return false;
-    }
-    props.correlation_data = std::move(*bytes);
-  }
-  if (action.message_expiry) {
-    std::string text;
-    if (!expand(*action.message_expiry, original, ctx, text, error)) return false;
-    std::uint32_t seconds = 0;
-    const char* first = text.data();
-    const char* last = first + text.size();
-    const auto parsed = std::from_chars(first, last, seconds);
-    if (text.empty() || parsed.ec != std::errc() || parsed.ptr != last) {
-      error = "headers.messageExpiry is not a number of seconds: " + text;
-      return false;
-    }
-    props.message_expiry_interval = seconds;
-  }
-  for (const auto& [key_template, value_template] : action.user_properties) {
-    std::string key;
-    std::string value;
-    if (!expand(key_template, original, ctx, key, error) ||
-        !expand(value_template, original, ctx, value, error))
-      return false;
-    if (!mqtt::is_valid_mqtt_utf8(key) || !mqtt::is_valid_mqtt_utf8(value)) {
-      error = "headers.userProperties: a key or value is not valid UTF-8";
-      return false;
-    }
-    props.user.emplace_back(std::move(key), std::move(value));
-  }
-  msg->expires_at = bus.expiry_for(props);
-
-  if (republish_depth >= max_republish_depth) {
-    error = "Republished through more than " + std::to_string(max_republish_depth) +
-            " rules in a row: a loop between rules?";
-    return false;
-  }
-  struct depth_guard {
-    depth_guard() { ++republish_depth; }
-    ~depth_guard() { --republish_depth; }
-    depth_guard(const depth_guard&) = delete;
-    depth_guard& operator=(const depth_guard&) = delete;
-  } guard;
-  bus.publish(std::move(msg));
-  return true;
-}
-
-void log_not_executable(const std::string& name, const compiled_rule& code) {
+// Once per rule version: which of its actions this server stores without running.
+void log_not_executable(const std::string& name, const compiled_rule& code,
+                        const actions::runtime& rt) {
   for (const auto& action : code.actions)
-    if (!action.republish)
+    if (!action.run->executable(rt))
       spdlog::warn("rule_action_not_executable rule={} action={} effect=\"stored, not run\"", name,
                    action.type);
-  if (code.error_action && !code.error_action->republish)
+  if (code.error_action && !code.error_action->run->executable(rt))
     spdlog::warn(
         "rule_action_not_executable rule={} action=errorAction.{} effect=\"stored, not run\"", name,
         code.error_action->type);
@@ -256,11 +191,25 @@ void log_not_executable(const std::string& name, const compiled_rule& code) {
 }  // namespace
 
 engine::engine(broker::broker& broker, storage::write_queue* writer, core::clock& clock,
-               std::string account_id)
-    : broker_(broker), writer_(writer), clock_(clock), account_id_(std::move(account_id)) {}
+               std::string account_id, engine_settings settings)
+    : broker_(broker),
+      writer_(writer),
+      clock_(clock),
+      account_id_(std::move(account_id)),
+      max_pending_actions_(settings.max_pending_actions),
+      runtime_(std::make_unique<actions::runtime>(broker, std::move(settings.actions))) {}
 
 engine::~engine() {
   // No handler may start once the engine is gone; one running now finishes on its own thread.
+  basic_ingest_.reset();
+  std::vector<broker::bus_subscription> retired;
+  {
+    std::unique_lock lock(table_mutex_);
+    for (auto& item : rules_) retired.push_back(std::move(item.second.subscription));
+  }
+  retired.clear();  // outside the table lock: it takes the broker's
+  // Then the actions' threads, whose completions use the engine.
+  runtime_->stop();
   rules_.clear();
 }
 
@@ -309,7 +258,7 @@ void engine::restore(storage::database& db) {
       continue;
     }
     auto active = std::get<std::shared_ptr<const active_rule>>(std::move(activated));
-    log_not_executable(r.name, active->code);
+    log_not_executable(r.name, active->code, *runtime_);
     broker::bus_subscription subscription;
     if (started_ && !r.disabled) subscription = subscribe(active);
     std::string pattern = active->code.statement.topic_filter();
@@ -331,6 +280,17 @@ void engine::start() {
   std::lock_guard mutation(mutation_mutex_);
   if (started_) return;
   started_ = true;
+  // Basic Ingest: `$aws/rules/<rule>/<topic>` goes to that rule alone, as if published to
+  // <topic>; the broker delivers it to no client.
+  basic_ingest_ = broker_.subscribe_service(
+      "$aws/rules/+/#",
+      [this](const broker::message_ptr& msg, const broker::client_identity* from) {
+        try {
+          ingest(msg, from);
+        } catch (const std::exception& e) {
+          core::report_bug("rule_basic_ingest", e.what());
+        }
+      });
   // Only mutations change rules_, and they wait for mutation_mutex_: reading it here is safe.
   for (auto& item : rules_) {
     auto& e = item.second;
@@ -363,7 +323,7 @@ broker::bus_subscription engine::subscribe(const std::shared_ptr<const active_ru
       active->code.statement.topic_filter(),
       [this, active](const broker::message_ptr& msg, const broker::client_identity* from) {
         try {
-          run(*active, msg, from);
+          run(active, msg, from, msg->topic);
         } catch (const std::exception& e) {
           // Out of memory and the like: this message is lost for this rule, the publisher and
           // the other subscribers are not affected.
@@ -417,7 +377,7 @@ std::variant<storage::ticket, rule_error> engine::create(topic_rule r) {
     return rule_error{rule_error::kind::already_exists, "Rule " + r.name + " already exists"};
   r.created_at = clock_.unix_seconds();
   auto active = std::get<std::shared_ptr<const active_rule>>(std::move(activated));
-  log_not_executable(r.name, active->code);
+  log_not_executable(r.name, active->code, *runtime_);
   return install(std::move(r), std::move(active), std::move(stats));
 }
 
@@ -430,7 +390,7 @@ std::variant<storage::ticket, rule_error> engine::replace(topic_rule r) {
   if (auto* refused = std::get_if<rule_error>(&activated)) return std::move(*refused);
   r.created_at = found->second.rule.created_at;
   auto active = std::get<std::shared_ptr<const active_rule>>(std::move(activated));
-  log_not_executable(r.name, active->code);
+  log_not_executable(r.name, active->code, *runtime_);
   return install(std::move(r), std::move(active), std::move(stats));
 }
 
@@ -483,15 +443,16 @@ std::vector<topic_rule> engine::list(const std::string& after, std::size_t max,
   return out;
 }
 
-void engine::run(const active_rule& rule, const broker::message_ptr& msg,
-                 const broker::client_identity* from) {
+void engine::run(const std::shared_ptr<const active_rule>& active, const broker::message_ptr& msg,
+                 const broker::client_identity* from, std::string_view topic) {
+  const active_rule& rule = *active;
   if (msg->publisher == rule.loop_publisher) return;  // its own republish: no loop
   rule_stats& stats = *rule.stats;
   stats.matched.fetch_add(1, std::memory_order_relaxed);
 
   const std::string trace_id = new_trace_id();
   sql::message_context ctx;
-  ctx.topic = msg->topic;
+  ctx.topic = topic;
   ctx.client_id =
       from != nullptr ? std::string_view(from->client_id) : std::string_view(msg->publisher);
   if (from != nullptr)
@@ -502,35 +463,95 @@ void engine::run(const active_rule& rule, const broker::message_ptr& msg,
   ctx.trace_id = trace_id;
   ctx.thing_shadow = shadow_reader_;
 
-  std::vector<action_failure> failures;
   const auto result = sql::evaluate(rule.code.statement, msg->payload, ctx);
   if (const auto* failed = std::get_if<sql::eval_error>(&result)) {
     // No action ran: the failure is the evaluation's (our name for it; AWS documents none).
-    failures.push_back({"SqlEvaluation", rule.name, failed->message});
-  } else {
-    const auto& output = std::get<std::optional<std::string>>(result);
-    if (!output) return;  // WHERE did not hold
-    stats.fired.fetch_add(1, std::memory_order_relaxed);
-    for (std::size_t i = 0; i < rule.code.actions.size(); ++i) {
-      const auto& action = rule.code.actions[i];
-      auto& counters = *rule.action_counters[i];
-      if (!action.republish) {
-        counters.not_executable.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      std::string topic;
-      std::string error;
-      if (republish(broker_, rule.loop_publisher, *action.republish, *msg, ctx, *output, topic,
-                    error)) {
-        counters.success.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        counters.failure.fetch_add(1, std::memory_order_relaxed);
-        failures.push_back({failed_action_name(action.type), std::move(topic), std::move(error)});
-      }
+    auto state = std::make_shared<firing_state>(active, msg, ctx, 1);
+    state->fail({"SqlEvaluation", rule.name, failed->message});
+    return settle(state);
+  }
+  const auto& output = std::get<std::optional<std::string>>(result);
+  if (!output) return;  // WHERE did not hold
+  stats.fired.fetch_add(1, std::memory_order_relaxed);
+
+  // One share per action plus one for this loop, so actions finishing inline cannot settle the
+  // message before every action has started.
+  auto state = std::make_shared<firing_state>(active, msg, ctx, rule.code.actions.size() + 1);
+  const actions::firing firing{rule.name, rule.loop_publisher, *msg, ctx, *output};
+  for (std::size_t i = 0; i < rule.code.actions.size(); ++i)
+    start_action(*rule.code.actions[i].run, *rule.action_counters[i], firing, state);
+  settle(state);
+}
+
+void engine::ingest(const broker::message_ptr& msg, const broker::client_identity* from) {
+  std::string_view rest =
+      std::string_view(msg->topic).substr(std::string_view("$aws/rules/").size());
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos || slash + 1 == rest.size()) return;  // no topic after it
+  const std::string_view name = rest.substr(0, slash);
+  const std::string_view topic = rest.substr(slash + 1);
+  std::shared_ptr<const active_rule> active;
+  {
+    std::shared_lock lock(table_mutex_);
+    auto found = rules_.find(name);
+    if (found == rules_.end() || found->second.rule.disabled) return;
+    if (!mqtt::topic_matches(found->second.pattern, topic)) return;
+    active = found->second.active;
+  }
+  run(active, msg, from, topic);
+}
+
+void engine::start_action(const actions::action& action, outcome_counters& counters,
+                          const actions::firing& firing,
+                          const std::shared_ptr<firing_state>& state) {
+  if (!action.executable(*runtime_)) {
+    counters.not_executable.fetch_add(1, std::memory_order_relaxed);
+    return settle(state);
+  }
+  rule_stats& stats = *state->rule->stats;
+  const bool queued = action.asynchronous();
+  if (queued) {
+    // The rule's bounded queue: a slow target holds at most this many runs, never a publisher.
+    if (stats.pending.fetch_add(1, std::memory_order_relaxed) >= max_pending_actions_) {
+      stats.pending.fetch_sub(1, std::memory_order_relaxed);
+      counters.dropped.fetch_add(1, std::memory_order_relaxed);
+      state->fail({actions::failed_action_name(action.type()), action.resource(firing),
+                   "The rule's action queue is full"});
+      return settle(state);
     }
   }
+  action.fire(firing, *runtime_,
+              [this, state, &counters, queued](std::optional<actions::failure> failed) {
+                if (queued) state->rule->stats->pending.fetch_sub(1, std::memory_order_relaxed);
+                if (failed) {
+                  counters.failure.fetch_add(1, std::memory_order_relaxed);
+                  state->fail(std::move(*failed));
+                } else {
+                  counters.success.fetch_add(1, std::memory_order_relaxed);
+                }
+                settle(state);
+              });
+}
+
+void engine::settle(const std::shared_ptr<firing_state>& state) {
+  if (state->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  // The last share: every action of this message has finished.
+  std::vector<actions::failure> failures;
+  {
+    std::lock_guard lock(state->mutex);
+    failures.swap(state->failures);
+  }
   if (failures.empty()) return;
-  stats.errors.fetch_add(1, std::memory_order_relaxed);
+  const active_rule& rule = *state->rule;
+  if (state->error_action) {
+    // The errorAction's own failure ends here: logged, never another errorAction.
+    std::uint64_t held_back = 0;
+    if (failure_log_.allow(held_back))
+      spdlog::warn("rule_error_action_failed rule={} resource=\"{}\" error=\"{}\" held_back={}",
+                   rule.name, failures.front().resource, failures.front().message, held_back);
+    return;
+  }
+  rule.stats->errors.fetch_add(1, std::memory_order_relaxed);
   for (const auto& f : failures) {
     std::uint64_t held_back = 0;
     if (failure_log_.allow(held_back))
@@ -540,18 +561,13 @@ void engine::run(const active_rule& rule, const broker::message_ptr& msg,
   if (!rule.code.error_action) return;
 
   // errorAction: once per (rule, message), with AWS's failure document.
-  const auto& error_action = *rule.code.error_action;
-  auto& counters = *rule.error_action_counters;
-  if (!error_action.republish) {
-    counters.not_executable.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
+  const auto ctx = state->context(shadow_reader_);
   json::object doc;
   doc.emplace("ruleName", json_text(rule.name));
-  doc.emplace("topic", json_text(msg->topic));
-  doc.emplace("cloudwatchTraceId", json_text(trace_id));
+  doc.emplace("topic", json_text(ctx.topic));
+  doc.emplace("cloudwatchTraceId", json_text(ctx.trace_id));
   doc.emplace("clientId", json_text(ctx.client_id));
-  const std::string original = sql::base64_encode(msg->payload);
+  const std::string original = core::base64_encode(state->msg->payload);
   doc.emplace("base64OriginalPayload", json_text(original));
   json::array listed;
   for (const auto& f : failures) {
@@ -562,18 +578,12 @@ void engine::run(const active_rule& rule, const broker::message_ptr& msg,
     listed.emplace_back(std::move(one));
   }
   doc.emplace("failures", std::move(listed));
-  std::string topic;
-  std::string error;
-  if (republish(broker_, rule.loop_publisher, *error_action.republish, *msg, ctx,
-                json::serialize(doc), topic, error)) {
-    counters.success.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
-  counters.failure.fetch_add(1, std::memory_order_relaxed);
-  std::uint64_t held_back = 0;
-  if (failure_log_.allow(held_back))
-    spdlog::warn("rule_error_action_failed rule={} resource=\"{}\" error=\"{}\" held_back={}",
-                 rule.name, topic, error, held_back);
+  const std::string payload = json::serialize(doc);
+
+  auto last = std::make_shared<firing_state>(state->rule, state->msg, ctx, 1);
+  last->error_action = true;
+  const actions::firing firing{rule.name, rule.loop_publisher, *state->msg, ctx, payload};
+  start_action(*rule.code.error_action->run, *rule.error_action_counters, firing, last);
 }
 
 std::string engine::prometheus_text() const {
@@ -600,8 +610,10 @@ std::string engine::prometheus_text() const {
   for (const auto& [name, stats] : snapshot)
     out += sample("nimbus_rule_messages_fired_total", "rule=\"" + name + "\"",
                   stats->fired.load(std::memory_order_relaxed));
-  out += counter("nimbus_rule_action_total",
-                 "Rule actions run, by outcome (not_executable: a type stored but not run)");
+  out += counter(
+      "nimbus_rule_action_total",
+      "Rule actions run, by outcome (not_executable: a type stored but not run; dropped: the "
+      "rule's action queue was full)");
   for (const auto& [name, stats] : snapshot) {
     std::lock_guard lock(stats->actions_mutex);
     for (const auto& [label, counts] : stats->actions) {
@@ -612,6 +624,8 @@ std::string engine::prometheus_text() const {
                     counts.failure.load(std::memory_order_relaxed));
       out += sample("nimbus_rule_action_total", labels + ",outcome=\"not_executable\"",
                     counts.not_executable.load(std::memory_order_relaxed));
+      out += sample("nimbus_rule_action_total", labels + ",outcome=\"dropped\"",
+                    counts.dropped.load(std::memory_order_relaxed));
     }
   }
   out += counter("nimbus_rule_errors_total",

@@ -1,8 +1,9 @@
 #pragma once
 // A topic rule as AWS IoT's API has it (TopicRulePayload in, GetTopicRule's "rule" out), its
-// validation, and its executable form: the parsed SQL and the actions the engine can run
-// (republish, with its substitution templates parsed). Pure: no I/O, no locks.
+// validation, and its executable form: the parsed SQL and its actions, parsed by their types
+// (actions/). Pure: no I/O, no locks.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,8 +14,9 @@
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
+#include "rules/actions/action.hpp"
+#include "rules/rule_error.hpp"
 #include "rules/sql/sql.hpp"
-#include "rules/templates.hpp"
 
 namespace nimbus::rules {
 
@@ -29,12 +31,6 @@ struct topic_rule {
   std::optional<boost::json::object> error_action;  // verbatim
 };
 
-struct rule_error {
-  enum class kind { invalid_request, sql_parse, already_exists, not_found, conflict };
-  kind what;
-  std::string message;
-};
-
 // ^[a-zA-Z0-9_]{1,128}$
 bool is_valid_rule_name(std::string_view name);
 // awsIotSqlVersion: "2015-10-08", "2016-03-23", or "beta" (read as 2016-03-23).
@@ -44,7 +40,8 @@ std::optional<sql::sql_version> sql_version_of(std::string_view text);
 // and parses (sql_parse, "<parser message> at position <0-based offset>"), actions required, an
 // array of 0..10 objects each with exactly one key whose value is an object (the same for
 // errorAction), awsIotSqlVersion one of the three, rule name ^[a-zA-Z0-9_]{1,128}$, description
-// <= 2048 characters, and the republish actions' fields and templates (invalid_request).
+// <= 2048 characters, and the fields and templates of the action types Nimbus runs
+// (invalid_request).
 // created_at is left 0: the engine stamps it.
 std::variant<topic_rule, rule_error> rule_from_payload(std::string name,
                                                        const boost::json::object& payload);
@@ -54,23 +51,10 @@ boost::json::object rule_to_json(const topic_rule& r);
 // The FROM filter of a rule's SQL (ListTopicRules' topicPattern); empty when it does not parse.
 std::string topic_pattern(const topic_rule& r);
 
-// A republish action ready to run: {topic, qos 0|1, headers?}.
-struct republish_action {
-  substitution_template topic;  // `$$aws/` at its start already read as `$aws/`
-  std::uint8_t qos = 0;
-  std::optional<std::uint8_t> payload_format_indicator;  // UNSPECIFIED_BYTES 0, UTF8_DATA 1
-  std::optional<substitution_template> content_type;
-  std::optional<substitution_template> response_topic;
-  std::optional<substitution_template> correlation_data;  // base64 once expanded, as AWS
-  std::optional<substitution_template> message_expiry;    // seconds once expanded
-  std::vector<std::pair<substitution_template, substitution_template>> user_properties;
-};
-
-// One action of a rule: its type (the action object's one key) and, for those the engine runs,
-// how. Other types are kept verbatim in the rule and not executed.
+// One action of a rule, parsed: its type (the action object's one key) and how it runs.
 struct compiled_action {
   std::string type;
-  std::optional<republish_action> republish;
+  std::unique_ptr<const actions::action> run;
 };
 
 struct compiled_rule {

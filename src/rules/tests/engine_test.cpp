@@ -7,16 +7,22 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -91,12 +97,14 @@ class rules_engine_test : public ::testing::Test {
   rules_engine_test() { make(nullptr); }
 
   // A new broker and engine, as after a restart; `stored`: the database to restore from.
-  void make(storage::write_queue* writer, storage::database* stored = nullptr) {
+  void make(storage::write_queue* writer, storage::database* stored = nullptr,
+            engine_settings settings = {}) {
     recorders_.clear();
     engine_.reset();
     broker_.reset();
     broker_ = std::make_unique<broker::broker>(config::mqtt_settings{}, clock_, auth_, nullptr);
-    engine_ = std::make_unique<engine>(*broker_, writer, clock_, "123456789012");
+    engine_ =
+        std::make_unique<engine>(*broker_, writer, clock_, "123456789012", std::move(settings));
     if (stored != nullptr) engine_->restore(*stored);
     engine_->start();
     record("alerts/#");
@@ -107,6 +115,7 @@ class rules_engine_test : public ::testing::Test {
         filter, [this](const broker::message_ptr& msg, const broker::client_identity*) {
           std::lock_guard lock(mutex_);
           seen_.push_back({msg->topic, msg->payload, msg->publisher, msg->props});
+          arrived_.notify_all();
         }));
   }
 
@@ -124,9 +133,18 @@ class rules_engine_test : public ::testing::Test {
     return std::exchange(seen_, {});
   }
 
+  // Waits (bounded) until `count` messages were recorded: actions that run on the engine's own
+  // threads publish after send() returns.
+  std::vector<published> take(std::size_t count) {
+    std::unique_lock lock(mutex_);
+    arrived_.wait_for(lock, std::chrono::seconds(10), [&] { return seen_.size() >= count; });
+    return std::exchange(seen_, {});
+  }
+
   core::manual_clock clock_;
   broker::local_authorizer auth_{true};
   std::mutex mutex_;
+  std::condition_variable arrived_;
   std::vector<published> seen_;
   std::unique_ptr<broker::broker> broker_;
   std::unique_ptr<engine> engine_;
@@ -400,6 +418,188 @@ TEST_F(rules_engine_test, unknown_action_types_are_kept_verbatim) {
                        "nimbus_rule_action_total{rule=\"verbatim\",action=\"somethingNew\","
                        "outcome=\"not_executable\"} 1"));
   EXPECT_TRUE(has_line(metrics, "nimbus_rule_errors_total{rule=\"verbatim\"} 0"));
+}
+
+TEST_F(rules_engine_test, basic_ingest_reaches_only_the_named_rule_without_its_prefix) {
+  expect_ok(engine_->create(rule_of("hot", hot_rule)));
+  expect_ok(engine_->create(rule_of("other", R"({
+    "sql": "SELECT topic() AS t FROM 'sensor/#'",
+    "actions": [{"republish": {"topic": "alerts/other"}}]})")));
+  send("$aws/rules/hot/sensor/dev7/data", R"({"temperature": 40})");
+  auto seen = take();
+  ASSERT_EQ(seen.size(), 1U);
+  EXPECT_EQ(seen[0].topic, "alerts/dev7");
+  EXPECT_EQ(seen[0].payload, R"({"temperature":40,"device":"dev7"})");
+
+  send("$aws/rules/hot/elsewhere/dev7", R"({"temperature": 40})");  // not its FROM filter
+  send("$aws/rules/nosuchrule/sensor/dev7/data", R"({"temperature": 40})");
+  send("$aws/rules/hot", R"({"temperature": 40})");
+  expect_ok(engine_->set_disabled("hot", true));
+  send("$aws/rules/hot/sensor/dev7/data", R"({"temperature": 40})");
+  EXPECT_TRUE(take().empty());
+}
+
+TEST_F(rules_engine_test, s3_writes_the_output_as_an_object_and_keeps_keys_in_their_bucket) {
+  const auto objects = std::filesystem::temp_directory_path() /
+                       ("nimbus-rules-objects-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(objects);
+  engine_settings settings;
+  settings.actions.objects_dir = objects;
+  make(nullptr, nullptr, settings);
+  expect_ok(engine_->create(rule_of("store", R"({
+    "sql": "SELECT temperature FROM 'sensor/+/data'",
+    "actions": [{"s3": {"roleArn": "arn:r", "bucketName": "readings", "key": "${topic(2)}/latest.json"}}],
+    "errorAction": {"republish": {"topic": "alerts/errors"}}})")));
+  send("sensor/dev1/data", R"({"temperature": 21.5, "humidity": 40})");
+  send("sensor/../data", R"({"temperature": 22})");  // topic(2) is "..": refused, not written
+  auto seen = take(1);
+  ASSERT_EQ(seen.size(), 1U);
+  const json::object doc = object_of(seen[0].payload);
+  const auto& failure = doc.at("failures").as_array().at(0);
+  EXPECT_EQ(failure.at("failedAction"), "S3Action");
+  EXPECT_EQ(failure.at("failedResource"), "readings");
+
+  // The good object may land after the refusal was published: wait for its count.
+  const std::string success =
+      "nimbus_rule_action_total{rule=\"store\",action=\"s3\",outcome=\"success\"} 1";
+  for (int i = 0; i < 1000 && !has_line(engine_->prometheus_text(), success); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(has_line(engine_->prometheus_text(), success));
+  std::ifstream object(objects / "readings" / "dev1" / "latest.json");
+  std::stringstream content;
+  content << object.rdbuf();
+  EXPECT_EQ(content.str(), R"({"temperature":21.5})");
+  std::size_t files = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(objects))
+    if (entry.is_regular_file()) ++files;
+  EXPECT_EQ(files, 1U);  // no temporary left, nothing outside the bucket
+  engine_.reset();
+  std::filesystem::remove_all(objects);
+}
+
+TEST_F(rules_engine_test, a_full_queue_drops_and_tells_the_error_action) {
+  // An endpoint that accepts connections and never answers holds every run in the queue.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor silent(
+      io, boost::asio::ip::tcp::endpoint(boost::asio::ip::address_v4::loopback(), 0));
+  const auto port = silent.local_endpoint().port();
+  engine_settings settings;
+  settings.max_pending_actions = 2;
+  settings.actions.http_timeout = std::chrono::milliseconds(60'000);
+  make(nullptr, nullptr, settings);
+  expect_ok(engine_->create(rule_of("slow", R"({
+    "sql": "SELECT * FROM 'sensor/+/data'",
+    "actions": [{"http": {"url": "http://127.0.0.1:)" +
+                                                std::to_string(port) + R"(/in"}}],
+    "errorAction": {"republish": {"topic": "alerts/errors"}}})")));
+  for (int i = 0; i < 5; ++i) send("sensor/dev1/data", R"({"n": 1})");
+  auto seen = take(3);
+  ASSERT_EQ(seen.size(), 3U);
+  for (const auto& s : seen) {
+    const json::object doc = object_of(s.payload);
+    const auto& failure = doc.at("failures").as_array().at(0);
+    EXPECT_EQ(failure.at("failedAction"), "HttpAction");
+    EXPECT_EQ(failure.at("errorMessage"), "The rule's action queue is full");
+  }
+  EXPECT_TRUE(
+      has_line(engine_->prometheus_text(),
+               "nimbus_rule_action_total{rule=\"slow\",action=\"http\",outcome=\"dropped\"} 3"));
+  engine_.reset();  // drops the two runs still waiting
+}
+
+TEST_F(rules_engine_test, actions_without_a_target_are_counted_not_executable) {
+  expect_ok(engine_->create(rule_of("streams", R"({
+    "sql": "SELECT * FROM 'sensor/+/data'",
+    "actions": [
+      {"kinesis": {"roleArn": "arn:r", "streamName": "sensor-data", "partitionKey": "${topic(2)}"}},
+      {"timestream": {"roleArn": "arn:r", "databaseName": "iot", "tableName": "readings",
+                      "dimensions": [{"name": "device", "value": "${topic(2)}"}]}},
+      {"s3": {"roleArn": "arn:r", "bucketName": "readings", "key": "k"}},
+      {"http": {"url": "https://example.com/x", "auth": {"sigv4": {"signingRegion": "us-east-1",
+                "serviceName": "execute-api", "roleArn": "arn:r"}}}}]})")));
+  send("sensor/dev1/data", R"({"n": 1})");
+  const std::string metrics = engine_->prometheus_text();
+  for (const char* type : {"kinesis", "timestream", "s3", "http"})
+    EXPECT_TRUE(
+        has_line(metrics, std::string("nimbus_rule_action_total{rule=\"streams\",action=\"") +
+                              type + "\",outcome=\"not_executable\"} 1"))
+        << type << "\n"
+        << metrics;
+  EXPECT_TRUE(has_line(metrics, "nimbus_rule_errors_total{rule=\"streams\"} 0"));
+}
+
+TEST_F(rules_engine_test, kinesis_and_timestream_reach_their_sinks_once_plugged_in) {
+  std::mutex mutex;
+  std::vector<actions::stream_record> streamed;
+  std::vector<actions::timestream_record> points;
+  recorders_.clear();
+  engine_.reset();
+  engine_ = std::make_unique<engine>(*broker_, nullptr, clock_, "123456789012");
+  engine_->action_runtime().send_streams_to(
+      [&](actions::stream_record r, actions::completion done) {
+        std::lock_guard lock(mutex);
+        streamed.push_back(std::move(r));
+        done(std::nullopt);
+      });
+  engine_->action_runtime().send_timestream_to(
+      [&](actions::timestream_record r, actions::completion done) {
+        std::lock_guard lock(mutex);
+        points.push_back(std::move(r));
+        done(std::nullopt);
+      });
+  engine_->start();
+  expect_ok(engine_->create(rule_of("streams", R"({
+    "sql": "SELECT temperature FROM 'sensor/+/data'",
+    "actions": [
+      {"kinesis": {"roleArn": "arn:r", "streamName": "sensor-data", "partitionKey": "${topic(2)}"}},
+      {"timestream": {"roleArn": "arn:r", "databaseName": "iot", "tableName": "readings",
+                      "dimensions": [{"name": "device", "value": "${topic(2)}"}],
+                      "timestamp": {"value": "${t}", "unit": "SECONDS"}}}]})")));
+  send("sensor/dev1/data", R"({"temperature": 21.5, "t": 1700000000})");
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(streamed.size(), 1U);
+  EXPECT_EQ(streamed[0].stream, "sensor-data");
+  EXPECT_EQ(streamed[0].partition_key, "dev1");
+  EXPECT_EQ(streamed[0].data, R"({"temperature":21.5})");
+  ASSERT_EQ(points.size(), 1U);
+  EXPECT_EQ(points[0].database, "iot");
+  EXPECT_EQ(points[0].table, "readings");
+  ASSERT_EQ(points[0].dimensions.size(), 1U);
+  EXPECT_EQ(points[0].dimensions[0].second, "dev1");
+  EXPECT_EQ(points[0].time_ns, 1'700'000'000'000'000'000);
+}
+
+TEST(rule_payload, action_refusals) {
+  using kind = rule_error::kind;
+  auto with_action = [](std::string_view action) {
+    return R"({"sql": "SELECT * FROM 'a/+'", "actions": [)" + std::string(action) + "]}";
+  };
+  for (std::string_view bad : {
+           R"({"http": {}})",
+           R"({"http": {"url": "http://example.com/x"}})",
+           R"({"http": {"url": "ftp://127.0.0.1/x"}})",
+           R"({"http": {"url": "http://${topic(2)}/x"}})",
+           R"({"http": {"url": "https://h/x", "headers": [{"key": "bad key", "value": "v"}]}})",
+           R"({"http": {"url": "https://h/x", "headers": [{"key": "k"}]}})",
+           R"({"s3": {"bucketName": "Bad_Bucket", "key": "k"}})",
+           R"({"s3": {"bucketName": "ok-bucket"}})",
+           R"({"kinesis": {"partitionKey": "p"}})",
+           R"({"timestream": {"databaseName": "d", "tableName": "t"}})",
+           R"({"timestream": {"databaseName": "d", "tableName": "t", "dimensions": []}})",
+           R"({"timestream": {"databaseName": "d", "tableName": "t",
+               "dimensions": [{"name": "n", "value": "v"}],
+               "timestamp": {"value": "1", "unit": "DAYS"}}})",
+       })
+    EXPECT_EQ(payload_refusal("r", with_action(bad)).what, kind::invalid_request) << bad;
+  for (
+      std::string_view good : {
+          R"({"http": {"url": "http://127.0.0.1:8080/${topic(2)}"}})",
+          R"({"http": {"url": "http://localhost/x", "headers": [{"key": "x-d", "value": "${topic(2)}"}]}})",
+          R"({"http": {"url": "https://${topic(2)}.example.com/x"}})",
+          R"({"s3": {"bucketName": "my.bucket-1", "key": "${topic(2)}/${timestamp()}"}})",
+          R"({"kinesis": {"streamName": "s"}})",
+      })
+    EXPECT_EQ(rule_of("r", with_action(good)).actions.size(), 1U) << good;
 }
 
 TEST(rule_payload, refusals) {
