@@ -363,8 +363,16 @@ bool broker::enqueue_locked(session& s, delivery d, storage::ticket& ticket, con
   return true;
 }
 
+namespace {
+// The gate of the message whose services are running on this thread: what a service publishes
+// from its handler (a rule's republish) holds the original publisher back as the original's
+// own deliveries do, instead of being dropped at a full queue.
+thread_local const gate_ptr* routing_gate = nullptr;
+}  // namespace
+
 publish_result broker::publish(message_ptr msg, const gate_ptr& gate, const client_identity* from) {
   metrics_.messages_received.fetch_add(1, std::memory_order_relaxed);
+  if (!gate && routing_gate != nullptr) return route(std::move(msg), *routing_gate, from);
   return route(std::move(msg), gate, from);
 }
 
@@ -505,6 +513,14 @@ publish_result broker::route(message_ptr msg, const gate_ptr& gate, const client
   std::vector<service_handler> handlers;
   handlers.swap(services);
   if (!matches.empty() && !is_basic_ingest(msg->topic)) deliver(msg, gate, matches, result);
+  if (handlers.empty()) return result;
+  struct gate_scope {
+    const gate_ptr* saved;
+    explicit gate_scope(const gate_ptr& g) : saved(std::exchange(routing_gate, &g)) {}
+    ~gate_scope() { routing_gate = saved; }
+    gate_scope(const gate_scope&) = delete;
+    gate_scope& operator=(const gate_scope&) = delete;
+  } scope(gate);
   for (const auto& handler : handlers) (*handler)(msg, from);
   result.matched += handlers.size();
   return result;
