@@ -364,16 +364,21 @@ bool broker::enqueue_locked(session& s, delivery d, storage::ticket& ticket, con
 }
 
 namespace {
-// The gate of the message whose services are running on this thread: what a service publishes
-// from its handler (a rule's republish) holds the original publisher back as the original's
-// own deliveries do, instead of being dropped at a full queue.
+// The message whose services are running on this thread: what a service publishes from its
+// handler (a rule's republish) holds the original publisher back as the original's own
+// deliveries do (its gate, instead of a drop at a full queue; its durable ticket, so the
+// publisher's acknowledgement also waits for the stored copies).
 thread_local const gate_ptr* routing_gate = nullptr;
+thread_local publish_result* routing_result = nullptr;
 }  // namespace
 
 publish_result broker::publish(message_ptr msg, const gate_ptr& gate, const client_identity* from) {
   metrics_.messages_received.fetch_add(1, std::memory_order_relaxed);
-  if (!gate && routing_gate != nullptr) return route(std::move(msg), *routing_gate, from);
-  return route(std::move(msg), gate, from);
+  if (gate || routing_gate == nullptr) return route(std::move(msg), gate, from);
+  publish_result* outer = routing_result;
+  publish_result result = route(std::move(msg), *routing_gate, from);
+  outer->durable_ticket = storage::later(outer->durable_ticket, result.durable_ticket);
+  return result;
 }
 
 bus_subscription broker::subscribe_service(std::string filter, bus_handler handler) {
@@ -514,13 +519,19 @@ publish_result broker::route(message_ptr msg, const gate_ptr& gate, const client
   handlers.swap(services);
   if (!matches.empty() && !is_basic_ingest(msg->topic)) deliver(msg, gate, matches, result);
   if (handlers.empty()) return result;
-  struct gate_scope {
-    const gate_ptr* saved;
-    explicit gate_scope(const gate_ptr& g) : saved(std::exchange(routing_gate, &g)) {}
-    ~gate_scope() { routing_gate = saved; }
-    gate_scope(const gate_scope&) = delete;
-    gate_scope& operator=(const gate_scope&) = delete;
-  } scope(gate);
+  struct routing_scope {
+    const gate_ptr* saved_gate;
+    publish_result* saved_result;
+    routing_scope(const gate_ptr& g, publish_result& r)
+        : saved_gate(std::exchange(routing_gate, &g)),
+          saved_result(std::exchange(routing_result, &r)) {}
+    ~routing_scope() {
+      routing_gate = saved_gate;
+      routing_result = saved_result;
+    }
+    routing_scope(const routing_scope&) = delete;
+    routing_scope& operator=(const routing_scope&) = delete;
+  } scope(gate, result);
   for (const auto& handler : handlers) (*handler)(msg, from);
   result.matched += handlers.size();
   return result;

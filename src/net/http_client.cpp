@@ -47,16 +47,6 @@ bool equals_ignoring_case(std::string_view a, std::string_view b) {
                                             [](char x, char y) { return lower(x) == lower(y); });
 }
 
-// RFC 9110 5.6.2: what a method or a header name may be made of.
-bool is_token(std::string_view text) {
-  if (text.empty()) return false;
-  for (char c : text) {
-    if (std::isalnum(static_cast<unsigned char>(c))) continue;
-    if (std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) return false;
-  }
-  return true;
-}
-
 // A header value must not end its line early (request splitting).
 bool is_safe_header_value(std::string_view value) {
   return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
@@ -379,6 +369,15 @@ std::optional<http_url> parse_http_url(std::string_view url) {
   return out;
 }
 
+bool is_http_token(std::string_view text) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    if (std::isalnum(static_cast<unsigned char>(c))) continue;
+    if (std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
 bool is_loopback_host(std::string_view host) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
@@ -416,14 +415,14 @@ void http_client::send(http_client_request request, std::function<void(http_clie
 
   auto url = parse_http_url(request.url);
   if (!url) return refuse("invalid URL");
-  if (!is_token(request.method)) return refuse("invalid method");
+  if (!is_http_token(request.method)) return refuse("invalid method");
 
   http::request<http::string_body> message;
   message.version(11);
   message.method_string(request.method);
   message.target(url->target);
   for (const auto& [name, value] : request.headers) {
-    if (!is_token(name) || !is_safe_header_value(value)) return refuse("invalid header");
+    if (!is_http_token(name) || !is_safe_header_value(value)) return refuse("invalid header");
     if (name.size() + value.size() > max_request_field_bytes) return refuse("header too large");
     // Ours to set: they describe the connection and the body as this client sends them.
     if (equals_ignoring_case(name, "Host") || equals_ignoring_case(name, "Content-Length") ||

@@ -30,6 +30,8 @@ struct http_url {
 std::optional<http_url> parse_http_url(std::string_view url);
 // 127.0.0.0/8, ::1, "localhost" (case-insensitive).
 bool is_loopback_host(std::string_view host);
+// RFC 9110 5.6.2 tokens: what a method or a header name may be made of.
+bool is_http_token(std::string_view text);
 
 struct http_client_request {
   std::string method = "POST";
