@@ -310,6 +310,43 @@ TEST_F(broker_fixture, a_service_may_publish_from_its_handler) {
   EXPECT_EQ(client->queue[3].msg->topic, "reply/b");
 }
 
+TEST_F(broker_fixture, a_services_publish_holds_the_original_publishers_gate) {
+  settings.max_queued_messages = 1;
+  b = std::make_unique<broker>(settings, clock, auth, nullptr);
+  auto slow =
+      b->attach("slow", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(slow, "reply/#", {1}, 0);
+  b->publish(make("reply/first", "fills the queue", 1));
+  auto echo =
+      b->subscribe_service("request/+", [&](const message_ptr& msg, const client_identity*) {
+        b->publish(make("reply/" + msg->topic.substr(8), msg->payload, 1));
+      });
+  auto gate = std::make_shared<congestion_gate>();
+  b->publish(make("request/a", "1", 1), gate);
+  // Queued past the limit, not dropped: the device that sent request/a waits for the reply's
+  // subscriber as it would for its own.
+  EXPECT_EQ(slow->queue.size(), 2U);
+  EXPECT_EQ(gate->remaining.load(), 2);
+  EXPECT_EQ(b->metrics().messages_dropped.load(), 0U);
+  // Without a message being routed on this thread there is no gate to take: a full queue drops.
+  b->publish(make("reply/later", "x", 1));
+  EXPECT_EQ(b->metrics().messages_dropped.load(), 1U);
+}
+
+TEST_F(broker_fixture, basic_ingest_topics_reach_services_only) {
+  int seen = 0;
+  auto rules = b->subscribe_service("$aws/rules/+/#",
+                                    [&](const message_ptr&, const client_identity*) { ++seen; });
+  auto client =
+      b->attach("spy", mqtt::protocol_version::v5, true, 0, std::make_shared<fake_link>()).target;
+  b->subscribe(client, "$aws/#", {1}, 0);
+  EXPECT_EQ(b->publish(make("$aws/rules/r/sensor/1", "{}", 1)).matched, 1U);
+  EXPECT_EQ(seen, 1);
+  EXPECT_TRUE(client->queue.empty());
+  EXPECT_TRUE(broker::is_basic_ingest("$aws/rules/r/x"));
+  EXPECT_FALSE(broker::is_basic_ingest("$aws/things/x/shadow/update"));
+}
+
 TEST_F(broker_fixture, reserved_topics_include_what_services_reserve) {
   EXPECT_TRUE(b->is_reserved_topic("$SYS/broker/uptime"));
   EXPECT_TRUE(b->is_reserved_topic("$aws/events/presence/connected/x"));
