@@ -32,6 +32,8 @@
 #include "net/listener.hpp"
 #include "net/streams.hpp"
 #include "net/tls_context.hpp"
+#include "pubsub/rest.hpp"
+#include "pubsub/service.hpp"
 #include "registry/certificate_authority.hpp"
 #include "registry/credentials.hpp"
 #include "registry/registry.hpp"
@@ -199,6 +201,7 @@ int serve(const config::settings& settings) {
     registry::registry::migrate(db);
     shadow::service::migrate(db);
     rules::engine::migrate(db);
+    pubsub::service::migrate(db);
     devices.load(db);
   }
   storage::write_queue writer(db_path, settings.storage.synchronous,
@@ -217,18 +220,39 @@ int serve(const config::settings& settings) {
   broker::broker mqtt_broker(settings.mqtt, clock, auth, &store);
   // Device shadows: on the broker's bus, before any client can publish to them.
   shadow::service shadows(mqtt_broker, &writer, clock, settings.shadow);
+  // Pub/Sub: topics' logs under <data>/pubsub, metadata and cursors in the database. Before the
+  // rules engine, whose kinesis action publishes to it.
+  pubsub::service_settings pubsub_settings;
+  pubsub_settings.dir = data_dir / "pubsub";
+  pubsub_settings.fsync = settings.pubsub.fsync == "interval" ? seglog::fsync_policy::interval
+                          : settings.pubsub.fsync == "never"  ? seglog::fsync_policy::never
+                                                              : seglog::fsync_policy::always;
+  pubsub::service pubsub_service(&writer, clock, pubsub_settings);
   // Topic rules: on the bus too, each enabled rule subscribed before any client can publish.
   rules::engine_settings rule_settings;
   rule_settings.max_pending_actions = settings.rules.max_pending_actions;
   rule_settings.actions.objects_dir = data_dir / "objects";
   rule_settings.actions.http_timeout = std::chrono::milliseconds(settings.rules.http_timeout_ms);
   rules::engine rules_engine(mqtt_broker, &writer, clock, settings.account, rule_settings);
+  // kinesis: streamName is a topic of the default project, partitionKey its ordering key.
+  rules_engine.action_runtime().send_streams_to(
+      [&pubsub_service](rules::actions::stream_record record, rules::actions::completion done) {
+        auto stream = record.stream;
+        pubsub_service.publish_record(
+            record.stream, std::move(record.data), std::move(record.partition_key),
+            [stream, done = std::move(done)](const pubsub::status& outcome) {
+              if (outcome.ok()) return done(std::nullopt);
+              done(rules::actions::failure{"KinesisAction", stream, outcome.message});
+            });
+      });
   {
     storage::database db(db_path, settings.storage.synchronous);
     mqtt_broker.restore(db);
     shadows.restore(db);
     rules_engine.restore(db);
+    pubsub_service.restore(db);
   }
+  pubsub_service.start();
   shadows.start();
   rules_engine.read_shadows_from([&shadows](std::string_view thing, std::string_view shadow) {
     return shadows.current_document(thing, shadow);
@@ -269,7 +293,7 @@ int serve(const config::settings& settings) {
     const bool always_token = settings.http.metrics == "token";
     router.add(
         "GET", "/metrics",
-        [&mqtt_broker, &auth, &shadows, &rules_engine, &tokens,
+        [&mqtt_broker, &auth, &shadows, &rules_engine, &pubsub_service, &tokens,
          always_token](const net::http_request& request) {
           // Open to local scrapers; anyone else needs a token (<data>/tokens).
           if ((always_token || !request.loopback_listener) &&
@@ -284,7 +308,8 @@ int serve(const config::settings& settings) {
                                     "text/plain; version=0.0.4",
                                     {},
                                     mqtt_broker.prometheus_text() + auth.prometheus_text() +
-                                        shadows.prometheus_text() + rules_engine.prometheus_text()};
+                                        shadows.prometheus_text() + rules_engine.prometheus_text() +
+                                        pubsub_service.prometheus_text()};
         });
   }
   // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.
@@ -303,6 +328,19 @@ int serve(const config::settings& settings) {
   control.install(router);
   iot::data_plane data(mqtt_broker, auth, aws, writer, shadows);
   data.install(router);
+  // Pub/Sub REST (/v1/projects/...): open on loopback listeners as Google's emulator is;
+  // elsewhere a bearer token from <data>/tokens.
+  pubsub::add_rest_routes(
+      router, pubsub_service,
+      [&tokens](const net::http_request& request) -> std::optional<net::http_response> {
+        if (request.loopback_listener || tokens.check_bearer(request.header("authorization")))
+          return std::nullopt;
+        pubsub::status refused =
+            pubsub::status::error(pubsub::code::unauthenticated,
+                                  "Pub/Sub needs Authorization: Bearer TOKEN (see <data>/tokens) "
+                                  "off loopback listeners.");
+        return pubsub::rest_error(refused);
+      });
   // Sockets that have not sent CONNECT yet are counted from accept (TCP, TLS) or upgrade
   // (WebSocket), in all and per address: the remote address they were counted under, or
   // nullopt when a limit refuses them.
@@ -409,7 +447,9 @@ int serve(const config::settings& settings) {
   open("https", settings.listeners.https, serve(https_options));
   if (!net::is_off(settings.listeners.grpc)) {
     spdlog::info(
-        "grpc_listener_not_started reason=\"the Pub/Sub service is not part of this build yet\"");
+        "grpc_listener_not_started reason=\"Pub/Sub over gRPC is not served yet; its REST API is "
+        "on "
+        "the HTTP(S) listeners\"");
   }
 
   // Housekeeping on loop 0 and the signals that stop the server.
@@ -456,6 +496,7 @@ int serve(const config::settings& settings) {
   }
   // Stop accepting, tell clients, give their sockets a moment to flush, then stop the loops.
   for (auto& l : listeners) l->stop();
+  pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
   mqtt_broker.shutdown();
   // Wait (bounded by the close grace period) until every client was told and its connection
   // released, so no connection outlives the loops.

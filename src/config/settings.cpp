@@ -277,6 +277,11 @@ const std::vector<entry>& entries() {
         "rules.http_timeout_ms", "rules-http-timeout-ms",
         "Milliseconds one attempt of a rule's http action may take, connection to response",
         [](settings& s) -> std::uint32_t& { return s.rules.http_timeout_ms; }, 100, 600'000);
+    text("pubsub.fsync", "pubsub-fsync",
+         "When a Pub/Sub Publish answers: always (after fdatasync: survives power loss), "
+         "interval (after write: survives kill -9, synced within 1 s), never",
+         [](settings& s) -> std::string& { return s.pubsub.fsync; },
+         {"always", "interval", "never"});
     return t;
   }();
   return table;

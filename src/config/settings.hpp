@@ -74,6 +74,11 @@ struct rules_settings {
   std::uint32_t http_timeout_ms = 3000;      // one attempt of an http action
 };
 
+// The Pub/Sub service.
+struct pubsub_settings {
+  std::string fsync = "always";  // always | interval | never: when a Publish may answer
+};
+
 struct settings {
   std::string data_dir = "./nimbus-data";
   std::string log_level = "info";
@@ -87,6 +92,7 @@ struct settings {
   storage_settings storage;
   shadow_settings shadow;
   rules_settings rules;
+  pubsub_settings pubsub;
 };
 
 // Describes one setting for --help, --print-config and validation.

@@ -16,14 +16,15 @@ the real `nimbus` binary with real clients:
   have such levels) fail the action without writing anything; S3's bucket naming rules.
 - The seed tutorial's section 6 pipeline (../shared/seed/: log_handler, alert_handler over
   35 °C, cloud_handler) as three rules made with `aws iot create-topic-rule`: an s3 log, an
-  MQTT + HTTP alert, an HTTP forward standing in for the cloud and a kinesis action (stored,
-  counted not_executable).
+  MQTT + HTTP alert, an HTTP forward standing in for the cloud and a kinesis action to Nimbus's
+  Pub/Sub topic `sensor-data` (project `nimbus`), read back with a REST pull.
 - Basic Ingest: $aws/rules/<rule>/<topic> reaches that rule only (topic() without the prefix),
   never a subscriber (not even one on $aws/#); SUBSCRIBE to $aws/rules/... refused (MQTT 5
   0x8F, 3.1.1 0x80); a missing rule, a disabled rule and a FROM filter that does not match
   republish nothing.
 - Shapes: kinesis, timestream and an http action with sigv4 auth round-tripped by
-  GetTopicRule and counted not_executable; bad shapes, non-loopback http and other schemes,
+  GetTopicRule; timestream and signed http counted not_executable, kinesis to a missing topic a
+  failure; bad shapes, non-loopback http and other schemes,
   too many headers refused with InvalidRequestException.
 - rules.max_pending_actions (TOML config file): with a target holding its requests, the runs
   past the bound are dropped (outcome "dropped", errorAction "The rule's action queue is
@@ -55,6 +56,7 @@ import pytest
 
 from conftest import TIMEOUT, V311, V5, unique, wait_until
 from iot_helpers import metric_samples
+from test_pubsub_rest import PubSub, ok, received
 from test_rules import (ROLE, alert_watcher, assert_alert, assert_quiet, cli,  # noqa: F401
                         iot_client, mosquitto_pub, reading, republish, rule_error, rule_payload)
 
@@ -712,8 +714,12 @@ def test_seed_pipeline_as_rules(cli, server, clients, targets, tmp_path):  # noq
     """Section 6's IoTPipeline handlers on sensor/+/data, as rules: log_handler (every reading
     to an s3 bucket), alert_handler (over 35 °C: MQTT alerts/<device> and an HTTP hook), and
     cloud_handler ({device_id, data, timestamp} to the cloud: an HTTP endpoint, plus a kinesis
-    stream that Nimbus stores and does not run yet)."""
+    stream, which is Nimbus's Pub/Sub topic `sensor-data` of its default project, read back with
+    a Pub/Sub pull, each reading with its device as the ordering key)."""
     cloud = targets()
+    stream = PubSub(server, project="nimbus")
+    ok(stream.create_topic("sensor-data"))
+    ok(stream.create_subscription("sensor-data-cloud", "sensor-data"))
     rules = {
         "pipeline_log": {
             "sql": "SELECT * FROM 'sensor/+/data'",
@@ -763,8 +769,16 @@ def test_seed_pipeline_as_rules(cli, server, clients, targets, tmp_path):  # noq
         == sorted(readings, key=lambda d: d["temperature"])
     wait_action_total(server, "pipeline_log", "s3", "success", 3)
 
-    # the cloud stream: stored, not run
-    wait_action_total(server, "pipeline_forward", "kinesis", "not_executable", 3)
+    # the cloud stream: the Pub/Sub topic, one message per reading
+    wait_action_total(server, "pipeline_forward", "kinesis", "success", 3)
+    streamed = []
+    deadline = time.monotonic() + TIMEOUT
+    while len(streamed) < 3 and time.monotonic() < deadline:
+        streamed += received(ok(stream.pull("sensor-data-cloud", return_immediately=False)))
+    assert len(streamed) == 3, streamed
+    assert sorted((json.loads(base64.b64decode(m["message"]["data"]))["data"]["temperature"],
+                   m["message"].get("orderingKey")) for m in streamed) == \
+        [(25, PIPELINE_DEVICE), (30, PIPELINE_DEVICE), (36, PIPELINE_DEVICE)]
     assert action_total(server, "pipeline_alert", "republish", "success") == 1
     for rule in rules:
         assert rule_metric(server, "nimbus_rule_messages_matched_total", rule) == 3, rule
@@ -836,7 +850,9 @@ def test_basic_ingest(server, clients):
 
 def test_actions_stored_verbatim_and_not_executed(server, clients, targets):
     """kinesis, timestream and an http action with sigv4 auth (Nimbus has no AWS credentials
-    to sign with): GetTopicRule gives them back as given; firing counts them not_executable."""
+    to sign with): GetTopicRule gives them back as given; firing counts timestream (until the
+    time-series store runs it) and the signed http action not_executable, and kinesis to a
+    Pub/Sub topic that does not exist as a failure."""
     target = targets()
     signed = http_action(target.url("/signed"), confirmationUrl=target.url("/"),
                          headers=[{"key": "x-device", "value": "${topic(2)}"}],
@@ -849,7 +865,8 @@ def test_actions_stored_verbatim_and_not_executed(server, clients, targets):
 
     pub = sensor(clients)
     pub.publish("sensor/pi-001/data", reading(20), qos=1)
-    for action in ("kinesis", "timestream", "http"):
+    wait_action_total(server, "later", "kinesis", "failure", 1)
+    for action in ("timestream", "http"):
         wait_action_total(server, "later", action, "not_executable", 1)
         assert action_total(server, "later", action, "success") == 0, action
         assert action_total(server, "later", action, "failure") == 0, action

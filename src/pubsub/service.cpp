@@ -1,0 +1,1252 @@
+#include "pubsub/service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <google/protobuf/util/time_util.h>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "core/log.hpp"
+#include "core/page_token.hpp"
+#include "pubsub/filter.hpp"
+#include "pubsub/message_store.hpp"
+#include "pubsub/names.hpp"
+#include "pubsub/subscription_engine.hpp"
+#include "seglog/log.hpp"
+
+namespace nimbus::pubsub {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using google::protobuf::util::TimeUtil;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+namespace {
+
+// Google's limits (reference §3).
+constexpr int max_messages_per_publish = 1000;
+constexpr std::size_t max_publish_bytes = 10'000'000;
+constexpr int max_attributes = 100;
+constexpr std::size_t max_attribute_key = 256;
+constexpr std::size_t max_attribute_value = 1024;
+constexpr std::size_t max_ordering_key = 1024;
+constexpr int max_pull_messages = 1000;
+constexpr std::size_t max_pull_bytes = 10'000'000;
+constexpr std::int64_t min_retention_s = 10 * 60;
+constexpr std::int64_t max_retention_s = 31LL * 24 * 3600;
+constexpr std::int64_t default_retention_s = 7LL * 24 * 3600;
+constexpr std::int64_t min_expiration_ttl_s = 24 * 3600;
+constexpr std::int64_t default_expiration_ttl_s = 31LL * 24 * 3600;
+constexpr int default_page_size = 100;
+constexpr int max_page_size = 1000;
+// Message ids: the topic's incarnation (unique per created topic, ever) above its log offset,
+// so ids stay unique per topic name across deletes and re-creates.
+constexpr int incarnation_shift = 40;
+
+status invalid(std::string message) {
+  return status::error(code::invalid_argument, std::move(message));
+}
+
+status not_found(std::string_view what, std::string_view name) {
+  return status::error(code::not_found,
+                       std::string(what) + " not found (resource=" + std::string(name) + ").");
+}
+
+std::int64_t seconds_of(const google::protobuf::Duration& d) {
+  return d.seconds();
+}
+
+google::protobuf::Duration duration_of(std::int64_t s) {
+  google::protobuf::Duration d;
+  d.set_seconds(s);
+  return d;
+}
+
+// Page of `names` (sorted) after the token, with the next token.
+template <class Container>
+std::pair<std::vector<std::string>, std::string> page(const Container& names, int page_size,
+                                                      const std::string& token, status& failed) {
+  std::vector<std::string> out;
+  std::string after;
+  if (!token.empty()) {
+    auto decoded = core::decode_page_token(token);
+    if (!decoded) {
+      failed = invalid("Invalid page token: " + token);
+      return {};
+    }
+    after = std::move(*decoded);
+  }
+  const int size = page_size <= 0 ? default_page_size : std::min(page_size, max_page_size);
+  auto it = after.empty() ? names.begin() : names.upper_bound(after);
+  for (; it != names.end() && static_cast<int>(out.size()) < size; ++it) out.push_back(*it);
+  std::string next;
+  if (it != names.end() && !out.empty()) next = core::encode_page_token(out.back());
+  return {std::move(out), std::move(next)};
+}
+
+// The stored form of a cursor (table pubsub_cursors), JSON for readability in a debugger.
+std::string encode_cursor(const cursor_state& c) {
+  json::object out;
+  out.emplace("floor", c.floor);
+  json::array ranges;
+  for (const auto& [first, last] : c.acked) ranges.emplace_back(json::array{first, last});
+  out.emplace("acked", std::move(ranges));
+  json::array attempts;
+  for (const auto& [seq, count] : c.delivery_attempts)
+    attempts.emplace_back(json::array{seq, count});
+  out.emplace("attempts", std::move(attempts));
+  return json::serialize(out);
+}
+
+cursor_state decode_cursor(std::string_view text) {
+  cursor_state c;
+  json::error_code ec;
+  auto value = json::parse(json::string_view(text.data(), text.size()), ec);
+  if (ec || !value.is_object()) return c;
+  const auto& o = value.get_object();
+  if (const auto* floor = o.if_contains("floor"); floor && floor->is_number())
+    c.floor = floor->to_number<std::uint64_t>();
+  if (const auto* ranges = o.if_contains("acked"); ranges && ranges->is_array())
+    for (const auto& r : ranges->get_array())
+      if (r.is_array() && r.get_array().size() == 2)
+        c.acked.emplace_back(r.get_array()[0].to_number<std::uint64_t>(),
+                             r.get_array()[1].to_number<std::uint64_t>());
+  if (const auto* attempts = o.if_contains("attempts"); attempts && attempts->is_array())
+    for (const auto& a : attempts->get_array())
+      if (a.is_array() && a.get_array().size() == 2)
+        c.delivery_attempts[a.get_array()[0].to_number<std::uint64_t>()] =
+            a.get_array()[1].to_number<std::int32_t>();
+  return c;
+}
+
+// A topic's messages as the engine reads them: the topic's log, each record a serialized
+// PubsubMessage without its id (derived from the offset).
+class log_store final : public message_store {
+ public:
+  log_store(seglog::log& log, std::uint64_t incarnation) : log_(log), incarnation_(incarnation) {}
+
+  std::vector<stored_message> read(std::uint64_t from_seq, std::size_t max,
+                                   std::size_t max_bytes) const override {
+    std::vector<seglog::record> records;
+    std::vector<stored_message> out;
+    if (log_.read(from_seq, max, max_bytes, records)) return out;
+    out.reserve(records.size());
+    for (auto& r : records) {
+      v1::PubsubMessage m;
+      if (!m.ParseFromString(r.payload)) continue;  // cannot happen: CRC-checked, ours
+      stored_message s;
+      s.seq = r.offset;
+      s.message.data = std::move(*m.mutable_data());
+      for (auto& [k, v] : *m.mutable_attributes()) s.message.attributes.emplace(k, v);
+      s.message.ordering_key = std::move(*m.mutable_ordering_key());
+      s.message.publish_time_ms = TimeUtil::TimestampToMilliseconds(m.publish_time());
+      s.message.message_id = message_id(r.offset);
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+  std::uint64_t first_seq() const override { return log_.first_offset(); }
+  std::uint64_t next_seq() const override { return log_.next_offset(); }
+  std::uint64_t seq_at_time(std::int64_t time_ms) const override {
+    return log_.offset_at_time(time_ms);
+  }
+
+  std::string message_id(std::uint64_t seq) const {
+    return std::to_string((incarnation_ << incarnation_shift) + seq);
+  }
+
+ private:
+  seglog::log& log_;
+  std::uint64_t incarnation_;
+};
+
+v1::PubsubMessage to_proto(const stored_message& s) {
+  v1::PubsubMessage m;
+  m.set_data(s.message.data);
+  for (const auto& [k, v] : s.message.attributes) (*m.mutable_attributes())[k] = v;
+  m.set_message_id(s.message.message_id);
+  *m.mutable_publish_time() = TimeUtil::MillisecondsToTimestamp(s.message.publish_time_ms);
+  m.set_ordering_key(s.message.ordering_key);
+  return m;
+}
+
+// Checks one message of a PublishRequest (reference §3 limits).
+status check_message(const v1::PubsubMessage& m) {
+  if (m.data().empty() && m.attributes().empty())
+    return invalid("Some messages contain no data and no attribute.");
+  if (m.attributes_size() > max_attributes)
+    return invalid("Some messages have too many attributes (maximum 100).");
+  for (const auto& [k, v] : m.attributes()) {
+    if (k.empty() || k.size() > max_attribute_key)
+      return invalid("An attribute key is empty or longer than 256 bytes: " + k.substr(0, 64));
+    if (k.starts_with("goog")) return invalid("Attribute keys must not start with goog: " + k);
+    if (v.size() > max_attribute_value)
+      return invalid("An attribute value is longer than 1024 bytes (key " + k + ").");
+  }
+  if (m.ordering_key().size() > max_ordering_key)
+    return invalid("An ordering key is longer than 1024 bytes.");
+  return {};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------- state
+
+struct service::impl {
+  struct topic_state;
+
+  struct waiting_pull {
+    int max_messages;
+    core::steady_time deadline;
+    reply<v1::PullResponse> done;
+  };
+
+  struct counters {
+    std::uint64_t published = 0;
+  };
+
+  struct subscription_state {
+    std::string name;
+    v1::Subscription meta;
+    std::string topic_name;  // as in meta.topic(); "_deleted-topic_" once the topic went
+    std::unique_ptr<subscription_engine> engine;  // null once detached or its topic deleted
+    std::vector<waiting_pull> waiting;
+  };
+
+  struct topic_state {
+    std::string name;
+    v1::Topic meta;
+    std::uint64_t incarnation = 0;
+    std::unique_ptr<seglog::log> log;
+    std::unique_ptr<log_store> store;
+    std::set<std::string> subscriptions;
+    std::uint64_t published = 0;
+  };
+
+  impl(storage::write_queue* w, core::clock& c, service_settings s)
+      : writer(w),
+        clock(c),
+        settings(std::move(s)),
+        committer(seglog::committer::options{settings.fsync, std::chrono::milliseconds(1000), 3}),
+        timer(io),
+        epoch(static_cast<std::uint32_t>(c.unix_seconds())) {}
+
+  asio::io_context io;  // the service's thread runs it
+  std::thread loop;
+  storage::write_queue* writer;
+  core::clock& clock;
+  const service_settings settings;
+  seglog::committer committer;
+  asio::steady_timer timer;
+  const std::uint32_t epoch;  // ack ids of an earlier process are stale
+
+  mutable std::mutex mutex;
+  std::map<std::string, std::unique_ptr<topic_state>, std::less<>> topics;
+  std::map<std::string, std::unique_ptr<subscription_state>, std::less<>> subscriptions;
+  std::uint64_t next_incarnation = 1;
+  bool stopped = false;
+
+  // Runs `fn` on the service's loop (never under the lock, never on the writer's thread).
+  template <class Fn>
+  void post(Fn fn) {
+    asio::post(io, std::move(fn));
+  }
+
+  // Answers once `t` is durable (or UNAVAILABLE if its write failed).
+  template <class T>
+  void answer_when_durable(storage::ticket t, reply<T> done, T response) {
+    if (writer == nullptr || t.is_none()) {
+      post([done = std::move(done), response = std::move(response)]() mutable {
+        done(status{}, std::move(response));
+      });
+      return;
+    }
+    writer->when_durable(
+        t, [this, t, done = std::move(done), response = std::move(response)]() mutable {
+          const bool failed = writer->failed(t);
+          post([failed, done = std::move(done), response = std::move(response)]() mutable {
+            if (failed)
+              return done(status::error(code::unavailable, "The change could not be stored."), T{});
+            done(status{}, std::move(response));
+          });
+        });
+  }
+
+  template <class T>
+  void fail(reply<T>& done, status s) {
+    post([done = std::move(done), s = std::move(s)]() mutable { done(std::move(s), T{}); });
+  }
+
+  storage::ticket submit(storage::write_queue::write w) {
+    if (writer == nullptr) return {};
+    return writer->submit(std::move(w));
+  }
+
+  std::filesystem::path topic_dir(std::uint64_t incarnation) const {
+    return settings.dir / "topics" / std::to_string(incarnation);
+  }
+
+  void open_log(topic_state& t) {
+    seglog::log::options o;
+    o.dir = topic_dir(t.incarnation);
+    o.segment_bytes = settings.segment_bytes;
+    o.max_record_bytes = 11 << 20;
+    seglog::recovery_report report;
+    t.log = seglog::log::open(o, committer, &report);
+    if (report.truncated_bytes > 0 || !report.set_aside.empty())
+      spdlog::warn("pubsub_topic_log_repaired topic={} truncated_bytes={} set_aside={}", t.name,
+                   report.truncated_bytes, report.set_aside.size());
+    t.store = std::make_unique<log_store>(*t.log, t.incarnation);
+  }
+
+  static subscription_config config_of(const v1::Subscription& s) {
+    subscription_config c;
+    c.ack_deadline = seconds(s.ack_deadline_seconds() == 0 ? 10 : s.ack_deadline_seconds());
+    c.retain_acked_messages = s.retain_acked_messages();
+    c.retention = milliseconds(1000 * (s.has_message_retention_duration()
+                                           ? seconds_of(s.message_retention_duration())
+                                           : default_retention_s));
+    c.message_ordering = s.enable_message_ordering();
+    if (!s.filter().empty()) {
+      auto parsed = filter::parse(s.filter());
+      if (auto* f = std::get_if<filter>(&parsed)) c.message_filter = std::move(*f);
+    }
+    if (s.has_dead_letter_policy() && !s.dead_letter_policy().dead_letter_topic().empty())
+      c.dead_letter = dead_letter_policy{s.dead_letter_policy().dead_letter_topic(),
+                                         s.dead_letter_policy().max_delivery_attempts() == 0
+                                             ? 5
+                                             : s.dead_letter_policy().max_delivery_attempts()};
+    if (s.has_retry_policy()) {
+      retry_policy r;
+      if (s.retry_policy().has_minimum_backoff())
+        r.minimum_backoff = milliseconds(1000 * seconds_of(s.retry_policy().minimum_backoff()));
+      if (s.retry_policy().has_maximum_backoff())
+        r.maximum_backoff = milliseconds(1000 * seconds_of(s.retry_policy().maximum_backoff()));
+      c.retry = r;
+    }
+    c.exactly_once = s.enable_exactly_once_delivery();
+    return c;
+  }
+
+  void start_engine(subscription_state& s, cursor_state cursor) {
+    auto found = topics.find(s.topic_name);
+    if (found == topics.end() || s.meta.detached()) return;
+    s.engine = std::make_unique<subscription_engine>(config_of(s.meta), *found->second->store,
+                                                     std::move(cursor), clock, 0, epoch);
+  }
+
+  // Saves the subscription's cursor; the ticket covers it.
+  storage::ticket save_cursor(subscription_state& s) {
+    if (!s.engine || writer == nullptr) return {};
+    (void)s.engine->take_journal();  // the snapshot below covers what it lists
+    return submit(
+        [name = s.name, body = encode_cursor(s.engine->snapshot())](storage::database& db) {
+          db.cached(
+                "INSERT INTO pubsub_cursors (subscription, body) VALUES (?, ?) "
+                "ON CONFLICT (subscription) DO UPDATE SET body = excluded.body")
+              .bind(1, name)
+              .bind(2, body)
+              .run();
+        });
+  }
+
+  storage::ticket save_topic(const topic_state& t) {
+    return submit([name = t.name, body = t.meta.SerializeAsString(),
+                   incarnation = static_cast<std::int64_t>(t.incarnation)](storage::database& db) {
+      db.cached(
+            "INSERT INTO pubsub_topics (name, body, incarnation) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET body = excluded.body, "
+            "incarnation = excluded.incarnation")
+          .bind(1, name)
+          .bind_blob(2, body)
+          .bind(3, incarnation)
+          .run();
+    });
+  }
+
+  storage::ticket save_subscription(const subscription_state& s) {
+    return submit([name = s.name, body = s.meta.SerializeAsString()](storage::database& db) {
+      db.cached(
+            "INSERT INTO pubsub_subscriptions (name, body) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET body = excluded.body")
+          .bind(1, name)
+          .bind_blob(2, body)
+          .run();
+    });
+  }
+
+  // Serves the waiting pulls of `s` that can be served now; answers are collected in `out`
+  // (run after the lock is released).
+  void serve_waiting(subscription_state& s, std::vector<std::function<void()>>& out,
+                     bool expire_all = false) {
+    const auto now = clock.now();
+    auto it = s.waiting.begin();
+    while (it != s.waiting.end()) {
+      v1::PullResponse response;
+      if (s.engine && s.engine->has_deliverable()) fill_pull(s, it->max_messages, response);
+      if (response.received_messages_size() > 0 || expire_all || now >= it->deadline) {
+        out.emplace_back([done = std::move(it->done), response = std::move(response)]() mutable {
+          done(status{}, std::move(response));
+        });
+        it = s.waiting.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void fill_pull(subscription_state& s, int max_messages, v1::PullResponse& response) {
+    auto deliveries = s.engine->pull(static_cast<std::size_t>(max_messages), max_pull_bytes);
+    for (auto& d : deliveries) {
+      auto* received = response.add_received_messages();
+      received->set_ack_id(std::move(d.ack_id));
+      *received->mutable_message() = to_proto(d.message);
+      received->set_delivery_attempt(d.delivery_attempt);
+    }
+  }
+
+  // After messages were appended to `t`: waiting pulls of its subscriptions may be served.
+  void wake(const std::string& topic_name) {
+    std::vector<std::function<void()>> answers;
+    {
+      std::lock_guard lock(mutex);
+      auto found = topics.find(topic_name);
+      if (found == topics.end()) return;
+      for (const auto& name : found->second->subscriptions) {
+        auto s = subscriptions.find(name);
+        if (s != subscriptions.end() && !s->second->waiting.empty())
+          serve_waiting(*s->second, answers);
+      }
+    }
+    for (auto& a : answers) a();
+  }
+
+  // Appends `messages` to `t` (publish time now); `done` gets the ids once durable.
+  void append(topic_state& t, std::vector<v1::PubsubMessage> messages,
+              std::function<void(status, std::vector<std::string>)> done) {
+    const std::int64_t now_ms = clock.unix_millis();
+    const auto published = TimeUtil::MillisecondsToTimestamp(now_ms);
+    std::vector<std::string> payloads;
+    payloads.reserve(messages.size());
+    for (auto& m : messages) {
+      m.clear_message_id();
+      *m.mutable_publish_time() = published;
+      payloads.push_back(m.SerializeAsString());
+    }
+    const std::size_t count = payloads.size();
+    t.published += count;
+    t.log->append(
+        std::move(payloads), now_ms,
+        [this, name = t.name, store = t.store.get(), count, done = std::move(done)](
+            std::error_code ec, std::uint64_t first) mutable {
+          if (ec) {
+            spdlog::error("pubsub_publish_failed topic={} error=\"{}\"", name, ec.message());
+            post([done = std::move(done), message = ec.message()]() mutable {
+              done(status::error(code::unavailable, "The messages could not be stored: " + message),
+                   {});
+            });
+            return;
+          }
+          std::vector<std::string> ids;
+          ids.reserve(count);
+          for (std::size_t i = 0; i < count; ++i) ids.push_back(store->message_id(first + i));
+          post([this, name, done = std::move(done), ids = std::move(ids)]() mutable {
+            done(status{}, std::move(ids));
+            wake(name);
+          });
+        });
+  }
+
+  // Dead letters of `s`: published to its dead-letter topic, then settled (best effort).
+  void forward_dead_letters(subscription_state& s) {
+    if (!s.engine) return;
+    auto letters = s.engine->take_dead_letters();
+    if (letters.empty()) return;
+    const auto& policy = s.meta.dead_letter_policy();
+    auto target = topics.find(policy.dead_letter_topic());
+    if (target == topics.end()) {
+      // The dead-letter topic was deleted: the messages stay with the subscription.
+      for (const auto& letter : letters) s.engine->settle(letter.seq);
+      save_cursor(s);
+      return;
+    }
+    const auto project = std::get<resource_name>(parse_name(s.name, resource_kind::subscription));
+    std::vector<v1::PubsubMessage> messages;
+    std::vector<std::uint64_t> seqs;
+    for (const auto& letter : letters) {
+      auto m = to_proto(letter);
+      auto& attributes = *m.mutable_attributes();
+      attributes["CloudPubSubDeadLetterSourceDeliveryCount"] =
+          std::to_string(policy.max_delivery_attempts() == 0 ? 5 : policy.max_delivery_attempts());
+      attributes["CloudPubSubDeadLetterSourceSubscription"] = project.id;
+      attributes["CloudPubSubDeadLetterSourceSubscriptionProject"] = project.project;
+      attributes["CloudPubSubDeadLetterSourceTopicPublishTime"] =
+          TimeUtil::ToString(TimeUtil::MillisecondsToTimestamp(letter.message.publish_time_ms));
+      messages.push_back(std::move(m));
+      seqs.push_back(letter.seq);
+    }
+    append(*target->second, std::move(messages),
+           [this, name = s.name, seqs = std::move(seqs)](status st, std::vector<std::string>) {
+             if (!st.ok()) return;  // not settled: dead-lettered again at the next attempt
+             std::lock_guard lock(mutex);
+             auto found = subscriptions.find(name);
+             if (found == subscriptions.end() || !found->second->engine) return;
+             for (auto seq : seqs) found->second->engine->settle(seq);
+             save_cursor(*found->second);
+           });
+  }
+
+  void tick() {
+    std::vector<std::function<void()>> answers;
+    {
+      std::lock_guard lock(mutex);
+      if (stopped) return;
+      for (auto& [name, s] : subscriptions) {
+        if (s->engine) {
+          s->engine->tick();
+          forward_dead_letters(*s);
+        }
+        if (!s->waiting.empty()) serve_waiting(*s, answers);
+      }
+    }
+    for (auto& a : answers) a();
+  }
+
+  void schedule_tick() {
+    timer.expires_after(milliseconds(100));
+    timer.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;
+      try {
+        tick();
+      } catch (const std::exception& e) {
+        core::report_bug("pubsub_tick", e.what());
+      }
+      schedule_tick();
+    });
+  }
+
+  // Validates a subscription's fields (create and update), normalising defaults.
+  status check_subscription(v1::Subscription& s, bool creating) {
+    if (s.has_bigquery_config() || s.has_cloud_storage_config() || s.has_bigtable_config())
+      return invalid("BigQuery, Cloud Storage and Bigtable subscriptions are not supported.");
+    if (s.ack_deadline_seconds() == 0) s.set_ack_deadline_seconds(10);
+    if (s.ack_deadline_seconds() < 10 || s.ack_deadline_seconds() > 600)
+      return invalid("Invalid ack deadline: must be between 10 and 600 seconds (got " +
+                     std::to_string(s.ack_deadline_seconds()) + ").");
+    if (!s.has_message_retention_duration()) {
+      *s.mutable_message_retention_duration() = duration_of(default_retention_s);
+    } else {
+      const auto r = seconds_of(s.message_retention_duration());
+      if (r < min_retention_s || r > max_retention_s)
+        return invalid(
+            "Invalid message retention duration: must be between 10 minutes and "
+            "31 days.");
+    }
+    if (!s.has_expiration_policy()) {
+      *s.mutable_expiration_policy()->mutable_ttl() = duration_of(default_expiration_ttl_s);
+    } else if (s.expiration_policy().has_ttl() &&
+               seconds_of(s.expiration_policy().ttl()) < min_expiration_ttl_s) {
+      return invalid("Invalid expiration policy: the TTL must be at least 1 day.");
+    }
+    if (creating && !s.filter().empty()) {
+      auto parsed = filter::parse(s.filter());
+      if (const auto* e = std::get_if<filter_error>(&parsed))
+        return invalid("Invalid filter at position " + std::to_string(e->position) + ": " +
+                       e->message);
+    }
+    if (s.has_dead_letter_policy() && !s.dead_letter_policy().dead_letter_topic().empty()) {
+      auto* policy = s.mutable_dead_letter_policy();
+      if (policy->max_delivery_attempts() == 0) policy->set_max_delivery_attempts(5);
+      if (policy->max_delivery_attempts() < 5 || policy->max_delivery_attempts() > 100)
+        return invalid("Invalid max_delivery_attempts: must be between 5 and 100.");
+      if (auto parsed = parse_name(policy->dead_letter_topic(), resource_kind::topic);
+          std::holds_alternative<status>(parsed))
+        return std::get<status>(parsed);
+      if (!topics.contains(policy->dead_letter_topic()))
+        return not_found("Dead letter topic", policy->dead_letter_topic());
+    }
+    if (s.has_retry_policy()) {
+      auto* retry = s.mutable_retry_policy();
+      if (!retry->has_minimum_backoff()) *retry->mutable_minimum_backoff() = duration_of(10);
+      if (!retry->has_maximum_backoff()) *retry->mutable_maximum_backoff() = duration_of(600);
+      const auto lo = seconds_of(retry->minimum_backoff());
+      const auto hi = seconds_of(retry->maximum_backoff());
+      if (lo < 0 || hi > 600 || lo > hi)
+        return invalid(
+            "Invalid retry policy: backoffs must be within 0 to 600 seconds and the "
+            "minimum not above the maximum.");
+    }
+    if (s.has_push_config() && !s.push_config().push_endpoint().empty()) {
+      const auto& endpoint = s.push_config().push_endpoint();
+      if (!endpoint.starts_with("http://") && !endpoint.starts_with("https://"))
+        return invalid("Invalid push endpoint: " + endpoint);
+    }
+    s.set_state(v1::Subscription::ACTIVE);
+    return {};
+  }
+};
+
+// ---------------------------------------------------------------------------------- lifecycle
+
+service::service(storage::write_queue* writer, core::clock& clock, service_settings settings)
+    : impl_(std::make_unique<impl>(writer, clock, std::move(settings))) {}
+
+service::~service() {
+  stop();
+}
+
+void service::migrate(storage::database& db) {
+  db.migrate("pubsub", {R"sql(
+    CREATE TABLE pubsub_topics (
+      name TEXT PRIMARY KEY,
+      body BLOB NOT NULL,
+      incarnation INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pubsub_subscriptions (
+      name TEXT PRIMARY KEY,
+      body BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pubsub_cursors (
+      subscription TEXT PRIMARY KEY,
+      body TEXT NOT NULL
+    ) WITHOUT ROWID;
+  )sql"});
+}
+
+void service::restore(storage::database& db) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  auto topics = db.prepare("SELECT name, body, incarnation FROM pubsub_topics");
+  while (topics.step()) {
+    auto t = std::make_unique<impl::topic_state>();
+    t->name = topics.column_text(0);
+    if (!t->meta.ParseFromString(std::string(topics.column_view(1)))) continue;
+    t->incarnation = static_cast<std::uint64_t>(topics.column_int(2));
+    d.next_incarnation = std::max(d.next_incarnation, t->incarnation + 1);
+    d.open_log(*t);
+    d.topics.emplace(t->name, std::move(t));
+  }
+  std::map<std::string, cursor_state> cursors;
+  auto rows = db.prepare("SELECT subscription, body FROM pubsub_cursors");
+  while (rows.step()) cursors.emplace(rows.column_text(0), decode_cursor(rows.column_view(1)));
+  auto subscriptions = db.prepare("SELECT name, body FROM pubsub_subscriptions");
+  while (subscriptions.step()) {
+    auto s = std::make_unique<impl::subscription_state>();
+    s->name = subscriptions.column_text(0);
+    if (!s->meta.ParseFromString(std::string(subscriptions.column_view(1)))) continue;
+    s->topic_name = s->meta.topic();
+    if (auto t = d.topics.find(s->topic_name); t != d.topics.end())
+      t->second->subscriptions.insert(s->name);
+    auto cursor = cursors.find(s->name);
+    d.start_engine(*s, cursor == cursors.end() ? cursor_state{} : cursor->second);
+    d.subscriptions.emplace(s->name, std::move(s));
+  }
+  spdlog::info("pubsub_restored topics={} subscriptions={}", d.topics.size(),
+               d.subscriptions.size());
+}
+
+void service::start() {
+  auto& d = *impl_;
+  d.schedule_tick();
+  d.loop = std::thread([&d] {
+    auto guard = asio::make_work_guard(d.io);
+    for (;;) {
+      try {
+        d.io.run();
+        return;
+      } catch (const std::exception& e) {
+        core::report_bug("pubsub_loop", e.what());
+      }
+    }
+  });
+}
+
+void service::stop() {
+  auto& d = *impl_;
+  std::vector<std::function<void()>> answers;
+  {
+    std::lock_guard lock(d.mutex);
+    if (d.stopped) return;
+    d.stopped = true;
+    for (auto& [name, s] : d.subscriptions)
+      for (auto& w : s->waiting)
+        answers.emplace_back([done = std::move(w.done)] {
+          done(status::error(code::unavailable, "The server is shutting down."), {});
+        });
+  }
+  for (auto& a : answers) a();
+  asio::post(d.io, [&d] { d.timer.cancel(); });
+  d.io.stop();
+  if (d.loop.joinable()) d.loop.join();
+}
+
+// ---------------------------------------------------------------------------------- topics
+
+void service::create_topic(v1::Topic request, reply<v1::Topic> done) {
+  auto& d = *impl_;
+  auto parsed = parse_name(request.name(), resource_kind::topic);
+  if (auto* s = std::get_if<status>(&parsed)) return d.fail(done, std::move(*s));
+  if (request.has_message_retention_duration()) {
+    const auto r = seconds_of(request.message_retention_duration());
+    if (r < min_retention_s || r > max_retention_s)
+      return d.fail(done, invalid("Invalid message retention duration: must be between 10 "
+                                  "minutes and 31 days."));
+  }
+  if (request.has_ingestion_data_source_settings() || request.message_transforms_size() > 0 ||
+      !request.kms_key_name().empty() || request.has_schema_settings())
+    return d.fail(done, invalid("Schemas, ingestion, transforms and KMS keys are not supported."));
+  std::lock_guard lock(d.mutex);
+  if (d.topics.contains(request.name()))
+    return d.fail(done, status::error(code::already_exists, "Topic already exists"));
+  auto t = std::make_unique<impl::topic_state>();
+  t->name = request.name();
+  request.set_state(v1::Topic::ACTIVE);
+  t->meta = request;
+  t->incarnation = d.next_incarnation++;
+  try {
+    std::filesystem::remove_all(d.topic_dir(t->incarnation));
+    d.open_log(*t);
+  } catch (const std::exception& e) {
+    return d.fail(done,
+                  status::error(code::unavailable,
+                                std::string("The topic's log cannot be created: ") + e.what()));
+  }
+  const auto ticket = d.save_topic(*t);
+  d.topics.emplace(t->name, std::move(t));
+  d.answer_when_durable(ticket, std::move(done), std::move(request));
+}
+
+void service::update_topic(v1::UpdateTopicRequest request, reply<v1::Topic> done) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  auto found = d.topics.find(request.topic().name());
+  if (found == d.topics.end()) return d.fail(done, not_found("Topic", request.topic().name()));
+  if (request.update_mask().paths_size() == 0)
+    return d.fail(done, invalid("The update_mask must name at least one field."));
+  auto meta = found->second->meta;
+  for (const auto& path : request.update_mask().paths()) {
+    if (path == "labels") {
+      *meta.mutable_labels() = request.topic().labels();
+    } else if (path == "message_retention_duration" || path == "messageRetentionDuration") {
+      if (request.topic().has_message_retention_duration()) {
+        const auto r = seconds_of(request.topic().message_retention_duration());
+        if (r < min_retention_s || r > max_retention_s)
+          return d.fail(done, invalid("Invalid message retention duration."));
+        *meta.mutable_message_retention_duration() = request.topic().message_retention_duration();
+      } else {
+        meta.clear_message_retention_duration();
+      }
+    } else {
+      return d.fail(done, invalid("Invalid update_mask path: " + path));
+    }
+  }
+  found->second->meta = meta;
+  d.answer_when_durable(d.save_topic(*found->second), std::move(done), std::move(meta));
+}
+
+void service::publish(v1::PublishRequest request, reply<v1::PublishResponse> done) {
+  auto& d = *impl_;
+  if (auto parsed = parse_name(request.topic(), resource_kind::topic);
+      std::holds_alternative<status>(parsed))
+    return d.fail(done, std::get<status>(parsed));
+  if (request.messages_size() == 0)
+    return d.fail(done, invalid("The request contains no messages."));
+  if (request.messages_size() > max_messages_per_publish)
+    return d.fail(done, invalid("The request contains too many messages (maximum 1000)."));
+  if (request.ByteSizeLong() > max_publish_bytes)
+    return d.fail(done, invalid("The request is larger than 10 MB."));
+  for (const auto& m : request.messages())
+    if (auto s = check_message(m); !s.ok()) return d.fail(done, std::move(s));
+  std::lock_guard lock(d.mutex);
+  auto found = d.topics.find(request.topic());
+  if (found == d.topics.end()) return d.fail(done, not_found("Topic", request.topic()));
+  std::vector<v1::PubsubMessage> messages(
+      std::make_move_iterator(request.mutable_messages()->begin()),
+      std::make_move_iterator(request.mutable_messages()->end()));
+  d.append(*found->second, std::move(messages),
+           [done = std::move(done)](status s, std::vector<std::string> ids) {
+             v1::PublishResponse response;
+             for (auto& id : ids) response.add_message_ids(std::move(id));
+             done(std::move(s), std::move(response));
+           });
+}
+
+void service::publish_record(const std::string& topic_id, std::string data,
+                             std::string ordering_key, std::function<void(status)> done) {
+  v1::PublishRequest request;
+  request.set_topic(full_name(resource_kind::topic, impl_->settings.default_project, topic_id));
+  auto* m = request.add_messages();
+  m->set_data(std::move(data));
+  m->set_ordering_key(std::move(ordering_key));
+  publish(std::move(request),
+          [done = std::move(done)](status s, v1::PublishResponse) { done(std::move(s)); });
+}
+
+void service::get_topic(const v1::GetTopicRequest& request, reply<v1::Topic> done) {
+  auto& d = *impl_;
+  if (auto parsed = parse_name(request.topic(), resource_kind::topic);
+      std::holds_alternative<status>(parsed))
+    return d.fail(done, std::get<status>(parsed));
+  std::lock_guard lock(d.mutex);
+  auto found = d.topics.find(request.topic());
+  if (found == d.topics.end()) return d.fail(done, not_found("Topic", request.topic()));
+  d.post([done = std::move(done), meta = found->second->meta]() mutable {
+    done(status{}, std::move(meta));
+  });
+}
+
+void service::list_topics(const v1::ListTopicsRequest& request,
+                          reply<v1::ListTopicsResponse> done) {
+  auto& d = *impl_;
+  auto project = parse_project(request.project());
+  if (auto* s = std::get_if<status>(&project)) return d.fail(done, std::move(*s));
+  const std::string prefix = request.project() + "/topics/";
+  std::lock_guard lock(d.mutex);
+  std::set<std::string> names;
+  for (const auto& [name, t] : d.topics)
+    if (name.starts_with(prefix)) names.insert(name);
+  status failed;
+  auto [listed, next] = page(names, request.page_size(), request.page_token(), failed);
+  if (!failed.ok()) return d.fail(done, std::move(failed));
+  v1::ListTopicsResponse response;
+  for (const auto& name : listed) *response.add_topics() = d.topics.find(name)->second->meta;
+  response.set_next_page_token(next);
+  d.post([done = std::move(done), response = std::move(response)]() mutable {
+    done(status{}, std::move(response));
+  });
+}
+
+void service::list_topic_subscriptions(const v1::ListTopicSubscriptionsRequest& request,
+                                       reply<v1::ListTopicSubscriptionsResponse> done) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  auto found = d.topics.find(request.topic());
+  if (found == d.topics.end()) return d.fail(done, not_found("Topic", request.topic()));
+  status failed;
+  auto [listed, next] =
+      page(found->second->subscriptions, request.page_size(), request.page_token(), failed);
+  if (!failed.ok()) return d.fail(done, std::move(failed));
+  v1::ListTopicSubscriptionsResponse response;
+  for (auto& name : listed) response.add_subscriptions(std::move(name));
+  response.set_next_page_token(next);
+  d.post([done = std::move(done), response = std::move(response)]() mutable {
+    done(status{}, std::move(response));
+  });
+}
+
+void service::list_topic_snapshots(const v1::ListTopicSnapshotsRequest& request,
+                                   reply<v1::ListTopicSnapshotsResponse> done) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  if (!d.topics.contains(request.topic())) return d.fail(done, not_found("Topic", request.topic()));
+  d.post([done = std::move(done)] { done(status{}, v1::ListTopicSnapshotsResponse{}); });
+}
+
+void service::delete_topic(const v1::DeleteTopicRequest& request, reply<empty> done) {
+  auto& d = *impl_;
+  std::unique_ptr<impl::topic_state> gone;
+  storage::ticket ticket;
+  {
+    std::lock_guard lock(d.mutex);
+    auto found = d.topics.find(request.topic());
+    if (found == d.topics.end()) return d.fail(done, not_found("Topic", request.topic()));
+    gone = std::move(found->second);
+    d.topics.erase(found);
+    // Its subscriptions stay, naming "_deleted-topic_", and deliver nothing more.
+    for (const auto& name : gone->subscriptions) {
+      auto s = d.subscriptions.find(name);
+      if (s == d.subscriptions.end()) continue;
+      s->second->meta.set_topic(std::string(deleted_topic));
+      s->second->topic_name = std::string(deleted_topic);
+      s->second->engine.reset();
+      d.save_subscription(*s->second);
+    }
+    ticket = d.submit([name = gone->name](storage::database& db) {
+      db.cached("DELETE FROM pubsub_topics WHERE name = ?").bind(1, name).run();
+    });
+  }
+  const auto dir = d.topic_dir(gone->incarnation);
+  gone.reset();  // closes the log (waits for its appends)
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  d.answer_when_durable(ticket, std::move(done), empty{});
+}
+
+void service::detach_subscription(const v1::DetachSubscriptionRequest& request,
+                                  reply<v1::DetachSubscriptionResponse> done) {
+  auto& d = *impl_;
+  std::vector<std::function<void()>> answers;
+  storage::ticket ticket;
+  {
+    std::lock_guard lock(d.mutex);
+    auto found = d.subscriptions.find(request.subscription());
+    if (found == d.subscriptions.end())
+      return d.fail(done, not_found("Subscription", request.subscription()));
+    auto& s = *found->second;
+    s.meta.set_detached(true);
+    if (s.engine) s.engine->detach();
+    s.engine.reset();
+    d.serve_waiting(s, answers, true);
+    ticket = d.save_subscription(s);
+  }
+  for (auto& a : answers) a();
+  d.answer_when_durable(ticket, std::move(done), v1::DetachSubscriptionResponse{});
+}
+
+// ---------------------------------------------------------------------------------- subscriptions
+
+void service::create_subscription(v1::Subscription request, reply<v1::Subscription> done) {
+  auto& d = *impl_;
+  auto parsed = parse_name(request.name(), resource_kind::subscription);
+  if (auto* s = std::get_if<status>(&parsed)) return d.fail(done, std::move(*s));
+  if (auto topic = parse_name(request.topic(), resource_kind::topic);
+      std::holds_alternative<status>(topic))
+    return d.fail(done, std::get<status>(topic));
+  std::lock_guard lock(d.mutex);
+  if (d.subscriptions.contains(request.name()))
+    return d.fail(done, status::error(code::already_exists, "Subscription already exists"));
+  auto topic = d.topics.find(request.topic());
+  if (topic == d.topics.end()) return d.fail(done, not_found("Topic", request.topic()));
+  if (auto s = d.check_subscription(request, true); !s.ok()) return d.fail(done, std::move(s));
+  auto s = std::make_unique<impl::subscription_state>();
+  s->name = request.name();
+  s->topic_name = request.topic();
+  s->meta = request;
+  // A new subscription receives what is published from now on.
+  cursor_state cursor;
+  cursor.floor = topic->second->store->next_seq();
+  d.start_engine(*s, cursor);
+  topic->second->subscriptions.insert(s->name);
+  d.save_subscription(*s);
+  const auto ticket = d.save_cursor(*s);
+  d.subscriptions.emplace(s->name, std::move(s));
+  d.answer_when_durable(ticket, std::move(done), std::move(request));
+}
+
+void service::get_subscription(const v1::GetSubscriptionRequest& request,
+                               reply<v1::Subscription> done) {
+  auto& d = *impl_;
+  if (auto parsed = parse_name(request.subscription(), resource_kind::subscription);
+      std::holds_alternative<status>(parsed))
+    return d.fail(done, std::get<status>(parsed));
+  std::lock_guard lock(d.mutex);
+  auto found = d.subscriptions.find(request.subscription());
+  if (found == d.subscriptions.end())
+    return d.fail(done, not_found("Subscription", request.subscription()));
+  d.post([done = std::move(done), meta = found->second->meta]() mutable {
+    done(status{}, std::move(meta));
+  });
+}
+
+void service::update_subscription(v1::UpdateSubscriptionRequest request,
+                                  reply<v1::Subscription> done) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  auto found = d.subscriptions.find(request.subscription().name());
+  if (found == d.subscriptions.end())
+    return d.fail(done, not_found("Subscription", request.subscription().name()));
+  if (request.update_mask().paths_size() == 0)
+    return d.fail(done, invalid("The update_mask must name at least one field."));
+  auto& s = *found->second;
+  auto meta = s.meta;
+  const auto& given = request.subscription();
+  for (const auto& path : request.update_mask().paths()) {
+    if (path == "ack_deadline_seconds" || path == "ackDeadlineSeconds")
+      meta.set_ack_deadline_seconds(given.ack_deadline_seconds());
+    else if (path == "retain_acked_messages" || path == "retainAckedMessages")
+      meta.set_retain_acked_messages(given.retain_acked_messages());
+    else if (path == "message_retention_duration" || path == "messageRetentionDuration")
+      *meta.mutable_message_retention_duration() = given.message_retention_duration();
+    else if (path == "labels")
+      *meta.mutable_labels() = given.labels();
+    else if (path == "enable_message_ordering" || path == "enableMessageOrdering")
+      meta.set_enable_message_ordering(given.enable_message_ordering());
+    else if (path == "expiration_policy" || path == "expirationPolicy")
+      *meta.mutable_expiration_policy() = given.expiration_policy();
+    else if (path == "dead_letter_policy" || path == "deadLetterPolicy")
+      *meta.mutable_dead_letter_policy() = given.dead_letter_policy();
+    else if (path == "retry_policy" || path == "retryPolicy")
+      *meta.mutable_retry_policy() = given.retry_policy();
+    else if (path == "push_config" || path == "pushConfig")
+      *meta.mutable_push_config() = given.push_config();
+    else if (path == "enable_exactly_once_delivery" || path == "enableExactlyOnceDelivery")
+      meta.set_enable_exactly_once_delivery(given.enable_exactly_once_delivery());
+    else if (path == "filter")
+      return d.fail(done, invalid("A subscription's filter cannot be changed."));
+    else
+      return d.fail(done, invalid("Invalid update_mask path: " + path));
+  }
+  if (auto st = d.check_subscription(meta, false); !st.ok()) return d.fail(done, std::move(st));
+  s.meta = meta;
+  if (s.engine) s.engine->reconfigure(impl::config_of(meta));
+  d.answer_when_durable(d.save_subscription(s), std::move(done), std::move(meta));
+}
+
+void service::list_subscriptions(const v1::ListSubscriptionsRequest& request,
+                                 reply<v1::ListSubscriptionsResponse> done) {
+  auto& d = *impl_;
+  auto project = parse_project(request.project());
+  if (auto* s = std::get_if<status>(&project)) return d.fail(done, std::move(*s));
+  const std::string prefix = request.project() + "/subscriptions/";
+  std::lock_guard lock(d.mutex);
+  std::set<std::string> names;
+  for (const auto& [name, s] : d.subscriptions)
+    if (name.starts_with(prefix)) names.insert(name);
+  status failed;
+  auto [listed, next] = page(names, request.page_size(), request.page_token(), failed);
+  if (!failed.ok()) return d.fail(done, std::move(failed));
+  v1::ListSubscriptionsResponse response;
+  for (const auto& name : listed)
+    *response.add_subscriptions() = d.subscriptions.find(name)->second->meta;
+  response.set_next_page_token(next);
+  d.post([done = std::move(done), response = std::move(response)]() mutable {
+    done(status{}, std::move(response));
+  });
+}
+
+void service::delete_subscription(const v1::DeleteSubscriptionRequest& request, reply<empty> done) {
+  auto& d = *impl_;
+  std::vector<std::function<void()>> answers;
+  storage::ticket ticket;
+  {
+    std::lock_guard lock(d.mutex);
+    auto found = d.subscriptions.find(request.subscription());
+    if (found == d.subscriptions.end())
+      return d.fail(done, not_found("Subscription", request.subscription()));
+    auto s = std::move(found->second);
+    d.subscriptions.erase(found);
+    if (auto t = d.topics.find(s->topic_name); t != d.topics.end())
+      t->second->subscriptions.erase(s->name);
+    for (auto& w : s->waiting)
+      answers.emplace_back([done = std::move(w.done), name = s->name] {
+        done(not_found("Subscription", name), {});
+      });
+    ticket = d.submit([name = s->name](storage::database& db) {
+      db.cached("DELETE FROM pubsub_subscriptions WHERE name = ?").bind(1, name).run();
+      db.cached("DELETE FROM pubsub_cursors WHERE subscription = ?").bind(1, name).run();
+    });
+  }
+  for (auto& a : answers) a();
+  d.answer_when_durable(ticket, std::move(done), empty{});
+}
+
+namespace {
+
+// The subscription `name` able to deliver, or why not.
+template <class Subscriptions>
+auto* deliverable(Subscriptions& subscriptions, const std::string& name, status& why) {
+  auto found = subscriptions.find(name);
+  if (found == subscriptions.end()) {
+    why = not_found("Subscription", name);
+    return static_cast<decltype(found->second.get())>(nullptr);
+  }
+  if (found->second->meta.detached()) {
+    why = status::error(code::failed_precondition, "The subscription has been detached.");
+    return static_cast<decltype(found->second.get())>(nullptr);
+  }
+  return found->second.get();
+}
+
+}  // namespace
+
+void service::pull(const v1::PullRequest& request, reply<v1::PullResponse> done) {
+  auto& d = *impl_;
+  if (auto parsed = parse_name(request.subscription(), resource_kind::subscription);
+      std::holds_alternative<status>(parsed))
+    return d.fail(done, std::get<status>(parsed));
+  if (request.max_messages() <= 0)
+    return d.fail(done, invalid("max_messages must be greater than 0."));
+  const int max_messages = std::min(request.max_messages(), max_pull_messages);
+  std::lock_guard lock(d.mutex);
+  status why;
+  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  if (s == nullptr) return d.fail(done, std::move(why));
+  v1::PullResponse response;
+  if (s->engine) d.fill_pull(*s, max_messages, response);
+  if (response.received_messages_size() > 0 || request.return_immediately()) {
+    d.post([done = std::move(done), response = std::move(response)]() mutable {
+      done(status{}, std::move(response));
+    });
+    return;
+  }
+  s->waiting.push_back(impl::waiting_pull{
+      max_messages, d.clock.now() + milliseconds(d.settings.max_pull_wait_ms), std::move(done)});
+}
+
+void service::acknowledge(const v1::AcknowledgeRequest& request, reply<empty> done) {
+  auto& d = *impl_;
+  if (request.ack_ids_size() == 0) return d.fail(done, invalid("No ack ids were given."));
+  std::lock_guard lock(d.mutex);
+  status why;
+  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  if (s == nullptr) return d.fail(done, std::move(why));
+  if (!s->engine) return d.answer_when_durable(storage::ticket{}, std::move(done), empty{});
+  const std::vector<std::string> ids(request.ack_ids().begin(), request.ack_ids().end());
+  const auto outcomes = s->engine->acknowledge(ids);
+  status failed = [&] {
+    status out;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (outcomes[i] == ack_outcome::invalid && !s->meta.enable_exactly_once_delivery())
+        return invalid("Invalid ack id: " + ids[i].substr(0, 64));
+      if (outcomes[i] != ack_outcome::ok && s->meta.enable_exactly_once_delivery()) {
+        out.what = code::invalid_argument;
+        out.message = "Some acknowledgement ids in the request were invalid.";
+        out.reason = "EXACTLY_ONCE_ACKID_FAILURE";
+        out.metadata[ids[i]] = "PERMANENT_FAILURE_INVALID_ACK_ID";
+      }
+    }
+    return out;
+  }();
+  const auto ticket = d.save_cursor(*s);
+  if (!failed.ok()) return d.fail(done, std::move(failed));
+  d.answer_when_durable(ticket, std::move(done), empty{});
+}
+
+void service::modify_ack_deadline(const v1::ModifyAckDeadlineRequest& request, reply<empty> done) {
+  auto& d = *impl_;
+  if (request.ack_deadline_seconds() < 0 || request.ack_deadline_seconds() > 600)
+    return d.fail(done, invalid("Invalid ack deadline: must be between 0 and 600 seconds."));
+  if (request.ack_ids_size() == 0) return d.fail(done, invalid("No ack ids were given."));
+  std::vector<std::function<void()>> answers;
+  {
+    std::lock_guard lock(d.mutex);
+    status why;
+    auto* s = deliverable(d.subscriptions, request.subscription(), why);
+    if (s == nullptr) return d.fail(done, std::move(why));
+    if (s->engine) {
+      const std::vector<std::string> ids(request.ack_ids().begin(), request.ack_ids().end());
+      const auto outcomes =
+          s->engine->modify_ack_deadline(ids, seconds(request.ack_deadline_seconds()));
+      for (std::size_t i = 0; i < ids.size(); ++i)
+        if (outcomes[i] == ack_outcome::invalid && !s->meta.enable_exactly_once_delivery())
+          return d.fail(done, invalid("Invalid ack id: " + ids[i].substr(0, 64)));
+      if (request.ack_deadline_seconds() == 0) {
+        d.forward_dead_letters(*s);
+        d.save_cursor(*s);  // delivery counts
+        if (!s->waiting.empty()) d.serve_waiting(*s, answers);
+      }
+    }
+  }
+  for (auto& a : answers) a();
+  d.post([done = std::move(done)] { done(status{}, empty{}); });
+}
+
+void service::modify_push_config(const v1::ModifyPushConfigRequest& request, reply<empty> done) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  auto found = d.subscriptions.find(request.subscription());
+  if (found == d.subscriptions.end())
+    return d.fail(done, not_found("Subscription", request.subscription()));
+  auto meta = found->second->meta;
+  *meta.mutable_push_config() = request.push_config();
+  if (auto st = d.check_subscription(meta, false); !st.ok()) return d.fail(done, std::move(st));
+  found->second->meta = meta;
+  d.answer_when_durable(d.save_subscription(*found->second), std::move(done), empty{});
+}
+
+void service::seek(const v1::SeekRequest& request, reply<v1::SeekResponse> done) {
+  auto& d = *impl_;
+  if (request.has_snapshot() || !request.has_time())
+    return d.fail(done,
+                  status::error(code::unimplemented, "Seek to a snapshot is not supported yet."));
+  std::lock_guard lock(d.mutex);
+  status why;
+  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  if (s == nullptr) return d.fail(done, std::move(why));
+  if (s->engine) s->engine->seek_to_time(TimeUtil::TimestampToMilliseconds(request.time()));
+  d.answer_when_durable(d.save_cursor(*s), std::move(done), v1::SeekResponse{});
+}
+
+// Snapshots come with the rest of issue 12 (they need the engine's state kept per snapshot).
+void service::get_snapshot(const v1::GetSnapshotRequest&, reply<v1::Snapshot> done) {
+  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
+}
+void service::list_snapshots(const v1::ListSnapshotsRequest& request,
+                             reply<v1::ListSnapshotsResponse> done) {
+  auto project = parse_project(request.project());
+  if (auto* s = std::get_if<status>(&project)) return impl_->fail(done, std::move(*s));
+  impl_->post([done = std::move(done)] { done(status{}, v1::ListSnapshotsResponse{}); });
+}
+void service::create_snapshot(const v1::CreateSnapshotRequest&, reply<v1::Snapshot> done) {
+  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
+}
+void service::update_snapshot(const v1::UpdateSnapshotRequest&, reply<v1::Snapshot> done) {
+  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
+}
+void service::delete_snapshot(const v1::DeleteSnapshotRequest&, reply<empty> done) {
+  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
+}
+
+// ---------------------------------------------------------------------------------- metrics
+
+std::string service::prometheus_text() const {
+  auto& d = *impl_;
+  std::string out;
+  std::lock_guard lock(d.mutex);
+  out +=
+      "# HELP nimbus_pubsub_published_total Messages published to a topic\n"
+      "# TYPE nimbus_pubsub_published_total counter\n";
+  for (const auto& [name, t] : d.topics)
+    out += "nimbus_pubsub_published_total{topic=\"" + name + "\"} " + std::to_string(t->published) +
+           "\n";
+  struct family {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::uint64_t subscription_engine::stats::*field;
+  };
+  static constexpr family families[] = {
+      {"nimbus_pubsub_delivered_total", "counter", "Messages delivered (redeliveries included)",
+       &subscription_engine::stats::delivered},
+      {"nimbus_pubsub_acked_total", "counter", "Messages acknowledged",
+       &subscription_engine::stats::acked},
+      {"nimbus_pubsub_nacked_total", "counter", "Deliveries nacked",
+       &subscription_engine::stats::nacked},
+      {"nimbus_pubsub_expired_total", "counter", "Messages dropped past retention unacked",
+       &subscription_engine::stats::expired},
+      {"nimbus_pubsub_dead_lettered_total", "counter", "Messages sent to a dead-letter topic",
+       &subscription_engine::stats::dead_lettered},
+      {"nimbus_pubsub_filtered_total", "counter", "Messages a filter left out (acked unseen)",
+       &subscription_engine::stats::filtered},
+      {"nimbus_pubsub_num_undelivered_messages", "gauge", "Messages not yet acknowledged",
+       &subscription_engine::stats::undelivered},
+  };
+  std::vector<std::pair<std::string, subscription_engine::stats>> stats;
+  for (const auto& [name, s] : d.subscriptions)
+    if (s->engine) stats.emplace_back(name, s->engine->statistics());
+  for (const auto& f : families) {
+    out +=
+        std::string("# HELP ") + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.type + "\n";
+    for (const auto& [name, st] : stats)
+      out += std::string(f.name) + "{subscription=\"" + name + "\"} " +
+             std::to_string(st.*(f.field)) + "\n";
+  }
+  out +=
+      "# HELP nimbus_pubsub_oldest_unacked_message_age_seconds Age of the oldest unacked "
+      "message\n# TYPE nimbus_pubsub_oldest_unacked_message_age_seconds gauge\n";
+  const auto now_ms = d.clock.unix_millis();
+  for (const auto& [name, st] : stats)
+    out += "nimbus_pubsub_oldest_unacked_message_age_seconds{subscription=\"" + name + "\"} " +
+           std::to_string(st.oldest_unacked_publish_ms == 0
+                              ? 0
+                              : (now_ms - st.oldest_unacked_publish_ms) / 1000) +
+           "\n";
+  return out;
+}
+
+}  // namespace nimbus::pubsub

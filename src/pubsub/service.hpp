@@ -1,0 +1,111 @@
+#pragma once
+// The Pub/Sub service: topics, subscriptions and their messages, behind every wire (gRPC in
+// grpc_server.hpp, REST in rest.hpp) and the in-process publish the rules engine's kinesis
+// action uses. Requests and answers are the generated google.pubsub.v1 types; every call
+// answers through a callback, once what it changed is durable:
+//   - metadata (topics, subscriptions, cursors) in SQLite through the write queue;
+//   - messages in one seglog log per topic under <data>/pubsub/topics/<incarnation>/, so a
+//     message whose Publish returned survives kill -9 (and power loss with fsync always);
+//   - delivery state per subscription in a subscription_engine (leases, redelivery, ordering,
+//     dead letters, filter), its cursor saved before an Acknowledge answers.
+// Thread-safe; callbacks run on the service's own thread (its timer and answers), never under
+// the service's lock.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include <google/protobuf/empty.pb.h>
+
+#include "core/clock.hpp"
+#include "google/pubsub/v1/pubsub.pb.h"
+#include "pubsub/status.hpp"
+#include "seglog/committer.hpp"
+#include "storage/database.hpp"
+#include "storage/write_queue.hpp"
+
+namespace nimbus::pubsub {
+
+namespace v1 = google::pubsub::v1;
+using empty = google::protobuf::Empty;
+
+// The answer to one call: the status and, when it is OK, the response.
+template <class T>
+using reply = std::function<void(status, T)>;
+
+struct service_settings {
+  std::filesystem::path dir;  // <data>/pubsub
+  seglog::fsync_policy fsync = seglog::fsync_policy::always;
+  std::uint64_t segment_bytes = 64ULL << 20;
+  std::uint32_t max_pull_wait_ms = 30'000;  // a Pull without return_immediately waits this long
+  std::string default_project = "nimbus";   // the kinesis action's topics live here
+};
+
+class service {
+ public:
+  // `writer` null: metadata is not stored (tests).
+  service(storage::write_queue* writer, core::clock& clock, service_settings settings);
+  ~service();
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  static void migrate(storage::database& db);
+  // Loads topics, subscriptions and cursors and opens the topics' logs (before start()).
+  void restore(storage::database& db);
+  void start();  // the service's thread: its timer (lease expiry, waiting pulls) and answers
+  // Answers waiting pulls (UNAVAILABLE), stops the thread; calls after it are not answered.
+  // The destructor calls it.
+  void stop();
+
+  // Publisher
+  void create_topic(v1::Topic request, reply<v1::Topic> done);
+  void update_topic(v1::UpdateTopicRequest request, reply<v1::Topic> done);
+  void publish(v1::PublishRequest request, reply<v1::PublishResponse> done);
+  void get_topic(const v1::GetTopicRequest& request, reply<v1::Topic> done);
+  void list_topics(const v1::ListTopicsRequest& request, reply<v1::ListTopicsResponse> done);
+  void list_topic_subscriptions(const v1::ListTopicSubscriptionsRequest& request,
+                                reply<v1::ListTopicSubscriptionsResponse> done);
+  void list_topic_snapshots(const v1::ListTopicSnapshotsRequest& request,
+                            reply<v1::ListTopicSnapshotsResponse> done);
+  void delete_topic(const v1::DeleteTopicRequest& request, reply<empty> done);
+  void detach_subscription(const v1::DetachSubscriptionRequest& request,
+                           reply<v1::DetachSubscriptionResponse> done);
+
+  // Subscriber (StreamingPull lives in the gRPC server, over pull/acknowledge/modify below)
+  void create_subscription(v1::Subscription request, reply<v1::Subscription> done);
+  void get_subscription(const v1::GetSubscriptionRequest& request, reply<v1::Subscription> done);
+  void update_subscription(v1::UpdateSubscriptionRequest request, reply<v1::Subscription> done);
+  void list_subscriptions(const v1::ListSubscriptionsRequest& request,
+                          reply<v1::ListSubscriptionsResponse> done);
+  void delete_subscription(const v1::DeleteSubscriptionRequest& request, reply<empty> done);
+  void modify_ack_deadline(const v1::ModifyAckDeadlineRequest& request, reply<empty> done);
+  void acknowledge(const v1::AcknowledgeRequest& request, reply<empty> done);
+  void pull(const v1::PullRequest& request, reply<v1::PullResponse> done);
+  void modify_push_config(const v1::ModifyPushConfigRequest& request, reply<empty> done);
+  void seek(const v1::SeekRequest& request, reply<v1::SeekResponse> done);
+  void get_snapshot(const v1::GetSnapshotRequest& request, reply<v1::Snapshot> done);
+  void list_snapshots(const v1::ListSnapshotsRequest& request,
+                      reply<v1::ListSnapshotsResponse> done);
+  void create_snapshot(const v1::CreateSnapshotRequest& request, reply<v1::Snapshot> done);
+  void update_snapshot(const v1::UpdateSnapshotRequest& request, reply<v1::Snapshot> done);
+  void delete_snapshot(const v1::DeleteSnapshotRequest& request, reply<empty> done);
+
+  // In-process publish of one message to topic `topic_id` of the default project (the rules
+  // engine's kinesis action: streamName, partitionKey as the ordering key).
+  void publish_record(const std::string& topic_id, std::string data, std::string ordering_key,
+                      std::function<void(status)> done);
+
+  // Per topic and subscription: published, delivered, acked, nacked, expired, dead_lettered,
+  // filtered, num_undelivered_messages, oldest_unacked_message_age_seconds.
+  std::string prometheus_text() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace nimbus::pubsub
