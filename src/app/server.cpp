@@ -21,6 +21,7 @@
 #include "broker/connection.hpp"
 #include "broker/session_store.hpp"
 #include "core/clock.hpp"
+#include "core/json_string.hpp"
 #include "core/log.hpp"
 #include "iot/aws_http.hpp"
 #include "iot/control_plane.hpp"
@@ -49,15 +50,6 @@ namespace nimbus::app {
 namespace asio = boost::asio;
 
 namespace {
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
 
 // One server per data directory: an exclusive flock on `<data>/lock`, held until the process
 // ends (the kernel drops it after kill -9 too), taken before anything in the directory is
@@ -475,8 +467,8 @@ int serve(const config::settings& settings) {
   for (const char* name : {"mqtt", "mqtts", "http", "https", "grpc"}) {
     auto it = bound.find(name);
     if (it == bound.end()) continue;
-    endpoints += (endpoints.size() > 1 ? "," : "") + std::string("\"") + name + "\":\"" +
-                 json_escape(it->second) + "\"";
+    endpoints += (endpoints.size() > 1 ? "," : "") + std::string("\"") + name +
+                 "\":" + core::json_string(it->second);
   }
   endpoints += "}\n";
   registry::write_file_atomically((data_dir / "endpoints.json").string(), endpoints, 0644);

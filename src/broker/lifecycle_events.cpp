@@ -5,40 +5,12 @@
 #include <chrono>
 
 #include "broker/broker.hpp"
+#include "core/json_string.hpp"
 #include "net/address.hpp"
 
 namespace nimbus::broker {
 
 namespace {
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        else
-          out.push_back(c);
-    }
-  }
-  return out + "\"";
-}
 
 std::int64_t unix_millis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -81,8 +53,8 @@ void broker::announce_connected(const client_identity& who, std::uint64_t sessio
       fmt::format(
           R"({{"clientId":{},"timestamp":{},"eventType":"connected","sessionIdentifier":{},)"
           R"("principalIdentifier":{},"ipAddress":{},"versionNumber":{}}})",
-          json_string(who.client_id), unix_millis(), session_text(session_id),
-          json_string(principal_of(who)), json_string(net::host_of(who.remote_address)),
+          core::json_string(who.client_id), unix_millis(), session_text(session_id),
+          core::json_string(principal_of(who)), core::json_string(net::host_of(who.remote_address)),
           event_version_.fetch_add(1) + 1));
 }
 
@@ -94,8 +66,8 @@ void broker::announce_disconnected(const client_identity& who, std::uint64_t ses
       fmt::format(
           R"({{"clientId":{},"timestamp":{},"eventType":"disconnected","clientInitiatedDisconnect":{},)"
           R"("sessionIdentifier":{},"principalIdentifier":{},"disconnectReason":{},"versionNumber":{}}})",
-          json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
-          session_text(session_id), json_string(principal_of(who)), json_string(reason),
+          core::json_string(who.client_id), unix_millis(), client_initiated ? "true" : "false",
+          session_text(session_id), core::json_string(principal_of(who)), core::json_string(reason),
           event_version_.fetch_add(1) + 1));
 }
 
@@ -103,14 +75,14 @@ void broker::announce_subscriptions(const client_identity& who, std::uint64_t se
                                     bool subscribed, const std::vector<std::string>& filters) {
   if (!settings_.lifecycle_events || !has_event_topic(who) || filters.empty()) return;
   std::string topics;
-  for (const auto& f : filters) topics += (topics.empty() ? "" : ",") + json_string(f);
+  for (const auto& f : filters) topics += (topics.empty() ? "" : ",") + core::json_string(f);
   const char* type = subscribed ? "subscribed" : "unsubscribed";
   publish_event(
       fmt::format("$aws/events/subscriptions/{}/{}", type, who.client_id),
       fmt::format(R"({{"clientId":{},"timestamp":{},"eventType":"{}","sessionIdentifier":{},)"
                   R"("principalIdentifier":{},"topics":[{}],"versionNumber":{}}})",
-                  json_string(who.client_id), unix_millis(), type, session_text(session_id),
-                  json_string(principal_of(who)), topics, event_version_.fetch_add(1) + 1));
+                  core::json_string(who.client_id), unix_millis(), type, session_text(session_id),
+                  core::json_string(principal_of(who)), topics, event_version_.fetch_add(1) + 1));
 }
 
 }  // namespace nimbus::broker

@@ -1,4 +1,5 @@
 #include "loadgen/load_generator.hpp"
+#include "core/json_string.hpp"
 
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -650,22 +651,6 @@ std::string histogram_buckets_json(const histogram& h) {
   return out;
 }
 
-// `s` as the inside of a JSON string.
-std::string json_escaped(std::string_view s) {
-  std::string out;
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (static_cast<unsigned char>(ch) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(ch)));
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
-
 void wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
   auto deadline = clock_type::now() + limit;
   while (!done() && clock_type::now() < deadline)
@@ -804,10 +789,10 @@ int run(const options& o) {
                                 : 0.0;
     if (o.json) {
       report = fmt::format(
-          R"({{"scenario":"conn","connections":{},"connected":{},"failed":{},"connect_seconds":{:.3f},"connections_per_second":{:.1f},"broker_rss_kib_before":{},"broker_rss_kib_after":{},"broker_bytes_per_connection":{:.0f},"generator_cpu_cores":{:.3f},"first_error":"{}"}})",
+          R"({{"scenario":"conn","connections":{},"connected":{},"failed":{},"connect_seconds":{:.3f},"connections_per_second":{:.1f},"broker_rss_kib_before":{},"broker_rss_kib_after":{},"broker_bytes_per_connection":{:.0f},"generator_cpu_cores":{:.3f},"first_error":{}}})",
           o.connections, connected, st.connect_failures.load(), connect_seconds,
           connected / connect_seconds, rss_before, rss_after, per_connection,
-          cpu_used / window_seconds, st.first_error);
+          cpu_used / window_seconds, core::json_string(st.first_error));
     } else {
       report = fmt::format(
           "scenario conn: {} of {} connected in {:.2f}s ({:.0f} connections/s), {} failed\n"
@@ -867,13 +852,13 @@ int run(const options& o) {
     auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
     if (o.json) {
       report = fmt::format(
-          R"({{"scenario":"shadow","qos":1,"mqtt_version":{},"things":{},"clients":{},"inflight_per_client":{},"duration_s":{},"sent":{},"acknowledged":{},"accepted":{},"rejected":{},"unanswered":{},"errors":{},"accepted_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"latency_histogram_ns":[{}],"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":"{}","first_rejection":"{}"}})",
+          R"({{"scenario":"shadow","qos":1,"mqtt_version":{},"things":{},"clients":{},"inflight_per_client":{},"duration_s":{},"sent":{},"acknowledged":{},"accepted":{},"rejected":{},"unanswered":{},"errors":{},"accepted_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"latency_histogram_ns":[{}],"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":{},"first_rejection":{}}})",
           o.version, o.things, o.shadow_clients, o.shadow_inflight, o.duration, sent, acked,
           accepted, rejected, unanswered, errors, accepted_rate, ms(latency.quantile(0.5)),
           ms(latency.quantile(0.9)), ms(latency.quantile(0.99)), ms(latency.quantile(0.999)),
           ms(latency.max()), latency.mean() / 1e6, latency.count(), histogram_buckets_json(latency),
-          cores, loops, saturated, ok, json_escaped(st.first_error),
-          json_escaped(st.first_rejection));
+          cores, loops, saturated, ok, core::json_string(st.first_error),
+          core::json_string(st.first_rejection));
     } else {
       report = fmt::format(
           "scenario shadow qos 1 mqtt {}: {} clients updating {} things, {} updates in flight "
@@ -965,12 +950,13 @@ int run(const options& o) {
     auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
     if (o.json) {
       report = fmt::format(
-          R"({{"scenario":"{}","qos":{},"mqtt_version":{},"payload_bytes":{},"publishers":{},"subscribers":{},"rate_per_publisher":{},"duration_s":{},"sent":{},"acknowledged":{},"received":{},"lost":{},"errors":{},"sent_per_second":{:.1f},"received_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"latency_histogram_ns":[{}],"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":"{}"}})",
+          R"({{"scenario":"{}","qos":{},"mqtt_version":{},"payload_bytes":{},"publishers":{},"subscribers":{},"rate_per_publisher":{},"duration_s":{},"sent":{},"acknowledged":{},"received":{},"lost":{},"errors":{},"sent_per_second":{:.1f},"received_per_second":{:.1f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},"p99":{:.3f},"p999":{:.3f},"max":{:.3f},"mean":{:.3f},"samples":{}}},"latency_histogram_ns":[{}],"generator_cpu_cores":{:.3f},"generator_threads":{},"generator_saturated":{},"ok":{},"first_error":{}}})",
           o.scenario, o.qos, o.version, o.payload_size, shape.publishers, shape.subscribers, o.rate,
           o.duration, sent, acked, received, lost, errors, sent_rate, received_rate,
           ms(latency.quantile(0.5)), ms(latency.quantile(0.9)), ms(latency.quantile(0.99)),
           ms(latency.quantile(0.999)), ms(latency.max()), latency.mean() / 1e6, latency.count(),
-          histogram_buckets_json(latency), cores, loops, saturated, ok, st.first_error);
+          histogram_buckets_json(latency), cores, loops, saturated, ok,
+          core::json_string(st.first_error));
     } else {
       report = fmt::format(
           "scenario {} qos {} mqtt {} payload {} B: {} publishers -> {} subscribers{}\n"

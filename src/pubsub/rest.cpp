@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/json_string.hpp"
 #include "pubsub/names.hpp"
 
 namespace nimbus::pubsub {
@@ -45,83 +46,6 @@ constexpr std::string_view snapshot_path = "/v1/projects/{project}/snapshots/{id
 constexpr std::string_view project_rest_path = "/v1/projects/{project}/*";
 
 // ------------------------------------------------------------------------------------- JSON
-
-// The length of the well-formed UTF-8 sequence at text[at] (RFC 3629), 0 when there is none.
-std::size_t utf8_sequence(std::string_view text, std::size_t at) {
-  const auto lead = static_cast<unsigned char>(text[at]);
-  if (lead < 0x80) return 1;
-  std::size_t length = 0;
-  unsigned char second_min = 0x80;
-  unsigned char second_max = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    if (lead == 0xE0) second_min = 0xA0;
-    if (lead == 0xED) second_max = 0x9F;  // no surrogates
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    if (lead == 0xF0) second_min = 0x90;
-    if (lead == 0xF4) second_max = 0x8F;
-  } else {
-    return 0;
-  }
-  if (at + length > text.size()) return 0;
-  const auto second = static_cast<unsigned char>(text[at + 1]);
-  if (second < second_min || second > second_max) return 0;
-  for (std::size_t k = 2; k < length; ++k)
-    if ((static_cast<unsigned char>(text[at + k]) & 0xC0) != 0x80) return 0;
-  return length;
-}
-
-// Appends `text` as a JSON string; bytes that are not UTF-8 (a name from a hostile path) become
-// U+FFFD, so the body always parses.
-void append_json_string(std::string& out, std::string_view text) {
-  constexpr std::string_view hex = "0123456789abcdef";
-  out.push_back('"');
-  for (std::size_t at = 0; at < text.size();) {
-    const char c = text[at];
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x80) {
-      const std::size_t length = utf8_sequence(text, at);
-      if (length == 0) {
-        out += "\\ufffd";
-        ++at;
-      } else {
-        out.append(text.substr(at, length));
-        at += length;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (byte < 0x20) {
-          out += "\\u00";
-          out.push_back(hex[byte >> 4]);
-          out.push_back(hex[byte & 0x0F]);
-        } else {
-          out.push_back(c);
-        }
-    }
-    ++at;
-  }
-  out.push_back('"');
-}
 
 // The request body as `message` (an empty body counts as {}), or INVALID_ARGUMENT in Google's
 // words. Default options: unknown fields are refused; camelCase and original names, integer
@@ -404,20 +328,20 @@ net::http_response rest_error(const status& s) {
   std::string body = R"({"error":{"code":)";
   body += std::to_string(http_code);
   body += R"(,"message":)";
-  append_json_string(body, s.message);
+  core::append_json_string(body, s.message);
   body += R"(,"status":)";
-  append_json_string(body, code_name(s.what));
+  core::append_json_string(body, code_name(s.what));
   if (!s.reason.empty()) {
     body += R"(,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":)";
-    append_json_string(body, s.reason);
+    core::append_json_string(body, s.reason);
     body += R"(,"domain":"pubsub.googleapis.com","metadata":{)";
     bool first = true;
     for (const auto& [key, value] : s.metadata) {
       if (!first) body.push_back(',');
       first = false;
-      append_json_string(body, key);
+      core::append_json_string(body, key);
       body.push_back(':');
-      append_json_string(body, value);
+      core::append_json_string(body, value);
     }
     body += "}}]";
   }

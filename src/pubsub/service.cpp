@@ -259,6 +259,7 @@ struct service::impl {
   std::map<std::string, std::unique_ptr<topic_state>, std::less<>> topics;
   std::map<std::string, std::unique_ptr<subscription_state>, std::less<>> subscriptions;
   std::uint64_t next_incarnation = 1;
+  std::uint64_t ticks = 0;
   bool stopped = false;
 
   // Runs `fn` on the service's loop (never under the lock, never on the writer's thread).
@@ -511,11 +512,35 @@ struct service::impl {
            });
   }
 
+  // Deletes the topics' segments no subscription needs any more: below every subscription's
+  // floor (unless one keeps acked messages for seek, or the topic retains its own), and past the
+  // longest retention in any case.
+  void trim_logs() {
+    const std::int64_t now_ms = clock.unix_millis();
+    for (auto& [name, t] : topics) {
+      std::int64_t keep_s = t->meta.has_message_retention_duration()
+                                ? seconds_of(t->meta.message_retention_duration())
+                                : 0;
+      bool keep_acked = keep_s > 0;
+      std::uint64_t floor = t->store->next_seq();
+      for (const auto& sub_name : t->subscriptions) {
+        auto s = subscriptions.find(sub_name);
+        if (s == subscriptions.end() || !s->second->engine) continue;
+        keep_s = std::max(keep_s, seconds_of(s->second->meta.message_retention_duration()));
+        keep_acked = keep_acked || s->second->meta.retain_acked_messages();
+        floor = std::min(floor, s->second->engine->snapshot().floor);
+      }
+      if (!keep_acked) t->log->drop_before(floor);
+      if (keep_s > 0) t->log->drop_older_than(now_ms - keep_s * 1000);
+    }
+  }
+
   void tick() {
     std::vector<std::function<void()>> answers;
     {
       std::lock_guard lock(mutex);
       if (stopped) return;
+      if (++ticks % 100 == 0) trim_logs();  // every 10 s
       for (auto& [name, s] : subscriptions) {
         if (s->engine) {
           s->engine->tick();

@@ -1,0 +1,15 @@
+#pragma once
+// JSON string literals written by hand (event payloads, error bodies, endpoints.json): quoted and
+// escaped, with bytes that are not UTF-8 (a name from a hostile client) as U+FFFD, so what is
+// written always parses.
+#include <string>
+#include <string_view>
+
+namespace nimbus::core {
+
+// Appends `text` as a JSON string literal, quotes included.
+void append_json_string(std::string& out, std::string_view text);
+// `text` as a JSON string literal, quotes included.
+std::string json_string(std::string_view text);
+
+}  // namespace nimbus::core
