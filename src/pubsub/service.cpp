@@ -52,6 +52,7 @@ constexpr std::int64_t max_retention_s = 31LL * 24 * 3600;
 constexpr std::int64_t default_retention_s = 7LL * 24 * 3600;
 constexpr std::int64_t min_expiration_ttl_s = 24 * 3600;
 constexpr std::int64_t default_expiration_ttl_s = 31LL * 24 * 3600;
+constexpr std::int64_t snapshot_lifetime_ms = 7LL * 24 * 3600 * 1000;
 constexpr int default_page_size = 100;
 constexpr int max_page_size = 1000;
 // Message ids: the topic's incarnation (unique per created topic, ever) above its log offset,
@@ -212,6 +213,7 @@ struct service::impl {
 
   struct waiting_pull {
     int max_messages;
+    std::optional<seconds> lease;
     core::steady_time deadline;
     reply<v1::PullResponse> done;
   };
@@ -258,6 +260,11 @@ struct service::impl {
   mutable std::mutex mutex;
   std::map<std::string, std::unique_ptr<topic_state>, std::less<>> topics;
   std::map<std::string, std::unique_ptr<subscription_state>, std::less<>> subscriptions;
+  struct snapshot_state {
+    v1::Snapshot meta;
+    cursor_state cursor;
+  };
+  std::map<std::string, snapshot_state, std::less<>> snapshots;
   std::uint64_t next_incarnation = 1;
   std::uint64_t ticks = 0;
   bool stopped = false;
@@ -380,6 +387,25 @@ struct service::impl {
     });
   }
 
+  storage::ticket save_snapshot(const snapshot_state& snapshot) {
+    return submit([name = snapshot.meta.name(), body = snapshot.meta.SerializeAsString(),
+                   cursor = encode_cursor(snapshot.cursor)](storage::database& db) {
+      db.cached(
+            "INSERT INTO pubsub_snapshots (name, body, cursor) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET body = excluded.body, cursor = excluded.cursor")
+          .bind(1, name)
+          .bind_blob(2, body)
+          .bind(3, cursor)
+          .run();
+    });
+  }
+
+  storage::ticket delete_snapshot_row(const std::string& name) {
+    return submit([name](storage::database& db) {
+      db.cached("DELETE FROM pubsub_snapshots WHERE name = ?").bind(1, name).run();
+    });
+  }
+
   storage::ticket save_subscription(const subscription_state& s) {
     return submit([name = s.name, body = s.meta.SerializeAsString()](storage::database& db) {
       db.cached(
@@ -399,7 +425,8 @@ struct service::impl {
     auto it = s.waiting.begin();
     while (it != s.waiting.end()) {
       v1::PullResponse response;
-      if (s.engine && s.engine->has_deliverable()) fill_pull(s, it->max_messages, response);
+      if (s.engine && s.engine->has_deliverable())
+        fill_pull(s, it->max_messages, it->lease, response);
       if (response.received_messages_size() > 0 || expire_all || now >= it->deadline) {
         out.emplace_back([done = std::move(it->done), response = std::move(response)]() mutable {
           done(status{}, std::move(response));
@@ -411,8 +438,9 @@ struct service::impl {
     }
   }
 
-  void fill_pull(subscription_state& s, int max_messages, v1::PullResponse& response) {
-    auto deliveries = s.engine->pull(static_cast<std::size_t>(max_messages), max_pull_bytes);
+  void fill_pull(subscription_state& s, int max_messages, std::optional<seconds> lease,
+                 v1::PullResponse& response) {
+    auto deliveries = s.engine->pull(static_cast<std::size_t>(max_messages), max_pull_bytes, lease);
     for (auto& d : deliveries) {
       auto* received = response.add_received_messages();
       received->set_ack_id(std::move(d.ack_id));
@@ -517,6 +545,14 @@ struct service::impl {
   // longest retention in any case.
   void trim_logs() {
     const std::int64_t now_ms = clock.unix_millis();
+    for (auto it = snapshots.begin(); it != snapshots.end();) {
+      if (TimeUtil::TimestampToMilliseconds(it->second.meta.expire_time()) > now_ms) {
+        ++it;
+        continue;
+      }
+      delete_snapshot_row(it->first);
+      it = snapshots.erase(it);
+    }
     for (auto& [name, t] : topics) {
       std::int64_t keep_s = t->meta.has_message_retention_duration()
                                 ? seconds_of(t->meta.message_retention_duration())
@@ -530,6 +566,8 @@ struct service::impl {
         keep_acked = keep_acked || s->second->meta.retain_acked_messages();
         floor = std::min(floor, s->second->engine->snapshot().floor);
       }
+      for (const auto& [snapshot_name, snapshot] : snapshots)
+        if (snapshot.meta.topic() == name) floor = std::min(floor, snapshot.cursor.floor);
       if (!keep_acked) t->log->drop_before(floor);
       if (keep_s > 0) t->log->drop_older_than(now_ms - keep_s * 1000);
     }
@@ -650,6 +688,13 @@ void service::migrate(storage::database& db) {
       subscription TEXT PRIMARY KEY,
       body TEXT NOT NULL
     ) WITHOUT ROWID;
+  )sql",
+                        R"sql(
+    CREATE TABLE pubsub_snapshots (
+      name TEXT PRIMARY KEY,
+      body BLOB NOT NULL,
+      cursor TEXT NOT NULL
+    ) WITHOUT ROWID;
   )sql"});
 }
 
@@ -681,8 +726,15 @@ void service::restore(storage::database& db) {
     d.start_engine(*s, cursor == cursors.end() ? cursor_state{} : cursor->second);
     d.subscriptions.emplace(s->name, std::move(s));
   }
-  spdlog::info("pubsub_restored topics={} subscriptions={}", d.topics.size(),
-               d.subscriptions.size());
+  auto snapshots = db.prepare("SELECT name, body, cursor FROM pubsub_snapshots");
+  while (snapshots.step()) {
+    impl::snapshot_state snapshot;
+    if (!snapshot.meta.ParseFromString(std::string(snapshots.column_view(1)))) continue;
+    snapshot.cursor = decode_cursor(snapshots.column_view(2));
+    d.snapshots.emplace(snapshots.column_text(0), std::move(snapshot));
+  }
+  spdlog::info("pubsub_restored topics={} subscriptions={} snapshots={}", d.topics.size(),
+               d.subscriptions.size(), d.snapshots.size());
 }
 
 void service::start() {
@@ -879,7 +931,18 @@ void service::list_topic_snapshots(const v1::ListTopicSnapshotsRequest& request,
   auto& d = *impl_;
   std::lock_guard lock(d.mutex);
   if (!d.topics.contains(request.topic())) return d.fail(done, not_found("Topic", request.topic()));
-  d.post([done = std::move(done)] { done(status{}, v1::ListTopicSnapshotsResponse{}); });
+  std::set<std::string> names;
+  for (const auto& [name, snapshot] : d.snapshots)
+    if (snapshot.meta.topic() == request.topic()) names.insert(name);
+  status failed;
+  auto [listed, next] = page(names, request.page_size(), request.page_token(), failed);
+  if (!failed.ok()) return d.fail(done, std::move(failed));
+  v1::ListTopicSnapshotsResponse response;
+  for (auto& name : listed) response.add_snapshots(std::move(name));
+  response.set_next_page_token(next);
+  d.post([done = std::move(done), response = std::move(response)]() mutable {
+    done(status{}, std::move(response));
+  });
 }
 
 void service::delete_topic(const v1::DeleteTopicRequest& request, reply<empty> done) {
@@ -1090,6 +1153,18 @@ auto* deliverable(Subscriptions& subscriptions, const std::string& name, status&
 }  // namespace
 
 void service::pull(const v1::PullRequest& request, reply<v1::PullResponse> done) {
+  pull(request, std::optional<seconds>(), std::move(done));
+}
+
+void service::pull(const v1::PullRequest& request, seconds lease, reply<v1::PullResponse> done) {
+  if (lease < seconds(10) || lease > seconds(600))
+    return impl_->fail(done,
+                       invalid("The stream ack deadline must be between 10 and 600 seconds."));
+  pull(request, std::optional<seconds>(lease), std::move(done));
+}
+
+void service::pull(const v1::PullRequest& request, std::optional<seconds> lease,
+                   reply<v1::PullResponse> done) {
   auto& d = *impl_;
   if (auto parsed = parse_name(request.subscription(), resource_kind::subscription);
       std::holds_alternative<status>(parsed))
@@ -1102,15 +1177,16 @@ void service::pull(const v1::PullRequest& request, reply<v1::PullResponse> done)
   auto* s = deliverable(d.subscriptions, request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
   v1::PullResponse response;
-  if (s->engine) d.fill_pull(*s, max_messages, response);
+  if (s->engine) d.fill_pull(*s, max_messages, lease, response);
   if (response.received_messages_size() > 0 || request.return_immediately()) {
     d.post([done = std::move(done), response = std::move(response)]() mutable {
       done(status{}, std::move(response));
     });
     return;
   }
-  s->waiting.push_back(impl::waiting_pull{
-      max_messages, d.clock.now() + milliseconds(d.settings.max_pull_wait_ms), std::move(done)});
+  s->waiting.push_back(impl::waiting_pull{max_messages, lease,
+                                          d.clock.now() + milliseconds(d.settings.max_pull_wait_ms),
+                                          std::move(done)});
 }
 
 void service::acknowledge(const v1::AcknowledgeRequest& request, reply<empty> done) {
@@ -1186,35 +1262,126 @@ void service::modify_push_config(const v1::ModifyPushConfigRequest& request, rep
 
 void service::seek(const v1::SeekRequest& request, reply<v1::SeekResponse> done) {
   auto& d = *impl_;
-  if (request.has_snapshot() || !request.has_time())
-    return d.fail(done,
-                  status::error(code::unimplemented, "Seek to a snapshot is not supported yet."));
+  if (!request.has_time() && request.snapshot().empty())
+    return d.fail(done, invalid("A seek needs a time or a snapshot."));
   std::lock_guard lock(d.mutex);
   status why;
   auto* s = deliverable(d.subscriptions, request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
-  if (s->engine) s->engine->seek_to_time(TimeUtil::TimestampToMilliseconds(request.time()));
-  d.answer_when_durable(d.save_cursor(*s), std::move(done), v1::SeekResponse{});
+  if (request.has_time()) {
+    if (s->engine) s->engine->seek_to_time(TimeUtil::TimestampToMilliseconds(request.time()));
+  } else {
+    auto snapshot = d.snapshots.find(request.snapshot());
+    if (snapshot == d.snapshots.end())
+      return d.fail(done, not_found("Snapshot", request.snapshot()));
+    if (snapshot->second.meta.topic() != s->topic_name)
+      return d.fail(done, status::error(code::failed_precondition,
+                                        "The snapshot's topic is not the subscription's."));
+    if (s->engine) s->engine->seek_to_state(snapshot->second.cursor);
+  }
+  std::vector<std::function<void()>> answers;
+  if (!s->waiting.empty()) d.serve_waiting(*s, answers);
+  const auto ticket = d.save_cursor(*s);
+  for (auto& a : answers) d.post(std::move(a));
+  d.answer_when_durable(ticket, std::move(done), v1::SeekResponse{});
 }
 
-// Snapshots come with the rest of issue 12 (they need the engine's state kept per snapshot).
-void service::get_snapshot(const v1::GetSnapshotRequest&, reply<v1::Snapshot> done) {
-  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
+// A snapshot keeps a subscription's cursor (its unacked backlog and everything published after)
+// for 7 days from its oldest unacked message, as Google's.
+void service::create_snapshot(const v1::CreateSnapshotRequest& request, reply<v1::Snapshot> done) {
+  auto& d = *impl_;
+  if (auto parsed = parse_name(request.name(), resource_kind::snapshot);
+      std::holds_alternative<status>(parsed))
+    return d.fail(done, std::get<status>(parsed));
+  std::lock_guard lock(d.mutex);
+  if (d.snapshots.contains(request.name()))
+    return d.fail(done, status::error(code::already_exists, "Snapshot already exists"));
+  status why;
+  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  if (s == nullptr) return d.fail(done, std::move(why));
+  if (!s->engine)
+    return d.fail(done, status::error(code::failed_precondition,
+                                      "The subscription's topic has been deleted."));
+  const auto now_ms = d.clock.unix_millis();
+  const auto oldest = s->engine->statistics().oldest_unacked_publish_ms;
+  const std::int64_t expires_ms = (oldest == 0 ? now_ms : oldest) + snapshot_lifetime_ms;
+  if (expires_ms - now_ms < 3600 * 1000)
+    return d.fail(done, status::error(code::failed_precondition,
+                                      "The snapshot would expire in less than 1 hour."));
+  impl::snapshot_state snapshot;
+  snapshot.meta.set_name(request.name());
+  snapshot.meta.set_topic(s->topic_name);
+  *snapshot.meta.mutable_expire_time() = TimeUtil::MillisecondsToTimestamp(expires_ms);
+  *snapshot.meta.mutable_labels() = request.labels();
+  snapshot.cursor = s->engine->snapshot();
+  auto meta = snapshot.meta;
+  const auto ticket = d.save_snapshot(snapshot);
+  d.snapshots.emplace(request.name(), std::move(snapshot));
+  d.answer_when_durable(ticket, std::move(done), std::move(meta));
 }
+
+void service::get_snapshot(const v1::GetSnapshotRequest& request, reply<v1::Snapshot> done) {
+  auto& d = *impl_;
+  if (auto parsed = parse_name(request.snapshot(), resource_kind::snapshot);
+      std::holds_alternative<status>(parsed))
+    return d.fail(done, std::get<status>(parsed));
+  std::lock_guard lock(d.mutex);
+  auto found = d.snapshots.find(request.snapshot());
+  if (found == d.snapshots.end()) return d.fail(done, not_found("Snapshot", request.snapshot()));
+  d.post([done = std::move(done), meta = found->second.meta]() mutable {
+    done(status{}, std::move(meta));
+  });
+}
+
 void service::list_snapshots(const v1::ListSnapshotsRequest& request,
                              reply<v1::ListSnapshotsResponse> done) {
+  auto& d = *impl_;
   auto project = parse_project(request.project());
-  if (auto* s = std::get_if<status>(&project)) return impl_->fail(done, std::move(*s));
-  impl_->post([done = std::move(done)] { done(status{}, v1::ListSnapshotsResponse{}); });
+  if (auto* s = std::get_if<status>(&project)) return d.fail(done, std::move(*s));
+  const std::string prefix = request.project() + "/snapshots/";
+  std::lock_guard lock(d.mutex);
+  std::set<std::string> names;
+  for (const auto& [name, snapshot] : d.snapshots)
+    if (name.starts_with(prefix)) names.insert(name);
+  status failed;
+  auto [listed, next] = page(names, request.page_size(), request.page_token(), failed);
+  if (!failed.ok()) return d.fail(done, std::move(failed));
+  v1::ListSnapshotsResponse response;
+  for (const auto& name : listed) *response.add_snapshots() = d.snapshots.find(name)->second.meta;
+  response.set_next_page_token(next);
+  d.post([done = std::move(done), response = std::move(response)]() mutable {
+    done(status{}, std::move(response));
+  });
 }
-void service::create_snapshot(const v1::CreateSnapshotRequest&, reply<v1::Snapshot> done) {
-  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
+
+void service::update_snapshot(const v1::UpdateSnapshotRequest& request, reply<v1::Snapshot> done) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  auto found = d.snapshots.find(request.snapshot().name());
+  if (found == d.snapshots.end())
+    return d.fail(done, not_found("Snapshot", request.snapshot().name()));
+  if (request.update_mask().paths_size() == 0)
+    return d.fail(done, invalid("The update_mask must name at least one field."));
+  auto meta = found->second.meta;
+  for (const auto& path : request.update_mask().paths()) {
+    if (path == "labels")
+      *meta.mutable_labels() = request.snapshot().labels();
+    else if (path == "expire_time" || path == "expireTime")
+      *meta.mutable_expire_time() = request.snapshot().expire_time();
+    else
+      return d.fail(done, invalid("Invalid update_mask path: " + path));
+  }
+  found->second.meta = meta;
+  d.answer_when_durable(d.save_snapshot(found->second), std::move(done), std::move(meta));
 }
-void service::update_snapshot(const v1::UpdateSnapshotRequest&, reply<v1::Snapshot> done) {
-  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
-}
-void service::delete_snapshot(const v1::DeleteSnapshotRequest&, reply<empty> done) {
-  impl_->fail(done, status::error(code::unimplemented, "Snapshots are not supported yet."));
+
+void service::delete_snapshot(const v1::DeleteSnapshotRequest& request, reply<empty> done) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  auto found = d.snapshots.find(request.snapshot());
+  if (found == d.snapshots.end()) return d.fail(done, not_found("Snapshot", request.snapshot()));
+  d.snapshots.erase(found);
+  d.answer_when_durable(d.delete_snapshot_row(request.snapshot()), std::move(done), empty{});
 }
 
 // ---------------------------------------------------------------------------------- metrics

@@ -10,12 +10,14 @@
 //     dead letters, filter), its cursor saved before an Acknowledge answers.
 // Thread-safe; callbacks run on the service's own thread (its timer and answers), never under
 // the service's lock.
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -85,6 +87,10 @@ class service {
   void modify_ack_deadline(const v1::ModifyAckDeadlineRequest& request, reply<empty> done);
   void acknowledge(const v1::AcknowledgeRequest& request, reply<empty> done);
   void pull(const v1::PullRequest& request, reply<v1::PullResponse> done);
+  // The same, leasing for `lease` (10..600 s) instead of the subscription's ack deadline:
+  // StreamingPull's stream_ack_deadline_seconds.
+  void pull(const v1::PullRequest& request, std::chrono::seconds lease,
+            reply<v1::PullResponse> done);
   void modify_push_config(const v1::ModifyPushConfigRequest& request, reply<empty> done);
   void seek(const v1::SeekRequest& request, reply<v1::SeekResponse> done);
   void get_snapshot(const v1::GetSnapshotRequest& request, reply<v1::Snapshot> done);
@@ -106,6 +112,9 @@ class service {
  private:
   struct impl;
   std::unique_ptr<impl> impl_;
+
+  void pull(const v1::PullRequest& request, std::optional<std::chrono::seconds> lease,
+            reply<v1::PullResponse> done);
 };
 
 }  // namespace nimbus::pubsub

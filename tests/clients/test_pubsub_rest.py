@@ -628,3 +628,57 @@ def test_schemas_unimplemented_and_unknown_verbs(server):
     error(api.call("GET", api.path("topics", "topic1", "publish")), 404, "NOT_FOUND")
     error(api.call("POST", api.path("topics", "topic1")), 404, "NOT_FOUND")
     error(api.call("GET", api.path("topics", "topic1") + "/nothing"), 404, "NOT_FOUND")
+
+
+def test_snapshots_and_seek(server):
+    """A snapshot keeps the subscription's backlog: messages acked after it come back on a seek
+    to it; a seek to a time before a publish brings back what was acked since (retained acked
+    messages); snapshots list per project and per topic, survive a restart, and a snapshot of
+    another topic is refused."""
+    api = PubSub(server)
+    setup_topic_and_subscription(api, "topic1", "sub1", retainAckedMessages=True)
+    ids = ok(api.publish("topic1", [message(b"a"), message(b"b")]))["messageIds"]
+    snap = api.call("PUT", api.path("snapshots", "snap1"),
+                    {"subscription": api.subscription_name("sub1"), "labels": {"k": "v"}})
+    created = ok(snap)
+    assert created["name"] == "projects/%s/snapshots/snap1" % PROJECT
+    assert created["topic"] == api.topic_name("topic1")
+    assert RFC3339_UTC.fullmatch(created["expireTime"]), created
+    error(api.call("PUT", api.path("snapshots", "snap1"),
+                   {"subscription": api.subscription_name("sub1")}), 409, "ALREADY_EXISTS")
+    error(api.call("PUT", api.path("snapshots", "snap2"),
+                   {"subscription": api.subscription_name("nosuchsub")}), 404, "NOT_FOUND")
+
+    got = received(ok(api.pull("sub1", return_immediately=True)))
+    assert sorted(rm["message"]["messageId"] for rm in got) == sorted(ids)
+    ok(api.acknowledge("sub1", [rm["ackId"] for rm in got]))
+    assert ok(api.pull("sub1", return_immediately=True)) == {}
+
+    # Back to the snapshot: both unacked again.
+    assert ok(api.call("POST", api.path("subscriptions", "sub1", "seek"),
+                       {"snapshot": "projects/%s/snapshots/snap1" % PROJECT})) == {}
+    again = received(ok(api.pull("sub1", return_immediately=True)))
+    assert sorted(rm["message"]["messageId"] for rm in again) == sorted(ids)
+    ok(api.acknowledge("sub1", [rm["ackId"] for rm in again]))
+
+    # To a time before the publish: acked messages retained come back too.
+    ok(api.call("POST", api.path("subscriptions", "sub1", "seek"),
+                {"time": "2020-01-01T00:00:00Z"}))
+    replay = received(ok(api.pull("sub1", return_immediately=True)))
+    assert sorted(rm["message"]["messageId"] for rm in replay) == sorted(ids)
+
+    listed = ok(api.call("GET", api.path("snapshots")))
+    assert [s["name"] for s in listed["snapshots"]] == [created["name"]]
+    by_topic = ok(api.call("GET", api.path("topics", "topic1") + "/snapshots"))
+    assert by_topic["snapshots"] == [created["name"]]
+
+    # A snapshot of another topic cannot be sought to.
+    setup_topic_and_subscription(api, "topic2", "sub2")
+    error(api.call("POST", api.path("subscriptions", "sub2", "seek"),
+                   {"snapshot": created["name"]}), 400, "FAILED_PRECONDITION")
+
+    server.restart()
+    api = PubSub(server)
+    assert ok(api.call("GET", api.path("snapshots", "snap1")))["labels"] == {"k": "v"}
+    assert ok(api.call("DELETE", api.path("snapshots", "snap1"))) == {}
+    error(api.call("GET", api.path("snapshots", "snap1")), 404, "NOT_FOUND")
