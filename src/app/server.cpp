@@ -6,6 +6,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <grpcpp/server_builder.h>
+#include <grpcpp/server_posix.h>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <charconv>
@@ -33,6 +35,7 @@
 #include "net/listener.hpp"
 #include "net/streams.hpp"
 #include "net/tls_context.hpp"
+#include "pubsub/grpc_server.hpp"
 #include "pubsub/rest.hpp"
 #include "pubsub/service.hpp"
 #include "registry/certificate_authority.hpp"
@@ -122,6 +125,61 @@ bool is_loopback_only(const std::string& address) {
   return !endpoints.empty() && std::all_of(endpoints.begin(), endpoints.end(),
                                            [](const auto& e) { return e.address().is_loopback(); });
 }
+
+// Tells a connection to the Pub/Sub emulator port apart: `sorted(true)` when it opens with
+// HTTP/2's preface (gRPC), `sorted(false)` for anything else (HTTP/1.1). Peeks, so the bytes stay
+// for whoever serves it; a peer that sends nothing for 10 s is closed.
+class grpc_or_http : public std::enable_shared_from_this<grpc_or_http> {
+ public:
+  grpc_or_http(std::shared_ptr<asio::ip::tcp::socket> peer, std::function<void(bool)> sorted)
+      : peer_(std::move(peer)),
+        deadline_(peer_->get_executor()),
+        retry_(peer_->get_executor()),
+        sorted_(std::move(sorted)) {}
+
+  void start() {
+    deadline_.expires_after(std::chrono::seconds(10));
+    deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (ec) return;
+      boost::system::error_code ignored;
+      self->peer_->close(ignored);
+    });
+    look();
+  }
+
+ private:
+  void look() {
+    peer_->async_receive(asio::buffer(head_), asio::socket_base::message_peek,
+                         [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                           self->seen(ec, n);
+                         });
+  }
+
+  void seen(boost::system::error_code ec, std::size_t n) {
+    if (ec || n == 0) {
+      deadline_.cancel();
+      return;
+    }
+    const std::string_view head(head_.data(), n);
+    if (n < head_.size() && head == std::string_view("PRI").substr(0, n)) {
+      // Too few bytes to tell yet: look again in a moment.
+      retry_.expires_after(std::chrono::milliseconds(10));
+      retry_.async_wait([self = shared_from_this()](boost::system::error_code wait_ec) {
+        if (!wait_ec) self->look();
+      });
+      return;
+    }
+    deadline_.cancel();
+    auto sorted = std::move(sorted_);
+    sorted(head == "PRI");
+  }
+
+  std::shared_ptr<asio::ip::tcp::socket> peer_;
+  std::array<char, 3> head_{};
+  asio::steady_timer deadline_;
+  asio::steady_timer retry_;
+  std::function<void(bool)> sorted_;
+};
 
 // Repeats `work` every second on `ctx` until the timer is cancelled.
 void every_second(asio::steady_timer& timer, std::function<void()> work) {
@@ -321,18 +379,32 @@ int serve(const config::settings& settings) {
   iot::data_plane data(mqtt_broker, auth, aws, writer, shadows);
   data.install(router);
   // Pub/Sub REST (/v1/projects/...): open on loopback listeners as Google's emulator is;
-  // elsewhere a bearer token from <data>/tokens.
-  pubsub::add_rest_routes(
-      router, pubsub_service,
+  // elsewhere a bearer token from <data>/tokens. Served on the HTTP(S) listeners and on the
+  // emulator port, whose router also answers `GET /` with "Ok".
+  auto pubsub_auth =
       [&tokens](const net::http_request& request) -> std::optional<net::http_response> {
-        if (request.loopback_listener || tokens.check_bearer(request.header("authorization")))
-          return std::nullopt;
-        pubsub::status refused =
-            pubsub::status::error(pubsub::code::unauthenticated,
-                                  "Pub/Sub needs Authorization: Bearer TOKEN (see <data>/tokens) "
-                                  "off loopback listeners.");
-        return pubsub::rest_error(refused);
-      });
+    if (request.loopback_listener || tokens.check_bearer(request.header("authorization")))
+      return std::nullopt;
+    pubsub::status refused = pubsub::status::error(
+        pubsub::code::unauthenticated,
+        "Pub/Sub needs Authorization: Bearer TOKEN (see <data>/tokens) off loopback listeners.");
+    return pubsub::rest_error(refused);
+  };
+  pubsub::add_rest_routes(router, pubsub_service, pubsub_auth);
+  net::http_router emulator_router;
+  emulator_router.add("GET", "/", [](const net::http_request&) {
+    return net::http_response{200, "text/plain", {}, "Ok"};
+  });
+  pubsub::add_rest_routes(emulator_router, pubsub_service, pubsub_auth);
+  pubsub::grpc_services pubsub_grpc(pubsub_service);
+  std::unique_ptr<grpc::Server> grpc_server;
+  if (!net::is_off(settings.listeners.grpc)) {
+    grpc::ServerBuilder builder;
+    builder.RegisterService(pubsub_grpc.publisher());
+    builder.RegisterService(pubsub_grpc.subscriber());
+    builder.SetMaxReceiveMessageSize(16 << 20);  // a 10 MB Publish, framing included
+    grpc_server = builder.BuildAndStart();
+  }
   // Sockets that have not sent CONNECT yet are counted from accept (TCP, TLS) or upgrade
   // (WebSocket), in all and per address: the remote address they were counted under, or
   // nullopt when a limit refuses them.
@@ -437,11 +509,35 @@ int serve(const config::settings& settings) {
   https_options.loopback = is_loopback_only(settings.listeners.https);
   open("http", settings.listeners.http, serve(http_options));
   open("https", settings.listeners.https, serve(https_options));
-  if (!net::is_off(settings.listeners.grpc)) {
-    spdlog::info(
-        "grpc_listener_not_started reason=\"Pub/Sub over gRPC is not served yet; its REST API is "
-        "on "
-        "the HTTP(S) listeners\"");
+  // Pub/Sub's emulator port: a connection opening with HTTP/2's preface ("PRI * HTTP/2.0") goes
+  // to the gRPC server, which has no port of its own; anything else is HTTP/1.1 for the REST API
+  // (gcloud) and `GET /` -> "Ok", as Google's emulator answers both on one port.
+  if (grpc_server) {
+    net::http_listener_options grpc_port_options = http_options;
+    grpc_port_options.loopback = is_loopback_only(settings.listeners.grpc);
+    open("grpc", settings.listeners.grpc,
+         [&grpc_server, &emulator_router, &http_connections,
+          grpc_port_options](asio::ip::tcp::socket socket) {
+           auto peer = std::make_shared<asio::ip::tcp::socket>(std::move(socket));
+           auto sorter = std::make_shared<grpc_or_http>(peer, [&grpc_server, &emulator_router,
+                                                               &http_connections, grpc_port_options,
+                                                               peer](bool is_grpc) {
+             if (is_grpc) {
+               boost::system::error_code ec;
+               const int fd = peer->release(ec);
+               if (!ec) grpc::AddInsecureChannelFromFd(grpc_server.get(), fd);
+               return;
+             }
+             auto slot = http_connections.try_acquire();
+             if (!slot) {
+               boost::system::error_code ignored;
+               peer->close(ignored);
+               return;
+             }
+             net::serve_http(std::move(*peer), emulator_router, grpc_port_options, std::move(slot));
+           });
+           sorter->start();
+         });
   }
 
   // Housekeeping on loop 0 and the signals that stop the server.
@@ -488,6 +584,9 @@ int serve(const config::settings& settings) {
   }
   // Stop accepting, tell clients, give their sockets a moment to flush, then stop the loops.
   for (auto& l : listeners) l->stop();
+  pubsub_grpc.close_streams();
+  if (grpc_server)
+    grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
   mqtt_broker.shutdown();
   // Wait (bounded by the close grace period) until every client was told and its connection

@@ -11,8 +11,10 @@ export async function startNimbus(extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), 'nimbus-node-'));
   // "localhost" binds 127.0.0.1 and [::1] on one port: the tests reach it as users do, by a
   // name Node 18 resolves to ::1 first and Node 20 to either.
+  // Pub/Sub's gRPC port stays off unless the suite asks for it in extraArgs.
+  const grpc = extraArgs.includes('--grpc') ? [] : ['--grpc', 'off'];
   const args = ['serve', '--data-dir', dataDir, '--mqtt', 'localhost:0', '--mqtts', 'localhost:0',
-    '--http', 'localhost:0', '--https', 'localhost:0', '--grpc', 'off', ...extraArgs];
+    '--http', 'localhost:0', '--https', 'localhost:0', ...grpc, ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (chunk) => { log += chunk; });
