@@ -100,6 +100,15 @@ std::pair<std::vector<std::string>, std::string> page(const Container& names, in
   return {std::move(out), std::move(next)};
 }
 
+// The names in `resources` (a map by full name) that start with `prefix`, sorted.
+template <class Map>
+std::set<std::string> names_under(const Map& resources, const std::string& prefix) {
+  std::set<std::string> names;
+  for (const auto& entry : resources)
+    if (entry.first.starts_with(prefix)) names.insert(entry.first);
+  return names;
+}
+
 // The stored form of a cursor (table pubsub_cursors), JSON for readability in a debugger.
 std::string encode_cursor(const cursor_state& c) {
   json::object out;
@@ -293,6 +302,14 @@ struct service::impl {
             done(status{}, std::move(response));
           });
         });
+  }
+
+  // Answers OK with `response`, on the service's thread.
+  template <class T>
+  void answer(reply<T>& done, T response) {
+    post([done = std::move(done), response = std::move(response)]() mutable {
+      done(status{}, std::move(response));
+    });
   }
 
   template <class T>
@@ -882,9 +899,7 @@ void service::get_topic(const v1::GetTopicRequest& request, reply<v1::Topic> don
   std::lock_guard lock(d.mutex);
   auto found = d.topics.find(request.topic());
   if (found == d.topics.end()) return d.fail(done, not_found("Topic", request.topic()));
-  d.post([done = std::move(done), meta = found->second->meta]() mutable {
-    done(status{}, std::move(meta));
-  });
+  d.answer(done, found->second->meta);
 }
 
 void service::list_topics(const v1::ListTopicsRequest& request,
@@ -894,18 +909,14 @@ void service::list_topics(const v1::ListTopicsRequest& request,
   if (auto* s = std::get_if<status>(&project)) return d.fail(done, std::move(*s));
   const std::string prefix = request.project() + "/topics/";
   std::lock_guard lock(d.mutex);
-  std::set<std::string> names;
-  for (const auto& [name, t] : d.topics)
-    if (name.starts_with(prefix)) names.insert(name);
+  const auto names = names_under(d.topics, prefix);
   status failed;
   auto [listed, next] = page(names, request.page_size(), request.page_token(), failed);
   if (!failed.ok()) return d.fail(done, std::move(failed));
   v1::ListTopicsResponse response;
   for (const auto& name : listed) *response.add_topics() = d.topics.find(name)->second->meta;
   response.set_next_page_token(next);
-  d.post([done = std::move(done), response = std::move(response)]() mutable {
-    done(status{}, std::move(response));
-  });
+  d.answer(done, std::move(response));
 }
 
 void service::list_topic_subscriptions(const v1::ListTopicSubscriptionsRequest& request,
@@ -921,9 +932,7 @@ void service::list_topic_subscriptions(const v1::ListTopicSubscriptionsRequest& 
   v1::ListTopicSubscriptionsResponse response;
   for (auto& name : listed) response.add_subscriptions(std::move(name));
   response.set_next_page_token(next);
-  d.post([done = std::move(done), response = std::move(response)]() mutable {
-    done(status{}, std::move(response));
-  });
+  d.answer(done, std::move(response));
 }
 
 void service::list_topic_snapshots(const v1::ListTopicSnapshotsRequest& request,
@@ -940,9 +949,7 @@ void service::list_topic_snapshots(const v1::ListTopicSnapshotsRequest& request,
   v1::ListTopicSnapshotsResponse response;
   for (auto& name : listed) response.add_snapshots(std::move(name));
   response.set_next_page_token(next);
-  d.post([done = std::move(done), response = std::move(response)]() mutable {
-    done(status{}, std::move(response));
-  });
+  d.answer(done, std::move(response));
 }
 
 void service::delete_topic(const v1::DeleteTopicRequest& request, reply<empty> done) {
@@ -1036,9 +1043,7 @@ void service::get_subscription(const v1::GetSubscriptionRequest& request,
   auto found = d.subscriptions.find(request.subscription());
   if (found == d.subscriptions.end())
     return d.fail(done, not_found("Subscription", request.subscription()));
-  d.post([done = std::move(done), meta = found->second->meta]() mutable {
-    done(status{}, std::move(meta));
-  });
+  d.answer(done, found->second->meta);
 }
 
 void service::update_subscription(v1::UpdateSubscriptionRequest request,
@@ -1092,9 +1097,7 @@ void service::list_subscriptions(const v1::ListSubscriptionsRequest& request,
   if (auto* s = std::get_if<status>(&project)) return d.fail(done, std::move(*s));
   const std::string prefix = request.project() + "/subscriptions/";
   std::lock_guard lock(d.mutex);
-  std::set<std::string> names;
-  for (const auto& [name, s] : d.subscriptions)
-    if (name.starts_with(prefix)) names.insert(name);
+  const auto names = names_under(d.subscriptions, prefix);
   status failed;
   auto [listed, next] = page(names, request.page_size(), request.page_token(), failed);
   if (!failed.ok()) return d.fail(done, std::move(failed));
@@ -1102,9 +1105,7 @@ void service::list_subscriptions(const v1::ListSubscriptionsRequest& request,
   for (const auto& name : listed)
     *response.add_subscriptions() = d.subscriptions.find(name)->second->meta;
   response.set_next_page_token(next);
-  d.post([done = std::move(done), response = std::move(response)]() mutable {
-    done(status{}, std::move(response));
-  });
+  d.answer(done, std::move(response));
 }
 
 void service::delete_subscription(const v1::DeleteSubscriptionRequest& request, reply<empty> done) {
@@ -1328,9 +1329,7 @@ void service::get_snapshot(const v1::GetSnapshotRequest& request, reply<v1::Snap
   std::lock_guard lock(d.mutex);
   auto found = d.snapshots.find(request.snapshot());
   if (found == d.snapshots.end()) return d.fail(done, not_found("Snapshot", request.snapshot()));
-  d.post([done = std::move(done), meta = found->second.meta]() mutable {
-    done(status{}, std::move(meta));
-  });
+  d.answer(done, found->second.meta);
 }
 
 void service::list_snapshots(const v1::ListSnapshotsRequest& request,
@@ -1340,18 +1339,14 @@ void service::list_snapshots(const v1::ListSnapshotsRequest& request,
   if (auto* s = std::get_if<status>(&project)) return d.fail(done, std::move(*s));
   const std::string prefix = request.project() + "/snapshots/";
   std::lock_guard lock(d.mutex);
-  std::set<std::string> names;
-  for (const auto& [name, snapshot] : d.snapshots)
-    if (name.starts_with(prefix)) names.insert(name);
+  const auto names = names_under(d.snapshots, prefix);
   status failed;
   auto [listed, next] = page(names, request.page_size(), request.page_token(), failed);
   if (!failed.ok()) return d.fail(done, std::move(failed));
   v1::ListSnapshotsResponse response;
   for (const auto& name : listed) *response.add_snapshots() = d.snapshots.find(name)->second.meta;
   response.set_next_page_token(next);
-  d.post([done = std::move(done), response = std::move(response)]() mutable {
-    done(status{}, std::move(response));
-  });
+  d.answer(done, std::move(response));
 }
 
 void service::update_snapshot(const v1::UpdateSnapshotRequest& request, reply<v1::Snapshot> done) {
