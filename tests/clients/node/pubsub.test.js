@@ -1,8 +1,8 @@
 // Google's official Node client (@google-cloud/pubsub, over gRPC with PUBSUB_EMULATOR_HOST, as
 // users point it at the emulator) against nimbus's Pub/Sub port: admin with paging, batched
 // publish with attributes, subscription.on('message') with ack and nack (redelivery), ordering
-// keys kept in order, the unary v1 SubscriberClient pull, flow control, and the REST port
-// sharing (`GET /` -> Ok, REST on the same port as gRPC).
+// keys kept in order, flow control, dead letters after 5 attempts, a filter, exactly-once's
+// ackWithResponse, and the port sharing (`GET /` -> Ok, REST on the same port as gRPC).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -138,4 +138,44 @@ test('flow control: at most maxMessages outstanding, all delivered', async () =>
   assert.equal(new Set(got.map((m) => m.id)).size, 50);
   assert.ok(most <= 10, `${most} outstanding`);
   await limited.close();
+});
+
+test('dead letter after 5 delivery attempts, with deliveryAttempt counted', async () => {
+  const [dlq] = await pubsub.createTopic('dead-letters');
+  const [dlqSub] = await dlq.createSubscription('dead-letters-sub');
+  const [topic] = await pubsub.createTopic('fragile');
+  const [subscription] = await topic.createSubscription('fragile-sub', {
+    deadLetterPolicy: { deadLetterTopic: dlq.name, maxDeliveryAttempts: 5 },
+  });
+  const id = await topic.publishMessage({ data: Buffer.from('poison') });
+  const attempts = [];
+  await receive(subscription, 5, (m) => { attempts.push(m.deliveryAttempt); m.nack(); });
+  assert.deepEqual(attempts, [1, 2, 3, 4, 5]);
+  await subscription.close();
+  const [dead] = await receive(dlqSub, 1);
+  assert.equal(dead.data.toString(), 'poison');
+  assert.equal(dead.attributes.CloudPubSubDeadLetterSourceSubscription, 'fragile-sub');
+  assert.notEqual(dead.id, id);  // a new message on the dead-letter topic
+  await dlqSub.close();
+});
+
+test('a filtered subscription gets only matching messages', async () => {
+  const [topic] = await pubsub.createTopic('mixed');
+  const [subscription] = await topic.createSubscription('alerts-only', { filter: 'attributes.kind = "alert"' });
+  await topic.publishMessage({ data: Buffer.from('ok'), attributes: { kind: 'reading' } });
+  const alertId = await topic.publishMessage({ data: Buffer.from('hot'), attributes: { kind: 'alert' } });
+  const [got] = await receive(subscription, 1);
+  assert.equal(got.id, alertId);
+  await subscription.close();
+});
+
+test('exactly-once: ackWithResponse confirms the ack', async () => {
+  const [topic] = await pubsub.createTopic('once');
+  const [subscription] = await topic.createSubscription('once-sub', { enableExactlyOnceDelivery: true });
+  await topic.publishMessage({ data: Buffer.from('just once') });
+  const responses = [];
+  const [got] = await receive(subscription, 1, (m) => { responses.push(m.ackWithResponse()); });
+  assert.equal(got.data.toString(), 'just once');
+  assert.equal(await withTimeout(responses[0], 10000, 'ackWithResponse'), 'SUCCESS');
+  await subscription.close();
 });
