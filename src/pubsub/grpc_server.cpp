@@ -112,10 +112,10 @@ class publisher_service final : public v1::Publisher::CallbackService {
 // response (one write in flight), the next pull issued once it is written. Acks and modacks
 // sent on the stream go to the service's acknowledge and modify_ack_deadline.
 //
-// Flow control is per pull only: a pull asks for at most min(1000, max_outstanding_messages).
-// Outstanding messages are not counted, because clients ack through unary RPCs this stream
-// never sees, and waiting on them would stall it. Server-side flow control across a
-// subscription's streams (max_outstanding_messages and _bytes) is still to do.
+// Flow control: the service counts what each stream holds (its `holder`) until acked, nacked or
+// expired, whichever RPC does it (Node acks a stream's messages through unary Acknowledge, on
+// one of its 5 streams or none), and answers a stream's waiting pull only below its
+// max_outstanding_messages / _bytes (a server cap when the client sets none).
 
 // Where a stream is: reading its first request, checking the subscription, delivering; then
 // ending: `finishing` waits for the write in flight before Finish, `finished` waits for gRPC's
@@ -137,7 +137,7 @@ struct stream_state {
   stream_stage stage = stream_stage::first_request;
   v1::StreamingPullRequest incoming;  // where the read in flight lands
   std::string subscription;
-  std::int32_t lease_seconds = min_stream_deadline;
+  stream_pull flow;  // lease (stream_ack_deadline_seconds), holder, flow control
   std::int32_t max_messages = max_pull_batch;
   bool is_exactly_once = false;
   v1::StreamingPullResponse::SubscriptionProperties properties;
@@ -259,7 +259,7 @@ void send_locked(stream_state& stream, v1::StreamingPullResponse response) {
 
 struct pull_order {
   v1::PullRequest request;
-  std::chrono::seconds lease{0};
+  stream_pull flow;
 };
 
 // The next pull, when the stream may have one: open, none in flight, and the last batch
@@ -272,7 +272,7 @@ std::optional<pull_order> next_pull_locked(stream_state& stream) {
   pull_order order;
   order.request.set_subscription(stream.subscription);
   order.request.set_max_messages(stream.max_messages);  // waits: return_immediately is false
-  order.lease = std::chrono::seconds(stream.lease_seconds);
+  order.flow = stream.flow;
   return order;
 }
 
@@ -291,7 +291,7 @@ void on_pulled(const std::shared_ptr<stream_state>& stream, const status& outcom
 
 void issue_pull(const std::shared_ptr<stream_state>& stream, std::optional<pull_order> order) {
   if (!order) return;
-  stream->svc.pull(order->request, order->lease, [stream](status outcome, v1::PullResponse answer) {
+  stream->svc.pull(order->request, order->flow, [stream](status outcome, v1::PullResponse answer) {
     on_pulled(stream, outcome, std::move(answer));
   });
 }
@@ -461,7 +461,10 @@ class streaming_pull final : public stream_reactor {
         if (auto checked = check_first_request(request); !checked.ok())
           return finish_locked(stream, std::move(checked));
         stream.subscription = request.subscription();
-        stream.lease_seconds = request.stream_ack_deadline_seconds();
+        stream.flow.lease = std::chrono::seconds(request.stream_ack_deadline_seconds());
+        stream.flow.holder = stream.svc.new_holder();
+        stream.flow.max_outstanding_messages = request.max_outstanding_messages();
+        stream.flow.max_outstanding_bytes = request.max_outstanding_bytes();
         stream.max_messages = pull_batch(request.max_outstanding_messages());
         stream.stage = stream_stage::opening;
         is_first = true;
@@ -469,7 +472,7 @@ class streaming_pull final : public stream_reactor {
         if (auto checked = check_later_request(request); !checked.ok())
           return finish_locked(stream, std::move(checked));
         if (request.stream_ack_deadline_seconds() != 0)
-          stream.lease_seconds = request.stream_ack_deadline_seconds();
+          stream.flow.lease = std::chrono::seconds(request.stream_ack_deadline_seconds());
         subscription = stream.subscription;
         is_exactly_once = stream.is_exactly_once;
       } else {

@@ -13,6 +13,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <set>
 #include <system_error>
@@ -22,9 +23,11 @@
 
 #include "core/log.hpp"
 #include "core/page_token.hpp"
+#include "net/http_client.hpp"
 #include "pubsub/filter.hpp"
 #include "pubsub/message_store.hpp"
 #include "pubsub/names.hpp"
+#include "pubsub/push.hpp"
 #include "pubsub/subscription_engine.hpp"
 #include "seglog/log.hpp"
 
@@ -47,6 +50,7 @@ constexpr std::size_t max_attribute_value = 1024;
 constexpr std::size_t max_ordering_key = 1024;
 constexpr int max_pull_messages = 1000;
 constexpr std::size_t max_pull_bytes = 10'000'000;
+constexpr std::size_t max_push_window = 1000;  // push POSTs in flight per subscription
 constexpr std::int64_t min_retention_s = 10 * 60;
 constexpr std::int64_t max_retention_s = 31LL * 24 * 3600;
 constexpr std::int64_t default_retention_s = 7LL * 24 * 3600;
@@ -222,7 +226,7 @@ struct service::impl {
 
   struct waiting_pull {
     int max_messages;
-    std::optional<seconds> lease;
+    std::optional<stream_pull> stream;
     core::steady_time deadline;
     reply<v1::PullResponse> done;
   };
@@ -237,6 +241,17 @@ struct service::impl {
     std::string topic_name;  // as in meta.topic(); "_deleted-topic_" once the topic went
     std::unique_ptr<subscription_engine> engine;  // null once detached or its topic deleted
     std::vector<waiting_pull> waiting;
+    // Push delivery (a push_endpoint is set): the leases `holder` has are the POSTs in flight,
+    // at most `window` (slow start: 1, doubled by a success up to max_push_window, halved by a
+    // failure); each failure in a row pauses the pushes for push_backoff().
+    struct push_state {
+      std::uint64_t holder = 0;
+      std::size_t window = 1;
+      unsigned failures = 0;
+      core::steady_time paused_until{};
+      std::uint64_t succeeded = 0;
+      std::uint64_t failed = 0;
+    } push;
   };
 
   struct topic_state {
@@ -255,6 +270,7 @@ struct service::impl {
         settings(std::move(s)),
         committer(seglog::committer::options{settings.fsync, std::chrono::milliseconds(1000), 3}),
         timer(io),
+        http(io),
         epoch(static_cast<std::uint32_t>(c.unix_seconds())) {}
 
   asio::io_context io;  // the service's thread runs it
@@ -264,6 +280,7 @@ struct service::impl {
   const service_settings settings;
   seglog::committer committer;
   asio::steady_timer timer;
+  net::http_client http;      // push deliveries; its answers run on the service's thread
   const std::uint32_t epoch;  // ack ids of an earlier process are stale
 
   mutable std::mutex mutex;
@@ -275,6 +292,7 @@ struct service::impl {
   };
   std::map<std::string, snapshot_state, std::less<>> snapshots;
   std::uint64_t next_incarnation = 1;
+  std::atomic<std::uint64_t> next_holder{1};
   std::uint64_t ticks = 0;
   bool stopped = false;
 
@@ -443,7 +461,7 @@ struct service::impl {
     while (it != s.waiting.end()) {
       v1::PullResponse response;
       if (s.engine && s.engine->has_deliverable())
-        fill_pull(s, it->max_messages, it->lease, response);
+        fill_pull(s, it->max_messages, it->stream, response);
       if (response.received_messages_size() > 0 || expire_all || now >= it->deadline) {
         out.emplace_back([done = std::move(it->done), response = std::move(response)]() mutable {
           done(status{}, std::move(response));
@@ -455,15 +473,95 @@ struct service::impl {
     }
   }
 
-  void fill_pull(subscription_state& s, int max_messages, std::optional<seconds> lease,
+  void fill_pull(subscription_state& s, int max_messages, const std::optional<stream_pull>& stream,
                  v1::PullResponse& response) {
-    auto deliveries = s.engine->pull(static_cast<std::size_t>(max_messages), max_pull_bytes, lease);
+    std::size_t messages = static_cast<std::size_t>(max_messages);
+    std::size_t bytes = max_pull_bytes;
+    std::optional<seconds> lease;
+    std::uint64_t holder = 0;
+    if (stream) {
+      // Flow control: what the stream may still hold.
+      lease = stream->lease;
+      holder = stream->holder;
+      const auto held = s.engine->leased_to(holder);
+      const auto cap = static_cast<std::size_t>(stream->max_outstanding_messages > 0
+                                                    ? stream->max_outstanding_messages
+                                                    : service::max_stream_outstanding);
+      messages = std::min(messages, cap > held.messages ? cap - held.messages : 0);
+      if (stream->max_outstanding_bytes > 0) {
+        const auto cap_bytes = static_cast<std::size_t>(stream->max_outstanding_bytes);
+        if (held.bytes >= cap_bytes) messages = 0;
+        // One message may overshoot the byte cap, as Google's servers let it (never starve).
+        bytes = std::min(bytes, cap_bytes - std::min(cap_bytes, held.bytes));
+      }
+      if (messages == 0) return;
+    }
+    auto deliveries = s.engine->pull(messages, bytes, lease, holder);
     for (auto& d : deliveries) {
       auto* received = response.add_received_messages();
       received->set_ack_id(std::move(d.ack_id));
       *received->mutable_message() = to_proto(d.message);
       received->set_delivery_attempt(d.delivery_attempt);
     }
+  }
+
+  static bool is_push(const subscription_state& s) {
+    return !s.meta.push_config().push_endpoint().empty();
+  }
+
+  // Sends what the push window of `s` allows now (under the lock; answers come on the loop).
+  void pump_push(subscription_state& s) {
+    if (!s.engine || !is_push(s) || stopped) return;
+    auto& push = s.push;
+    if (clock.now() < push.paused_until || !s.engine->has_deliverable()) return;
+    if (push.holder == 0) push.holder = next_holder.fetch_add(1, std::memory_order_relaxed);
+    const std::size_t held = s.engine->leased_to(push.holder).messages;
+    if (held >= push.window) return;
+    for (auto& d : s.engine->pull(push.window - held, max_pull_bytes, std::nullopt, push.holder)) {
+      http.send(push_request(s.meta, d),
+                [this, name = s.name, ack_id = d.ack_id](net::http_client_result result) {
+                  on_pushed(name, ack_id, result);
+                });
+    }
+  }
+
+  // A push's answer: an acknowledgement acks the message and widens the window; anything else
+  // nacks it (redelivery per retry policy), halves the window and pauses the pushes.
+  void on_pushed(const std::string& name, const std::string& ack_id,
+                 const net::http_client_result& result) {
+    const auto* response = std::get_if<net::http_client_response>(&result);
+    const bool acknowledged = response != nullptr && is_push_acknowledgement(response->status);
+    std::lock_guard lock(mutex);
+    auto found = subscriptions.find(name);
+    if (found == subscriptions.end() || !found->second->engine || stopped) return;
+    auto& s = *found->second;
+    auto& push = s.push;
+    if (acknowledged) {
+      s.engine->acknowledge({ack_id});
+      save_cursor(s);
+      ++push.succeeded;
+      push.failures = 0;
+      push.window = std::min(push.window * 2, max_push_window);
+    } else {
+      s.engine->modify_ack_deadline({ack_id}, seconds(0));
+      forward_dead_letters(s);
+      if (s.meta.has_dead_letter_policy()) save_cursor(s);  // delivery counts
+      ++push.failed;
+      ++push.failures;
+      push.window = std::max<std::size_t>(1, push.window / 2);
+      push.paused_until = clock.now() + push_backoff(push.failures);
+      static core::log_limiter failures_logged(5);
+      std::uint64_t held_back = 0;
+      if (failures_logged.allow(held_back))
+        spdlog::warn(
+            "pubsub_push_failed subscription={} endpoint={} answer=\"{}\" failures_in_a_row={} "
+            "similar_lines_suppressed={}",
+            name, s.meta.push_config().push_endpoint(),
+            response != nullptr ? "HTTP " + std::to_string(response->status)
+                                : std::get<net::http_client_error>(result).message,
+            push.failures, held_back);
+    }
+    pump_push(s);
   }
 
   // After messages were appended to `t`: waiting pulls of its subscriptions may be served.
@@ -475,8 +573,9 @@ struct service::impl {
       if (found == topics.end()) return;
       for (const auto& name : found->second->subscriptions) {
         auto s = subscriptions.find(name);
-        if (s != subscriptions.end() && !s->second->waiting.empty())
-          serve_waiting(*s->second, answers);
+        if (s == subscriptions.end()) continue;
+        if (!s->second->waiting.empty()) serve_waiting(*s->second, answers);
+        pump_push(*s->second);
       }
     }
     for (auto& a : answers) a();
@@ -602,6 +701,7 @@ struct service::impl {
           forward_dead_letters(*s);
         }
         if (!s->waiting.empty()) serve_waiting(*s, answers);
+        pump_push(*s);
       }
     }
     for (auto& a : answers) a();
@@ -1154,17 +1254,22 @@ auto* deliverable(Subscriptions& subscriptions, const std::string& name, status&
 }  // namespace
 
 void service::pull(const v1::PullRequest& request, reply<v1::PullResponse> done) {
-  pull(request, std::optional<seconds>(), std::move(done));
+  pull(request, std::optional<stream_pull>(), std::move(done));
 }
 
-void service::pull(const v1::PullRequest& request, seconds lease, reply<v1::PullResponse> done) {
-  if (lease < seconds(10) || lease > seconds(600))
+void service::pull(const v1::PullRequest& request, const stream_pull& stream,
+                   reply<v1::PullResponse> done) {
+  if (stream.lease < seconds(10) || stream.lease > seconds(600))
     return impl_->fail(done,
                        invalid("The stream ack deadline must be between 10 and 600 seconds."));
-  pull(request, std::optional<seconds>(lease), std::move(done));
+  pull(request, std::optional<stream_pull>(stream), std::move(done));
 }
 
-void service::pull(const v1::PullRequest& request, std::optional<seconds> lease,
+std::uint64_t service::new_holder() {
+  return impl_->next_holder.fetch_add(1, std::memory_order_relaxed);
+}
+
+void service::pull(const v1::PullRequest& request, const std::optional<stream_pull>& stream,
                    reply<v1::PullResponse> done) {
   auto& d = *impl_;
   if (auto parsed = parse_name(request.subscription(), resource_kind::subscription);
@@ -1178,14 +1283,14 @@ void service::pull(const v1::PullRequest& request, std::optional<seconds> lease,
   auto* s = deliverable(d.subscriptions, request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
   v1::PullResponse response;
-  if (s->engine) d.fill_pull(*s, max_messages, lease, response);
+  if (s->engine) d.fill_pull(*s, max_messages, stream, response);
   if (response.received_messages_size() > 0 || request.return_immediately()) {
     d.post([done = std::move(done), response = std::move(response)]() mutable {
       done(status{}, std::move(response));
     });
     return;
   }
-  s->waiting.push_back(impl::waiting_pull{max_messages, lease,
+  s->waiting.push_back(impl::waiting_pull{max_messages, stream,
                                           d.clock.now() + milliseconds(d.settings.max_pull_wait_ms),
                                           std::move(done)});
 }
@@ -1193,13 +1298,19 @@ void service::pull(const v1::PullRequest& request, std::optional<seconds> lease,
 void service::acknowledge(const v1::AcknowledgeRequest& request, reply<empty> done) {
   auto& d = *impl_;
   if (request.ack_ids_size() == 0) return d.fail(done, invalid("No ack ids were given."));
-  std::lock_guard lock(d.mutex);
+  std::vector<std::function<void()>> answers;  // waiting pulls the acks let through
+  const auto serve_released = [&answers] {
+    for (auto& a : answers) a();
+  };
+  std::unique_lock lock(d.mutex);
   status why;
   auto* s = deliverable(d.subscriptions, request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
   if (!s->engine) return d.answer_when_durable(storage::ticket{}, std::move(done), empty{});
   const std::vector<std::string> ids(request.ack_ids().begin(), request.ack_ids().end());
   const auto outcomes = s->engine->acknowledge(ids);
+  if (!s->waiting.empty()) d.serve_waiting(*s, answers);
+  d.pump_push(*s);
   status failed = [&] {
     status out;
     for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -1215,6 +1326,8 @@ void service::acknowledge(const v1::AcknowledgeRequest& request, reply<empty> do
     return out;
   }();
   const auto ticket = d.save_cursor(*s);
+  lock.unlock();
+  serve_released();
   if (!failed.ok()) return d.fail(done, std::move(failed));
   d.answer_when_durable(ticket, std::move(done), empty{});
 }
@@ -1258,6 +1371,9 @@ void service::modify_push_config(const v1::ModifyPushConfigRequest& request, rep
   *meta.mutable_push_config() = request.push_config();
   if (auto st = d.check_subscription(meta, false); !st.ok()) return d.fail(done, std::move(st));
   found->second->meta = meta;
+  found->second->push.window = 1;  // a new endpoint starts slow
+  found->second->push.failures = 0;
+  found->second->push.paused_until = {};
   d.answer_when_durable(d.save_subscription(*found->second), std::move(done), empty{});
 }
 
@@ -1433,6 +1549,16 @@ std::string service::prometheus_text() const {
                               ? 0
                               : (now_ms - st.oldest_unacked_publish_ms) / 1000) +
            "\n";
+  out +=
+      "# HELP nimbus_pubsub_push_requests_total Push deliveries by outcome (acknowledged by the "
+      "endpoint, or failed and retried)\n# TYPE nimbus_pubsub_push_requests_total counter\n";
+  for (const auto& [name, s] : d.subscriptions) {
+    if (!impl::is_push(*s) && s->push.succeeded + s->push.failed == 0) continue;
+    out += "nimbus_pubsub_push_requests_total{subscription=\"" + name +
+           "\",outcome=\"acknowledged\"} " + std::to_string(s->push.succeeded) + "\n";
+    out += "nimbus_pubsub_push_requests_total{subscription=\"" + name + "\",outcome=\"failed\"} " +
+           std::to_string(s->push.failed) + "\n";
+  }
   return out;
 }
 

@@ -39,6 +39,15 @@ using empty = google::protobuf::Empty;
 template <class T>
 using reply = std::function<void(status, T)>;
 
+// How a StreamingPull stream pulls: the lease its messages get, and its flow control. What the
+// stream holds counts until each message is acked, nacked or expires, whichever RPC does it.
+struct stream_pull {
+  std::chrono::seconds lease{10};             // stream_ack_deadline_seconds, 10..600
+  std::uint64_t holder = 0;                   // the stream: service::new_holder()
+  std::int64_t max_outstanding_messages = 0;  // <= 0: the server's cap
+  std::int64_t max_outstanding_bytes = 0;     // <= 0: no limit
+};
+
 struct service_settings {
   std::filesystem::path dir;  // <data>/pubsub
   seglog::fsync_policy fsync = seglog::fsync_policy::always;
@@ -87,10 +96,14 @@ class service {
   void modify_ack_deadline(const v1::ModifyAckDeadlineRequest& request, reply<empty> done);
   void acknowledge(const v1::AcknowledgeRequest& request, reply<empty> done);
   void pull(const v1::PullRequest& request, reply<v1::PullResponse> done);
-  // The same, leasing for `lease` (10..600 s) instead of the subscription's ack deadline:
-  // StreamingPull's stream_ack_deadline_seconds.
-  void pull(const v1::PullRequest& request, std::chrono::seconds lease,
+  // The same for a StreamingPull stream: leasing for the stream's deadline instead of the
+  // subscription's ack deadline, and answering only while the stream holds fewer than its
+  // flow control allows (a waiting pull is served as acks release some).
+  void pull(const v1::PullRequest& request, const stream_pull& stream,
             reply<v1::PullResponse> done);
+  std::uint64_t new_holder();  // a fresh stream_pull::holder
+  // Per stream when the client sets no max_outstanding_messages: memory stays bounded.
+  static constexpr std::int64_t max_stream_outstanding = 10'000;
   void modify_push_config(const v1::ModifyPushConfigRequest& request, reply<empty> done);
   void seek(const v1::SeekRequest& request, reply<v1::SeekResponse> done);
   void get_snapshot(const v1::GetSnapshotRequest& request, reply<v1::Snapshot> done);
@@ -113,7 +126,7 @@ class service {
   struct impl;
   std::unique_ptr<impl> impl_;
 
-  void pull(const v1::PullRequest& request, std::optional<std::chrono::seconds> lease,
+  void pull(const v1::PullRequest& request, const std::optional<stream_pull>& stream,
             reply<v1::PullResponse> done);
 };
 

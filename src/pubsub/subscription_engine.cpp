@@ -163,7 +163,8 @@ void subscription_engine::reconfigure(subscription_config settings) {
 // --------------------------------------------------------------------------------- pulling
 
 std::vector<delivery> subscription_engine::pull(std::size_t max_messages, std::size_t max_bytes,
-                                                std::optional<std::chrono::seconds> lease) {
+                                                std::optional<std::chrono::seconds> lease,
+                                                std::uint64_t holder) {
   std::vector<delivery> out;
   if (is_detached_ || max_messages == 0) return out;
   const core::steady_time now = clock_.now();
@@ -221,7 +222,7 @@ std::vector<delivery> subscription_engine::pull(std::size_t max_messages, std::s
     }
     ready_.erase(it);
     if (item.has_key) move_expected(item.key->second, seq);
-    lease_entry(seq, item, deadline);
+    lease_entry(seq, item, deadline, holder, message->bytes());
     bytes += message->bytes();
     out.push_back(make_delivery(std::move(*message), item));
     it = next;
@@ -306,7 +307,7 @@ std::vector<delivery> subscription_engine::pull(std::size_t max_messages, std::s
         item.key = key;
         key->second.outstanding.insert(seq);
       }
-      lease_entry(seq, item, deadline);
+      lease_entry(seq, item, deadline, holder, message.bytes());
       bytes += message.bytes();
       out.push_back(make_delivery(std::move(message), item));
       if (out.size() >= max_messages) break;
@@ -314,6 +315,11 @@ std::vector<delivery> subscription_engine::pull(std::size_t max_messages, std::s
     if (cursor_ == before) break;  // the store gave nothing usable at the cursor
   }
   return out;
+}
+
+subscription_engine::holding subscription_engine::leased_to(std::uint64_t holder) const {
+  auto found = leased_by_holder_.find(holder);
+  return found == leased_by_holder_.end() ? holding{} : found->second;
 }
 
 void subscription_engine::touch(key_state& key, std::uint64_t pull_id) {
@@ -334,8 +340,17 @@ std::uint32_t subscription_engine::take_carried(std::uint64_t seq) {
   return deliveries;
 }
 
-void subscription_engine::lease_entry(std::uint64_t seq, entry& item, core::steady_time deadline) {
+void subscription_engine::lease_entry(std::uint64_t seq, entry& item, core::steady_time deadline,
+                                      std::uint64_t holder, std::size_t bytes) {
   item.state = entry_state::leased;
+  item.holder = holder;
+  item.bytes = static_cast<std::uint32_t>(
+      std::min<std::size_t>(bytes, std::numeric_limits<std::uint32_t>::max()));
+  if (holder != 0) {
+    auto& held = leased_by_holder_[holder];
+    ++held.messages;
+    held.bytes += item.bytes;
+  }
   if (item.deliveries < std::numeric_limits<std::uint32_t>::max()) ++item.deliveries;
   item.when = deadline;
   timers_.emplace(deadline, seq);
@@ -489,6 +504,14 @@ void subscription_engine::release_lease(std::uint64_t seq, entry& item) {
   timers_.erase(std::make_pair(item.when, seq));
   --leased_count_;
   if (item.has_key) --item.key->second.leased;
+  if (item.holder != 0) {
+    auto held = leased_by_holder_.find(item.holder);
+    if (held != leased_by_holder_.end()) {
+      held->second.bytes -= std::min<std::size_t>(held->second.bytes, item.bytes);
+      if (--held->second.messages == 0) leased_by_holder_.erase(held);
+    }
+    item.holder = 0;
+  }
 }
 
 // ---------------------------------------------------------------------------------- timers
@@ -674,6 +697,7 @@ void subscription_engine::drop_outstanding() {
   dead_letters_.clear();
   keys_.clear();
   leased_count_ = 0;
+  leased_by_holder_.clear();
   waiting_count_ = 0;
 }
 

@@ -127,8 +127,17 @@ class subscription_engine {
   // first (lowest seq first), then new messages from the cursor. Filtered-out messages are
   // settled (acked) on the way and counted, never delivered. Leases and backoffs that are due are
   // processed first, as tick() would.
+  // `holder` (non-zero) names who the leases go to, a StreamingPull stream or a push sender:
+  // leased_to(holder) counts them until each is acked, nacked or expires, whichever call does it
+  // (clients ack a stream's messages through unary Acknowledge too), for flow control.
   std::vector<delivery> pull(std::size_t max_messages, std::size_t max_bytes,
-                             std::optional<std::chrono::seconds> lease = std::nullopt);
+                             std::optional<std::chrono::seconds> lease = std::nullopt,
+                             std::uint64_t holder = 0);
+  struct holding {
+    std::size_t messages = 0;
+    std::size_t bytes = 0;
+  };
+  holding leased_to(std::uint64_t holder) const;
 
   std::vector<ack_outcome> acknowledge(const std::vector<std::string>& ack_ids);
   // seconds 0 = nack (redelivery per retry policy); 1..600 extends from now (values outside
@@ -195,6 +204,8 @@ class subscription_engine {
     entry_state state = entry_state::ready;
     std::uint32_t deliveries = 0;  // so far; the ack id's version
     core::steady_time when{};      // lease deadline or end of back-off
+    std::uint64_t holder = 0;      // whom the current lease went to (0: nobody tracked)
+    std::uint32_t bytes = 0;       // the message's size, for the holder's count
     bool has_key = false;
     key_map::iterator key{};  // valid when has_key
   };
@@ -219,7 +230,8 @@ class subscription_engine {
 
   static void touch(key_state& key, std::uint64_t pull_id);
   std::uint32_t take_carried(std::uint64_t seq);
-  void lease_entry(std::uint64_t seq, entry& item, core::steady_time deadline);
+  void lease_entry(std::uint64_t seq, entry& item, core::steady_time deadline, std::uint64_t holder,
+                   std::size_t bytes);
   void release_lease(std::uint64_t seq, entry& item);
   void remove_entry(std::uint64_t seq);
   void unlink_key(std::uint64_t seq, entry& item);
@@ -250,6 +262,7 @@ class subscription_engine {
   // so that ack id versions and delivery attempts carry on.
   std::map<std::uint64_t, std::uint32_t> carried_deliveries_;
   std::size_t leased_count_ = 0;
+  std::map<std::uint64_t, holding> leased_by_holder_;  // holders with leases outstanding
   std::size_t waiting_count_ = 0;
   std::uint64_t pull_count_ = 0;
   bool is_detached_ = false;

@@ -302,6 +302,64 @@ TEST_F(pubsub_grpc, streaming_pull_delivers_and_takes_acks) {
   EXPECT_EQ(after.received_messages_size(), 0);
 }
 
+// Flow control is the server's too: a stream holding max_outstanding_messages gets nothing more
+// until some are settled, by a unary Acknowledge (as Node acks) or a nack.
+TEST_F(pubsub_grpc, streaming_pull_holds_at_most_max_outstanding_messages) {
+  ASSERT_TRUE(create_topic(topic_name).ok());
+  ASSERT_TRUE(create_subscription(subscription_name).ok());
+  grpc::ClientContext context;
+  expire_in(context, 20s);
+  auto stream = subscriber_->StreamingPull(&context);
+  v1::StreamingPullRequest first;
+  first.set_subscription(subscription_name);
+  first.set_stream_ack_deadline_seconds(60);
+  first.set_max_outstanding_messages(4);
+  ASSERT_TRUE(stream->Write(first));
+  ASSERT_EQ(publish(10).size(), 10U);
+
+  std::vector<std::string> held;
+  v1::StreamingPullResponse response;
+  const auto read_until = [&](std::size_t count) {
+    while (held.size() < count && stream->Read(&response))
+      for (const auto& received : response.received_messages()) held.push_back(received.ack_id());
+  };
+  read_until(4);
+  ASSERT_EQ(held.size(), 4U);
+  // Nothing more while four are held: a plain Pull proves the rest are still there to take.
+  grpc::Status outcome;
+  auto rest = pull_now(outcome);
+  ASSERT_TRUE(outcome.ok()) << outcome.error_message();
+  EXPECT_EQ(rest.received_messages_size(), 6);
+  {  // hand them back for the stream
+    grpc::ClientContext nack_context;
+    expire_in(nack_context);
+    v1::ModifyAckDeadlineRequest nack;
+    nack.set_subscription(subscription_name);
+    nack.set_ack_deadline_seconds(0);
+    for (const auto& received : rest.received_messages()) nack.add_ack_ids(received.ack_id());
+    google::protobuf::Empty nacked;
+    ASSERT_TRUE(subscriber_->ModifyAckDeadline(&nack_context, nack, &nacked).ok());
+  }
+  // Two unary acks free two places on the stream: exactly two more come.
+  {
+    grpc::ClientContext ack_context;
+    expire_in(ack_context);
+    v1::AcknowledgeRequest ack;
+    ack.set_subscription(subscription_name);
+    ack.add_ack_ids(held[0]);
+    ack.add_ack_ids(held[1]);
+    google::protobuf::Empty acked;
+    ASSERT_TRUE(subscriber_->Acknowledge(&ack_context, ack, &acked).ok());
+  }
+  read_until(6);
+  ASSERT_EQ(held.size(), 6U);
+  EXPECT_EQ(response.received_messages_size(), 2);
+  rest = pull_now(outcome);
+  ASSERT_TRUE(outcome.ok()) << outcome.error_message();
+  EXPECT_EQ(rest.received_messages_size(), 4);  // the stream took only its two
+  context.TryCancel();
+}
+
 TEST_F(pubsub_grpc, streaming_pull_confirms_exactly_once_acks) {
   ASSERT_TRUE(create_topic(topic_name).ok());
   ASSERT_TRUE(create_subscription(subscription_name, true).ok());

@@ -759,3 +759,46 @@ TEST_F(subscription_engine_test, next_deadline_and_has_deliverable) {
 
 }  // namespace
 }  // namespace nimbus::pubsub
+
+namespace nimbus::pubsub {
+namespace {
+
+// Flow control: what a holder (a stream, a push sender) has counts until each message is acked,
+// nacked or expires, by whichever call.
+TEST_F(subscription_engine_test, leases_are_counted_per_holder_until_settled) {
+  publish_many(6);
+  auto engine = make();
+  const auto first = engine.pull(2, any_bytes, std::nullopt, 7);
+  const auto second = engine.pull(3, any_bytes, std::nullopt, 8);
+  const auto untracked = engine.pull(1, any_bytes);
+  ASSERT_EQ(first.size(), 2U);
+  ASSERT_EQ(second.size(), 3U);
+  ASSERT_EQ(untracked.size(), 1U);
+  EXPECT_EQ(engine.leased_to(7).messages, 2U);
+  EXPECT_EQ(engine.leased_to(7).bytes, first[0].message.bytes() + first[1].message.bytes());
+  EXPECT_EQ(engine.leased_to(8).messages, 3U);
+  EXPECT_EQ(engine.leased_to(0).messages, 0U);  // 0 tracks nobody
+
+  engine.acknowledge({first[0].ack_id});
+  EXPECT_EQ(engine.leased_to(7).messages, 1U);
+  engine.modify_ack_deadline({first[1].ack_id}, 0s);  // a nack releases too
+  EXPECT_EQ(engine.leased_to(7).messages, 0U);
+  EXPECT_EQ(engine.leased_to(7).bytes, 0U);
+  engine.modify_ack_deadline({second[0].ack_id}, 60s);  // an extension keeps it held
+  EXPECT_EQ(engine.leased_to(8).messages, 3U);
+
+  clock.advance(11s);  // the other two leases expire
+  engine.tick();
+  EXPECT_EQ(engine.leased_to(8).messages, 1U);
+  clock.advance(60s);
+  engine.tick();
+  EXPECT_EQ(engine.leased_to(8).messages, 0U);
+
+  // Redelivered to another holder: counted there only.
+  const auto again = engine.pull(10, any_bytes, std::nullopt, 9);
+  EXPECT_EQ(engine.leased_to(9).messages, again.size());
+  EXPECT_EQ(engine.leased_to(8).messages, 0U);
+}
+
+}  // namespace
+}  // namespace nimbus::pubsub
