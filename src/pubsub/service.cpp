@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <iterator>
 #include <set>
 #include <system_error>
 #include <thread>
@@ -241,6 +242,9 @@ struct service::impl {
     std::string topic_name;  // as in meta.topic(); "_deleted-topic_" once the topic went
     std::unique_ptr<subscription_engine> engine;  // null once detached or its topic deleted
     std::vector<waiting_pull> waiting;
+    // Unix ms of the last consumer activity or operation on it (0: since this process started);
+    // past expiration_policy.ttl without any, the subscription is deleted.
+    std::int64_t last_active_ms = 0;
     // Push delivery (a push_endpoint is set): the leases `holder` has are the POSTs in flight,
     // at most `window` (slow start: 1, doubled by a success up to max_push_window, halved by a
     // failure); each failure in a row pauses the pushes for push_backoff().
@@ -293,7 +297,7 @@ struct service::impl {
   std::map<std::string, snapshot_state, std::less<>> snapshots;
   std::uint64_t next_incarnation = 1;
   std::atomic<std::uint64_t> next_holder{1};
-  std::uint64_t ticks = 0;
+  std::int64_t housekept_ms = 0;  // when expire_idle and trim_logs last ran
   bool stopped = false;
 
   // Runs `fn` on the service's loop (never under the lock, never on the writer's thread).
@@ -505,6 +509,60 @@ struct service::impl {
     }
   }
 
+  // The subscription `name` able to deliver, or why not; a use counts as activity.
+  subscription_state* use(const std::string& name, status& why) {
+    auto found = subscriptions.find(name);
+    if (found == subscriptions.end()) {
+      why = not_found("Subscription", name);
+      return nullptr;
+    }
+    if (found->second->meta.detached()) {
+      why = status::error(code::failed_precondition, "The subscription has been detached.");
+      return nullptr;
+    }
+    found->second->last_active_ms = clock.unix_millis();
+    return found->second.get();
+  }
+
+  // Deletes subscription `found`: its waiting pulls answer NOT_FOUND (through `answers`), its
+  // rows go; the ticket covers the deletion.
+  template <class Iterator>
+  storage::ticket remove_subscription(Iterator found, std::vector<std::function<void()>>& answers) {
+    auto s = std::move(found->second);
+    subscriptions.erase(found);
+    if (auto t = topics.find(s->topic_name); t != topics.end())
+      t->second->subscriptions.erase(s->name);
+    for (auto& w : s->waiting)
+      answers.emplace_back([done = std::move(w.done), name = s->name] {
+        done(not_found("Subscription", name), {});
+      });
+    return submit([name = s->name](storage::database& db) {
+      db.cached("DELETE FROM pubsub_subscriptions WHERE name = ?").bind(1, name).run();
+      db.cached("DELETE FROM pubsub_cursors WHERE subscription = ?").bind(1, name).run();
+    });
+  }
+
+  // Subscriptions idle for longer than their expiration policy's TTL are deleted, as Google
+  // does (31 days by default). Idle time counts from this process's start at most.
+  void expire_idle(std::vector<std::function<void()>>& answers) {
+    const std::int64_t now_ms = clock.unix_millis();
+    for (auto it = subscriptions.begin(); it != subscriptions.end();) {
+      auto& s = *it->second;
+      const auto next = std::next(it);
+      const std::int64_t ttl_s =
+          s.meta.has_expiration_policy() && s.meta.expiration_policy().has_ttl()
+              ? seconds_of(s.meta.expiration_policy().ttl())
+              : 0;
+      if (s.last_active_ms == 0) s.last_active_ms = now_ms;
+      if (ttl_s > 0 && now_ms - s.last_active_ms >= ttl_s * 1000) {
+        spdlog::info("pubsub_subscription_expired subscription={} idle_seconds={}", s.name,
+                     (now_ms - s.last_active_ms) / 1000);
+        remove_subscription(it, answers);
+      }
+      it = next;
+    }
+  }
+
   static bool is_push(const subscription_state& s) {
     return !s.meta.push_config().push_endpoint().empty();
   }
@@ -537,6 +595,7 @@ struct service::impl {
     auto& s = *found->second;
     auto& push = s.push;
     if (acknowledged) {
+      s.last_active_ms = clock.unix_millis();
       s.engine->acknowledge({ack_id});
       save_cursor(s);
       ++push.succeeded;
@@ -694,7 +753,12 @@ struct service::impl {
     {
       std::lock_guard lock(mutex);
       if (stopped) return;
-      if (++ticks % 100 == 0) trim_logs();  // every 10 s
+      // Housekeeping every 10 s by the service's clock.
+      if (const auto now_ms = clock.unix_millis(); now_ms - housekept_ms >= 10'000) {
+        housekept_ms = now_ms;
+        expire_idle(answers);
+        trim_logs();
+      }
       for (auto& [name, s] : subscriptions) {
         if (s->engine) {
           s->engine->tick();
@@ -1143,6 +1207,7 @@ void service::get_subscription(const v1::GetSubscriptionRequest& request,
   auto found = d.subscriptions.find(request.subscription());
   if (found == d.subscriptions.end())
     return d.fail(done, not_found("Subscription", request.subscription()));
+  found->second->last_active_ms = d.clock.unix_millis();
   d.answer(done, found->second->meta);
 }
 
@@ -1217,41 +1282,11 @@ void service::delete_subscription(const v1::DeleteSubscriptionRequest& request, 
     auto found = d.subscriptions.find(request.subscription());
     if (found == d.subscriptions.end())
       return d.fail(done, not_found("Subscription", request.subscription()));
-    auto s = std::move(found->second);
-    d.subscriptions.erase(found);
-    if (auto t = d.topics.find(s->topic_name); t != d.topics.end())
-      t->second->subscriptions.erase(s->name);
-    for (auto& w : s->waiting)
-      answers.emplace_back([done = std::move(w.done), name = s->name] {
-        done(not_found("Subscription", name), {});
-      });
-    ticket = d.submit([name = s->name](storage::database& db) {
-      db.cached("DELETE FROM pubsub_subscriptions WHERE name = ?").bind(1, name).run();
-      db.cached("DELETE FROM pubsub_cursors WHERE subscription = ?").bind(1, name).run();
-    });
+    ticket = d.remove_subscription(found, answers);
   }
   for (auto& a : answers) a();
   d.answer_when_durable(ticket, std::move(done), empty{});
 }
-
-namespace {
-
-// The subscription `name` able to deliver, or why not.
-template <class Subscriptions>
-auto* deliverable(Subscriptions& subscriptions, const std::string& name, status& why) {
-  auto found = subscriptions.find(name);
-  if (found == subscriptions.end()) {
-    why = not_found("Subscription", name);
-    return static_cast<decltype(found->second.get())>(nullptr);
-  }
-  if (found->second->meta.detached()) {
-    why = status::error(code::failed_precondition, "The subscription has been detached.");
-    return static_cast<decltype(found->second.get())>(nullptr);
-  }
-  return found->second.get();
-}
-
-}  // namespace
 
 void service::pull(const v1::PullRequest& request, reply<v1::PullResponse> done) {
   pull(request, std::optional<stream_pull>(), std::move(done));
@@ -1280,7 +1315,7 @@ void service::pull(const v1::PullRequest& request, const std::optional<stream_pu
   const int max_messages = std::min(request.max_messages(), max_pull_messages);
   std::lock_guard lock(d.mutex);
   status why;
-  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  auto* s = d.use(request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
   v1::PullResponse response;
   if (s->engine) d.fill_pull(*s, max_messages, stream, response);
@@ -1304,7 +1339,7 @@ void service::acknowledge(const v1::AcknowledgeRequest& request, reply<empty> do
   };
   std::unique_lock lock(d.mutex);
   status why;
-  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  auto* s = d.use(request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
   if (!s->engine) return d.answer_when_durable(storage::ticket{}, std::move(done), empty{});
   const std::vector<std::string> ids(request.ack_ids().begin(), request.ack_ids().end());
@@ -1341,7 +1376,7 @@ void service::modify_ack_deadline(const v1::ModifyAckDeadlineRequest& request, r
   {
     std::lock_guard lock(d.mutex);
     status why;
-    auto* s = deliverable(d.subscriptions, request.subscription(), why);
+    auto* s = d.use(request.subscription(), why);
     if (s == nullptr) return d.fail(done, std::move(why));
     if (s->engine) {
       const std::vector<std::string> ids(request.ack_ids().begin(), request.ack_ids().end());
@@ -1383,7 +1418,7 @@ void service::seek(const v1::SeekRequest& request, reply<v1::SeekResponse> done)
     return d.fail(done, invalid("A seek needs a time or a snapshot."));
   std::lock_guard lock(d.mutex);
   status why;
-  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  auto* s = d.use(request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
   if (request.has_time()) {
     if (s->engine) s->engine->seek_to_time(TimeUtil::TimestampToMilliseconds(request.time()));
@@ -1414,7 +1449,7 @@ void service::create_snapshot(const v1::CreateSnapshotRequest& request, reply<v1
   if (d.snapshots.contains(request.name()))
     return d.fail(done, status::error(code::already_exists, "Snapshot already exists"));
   status why;
-  auto* s = deliverable(d.subscriptions, request.subscription(), why);
+  auto* s = d.use(request.subscription(), why);
   if (s == nullptr) return d.fail(done, std::move(why));
   if (!s->engine)
     return d.fail(done, status::error(code::failed_precondition,
