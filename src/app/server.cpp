@@ -303,6 +303,17 @@ int serve(const config::settings& settings) {
     pubsub_service.restore(db);
   }
   pubsub_service.start();
+  {
+    const auto json_of = [](const std::vector<config::declared_resource>& declared) {
+      std::vector<std::string> out;
+      for (const auto& resource : declared) out.push_back(resource.json);
+      return out;
+    };
+    if (auto problem = pubsub_service.declare(json_of(settings.pubsub.topics),
+                                              json_of(settings.pubsub.subscriptions));
+        !problem.empty())
+      throw std::runtime_error("the config's Pub/Sub resources: " + problem);
+  }
   shadows.start();
   rules_engine.read_shadows_from([&shadows](std::string_view thing, std::string_view shadow) {
     return shadows.current_document(thing, shadow);

@@ -334,6 +334,22 @@ std::string apply_table(settings& s, const toml::table& table, const std::string
       if (auto err = apply_table(s, *sub, key, source); !err.empty()) return err;
       continue;
     }
+    if (key == "pubsub.topics" || key == "pubsub.subscriptions") {
+      auto& declared = key == "pubsub.topics" ? s.pubsub.topics : s.pubsub.subscriptions;
+      const auto* items = node.as_array();
+      for (std::size_t i = 0; items != nullptr && i < items->size(); ++i) {
+        const auto* item = (*items)[i].as_table();
+        if (item == nullptr) break;
+        std::ostringstream json;
+        std::ostringstream text;
+        json << toml::json_formatter{*item};
+        text << toml::toml_formatter{*item};
+        declared.push_back({json.str(), text.str()});
+      }
+      if (items == nullptr || (!items->empty() && !items->is_array_of_tables()))
+        return fmt::format("{}: '{}' must be a list of tables, each [[{}]]", source, key, key);
+      continue;
+    }
     const entry* e = nullptr;
     for (const auto& candidate : entries()) {
       if (candidate.key == key) e = &candidate;
@@ -448,6 +464,9 @@ std::string to_toml(const settings& s) {
     out << "; flag --" << e.flag << ")\n";
     out << name << " = " << (quoted ? fmt::format("\"{}\"", value) : value) << "\n";
   }
+  for (const auto& [key, declared] : {std::pair{"pubsub.topics", &s.pubsub.topics},
+                                      std::pair{"pubsub.subscriptions", &s.pubsub.subscriptions}})
+    for (const auto& resource : *declared) out << "\n[[" << key << "]]\n" << resource.toml << "\n";
   return out.str();
 }
 

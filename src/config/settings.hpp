@@ -74,9 +74,18 @@ struct rules_settings {
   std::uint32_t http_timeout_ms = 3000;      // one attempt of an http action
 };
 
+// A Pub/Sub topic or subscription declared in the config file ([[pubsub.topics]],
+// [[pubsub.subscriptions]]): created at start when missing, which Google's emulator cannot do.
+struct declared_resource {
+  std::string json;  // its fields as the REST JSON of a Topic / Subscription
+  std::string toml;  // as written, for --print-config
+};
+
 // The Pub/Sub service.
 struct pubsub_settings {
   std::string fsync = "always";  // always | interval | never: when a Publish may answer
+  std::vector<declared_resource> topics;
+  std::vector<declared_resource> subscriptions;
 };
 
 struct settings {

@@ -207,6 +207,8 @@ grpc::Status check_first_request(const v1::StreamingPullRequest& request) {
 }
 
 grpc::Status check_later_request(const v1::StreamingPullRequest& request) {
+  if (!request.subscription().empty())
+    return invalid_argument("subscription may only be set in the first request of a stream.");
   if (!request.client_id().empty() || request.max_outstanding_messages() != 0 ||
       request.max_outstanding_bytes() != 0 || request.protocol_version() != 0)
     return invalid_argument(
@@ -382,7 +384,8 @@ void confirm(const std::shared_ptr<stream_state>& stream, settle_kind kind,
 }
 
 // A failed ack or modack on a stream is not the stream's end (the lease runs out and the
-// message comes back): it is logged, at most a few lines a second.
+// message comes back), unless an ack id was malformed: it is logged, at most a few lines a
+// second.
 void log_settle_failure(settle_kind kind, const std::string& subscription, const status& outcome) {
   static core::log_limiter limiter(5);
   std::uint64_t held_back = 0;
@@ -399,6 +402,12 @@ reply<empty> settled(const std::shared_ptr<stream_state>& stream, settle_kind ki
   return
       [stream, kind, subscription, is_exactly_once, ids = std::move(ids)](status outcome, empty) {
         if (is_exactly_once) return confirm(stream, kind, ids, outcome);
+        if (outcome.what == code::invalid_argument) {
+          // "If the acknowledgement ID is malformed, the stream will be aborted with status
+          // INVALID_ARGUMENT" (pubsub.proto).
+          std::lock_guard lock(stream->mutex);
+          return finish_locked(*stream, to_grpc(outcome));
+        }
         if (!outcome.ok()) log_settle_failure(kind, subscription, outcome);
       };
 }

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <iterator>
 #include <set>
 #include <system_error>
@@ -1042,6 +1044,41 @@ void service::publish(v1::PublishRequest request, reply<v1::PublishResponse> don
              for (auto& id : ids) response.add_message_ids(std::move(id));
              done(std::move(s), std::move(response));
            });
+}
+
+std::string service::declare(const std::vector<std::string>& topics,
+                             const std::vector<std::string>& subscriptions) {
+  // Waits for each answer: this runs once, at start, before any listener is open.
+  const auto create = [this]<class Resource>(
+                          const std::string& json, const char* kind, std::size_t index,
+                          void (service::*method)(Resource, reply<Resource>)) -> std::string {
+    const std::string where = fmt::format("pubsub.{}[{}]", kind, index);
+    Resource resource;
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    if (auto parsed = google::protobuf::util::JsonStringToMessage(json, &resource, options);
+        !parsed.ok())
+      return fmt::format("{}: {}", where, std::string(parsed.message()));
+    std::promise<status> answered;
+    (this->*method)(resource,
+                    [&answered](status s, Resource) { answered.set_value(std::move(s)); });
+    const status outcome = answered.get_future().get();
+    if (outcome.what == code::already_exists) {
+      spdlog::info("pubsub_declared_exists name={} note=\"left as it is\"", resource.name());
+      return {};
+    }
+    if (!outcome.ok()) return fmt::format("{} ({}): {}", where, resource.name(), outcome.message);
+    spdlog::info("pubsub_declared_created name={}", resource.name());
+    return {};
+  };
+  for (std::size_t i = 0; i < topics.size(); ++i)
+    if (auto problem = create(topics[i], "topics", i, &service::create_topic); !problem.empty())
+      return problem;
+  for (std::size_t i = 0; i < subscriptions.size(); ++i)
+    if (auto problem = create(subscriptions[i], "subscriptions", i, &service::create_subscription);
+        !problem.empty())
+      return problem;
+  return {};
 }
 
 void service::publish_record(const std::string& topic_id, std::string data,

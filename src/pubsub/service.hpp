@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <google/protobuf/empty.pb.h>
 
@@ -112,6 +113,12 @@ class service {
   void create_snapshot(const v1::CreateSnapshotRequest& request, reply<v1::Snapshot> done);
   void update_snapshot(const v1::UpdateSnapshotRequest& request, reply<v1::Snapshot> done);
   void delete_snapshot(const v1::DeleteSnapshotRequest& request, reply<empty> done);
+
+  // Creates the topics, then the subscriptions, declared in nimbus.toml (each the REST JSON of a
+  // Topic / Subscription, both field spellings) that do not exist yet; existing ones are left
+  // as they are. Returns what went wrong with the first that could not be, or "". After start().
+  std::string declare(const std::vector<std::string>& topics,
+                      const std::vector<std::string>& subscriptions);
 
   // In-process publish of one message to topic `topic_id` of the default project (the rules
   // engine's kinesis action: streamName, partitionKey as the ordering key).

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -682,3 +683,87 @@ def test_snapshots_and_seek(server):
     assert ok(api.call("GET", api.path("snapshots", "snap1")))["labels"] == {"k": "v"}
     assert ok(api.call("DELETE", api.path("snapshots", "snap1"))) == {}
     error(api.call("GET", api.path("snapshots", "snap1")), 404, "NOT_FOUND")
+
+
+# ====================================================================== declared in nimbus.toml
+
+DECLARED = """
+[pubsub]
+fsync = "interval"
+
+[[pubsub.topics]]
+name = "projects/declared/topics/sensor-data"
+labels = { team = "iot" }
+
+[[pubsub.topics]]
+name = "projects/declared/topics/dead-letters"
+
+[[pubsub.subscriptions]]
+name = "projects/declared/subscriptions/sensor-sub"
+topic = "projects/declared/topics/sensor-data"
+ack_deadline_seconds = 30
+messageRetentionDuration = "3600s"
+filter = 'attributes.kind = "reading"'
+dead_letter_policy = { dead_letter_topic = "projects/declared/topics/dead-letters", max_delivery_attempts = 7 }
+"""
+
+
+def test_resources_declared_in_the_config_file(nimbus, tmp_path):
+    """[[pubsub.topics]] and [[pubsub.subscriptions]] (REST field names, either spelling) are
+    created at start when missing; ones that exist are left as they are (a change made through
+    the API survives a restart); --print-config shows them."""
+    config = tmp_path / "nimbus.toml"
+    config.write_text(DECLARED)
+    server = nimbus.start(["--config", str(config)])
+    api = PubSub(server, project="declared")
+    topic = api.get_topic("sensor-data")
+    assert topic.status == 200, topic
+    assert topic.body["labels"] == {"team": "iot"}
+    sub = api.get_subscription("sensor-sub")
+    assert sub.status == 200, sub
+    assert sub.body["ackDeadlineSeconds"] == 30
+    assert sub.body["messageRetentionDuration"] == "3600s"
+    assert sub.body["filter"] == 'attributes.kind = "reading"'
+    assert sub.body["deadLetterPolicy"] == {
+        "deadLetterTopic": "projects/declared/topics/dead-letters", "maxDeliveryAttempts": 7}
+
+    # Usable at once: a reading goes through the filter.
+    published = api.publish("sensor-data", [{"data": b64(b"21.5"), "attributes": {"kind": "reading"}}])
+    assert published.status == 200, published
+    pulled = api.pull("sensor-sub", max_messages=5, return_immediately=False)
+    assert [m["message"]["messageId"] for m in pulled.body["receivedMessages"]] == \
+        published.body["messageIds"]
+
+    # Changed through the API, then a restart: the declaration does not overwrite it.
+    updated = api.call("PATCH", api.path("subscriptions", "sensor-sub"), {
+        "subscription": {"ackDeadlineSeconds": 60}, "updateMask": "ackDeadlineSeconds"})
+    assert updated.status == 200, updated
+    server.restart()
+    assert api.get_subscription("sensor-sub").body["ackDeadlineSeconds"] == 60
+    assert "pubsub_declared_exists" in server.log_tail()
+
+    printed = subprocess.run([server.binary, "serve", "--config", str(config), "--print-config"],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert printed.returncode == 0, printed.stderr
+    reread = tomllib.loads(printed.stdout)  # what it prints is a config file again
+    assert [t["name"] for t in reread["pubsub"]["topics"]] == [
+        "projects/declared/topics/sensor-data", "projects/declared/topics/dead-letters"]
+    assert reread["pubsub"]["subscriptions"][0]["dead_letter_policy"]["max_delivery_attempts"] == 7
+
+
+@pytest.mark.parametrize("body, error", [
+    ('[[pubsub.subscriptions]]\nname = "projects/x/subscriptions/orphan"\n'
+     'topic = "projects/x/topics/missing"\n', "pubsub.subscriptions[0]"),
+    ('[[pubsub.topics]]\nname = "projects/x/topics/t-1"\ncolour = "red"\n', "pubsub.topics[0]"),
+    ('[[pubsub.topics]]\nname = "projects/x/topics/goog-t"\n', "pubsub.topics[0]"),
+    ('[pubsub]\ntopics = ["projects/x/topics/t-1"]\n', "must be a list of tables"),
+])
+def test_bad_declared_resources_stop_the_start(nimbus, tmp_path, body, error):
+    """A declaration that cannot be created (a missing topic, an unknown field, a bad name, not
+    a table) stops the start with a message naming it, exit code non-zero."""
+    config = tmp_path / "nimbus.toml"
+    config.write_text(body)
+    proc = subprocess.run(nimbus.command() + ["--config", str(config)], capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert proc.returncode != 0
+    assert error in proc.stderr, proc.stderr

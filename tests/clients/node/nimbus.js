@@ -29,6 +29,7 @@ export async function startNimbus(extraArgs = []) {
   return {
     endpoints,
     dataDir,
+    pid: child.pid,  // for /proc/PID (memory checks); only ever signalled through stop()
     port: (name) => Number(endpoints[name].split(':').pop()),
     log: () => log,
     async stop() {
