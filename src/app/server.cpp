@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "app/pubsub_port.hpp"
 #include "broker/broker.hpp"
 #include "broker/connection.hpp"
 #include "broker/session_store.hpp"
@@ -125,61 +126,6 @@ bool is_loopback_only(const std::string& address) {
   return !endpoints.empty() && std::all_of(endpoints.begin(), endpoints.end(),
                                            [](const auto& e) { return e.address().is_loopback(); });
 }
-
-// Tells a connection to the Pub/Sub emulator port apart: `sorted(true)` when it opens with
-// HTTP/2's preface (gRPC), `sorted(false)` for anything else (HTTP/1.1). Peeks, so the bytes stay
-// for whoever serves it; a peer that sends nothing for 10 s is closed.
-class grpc_or_http : public std::enable_shared_from_this<grpc_or_http> {
- public:
-  grpc_or_http(std::shared_ptr<asio::ip::tcp::socket> peer, std::function<void(bool)> sorted)
-      : peer_(std::move(peer)),
-        deadline_(peer_->get_executor()),
-        retry_(peer_->get_executor()),
-        sorted_(std::move(sorted)) {}
-
-  void start() {
-    deadline_.expires_after(std::chrono::seconds(10));
-    deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (ec) return;
-      boost::system::error_code ignored;
-      self->peer_->close(ignored);
-    });
-    look();
-  }
-
- private:
-  void look() {
-    peer_->async_receive(asio::buffer(head_), asio::socket_base::message_peek,
-                         [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-                           self->seen(ec, n);
-                         });
-  }
-
-  void seen(boost::system::error_code ec, std::size_t n) {
-    if (ec || n == 0) {
-      deadline_.cancel();
-      return;
-    }
-    const std::string_view head(head_.data(), n);
-    if (n < head_.size() && head == std::string_view("PRI").substr(0, n)) {
-      // Too few bytes to tell yet: look again in a moment.
-      retry_.expires_after(std::chrono::milliseconds(10));
-      retry_.async_wait([self = shared_from_this()](boost::system::error_code wait_ec) {
-        if (!wait_ec) self->look();
-      });
-      return;
-    }
-    deadline_.cancel();
-    auto sorted = std::move(sorted_);
-    sorted(head == "PRI");
-  }
-
-  std::shared_ptr<asio::ip::tcp::socket> peer_;
-  std::array<char, 3> head_{};
-  asio::steady_timer deadline_;
-  asio::steady_timer retry_;
-  std::function<void(bool)> sorted_;
-};
 
 // Repeats `work` every second on `ctx` until the timer is cancelled.
 void every_second(asio::steady_timer& timer, std::function<void()> work) {
@@ -389,17 +335,27 @@ int serve(const config::settings& settings) {
   control.install(router);
   iot::data_plane data(mqtt_broker, auth, aws, writer, shadows);
   data.install(router);
-  // Pub/Sub REST (/v1/projects/...): open on loopback listeners as Google's emulator is;
-  // elsewhere a bearer token from <data>/tokens. Served on the HTTP(S) listeners and on the
-  // emulator port, whose router also answers `GET /` with "Ok".
-  auto pubsub_auth =
-      [&tokens](const net::http_request& request) -> std::optional<net::http_response> {
-    if (request.loopback_listener || tokens.check_bearer(request.header("authorization")))
+  // Pub/Sub's credentials (pubsub.auth): `auto` leaves loopback listeners open, as Google's
+  // emulator is, and elsewhere demands a bearer token from <data>/tokens or an ACTIVE client
+  // certificate (HTTPS, or TLS on the gRPC port); `required` demands them on every listener;
+  // `none` opens everything. REST is served on the HTTP(S) listeners and on the Pub/Sub port,
+  // whose router also answers `GET /` with "Ok".
+  const std::string& pubsub_access = settings.pubsub.auth;
+  if (pubsub_access == "none")
+    spdlog::warn(
+        "pubsub_auth_disabled setting=pubsub.auth value=none note=\"anyone who reaches a "
+        "listener can use Pub/Sub\"");
+  const auto pubsub_unauthenticated = pubsub::status::error(
+      pubsub::code::unauthenticated,
+      "Pub/Sub needs Authorization: Bearer TOKEN (see <data>/tokens) or an ACTIVE client "
+      "certificate here.");
+  auto pubsub_auth = [&tokens, &auth, &pubsub_access, &pubsub_unauthenticated](
+                         const net::http_request& request) -> std::optional<net::http_response> {
+    if (pubsub_access == "none" || (pubsub_access == "auto" && request.loopback_listener) ||
+        tokens.check_bearer(request.header("authorization")) ||
+        (request.certificate && auth.certificate_refusal(request.certificate->sha256_hex).empty()))
       return std::nullopt;
-    pubsub::status refused = pubsub::status::error(
-        pubsub::code::unauthenticated,
-        "Pub/Sub needs Authorization: Bearer TOKEN (see <data>/tokens) off loopback listeners.");
-    return pubsub::rest_error(refused);
+    return pubsub::rest_error(pubsub_unauthenticated);
   };
   pubsub::add_rest_routes(router, pubsub_service, pubsub_auth);
   net::http_router emulator_router;
@@ -407,7 +363,23 @@ int serve(const config::settings& settings) {
     return net::http_response{200, "text/plain", {}, "Ok"};
   });
   pubsub::add_rest_routes(emulator_router, pubsub_service, pubsub_auth);
-  pubsub::grpc_services pubsub_grpc(pubsub_service);
+  // gRPC calls: through the Pub/Sub port only, so its listener decides.
+  const bool grpc_port_demands_credentials =
+      pubsub_access == "required" ||
+      (pubsub_access == "auto" && !is_loopback_only(settings.listeners.grpc));
+  app::peer_certificates grpc_peer_certificates;
+  pubsub::grpc_services pubsub_grpc(
+      pubsub_service,
+      [&tokens, &auth, &grpc_peer_certificates, &pubsub_unauthenticated,
+       grpc_port_demands_credentials](const std::string& peer, std::string_view authorization)
+          -> std::optional<pubsub::status> {
+        if (!grpc_port_demands_credentials || tokens.check_bearer(authorization))
+          return std::nullopt;
+        const auto certificate = grpc_peer_certificates.certificate_of(peer);
+        if (!certificate.empty() && auth.certificate_refusal(certificate).empty())
+          return std::nullopt;
+        return pubsub_unauthenticated;
+      });
   std::unique_ptr<grpc::Server> grpc_server;
   if (!net::is_off(settings.listeners.grpc)) {
     grpc::ServerBuilder builder;
@@ -520,35 +492,25 @@ int serve(const config::settings& settings) {
   https_options.loopback = is_loopback_only(settings.listeners.https);
   open("http", settings.listeners.http, serve(http_options));
   open("https", settings.listeners.https, serve(https_options));
-  // Pub/Sub's emulator port: a connection opening with HTTP/2's preface ("PRI * HTTP/2.0") goes
-  // to the gRPC server, which has no port of its own; anything else is HTTP/1.1 for the REST API
-  // (gcloud) and `GET /` -> "Ok", as Google's emulator answers both on one port.
+  // The Pub/Sub port (app/pubsub_port.hpp): plain gRPC, TLS (to gRPC) and HTTP/1.1 (REST,
+  // `GET /` -> "Ok") on one socket, as Google's emulator serves gRPC and REST on one port.
+  std::unique_ptr<asio::ssl::context> grpc_tls;
+  std::unique_ptr<app::pubsub_port> pubsub_port;
   if (grpc_server) {
-    net::http_listener_options grpc_port_options = http_options;
-    grpc_port_options.loopback = is_loopback_only(settings.listeners.grpc);
+    grpc_tls =
+        net::make_server_tls_context(server_cert_path, server_key_path, ca.certificate_path(),
+                                     net::client_certificates::optional);
+    net::select_alpn_h2(*grpc_tls);
+    app::pubsub_port_options port_options;
+    port_options.http = http_options;
+    port_options.http.loopback = is_loopback_only(settings.listeners.grpc);
+    port_options.allow_plain_grpc = !grpc_port_demands_credentials || port_options.http.loopback;
+    port_options.handshake_timeout = connect_timeout;
+    pubsub_port =
+        std::make_unique<app::pubsub_port>(*grpc_server, emulator_router, http_connections,
+                                           *grpc_tls, grpc_peer_certificates, port_options);
     open("grpc", settings.listeners.grpc,
-         [&grpc_server, &emulator_router, &http_connections,
-          grpc_port_options](asio::ip::tcp::socket socket) {
-           auto peer = std::make_shared<asio::ip::tcp::socket>(std::move(socket));
-           auto sorter = std::make_shared<grpc_or_http>(peer, [&grpc_server, &emulator_router,
-                                                               &http_connections, grpc_port_options,
-                                                               peer](bool is_grpc) {
-             if (is_grpc) {
-               boost::system::error_code ec;
-               const int fd = peer->release(ec);
-               if (!ec) grpc::AddInsecureChannelFromFd(grpc_server.get(), fd);
-               return;
-             }
-             auto slot = http_connections.try_acquire();
-             if (!slot) {
-               boost::system::error_code ignored;
-               peer->close(ignored);
-               return;
-             }
-             net::serve_http(std::move(*peer), emulator_router, grpc_port_options, std::move(slot));
-           });
-           sorter->start();
-         });
+         [&pubsub_port](asio::ip::tcp::socket socket) { pubsub_port->accept(std::move(socket)); });
   }
 
   // Housekeeping on loop 0 and the signals that stop the server.

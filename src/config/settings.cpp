@@ -282,6 +282,11 @@ const std::vector<entry>& entries() {
          "interval (after write: survives kill -9, synced within 1 s), never",
          [](settings& s) -> std::string& { return s.pubsub.fsync; },
          {"always", "interval", "never"});
+    text("pubsub.auth", "pubsub-auth",
+         "Who may use Pub/Sub: auto (open on loopback listeners like Google's emulator, elsewhere "
+         "a bearer token from <data>/tokens or an ACTIVE client certificate; gRPC then over "
+         "TLS), required (credentials on every listener), none (open: a warning at start)",
+         [](settings& s) -> std::string& { return s.pubsub.auth; }, {"auto", "required", "none"});
     return t;
   }();
   return table;

@@ -84,6 +84,7 @@ struct declared_resource {
 // The Pub/Sub service.
 struct pubsub_settings {
   std::string fsync = "always";  // always | interval | never: when a Publish may answer
+  std::string auth = "auto";     // auto | required | none: who may use the service
   std::vector<declared_resource> topics;
   std::vector<declared_resource> subscriptions;
 };

@@ -1,5 +1,9 @@
 #include "net/tls_context.hpp"
 
+#include <openssl/ssl.h>
+
+#include <string_view>
+
 namespace nimbus::net {
 
 namespace ssl = boost::asio::ssl;
@@ -26,6 +30,36 @@ std::unique_ptr<ssl::context> make_server_tls_context(const std::string& cert_fi
   static const unsigned char session_id[] = "nimbus";
   SSL_CTX_set_session_id_context(ctx->native_handle(), session_id, sizeof(session_id) - 1);
   return ctx;
+}
+
+}  // namespace nimbus::net
+
+namespace nimbus::net {
+
+namespace {
+
+int choose_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_length,
+                const unsigned char* offered, unsigned int offered_length, void* /*arg*/) {
+  // `offered`: length-prefixed protocol names, in the client's order of preference.
+  for (const std::string_view wanted : {std::string_view("h2"), std::string_view("http/1.1")}) {
+    for (unsigned int at = 0; at < offered_length;) {
+      const unsigned int length = offered[at];
+      if (at + 1 + length > offered_length) break;
+      if (std::string_view(reinterpret_cast<const char*>(offered + at + 1), length) == wanted) {
+        *out = offered + at + 1;
+        *out_length = static_cast<unsigned char>(length);
+        return SSL_TLSEXT_ERR_OK;
+      }
+      at += 1 + length;
+    }
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+}  // namespace
+
+void select_alpn_h2(boost::asio::ssl::context& context) {
+  SSL_CTX_set_alpn_select_cb(context.native_handle(), choose_alpn, nullptr);
 }
 
 }  // namespace nimbus::net

@@ -17,4 +17,8 @@ std::unique_ptr<boost::asio::ssl::context> make_server_tls_context(const std::st
                                                                    const std::string& ca_file,
                                                                    client_certificates mode);
 
+// Makes `context` choose ALPN "h2" when the client offers it (gRPC over TLS insists on it), else
+// "http/1.1"; clients that offer neither get no ALPN.
+void select_alpn_h2(boost::asio::ssl::context& context);
+
 }  // namespace nimbus::net

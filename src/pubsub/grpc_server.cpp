@@ -37,13 +37,29 @@ constexpr std::int32_t max_pull_batch = 1000;  // the service's own cap on one p
 // One unary RPC: the service's answer becomes the response and the status. The request is
 // copied when the service takes it by value; the reply may come on the service's thread, which
 // gRPC's callback API allows.
+// The gate's verdict on a call: nullopt lets it through.
+std::optional<grpc::Status> refusal(const call_gate& gate, grpc::CallbackServerContext* context) {
+  if (!gate) return std::nullopt;
+  std::string_view authorization;
+  const auto& metadata = context->client_metadata();
+  if (auto found = metadata.find("authorization"); found != metadata.end())
+    authorization = std::string_view(found->second.data(), found->second.size());
+  auto refused = gate(context->peer(), authorization);
+  if (!refused) return std::nullopt;
+  return to_grpc(*refused);
+}
+
 template <class Argument, class Response>
-grpc::ServerUnaryReactor* answer_unary(service& svc,
+grpc::ServerUnaryReactor* answer_unary(service& svc, const call_gate& gate,
                                        void (service::*call)(Argument, reply<Response>),
                                        grpc::CallbackServerContext* context,
                                        const std::remove_cvref_t<Argument>* request,
                                        std::type_identity_t<Response>* response) {
   grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+  if (auto refused = refusal(gate, context)) {
+    reactor->Finish(*refused);
+    return reactor;
+  }
   (svc.*call)(*request, [reactor, response](status outcome, Response answer) {
     if (outcome.ok()) *response = std::move(answer);
     reactor->Finish(to_grpc(outcome));
@@ -54,55 +70,57 @@ grpc::ServerUnaryReactor* answer_unary(service& svc,
 // google.pubsub.v1.Publisher, every method answered by the service.
 class publisher_service final : public v1::Publisher::CallbackService {
  public:
-  explicit publisher_service(service& svc) : svc_(svc) {}
+  publisher_service(service& svc, const call_gate& gate) : svc_(svc), gate_(gate) {}
 
   grpc::ServerUnaryReactor* CreateTopic(grpc::CallbackServerContext* context,
                                         const v1::Topic* request, v1::Topic* response) override {
-    return answer_unary(svc_, &service::create_topic, context, request, response);
+    return answer_unary(svc_, gate_, &service::create_topic, context, request, response);
   }
   grpc::ServerUnaryReactor* UpdateTopic(grpc::CallbackServerContext* context,
                                         const v1::UpdateTopicRequest* request,
                                         v1::Topic* response) override {
-    return answer_unary(svc_, &service::update_topic, context, request, response);
+    return answer_unary(svc_, gate_, &service::update_topic, context, request, response);
   }
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* context,
                                     const v1::PublishRequest* request,
                                     v1::PublishResponse* response) override {
-    return answer_unary(svc_, &service::publish, context, request, response);
+    return answer_unary(svc_, gate_, &service::publish, context, request, response);
   }
   grpc::ServerUnaryReactor* GetTopic(grpc::CallbackServerContext* context,
                                      const v1::GetTopicRequest* request,
                                      v1::Topic* response) override {
-    return answer_unary(svc_, &service::get_topic, context, request, response);
+    return answer_unary(svc_, gate_, &service::get_topic, context, request, response);
   }
   grpc::ServerUnaryReactor* ListTopics(grpc::CallbackServerContext* context,
                                        const v1::ListTopicsRequest* request,
                                        v1::ListTopicsResponse* response) override {
-    return answer_unary(svc_, &service::list_topics, context, request, response);
+    return answer_unary(svc_, gate_, &service::list_topics, context, request, response);
   }
   grpc::ServerUnaryReactor* ListTopicSubscriptions(
       grpc::CallbackServerContext* context, const v1::ListTopicSubscriptionsRequest* request,
       v1::ListTopicSubscriptionsResponse* response) override {
-    return answer_unary(svc_, &service::list_topic_subscriptions, context, request, response);
+    return answer_unary(svc_, gate_, &service::list_topic_subscriptions, context, request,
+                        response);
   }
   grpc::ServerUnaryReactor* ListTopicSnapshots(grpc::CallbackServerContext* context,
                                                const v1::ListTopicSnapshotsRequest* request,
                                                v1::ListTopicSnapshotsResponse* response) override {
-    return answer_unary(svc_, &service::list_topic_snapshots, context, request, response);
+    return answer_unary(svc_, gate_, &service::list_topic_snapshots, context, request, response);
   }
   grpc::ServerUnaryReactor* DeleteTopic(grpc::CallbackServerContext* context,
                                         const v1::DeleteTopicRequest* request,
                                         empty* response) override {
-    return answer_unary(svc_, &service::delete_topic, context, request, response);
+    return answer_unary(svc_, gate_, &service::delete_topic, context, request, response);
   }
   grpc::ServerUnaryReactor* DetachSubscription(grpc::CallbackServerContext* context,
                                                const v1::DetachSubscriptionRequest* request,
                                                v1::DetachSubscriptionResponse* response) override {
-    return answer_unary(svc_, &service::detach_subscription, context, request, response);
+    return answer_unary(svc_, gate_, &service::detach_subscription, context, request, response);
   }
 
  private:
   service& svc_;
+  const call_gate& gate_;
 };
 
 // ---------------------------------------------------------------------------- StreamingPull
@@ -443,15 +461,17 @@ void settle(const std::shared_ptr<stream_state>& stream, const std::string& subs
 // gRPC's threads, concurrently with the service's answers: all state is in `state_`.
 class streaming_pull final : public stream_reactor {
  public:
-  streaming_pull(service& svc, std::shared_ptr<stream_registry> registry)
+  // `refused`: the gate's status, ending the stream at once.
+  streaming_pull(service& svc, std::shared_ptr<stream_registry> registry,
+                 std::optional<grpc::Status> refused)
       : state_(std::make_shared<stream_state>(svc)), registry_(std::move(registry)) {
-    const bool is_open = registry_->add(state_);
+    const bool is_open = !refused && registry_->add(state_);
     std::lock_guard lock(state_->mutex);
     state_->reactor = this;
     if (is_open)
       StartRead(&state_->incoming);
     else
-      finish_locked(*state_, shutting_down());
+      finish_locked(*state_, refused ? std::move(*refused) : shutting_down());
   }
 
   void OnReadDone(bool ok) override {
@@ -574,92 +594,94 @@ class streaming_pull final : public stream_reactor {
 // streaming_pull reactor.
 class subscriber_service final : public v1::Subscriber::CallbackService {
  public:
-  subscriber_service(service& svc, std::shared_ptr<stream_registry> streams)
-      : svc_(svc), streams_(std::move(streams)) {}
+  subscriber_service(service& svc, const call_gate& gate, std::shared_ptr<stream_registry> streams)
+      : svc_(svc), gate_(gate), streams_(std::move(streams)) {}
 
   grpc::ServerUnaryReactor* CreateSubscription(grpc::CallbackServerContext* context,
                                                const v1::Subscription* request,
                                                v1::Subscription* response) override {
-    return answer_unary(svc_, &service::create_subscription, context, request, response);
+    return answer_unary(svc_, gate_, &service::create_subscription, context, request, response);
   }
   grpc::ServerUnaryReactor* GetSubscription(grpc::CallbackServerContext* context,
                                             const v1::GetSubscriptionRequest* request,
                                             v1::Subscription* response) override {
-    return answer_unary(svc_, &service::get_subscription, context, request, response);
+    return answer_unary(svc_, gate_, &service::get_subscription, context, request, response);
   }
   grpc::ServerUnaryReactor* UpdateSubscription(grpc::CallbackServerContext* context,
                                                const v1::UpdateSubscriptionRequest* request,
                                                v1::Subscription* response) override {
-    return answer_unary(svc_, &service::update_subscription, context, request, response);
+    return answer_unary(svc_, gate_, &service::update_subscription, context, request, response);
   }
   grpc::ServerUnaryReactor* ListSubscriptions(grpc::CallbackServerContext* context,
                                               const v1::ListSubscriptionsRequest* request,
                                               v1::ListSubscriptionsResponse* response) override {
-    return answer_unary(svc_, &service::list_subscriptions, context, request, response);
+    return answer_unary(svc_, gate_, &service::list_subscriptions, context, request, response);
   }
   grpc::ServerUnaryReactor* DeleteSubscription(grpc::CallbackServerContext* context,
                                                const v1::DeleteSubscriptionRequest* request,
                                                empty* response) override {
-    return answer_unary(svc_, &service::delete_subscription, context, request, response);
+    return answer_unary(svc_, gate_, &service::delete_subscription, context, request, response);
   }
   grpc::ServerUnaryReactor* ModifyAckDeadline(grpc::CallbackServerContext* context,
                                               const v1::ModifyAckDeadlineRequest* request,
                                               empty* response) override {
-    return answer_unary(svc_, &service::modify_ack_deadline, context, request, response);
+    return answer_unary(svc_, gate_, &service::modify_ack_deadline, context, request, response);
   }
   grpc::ServerUnaryReactor* Acknowledge(grpc::CallbackServerContext* context,
                                         const v1::AcknowledgeRequest* request,
                                         empty* response) override {
-    return answer_unary(svc_, &service::acknowledge, context, request, response);
+    return answer_unary(svc_, gate_, &service::acknowledge, context, request, response);
   }
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
                                  const v1::PullRequest* request,
                                  v1::PullResponse* response) override {
     // The two-argument pull: the subscription's own ack deadline.
     using plain_pull = void (service::*)(const v1::PullRequest&, reply<v1::PullResponse>);
-    return answer_unary(svc_, static_cast<plain_pull>(&service::pull), context, request, response);
+    return answer_unary(svc_, gate_, static_cast<plain_pull>(&service::pull), context, request,
+                        response);
   }
-  stream_reactor* StreamingPull(grpc::CallbackServerContext* /*context*/) override {
-    return new streaming_pull(svc_, streams_);
+  stream_reactor* StreamingPull(grpc::CallbackServerContext* context) override {
+    return new streaming_pull(svc_, streams_, refusal(gate_, context));
   }
   grpc::ServerUnaryReactor* ModifyPushConfig(grpc::CallbackServerContext* context,
                                              const v1::ModifyPushConfigRequest* request,
                                              empty* response) override {
-    return answer_unary(svc_, &service::modify_push_config, context, request, response);
+    return answer_unary(svc_, gate_, &service::modify_push_config, context, request, response);
   }
   grpc::ServerUnaryReactor* GetSnapshot(grpc::CallbackServerContext* context,
                                         const v1::GetSnapshotRequest* request,
                                         v1::Snapshot* response) override {
-    return answer_unary(svc_, &service::get_snapshot, context, request, response);
+    return answer_unary(svc_, gate_, &service::get_snapshot, context, request, response);
   }
   grpc::ServerUnaryReactor* ListSnapshots(grpc::CallbackServerContext* context,
                                           const v1::ListSnapshotsRequest* request,
                                           v1::ListSnapshotsResponse* response) override {
-    return answer_unary(svc_, &service::list_snapshots, context, request, response);
+    return answer_unary(svc_, gate_, &service::list_snapshots, context, request, response);
   }
   grpc::ServerUnaryReactor* CreateSnapshot(grpc::CallbackServerContext* context,
                                            const v1::CreateSnapshotRequest* request,
                                            v1::Snapshot* response) override {
-    return answer_unary(svc_, &service::create_snapshot, context, request, response);
+    return answer_unary(svc_, gate_, &service::create_snapshot, context, request, response);
   }
   grpc::ServerUnaryReactor* UpdateSnapshot(grpc::CallbackServerContext* context,
                                            const v1::UpdateSnapshotRequest* request,
                                            v1::Snapshot* response) override {
-    return answer_unary(svc_, &service::update_snapshot, context, request, response);
+    return answer_unary(svc_, gate_, &service::update_snapshot, context, request, response);
   }
   grpc::ServerUnaryReactor* DeleteSnapshot(grpc::CallbackServerContext* context,
                                            const v1::DeleteSnapshotRequest* request,
                                            empty* response) override {
-    return answer_unary(svc_, &service::delete_snapshot, context, request, response);
+    return answer_unary(svc_, gate_, &service::delete_snapshot, context, request, response);
   }
   grpc::ServerUnaryReactor* Seek(grpc::CallbackServerContext* context,
                                  const v1::SeekRequest* request,
                                  v1::SeekResponse* response) override {
-    return answer_unary(svc_, &service::seek, context, request, response);
+    return answer_unary(svc_, gate_, &service::seek, context, request, response);
   }
 
  private:
   service& svc_;
+  const call_gate& gate_;
   std::shared_ptr<stream_registry> streams_;
 };
 
@@ -682,15 +704,20 @@ grpc::Status to_grpc(const status& s) {
 }
 
 struct grpc_services::impl {
-  explicit impl(service& svc)
-      : streams(std::make_shared<stream_registry>()), publisher(svc), subscriber(svc, streams) {}
+  impl(service& svc, call_gate g)
+      : gate(std::move(g)),
+        streams(std::make_shared<stream_registry>()),
+        publisher(svc, gate),
+        subscriber(svc, gate, streams) {}
 
+  const call_gate gate;
   std::shared_ptr<stream_registry> streams;
   publisher_service publisher;
   subscriber_service subscriber;
 };
 
-grpc_services::grpc_services(service& svc) : impl_(std::make_unique<impl>(svc)) {}
+grpc_services::grpc_services(service& svc, call_gate gate)
+    : impl_(std::make_unique<impl>(svc, std::move(gate))) {}
 
 grpc_services::~grpc_services() = default;
 

@@ -6,7 +6,10 @@
 // grpc::Server; this object owns the services registered with it and must outlive it.
 #include <grpcpp/support/status.h>
 
+#include <functional>
 #include <memory>
+#include <optional>
+#include <string_view>
 
 #include "pubsub/service.hpp"
 #include "pubsub/status.hpp"
@@ -17,11 +20,17 @@ class Service;
 
 namespace nimbus::pubsub {
 
+// Who may call, asked before every call: from the call's peer (as gRPC names it: "ipv4:…",
+// or "fd:N" for a connection the app handed over) and its `authorization` metadata, nullopt to
+// let it through or the status to refuse it with (UNAUTHENTICATED). Empty: everyone may.
+using call_gate =
+    std::function<std::optional<status>(const std::string& peer, std::string_view authorization)>;
+
 // Publisher and Subscriber over gRPC's callback API, answering through `svc` (which must
 // outlive this object). Thread-safe: gRPC calls the services from its own threads.
 class grpc_services {
  public:
-  explicit grpc_services(service& svc);
+  explicit grpc_services(service& svc, call_gate gate = {});
   ~grpc_services();
   grpc_services(const grpc_services&) = delete;
   grpc_services& operator=(const grpc_services&) = delete;
