@@ -156,6 +156,28 @@ operation unary(void (service::*call)(Argument, reply<Response>), body_kind body
   };
 }
 
+// Pull, whose wait is bounded by X-Server-Timeout when the client sends one (gcloud sends 20
+// and gives up after it).
+operation pull() {
+  return [](service& svc, const call_target& at, net::http_responder respond) {
+    v1::PullRequest request;
+    if (auto parsed = parse_json(at.incoming.body, request); !parsed.ok())
+      return respond(rest_error(parsed));
+    if (auto bound = bind_field(*request.mutable_subscription(), at.name, "subscription");
+        !bound.ok())
+      return respond(rest_error(bound));
+    auto max_wait = std::chrono::milliseconds::max();
+    if (auto timeout = at.incoming.header("x-server-timeout")) {
+      double seconds = 0;
+      const char* const end = timeout->data() + timeout->size();
+      const auto [stopped, failure] = std::from_chars(timeout->data(), end, seconds);
+      if (failure == std::errc() && stopped == end && seconds >= 0 && seconds < 1e6)
+        max_wait = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+    }
+    svc.pull(request, max_wait, answer_with<v1::PullResponse>(std::move(respond)));
+  };
+}
+
 struct binding {
   std::string_view method;
   std::string_view pattern;
@@ -219,9 +241,7 @@ std::vector<binding> rest_bindings() {
       {"GET", subscriptions_path, "", subscription, small_body,
        unary(&service::list_subscriptions, none,
              list_field(&v1::ListSubscriptionsRequest::mutable_project, "project"))},
-      {"POST", subscription_path, "pull", subscription, small_body,
-       unary(&service::pull, json,
-             path_field(&v1::PullRequest::mutable_subscription, "subscription"))},
+      {"POST", subscription_path, "pull", subscription, small_body, pull()},
       {"POST", subscription_path, "acknowledge", subscription, small_body,
        unary(&service::acknowledge, json,
              path_field(&v1::AcknowledgeRequest::mutable_subscription, "subscription"))},

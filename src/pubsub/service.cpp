@@ -1326,7 +1326,12 @@ void service::delete_subscription(const v1::DeleteSubscriptionRequest& request, 
 }
 
 void service::pull(const v1::PullRequest& request, reply<v1::PullResponse> done) {
-  pull(request, std::optional<stream_pull>(), std::move(done));
+  pull(request, std::optional<stream_pull>(), milliseconds::max(), std::move(done));
+}
+
+void service::pull(const v1::PullRequest& request, milliseconds max_wait,
+                   reply<v1::PullResponse> done) {
+  pull(request, std::optional<stream_pull>(), max_wait, std::move(done));
 }
 
 void service::pull(const v1::PullRequest& request, const stream_pull& stream,
@@ -1334,7 +1339,7 @@ void service::pull(const v1::PullRequest& request, const stream_pull& stream,
   if (stream.lease < seconds(10) || stream.lease > seconds(600))
     return impl_->fail(done,
                        invalid("The stream ack deadline must be between 10 and 600 seconds."));
-  pull(request, std::optional<stream_pull>(stream), std::move(done));
+  pull(request, std::optional<stream_pull>(stream), milliseconds::max(), std::move(done));
 }
 
 std::uint64_t service::new_holder() {
@@ -1342,7 +1347,7 @@ std::uint64_t service::new_holder() {
 }
 
 void service::pull(const v1::PullRequest& request, const std::optional<stream_pull>& stream,
-                   reply<v1::PullResponse> done) {
+                   milliseconds max_wait, reply<v1::PullResponse> done) {
   auto& d = *impl_;
   if (auto parsed = parse_name(request.subscription(), resource_kind::subscription);
       std::holds_alternative<status>(parsed))
@@ -1362,9 +1367,9 @@ void service::pull(const v1::PullRequest& request, const std::optional<stream_pu
     });
     return;
   }
-  s->waiting.push_back(impl::waiting_pull{max_messages, stream,
-                                          d.clock.now() + milliseconds(d.settings.max_pull_wait_ms),
-                                          std::move(done)});
+  const auto wait = std::min(max_wait, milliseconds(d.settings.max_pull_wait_ms));
+  s->waiting.push_back(
+      impl::waiting_pull{max_messages, stream, d.clock.now() + wait, std::move(done)});
 }
 
 void service::acknowledge(const v1::AcknowledgeRequest& request, reply<empty> done) {

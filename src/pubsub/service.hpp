@@ -102,6 +102,10 @@ class service {
   // flow control allows (a waiting pull is served as acks release some).
   void pull(const v1::PullRequest& request, const stream_pull& stream,
             reply<v1::PullResponse> done);
+  // A Pull that waits at most `max_wait` (the service's cap still applies): REST's
+  // X-Server-Timeout, which gcloud sends and gives up after.
+  void pull(const v1::PullRequest& request, std::chrono::milliseconds max_wait,
+            reply<v1::PullResponse> done);
   std::uint64_t new_holder();  // a fresh stream_pull::holder
   // Per stream when the client sets no max_outstanding_messages: memory stays bounded.
   static constexpr std::int64_t max_stream_outstanding = 10'000;
@@ -134,7 +138,7 @@ class service {
   std::unique_ptr<impl> impl_;
 
   void pull(const v1::PullRequest& request, const std::optional<stream_pull>& stream,
-            reply<v1::PullResponse> done);
+            std::chrono::milliseconds max_wait, reply<v1::PullResponse> done);
 };
 
 }  // namespace nimbus::pubsub

@@ -92,12 +92,14 @@ class PubSub:
         return p
 
     # ---- HTTP
-    def call(self, method, path, body=None, query=None, raw=None, timeout=TIMEOUT):
+    def call(self, method, path, body=None, query=None, raw=None, timeout=TIMEOUT, headers=None):
         url = self.base + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = dict(headers or {})
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with _OPENER.open(request, timeout=timeout) as resp:
@@ -767,3 +769,18 @@ def test_bad_declared_resources_stop_the_start(nimbus, tmp_path, body, error):
                           text=True, timeout=TIMEOUT)
     assert proc.returncode != 0
     assert error in proc.stderr, proc.stderr
+
+
+def test_pull_answers_within_x_server_timeout(server):
+    """gcloud's pull sends X-Server-Timeout: 20 and gives up after it: a waiting pull on an empty
+    subscription answers {} by then rather than at the server's 30 s cap."""
+    api = PubSub(server)
+    ok(api.create_topic("quiet"))
+    ok(api.create_subscription("quiet-sub", "quiet"))
+    started = time.monotonic()
+    reply = api.call("POST", api.path("subscriptions", "quiet-sub", "pull"),
+                     {"maxMessages": 1, "returnImmediately": False},
+                     headers={"X-Server-Timeout": "1"})
+    assert reply.status == 200, reply
+    assert reply.body == {} or reply.body.get("receivedMessages", []) == []
+    assert time.monotonic() - started < 15, "answered at the 30 s cap, not by X-Server-Timeout"
