@@ -1,5 +1,5 @@
 # The two commands a new user types: `make run` and `make test`.
-.PHONY: run build test test-sanitizers bench deps deps-run deps-test clients clean format
+.PHONY: run build test test-sanitizers bench deps deps-run deps-test deps-bench clients clean format
 
 BUILD_DIR := build
 NPM_CLIENTS := tests/clients/node
@@ -24,6 +24,10 @@ deps-run: deps
 deps-test: deps
 	scripts/install-deps test
 
+# bench/run's peers: the test set plus nats-server (JetStream, for the Pub/Sub rows).
+deps-bench: deps
+	scripts/install-deps bench
+
 # npm test clients (MQTT.js), pinned by package-lock.json.
 clients: deps-test
 	cd $(NPM_CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
@@ -38,7 +42,7 @@ test-sanitizers: deps-test clients
 	cmake --build --preset dev
 	ctest --test-dir build-dev --output-on-failure --timeout 900 -j2
 
-bench: deps-test build
+bench: deps-bench build
 	bench/run
 
 format:

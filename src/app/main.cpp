@@ -3,12 +3,14 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <iostream>
 
 #include "app/server.hpp"
 #include "config/settings.hpp"
 #include "core/log.hpp"
 #include "loadgen/load_generator.hpp"
+#include "loadgen/pubsub_load.hpp"
 
 int main(int argc, char** argv) {
   using namespace nimbus;
@@ -32,12 +34,14 @@ int main(int argc, char** argv) {
                                   d.bounds.empty() ? "" : "; " + d.bounds));
   }
 
-  auto* bench =
-      app.add_subcommand("bench", "Load-test an MQTT broker (Nimbus, Mosquitto, any) and report");
+  auto* bench = app.add_subcommand(
+      "bench",
+      "Load-test an MQTT broker (Nimbus, Mosquitto, any) or a Pub/Sub service (Nimbus, an "
+      "emulator, JetStream) and report");
   loadgen::options bench_options;
   bench
       ->add_option("scenario", bench_options.scenario,
-                   "conn | fanin | fanout | p2p | shared | shadow")
+                   "conn | fanin | fanout | p2p | shared | shadow | pubsub")
       ->required();
   bench->add_option("--host", bench_options.host, "Broker host")->capture_default_str();
   bench->add_option("--port,-p", bench_options.port, "Broker port")->capture_default_str();
@@ -46,18 +50,21 @@ int main(int argc, char** argv) {
   bench->add_option("--qos,-q", bench_options.qos, "QoS of published messages and subscriptions")
       ->capture_default_str();
   bench
-      ->add_option("--payload,-s", bench_options.payload_size,
-                   "Payload bytes (at least 16: timestamp + id)")
+      ->add_option("--payload,--size,-s", bench_options.payload_size,
+                   "Payload bytes (at least 16: timestamp + id; pubsub: at least 8, default 100)")
       ->capture_default_str();
   bench
       ->add_option("--rate,-r", bench_options.rate,
-                   "Messages per second per publisher (0: flat out)")
+                   "Messages per second per publisher (0: flat out; pubsub: in total, one "
+                   "message per Publish)")
       ->capture_default_str();
   bench->add_option("--duration,-d", bench_options.duration, "Measured seconds")
       ->capture_default_str();
   bench->add_option("--warmup", bench_options.warmup, "Seconds before measuring")
       ->capture_default_str();
-  bench->add_option("--publishers,-P", bench_options.publishers, "Publishers (pairs for p2p)")
+  bench
+      ->add_option("--publishers,-P", bench_options.publishers,
+                   "Publishers (pairs for p2p; pubsub: threads, default 4)")
       ->capture_default_str();
   bench->add_option("--subscribers,-S", bench_options.subscribers, "Subscribers")
       ->capture_default_str();
@@ -67,7 +74,10 @@ int main(int argc, char** argv) {
       ->add_option("--connect-rate", bench_options.connect_rate,
                    "Connections per second (0: flat out)")
       ->capture_default_str();
-  bench->add_option("--inflight", bench_options.inflight, "QoS 1/2 window per publisher")
+  bench
+      ->add_option("--inflight", bench_options.inflight,
+                   "QoS 1/2 window per publisher (pubsub: messages awaiting the server's "
+                   "acknowledgement, default 1000)")
       ->capture_default_str();
   bench
       ->add_option("--things", bench_options.things,
@@ -102,6 +112,37 @@ int main(int argc, char** argv) {
                   "Subscribers keep their sessions, so QoS 1/2 deliveries are stored durably");
   bench->add_option("--broker-pid", bench_options.broker_pid,
                     "Broker process whose memory the conn scenario samples");
+  // Pub/Sub (`nimbus bench pubsub`): its own options; the shared ones above are copied over
+  // when given, its defaults otherwise.
+  loadgen::pubsub_options pubsub_options;
+  bench
+      ->add_option("--target", pubsub_options.target,
+                   "pubsub: grpc (Nimbus, an emulator: --port default 8085) or jetstream "
+                   "(nats-server: default 4222)")
+      ->capture_default_str();
+  bench
+      ->add_option("--batch", pubsub_options.batch,
+                   "pubsub: messages per Publish RPC (jetstream: per burst of async publishes)")
+      ->capture_default_str();
+  bench
+      ->add_option("--streams", pubsub_options.streams,
+                   "pubsub: StreamingPull streams (jetstream: fetching consumers)")
+      ->capture_default_str();
+  bench
+      ->add_option("--max-outstanding", pubsub_options.max_outstanding,
+                   "pubsub: max_outstanding_messages per stream (jetstream: MaxAckPending is "
+                   "this x --streams)")
+      ->capture_default_str();
+  bench
+      ->add_option("--ack-batch", pubsub_options.ack_batch,
+                   "pubsub: ack ids per write on the stream, or every 5 ms (jetstream: messages "
+                   "per Fetch, each acked)")
+      ->capture_default_str();
+  bench
+      ->add_option("--messages", pubsub_options.messages,
+                   "pubsub fill mode: publish this many messages with nobody pulling, then stop "
+                   "(--duration bounds it)")
+      ->capture_default_str();
   bench->add_flag("--json", bench_options.json, "Print the report as one JSON object");
   bool quiet = false;
   bench->add_flag("--quiet", quiet, "No live progress line");
@@ -114,6 +155,26 @@ int main(int argc, char** argv) {
 
   if (bench->parsed()) {
     bench_options.progress = !quiet;
+    if (bench_options.scenario == "pubsub") {
+      auto given = [bench](const char* name) { return bench->get_option(name)->count() > 0; };
+      pubsub_options.host = bench_options.host;
+      if (given("--port")) pubsub_options.port = bench_options.port;
+      if (given("--payload")) pubsub_options.payload_size = bench_options.payload_size;
+      if (given("--rate")) pubsub_options.rate = bench_options.rate;
+      if (given("--duration")) pubsub_options.duration = bench_options.duration;
+      if (given("--warmup")) pubsub_options.warmup = bench_options.warmup;
+      if (given("--publishers")) pubsub_options.publishers = bench_options.publishers;
+      if (given("--inflight"))
+        pubsub_options.window = static_cast<std::size_t>(std::max(bench_options.inflight, 0));
+      pubsub_options.json = bench_options.json;
+      pubsub_options.progress = !quiet;
+      try {
+        return loadgen::run_pubsub(pubsub_options);
+      } catch (const std::exception& e) {
+        std::cerr << "nimbus bench pubsub: " << e.what() << "\n";
+        return 2;
+      }
+    }
     try {
       return loadgen::run(bench_options);
     } catch (const std::exception& e) {
