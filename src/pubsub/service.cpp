@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <future>
 #include <iterator>
@@ -27,6 +28,7 @@
 #include "core/log.hpp"
 #include "core/page_token.hpp"
 #include "net/http_client.hpp"
+#include "pubsub/cursor_journal.hpp"
 #include "pubsub/filter.hpp"
 #include "pubsub/message_store.hpp"
 #include "pubsub/names.hpp"
@@ -54,6 +56,9 @@ constexpr std::size_t max_ordering_key = 1024;
 constexpr int max_pull_messages = 1000;
 constexpr std::size_t max_pull_bytes = 10'000'000;
 constexpr std::size_t max_push_window = 1000;  // push POSTs in flight per subscription
+constexpr const char* upsert_cursor_sql =
+    "INSERT INTO pubsub_cursors (subscription, body) VALUES (?, ?) "
+    "ON CONFLICT (subscription) DO UPDATE SET body = excluded.body";
 constexpr std::int64_t min_retention_s = 10 * 60;
 constexpr std::int64_t max_retention_s = 31LL * 24 * 3600;
 constexpr std::int64_t default_retention_s = 7LL * 24 * 3600;
@@ -299,7 +304,11 @@ struct service::impl {
   std::map<std::string, snapshot_state, std::less<>> snapshots;
   std::uint64_t next_incarnation = 1;
   std::atomic<std::uint64_t> next_holder{1};
-  std::int64_t housekept_ms = 0;  // when expire_idle and trim_logs last ran
+  std::int64_t housekept_ms = 0;         // when expire_idle and trim_logs last ran
+  std::unique_ptr<seglog::log> journal;  // the cursor journal's current generation
+  std::uint64_t journal_generation = 0;
+  std::size_t journaled_since_checkpoint = 0;
+  std::map<std::uint64_t, std::unique_ptr<seglog::log>> retiring;  // until a checkpoint is durable
   bool stopped = false;
 
   // Runs `fn` on the service's loop (never under the lock, never on the writer's thread).
@@ -399,19 +408,158 @@ struct service::impl {
                                                      std::move(cursor), clock, 0, epoch);
   }
 
-  // Saves the subscription's cursor; the ticket covers it.
-  storage::ticket save_cursor(subscription_state& s) {
-    if (!s.engine || writer == nullptr) return {};
-    (void)s.engine->take_journal();  // the snapshot below covers what it lists
+  // ---- the cursor journal
+  //
+  // What a subscription's engine changes (its take_journal events: acks, seeks, delivery
+  // counts) is appended to the journal, a seglog log committed by the same committer as the
+  // topics' messages, so an Acknowledge costs one record rather than a rewrite of its cursor.
+  // Every 10 s (and at a deletion) a checkpoint writes every cursor to SQLite and the journal
+  // moves to a new generation (<data>/pubsub/cursors/<generation>/); the old one is deleted
+  // once the checkpoint is durable. A restart replays the generations from the checkpoint's on.
+  // Replaying a suffix of events a checkpoint already holds changes nothing (acks and counts
+  // are idempotent, and a seek is restated by the acks after it), so events may straddle one.
+
+  std::filesystem::path journal_dir(std::uint64_t generation) const {
+    return settings.dir / "cursors" / std::to_string(generation);
+  }
+
+  void open_journal(std::uint64_t generation) {
+    seglog::log::options o;
+    o.dir = journal_dir(generation);
+    o.segment_bytes = 16ULL << 20;
+    seglog::recovery_report report;
+    journal = seglog::log::open(o, committer, &report);
+    journal_generation = generation;
+    if (report.truncated_bytes > 0 || !report.set_aside.empty())
+      spdlog::warn("pubsub_cursor_journal_repaired generation={} truncated_bytes={}", generation,
+                   report.truncated_bytes);
+  }
+
+  // Journals what `s`'s engine changed; `durable` (if given) runs on the service's thread once
+  // that is committed (fsync per pubsub.fsync), with UNAVAILABLE if it could not be.
+  void save_cursor(subscription_state& s, std::function<void(status)> durable = {}) {
+    std::vector<cursor_event> events;
+    if (s.engine) events = s.engine->take_journal();
+    if (events.empty() || !journal) {
+      if (durable) post([durable = std::move(durable)] { durable(status{}); });
+      return;
+    }
+    ++journaled_since_checkpoint;
+    journal->append(
+        {encode_journal_record({s.name, std::move(events)})}, clock.unix_millis(),
+        [this, name = s.name, durable = std::move(durable)](std::error_code ec, std::uint64_t) {
+          if (ec)
+            spdlog::error("pubsub_cursor_journal_failed subscription={} error=\"{}\"", name,
+                          ec.message());
+          if (!durable) return;
+          post([durable, ec] {
+            durable(ec ? status::error(code::unavailable,
+                                       "The acknowledgement could not be stored: " + ec.message())
+                       : status{});
+          });
+        });
+  }
+
+  // A new subscription's starting cursor, as its checkpoint row (the journal has nothing yet).
+  storage::ticket write_cursor(const subscription_state& s) {
+    if (!s.engine) return {};
     return submit(
         [name = s.name, body = encode_cursor(s.engine->snapshot())](storage::database& db) {
-          db.cached(
-                "INSERT INTO pubsub_cursors (subscription, body) VALUES (?, ?) "
-                "ON CONFLICT (subscription) DO UPDATE SET body = excluded.body")
-              .bind(1, name)
-              .bind(2, body)
-              .run();
+          db.cached(upsert_cursor_sql).bind(1, name).bind(2, body).run();
         });
+  }
+
+  // At start: the journal's generations from the last checkpoint's on, replayed over the
+  // checkpointed cursors in order; older ones are deleted. The replayed generations are kept
+  // (retiring) until the first checkpoint, which follows at once; new records go to a fresh one.
+  void replay_journal(storage::database& db, std::map<std::string, cursor_state>& cursors) {
+    std::uint64_t checkpointed = 0;
+    auto row = db.prepare("SELECT generation FROM pubsub_journal WHERE id = 0");
+    if (row.step()) checkpointed = static_cast<std::uint64_t>(row.column_int(0));
+    std::set<std::uint64_t> generations;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(settings.dir / "cursors", ec)) {
+      const auto name = entry.path().filename().string();
+      std::uint64_t generation = 0;
+      const auto [end, failure] =
+          std::from_chars(name.data(), name.data() + name.size(), generation);
+      if (failure == std::errc() && end == name.data() + name.size())
+        generations.insert(generation);
+    }
+    std::uint64_t replayed = 0;
+    std::uint64_t unreadable = 0;
+    for (const std::uint64_t generation : generations) {
+      if (generation < checkpointed) {
+        std::filesystem::remove_all(journal_dir(generation), ec);
+        continue;
+      }
+      open_journal(generation);
+      std::vector<seglog::record> records;
+      for (std::uint64_t at = journal->first_offset(); at < journal->next_offset();) {
+        records.clear();
+        if (journal->read(at, 4096, 4 << 20, records) || records.empty()) break;
+        for (const auto& r : records) {
+          auto decoded = decode_journal_record(r.payload);
+          if (!decoded) {
+            ++unreadable;
+            continue;
+          }
+          auto& cursor = cursors[decoded->subscription];
+          for (const auto& event : decoded->events) apply_event(cursor, event);
+          ++replayed;
+        }
+        at = records.back().offset + 1;
+      }
+      retiring.emplace(generation, std::move(journal));
+    }
+    open_journal(std::max(checkpointed, generations.empty() ? 0 : *generations.rbegin() + 1));
+    journaled_since_checkpoint = retiring.empty() ? 0 : 1;  // checkpoint them away at once
+    spdlog::info("pubsub_cursor_journal_replayed generations={} records={} unreadable={}",
+                 retiring.size(), replayed, unreadable);
+  }
+
+  // Answers `done` with `response` once `s`'s changes are journaled.
+  template <class T>
+  void answer_when_journaled(subscription_state& s, reply<T> done, T response) {
+    save_cursor(s, [done = std::move(done), response = std::move(response)](status st) mutable {
+      if (!st.ok()) return done(std::move(st), T{});
+      done(status{}, std::move(response));
+    });
+  }
+
+  // Writes every cursor to SQLite and starts the journal's next generation (under the lock).
+  void checkpoint() {
+    if (writer == nullptr || !journal) return;
+    const std::uint64_t next = journal_generation + 1;
+    std::vector<std::pair<std::string, std::string>> cursors;
+    for (const auto& [name, s] : subscriptions)
+      if (s->engine) cursors.emplace_back(name, encode_cursor(s->engine->snapshot()));
+    retiring.emplace(journal_generation, std::move(journal));
+    open_journal(next);
+    journaled_since_checkpoint = 0;
+    const auto ticket = submit([cursors = std::move(cursors), next](storage::database& db) {
+      for (const auto& [name, body] : cursors)
+        db.cached(upsert_cursor_sql).bind(1, name).bind(2, body).run();
+      db.cached(
+            "INSERT INTO pubsub_journal (id, generation) VALUES (0, ?) "
+            "ON CONFLICT (id) DO UPDATE SET generation = excluded.generation")
+          .bind(1, static_cast<std::int64_t>(next))
+          .run();
+    });
+    writer->when_durable(ticket, [this, ticket, next] {
+      const bool failed = writer->failed(ticket);
+      post([this, failed, next] {
+        if (failed) return;  // the generations stay; the next checkpoint covers them
+        std::lock_guard lock(mutex);
+        // Destroying a log waits for its appends in flight (the committer's, never ours).
+        for (auto it = retiring.begin(); it != retiring.end() && it->first < next;) {
+          const auto dir = it->second->dir();
+          it = retiring.erase(it);
+          std::error_code ignored;
+          std::filesystem::remove_all(dir, ignored);
+        }
+      });
+    });
   }
 
   storage::ticket save_topic(const topic_state& t) {
@@ -760,6 +908,7 @@ struct service::impl {
         housekept_ms = now_ms;
         expire_idle(answers);
         trim_logs();
+        if (journaled_since_checkpoint > 0) checkpoint();
       }
       for (auto& [name, s] : subscriptions) {
         if (s->engine) {
@@ -878,6 +1027,12 @@ void service::migrate(storage::database& db) {
       body BLOB NOT NULL,
       cursor TEXT NOT NULL
     ) WITHOUT ROWID;
+  )sql",
+                        R"sql(
+    CREATE TABLE pubsub_journal (
+      id INTEGER PRIMARY KEY CHECK (id = 0),
+      generation INTEGER NOT NULL
+    );
   )sql"});
 }
 
@@ -897,6 +1052,7 @@ void service::restore(storage::database& db) {
   std::map<std::string, cursor_state> cursors;
   auto rows = db.prepare("SELECT subscription, body FROM pubsub_cursors");
   while (rows.step()) cursors.emplace(rows.column_text(0), decode_cursor(rows.column_view(1)));
+  d.replay_journal(db, cursors);
   auto subscriptions = db.prepare("SELECT name, body FROM pubsub_subscriptions");
   while (subscriptions.step()) {
     auto s = std::make_unique<impl::subscription_state>();
@@ -922,6 +1078,10 @@ void service::restore(storage::database& db) {
 
 void service::start() {
   auto& d = *impl_;
+  {
+    std::lock_guard lock(d.mutex);
+    if (!d.journal) d.open_journal(1);  // without restore(): a fresh directory (tests)
+  }
   d.schedule_tick();
   d.loop = std::thread([&d] {
     auto guard = asio::make_work_guard(d.io);
@@ -1229,7 +1389,7 @@ void service::create_subscription(v1::Subscription request, reply<v1::Subscripti
   d.start_engine(*s, cursor);
   topic->second->subscriptions.insert(s->name);
   d.save_subscription(*s);
-  const auto ticket = d.save_cursor(*s);
+  const auto ticket = d.write_cursor(*s);
   d.subscriptions.emplace(s->name, std::move(s));
   d.answer_when_durable(ticket, std::move(done), std::move(request));
 }
@@ -1320,6 +1480,8 @@ void service::delete_subscription(const v1::DeleteSubscriptionRequest& request, 
     if (found == d.subscriptions.end())
       return d.fail(done, not_found("Subscription", request.subscription()));
     ticket = d.remove_subscription(found, answers);
+    // Its journal records must not outlive it into a subscription of the same name.
+    d.checkpoint();
   }
   for (auto& a : answers) a();
   d.answer_when_durable(ticket, std::move(done), empty{});
@@ -1402,11 +1564,15 @@ void service::acknowledge(const v1::AcknowledgeRequest& request, reply<empty> do
     }
     return out;
   }();
-  const auto ticket = d.save_cursor(*s);
+  if (!failed.ok()) {
+    d.save_cursor(*s);
+    lock.unlock();
+    serve_released();
+    return d.fail(done, std::move(failed));
+  }
+  d.answer_when_journaled(*s, std::move(done), empty{});
   lock.unlock();
   serve_released();
-  if (!failed.ok()) return d.fail(done, std::move(failed));
-  d.answer_when_durable(ticket, std::move(done), empty{});
 }
 
 void service::modify_ack_deadline(const v1::ModifyAckDeadlineRequest& request, reply<empty> done) {
@@ -1475,9 +1641,8 @@ void service::seek(const v1::SeekRequest& request, reply<v1::SeekResponse> done)
   }
   std::vector<std::function<void()>> answers;
   if (!s->waiting.empty()) d.serve_waiting(*s, answers);
-  const auto ticket = d.save_cursor(*s);
   for (auto& a : answers) d.post(std::move(a));
-  d.answer_when_durable(ticket, std::move(done), v1::SeekResponse{});
+  d.answer_when_journaled(*s, std::move(done), v1::SeekResponse{});
 }
 
 // A snapshot keeps a subscription's cursor (its unacked backlog and everything published after)

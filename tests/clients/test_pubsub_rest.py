@@ -35,7 +35,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TIMEOUT
+from conftest import TIMEOUT, wait_until
 
 PROJECT = "p"
 # A pull without returnImmediately may wait up to the server's cap (30 s) before answering {}.
@@ -784,3 +784,33 @@ def test_pull_answers_within_x_server_timeout(server):
     assert reply.status == 200, reply
     assert reply.body == {} or reply.body.get("receivedMessages", []) == []
     assert time.monotonic() - started < 15, "answered at the 30 s cap, not by X-Server-Timeout"
+
+
+def test_acks_survive_checkpoints_and_kill9(server):
+    """Acks go to the cursor journal (<data>/pubsub/cursors/<generation>/), which a checkpoint
+    (every 10 s) folds into SQLite before starting the next generation and deleting the old one:
+    acks before and after a checkpoint, and across two restarts, stay acked; unacked ones
+    come back."""
+    api = PubSub(server)
+    journal = server.data_dir / "pubsub" / "cursors"
+
+    def generations():
+        return sorted(int(p.name) for p in journal.iterdir() if p.name.isdigit())
+
+    setup_topic_and_subscription(api, "topic1", "sub1")
+    ids = ok(api.publish("topic1", [message(b"m-%d" % i) for i in range(6)]))["messageIds"]
+    got = {rm["message"]["messageId"]: rm["ackId"] for rm in pull_until(api, "sub1", ids)}
+    ok(api.acknowledge("sub1", [got[i] for i in ids[:2]]))
+    before = generations()[-1]
+    # The next checkpoint: a newer generation, the older ones deleted once it is durable.
+    wait_until(lambda: len(generations()) == 1 and generations()[0] > before, timeout=30,
+               what="a cursor checkpoint")
+    ok(api.acknowledge("sub1", [got[i] for i in ids[2:4]]))  # journaled after it
+
+    server.kill9()
+    server.start()
+    back = pull_until(api, "sub1", ids[4:])
+    assert sorted(rm["message"]["messageId"] for rm in back) == sorted(ids[4:])
+    ok(api.acknowledge("sub1", [rm["ackId"] for rm in back]))
+    server.restart()
+    assert ok(api.pull("sub1", return_immediately=True)) == {}
