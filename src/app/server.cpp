@@ -386,6 +386,13 @@ int serve(const config::settings& settings) {
     builder.RegisterService(pubsub_grpc.publisher());
     builder.RegisterService(pubsub_grpc.subscriber());
     builder.SetMaxReceiveMessageSize(16 << 20);  // a 10 MB Publish, framing included
+    // Dead peers (a subscriber whose machine vanished) are found by keepalive pings and their
+    // streams ended (their leases then run out). Clients' own pings are welcome, however often.
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5'000);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
     grpc_server = builder.BuildAndStart();
   }
   // Sockets that have not sent CONNECT yet are counted from accept (TCP, TLS) or upgrade

@@ -1792,6 +1792,16 @@ std::string service::prometheus_text() const {
                               : (now_ms - st.oldest_unacked_publish_ms) / 1000) +
            "\n";
   out +=
+      "# HELP nimbus_pubsub_backlog_bytes Bytes of the topic's log from the subscription's "
+      "oldest unacked message on\n# TYPE nimbus_pubsub_backlog_bytes gauge\n";
+  for (const auto& [name, s] : d.subscriptions) {
+    if (!s->engine) continue;
+    auto t = d.topics.find(s->topic_name);
+    if (t == d.topics.end()) continue;
+    out += "nimbus_pubsub_backlog_bytes{subscription=\"" + name + "\"} " +
+           std::to_string(t->second->log->bytes_from(s->engine->snapshot().floor)) + "\n";
+  }
+  out +=
       "# HELP nimbus_pubsub_push_requests_total Push deliveries by outcome (acknowledged by the "
       "endpoint, or failed and retried)\n# TYPE nimbus_pubsub_push_requests_total counter\n";
   for (const auto& [name, s] : d.subscriptions) {

@@ -597,6 +597,26 @@ std::error_code log::read(std::uint64_t offset, std::size_t max_records, std::si
   return {};
 }
 
+std::uint64_t log::bytes_from(std::uint64_t offset) const {
+  std::shared_lock lock(state_mutex_);
+  std::uint64_t total = 0;
+  for (const auto& s : segments_) {
+    if (s.end_offset <= offset) continue;
+    if (s.base_offset >= offset) {
+      total += s.size;
+      continue;
+    }
+    // `offset` is inside: from the last index entry at or before it.
+    std::uint64_t position = 0;
+    for (const auto& e : s.index) {
+      if (e.offset > offset) break;
+      position = e.position;
+    }
+    total += s.size - std::min(position, s.size);
+  }
+  return total;
+}
+
 std::uint64_t log::offset_at_time(std::int64_t time_ms) const {
   std::shared_ptr<segment_file> file;
   std::uint64_t from = 0;

@@ -90,6 +90,9 @@ class log {
   std::uint64_t first_offset() const { return first_offset_.load(std::memory_order_acquire); }
   std::uint64_t next_offset() const { return next_offset_.load(std::memory_order_acquire); }
   std::uint64_t size_bytes() const { return size_bytes_.load(std::memory_order_relaxed); }
+  // About how many bytes the records from `offset` on take (framing included), to within one
+  // index interval: a backlog's size, for metrics.
+  std::uint64_t bytes_from(std::uint64_t offset) const;
   // Deletes whole segments, oldest first, whose records all have offsets < `offset` (never the
   // active one).
   void drop_before(std::uint64_t offset);

@@ -814,3 +814,30 @@ def test_acks_survive_checkpoints_and_kill9(server):
     ok(api.acknowledge("sub1", [rm["ackId"] for rm in back]))
     server.restart()
     assert ok(api.pull("sub1", return_immediately=True)) == {}
+
+
+def metric(server, name, subscription):
+    """One subscription's value of `name` on /metrics (loopback: no token needed)."""
+    with _OPENER.open("http://%s/metrics" % server.endpoints["http"], timeout=TIMEOUT) as resp:
+        text = resp.read().decode()
+    prefix = '%s{subscription="%s"} ' % (name, subscription)
+    values = [line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)]
+    assert len(values) == 1, "%s for %s: %r" % (name, subscription, values)
+    return float(values[0])
+
+
+def test_metrics_count_the_backlog(server):
+    """num_undelivered_messages and backlog_bytes grow with what is published and fall to 0
+    once it is acked; delivered and acked count."""
+    api = PubSub(server)
+    setup_topic_and_subscription(api, "topic1", "sub1")
+    name = api.subscription_name("sub1")
+    ids = ok(api.publish("topic1", [message(b"x" * 1000) for _ in range(5)]))["messageIds"]
+    assert metric(server, "nimbus_pubsub_num_undelivered_messages", name) == 5
+    assert metric(server, "nimbus_pubsub_backlog_bytes", name) >= 5 * 1000
+    got = pull_until(api, "sub1", ids)
+    ok(api.acknowledge("sub1", [rm["ackId"] for rm in got]))
+    assert metric(server, "nimbus_pubsub_num_undelivered_messages", name) == 0
+    assert metric(server, "nimbus_pubsub_backlog_bytes", name) == 0
+    assert metric(server, "nimbus_pubsub_delivered_total", name) == 5
+    assert metric(server, "nimbus_pubsub_acked_total", name) == 5

@@ -142,6 +142,24 @@ TEST(log, round_trip_across_segment_rolls) {
   EXPECT_EQ(some[0].payload, expected[37]);
 }
 
+// A backlog's size: whole segments past the offset, and the part of its own segment from the
+// index entry at or before it.
+TEST(log, bytes_from_counts_what_follows_an_offset) {
+  temp_dir dir("bytes-from");
+  committer c(with_policy(fsync_policy::never));
+  auto l = log::open(small_segments(dir.path(), 256), c);
+  for (int i = 0; i < 40; ++i) append_and_wait(*l, {std::string(40, 'x')});  // 64 B frames
+  const std::uint64_t all = 40 * (header_bytes + 40);
+  EXPECT_EQ(l->bytes_from(0), all);
+  EXPECT_EQ(l->bytes_from(40), 0U);
+  EXPECT_EQ(l->bytes_from(1000), 0U);
+  // Segments hold 4 frames (256 B): offset 8 starts the third one exactly.
+  EXPECT_EQ(l->bytes_from(8), all - 8 * (header_bytes + 40));
+  // Inside a segment the count starts at the index entry at or before the offset.
+  EXPECT_LE(l->bytes_from(9), l->bytes_from(8));
+  EXPECT_GE(l->bytes_from(9), all - 9 * (header_bytes + 40));
+}
+
 TEST(log, offsets_are_dense_and_continue_after_reopen) {
   temp_dir dir("reopen");
   committer c(with_policy(fsync_policy::always));
