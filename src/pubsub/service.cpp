@@ -34,6 +34,7 @@
 #include "pubsub/names.hpp"
 #include "pubsub/push.hpp"
 #include "pubsub/subscription_engine.hpp"
+#include "pubsub/validate.hpp"
 #include "seglog/log.hpp"
 
 namespace nimbus::pubsub {
@@ -47,23 +48,12 @@ using std::chrono::seconds;
 namespace {
 
 // Google's limits (reference §3).
-constexpr int max_messages_per_publish = 1000;
-constexpr std::size_t max_publish_bytes = 10'000'000;
-constexpr int max_attributes = 100;
-constexpr std::size_t max_attribute_key = 256;
-constexpr std::size_t max_attribute_value = 1024;
-constexpr std::size_t max_ordering_key = 1024;
 constexpr int max_pull_messages = 1000;
 constexpr std::size_t max_pull_bytes = 10'000'000;
 constexpr std::size_t max_push_window = 1000;  // push POSTs in flight per subscription
 constexpr const char* upsert_cursor_sql =
     "INSERT INTO pubsub_cursors (subscription, body) VALUES (?, ?) "
     "ON CONFLICT (subscription) DO UPDATE SET body = excluded.body";
-constexpr std::int64_t min_retention_s = 10 * 60;
-constexpr std::int64_t max_retention_s = 31LL * 24 * 3600;
-constexpr std::int64_t default_retention_s = 7LL * 24 * 3600;
-constexpr std::int64_t min_expiration_ttl_s = 24 * 3600;
-constexpr std::int64_t default_expiration_ttl_s = 31LL * 24 * 3600;
 constexpr std::int64_t snapshot_lifetime_ms = 7LL * 24 * 3600 * 1000;
 constexpr int default_page_size = 100;
 constexpr int max_page_size = 1000;
@@ -78,16 +68,6 @@ status invalid(std::string message) {
 status not_found(std::string_view what, std::string_view name) {
   return status::error(code::not_found,
                        std::string(what) + " not found (resource=" + std::string(name) + ").");
-}
-
-std::int64_t seconds_of(const google::protobuf::Duration& d) {
-  return d.seconds();
-}
-
-google::protobuf::Duration duration_of(std::int64_t s) {
-  google::protobuf::Duration d;
-  d.set_seconds(s);
-  return d;
 }
 
 // Page of `names` (sorted) after the token, with the next token.
@@ -205,24 +185,6 @@ v1::PubsubMessage to_proto(const stored_message& s) {
   *m.mutable_publish_time() = TimeUtil::MillisecondsToTimestamp(s.message.publish_time_ms);
   m.set_ordering_key(s.message.ordering_key);
   return m;
-}
-
-// Checks one message of a PublishRequest (reference §3 limits).
-status check_message(const v1::PubsubMessage& m) {
-  if (m.data().empty() && m.attributes().empty())
-    return invalid("Some messages contain no data and no attribute.");
-  if (m.attributes_size() > max_attributes)
-    return invalid("Some messages have too many attributes (maximum 100).");
-  for (const auto& [k, v] : m.attributes()) {
-    if (k.empty() || k.size() > max_attribute_key)
-      return invalid("An attribute key is empty or longer than 256 bytes: " + k.substr(0, 64));
-    if (k.starts_with("goog")) return invalid("Attribute keys must not start with goog: " + k);
-    if (v.size() > max_attribute_value)
-      return invalid("An attribute value is longer than 1024 bytes (key " + k + ").");
-  }
-  if (m.ordering_key().size() > max_ordering_key)
-    return invalid("An ordering key is longer than 1024 bytes.");
-  return {};
 }
 
 }  // namespace
@@ -935,63 +897,13 @@ struct service::impl {
     });
   }
 
-  // Validates a subscription's fields (create and update), normalising defaults.
+  // Validates a subscription's fields (create and update), normalising defaults; its
+  // dead-letter topic must exist.
   status check_subscription(v1::Subscription& s, bool creating) {
-    if (s.has_bigquery_config() || s.has_cloud_storage_config() || s.has_bigtable_config())
-      return invalid("BigQuery, Cloud Storage and Bigtable subscriptions are not supported.");
-    if (s.ack_deadline_seconds() == 0) s.set_ack_deadline_seconds(10);
-    if (s.ack_deadline_seconds() < 10 || s.ack_deadline_seconds() > 600)
-      return invalid("Invalid ack deadline: must be between 10 and 600 seconds (got " +
-                     std::to_string(s.ack_deadline_seconds()) + ").");
-    if (!s.has_message_retention_duration()) {
-      *s.mutable_message_retention_duration() = duration_of(default_retention_s);
-    } else {
-      const auto r = seconds_of(s.message_retention_duration());
-      if (r < min_retention_s || r > max_retention_s)
-        return invalid(
-            "Invalid message retention duration: must be between 10 minutes and "
-            "31 days.");
-    }
-    if (!s.has_expiration_policy()) {
-      *s.mutable_expiration_policy()->mutable_ttl() = duration_of(default_expiration_ttl_s);
-    } else if (s.expiration_policy().has_ttl() &&
-               seconds_of(s.expiration_policy().ttl()) < min_expiration_ttl_s) {
-      return invalid("Invalid expiration policy: the TTL must be at least 1 day.");
-    }
-    if (creating && !s.filter().empty()) {
-      auto parsed = filter::parse(s.filter());
-      if (const auto* e = std::get_if<filter_error>(&parsed))
-        return invalid("Invalid filter at position " + std::to_string(e->position) + ": " +
-                       e->message);
-    }
-    if (s.has_dead_letter_policy() && !s.dead_letter_policy().dead_letter_topic().empty()) {
-      auto* policy = s.mutable_dead_letter_policy();
-      if (policy->max_delivery_attempts() == 0) policy->set_max_delivery_attempts(5);
-      if (policy->max_delivery_attempts() < 5 || policy->max_delivery_attempts() > 100)
-        return invalid("Invalid max_delivery_attempts: must be between 5 and 100.");
-      if (auto parsed = parse_name(policy->dead_letter_topic(), resource_kind::topic);
-          std::holds_alternative<status>(parsed))
-        return std::get<status>(parsed);
-      if (!topics.contains(policy->dead_letter_topic()))
-        return not_found("Dead letter topic", policy->dead_letter_topic());
-    }
-    if (s.has_retry_policy()) {
-      auto* retry = s.mutable_retry_policy();
-      if (!retry->has_minimum_backoff()) *retry->mutable_minimum_backoff() = duration_of(10);
-      if (!retry->has_maximum_backoff()) *retry->mutable_maximum_backoff() = duration_of(600);
-      const auto lo = seconds_of(retry->minimum_backoff());
-      const auto hi = seconds_of(retry->maximum_backoff());
-      if (lo < 0 || hi > 600 || lo > hi)
-        return invalid(
-            "Invalid retry policy: backoffs must be within 0 to 600 seconds and the "
-            "minimum not above the maximum.");
-    }
-    if (s.has_push_config() && !s.push_config().push_endpoint().empty()) {
-      const auto& endpoint = s.push_config().push_endpoint();
-      if (!endpoint.starts_with("http://") && !endpoint.starts_with("https://"))
-        return invalid("Invalid push endpoint: " + endpoint);
-    }
-    s.set_state(v1::Subscription::ACTIVE);
+    if (auto checked = normalise_subscription(s, creating); !checked.ok()) return checked;
+    if (s.has_dead_letter_policy() && !s.dead_letter_policy().dead_letter_topic().empty() &&
+        !topics.contains(s.dead_letter_policy().dead_letter_topic()))
+      return not_found("Dead letter topic", s.dead_letter_policy().dead_letter_topic());
     return {};
   }
 };
@@ -1119,17 +1031,7 @@ void service::stop() {
 
 void service::create_topic(v1::Topic request, reply<v1::Topic> done) {
   auto& d = *impl_;
-  auto parsed = parse_name(request.name(), resource_kind::topic);
-  if (auto* s = std::get_if<status>(&parsed)) return d.fail(done, std::move(*s));
-  if (request.has_message_retention_duration()) {
-    const auto r = seconds_of(request.message_retention_duration());
-    if (r < min_retention_s || r > max_retention_s)
-      return d.fail(done, invalid("Invalid message retention duration: must be between 10 "
-                                  "minutes and 31 days."));
-  }
-  if (request.has_ingestion_data_source_settings() || request.message_transforms_size() > 0 ||
-      !request.kms_key_name().empty() || request.has_schema_settings())
-    return d.fail(done, invalid("Schemas, ingestion, transforms and KMS keys are not supported."));
+  if (auto checked = check_topic(request); !checked.ok()) return d.fail(done, std::move(checked));
   std::lock_guard lock(d.mutex);
   if (d.topics.contains(request.name()))
     return d.fail(done, status::error(code::already_exists, "Topic already exists"));
@@ -1181,17 +1083,7 @@ void service::update_topic(v1::UpdateTopicRequest request, reply<v1::Topic> done
 
 void service::publish(v1::PublishRequest request, reply<v1::PublishResponse> done) {
   auto& d = *impl_;
-  if (auto parsed = parse_name(request.topic(), resource_kind::topic);
-      std::holds_alternative<status>(parsed))
-    return d.fail(done, std::get<status>(parsed));
-  if (request.messages_size() == 0)
-    return d.fail(done, invalid("The request contains no messages."));
-  if (request.messages_size() > max_messages_per_publish)
-    return d.fail(done, invalid("The request contains too many messages (maximum 1000)."));
-  if (request.ByteSizeLong() > max_publish_bytes)
-    return d.fail(done, invalid("The request is larger than 10 MB."));
-  for (const auto& m : request.messages())
-    if (auto s = check_message(m); !s.ok()) return d.fail(done, std::move(s));
+  if (auto checked = check_publish(request); !checked.ok()) return d.fail(done, std::move(checked));
   std::lock_guard lock(d.mutex);
   auto found = d.topics.find(request.topic());
   if (found == d.topics.end()) return d.fail(done, not_found("Topic", request.topic()));
