@@ -4,7 +4,8 @@
 // appends. A restart replays the records after the last checkpoint (SQLite) with apply_event.
 //
 // Layout, little-endian: u16 name length, the subscription's name, u32 event count, then per
-// event u8 kind (0 ack, 1 seek, 2 attempts), u64 first, u64 last, i32 attempts.
+// event u8 kind (0 ack, 1 seek, 2 attempts, 3 lease), u64 first, u64 last, i32 attempts, and
+// for a lease u32 epoch and i64 deadline_ms.
 #include <optional>
 #include <string>
 #include <string_view>

@@ -112,6 +112,12 @@ std::string encode_cursor(const cursor_state& c) {
   for (const auto& [seq, count] : c.delivery_attempts)
     attempts.emplace_back(json::array{seq, count});
   out.emplace("attempts", std::move(attempts));
+  if (!c.leases.empty()) {
+    json::array leases;
+    for (const auto& [seq, lease] : c.leases)
+      leases.emplace_back(json::array{seq, lease.delivery, lease.epoch, lease.deadline_ms});
+    out.emplace("leases", std::move(leases));
+  }
   return json::serialize(out);
 }
 
@@ -133,6 +139,13 @@ cursor_state decode_cursor(std::string_view text) {
       if (a.is_array() && a.get_array().size() == 2)
         c.delivery_attempts[a.get_array()[0].to_number<std::uint64_t>()] =
             a.get_array()[1].to_number<std::int32_t>();
+  if (const auto* leases = o.if_contains("leases"); leases && leases->is_array())
+    for (const auto& l : leases->get_array())
+      if (l.is_array() && l.get_array().size() == 4)
+        c.leases[l.get_array()[0].to_number<std::uint64_t>()] =
+            cursor_state::lease{l.get_array()[1].to_number<std::uint32_t>(),
+                                l.get_array()[2].to_number<std::uint32_t>(),
+                                l.get_array()[3].to_number<std::int64_t>()};
   return c;
 }
 
@@ -613,6 +626,9 @@ struct service::impl {
       if (messages == 0) return;
     }
     auto deliveries = s.engine->pull(messages, bytes, lease, holder);
+    // Exactly-once leases outlive the process: journaled (not waited for; a lease lost to a
+    // crash within that commit only makes its ack id stale, which the client is told).
+    if (s.meta.enable_exactly_once_delivery() && !deliveries.empty()) save_cursor(s);
     for (auto& d : deliveries) {
       auto* received = response.add_received_messages();
       received->set_ack_id(std::move(d.ack_id));

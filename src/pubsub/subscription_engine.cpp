@@ -84,14 +84,21 @@ void apply_event(cursor_state& state, const cursor_event& event) {
       if (event.attempts > 0 && event.first >= state.floor && !in_ranges(ranges, event.first))
         state.delivery_attempts[event.first] = event.attempts;
       break;
+    case cursor_event::kind::lease:
+      if (event.deadline_ms == 0)
+        state.leases.erase(event.first);
+      else
+        state.leases[event.first] = cursor_state::lease{static_cast<std::uint32_t>(event.attempts),
+                                                        event.epoch, event.deadline_ms};
+      break;
   }
+  if (event.what == cursor_event::kind::seek) state.leases.clear();
   advance_over(state.floor, ranges);
-  for (auto it = state.delivery_attempts.begin(); it != state.delivery_attempts.end();) {
-    if (it->first < state.floor || in_ranges(ranges, it->first))
-      it = state.delivery_attempts.erase(it);
-    else
-      ++it;
-  }
+  const auto is_settled = [&](std::uint64_t seq) {
+    return seq < state.floor || in_ranges(ranges, seq);
+  };
+  std::erase_if(state.delivery_attempts, [&](const auto& a) { return is_settled(a.first); });
+  std::erase_if(state.leases, [&](const auto& l) { return is_settled(l.first); });
   state.acked.assign(ranges.begin(), ranges.end());
 }
 
@@ -150,6 +157,33 @@ void subscription_engine::load(const cursor_state& state) {
       it = carried_deliveries_.erase(it);
     else
       ++it;
+  }
+  // Exactly-once leases of an earlier engine, until their deadline: outstanding at or above
+  // the cursor, which pull() then passes over. Expired ones are delivered again, their
+  // delivery count carried.
+  const core::steady_time now = clock_.now();
+  const std::int64_t now_ms = clock_.unix_millis();
+  for (const auto& [seq, lease] : state.leases) {
+    if (seq < floor_ || in_ranges(acked_, seq) || lease.delivery == 0) continue;
+    auto& carried = carried_deliveries_[seq];
+    carried = std::max(carried, lease.delivery);
+    if (!config_.exactly_once || lease.deadline_ms <= now_ms) continue;
+    entry& item = outstanding_[seq];
+    item.deliveries = take_carried(seq);
+    item.state = entry_state::leased;
+    item.epoch = lease.epoch;
+    item.when = now + std::chrono::milliseconds(lease.deadline_ms - now_ms);
+    timers_.emplace(item.when, seq);
+    ++leased_count_;
+    if (config_.message_ordering) {
+      if (auto message = read_one(seq); message && !message->message.ordering_key.empty()) {
+        auto key = keys_.try_emplace(message->message.ordering_key).first;
+        item.has_key = true;
+        item.key = key;
+        key->second.outstanding.insert(seq);
+        ++key->second.leased;
+      }
+    }
   }
 }
 
@@ -256,6 +290,11 @@ std::vector<delivery> subscription_engine::pull(std::size_t max_messages, std::s
         cursor_ = seq + 1;
         continue;
       }
+      if (!outstanding_.empty() && outstanding_.rbegin()->first >= seq &&
+          outstanding_.contains(seq)) {
+        cursor_ = seq + 1;  // a lease restored at load(), not a new message
+        continue;
+      }
       if (is_past_retention(message, now_ms)) {
         cursor_ = seq + 1;
         if (settle_one(seq)) ++counters_.expired;
@@ -344,6 +383,7 @@ void subscription_engine::lease_entry(std::uint64_t seq, entry& item, core::stea
                                       std::uint64_t holder, std::size_t bytes) {
   item.state = entry_state::leased;
   item.holder = holder;
+  item.epoch = epoch_;
   item.bytes = static_cast<std::uint32_t>(
       std::min<std::size_t>(bytes, std::numeric_limits<std::uint32_t>::max()));
   if (holder != 0) {
@@ -360,6 +400,21 @@ void subscription_engine::lease_entry(std::uint64_t seq, entry& item, core::stea
   if (config_.dead_letter)
     journal_.push_back(
         cursor_event{cursor_event::kind::attempts, seq, seq, to_attempts(item.deliveries)});
+  journal_lease(seq, item);
+}
+
+void subscription_engine::journal_lease(std::uint64_t seq, const entry& item) {
+  if (!config_.exactly_once) return;
+  cursor_event e{cursor_event::kind::lease, seq, seq, static_cast<std::int32_t>(item.deliveries)};
+  e.epoch = item.epoch;
+  e.deadline_ms =
+      item.state == entry_state::leased ? std::max<std::int64_t>(1, unix_ms_of(item.when)) : 0;
+  journal_.push_back(e);
+}
+
+std::int64_t subscription_engine::unix_ms_of(core::steady_time when) const {
+  return clock_.unix_millis() +
+         std::chrono::duration_cast<std::chrono::milliseconds>(when - clock_.now()).count();
 }
 
 delivery subscription_engine::make_delivery(stored_message message, const entry& item) const {
@@ -395,11 +450,11 @@ std::chrono::milliseconds subscription_engine::backoff_after(std::uint32_t deliv
 // ------------------------------------------------------------------------ acks and modacks
 
 bool subscription_engine::is_current_lease(const ack_token& token, core::steady_time now) const {
-  if (token.epoch != epoch_) return false;
   auto found = outstanding_.find(token.seq);
   if (found == outstanding_.end()) return false;
   const entry& item = found->second;
-  return item.state == entry_state::leased && item.deliveries == token.delivery && item.when > now;
+  return item.state == entry_state::leased && item.epoch == token.epoch &&
+         item.deliveries == token.delivery && item.when > now;
 }
 
 std::vector<ack_outcome> subscription_engine::acknowledge(const std::vector<std::string>& ack_ids) {
@@ -448,6 +503,7 @@ std::vector<ack_outcome> subscription_engine::modify_ack_deadline(
       timers_.erase(std::make_pair(item.when, token->seq));
       item.when = now + extension;
       timers_.emplace(item.when, token->seq);
+      journal_lease(token->seq, item);
     }
     outcomes.push_back(ack_outcome::ok);
   }
@@ -504,6 +560,12 @@ void subscription_engine::release_lease(std::uint64_t seq, entry& item) {
   timers_.erase(std::make_pair(item.when, seq));
   --leased_count_;
   if (item.has_key) --item.key->second.leased;
+  if (config_.exactly_once) {
+    const auto was = item.state;
+    item.state = entry_state::ready;  // journal_lease: no longer leased
+    journal_lease(seq, item);
+    item.state = was;
+  }
   if (item.holder != 0) {
     auto held = leased_by_holder_.find(item.holder);
     if (held != leased_by_holder_.end()) {
@@ -746,6 +808,11 @@ cursor_state subscription_engine::snapshot() const {
     for (const auto& [seq, item] : outstanding_)
       if (item.deliveries > 0) state.delivery_attempts[seq] = to_attempts(item.deliveries);
   }
+  if (config_.exactly_once)
+    for (const auto& [seq, item] : outstanding_)
+      if (item.state == entry_state::leased)
+        state.leases[seq] = cursor_state::lease{item.deliveries, item.epoch,
+                                                std::max<std::int64_t>(1, unix_ms_of(item.when))};
   return state;
 }
 

@@ -61,6 +61,15 @@ struct cursor_state {
   std::vector<std::pair<std::uint64_t, std::uint64_t>> acked;
   // Deliveries so far of unsettled seqs; only kept with a dead-letter policy.
   std::map<std::uint64_t, std::int32_t> delivery_attempts;
+  // Leases outstanding, with exactly-once only: their ack ids stay good across a restart until
+  // the deadline (Unix ms), as Google honours an exactly-once lease until it expires.
+  struct lease {
+    std::uint32_t delivery = 0;  // the ack id's version
+    std::uint32_t epoch = 0;     // the ack id's epoch: the engine that leased it
+    std::int64_t deadline_ms = 0;
+    friend bool operator==(const lease&, const lease&) = default;
+  };
+  std::map<std::uint64_t, lease> leases;
 
   friend bool operator==(const cursor_state&, const cursor_state&) = default;
 };
@@ -71,11 +80,15 @@ struct cursor_state {
 //   ack       seqs first..last are settled (acked, filtered, expired, dead-lettered);
 //   seek      the floor becomes `first` and everything at or after it is unacked (acked ranges
 //             and attempts below it are dropped); ack events that follow restate what stays acked;
-//   attempts  seq `first` has been delivered `attempts` times (with a dead-letter policy only).
+//   attempts  seq `first` has been delivered `attempts` times (with a dead-letter policy only);
+//   lease     seq `first` is leased as delivery `attempts` of engine `epoch` until `deadline_ms`
+//             (Unix ms), or no longer leased when deadline_ms is 0 (with exactly-once only).
 struct cursor_event {
-  enum class kind { ack, seek, attempts } what;
+  enum class kind { ack, seek, attempts, lease } what;
   std::uint64_t first = 0, last = 0;
   std::int32_t attempts = 0;
+  std::uint32_t epoch = 0;
+  std::int64_t deadline_ms = 0;
 
   friend bool operator==(const cursor_event&, const cursor_event&) = default;
 };
@@ -205,6 +218,7 @@ class subscription_engine {
     std::uint32_t deliveries = 0;  // so far; the ack id's version
     core::steady_time when{};      // lease deadline or end of back-off
     std::uint64_t holder = 0;      // whom the current lease went to (0: nobody tracked)
+    std::uint32_t epoch = 0;       // the engine that leased it (an earlier one's, if restored)
     std::uint32_t bytes = 0;       // the message's size, for the holder's count
     bool has_key = false;
     key_map::iterator key{};  // valid when has_key
@@ -241,6 +255,8 @@ class subscription_engine {
   delivery make_delivery(stored_message message, const entry& item) const;
 
   void journal_ack(std::uint64_t first, std::uint64_t last);
+  void journal_lease(std::uint64_t seq, const entry& item);  // exactly-once only
+  std::int64_t unix_ms_of(core::steady_time when) const;
   void journal_state();
 
   subscription_config config_;

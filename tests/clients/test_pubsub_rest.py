@@ -841,3 +841,29 @@ def test_metrics_count_the_backlog(server):
     assert metric(server, "nimbus_pubsub_backlog_bytes", name) == 0
     assert metric(server, "nimbus_pubsub_delivered_total", name) == 5
     assert metric(server, "nimbus_pubsub_acked_total", name) == 5
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["restart", "kill9"])
+def test_exactly_once_leases_survive_a_restart(server, kill):
+    """With exactly-once delivery a lease is honoured until its deadline, restarts included
+    (Google: an exactly-once lease is good until it expires): after a restart the ack ids
+    handed out before it still ack, and the leased messages are not delivered to anyone else
+    meanwhile. Without exactly-once, leases die with the process (test_kill9_...)."""
+    api = PubSub(server)
+    setup_topic_and_subscription(api, "topic1", "sub1", enableExactlyOnceDelivery=True,
+                                 ackDeadlineSeconds=120)
+    ids = ok(api.publish("topic1", [message(b"once-%d" % i) for i in range(3)]))["messageIds"]
+    got = {rm["message"]["messageId"]: rm["ackId"] for rm in pull_until(api, "sub1", ids)}
+    # The pull's leases reach the cursor journal within one commit, as stream acks do.
+    journal = server.data_dir / "pubsub" / "cursors"
+    wait_until(lambda: any(f.stat().st_size > 0 for f in journal.glob("*/*.seg")),
+               what="the leases in the cursor journal")
+
+    server.restart(kill=kill)
+    assert ok(api.pull("sub1", return_immediately=True)) == {}  # still leased
+    ok(api.acknowledge("sub1", [got[ids[0]]]))
+    ok(api.acknowledge("sub1", [got[ids[1]], got[ids[2]]]))
+    # Acked now: a second ack is stale, and nothing comes back.
+    stale = api.acknowledge("sub1", [got[ids[0]]])
+    error(stale, 400, "INVALID_ARGUMENT")
+    assert ok(api.pull("sub1", return_immediately=True)) == {}

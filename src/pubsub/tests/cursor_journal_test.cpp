@@ -9,10 +9,12 @@ namespace nimbus::pubsub {
 namespace {
 
 journal_record sample() {
-  return journal_record{"projects/p/subscriptions/s-1",
-                        {cursor_event{cursor_event::kind::ack, 3, 9, 0},
-                         cursor_event{cursor_event::kind::seek, 1ULL << 40, 1ULL << 40, 0},
-                         cursor_event{cursor_event::kind::attempts, 12, 12, 5}}};
+  return journal_record{
+      "projects/p/subscriptions/s-1",
+      {cursor_event{cursor_event::kind::ack, 3, 9, 0},
+       cursor_event{cursor_event::kind::seek, 1ULL << 40, 1ULL << 40, 0},
+       cursor_event{cursor_event::kind::attempts, 12, 12, 5},
+       cursor_event{cursor_event::kind::lease, 14, 14, 2, 1'700'000'000, 1'800'000'000'123}}};
 }
 
 TEST(cursor_journal, records_round_trip) {
@@ -27,7 +29,7 @@ TEST(cursor_journal, damaged_records_are_refused) {
     EXPECT_FALSE(decode_journal_record(bytes.substr(0, cut))) << "cut at " << cut;
   EXPECT_FALSE(decode_journal_record(bytes + "x"));
   std::string bad_kind = bytes;
-  bad_kind[2 + sample().subscription.size() + 4] = 7;  // the first event's kind
+  bad_kind[2 + sample().subscription.size() + 4] = 9;  // the first event's kind
   EXPECT_FALSE(decode_journal_record(bad_kind));
 }
 

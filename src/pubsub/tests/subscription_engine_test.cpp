@@ -523,18 +523,65 @@ TEST_F(exactly_once_test, a_second_ack_is_stale_and_nothing_comes_back) {
   EXPECT_TRUE(engine.pull(10, any_bytes).empty());
 }
 
-TEST_F(exactly_once_test, an_id_from_an_earlier_epoch_is_stale) {
+// Exactly-once leases outlive their engine (a restart): an earlier engine's ack id acks until
+// its deadline, the message is not handed out again meanwhile, and once it expires the old id
+// is stale and the message comes back as the next delivery.
+TEST_F(exactly_once_test, an_earlier_engines_lease_holds_until_its_deadline) {
   publish("x");
+  publish("y");
   auto before = make(exactly_once(), {}, 1);
   const auto old = before.pull(10, any_bytes);
-  ASSERT_EQ(old.size(), 1u);
+  ASSERT_EQ(old.size(), 2u);
+  clock.advance(4s);
+  EXPECT_EQ(before.modify_ack_deadline({old[1].ack_id}, 20s), all(1, ack_outcome::ok));
 
   auto after = make(exactly_once(), before.snapshot(), 2);
-  const auto fresh = after.pull(10, any_bytes);
-  ASSERT_EQ(fresh.size(), 1u);
-  EXPECT_EQ(fresh[0].message.seq, old[0].message.seq);
-  EXPECT_EQ(after.acknowledge({old[0].ack_id}), all(1, ack_outcome::stale));
-  EXPECT_EQ(after.acknowledge({fresh[0].ack_id}), all(1, ack_outcome::ok));
+  EXPECT_TRUE(after.pull(10, any_bytes).empty());  // both still leased
+  EXPECT_EQ(after.statistics().outstanding, 2u);
+  EXPECT_EQ(after.acknowledge({old[0].ack_id}), all(1, ack_outcome::ok));
+  clock.advance(10s);  // x's lease would have ended; y's was extended to 24 s
+  after.tick();
+  EXPECT_TRUE(after.pull(10, any_bytes).empty());
+  clock.advance(10s);
+  after.tick();
+  EXPECT_EQ(after.acknowledge({old[1].ack_id}), all(1, ack_outcome::stale));
+  const auto again = after.pull(10, any_bytes);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].message.message.data, "y");
+  EXPECT_EQ(after.acknowledge({again[0].ack_id}), all(1, ack_outcome::ok));
+  EXPECT_TRUE(after.pull(10, any_bytes).empty());
+}
+
+// The journal carries the leases too: replayed over the engine's starting cursor it gives the
+// snapshot, and an engine made from it honours the old ids.
+TEST_F(exactly_once_test, the_journal_restores_leases_like_a_snapshot) {
+  publish_many(4);
+  auto before = make(exactly_once(), {}, 1);
+  (void)before.take_journal();
+  const auto old = before.pull(10, any_bytes);
+  ASSERT_EQ(old.size(), 4u);
+  EXPECT_EQ(before.acknowledge({old[0].ack_id}), all(1, ack_outcome::ok));
+  EXPECT_EQ(before.modify_ack_deadline({old[1].ack_id}, 0s), all(1, ack_outcome::ok));  // nack
+  EXPECT_EQ(before.modify_ack_deadline({old[2].ack_id}, 60s), all(1, ack_outcome::ok));
+  cursor_state replayed;
+  for (const auto& event : before.take_journal()) apply_event(replayed, event);
+  EXPECT_EQ(replayed, before.snapshot());
+  EXPECT_EQ(replayed.leases.size(), 2u);  // seqs 2 and 3; 0 acked, 1 nacked
+
+  auto after = make(exactly_once(), replayed, 2);
+  EXPECT_EQ(after.acknowledge({old[2].ack_id, old[3].ack_id}), all(2, ack_outcome::ok));
+  const auto rest = after.pull(10, any_bytes);
+  ASSERT_EQ(seqs_of(rest), (std::vector<std::uint64_t>{1}));
+}
+
+// Without exactly-once, leases die with the engine: the message is delivered again at once.
+TEST_F(subscription_engine_test, plain_leases_do_not_outlive_their_engine) {
+  publish("x");
+  auto before = make({}, {}, 1);
+  ASSERT_EQ(before.pull(10, any_bytes).size(), 1u);
+  EXPECT_TRUE(before.snapshot().leases.empty());
+  auto after = make({}, before.snapshot(), 2);
+  EXPECT_EQ(after.pull(10, any_bytes).size(), 1u);
 }
 
 // --------------------------------------------------------------------------------- retention
