@@ -134,12 +134,11 @@ void pubsub_port::serve_grpc(asio::ip::tcp::socket& socket) {
   boost::system::error_code ec;
   if (!options_.allow_plain_grpc) {
     static core::log_limiter refusals(5);
-    std::uint64_t held_back = 0;
-    if (refusals.allow(held_back))
-      spdlog::warn(
-          "pubsub_plain_grpc_refused remote={} note=\"this port demands credentials off "
-          "loopback: use TLS (the CA is <data>/ca/root-CA.crt)\" similar_lines_suppressed={}",
-          net::remote_of(socket), held_back);
+    core::warn_limited(refusals,
+                       "pubsub_plain_grpc_refused remote={} note=\"this port demands credentials "
+                       "off loopback: use TLS (the CA is <data>/ca/root-CA.crt)\" "
+                       "similar_lines_suppressed={}",
+                       net::remote_of(socket));
     socket.close(ec);
     return;
   }

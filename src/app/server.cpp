@@ -478,12 +478,10 @@ int serve(const config::settings& settings) {
       auto slot = http_connections.try_acquire();
       if (!slot) {
         static core::log_limiter refusals(5);
-        std::uint64_t held_back = 0;
-        if (refusals.allow(held_back))
-          spdlog::warn(
-              "http_connection_refused remote={} limit=http.max_connections "
-              "similar_lines_suppressed={}",
-              net::remote_of(socket), held_back);
+        core::warn_limited(refusals,
+                           "http_connection_refused remote={} limit=http.max_connections "
+                           "similar_lines_suppressed={}",
+                           net::remote_of(socket));
         boost::system::error_code ignored;
         socket.close(ignored);
         return;

@@ -105,10 +105,8 @@ std::size_t pending_sockets::size() const {
 void broker::limit_hit(limit which, std::string_view client) {
   metrics_.limit_hits[static_cast<int>(which)].fetch_add(1, std::memory_order_relaxed);
   static core::log_limiter limiter(10);
-  std::uint64_t held_back = 0;
-  if (limiter.allow(held_back))
-    spdlog::warn("mqtt_limit_reached limit={} client={} similar_lines_suppressed={}",
-                 name_of(which), client, held_back);
+  core::warn_limited(limiter, "mqtt_limit_reached limit={} client={} similar_lines_suppressed={}",
+                     name_of(which), client);
 }
 
 broker::broker(const config::mqtt_settings& settings, core::clock& clock, authorizer& auth,
@@ -453,13 +451,12 @@ void broker::expire_congestion_locked(session& s, std::vector<gate_ptr>& release
   }
   metrics_.messages_dropped.fetch_add(dropped, std::memory_order_relaxed);
   static core::log_limiter limiter(10);
-  std::uint64_t held_back = 0;
-  if (limiter.allow(held_back))
-    spdlog::warn(
-        "mqtt_congestion_timeout client={} held_publishers={} dropped={} policy={} "
-        "effect=\"publishers released; the queue drops per queue_full_policy until it drains\" "
-        "similar_lines_suppressed={}",
-        s.client_id(), released.size(), dropped, settings_.queue_full_policy, held_back);
+  core::warn_limited(
+      limiter,
+      "mqtt_congestion_timeout client={} held_publishers={} dropped={} policy={} "
+      "effect=\"publishers released; the queue drops per queue_full_policy until it drains\" "
+      "similar_lines_suppressed={}",
+      s.client_id(), released.size(), dropped, settings_.queue_full_policy);
 }
 
 bool broker::retain(const message_ptr& msg, publish_result& result) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace nimbus::core {
 
@@ -28,6 +29,15 @@ class log_limiter {
   std::atomic<std::uint32_t> in_second_{0};
   std::atomic<std::uint64_t> held_back_{0};
 };
+
+// A warning at most `limiter` lets through: `format` ends with "similar_lines_suppressed={}",
+// which gets how many lines of this kind were held back before it.
+template <class... Args>
+void warn_limited(log_limiter& limiter, spdlog::format_string_t<Args..., std::uint64_t&> format,
+                  Args&&... args) {
+  std::uint64_t held_back = 0;
+  if (limiter.allow(held_back)) spdlog::warn(format, std::forward<Args>(args)..., held_back);
+}
 
 // A broken internal invariant met in a release build (NIMBUS_ASSERT, core/assert.hpp, aborts in
 // debug builds): logged at error, rate-limited, and counted in nimbus_bugs_total; the caller

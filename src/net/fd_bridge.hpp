@@ -2,8 +2,9 @@
 // Hands a stream to code that only takes a file descriptor: gRPC's AddInsecureChannelFromFd,
 // for TLS that Nimbus terminates itself (the Pub/Sub port sorts plain HTTP/1.1, plain HTTP/2
 // and TLS on one socket, which gRPC's own listeners cannot). One end of a connected loopback
-// TCP pair goes to the caller; bytes are copied between the other end and the stream, both ways, through one
-// fixed buffer each way, so a side that stops reading stops the copy and memory stays bounded.
+// TCP pair goes to the caller; bytes are copied between the other end and the stream, both ways,
+// through one fixed buffer each way, so a side that stops reading stops the copy and memory stays
+// bounded.
 #include <boost/system/error_code.hpp>
 
 #include <functional>

@@ -406,11 +406,11 @@ void confirm(const std::shared_ptr<stream_state>& stream, settle_kind kind,
 // second.
 void log_settle_failure(settle_kind kind, const std::string& subscription, const status& outcome) {
   static core::log_limiter limiter(5);
-  std::uint64_t held_back = 0;
-  if (!limiter.allow(held_back)) return;
-  spdlog::warn("pubsub_stream_{}_failed subscription={} code={} error=\"{}\" held_back={}",
-               kind == settle_kind::ack ? "ack" : "modack", subscription, code_name(outcome.what),
-               outcome.message, held_back);
+  core::warn_limited(limiter,
+                     "pubsub_stream_{}_failed subscription={} code={} error=\"{}\" "
+                     "similar_lines_suppressed={}",
+                     kind == settle_kind::ack ? "ack" : "modack", subscription,
+                     code_name(outcome.what), outcome.message);
 }
 
 // The service's answer to acks or modacks sent on the stream.

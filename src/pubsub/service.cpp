@@ -738,15 +738,14 @@ struct service::impl {
       push.window = std::max<std::size_t>(1, push.window / 2);
       push.paused_until = clock.now() + push_backoff(push.failures);
       static core::log_limiter failures_logged(5);
-      std::uint64_t held_back = 0;
-      if (failures_logged.allow(held_back))
-        spdlog::warn(
-            "pubsub_push_failed subscription={} endpoint={} answer=\"{}\" failures_in_a_row={} "
-            "similar_lines_suppressed={}",
-            name, s.meta.push_config().push_endpoint(),
-            response != nullptr ? "HTTP " + std::to_string(response->status)
-                                : std::get<net::http_client_error>(result).message,
-            push.failures, held_back);
+      core::warn_limited(
+          failures_logged,
+          "pubsub_push_failed subscription={} endpoint={} answer=\"{}\" failures_in_a_row={} "
+          "similar_lines_suppressed={}",
+          name, s.meta.push_config().push_endpoint(),
+          response != nullptr ? "HTTP " + std::to_string(response->status)
+                              : std::get<net::http_client_error>(result).message,
+          push.failures);
     }
     pump_push(s);
   }
