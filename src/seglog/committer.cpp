@@ -23,7 +23,24 @@ committer::committer(options o) : options_(o) {
     for (unsigned i = 0; i < options_.sync_threads; ++i)
       sync_threads_.emplace_back([this] { sync_worker(); });
   }
+  if (options_.fsync == fsync_policy::interval)
+    background_thread_ = std::thread([this] { background_worker(); });
   thread_ = std::thread([this] { run(); });
+}
+
+void committer::background_worker() {
+  while (true) {
+    background_sync job;
+    {
+      std::unique_lock lock(background_mutex_);
+      background_wake_.wait(lock, [&] { return background_stopping_ || !background_.empty(); });
+      if (background_.empty()) return;  // stopping, and every queued sync done
+      job = std::move(background_.front());
+      background_.pop_front();
+    }
+    if (auto error = sync_data(job.fd)) diagnostics::sync_failed(job.dir, error);
+    ::close(job.fd);
+  }
 }
 
 committer::~committer() {
@@ -40,6 +57,12 @@ committer::~committer() {
   }
   pool_wake_.notify_all();
   for (auto& helper : sync_threads_) helper.join();
+  {
+    std::lock_guard lock(background_mutex_);
+    background_stopping_ = true;
+  }
+  background_wake_.notify_all();
+  if (background_thread_.joinable()) background_thread_.join();
 }
 
 void committer::attach() {
@@ -110,7 +133,7 @@ void committer::run_round(std::vector<log*>& work) {
     l->begin_round();
     if (!l->has_round_records()) continue;  // nothing written, or it failed and was undone
     if (options_.fsync == fsync_policy::always) {
-      jobs_.push_back(sync_job{l->active_fd(), l, false, {}});
+      jobs_.push_back(sync_job{l->active_fd(), l, {}});
     } else if (options_.fsync == fsync_policy::interval && !l->is_dirty_) {
       l->is_dirty_ = true;
       std::lock_guard lock(mutex_);
@@ -125,21 +148,27 @@ void committer::run_round(std::vector<log*>& work) {
   // interval: files written longer ago than sync_interval, after this round's callbacks (their
   // promise was write(2), so the disk does not delay them).
   if (options_.fsync != fsync_policy::interval) return;
-  jobs_.clear();
+  std::vector<background_sync> due;
   {
     std::lock_guard lock(mutex_);
     while (!dirty_.empty() && dirty_.front().second + options_.sync_interval <= now) {
       log* l = dirty_.front().first;
       dirty_.pop_front();
       l->is_dirty_ = false;
-      round_logs_.push_back(l);
-      jobs_.push_back(sync_job{l->active_fd(), l, true, {}});
+      const int fd = ::dup(l->active_fd());
+      if (fd < 0) {
+        diagnostics::sync_failed(l->dir(), {errno, std::system_category()});
+        continue;
+      }
+      due.push_back(background_sync{fd, l->dir()});
     }
   }
-  sync_all();
-  for (const auto& job : jobs_) {
-    if (job.error) diagnostics::sync_failed(job.owner->dir(), job.error);
+  if (due.empty()) return;
+  {
+    std::lock_guard lock(background_mutex_);
+    for (auto& job : due) background_.push_back(std::move(job));
   }
+  background_wake_.notify_one();
 }
 
 void committer::sync_all() {

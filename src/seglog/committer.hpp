@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -52,7 +53,6 @@ class committer {
   struct sync_job {
     int fd = -1;
     log* owner = nullptr;
-    bool is_background = false;  // interval: no callback waits for it
     std::error_code error;
   };
 
@@ -96,6 +96,20 @@ class committer {
   std::size_t pool_remaining_ = 0;
   bool pool_stopping_ = false;
   std::vector<std::thread> sync_threads_;
+
+  // interval: files due for their periodic fdatasync go to this thread (a dup of the
+  // descriptor each, so a segment closed meanwhile stays syncable), never holding up a round:
+  // appends arriving during a slow sync would otherwise wait for it.
+  struct background_sync {
+    int fd = -1;
+    std::filesystem::path dir;
+  };
+  void background_worker();
+  std::mutex background_mutex_;
+  std::condition_variable background_wake_;
+  std::deque<background_sync> background_;  // guarded by background_mutex_
+  bool background_stopping_ = false;        // guarded by background_mutex_
+  std::thread background_thread_;
 
   std::thread thread_;
 };
