@@ -37,7 +37,8 @@ function rest(method, path, body) {
   });
 }
 
-// Collects `count` messages from `subscription`, acking (or handling) each with `onMessage`.
+// Collects `count` messages from `subscription`, acking (or handling) each with `onMessage`,
+// then closes it once its acks are sent.
 // Only its own listeners are removed after: the client's 'newListener' hook must stay, or a
 // later on('message') would not open the streams again.
 function receive(subscription, count, onMessage = (m) => m.ack(), ms = 15000) {
@@ -53,7 +54,10 @@ function receive(subscription, count, onMessage = (m) => m.ack(), ms = 15000) {
     };
     subscription.on('error', onError);
     subscription.on('message', onMessageEvent);
-  }), ms, `${count} messages on ${subscription.name}`).finally(() => {
+  }), ms, `${count} messages on ${subscription.name}`).finally(async () => {
+    // Close first, awaited: removing the last 'message' listener closes the subscriber too,
+    // but without waiting for its acks to be sent, and a later close() would not wait either.
+    await subscription.close();
     subscription.removeListener('error', onError);
     subscription.removeListener('message', onMessageEvent);
   });
