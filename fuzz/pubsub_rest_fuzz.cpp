@@ -36,12 +36,21 @@ void require_status(const status& s) {
 template <class Message>
 bool parse(const std::string& body, Message& message) {
   if (!json_util::JsonStringToMessage(body, &message).ok()) return false;
-  // What parses prints, and the print parses back to the same message.
+  // What parses prints, and the print parses back to the same message. Not so for a FieldMask:
+  // protobuf's JSON form (lowerCamel paths joined by commas) does not map paths such as "",
+  // "_x" or "a_1" back to themselves; those are the update handlers' to refuse ("Invalid
+  // update_mask path"), so the mask is only printed.
+  Message compared = message;
+  if constexpr (requires { compared.clear_update_mask(); }) {
+    std::string mask;
+    (void)json_util::MessageToJsonString(message.update_mask(), &mask);
+    compared.clear_update_mask();
+  }
   std::string printed;
-  require(json_util::MessageToJsonString(message, &printed).ok());
+  require(json_util::MessageToJsonString(compared, &printed).ok());
   Message again;
   require(json_util::JsonStringToMessage(printed, &again).ok());
-  require(json_util::MessageDifferencer::Equals(message, again));
+  require(json_util::MessageDifferencer::Equals(compared, again));
   return true;
 }
 

@@ -3,7 +3,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <array>
+#include <cerrno>
 #include <utility>
 #include <vector>
 
@@ -111,6 +115,14 @@ int bridge_to_fd(std::unique_ptr<byte_stream> stream, std::function<void()> on_c
   if (ec) return -1;
   const int fd = theirs.release(ec);
   if (ec) return -1;
+  // Accepted blocking; whoever takes the fd (gRPC's poller) expects EAGAIN, not a read or
+  // write that waits on the bridge and holds one of its few threads meanwhile.
+  if (const int flags = ::fcntl(fd, F_GETFL);
+      flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    ec.assign(errno, boost::system::system_category());
+    ::close(fd);
+    return -1;
+  }
   std::make_shared<bridge>(std::move(stream), std::move(ours), std::move(on_closed))->start();
   return fd;
 }

@@ -14,7 +14,8 @@
 
 namespace nimbus::net {
 
-// Returns the caller's end (a connected loopback TCP socket it now owns), or -1 with `ec`.
+// Returns the caller's end (a connected, non-blocking loopback TCP socket it now owns), or -1
+// with `ec`.
 // `on_closed` runs once, on the stream's executor, when the copying ends (either side closed
 // or failed); by then the stream is closed and the bridge's end shut down.
 int bridge_to_fd(std::unique_ptr<byte_stream> stream, std::function<void()> on_closed,
