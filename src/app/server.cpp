@@ -8,6 +8,7 @@
 
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_posix.h>
+#include <algorithm>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <charconv>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -48,6 +50,10 @@
 #include "shadow/service.hpp"
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
+#include "tsdb/influx_http.hpp"
+#include "tsdb/json_fields.hpp"
+#include "tsdb/mqtt_mapping.hpp"
+#include "tsdb/store.hpp"
 
 namespace nimbus::app {
 
@@ -182,8 +188,9 @@ int serve(const config::settings& settings) {
         (data_dir / "credentials").string(), (data_dir / "credentials").string());
   if (tokens_created)
     spdlog::info(
-        "created what=\"API tokens\" path={} note=\"Authorization: Bearer TOKEN for "
-        "/metrics off loopback\"",
+        "created what=\"API tokens\" path={} note=\"Authorization: Bearer TOKEN (Influx: Token "
+        "TOKEN) for "
+        "/metrics, Pub/Sub and the InfluxDB APIs off loopback\"",
         (data_dir / "tokens").string());
 
   // Storage; the registry and the broker restored from it.
@@ -198,6 +205,7 @@ int serve(const config::settings& settings) {
     shadow::service::migrate(db);
     rules::engine::migrate(db);
     pubsub::service::migrate(db);
+    tsdb::store::migrate(db);
     devices.load(db);
   }
   storage::write_queue writer(db_path, settings.storage.synchronous,
@@ -224,6 +232,20 @@ int serve(const config::settings& settings) {
                           : settings.pubsub.fsync == "never"  ? seglog::fsync_policy::never
                                                               : seglog::fsync_policy::always;
   pubsub::service pubsub_service(&writer, clock, pubsub_settings);
+  // The time-series store: its WAL and day partitions under <data>/tsdb, metadata in the
+  // database. Opening replays the WAL, so it may take a moment after a crash.
+  tsdb::store_settings tsdb_settings;
+  tsdb_settings.dir = data_dir / "tsdb";
+  tsdb_settings.wal_fsync = settings.tsdb.wal_fsync == "always" ? seglog::fsync_policy::always
+                                                                : seglog::fsync_policy::interval;
+  tsdb_settings.cache_max_memory = std::size_t{settings.tsdb.cache_max_memory_mb} << 20;
+  tsdb_settings.cache_snapshot_memory = std::size_t{settings.tsdb.cache_snapshot_memory_mb} << 20;
+  tsdb_settings.max_series_per_database = settings.tsdb.max_series_per_database;
+  auto time_series = [&] {
+    storage::database db(db_path, settings.storage.synchronous);
+    return std::make_unique<tsdb::store>(writer, db, clock, tsdb_settings);
+  }();
+  time_series->start();
   // Topic rules: on the bus too, each enabled rule subscribed before any client can publish.
   rules::engine_settings rule_settings;
   rule_settings.max_pending_actions = settings.rules.max_pending_actions;
@@ -241,6 +263,66 @@ int serve(const config::settings& settings) {
               done(rules::actions::failure{"KinesisAction", stream, outcome.message});
             });
       });
+  // timestream: databaseName and tableName are the database and measurement, the dimensions
+  // its tags, the SELECT output's numeric fields its fields.
+  rules_engine.action_runtime().send_timestream_to(
+      [&time_series](rules::actions::timestream_record record, rules::actions::completion done) {
+        tsdb::point point;
+        point.measurement = record.table;
+        point.tags = std::move(record.dimensions);
+        std::sort(point.tags.begin(), point.tags.end());
+        tsdb::json_field_options numbers_only;
+        numbers_only.include_booleans = false;
+        numbers_only.include_strings = false;
+        for (const auto& [name, value] : point.tags) numbers_only.skip.push_back(name);
+        tsdb::json_fields(record.output, point.fields, numbers_only);
+        point.timestamp_ns = record.time_ns;
+        const auto table = record.table;
+        if (point.fields.empty())
+          return done(rules::actions::failure{"TimestreamAction", table,
+                                              "The rule's output has no numeric value to store"});
+        std::vector<tsdb::point> points;
+        points.push_back(std::move(point));
+        time_series->write(
+            record.database, "", std::move(points),
+            [table, done = std::move(done)](const tsdb::write_outcome& outcome) {
+              if (outcome.refusal == tsdb::write_refusal::none && outcome.dropped == 0)
+                return done(std::nullopt);
+              done(rules::actions::failure{"TimestreamAction", table, outcome.message});
+            });
+      });
+  // MQTT to time series: the default mapping stores the tutorial's sensor/# payloads in
+  // nimbus/sensor_reading, tagged by device_id.
+  std::vector<broker::bus_subscription> tsdb_ingest;
+  for (const auto& mapping : std::vector<tsdb::mqtt_mapping>{tsdb::mqtt_mapping{}}) {
+    tsdb_ingest.push_back(mqtt_broker.subscribe_service(
+        mapping.filter, [&time_series, &clock, mapping](const broker::message_ptr& msg,
+                                                        const broker::client_identity*) {
+          std::string why;
+          auto point = tsdb::map_message(mapping, msg->topic, msg->payload,
+                                         clock.unix_millis() * 1'000'000, why);
+          if (!point) {
+            static core::log_limiter skipped(5);
+            core::warn_limited(skipped,
+                               "tsdb_mqtt_message_skipped topic={} reason=\"{}\" "
+                               "similar_lines_suppressed={}",
+                               msg->topic, why);
+            return;
+          }
+          std::vector<tsdb::point> points;
+          points.push_back(std::move(*point));
+          time_series->write(
+              mapping.database, "", std::move(points),
+              [topic = msg->topic](const tsdb::write_outcome& outcome) {
+                if (outcome.refusal == tsdb::write_refusal::none && outcome.dropped == 0) return;
+                static core::log_limiter refused(5);
+                core::warn_limited(refused,
+                                   "tsdb_mqtt_point_refused topic={} reason=\"{}\" "
+                                   "similar_lines_suppressed={}",
+                                   topic, outcome.message);
+              });
+        }));
+  }
   {
     storage::database db(db_path, settings.storage.synchronous);
     mqtt_broker.restore(db);
@@ -358,6 +440,31 @@ int serve(const config::settings& settings) {
     return pubsub::rest_error(pubsub_unauthenticated);
   };
   pubsub::add_rest_routes(router, pubsub_service, pubsub_auth);
+  // The InfluxDB APIs (tsdb.auth): `auto` leaves loopback listeners open, like plain MQTT, and
+  // elsewhere wants a token from <data>/tokens (read-write to write) however the client sends it.
+  const std::string& tsdb_access = settings.tsdb.auth;
+  if (tsdb_access == "none")
+    spdlog::warn(
+        "tsdb_auth_disabled setting=tsdb.auth value=none note=\"anyone who reaches a listener "
+        "may read and write time series\"");
+  auto tsdb_auth = [&tokens, &tsdb_access](const net::http_request& request,
+                                           bool write) -> std::optional<net::http_response> {
+    if (tsdb_access == "none" || (tsdb_access == "auto" && request.loopback_listener))
+      return std::nullopt;
+    for (const auto& token : tsdb::influx_credentials(request)) {
+      const auto scope = tokens.check_token(token);
+      if (scope && (!write || *scope == registry::token_scope::read_write)) return std::nullopt;
+    }
+    return request.path.starts_with("/api/v2/") ? tsdb::influx_v2_unauthorized()
+                                                : tsdb::influx_v1_unauthorized();
+  };
+  tsdb::influx_http_settings influx_settings;
+  influx_settings.max_body_size = settings.tsdb.max_body_size;
+  influx_settings.org = settings.tsdb.org;
+  influx_settings.limits.max_select_point = settings.tsdb.max_select_point == 0
+                                                ? std::numeric_limits<std::size_t>::max()
+                                                : settings.tsdb.max_select_point;
+  tsdb::add_influx_routes(router, *time_series, tsdb_auth, influx_settings, clock);
   net::http_router emulator_router;
   emulator_router.add("GET", "/", [](const net::http_request&) {
     return net::http_response{200, "text/plain", {}, "Ok"};
@@ -580,6 +687,7 @@ int serve(const config::settings& settings) {
   });
   pool.stop();
   listeners.clear();
+  time_series->stop();
   writer.drain();
   fs::remove(data_dir / "endpoints.json");
   spdlog::info("nimbus_stopped");

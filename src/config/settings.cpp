@@ -287,6 +287,39 @@ const std::vector<entry>& entries() {
          "a bearer token from <data>/tokens or an ACTIVE client certificate; gRPC then over "
          "TLS), required (credentials on every listener), none (open: a warning at start)",
          [](settings& s) -> std::string& { return s.pubsub.auth; }, {"auto", "required", "none"});
+    text("tsdb.wal_fsync", "tsdb-wal-fsync",
+         "When a time-series write answers: interval (after write: survives kill -9, synced "
+         "within 1 s), always (after fdatasync: survives power loss)",
+         [](settings& s) -> std::string& { return s.tsdb.wal_fsync; }, {"interval", "always"});
+    number(
+        "tsdb.cache_max_memory_mb", "tsdb-cache-max-memory-mb",
+        "MiB of time-series points buffered in memory; past it writes get 503 + Retry-After",
+        [](settings& s) -> std::uint32_t& { return s.tsdb.cache_max_memory_mb; }, 1, 1'048'576);
+    number(
+        "tsdb.cache_snapshot_memory_mb", "tsdb-cache-snapshot-memory-mb",
+        "MiB of buffered points that start a flush to the compressed day partitions",
+        [](settings& s) -> std::uint32_t& { return s.tsdb.cache_snapshot_memory_mb; }, 1,
+        1'048'576);
+    number(
+        "tsdb.max_series_per_database", "tsdb-max-series-per-database",
+        "Series one database may hold; points of more are dropped (0: no limit)",
+        [](settings& s) -> std::uint32_t& { return s.tsdb.max_series_per_database; }, 0,
+        4'294'967'295U);
+    number(
+        "tsdb.max_body_size", "tsdb-max-body-size",
+        "Bytes of one /write request body, as sent; larger ones get 413",
+        [](settings& s) -> std::uint32_t& { return s.tsdb.max_body_size; }, 1024, 1'073'741'824);
+    number(
+        "tsdb.max_select_point", "tsdb-max-select-point",
+        "Points one SELECT may read before it fails (InfluxDB's max-select-point; 0: no limit)",
+        [](settings& s) -> std::uint32_t& { return s.tsdb.max_select_point; }, 0, 4'294'967'295U);
+    text("tsdb.org", "tsdb-org",
+         "The organization /api/v2 requests must name (empty: any, ignored)",
+         [](settings& s) -> std::string& { return s.tsdb.org; });
+    text("tsdb.auth", "tsdb-auth",
+         "Who may use the InfluxDB APIs and /api/: auto (open on loopback listeners, elsewhere a "
+         "token from <data>/tokens as Token, Bearer, Basic or u/p), required, none",
+         [](settings& s) -> std::string& { return s.tsdb.auth; }, {"auto", "required", "none"});
     return t;
   }();
   return table;

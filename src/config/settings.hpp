@@ -89,6 +89,18 @@ struct pubsub_settings {
   std::vector<declared_resource> subscriptions;
 };
 
+// The time-series store and its InfluxDB APIs.
+struct tsdb_settings {
+  std::string wal_fsync = "interval";           // interval | always: when a write may answer 204
+  std::uint32_t cache_max_memory_mb = 1024;     // write buffer; past it writes get 503
+  std::uint32_t cache_snapshot_memory_mb = 25;  // flush the buffer to partitions past this
+  std::uint32_t max_series_per_database = 1'000'000;  // 0: no limit
+  std::uint32_t max_body_size = 25 * 1024 * 1024;     // of one write request, in bytes
+  std::uint32_t max_select_point = 50'000'000;        // points one SELECT may read (0: none)
+  std::string org;                                    // /api/v2's org: ignored when empty
+  std::string auth = "auto";  // auto | required | none: who may use the Influx APIs
+};
+
 struct settings {
   std::string data_dir = "./nimbus-data";
   std::string log_level = "info";
@@ -103,6 +115,7 @@ struct settings {
   shadow_settings shadow;
   rules_settings rules;
   pubsub_settings pubsub;
+  tsdb_settings tsdb;
 };
 
 // Describes one setting for --help, --print-config and validation.

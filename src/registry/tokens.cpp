@@ -50,9 +50,14 @@ std::optional<token_scope> api_tokens::check_bearer(
   if (value.size() <= prefix.size() || value.substr(0, prefix.size()) != prefix)
     return std::nullopt;
   value.remove_prefix(prefix.size());
+  return check_token(value);
+}
+
+std::optional<token_scope> api_tokens::check_token(std::string_view token) const {
+  if (token.empty()) return std::nullopt;
   for (const auto& e : tokens_) {
-    if (e.token.size() == value.size() &&
-        CRYPTO_memcmp(e.token.data(), value.data(), value.size()) == 0)
+    if (e.token.size() == token.size() &&
+        CRYPTO_memcmp(e.token.data(), token.data(), token.size()) == 0)
       return e.scope;
   }
   return std::nullopt;

@@ -21,6 +21,8 @@ class api_tokens {
   // The scope of the token an `Authorization: Bearer TOKEN` header carries; nullopt when the
   // header is absent, not a bearer token, or the token is unknown. Compared in constant time.
   std::optional<token_scope> check_bearer(std::optional<std::string_view> authorization) const;
+  // The scope of a token given bare (InfluxDB's `Token X`, Basic's password, `p=`).
+  std::optional<token_scope> check_token(std::string_view token) const;
   std::size_t size() const { return tokens_.size(); }
 
  private:
