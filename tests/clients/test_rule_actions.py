@@ -50,6 +50,8 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -850,9 +852,9 @@ def test_basic_ingest(server, clients):
 
 def test_actions_stored_verbatim_and_not_executed(server, clients, targets):
     """kinesis, timestream and an http action with sigv4 auth (Nimbus has no AWS credentials
-    to sign with): GetTopicRule gives them back as given; firing counts timestream (until the
-    time-series store runs it) and the signed http action not_executable, and kinesis to a
-    Pub/Sub topic that does not exist as a failure."""
+    to sign with): GetTopicRule gives them back as given; firing counts the signed http action
+    not_executable, and kinesis to a Pub/Sub topic and timestream to a database that do not
+    exist as failures."""
     target = targets()
     signed = http_action(target.url("/signed"), confirmationUrl=target.url("/"),
                          headers=[{"key": "x-device", "value": "${topic(2)}"}],
@@ -866,11 +868,30 @@ def test_actions_stored_verbatim_and_not_executed(server, clients, targets):
     pub = sensor(clients)
     pub.publish("sensor/pi-001/data", reading(20), qos=1)
     wait_action_total(server, "later", "kinesis", "failure", 1)
-    for action in ("timestream", "http"):
-        wait_action_total(server, "later", action, "not_executable", 1)
-        assert action_total(server, "later", action, "success") == 0, action
-        assert action_total(server, "later", action, "failure") == 0, action
+    wait_action_total(server, "later", "timestream", "failure", 1)
+    wait_action_total(server, "later", "http", "not_executable", 1)
+    assert action_total(server, "later", "http", "success") == 0
+    assert action_total(server, "later", "http", "failure") == 0
     target.assert_no_more()
+
+
+def test_timestream_action_writes_points_the_influx_api_reads(server, clients):
+    """timestream into the built-in store: databaseName/tableName are the database and the
+    measurement, dimensions the tags, the SELECT's numeric values the fields, timestamp the
+    time; InfluxQL over /query reads the point back."""
+    payload = rule_payload(READINGS_SQL, [timestream_action(
+        databaseName="nimbus", tableName="rule_readings",
+        timestamp={"value": "1700000000123", "unit": "MILLISECONDS"})])
+    iot_client(server).create_topic_rule(ruleName="to_timestream", topicRulePayload=payload)
+    sensor(clients).publish("sensor/pi-007/data", reading(23.25), qos=1)
+    wait_action_total(server, "to_timestream", "timestream", "success", 1)
+    query = urllib.parse.urlencode({"db": "nimbus", "epoch": "ms",
+                                    "q": "SELECT * FROM rule_readings"})
+    with urllib.request.urlopen("%s/query?%s" % (server.http_url, query), timeout=TIMEOUT) as r:
+        answer = json.load(r)
+    assert answer == {"results": [{"statement_id": 0, "series": [{
+        "name": "rule_readings", "columns": ["time", "device", "temperature"],
+        "values": [[1700000000123, "pi-007", 23.25]]}]}]}
 
 
 def test_action_shapes_refused(server):
