@@ -4,9 +4,6 @@
 
 namespace nimbus::core {
 
-namespace {
-
-// The length of the well-formed UTF-8 sequence at text[at] (RFC 3629), 0 when there is none.
 std::size_t utf8_sequence(std::string_view text, std::size_t at) {
   const auto lead = static_cast<unsigned char>(text[at]);
   if (lead < 0x80) return 1;
@@ -33,8 +30,6 @@ std::size_t utf8_sequence(std::string_view text, std::size_t at) {
     if ((static_cast<unsigned char>(text[at + k]) & 0xC0) != 0x80) return 0;
   return length;
 }
-
-}  // namespace
 
 void append_json_string(std::string& out, std::string_view text) {
   constexpr std::string_view hex = "0123456789abcdef";

@@ -17,6 +17,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/json_string.hpp"
 #include "tsdb/query.hpp"
 
 namespace nimbus::tsdb {
@@ -24,35 +25,6 @@ namespace nimbus::tsdb {
 namespace {
 
 // ------------------------------------------------------------------------------ Go's scalars
-
-// The length of the well-formed UTF-8 sequence at text[at] (Go's utf8.DecodeRuneInString: no
-// overlong forms, no surrogates, nothing past U+10FFFF), 0 when there is none.
-std::size_t utf8_length(std::string_view text, std::size_t at) {
-  const auto lead = static_cast<unsigned char>(text[at]);
-  if (lead < 0x80) return 1;
-  std::size_t length = 0;
-  unsigned char second_min = 0x80;
-  unsigned char second_max = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    if (lead == 0xE0) second_min = 0xA0;
-    if (lead == 0xED) second_max = 0x9F;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    if (lead == 0xF0) second_min = 0x90;
-    if (lead == 0xF4) second_max = 0x8F;
-  } else {
-    return 0;
-  }
-  if (at + length > text.size()) return 0;
-  const auto second = static_cast<unsigned char>(text[at + 1]);
-  if (second < second_min || second > second_max) return 0;
-  for (std::size_t k = 2; k < length; ++k)
-    if ((static_cast<unsigned char>(text[at + k]) & 0xC0) != 0x80) return 0;
-  return length;
-}
 
 // A JSON string as json.Marshal writes it: besides the usual escapes, `<`, `>` and `&` as
 // \u003c \u003e \u0026 (HTML-safe, its default), U+2028 and U+2029 escaped (JavaScript line
@@ -93,7 +65,7 @@ void append_go_string(std::string& out, std::string_view text) {
       ++at;
       continue;
     }
-    const std::size_t length = utf8_length(text, at);
+    const std::size_t length = core::utf8_sequence(text, at);
     if (length == 0) {
       out += "\\ufffd";
       ++at;
