@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <map>
 #include <sstream>
@@ -32,6 +33,7 @@
 #include "iot/control_plane.hpp"
 #include "iot/data_plane.hpp"
 #include "iot/device_authorizer.hpp"
+#include "mqtt/topic.hpp"
 #include "net/address.hpp"
 #include "net/http_server.hpp"
 #include "net/io_pool.hpp"
@@ -50,6 +52,8 @@
 #include "shadow/service.hpp"
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
+#include "tsdb/dashboard_api.hpp"
+#include "tsdb/database_entry.hpp"
 #include "tsdb/influx_http.hpp"
 #include "tsdb/json_fields.hpp"
 #include "tsdb/mqtt_mapping.hpp"
@@ -141,6 +145,53 @@ void every_second(asio::steady_timer& timer, std::function<void()> work) {
     work();
     every_second(timer, std::move(work));
   });
+}
+
+// The MQTT-to-points mappings: [[tsdb.mqtt]] entries, else the default one. A bad entry stops
+// the start, naming it.
+std::vector<tsdb::mqtt_mapping> mqtt_mappings_of(const config::tsdb_settings& settings) {
+  if (settings.mqtt.empty()) return {tsdb::mqtt_mapping{}};
+  std::vector<tsdb::mqtt_mapping> out;
+  for (std::size_t i = 0; i < settings.mqtt.size(); ++i) {
+    std::string error;
+    auto mapping = tsdb::parse_mqtt_mapping(settings.mqtt[i].json, error);
+    if (mapping && !mqtt::is_valid_topic_filter(mapping->filter))
+      error = "filter \"" + mapping->filter + "\" is not a valid MQTT topic filter";
+    if (!error.empty())
+      throw std::runtime_error(
+          fmt::format("the config's [[tsdb.mqtt]] entry {}: {}", i + 1, error));
+    out.push_back(std::move(*mapping));
+  }
+  return out;
+}
+
+// Creates the [[tsdb.databases]] that are missing and sets the default policy's duration of
+// those that exist to the one configured; waits until that is durable.
+void declare_databases(tsdb::store& store, const config::tsdb_settings& settings) {
+  for (std::size_t i = 0; i < settings.databases.size(); ++i) {
+    std::string error;
+    auto entry = tsdb::parse_database_entry(settings.databases[i].json, error);
+    if (!entry)
+      throw std::runtime_error(
+          fmt::format("the config's [[tsdb.databases]] entry {}: {}", i + 1, error));
+    std::promise<std::optional<std::string>> done;
+    auto outcome = done.get_future();
+    const auto current = store.policy(entry->name, "");
+    if (!current) {
+      store.create_database(entry->name, entry->policy, [&done](std::optional<std::string> e) {
+        done.set_value(std::move(e));
+      });
+    } else if (current->duration_ns != entry->policy.duration_ns) {
+      store.alter_retention_policy(
+          entry->name, current->name, entry->policy.duration_ns, std::nullopt, std::nullopt, false,
+          [&done](std::optional<std::string> e) { done.set_value(std::move(e)); });
+    } else {
+      continue;
+    }
+    if (auto problem = outcome.get())
+      throw std::runtime_error(fmt::format("the config's [[tsdb.databases]] entry {} ({}): {}",
+                                           i + 1, entry->name, *problem));
+  }
 }
 
 }  // namespace
@@ -246,6 +297,7 @@ int serve(const config::settings& settings) {
     return std::make_unique<tsdb::store>(writer, db, clock, tsdb_settings);
   }();
   time_series->start();
+  declare_databases(*time_series, settings.tsdb);
   // Topic rules: on the bus too, each enabled rule subscribed before any client can publish.
   rules::engine_settings rule_settings;
   rule_settings.max_pending_actions = settings.rules.max_pending_actions;
@@ -291,10 +343,10 @@ int serve(const config::settings& settings) {
               done(rules::actions::failure{"TimestreamAction", table, outcome.message});
             });
       });
-  // MQTT to time series: the default mapping stores the tutorial's sensor/# payloads in
-  // nimbus/sensor_reading, tagged by device_id.
+  // MQTT to time series: [[tsdb.mqtt]] entries, or by default the tutorial's sensor/# payloads
+  // in nimbus/sensor_reading, tagged by device_id.
   std::vector<broker::bus_subscription> tsdb_ingest;
-  for (const auto& mapping : std::vector<tsdb::mqtt_mapping>{tsdb::mqtt_mapping{}}) {
+  for (const auto& mapping : mqtt_mappings_of(settings.tsdb)) {
     tsdb_ingest.push_back(mqtt_broker.subscribe_service(
         mapping.filter, [&time_series, &clock, mapping](const broker::message_ptr& msg,
                                                         const broker::client_identity*) {
@@ -440,8 +492,9 @@ int serve(const config::settings& settings) {
     return pubsub::rest_error(pubsub_unauthenticated);
   };
   pubsub::add_rest_routes(router, pubsub_service, pubsub_auth);
-  // The InfluxDB APIs (tsdb.auth): `auto` leaves loopback listeners open, like plain MQTT, and
-  // elsewhere wants a token from <data>/tokens (read-write to write) however the client sends it.
+  // The InfluxDB APIs and the dashboard API (tsdb.auth): `auto` leaves loopback listeners open,
+  // like plain MQTT, and elsewhere wants a token from <data>/tokens (read-write to write) however
+  // the client sends it.
   const std::string& tsdb_access = settings.tsdb.auth;
   if (tsdb_access == "none")
     spdlog::warn(
@@ -455,8 +508,9 @@ int serve(const config::settings& settings) {
       const auto scope = tokens.check_token(token);
       if (scope && (!write || *scope == registry::token_scope::read_write)) return std::nullopt;
     }
-    return request.path.starts_with("/api/v2/") ? tsdb::influx_v2_unauthorized()
-                                                : tsdb::influx_v1_unauthorized();
+    if (request.path.starts_with("/api/v2/")) return tsdb::influx_v2_unauthorized();
+    if (request.path.starts_with("/api/")) return tsdb::dashboard_unauthorized();
+    return tsdb::influx_v1_unauthorized();
   };
   tsdb::influx_http_settings influx_settings;
   influx_settings.max_body_size = settings.tsdb.max_body_size;
@@ -465,6 +519,12 @@ int serve(const config::settings& settings) {
                                                 ? std::numeric_limits<std::size_t>::max()
                                                 : settings.tsdb.max_select_point;
   tsdb::add_influx_routes(router, *time_series, tsdb_auth, influx_settings, clock);
+  // The tutorial's dashboard API (§5.2), under the same access rule.
+  tsdb::dashboard_settings dashboard;
+  dashboard.database = settings.tsdb.devices_database;
+  dashboard.measurement = settings.tsdb.devices_measurement;
+  dashboard.device_tag = settings.tsdb.devices_tag;
+  tsdb::add_dashboard_routes(router, *time_series, tsdb_auth, dashboard, clock);
   net::http_router emulator_router;
   emulator_router.add("GET", "/", [](const net::http_request&) {
     return net::http_response{200, "text/plain", {}, "Ok"};

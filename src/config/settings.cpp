@@ -320,6 +320,15 @@ const std::vector<entry>& entries() {
          "Who may use the InfluxDB APIs and /api/: auto (open on loopback listeners, elsewhere a "
          "token from <data>/tokens as Token, Bearer, Basic or u/p), required, none",
          [](settings& s) -> std::string& { return s.tsdb.auth; }, {"auto", "required", "none"});
+    text("tsdb.devices_database", "tsdb-devices-database",
+         "Where the dashboard API (/api/devices...) reads devices: the database",
+         [](settings& s) -> std::string& { return s.tsdb.devices_database; });
+    text("tsdb.devices_measurement", "tsdb-devices-measurement",
+         "Where the dashboard API reads devices: the measurement",
+         [](settings& s) -> std::string& { return s.tsdb.devices_measurement; });
+    text("tsdb.devices_tag", "tsdb-devices-tag",
+         "The tag naming a device in the dashboard API's measurement",
+         [](settings& s) -> std::string& { return s.tsdb.devices_tag; });
     return t;
   }();
   return table;
@@ -372,8 +381,12 @@ std::string apply_table(settings& s, const toml::table& table, const std::string
       if (auto err = apply_table(s, *sub, key, source); !err.empty()) return err;
       continue;
     }
-    if (key == "pubsub.topics" || key == "pubsub.subscriptions") {
-      auto& declared = key == "pubsub.topics" ? s.pubsub.topics : s.pubsub.subscriptions;
+    if (key == "pubsub.topics" || key == "pubsub.subscriptions" || key == "tsdb.mqtt" ||
+        key == "tsdb.databases") {
+      auto& declared = key == "pubsub.topics"          ? s.pubsub.topics
+                       : key == "pubsub.subscriptions" ? s.pubsub.subscriptions
+                       : key == "tsdb.mqtt"            ? s.tsdb.mqtt
+                                                       : s.tsdb.databases;
       const auto* items = node.as_array();
       for (std::size_t i = 0; items != nullptr && i < items->size(); ++i) {
         const auto* item = (*items)[i].as_table();
@@ -502,8 +515,10 @@ std::string to_toml(const settings& s) {
     out << "; flag --" << e.flag << ")\n";
     out << name << " = " << (quoted ? fmt::format("\"{}\"", value) : value) << "\n";
   }
-  for (const auto& [key, declared] : {std::pair{"pubsub.topics", &s.pubsub.topics},
-                                      std::pair{"pubsub.subscriptions", &s.pubsub.subscriptions}})
+  for (const auto& [key, declared] :
+       {std::pair{"pubsub.topics", &s.pubsub.topics},
+        std::pair{"pubsub.subscriptions", &s.pubsub.subscriptions},
+        std::pair{"tsdb.databases", &s.tsdb.databases}, std::pair{"tsdb.mqtt", &s.tsdb.mqtt}})
     for (const auto& resource : *declared) out << "\n[[" << key << "]]\n" << resource.toml << "\n";
   return out.str();
 }

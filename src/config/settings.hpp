@@ -74,8 +74,10 @@ struct rules_settings {
   std::uint32_t http_timeout_ms = 3000;      // one attempt of an http action
 };
 
-// A Pub/Sub topic or subscription declared in the config file ([[pubsub.topics]],
-// [[pubsub.subscriptions]]): created at start when missing, which Google's emulator cannot do.
+// A resource declared in the config file as a list of tables: Pub/Sub topics and subscriptions
+// ([[pubsub.topics]], [[pubsub.subscriptions]]: created at start when missing, which Google's
+// emulator cannot do), time-series databases ([[tsdb.databases]]) and MQTT-to-points mappings
+// ([[tsdb.mqtt]]). Their owners check them.
 struct declared_resource {
   std::string json;  // its fields as the REST JSON of a Topic / Subscription
   std::string toml;  // as written, for --print-config
@@ -99,6 +101,15 @@ struct tsdb_settings {
   std::uint32_t max_select_point = 50'000'000;        // points one SELECT may read (0: none)
   std::string org;                                    // /api/v2's org: ignored when empty
   std::string auth = "auto";  // auto | required | none: who may use the Influx APIs
+  // Where the dashboard API finds devices: a tag of one measurement of one database.
+  std::string devices_database = "nimbus";
+  std::string devices_measurement = "sensor_reading";
+  std::string devices_tag = "device_id";
+  // [[tsdb.databases]]: {name, retention}, created at start when missing.
+  std::vector<declared_resource> databases;
+  // [[tsdb.mqtt]]: topic filters whose JSON payloads become points (tsdb/mqtt_mapping.hpp).
+  // None: the default entry, sensor/# to nimbus/sensor_reading tagged by device_id.
+  std::vector<declared_resource> mqtt;
 };
 
 struct settings {

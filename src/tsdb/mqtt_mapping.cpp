@@ -118,6 +118,89 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
   return text[at] == '+' ? ns - offset : ns + offset;
 }
 
+std::optional<mqtt_mapping> parse_mqtt_mapping(std::string_view json_text, std::string& error) {
+  boost::system::error_code ec;
+  const json::value parsed = json::parse(json_text, ec);
+  if (ec || !parsed.is_object()) {
+    error = "must be a table";
+    return std::nullopt;
+  }
+  const auto strings = [&error](const json::value& value, std::string_view key,
+                                std::vector<std::string>& out) {
+    if (!value.is_array()) {
+      error = std::string(key) + " must be a list of strings";
+      return false;
+    }
+    out.clear();
+    for (const auto& item : value.get_array()) {
+      if (!item.is_string() || item.get_string().empty()) {
+        error = std::string(key) + " must be a list of non-empty strings";
+        return false;
+      }
+      out.emplace_back(item.get_string());
+    }
+    return true;
+  };
+  const auto text = [&error](const json::value& value, std::string_view key, std::string& out,
+                             bool may_be_empty) {
+    if (!value.is_string() || (!may_be_empty && value.get_string().empty())) {
+      error =
+          std::string(key) + (may_be_empty ? " must be a string" : " must be a non-empty string");
+      return false;
+    }
+    out = std::string(value.get_string());
+    return true;
+  };
+  mqtt_mapping mapping;
+  mapping.tag_keys.clear();
+  mapping.filter.clear();
+  mapping.measurement.clear();
+  for (const auto& [key, value] : parsed.get_object()) {
+    bool ok = true;
+    if (key == "filter")
+      ok = text(value, key, mapping.filter, false);
+    else if (key == "database")
+      ok = text(value, key, mapping.database, false);
+    else if (key == "measurement")
+      ok = text(value, key, mapping.measurement, false);
+    else if (key == "tags")
+      ok = strings(value, key, mapping.tag_keys);
+    else if (key == "fields")
+      ok = strings(value, key, mapping.field_keys);
+    else if (key == "time_key")
+      ok = text(value, key, mapping.time_key, true);
+    else if (key == "topic_tags") {
+      if (!value.is_object()) {
+        error = "topic_tags must be a table of tag = topic level";
+        return std::nullopt;
+      }
+      for (const auto& [tag, level] : value.get_object()) {
+        if (tag.empty() || !level.is_int64() || level.get_int64() < 0 ||
+            level.get_int64() > 65535) {
+          error = "topic_tags." + std::string(tag) + " must be a topic level, 0 or more";
+          return std::nullopt;
+        }
+        mapping.topic_tags.emplace_back(std::string(tag),
+                                        static_cast<std::size_t>(level.get_int64()));
+      }
+    } else {
+      error = "unknown key '" + std::string(key) +
+              "' (filter, database, measurement, tags, topic_tags, fields, time_key)";
+      return std::nullopt;
+    }
+    if (!ok) return std::nullopt;
+  }
+  if (mapping.filter.empty()) {
+    error = "filter is required";
+    return std::nullopt;
+  }
+  if (mapping.measurement.empty()) {
+    error = "measurement is required";
+    return std::nullopt;
+  }
+  return mapping;
+}
+
 std::optional<point> map_message(const mqtt_mapping& mapping, std::string_view topic,
                                  std::string_view payload, std::int64_t received_ns,
                                  std::string& why) {

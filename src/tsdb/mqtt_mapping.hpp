@@ -33,6 +33,17 @@ std::optional<point> map_message(const mqtt_mapping& mapping, std::string_view t
                                  std::string_view payload, std::int64_t received_ns,
                                  std::string& why);
 
+// One [[tsdb.mqtt]] entry from its JSON form (the config's TOML table as JSON):
+//   filter = "factory/+/telemetry"   (required)
+//   database = "nimbus"              measurement = "sensor_reading" (required)
+//   tags = ["device_id"]             payload keys that become tags (default none)
+//   topic_tags = { site = 1 }        topic levels (0-based) that become tags
+//   fields = ["t", "rh"]             the fields kept (default: every other scalar)
+//   time_key = "timestamp"           ("" or absent: the receive time)
+// nullopt with the reason in `error` for an unknown key or a value of the wrong type. The topic
+// filter's syntax is the caller's to check (the broker's rules).
+std::optional<mqtt_mapping> parse_mqtt_mapping(std::string_view json_text, std::string& error);
+
 // RFC3339 ("2024-01-02T03:04:05.123Z", "+09:00" offsets, a space for the T) to ns.
 std::optional<std::int64_t> parse_rfc3339(std::string_view text);
 

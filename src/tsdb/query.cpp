@@ -1661,10 +1661,10 @@ bucket_result finalize(accumulator& a, const call_spec& call) {
       const auto index = static_cast<std::int64_t>(rank) - 1;
       // By value, NaN last: a strict weak order whatever the values.
       std::stable_sort(samples.begin(), samples.end(), [](const sample& x, const sample& y) {
-        const double a = as_double(x.value).value_or(0);
-        const double b = as_double(y.value).value_or(0);
-        if (std::isnan(a)) return false;
-        return std::isnan(b) || a < b;
+        const double left = as_double(x.value).value_or(0);
+        const double right = as_double(y.value).value_or(0);
+        if (std::isnan(left)) return false;
+        return std::isnan(right) || left < right;
       });
       const sample& chosen = samples[static_cast<std::size_t>(index)];
       out.value = chosen.value;

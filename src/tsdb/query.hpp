@@ -70,6 +70,9 @@ struct query_options {
 void execute_query(store& s, std::string_view text, const query_options& options,
                    std::function<void(query_result)> done);
 
+// Go's time.RFC3339Nano in UTC ("2009-11-10T23:00:00Z", "…00.5Z"): trailing zeros trimmed.
+std::string format_rfc3339(std::int64_t ns);
+
 // The epoch parameter: ns/n, u/us, ms, s, m, h (nullopt: RFC3339 strings).
 std::optional<precision> parse_epoch(std::string_view text);
 

@@ -585,4 +585,10 @@ std::string format_csv(const query_result& result, std::optional<precision> epoc
   return out;
 }
 
+std::string format_rfc3339(std::int64_t ns) {
+  std::string out;
+  append_rfc3339(out, ns);
+  return out;
+}
+
 }  // namespace nimbus::tsdb

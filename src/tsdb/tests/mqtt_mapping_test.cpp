@@ -72,5 +72,60 @@ TEST(mqtt_mapping, rfc3339_forms) {
   EXPECT_FALSE(parse_rfc3339("1970-01-01T00:00:00+0900"));
 }
 
+TEST(mqtt_mapping, config_entries_parse_with_every_key) {
+  std::string error;
+  auto mapping = parse_mqtt_mapping(
+      R"({"filter":"factory/+/telemetry","database":"plant","measurement":"telemetry",)"
+      R"("tags":["line"],"topic_tags":{"site":1},"fields":["t","rh"],"time_key":""})",
+      error);
+  ASSERT_TRUE(mapping) << error;
+  EXPECT_EQ(mapping->filter, "factory/+/telemetry");
+  EXPECT_EQ(mapping->database, "plant");
+  EXPECT_EQ(mapping->measurement, "telemetry");
+  EXPECT_EQ(mapping->tag_keys, std::vector<std::string>{"line"});
+  ASSERT_EQ(mapping->topic_tags.size(), 1u);
+  EXPECT_EQ(mapping->topic_tags[0], (std::pair<std::string, std::size_t>{"site", 1}));
+  EXPECT_EQ(mapping->field_keys, (std::vector<std::string>{"t", "rh"}));
+  EXPECT_EQ(mapping->time_key, "");
+
+  std::string why;
+  auto p =
+      map_message(*mapping, "factory/seoul/telemetry", R"({"line":"a","t":21.5,"x":1})", 7, why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(p->timestamp_ns, 7);
+  EXPECT_EQ(p->tags,
+            (std::vector<std::pair<std::string, std::string>>{{"line", "a"}, {"site", "seoul"}}));
+  ASSERT_EQ(p->fields.size(), 1u);
+  EXPECT_EQ(p->fields[0].first, "t");
+}
+
+TEST(mqtt_mapping, config_defaults_database_nimbus_and_the_timestamp_key) {
+  std::string error;
+  auto mapping = parse_mqtt_mapping(R"({"filter":"a/#","measurement":"m"})", error);
+  ASSERT_TRUE(mapping) << error;
+  EXPECT_EQ(mapping->database, "nimbus");
+  EXPECT_TRUE(mapping->tag_keys.empty());
+  EXPECT_EQ(mapping->time_key, "timestamp");
+}
+
+TEST(mqtt_mapping, config_errors_name_the_key) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"([])", "must be a table"},
+      {R"({"measurement":"m"})", "filter is required"},
+      {R"({"filter":"a"})", "measurement is required"},
+      {R"({"filter":"a","measurement":"m","tag":["x"]})", "unknown key 'tag'"},
+      {R"({"filter":"a","measurement":"m","tags":"x"})", "tags must be a list of strings"},
+      {R"({"filter":"a","measurement":"m","tags":[""]})", "tags must be a list of non-empty"},
+      {R"({"filter":"a","measurement":"m","topic_tags":{"s":-1}})", "topic_tags.s must be"},
+      {R"({"filter":"a","measurement":"","tags":[]})", "measurement must be a non-empty"},
+      {R"({"filter":"a","measurement":"m","time_key":3})", "time_key must be a string"},
+  };
+  for (const auto& [json, expected] : cases) {
+    std::string error;
+    EXPECT_FALSE(parse_mqtt_mapping(json, error)) << json;
+    EXPECT_NE(error.find(expected), std::string::npos) << json << " -> " << error;
+  }
+}
+
 }  // namespace
 }  // namespace nimbus::tsdb

@@ -1,0 +1,46 @@
+#pragma once
+// The tutorial's dashboard REST API (§5.2), answered from the time-series store instead of the
+// Flask app's in-memory dict, its JSON kept so the tutorial's front end works unchanged:
+//
+//   GET /api/devices {"devices":[{device_id,last_seen,last_reading}],"count"} GET
+//   /api/devices/{id}/readings?hours&limit   {"device_id","readings" (newest first),"count"} GET
+//   /api/devices/{id}/stats?hours            {"device_id","period_hours","reading_count",
+//                                                 "<field>":{"min","max","avg"}}; none: 404
+//   GET /api/devices/{id}/stats/daily?days&tz    {"device_id","tz","days":[{"date","reading_count",
+//                                                 "<field>":{"min","max","avg","count"}}]}
+//
+// A device is a value of one tag (`device_id`) of one measurement (`sensor_reading`) of one
+// database (`nimbus`), all three configurable; a reading is its fields at one time, flat, plus
+// `device_id` and `timestamp` (RFC3339, UTC). Query numbers that are not integers fall back to
+// the defaults, as Flask's `type=int` does. CORS as flask_cors's defaults: the request's Origin
+// echoed with `Vary: Origin`, preflights answered. A thin adapter: handlers run on the HTTP
+// loop and read through the store (a consistent view per read).
+#include <string>
+
+#include "core/clock.hpp"
+#include "net/http_server.hpp"
+#include "tsdb/influx_http.hpp"
+#include "tsdb/store.hpp"
+
+namespace nimbus::tsdb {
+
+struct dashboard_settings {
+  std::string database = "nimbus";
+  std::string measurement = "sensor_reading";
+  std::string device_tag = "device_id";
+  // Bounds that keep one request cheap: at most this many days of /stats/daily, hours of
+  // /readings and /stats, and readings per answer.
+  int max_days = 366;
+  int max_hours = 24 * 366;
+  int max_limit = 10'000;
+};
+
+// Adds the routes. `auth` (may be null: open) is called with write=false; its refusal is sent
+// as is. `s` and `clock` must outlive the router's use.
+void add_dashboard_routes(net::http_router& router, store& s, influx_auth auth,
+                          dashboard_settings settings, core::clock& clock);
+
+// The 401 of these routes: {"error":"Unauthorized"} with WWW-Authenticate: Bearer.
+net::http_response dashboard_unauthorized();
+
+}  // namespace nimbus::tsdb
