@@ -26,6 +26,7 @@ constexpr std::uint64_t max_raw_block_bytes = std::uint64_t{1} << 28;
 constexpr codec::decode_limits block_limits{max_block_points, std::size_t{1} << 28};
 // An index entry without its two strings.
 constexpr std::size_t entry_fixed_bytes = 8 + 4 + 4 + 1 + 8 + 8 + 4 + 8 + 4;
+constexpr std::size_t rollup_entry_fixed_bytes = 8 + 4 + 4 + 1 + 8 + 8 + 8 + 4 + 8 + 4;
 
 template <class T>
 void put(std::string& out, T value) {
@@ -209,6 +210,63 @@ auto order_key(const block_info& b) {
   return std::tie(b.series_id, b.field, b.min_time);
 }
 
+auto order_key(const rollup_info& r) {
+  return std::tie(r.series_id, r.field, r.tier, r.first_start);
+}
+
+// zstd of `raw` then its CRC32C, appended to `out`.
+bool compress_framed(std::string_view raw, std::string& out, std::string& error) {
+  const std::size_t start = out.size();
+  out.resize(start + ZSTD_compressBound(raw.size()));
+  const std::size_t compressed = ZSTD_compress(out.data() + start, out.size() - start, raw.data(),
+                                               raw.size(), compression_level);
+  if (ZSTD_isError(compressed) != 0U) {
+    out.resize(start);
+    error = "zstd: ";
+    error += ZSTD_getErrorName(compressed);
+    return false;
+  }
+  out.resize(start + compressed);
+  put<std::uint32_t>(out, seglog::crc32c(std::string_view(out).substr(start, compressed)));
+  return true;
+}
+
+// The bytes compress_framed framed, checked; false with `error` saying why.
+bool decompress_framed(std::string_view stored, std::string& raw, std::string& error) {
+  if (stored.size() < 5) {
+    error = "block too short";
+    return false;
+  }
+  const std::string_view compressed = stored.substr(0, stored.size() - 4);
+  byte_reader crc_field{stored.substr(stored.size() - 4)};
+  if (crc_field.take<std::uint32_t>() != seglog::crc32c(compressed)) {
+    error = "block checksum mismatch";
+    return false;
+  }
+  const unsigned long long raw_size =
+      ZSTD_getFrameContentSize(compressed.data(), compressed.size());
+  if (raw_size == ZSTD_CONTENTSIZE_ERROR || raw_size == ZSTD_CONTENTSIZE_UNKNOWN) {
+    error = "block is not a zstd frame of known size";
+    return false;
+  }
+  if (raw_size > max_raw_block_bytes) {
+    error = "block too large";
+    return false;
+  }
+  raw.assign(static_cast<std::size_t>(raw_size), '\0');
+  const std::size_t got =
+      ZSTD_decompress(raw.data(), raw.size(), compressed.data(), compressed.size());
+  if (ZSTD_isError(got) != 0U) {
+    error = std::string("zstd: ") + ZSTD_getErrorName(got);
+    return false;
+  }
+  if (got != raw.size()) {
+    error = "block shorter than its frame says";
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool encode_block(field_type type, std::span<const std::int64_t> times,
@@ -228,38 +286,13 @@ bool encode_block(field_type type, std::span<const std::int64_t> times,
   }
   put_bytes(raw, column);
 
-  const std::size_t start = out.size();
-  out.resize(start + ZSTD_compressBound(raw.size()));
-  const std::size_t compressed = ZSTD_compress(out.data() + start, out.size() - start, raw.data(),
-                                               raw.size(), compression_level);
-  if (ZSTD_isError(compressed) != 0U) {
-    out.resize(start);
-    error = "zstd: ";
-    error += ZSTD_getErrorName(compressed);
-    return false;
-  }
-  out.resize(start + compressed);
-  put<std::uint32_t>(out, seglog::crc32c(std::string_view(out).substr(start, compressed)));
-  return true;
+  return compress_framed(raw, out, error);
 }
 
 std::variant<block, std::string> decode_block(std::string_view stored, const block_info& info) {
-  if (stored.size() < 5) return std::string("block too short");
-  const std::string_view compressed = stored.substr(0, stored.size() - 4);
-  byte_reader crc_field{stored.substr(stored.size() - 4)};
-  if (crc_field.take<std::uint32_t>() != seglog::crc32c(compressed))
-    return std::string("block checksum mismatch");
-
-  const unsigned long long raw_size =
-      ZSTD_getFrameContentSize(compressed.data(), compressed.size());
-  if (raw_size == ZSTD_CONTENTSIZE_ERROR || raw_size == ZSTD_CONTENTSIZE_UNKNOWN)
-    return std::string("block is not a zstd frame of known size");
-  if (raw_size > max_raw_block_bytes) return std::string("block too large");
-  std::string raw(static_cast<std::size_t>(raw_size), '\0');
-  const std::size_t got =
-      ZSTD_decompress(raw.data(), raw.size(), compressed.data(), compressed.size());
-  if (ZSTD_isError(got) != 0U) return std::string("zstd: ") + ZSTD_getErrorName(got);
-  if (got != raw.size()) return std::string("block shorter than its frame says");
+  std::string raw;
+  std::string frame_error;
+  if (!decompress_framed(stored, raw, frame_error)) return frame_error;
 
   byte_reader in{raw};
   const std::string_view times_column = in.take_sized();
@@ -352,6 +385,53 @@ std::error_code writer::add(std::uint64_t series_id, std::string_view series_key
       if (auto error = flush_buffer()) return error;
     }
   }
+  return add_rollups(series_id, series_key, field, type, times, values);
+}
+
+std::error_code writer::add_rollups(std::uint64_t series_id, std::string_view series_key,
+                                    std::string_view field, field_type type,
+                                    std::span<const std::int64_t> times,
+                                    std::span<const field_value> values) {
+  if (!rollup::has_rollups(type) || times.empty()) return {};
+  // A rollup stands for every point of its column in the file: a column given twice gets none
+  // (readers then read its points).
+  auto column = std::pair(series_id, std::string(field));
+  if (split_columns_.count(column)) return {};
+  if (!rolled_columns_.insert(column).second) {
+    std::erase_if(rollups_, [&](const rollup_info& r) {
+      return r.series_id == series_id && r.field == field;
+    });
+    split_columns_.insert(std::move(column));
+    return {};
+  }
+  for (const std::int64_t tier : rollup::tiers) {
+    const auto buckets = rollup::compute(type, times, values, tier);
+    if (buckets.empty() || times.size() < buckets.size() * rollup::min_points_per_bucket) continue;
+    std::string raw;
+    rollup::encode(type, buckets, raw);
+    const std::size_t before = buffer_.size();
+    std::string why;
+    if (!compress_framed(raw, buffer_, why)) {
+      buffer_.resize(before);
+      return std::make_error_code(std::errc::invalid_argument);
+    }
+    rollup_info info;
+    info.series_id = series_id;
+    info.series_key = std::string(series_key);
+    info.field = std::string(field);
+    info.type = type;
+    info.tier = tier;
+    info.first_start = buckets.front().start;
+    info.last_start = buckets.back().start;
+    info.buckets = static_cast<std::uint32_t>(buckets.size());
+    info.offset = position_;
+    info.length = static_cast<std::uint32_t>(buffer_.size() - before);
+    position_ += info.length;
+    rollups_.push_back(std::move(info));
+    if (buffer_.size() >= write_chunk_bytes) {
+      if (auto error = flush_buffer()) return error;
+    }
+  }
   return {};
 }
 
@@ -370,13 +450,32 @@ std::error_code writer::finish() {
     put<std::uint64_t>(index, info.offset);
     put<std::uint32_t>(index, info.length);
   }
+  std::string rollups;
+  put<std::uint32_t>(rollups, static_cast<std::uint32_t>(rollups_.size()));
+  for (const auto& info : rollups_) {
+    put<std::uint64_t>(rollups, info.series_id);
+    put_bytes(rollups, info.series_key);
+    put_bytes(rollups, info.field);
+    put<std::uint8_t>(rollups, static_cast<std::uint8_t>(info.type));
+    put<std::int64_t>(rollups, info.tier);
+    put<std::int64_t>(rollups, info.first_start);
+    put<std::int64_t>(rollups, info.last_start);
+    put<std::uint32_t>(rollups, info.buckets);
+    put<std::uint64_t>(rollups, info.offset);
+    put<std::uint32_t>(rollups, info.length);
+  }
   const std::uint64_t index_offset = position_;
+  const std::uint64_t rollup_index_offset = index_offset + index.size();
   buffer_.append(index);
+  buffer_.append(rollups);
   put<std::uint64_t>(buffer_, index_offset);
   put<std::uint64_t>(buffer_, index.size());
   put<std::uint32_t>(buffer_, seglog::crc32c(index));
+  put<std::uint64_t>(buffer_, rollup_index_offset);
+  put<std::uint64_t>(buffer_, rollups.size());
+  put<std::uint32_t>(buffer_, seglog::crc32c(rollups));
   buffer_.append(file_magic);
-  position_ += index.size() + footer_bytes;
+  position_ += index.size() + rollups.size() + footer_bytes;
   if (auto error = flush_buffer()) return error;
   if (auto error = sync_fd(fd_)) return error;
   const int fd = fd_;
@@ -416,7 +515,7 @@ reader::open_result reader::open(const std::filesystem::path& path) {
     return std::move(result);
   };
   const std::uint64_t size = file->size_;
-  if (size < header_bytes + footer_bytes) return corrupt("file too short");
+  if (size < header_bytes + footer_bytes_v1) return corrupt("file too short");
 
   std::string bytes;
   if (auto error = read_at(fd, 0, header_bytes, bytes)) {
@@ -426,9 +525,12 @@ reader::open_result reader::open(const std::filesystem::path& path) {
   }
   byte_reader header{bytes};
   if (header.take_bytes(file_magic.size()) != file_magic) return corrupt("bad magic");
-  if (header.take<std::uint16_t>() != format_version) return corrupt("unknown format version");
+  const auto version = header.take<std::uint16_t>();
+  if (version != 1 && version != format_version) return corrupt("unknown format version");
+  const std::size_t footer_size = version == 1 ? footer_bytes_v1 : footer_bytes;
+  if (size < header_bytes + footer_size) return corrupt("file too short");
 
-  if (auto error = read_at(fd, size - footer_bytes, footer_bytes, bytes)) {
+  if (auto error = read_at(fd, size - footer_size, footer_size, bytes)) {
     if (error == std::errc::result_out_of_range) return corrupt("file too short");
     result.error = error.message();
     return result;
@@ -437,9 +539,16 @@ reader::open_result reader::open(const std::filesystem::path& path) {
   const auto index_offset = footer.take<std::uint64_t>();
   const auto index_length = footer.take<std::uint64_t>();
   const auto index_crc = footer.take<std::uint32_t>();
+  const std::uint64_t rollup_offset = version == 1 ? 0 : footer.take<std::uint64_t>();
+  const std::uint64_t rollup_length = version == 1 ? 0 : footer.take<std::uint64_t>();
+  const std::uint32_t rollup_crc = version == 1 ? 0 : footer.take<std::uint32_t>();
   if (footer.take_bytes(file_magic.size()) != file_magic) return corrupt("bad footer magic");
+  const std::uint64_t tables_end =
+      version == 1 ? index_offset + index_length : rollup_offset + rollup_length;
   if (index_offset < header_bytes || index_offset > size || index_length > size - index_offset ||
-      size - index_offset - index_length != footer_bytes)
+      (version != 1 &&
+       (rollup_offset != index_offset + index_length || rollup_length > size - rollup_offset)) ||
+      size - tables_end != footer_size)
     return corrupt("footer out of bounds");
 
   if (auto error = read_at(fd, index_offset, static_cast<std::size_t>(index_length), bytes)) {
@@ -476,6 +585,48 @@ reader::open_result reader::open(const std::filesystem::path& path) {
   if (!index.in.empty()) return corrupt("bytes after the index");
   std::sort(file->blocks_.begin(), file->blocks_.end(),
             [](const block_info& a, const block_info& b) { return order_key(a) < order_key(b); });
+
+  if (version != 1) {
+    if (auto error = read_at(fd, rollup_offset, static_cast<std::size_t>(rollup_length), bytes)) {
+      if (error == std::errc::result_out_of_range) return corrupt("rollup index truncated");
+      result.error = error.message();
+      return result;
+    }
+    if (seglog::crc32c(bytes) != rollup_crc) return corrupt("rollup index checksum mismatch");
+    byte_reader rollups{bytes};
+    const auto count = rollups.take<std::uint32_t>();
+    if (!rollups.ok || count > rollups.in.size() / rollup_entry_fixed_bytes)
+      return corrupt("rollup index entry count out of bounds");
+    file->rollups_.reserve(count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+      rollup_info info;
+      info.series_id = rollups.take<std::uint64_t>();
+      info.series_key = std::string(rollups.take_sized());
+      info.field = std::string(rollups.take_sized());
+      const auto type = rollups.take<std::uint8_t>();
+      info.type = static_cast<field_type>(type);
+      info.tier = rollups.take<std::int64_t>();
+      info.first_start = rollups.take<std::int64_t>();
+      info.last_start = rollups.take<std::int64_t>();
+      info.buckets = rollups.take<std::uint32_t>();
+      info.offset = rollups.take<std::uint64_t>();
+      info.length = rollups.take<std::uint32_t>();
+      if (!rollups.ok) return corrupt("rollup index truncated");
+      const bool is_tier = std::find(std::begin(rollup::tiers), std::end(rollup::tiers),
+                                     info.tier) != std::end(rollup::tiers);
+      if (!is_known_type(type) || !rollup::has_rollups(info.type) || !is_tier ||
+          info.buckets == 0 ||
+          info.buckets > static_cast<std::uint64_t>(rollup::day_ns / info.tier) ||
+          info.first_start > info.last_start || info.length < 5 || info.offset < header_bytes ||
+          info.offset > index_offset || info.length > index_offset - info.offset)
+        return corrupt("rollup index entry out of bounds");
+      file->rollups_.push_back(std::move(info));
+    }
+    if (!rollups.in.empty()) return corrupt("bytes after the rollup index");
+    std::sort(
+        file->rollups_.begin(), file->rollups_.end(),
+        [](const rollup_info& a, const rollup_info& b) { return order_key(a) < order_key(b); });
+  }
   result.file = std::move(file);
   return result;
 }
@@ -489,6 +640,36 @@ std::span<const block_info> reader::find(std::uint64_t series_id, std::string_vi
   auto last = first;
   while (last != blocks_.end() && last->series_id == series_id && last->field == field) ++last;
   return {first, last};
+}
+
+std::span<const rollup_info> reader::find_rollups(std::uint64_t series_id, std::string_view field,
+                                                  std::int64_t tier) const {
+  using key = std::tuple<std::uint64_t, std::string_view, std::int64_t>;
+  const auto first = std::lower_bound(
+      rollups_.begin(), rollups_.end(), key(series_id, field, tier),
+      [](const rollup_info& r, const key& k) { return key(r.series_id, r.field, r.tier) < k; });
+  auto last = first;
+  while (last != rollups_.end() && last->series_id == series_id && last->field == field &&
+         last->tier == tier)
+    ++last;
+  return {first, last};
+}
+
+std::variant<std::vector<rollup::bucket>, std::string> reader::read_rollup(
+    const rollup_info& info) const {
+  std::string bytes;
+  if (auto error = read_at(fd_, info.offset, info.length, bytes))
+    return std::string("read: ") + error.message();
+  std::string raw;
+  std::string failure;
+  if (!decompress_framed(bytes, raw, failure)) return failure;
+  auto decoded = rollup::decode(info.type, raw, info.tier);
+  if (auto* buckets = std::get_if<std::vector<rollup::bucket>>(&decoded)) {
+    if (buckets->size() != info.buckets || buckets->front().start != info.first_start ||
+        buckets->back().start != info.last_start)
+      return std::string("rollup differs from its index entry");
+  }
+  return decoded;
 }
 
 std::variant<block, std::string> reader::read(const block_info& info) const {

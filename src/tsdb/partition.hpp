@@ -7,11 +7,18 @@
 // Layout, integers little-endian:
 //   header  "NTSP" | u16 version
 //   blocks  zstd(u32 n | times column | u32 m | values column) | u32 crc32c of the zstd bytes
+//   rollups zstd(rollup.hpp's encoding of one tier's buckets) | u32 crc32c      (version 2)
 //   index   u32 entries | per block: u64 series id | u32 n, series key | u32 n, field |
 //           u8 field type | i64 min time | i64 max time | u32 count | u64 offset | u32 length
-//   footer  u64 index offset | u64 index length | u32 crc32c of the index | "NTSP"
+//   rollup index (version 2) u32 entries | per rollup: u64 series id | u32 n, series key |
+//           u32 n, field | u8 field type | i64 tier | i64 first bucket start |
+//           i64 last bucket start | u32 buckets | u64 offset | u32 length
+//   footer  u64 index offset | u64 index length | u32 crc32c of the index |
+//           (version 2) u64 rollup index offset | u64 its length | u32 its crc32c | "NTSP"
 // Columns are codecs.hpp's; a block holds one field of one series, times ascending and unique,
-// at most max_block_points of them. `offset`/`length` span the zstd bytes and their CRC.
+// at most max_block_points of them. `offset`/`length` span the zstd bytes and their CRC. The
+// writer adds the rollups of each float or integer column it is given, per tier when its buckets
+// average rollup::min_points_per_bucket points. Version 1 files (no rollups) are still read.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -22,17 +29,20 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <variant>
 #include <vector>
 
 #include "tsdb/line_protocol.hpp"
+#include "tsdb/rollup.hpp"
 
 namespace nimbus::tsdb::partition {
 
 inline constexpr std::string_view file_magic = "NTSP";
-inline constexpr std::uint16_t format_version = 1;
+inline constexpr std::uint16_t format_version = 2;
 inline constexpr std::size_t header_bytes = 6;
-inline constexpr std::size_t footer_bytes = 24;
+inline constexpr std::size_t footer_bytes = 44;     // version 2
+inline constexpr std::size_t footer_bytes_v1 = 24;  // version 1: no rollup index
 inline constexpr std::size_t max_block_points = 1000;
 
 // One entry of a file's index.
@@ -44,6 +54,20 @@ struct block_info {
   std::int64_t min_time = 0;
   std::int64_t max_time = 0;
   std::uint32_t count = 0;
+  std::uint64_t offset = 0;
+  std::uint32_t length = 0;
+};
+
+// One entry of a file's rollup index: one tier of one field of one series.
+struct rollup_info {
+  std::uint64_t series_id = 0;
+  std::string series_key;
+  std::string field;
+  field_type type = field_type::floating;
+  std::int64_t tier = 0;
+  std::int64_t first_start = 0;  // of its first and last buckets
+  std::int64_t last_start = 0;
+  std::uint32_t buckets = 0;
   std::uint64_t offset = 0;
   std::uint32_t length = 0;
 };
@@ -89,6 +113,10 @@ class writer {
  private:
   writer(std::filesystem::path path, std::filesystem::path temp_path, int fd);
   std::error_code flush_buffer();
+  std::error_code add_rollups(std::uint64_t series_id, std::string_view series_key,
+                              std::string_view field, field_type type,
+                              std::span<const std::int64_t> times,
+                              std::span<const field_value> values);
 
   std::filesystem::path path_;
   std::filesystem::path temp_path_;
@@ -96,6 +124,9 @@ class writer {
   std::string buffer_;          // bytes not yet written, from position_ - buffer_.size()
   std::uint64_t position_ = 0;  // bytes of the file so far, buffered ones included
   std::vector<block_info> index_;
+  std::vector<rollup_info> rollups_;
+  std::set<std::pair<std::uint64_t, std::string>> rolled_columns_;  // (series, field) given
+  std::set<std::pair<std::uint64_t, std::string>> split_columns_;   // given more than once
   bool is_finished_ = false;
   std::error_code error_;  // sticky: a failed write fails finish()
 };
@@ -120,6 +151,13 @@ class reader {
   std::span<const block_info> find(std::uint64_t series_id, std::string_view field) const;
   // Reads (pread), checks the CRC and decodes one of this file's blocks.
   std::variant<block, std::string> read(const block_info& info) const;
+  // Sorted by (series id, field, tier, first bucket).
+  const std::vector<rollup_info>& rollups() const { return rollups_; }
+  // The rollups of one tier of one field of one series (none: the tier was not kept, or the
+  // column is not numeric).
+  std::span<const rollup_info> find_rollups(std::uint64_t series_id, std::string_view field,
+                                            std::int64_t tier) const;
+  std::variant<std::vector<rollup::bucket>, std::string> read_rollup(const rollup_info& info) const;
   // True the first time a block is reported bad, so that a damaged block is logged once, not at
   // every query that meets it.
   bool is_first_failure(std::uint64_t offset) const;
@@ -134,6 +172,7 @@ class reader {
   int fd_ = -1;
   std::uint64_t size_ = 0;
   std::vector<block_info> blocks_;
+  std::vector<rollup_info> rollups_;
   mutable std::mutex failures_mutex_;
   mutable std::set<std::uint64_t> failures_;  // guarded by failures_mutex_
 };

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "tsdb/influxql.hpp"
+#include "tsdb/rollup.hpp"
 
 namespace nimbus::tsdb {
 namespace {
@@ -1423,6 +1424,10 @@ struct accumulator {
   std::int64_t selected_time = 0;
   std::uint32_t selected_series = 0;
   std::vector<sample> samples;  // median, stddev, percentile
+  // stddev's rollup buckets, merged (Chan): their count, mean and squared deviations.
+  std::uint64_t summarised_count = 0;
+  double summarised_mean = 0;
+  double summarised_m2 = 0;
 };
 
 field_type type_of_cell(const cell& c) {
@@ -1552,6 +1557,75 @@ void feed_column(accumulator* accumulators, const bucket_plan& buckets, function
   }
 }
 
+// Which reducers a rollup bucket can feed: those that need only its count, sums, spread of
+// values and selected points.
+bool is_summarisable(function fn) {
+  switch (fn) {
+    case function::count:
+    case function::sum:
+    case function::mean:
+    case function::min:
+    case function::max:
+    case function::first:
+    case function::last:
+    case function::spread:
+    case function::stddev:
+      return true;
+    case function::median:
+    case function::percentile:
+      return false;
+  }
+  return false;
+}
+
+// A rollup bucket into an accumulator, as its points would have fed it one by one.
+void feed_bucket(accumulator& a, function fn, field_type type, const rollup::bucket& b,
+                 std::uint32_t series) {
+  if (b.count == 0) return;
+  const auto add_count = [&a, &b] { a.count += b.count - 1; };  // feed() counted one
+  switch (fn) {
+    case function::count:
+    case function::sum:
+    case function::mean:
+      if (a.count == 0) a.type = type;
+      a.count += b.count;
+      a.sum += b.sum;
+      a.integer_sum += static_cast<std::uint64_t>(b.integer_sum);
+      return;
+    case function::min:
+      feed(a, fn, b.min_time, to_cell(b.min), series);
+      return add_count();
+    case function::max:
+      feed(a, fn, b.max_time, to_cell(b.max), series);
+      return add_count();
+    case function::first:
+      feed(a, fn, b.first_time, to_cell(b.first), series);
+      return add_count();
+    case function::last:
+      feed(a, fn, b.last_time, to_cell(b.last), series);
+      return add_count();
+    case function::spread:
+      feed(a, fn, b.min_time, to_cell(b.min), series);
+      feed(a, fn, b.max_time, to_cell(b.max), series);
+      a.count += b.count - 2;
+      return;
+    case function::stddev: {
+      if (a.count == 0) a.type = type;
+      a.count += b.count;
+      const double n_a = static_cast<double>(a.summarised_count);
+      const double n_b = static_cast<double>(b.count);
+      const double delta = b.mean() - a.summarised_mean;
+      a.summarised_m2 += b.m2 + delta * delta * n_a * n_b / (n_a + n_b);
+      a.summarised_mean += delta * n_b / (n_a + n_b);
+      a.summarised_count += b.count;
+      return;
+    }
+    case function::median:
+    case function::percentile:
+      return;  // never summarised
+  }
+}
+
 // A bucket's answer: nullopt when it had no point (fill's to decide), else the value (null for a
 // stddev of one point, a percentile out of range), with the selected point's time and series.
 struct bucket_result {
@@ -1616,11 +1690,12 @@ bucket_result finalize(accumulator& a, const call_spec& call) {
     }
     case function::stddev: {
       const std::vector<double> numbers = numbers_of(a.samples);
-      if (numbers.size() < 2) {
+      if (numbers.size() + a.summarised_count < 2) {
         out.value = cell{};
         break;
       }
-      // As InfluxDB: a running mean, then the sample variance around it.
+      // As InfluxDB: a running mean, then the sample variance around it; rollup buckets merged
+      // in by Chan's formula.
       double mean = 0;
       std::size_t count = 0;
       for (double x : numbers) {
@@ -1629,6 +1704,17 @@ bucket_result finalize(accumulator& a, const call_spec& call) {
       }
       double variance = 0;
       for (double x : numbers) variance += (x - mean) * (x - mean);
+      if (a.summarised_count > 0) {
+        const double n_a = static_cast<double>(count);
+        const double n_b = static_cast<double>(a.summarised_count);
+        const double delta = a.summarised_mean - mean;
+        variance += a.summarised_m2 + delta * delta * n_a * n_b / (n_a + n_b);
+        count += a.summarised_count;
+      }
+      if (count < 2) {
+        out.value = cell{};
+        break;
+      }
       out.value = std::sqrt(variance / static_cast<double>(count - 1));
       break;
     }
@@ -1769,12 +1855,17 @@ struct select_context {
   std::size_t points = 0;
   std::size_t rows = 0;
 
-  // Reads one field of one series within the statement's range, counting its points.
+  // Reads one field of one series within the statement's range (or [from, to] of it),
+  // counting its points.
   error_text read(const target& t, const series_info& series, const std::string& field,
                   field_column& out) {
+    return read(t, series, field, range.min, read_max, out);
+  }
+  error_text read(const target& t, const series_info& series, const std::string& field,
+                  std::int64_t from, std::int64_t to, field_column& out) {
     out = field_column{};
     if (!t.fields.count(field)) return {};
-    out = s.read(t.database, t.policy, series.id, field, range.min, read_max);
+    out = s.read(t.database, t.policy, series.id, field, from, to);
     return count_points(out.times.size());
   }
 
@@ -1904,6 +1995,27 @@ error_text run_aggregate_group(select_context& ctx, const target& t, const serie
       !error.empty())
     return error;
 
+  // Rollups answer when every call can use them and each bucket of theirs lies in one of
+  // ours: the coarsest tier dividing the interval and every window start (tz included).
+  std::int64_t rollup_tier = 0;
+  if (ctx.options.use_rollups && !plan.has_aux &&
+      std::all_of(calls.begin(), calls.end(),
+                  [](const call_spec& call) { return is_summarisable(call.function->fn); })) {
+    for (const std::int64_t tier : rollup::tiers) {
+      const auto is_start = [tier](std::int64_t start) { return floor_mod(start, tier) == 0; };
+      const bool is_aligned =
+          buckets.interval == 0 ||
+          (buckets.interval % tier == 0 &&
+           (buckets.starts.empty() ? is_start(buckets.first)
+                                   : std::all_of(buckets.starts.begin(), buckets.starts.end(),
+                                                 is_start)));
+      if (is_aligned) {
+        rollup_tier = tier;
+        break;
+      }
+    }
+  }
+
   std::vector<accumulator> accumulators(calls.size() * buckets.count);
   const auto accumulators_of = [&](std::size_t call) {
     return accumulators.data() + call * buckets.count;
@@ -1960,18 +2072,45 @@ error_text run_aggregate_group(select_context& ctx, const target& t, const serie
         }
       }
     }
-    // Each field once, fed to every call on it.
+    // Each field once, fed to every call on it: from rollups where the plan allows, the rest
+    // from points.
     std::vector<bool> is_done(calls.size(), false);
     for (std::size_t c = 0; c < calls.size(); ++c) {
       if (is_answered[c] || is_done[c]) continue;
-      if (auto error = ctx.read(t, *series.info, calls[c].field, column); !error.empty())
-        return error;
-      for (std::size_t other = c; other < calls.size(); ++other) {
-        if (is_answered[other] || is_done[other] || calls[other].field != calls[c].field) continue;
-        feed_column(accumulators_of(other), buckets, calls[other].function->fn, column,
-                    series_index);
-        is_done[other] = true;
+      const auto feed_points = [&](const field_column& points) {
+        for (std::size_t other = c; other < calls.size(); ++other) {
+          if (is_answered[other] || is_done[other] || calls[other].field != calls[c].field)
+            continue;
+          feed_column(accumulators_of(other), buckets, calls[other].function->fn, points,
+                      series_index);
+        }
+      };
+      if (rollup_tier > 0 && t.fields.count(calls[c].field)) {
+        const auto summary = ctx.s.read_rollup(t.database, t.policy, series.info->id,
+                                                calls[c].field, rollup_tier, ctx.range.min,
+                                                ctx.read_max);
+        if (auto error = ctx.count_points(summary.buckets.size()); !error.empty()) return error;
+        for (const auto& b : summary.buckets) {
+          const std::size_t bucket = buckets.index_of(b.start);
+          if (bucket >= buckets.count) continue;
+          for (std::size_t other = c; other < calls.size(); ++other)
+            if (!is_answered[other] && !is_done[other] && calls[other].field == calls[c].field)
+              feed_bucket(accumulators_of(other)[bucket], calls[other].function->fn, summary.type,
+                          b, series_index);
+        }
+        for (const auto& [low, high] : summary.raw) {
+          if (auto error = ctx.read(t, *series.info, calls[c].field, low, high, column);
+              !error.empty())
+            return error;
+          feed_points(column);
+        }
+      } else {
+        if (auto error = ctx.read(t, *series.info, calls[c].field, column); !error.empty())
+          return error;
+        feed_points(column);
       }
+      for (std::size_t other = c; other < calls.size(); ++other)
+        if (calls[other].field == calls[c].field) is_done[other] = true;
     }
   }
 

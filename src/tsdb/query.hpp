@@ -63,6 +63,9 @@ struct query_options {
   std::string retention_policy;  // `rp`: the default policy for FROM without one
   std::int64_t now_ns = 0;       // now(), fixed for the whole query
   query_limits limits;
+  // Aggregates may read rollup buckets where they give the same answer (store::read_rollup);
+  // off: every point is read (tests compare the two).
+  bool use_rollups = true;
 };
 
 // Runs `text`. `done` runs once: inline for read-only queries, after durability for CREATE /

@@ -2261,6 +2261,181 @@ field_column store::read(const std::string& database_name, const std::string& po
   return result;
 }
 
+rollup_column store::read_rollup(const std::string& database_name, const std::string& policy_name,
+                                 std::uint64_t series_id, const std::string& field,
+                                 std::int64_t max_tier, std::int64_t min_ns,
+                                 std::int64_t max_ns) const {
+  const auto& d = *impl_;
+  rollup_column result;
+  std::map<std::int64_t, std::vector<std::shared_ptr<const partition::reader>>> days;
+  std::vector<std::pair<std::int64_t, std::int64_t>> buffered;  // spans of points in memory
+  {
+    std::shared_lock lock(d.state_mutex);
+    const auto* db = d.find_database(database_name);
+    const auto* rp = db != nullptr ? impl::find_policy(*db, policy_name) : nullptr;
+    if (rp == nullptr || min_ns > max_ns) return result;
+    std::optional<field_type> type;
+    if (const auto entry = db->series.find(series_id); entry != db->series.end()) {
+      if (const auto known = db->fields.find(entry->second.measurement);
+          known != db->fields.end()) {
+        if (const auto f = known->second.find(field); f != known->second.end()) type = f->second;
+      }
+    }
+    if (!type) return result;  // no such field: no points
+    result.type = *type;
+    if (!rollup::has_rollups(*type)) {
+      result.raw.emplace_back(min_ns, max_ns);
+      return result;
+    }
+    const std::int64_t last_day = day_of(max_ns);
+    for (auto day = rp->days.lower_bound(day_of(min_ns));
+         day != rp->days.end() && day->first <= last_day; ++day)
+      for (const auto& f : day->second) days[day->first].push_back(f.file);
+    const auto note_buffered = [&buffered, series_id, &field, min_ns,
+                                max_ns](const write_buffer& b) {
+      const auto found = b.series.find(series_id);
+      if (found == b.series.end()) return;
+      const auto c = found->second.fields.find(field);
+      if (c == found->second.fields.end() || c->second.times.empty()) return;
+      const auto [low, high] = std::minmax_element(c->second.times.begin(), c->second.times.end());
+      if (*high >= min_ns && *low <= max_ns) buffered.emplace_back(*low, *high);
+    };
+    for (const auto& snapshot : rp->snapshots) note_buffered(*snapshot);
+    note_buffered(rp->live);
+  }
+
+  // Each file's buckets of a tier, decoded once per call; nullopt: the file has points of the
+  // column but not this tier (or an unreadable rollup), so they must be read.
+  std::map<std::pair<const partition::reader*, std::int64_t>,
+           std::optional<std::vector<rollup::bucket>>>
+      decoded;
+  const auto buckets_of =
+      [&](const partition::reader& file,
+          std::int64_t tier) -> const std::optional<std::vector<rollup::bucket>>& {
+    const auto key = std::pair(&file, tier);
+    if (const auto found = decoded.find(key); found != decoded.end()) return found->second;
+    auto& slot = decoded[key];
+    const auto entries = file.find_rollups(series_id, field, tier);
+    if (entries.size() != 1) {
+      if (file.find(series_id, field).empty()) slot.emplace();  // nothing to summarise
+      return slot;
+    }
+    auto read = file.read_rollup(entries.front());
+    if (auto* why = std::get_if<std::string>(&read)) {
+      if (file.is_first_failure(entries.front().offset))
+        spdlog::error("tsdb_rollup_unreadable file={} offset={} error=\"{}\"", file.path().string(),
+                      entries.front().offset, *why);
+      return slot;
+    }
+    slot = std::move(std::get<std::vector<rollup::bucket>>(read));
+    return slot;
+  };
+  // The bucket [start, start + tier) from every file of its day. A file without the tier has
+  // no finer one either (a tier is kept when its buckets average enough points, which finer ones
+  // average fewer of): read its points. Overwritten or buffered points may be clean at a finer
+  // tier.
+  enum class verdict { summarised, empty, finer, raw };
+  rollup::bucket merged;
+  const auto answer = [&](std::int64_t start, std::int64_t tier) -> verdict {
+    const std::int64_t end = start + (tier - 1);
+    for (const auto& [low, high] : buffered)
+      if (high >= start && low <= end) return verdict::finer;
+    const auto day = days.find(day_of(start));
+    if (day == days.end()) return verdict::empty;
+    std::vector<const rollup::bucket*> parts;
+    for (const auto& file : day->second) {
+      const auto& buckets = buckets_of(*file, tier);
+      if (!buckets) {
+        for (const auto& b : file->find(series_id, field))
+          if (b.max_time >= start && b.min_time <= end) return verdict::raw;
+        continue;
+      }
+      const auto found =
+          std::lower_bound(buckets->begin(), buckets->end(), start,
+                           [](const rollup::bucket& b, std::int64_t t) { return b.start < t; });
+      if (found != buckets->end() && found->start == start) parts.push_back(&*found);
+    }
+    if (parts.empty()) return verdict::empty;
+    std::sort(parts.begin(), parts.end(),
+              [](const auto* a, const auto* b) { return a->first_time < b->first_time; });
+    merged = *parts.front();
+    for (std::size_t i = 1; i < parts.size(); ++i) {
+      // Overlapping spans may share a time, which one file overwrote.
+      if (parts[i]->first_time <= parts[i - 1]->last_time) return verdict::finer;
+      rollup::merge(merged, *parts[i]);
+    }
+    return verdict::summarised;
+  };
+
+  const auto* const tiers_end = std::end(rollup::tiers);
+  const auto add_raw = [&result](std::int64_t low, std::int64_t high) {
+    if (!result.raw.empty() && result.raw.back().second + 1 == low)
+      result.raw.back().second = high;
+    else
+      result.raw.emplace_back(low, high);
+  };
+  // [low, high] from the tier at `tier` down: whole clean buckets, the rest one tier finer.
+  const auto decompose = [&](auto& self, std::int64_t low, std::int64_t high,
+                             const std::int64_t* tier) -> void {
+    if (tier == tiers_end) return add_raw(low, high);
+    const std::int64_t width = *tier;
+    const auto last_whole = static_cast<std::uint64_t>(width - 1);
+    // high - a as unsigned (a <= high): no overflow whatever the range.
+    const auto distance = [high](std::int64_t a) {
+      return static_cast<std::uint64_t>(high) - static_cast<std::uint64_t>(a);
+    };
+    // The first bucket start at or after `low`; whole buckets end by `high`.
+    const std::int64_t remainder = ((low % width) + width) % width;
+    if (remainder != 0 && low > std::numeric_limits<std::int64_t>::max() - (width - remainder))
+      return self(self, low, high, tier + 1);
+    const std::int64_t first = remainder == 0 ? low : low + (width - remainder);
+    if (first > high || distance(first) < last_whole) return self(self, low, high, tier + 1);
+    if (low < first) self(self, low, first - 1, tier + 1);
+    std::int64_t start = first;
+    for (;; start += width) {
+      switch (answer(start, width)) {
+        case verdict::summarised:
+          result.buckets.push_back(merged);
+          break;
+        case verdict::empty:
+          break;
+        case verdict::finer:
+          self(self, start, start + (width - 1), tier + 1);
+          break;
+        case verdict::raw:
+          add_raw(start, start + (width - 1));
+          break;
+      }
+      if (distance(start) < last_whole + static_cast<std::uint64_t>(width)) break;
+    }
+    if (distance(start) > last_whole) self(self, start + width, high, tier + 1);
+  };
+  // Only where there are points: partitions' days and buffered spans.
+  std::int64_t data_low = std::numeric_limits<std::int64_t>::max();
+  std::int64_t data_high = std::numeric_limits<std::int64_t>::min();
+  if (!days.empty()) {
+    // Saturated: the first and last days of the time range are not whole.
+    constexpr std::int64_t first_day = std::numeric_limits<std::int64_t>::min() / ns_per_day + 1;
+    constexpr std::int64_t last_day = std::numeric_limits<std::int64_t>::max() / ns_per_day - 1;
+    data_low = days.begin()->first < first_day ? std::numeric_limits<std::int64_t>::min()
+                                               : days.begin()->first * ns_per_day;
+    data_high = days.rbegin()->first > last_day
+                    ? std::numeric_limits<std::int64_t>::max()
+                    : days.rbegin()->first * ns_per_day + (ns_per_day - 1);
+  }
+  for (const auto& [low, high] : buffered) {
+    data_low = std::min(data_low, low);
+    data_high = std::max(data_high, high);
+  }
+  const std::int64_t low = std::max(min_ns, data_low);
+  const std::int64_t high = std::min(max_ns, data_high);
+  if (low <= high)
+    decompose(decompose, low, high, std::find(std::begin(rollup::tiers), tiers_end, max_tier));
+  std::sort(result.buckets.begin(), result.buckets.end(),
+            [](const rollup::bucket& a, const rollup::bucket& b) { return a.start < b.start; });
+  return result;
+}
+
 std::optional<std::pair<std::int64_t, field_value>> store::last(const std::string& database_name,
                                                                 const std::string& policy_name,
                                                                 std::uint64_t series_id,

@@ -26,6 +26,7 @@
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
 #include "tsdb/line_protocol.hpp"
+#include "tsdb/rollup.hpp"
 
 namespace nimbus::tsdb {
 
@@ -94,6 +95,14 @@ struct field_column {
   std::vector<field_value> values;
 };
 
+// One field of one series over a time range as rollup buckets and the ranges left to read as
+// points (store::read_rollup). Together they hold each point of the range exactly once.
+struct rollup_column {
+  field_type type = field_type::floating;
+  std::vector<rollup::bucket> buckets;                     // ascending, of mixed tiers
+  std::vector<std::pair<std::int64_t, std::int64_t>> raw;  // [from, to], ascending
+};
+
 // A durable batch, for whoever watches writes (alerts, live charts): after it is applied.
 struct written_batch {
   std::string database;
@@ -158,6 +167,14 @@ class store {
   field_column read(const std::string& database, const std::string& retention_policy,
                     std::uint64_t series_id, const std::string& field, std::int64_t min_ns,
                     std::int64_t max_ns) const;
+  // The same points as read() but summarised: for each tier from `max_tier` (a rollup::tiers
+  // value) down, the buckets wholly inside [min_ns, max_ns] that partition files summarise
+  // cleanly (no point in them overwritten by another file or still in the write buffer), and
+  // what is left as ranges to read(). A field without rollups (not float or integer) is one
+  // raw range.
+  rollup_column read_rollup(const std::string& database, const std::string& retention_policy,
+                            std::uint64_t series_id, const std::string& field,
+                            std::int64_t max_tier, std::int64_t min_ns, std::int64_t max_ns) const;
   // The newest point of a field of a series (from memory: kept per series, O(1)).
   std::optional<std::pair<std::int64_t, field_value>> last(const std::string& database,
                                                            const std::string& retention_policy,
