@@ -1545,6 +1545,10 @@ struct store::impl {
     std::unique_lock lock(state_mutex);
     std::error_code error;
     std::size_t opened = 0;
+    // Field types the blocks name and SQLite lacks: a flush may move the WAL's start past the
+    // records that introduced a field before its row committed, and a crash then would leave
+    // the points unreachable. The blocks say the type; it is stored again.
+    std::vector<field_row> new_fields;
     for (const auto& db_entry : fs::directory_iterator(data_dir, error)) {
       if (!db_entry.is_directory()) continue;
       const auto db_name = name_of_path(db_entry.path().filename().string());
@@ -1598,6 +1602,11 @@ struct store::impl {
             std::shared_ptr<const partition::reader> file = std::move(result.file);
             for (const auto& b : file->blocks()) {
               register_stored_series(*db, b.series_id, b.series_key);
+              if (const auto entry = db->series.find(b.series_id); entry != db->series.end()) {
+                const std::string& measurement = entry->second.measurement;
+                if (db->fields[measurement].emplace(b.field, b.type).second)
+                  new_fields.push_back(field_row{db->name, measurement, b.field, b.type});
+              }
               auto& newest = rp.last[b.series_id];
               const auto last = newest.find(b.field);
               if (last == newest.end())
@@ -1617,7 +1626,12 @@ struct store::impl {
         }
       }
     }
+    lock.unlock();
     if (opened > 0) spdlog::info("tsdb_partitions_indexed files={}", opened);
+    if (!new_fields.empty()) {
+      spdlog::warn("tsdb_field_types_recovered fields={}", new_fields.size());
+      persist_fields(std::move(new_fields));
+    }
   }
 
   void open_wal() {
