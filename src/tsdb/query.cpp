@@ -25,6 +25,7 @@
 #include <variant>
 #include <vector>
 
+#include "tsdb/go_sort.hpp"
 #include "tsdb/influxql.hpp"
 #include "tsdb/rollup.hpp"
 
@@ -282,6 +283,21 @@ bool is_comparison(iql::binary_op op) {
   }
 }
 
+bool is_ordered(iql::binary_op op) {
+  using iql::binary_op;
+  return op == binary_op::less || op == binary_op::less_equal || op == binary_op::greater ||
+         op == binary_op::greater_equal;
+}
+
+// Whether a condition orders a tag (<, <=, >, >=), which SHOW statements refuse.
+bool orders_a_tag(const compiled_expr& e) {
+  if (e.kind != node_kind::binary) return false;
+  if (is_ordered(e.op) &&
+      (e.children[0].kind == node_kind::tag_ref || e.children[1].kind == node_kind::tag_ref))
+    return true;
+  return std::any_of(e.children.begin(), e.children.end(), orders_a_tag);
+}
+
 cell evaluate(const compiled_expr& e, const row_view& row) {
   using iql::binary_op;
   switch (e.kind) {
@@ -324,6 +340,9 @@ cell evaluate(const compiled_expr& e, const row_view& row) {
     case binary_op::less_equal:
     case binary_op::greater:
     case binary_op::greater_equal: {
+      // 1.6.7 matches no series by an ordered comparison of a tag (SHOW refuses it).
+      if (is_ordered(e.op) && (lhs.kind == node_kind::tag_ref || rhs.kind == node_kind::tag_ref))
+        return false;
       const auto order = compare(evaluate(lhs, row), evaluate(rhs, row));
       if (!order) return false;
       switch (e.op) {
@@ -697,6 +716,7 @@ error_text compile_tag_condition(const iql::expression_ptr& condition,
   scope.fields = &no_fields;
   compiled_expr compiled;
   if (auto error = compile_condition(*condition, scope, compiled); !error.empty()) return error;
+  if (orders_a_tag(compiled)) return "invalid tag comparison operator";
   out = std::move(compiled);
   return {};
 }
@@ -898,8 +918,14 @@ enum class function : std::uint8_t {
 struct function_entry {
   std::string_view name;
   function fn;
-  bool is_selector;      // returns one of its points (and that point's time, alone)
-  bool is_numeric_only;  // refuses strings and booleans; skips them in fn(*)
+  bool is_selector;             // returns one of its points (and that point's time, alone)
+  bool is_numeric_only;         // refuses strings and booleans; skips them in fn(*)
+  bool takes_booleans = false;  // numeric_only, but booleans too (1.6.7's min and max)
+
+  bool refuses(field_type type) const {
+    if (!is_numeric_only) return false;
+    return type == field_type::string || (type == field_type::boolean && !takes_booleans);
+  }
 };
 
 // The aggregates Nimbus runs: one table drives parsing of calls, wildcard expansion and the
@@ -909,8 +935,8 @@ constexpr function_entry function_table[] = {
     {"sum", function::sum, false, true},
     {"mean", function::mean, false, true},
     {"median", function::median, false, true},
-    {"min", function::min, true, true},
-    {"max", function::max, true, true},
+    {"min", function::min, true, true, true},
+    {"max", function::max, true, true, true},
     {"first", function::first, true, false},
     {"last", function::last, true, false},
     {"spread", function::spread, false, true},
@@ -1119,8 +1145,7 @@ class select_compiler {
       const std::string prefix = f.alias.empty() ? e.text : f.alias;
       for (const auto& [name, type] : fields_) {
         if (!matches(pattern, name)) continue;
-        if (entry->is_numeric_only && (type == field_type::string || type == field_type::boolean))
-          continue;
+        if (entry->refuses(type)) continue;
         output_column column;
         column.alias = prefix + "_" + name;
         column.expr = call_node(entry, name, percentile);
@@ -1182,8 +1207,7 @@ class select_compiler {
       return "expected field argument in " + e.text + "()";
     if (argument.kind == iql::expression_kind::var_ref) {
       const auto found = fields_.find(argument.text);
-      if (entry->is_numeric_only && found != fields_.end() &&
-          (found->second == field_type::string || found->second == field_type::boolean))
+      if (found != fields_.end() && entry->refuses(found->second))
         return "unsupported " + e.text + " iterator type: *query." +
                (found->second == field_type::string ? "string" : "boolean") + "InterruptIterator";
     }
@@ -1719,6 +1743,25 @@ bucket_result finalize(accumulator& a, const call_spec& call) {
       break;
     }
     case function::median: {
+      if (a.type == field_type::integer) {
+        // 1.6.7's integer median: float64(lo) + float64(hi-lo)/2, the difference wrapping.
+        std::vector<std::int64_t> integers;
+        for (const auto& one : a.samples)
+          if (const auto* i = std::get_if<std::int64_t>(&one.value)) integers.push_back(*i);
+        if (!integers.empty()) {
+          std::sort(integers.begin(), integers.end());
+          const std::size_t half = integers.size() / 2;
+          if (integers.size() % 2 == 0) {
+            const std::int64_t low = integers[half - 1];
+            const auto difference = static_cast<std::int64_t>(
+                static_cast<std::uint64_t>(integers[half]) - static_cast<std::uint64_t>(low));
+            out.value = static_cast<double>(low) + static_cast<double>(difference) / 2;
+          } else {
+            out.value = static_cast<double>(integers[half]);
+          }
+          break;
+        }
+      }
       std::vector<double> numbers = numbers_of(a.samples);
       if (numbers.empty()) {
         out.value = cell{};
@@ -1741,12 +1784,16 @@ bucket_result finalize(accumulator& a, const call_spec& call) {
       // InfluxDB's nearest rank: floor(n * p / 100 + 0.5) - 1, null outside the points.
       const double rank = std::floor(length * call.percentile / 100.0 + 0.5);
       if (!(rank >= 1 && rank <= length)) {
-        out.value = cell{};
+        out.value.reset();  // as 1.6.7: no point at all, so fill() decides
         break;
       }
       const auto index = static_cast<std::int64_t>(rank) - 1;
-      // By value, NaN last: a strict weak order whatever the values.
-      std::stable_sort(samples.begin(), samples.end(), [](const sample& x, const sample& y) {
+      // The points in time order (across series as 1.6.7 merges them), then sorted by value as
+      // Go's sort.Sort sorts them: which of several equal values is chosen, and so the time
+      // answered, is that algorithm's. NaN last: a strict weak order whatever the values.
+      std::stable_sort(samples.begin(), samples.end(),
+                       [](const sample& x, const sample& y) { return x.time < y.time; });
+      go_sort::sort(samples, [](const sample& x, const sample& y) {
         const double left = as_double(x.value).value_or(0);
         const double right = as_double(y.value).value_or(0);
         if (std::isnan(left)) return false;
@@ -2006,9 +2053,9 @@ error_text run_aggregate_group(select_context& ctx, const target& t, const serie
       const bool is_aligned =
           buckets.interval == 0 ||
           (buckets.interval % tier == 0 &&
-           (buckets.starts.empty() ? is_start(buckets.first)
-                                   : std::all_of(buckets.starts.begin(), buckets.starts.end(),
-                                                 is_start)));
+           (buckets.starts.empty()
+                ? is_start(buckets.first)
+                : std::all_of(buckets.starts.begin(), buckets.starts.end(), is_start)));
       if (is_aligned) {
         rollup_tier = tier;
         break;
@@ -2086,9 +2133,9 @@ error_text run_aggregate_group(select_context& ctx, const target& t, const serie
         }
       };
       if (rollup_tier > 0 && t.fields.count(calls[c].field)) {
-        const auto summary = ctx.s.read_rollup(t.database, t.policy, series.info->id,
-                                                calls[c].field, rollup_tier, ctx.range.min,
-                                                ctx.read_max);
+        const auto summary =
+            ctx.s.read_rollup(t.database, t.policy, series.info->id, calls[c].field, rollup_tier,
+                              ctx.range.min, ctx.read_max);
         if (auto error = ctx.count_points(summary.buckets.size()); !error.empty()) return error;
         for (const auto& b : summary.buckets) {
           const std::size_t bucket = buckets.index_of(b.start);
@@ -2286,9 +2333,50 @@ error_text resolve_targets(const store& s, const iql::select_statement& stmt,
 }
 
 // Checks the combination of fields, functions and clauses as compile.go's validateFields.
+// The calls and the other variables of an expression as written (before fn(*) expands).
+void count_written(const iql::expression& e, bool in_call, std::size_t& calls,
+                   std::size_t& variables, bool& has_non_selector) {
+  switch (e.kind) {
+    case iql::expression_kind::call: {
+      ++calls;
+      const auto* entry = find_function(e.text);
+      if (entry == nullptr || !entry->is_selector) has_non_selector = true;
+      for (const auto& child : e.children)
+        count_written(*child, true, calls, variables, has_non_selector);
+      return;
+    }
+    case iql::expression_kind::var_ref:
+    case iql::expression_kind::wildcard:
+    case iql::expression_kind::regex:
+      if (!in_call && !(e.kind == iql::expression_kind::var_ref && e.text == "time")) ++variables;
+      return;
+    default:
+      for (const auto& child : e.children)
+        count_written(*child, in_call, calls, variables, has_non_selector);
+  }
+}
+
+// 1.6.7 checks the statement as written, before wildcards expand: mixing calls and fields is
+// an error even where no field exists, and `SELECT *` of nothing is an empty answer.
+error_text validate_written(const iql::select_statement& stmt) {
+  std::size_t calls = 0;
+  std::size_t variables = 0;
+  bool has_non_selector = false;
+  for (const auto& f : stmt.fields)
+    count_written(*f.expr, false, calls, variables, has_non_selector);
+  if (calls > 0 && variables > 0) {
+    if (has_non_selector) return "mixing aggregate and non-aggregate queries is not supported";
+    if (calls > 1) return "mixing multiple selector functions with tags or fields is not supported";
+  }
+  const bool is_only_time = std::all_of(stmt.fields.begin(), stmt.fields.end(), [](const auto& f) {
+    return f.expr->kind == iql::expression_kind::var_ref && f.expr->text == "time";
+  });
+  if (is_only_time) return "at least 1 non-time field must be queried";
+  return {};
+}
+
 error_text validate_plan(const select_plan& plan, const iql::select_statement& stmt,
                          const windowing& window) {
-  if (plan.columns.empty()) return "at least 1 non-time field must be queried";
   if (plan.call_count == 0) {
     if (stmt.fill == iql::fill_option::none) return "fill(none) must be used with a function";
     if (stmt.fill == iql::fill_option::linear) return "fill(linear) must be used with a function";
@@ -2334,10 +2422,12 @@ error_text execute_select(const store& s, const iql::select_statement& stmt,
   const std::vector<std::string> grouped = dims.keys_for(all_tags);
   const std::set<std::string> grouped_tags(grouped.begin(), grouped.end());
 
+  if (auto error = validate_written(stmt); !error.empty()) return error;
   select_compiler compiler(ctx.plan, all_fields, all_tags, grouped_tags);
   if (auto error = compiler.compile(stmt); !error.empty()) return error;
   select_plan& plan = ctx.plan;
   plan.is_raw = plan.call_count == 0;
+  if (plan.columns.empty()) return {};  // wildcards that matched no field: nothing to answer
   if (auto error = validate_plan(plan, stmt, ctx.window); !error.empty()) return error;
   if (stmt.condition) {
     compiled_expr condition;
@@ -2407,6 +2497,15 @@ error_text execute_select(const store& s, const iql::select_statement& stmt,
     }
   }
   apply_offset_limit(out, stmt.series_offset, stmt.series_limit);
+  // ORDER BY time DESC orders the series backwards too (after SLIMIT picked them), as 1.6.7.
+  if (!stmt.is_ascending) std::reverse(out.begin(), out.end());
+  // tz(): times print in the zone's local time.
+  if (ctx.window.zone != nullptr)
+    for (auto& series : out)
+      for (auto& row : series.values)
+        for (auto& value : row)
+          if (auto* time = std::get_if<time_cell>(&value))
+            time->offset_seconds = ctx.window.zone->offset_at(floor_div(time->ns, ns_per_second));
   for (auto& series : out) result.series.push_back(std::move(series));
   return {};
 }

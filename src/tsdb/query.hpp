@@ -21,6 +21,9 @@ namespace nimbus::tsdb {
 // "Z") without `epoch`, else as an integer in the epoch's unit.
 struct time_cell {
   std::int64_t ns = 0;
+  // The statement's tz() offset at this time, east of UTC: RFC3339 prints local time and
+  // "+09:00" (0: "Z"), as Go formats a time in a location.
+  std::int32_t offset_seconds = 0;
   friend bool operator==(const time_cell&, const time_cell&) = default;
 };
 
@@ -73,8 +76,9 @@ struct query_options {
 void execute_query(store& s, std::string_view text, const query_options& options,
                    std::function<void(query_result)> done);
 
-// Go's time.RFC3339Nano in UTC ("2009-11-10T23:00:00Z", "…00.5Z"): trailing zeros trimmed.
-std::string format_rfc3339(std::int64_t ns);
+// Go's time.RFC3339Nano ("2009-11-10T23:00:00Z", "…00.5Z"): trailing zeros trimmed; with an
+// offset east of UTC, local time and "+09:00".
+std::string format_rfc3339(std::int64_t ns, std::int32_t offset_seconds = 0);
 
 // The epoch parameter: ns/n, u/us, ms, s, m, h (nullopt: RFC3339 strings).
 std::optional<precision> parse_epoch(std::string_view text);

@@ -93,6 +93,42 @@ void append_integer(std::string& out, Integer value) {
 // Enough for any double in fixed notation: 5e-324 is "0." and 323 zeros and a digit.
 constexpr std::size_t float_buffer = 400;
 
+// Go's shortest digits in plain decimal ('f' with precision -1): the digits that read back
+// exactly, then zeros, never an exponent (4611686018427387904 -> 4611686018427388000, where
+// std::to_chars's fixed form would print every digit of the binary value).
+void append_shortest_plain(std::string& out, double value) {
+  char buffer[float_buffer];
+  const auto [end, failure] =
+      std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::scientific);
+  const std::string_view text(buffer, static_cast<std::size_t>(end - buffer));
+  const std::size_t e = text.find('e');
+  std::string_view mantissa = text.substr(0, e);
+  int exponent = 0;
+  std::from_chars(text.data() + e + 1 + (text[e + 1] == '+' ? 1 : 0), text.data() + text.size(),
+                  exponent);
+  if (!mantissa.empty() && mantissa.front() == '-') {
+    out.push_back('-');
+    mantissa.remove_prefix(1);
+  }
+  std::string digits;
+  for (const char c : mantissa)
+    if (c != '.') digits.push_back(c);
+  // value = 0.digits * 10^(exponent + 1)
+  const int point = exponent + 1;
+  if (point <= 0) {
+    out += "0.";
+    out.append(static_cast<std::size_t>(-point), '0');
+    out += digits;
+  } else if (static_cast<std::size_t>(point) >= digits.size()) {
+    out += digits;
+    out.append(static_cast<std::size_t>(point) - digits.size(), '0');
+  } else {
+    out.append(digits, 0, static_cast<std::size_t>(point));
+    out.push_back('.');
+    out.append(digits, static_cast<std::size_t>(point));
+  }
+}
+
 // A float64 as encoding/json writes it: the shortest digits that read back exactly, plain
 // decimal for 1e-6 <= |f| < 1e21 and an exponent otherwise, a negative exponent without its
 // leading zero (1e-7, 1.5e-10, but 1e+21). JSON has no NaN or infinity: Go refuses to encode
@@ -104,10 +140,10 @@ void append_go_float(std::string& out, double value) {
   }
   const double magnitude = std::fabs(value);
   const bool is_exponent = magnitude != 0 && (magnitude < 1e-6 || magnitude >= 1e21);
+  if (!is_exponent) return append_shortest_plain(out, value);
   char buffer[float_buffer];
   const auto [end, failure] =
-      std::to_chars(buffer, buffer + sizeof buffer, value,
-                    is_exponent ? std::chars_format::scientific : std::chars_format::fixed);
+      std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::scientific);
   std::size_t length = static_cast<std::size_t>(end - buffer);
   if (is_exponent && length >= 4 && buffer[length - 4] == 'e' && buffer[length - 3] == '-' &&
       buffer[length - 2] == '0') {
@@ -127,10 +163,7 @@ void append_plain_float(std::string& out, double value) {
     out += value > 0 ? "+Inf" : "-Inf";
     return;
   }
-  char buffer[float_buffer];
-  const auto [end, failure] =
-      std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::fixed);
-  out.append(buffer, end);
+  append_shortest_plain(out, value);
 }
 
 void append_padded(std::string& out, std::int64_t value, int width) {
@@ -143,7 +176,13 @@ void append_padded(std::string& out, std::int64_t value, int width) {
 // Go's time.RFC3339Nano in UTC: "2009-11-10T23:00:00Z", the fraction's trailing zeros trimmed
 // and no fraction at all for a whole second. The representable range (1677-2262) always has
 // four-digit years.
-void append_rfc3339(std::string& out, std::int64_t ns) {
+void append_rfc3339(std::string& out, std::int64_t ns, std::int32_t offset_seconds = 0) {
+  constexpr std::int64_t limit = std::numeric_limits<std::int64_t>::max();
+  const std::int64_t shift = std::int64_t{offset_seconds} * 1'000'000'000;
+  if ((shift > 0 && ns > limit - shift) || (shift < 0 && ns < -limit - shift))
+    offset_seconds = 0;  // no local time past the range: UTC
+  else
+    ns += shift;
   constexpr std::int64_t per_second = 1'000'000'000;
   constexpr std::int64_t per_day = 86'400;
   std::int64_t seconds = ns / per_second;
@@ -189,7 +228,15 @@ void append_rfc3339(std::string& out, std::int64_t ns) {
     out.push_back('.');
     out += digits;
   }
-  out.push_back('Z');
+  if (offset_seconds == 0) {
+    out.push_back('Z');
+    return;
+  }
+  out.push_back(offset_seconds < 0 ? '-' : '+');
+  const std::int64_t minutes = std::abs(std::int64_t{offset_seconds}) / 60;
+  append_padded(out, minutes / 60, 2);
+  out.push_back(':');
+  append_padded(out, minutes % 60, 2);
 }
 
 // A time in an epoch unit: Go's integer division, truncating toward zero (1.6.7's
@@ -264,7 +311,7 @@ void write_cell(json_writer& writer, const cell& value, std::optional<precision>
             append_integer(out, in_epoch(v.ns, *epoch));
           } else {
             out.push_back('"');
-            append_rfc3339(out, v.ns);
+            append_rfc3339(out, v.ns, v.offset_seconds);
             out.push_back('"');
           }
         } else {
@@ -585,9 +632,9 @@ std::string format_csv(const query_result& result, std::optional<precision> epoc
   return out;
 }
 
-std::string format_rfc3339(std::int64_t ns) {
+std::string format_rfc3339(std::int64_t ns, std::int32_t offset_seconds) {
   std::string out;
-  append_rfc3339(out, ns);
+  append_rfc3339(out, ns, offset_seconds);
   return out;
 }
 

@@ -448,20 +448,23 @@ TEST_F(query_test, time_zones_align_buckets_to_local_midnight) {
       "dst v=1 1698539400\ndst v=2 1698543000\ndst v=3 1698548400\n");
   constexpr std::int64_t hour = 3600;
   constexpr std::int64_t seoul_day14 = 1699920000 - 9 * hour;  // 2023-11-14T00:00:00+09:00
-  // Verified (InfluxDB prints these times with the zone's offset; Nimbus keeps UTC).
+  // Verified; times carry the zone's offset, which RFC3339 prints ("+09:00"), as InfluxDB.
+  const auto local = [](std::int64_t seconds, std::int64_t offset) {
+    return cell{time_cell{seconds * second_ns, static_cast<std::int32_t>(offset)}};
+  };
   EXPECT_EQ(rows("SELECT sum(v) FROM tzm WHERE time >= '2023-11-14T00:00:00Z' AND time < "
                  "'2023-11-17T00:00:00Z' GROUP BY time(1d) tz('Asia/Seoul')"),
-            (std::vector<row>{{ts(seoul_day14), null},
-                              {ts(seoul_day14 + 24 * hour), f(6)},
-                              {ts(seoul_day14 + 48 * hour), f(4)},
-                              {ts(seoul_day14 + 72 * hour), null}}));
+            (std::vector<row>{{local(seoul_day14, 9 * hour), null},
+                              {local(seoul_day14 + 24 * hour, 9 * hour), f(6)},
+                              {local(seoul_day14 + 48 * hour, 9 * hour), f(4)},
+                              {local(seoul_day14 + 72 * hour, 9 * hour), null}}));
   // Across the end of summer time the local day is 25 hours long.
   constexpr std::int64_t paris_day28 = 1698444000;  // 2023-10-28T00:00:00+02:00
   EXPECT_EQ(rows("SELECT sum(v) FROM dst WHERE time >= '2023-10-28T00:00:00Z' AND time < "
                  "'2023-10-30T00:00:00Z' GROUP BY time(1d) tz('Europe/Paris')"),
-            (std::vector<row>{{ts(paris_day28), null},
-                              {ts(paris_day28 + 24 * hour), f(6)},
-                              {ts(paris_day28 + 49 * hour), null}}));
+            (std::vector<row>{{local(paris_day28, 2 * hour), null},
+                              {local(paris_day28 + 24 * hour, 2 * hour), f(6)},
+                              {local(paris_day28 + 49 * hour, hour), null}}));
   // Time strings without an offset are local times.
   EXPECT_EQ(rows("SELECT v FROM tzm WHERE time >= '2023-11-15' tz('Asia/Seoul')").size(), 4U);
 }
