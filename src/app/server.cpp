@@ -292,6 +292,8 @@ int serve(const config::settings& settings) {
   tsdb_settings.cache_max_memory = std::size_t{settings.tsdb.cache_max_memory_mb} << 20;
   tsdb_settings.cache_snapshot_memory = std::size_t{settings.tsdb.cache_snapshot_memory_mb} << 20;
   tsdb_settings.max_series_per_database = settings.tsdb.max_series_per_database;
+  tsdb_settings.cache_snapshot_age = std::chrono::seconds(settings.tsdb.cache_snapshot_age_s);
+  tsdb_settings.housekeeping_interval = std::chrono::seconds(settings.tsdb.compaction_interval_s);
   auto time_series = [&] {
     storage::database db(db_path, settings.storage.synchronous);
     return std::make_unique<tsdb::store>(writer, db, clock, tsdb_settings);
@@ -434,7 +436,7 @@ int serve(const config::settings& settings) {
     const bool always_token = settings.http.metrics == "token";
     router.add(
         "GET", "/metrics",
-        [&mqtt_broker, &auth, &shadows, &rules_engine, &pubsub_service, &tokens,
+        [&mqtt_broker, &auth, &shadows, &rules_engine, &pubsub_service, &time_series, &tokens,
          always_token](const net::http_request& request) {
           // Open to local scrapers; anyone else needs a token (<data>/tokens).
           if ((always_token || !request.loopback_listener) &&
@@ -450,7 +452,8 @@ int serve(const config::settings& settings) {
                                     {},
                                     mqtt_broker.prometheus_text() + auth.prometheus_text() +
                                         shadows.prometheus_text() + rules_engine.prometheus_text() +
-                                        pubsub_service.prometheus_text()};
+                                        pubsub_service.prometheus_text() +
+                                        time_series->prometheus_text()};
         });
   }
   // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.

@@ -301,6 +301,15 @@ const std::vector<entry>& entries() {
         [](settings& s) -> std::uint32_t& { return s.tsdb.cache_snapshot_memory_mb; }, 1,
         1'048'576);
     number(
+        "tsdb.cache_snapshot_age_s", "tsdb-cache-snapshot-age-s",
+        "Seconds after which buffered points are flushed to partitions however few they are "
+        "(InfluxDB's cache-snapshot-write-cold-duration)",
+        [](settings& s) -> std::uint32_t& { return s.tsdb.cache_snapshot_age_s; }, 1, 86'400);
+    number(
+        "tsdb.compaction_interval_s", "tsdb-compaction-interval-s",
+        "Seconds between retention passes and compactions of past days' partitions",
+        [](settings& s) -> std::uint32_t& { return s.tsdb.compaction_interval_s; }, 1, 86'400);
+    number(
         "tsdb.max_series_per_database", "tsdb-max-series-per-database",
         "Series one database may hold; points of more are dropped (0: no limit)",
         [](settings& s) -> std::uint32_t& { return s.tsdb.max_series_per_database; }, 0,

@@ -96,6 +96,8 @@ struct tsdb_settings {
   std::string wal_fsync = "interval";           // interval | always: when a write may answer 204
   std::uint32_t cache_max_memory_mb = 1024;     // write buffer; past it writes get 503
   std::uint32_t cache_snapshot_memory_mb = 25;  // flush the buffer to partitions past this
+  std::uint32_t cache_snapshot_age_s = 600;     // ... or once its oldest point is this old
+  std::uint32_t compaction_interval_s = 60;     // retention and compaction of past days
   std::uint32_t max_series_per_database = 1'000'000;  // 0: no limit
   std::uint32_t max_body_size = 25 * 1024 * 1024;     // of one write request, in bytes
   std::uint32_t max_select_point = 50'000'000;        // points one SELECT may read (0: none)

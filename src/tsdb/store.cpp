@@ -71,7 +71,6 @@ constexpr std::size_t replay_records = 256;
 constexpr std::size_t replay_bytes = std::size_t{8} << 20;
 constexpr std::size_t compaction_file_threshold = 4;
 constexpr auto tick_interval = std::chrono::seconds(1);
-constexpr auto retention_interval = std::chrono::minutes(1);
 constexpr auto flush_retry_interval = std::chrono::seconds(10);
 constexpr const char* flushed_marker_name = ".flushed_offset";
 constexpr const char* change_failed = "engine: the change could not be stored";
@@ -1458,7 +1457,7 @@ struct store::impl {
         std::lock_guard house(housekeeping_mutex);
         process_deletions();
       }
-      if (now - last_retention >= retention_interval) {
+      if (now - last_retention >= settings.housekeeping_interval) {
         last_retention = now;
         enforce_retention_now();
         compact_days(compaction_file_threshold, true);
@@ -2520,6 +2519,43 @@ store::statistics store::stats() const {
   s.flushes = d.flushes.load();
   s.wal_bytes = d.wal ? d.wal->size_bytes() : 0;
   return s;
+}
+
+std::string store::prometheus_text() const {
+  const statistics now = stats();
+  std::string out;
+  const auto metric = [&out](std::string_view name, std::string_view type, std::string_view help,
+                             std::uint64_t value) {
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+    out += name;
+    out += ' ';
+    out += std::to_string(value);
+    out += '\n';
+  };
+  metric("nimbus_tsdb_series", "gauge", "Series across the time-series databases", now.series);
+  metric("nimbus_tsdb_buffered_bytes", "gauge", "Bytes of points in the write buffer",
+         now.buffered_bytes);
+  metric("nimbus_tsdb_buffered_points", "gauge", "Field values in the write buffer",
+         now.buffered_points);
+  metric("nimbus_tsdb_points_written_total", "counter", "Points taken by writes",
+         now.points_written);
+  metric("nimbus_tsdb_points_dropped_total", "counter",
+         "Points of writes dropped (type conflicts, series limit, retention)", now.points_dropped);
+  metric("nimbus_tsdb_writes_refused_total", "counter",
+         "Whole writes refused (buffer full, database missing, I/O)", now.writes_refused);
+  metric("nimbus_tsdb_flushes_total", "counter", "Write buffer flushes to partitions", now.flushes);
+  metric("nimbus_tsdb_wal_bytes", "gauge", "Bytes of the write-ahead log", now.wal_bytes);
+  metric("nimbus_tsdb_partition_bytes", "gauge", "Bytes of partition files", now.partition_bytes);
+  metric("nimbus_tsdb_partition_files", "gauge", "Partition files", now.partitions);
+  return out;
 }
 
 }  // namespace nimbus::tsdb

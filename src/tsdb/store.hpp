@@ -39,6 +39,8 @@ struct store_settings {
   std::size_t cache_max_memory = std::size_t{1} << 30;
   std::size_t cache_snapshot_memory = std::size_t{25} << 20;
   std::chrono::milliseconds cache_snapshot_age{std::chrono::minutes(10)};
+  // How often retention drops expired days and past days with several files are compacted.
+  std::chrono::milliseconds housekeeping_interval{std::chrono::minutes(1)};
   std::size_t max_series_per_database = 1'000'000;  // 0: no limit
   std::string default_database = "nimbus";          // exists from the start
   // The WAL's segment size. A flush deletes the segments it covers but never the one being
@@ -200,6 +202,8 @@ class store {
     std::size_t partitions = 0;
   };
   statistics stats() const;
+  // The statistics as Prometheus text (nimbus_tsdb_*), for /metrics.
+  std::string prometheus_text() const;
 
  private:
   struct impl;

@@ -13,9 +13,8 @@ back or not); no series appeared that no writer wrote; and the restarted server 
 write and answers it.
 
 Settings: `--tsdb-cache-snapshot-memory-mb 1` (its minimum) so the buffer is flushed to a day
-partition every ~15k lines; the snapshot age (10 min) and the housekeeping interval (compaction
-every 60 s after start, `retention_interval` in src/tsdb/store.cpp) are not settings, so the
-suite takes ~61 s: round 5's server starts with the module (an autouse module fixture) and the
+partition every ~15k lines; round 5's server compacts every 10 s
+(`--tsdb-compaction-interval-s`), and starts with the module (an autouse module fixture) so the
 other rounds run while it waits.
 
 Rounds (two data directories for rounds 1-4, one each for rounds 5 and 6):
@@ -26,7 +25,7 @@ Rounds (two data directories for rounds 1-4, one each for rounds 5 and 6):
  4. the same directory, killed as a flush writes the flushed-offset marker
     (`data/.flushed_offset.tmp`), repeated until a kill left it behind;
  5. compaction: a server started with the module gets yesterday's points in many flushes (so the
-    day has >= 4 files: compaction_file_threshold); the store thread compacts past days 60 s after
+    day has >= 4 files: compaction_file_threshold); the store thread compacts past days 10 s after
     start. Compaction writes the merged file as `<newest generation>.tsp.tmp` beside the newest
     `<generation>.tsp` (a flush never reuses a generation): a watcher thread polls for that pair,
     writers start on today's points, and the server is killed while the merged file is still
@@ -68,8 +67,9 @@ PAD_TAG = "p" * 200
 CALL_TIMEOUT = 15.0            # one HTTP call
 ROUND_TIMEOUT = 15.0           # waits within a round (acks, a flush to catch)
 COMPACTION_FILES = 4           # compaction_file_threshold in src/tsdb/store.cpp
-COMPACTION_DUE = 60.0          # retention_interval: the store thread compacts this long after start
-COMPACTION_DEADLINE = 80.0     # after the compaction server's start, for the watcher
+COMPACTION_INTERVAL = 10       # --tsdb-compaction-interval-s of round 5's server
+COMPACTION_DUE = float(COMPACTION_INTERVAL)  # the store thread compacts this long after start
+COMPACTION_DEADLINE = 40.0     # after the compaction server's start, for the watcher
 FLUSH_KILL_ATTEMPTS = 4        # crash cycles a "kill mid-flush" round may take to land one
 SEED = (int(os.environ.get("NIMBUS_DURABILITY_SEED", "0"))
         or random.SystemRandom().randrange(1, 10**9))
@@ -539,13 +539,14 @@ class CompactionWatch(threading.Thread):
 
 @pytest.fixture(scope="module", autouse=True)
 def compaction_rig(tmp_path_factory):
-    """Round 5's server, started with the module: the store thread compacts 60 s after start,
+    """Round 5's server, started with the module: the store thread compacts 10 s after start,
     so rounds 1-4 run meanwhile. Yesterday's points go in now, flushed in many files."""
     binary = _find_binary()
     if not binary or not os.access(binary, os.X_OK):
         pytest.fail("set NIMBUS_BIN to the nimbus binary", pytrace=False)
     server = Nimbus(binary, tmp_path_factory.mktemp("compaction"))
-    server.start(server_args("interval"))
+    server.start(server_args("interval") +
+                 ["--tsdb-compaction-interval-s", str(COMPACTION_INTERVAL)])
     started = time.monotonic()  # the store thread started a little before
     rig = type("Rig", (), {})()
     rig.server, rig.started = server, started
