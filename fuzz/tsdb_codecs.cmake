@@ -4,3 +4,9 @@
 nimbus_add_fuzzer(tsdb_block_decoder_fuzz
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/tsdb_block_decoder_fuzz.cpp
           ${PROJECT_SOURCE_DIR}/src/tsdb/codecs.cpp)
+
+# Rollup blocks (src/tsdb/rollup.cpp) over the same codecs.
+nimbus_add_fuzzer(tsdb_rollup_decoder_fuzz
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/tsdb_rollup_decoder_fuzz.cpp
+          ${PROJECT_SOURCE_DIR}/src/tsdb/rollup.cpp
+          ${PROJECT_SOURCE_DIR}/src/tsdb/codecs.cpp)

@@ -28,13 +28,27 @@
 // - who writes: /write and /api/v2/write always; /query when a statement may change something
 //   (may_write below). 401s come from `auth`; a body is read only once its head passed `auth`
 //   and its declared length fits.
+// - POST /api/v2/query (Flux, reference/flux.md): `org` is checked as /api/v2/write checks it
+//   (a 16-hex `org` and any `orgID` are taken as the one organization's ID); neither is required,
+//   as 1.8's compatibility API has it. The body is read as JSON unless its media type is
+//   application/vnd.flux (raw query, bare CSV). extern.body's OptionStatements and
+//   VariableAssignments become variables when their value is a literal (string, integer,
+//   unsigned, float, boolean, date-time, duration, negated, array, object, now()); anything else
+//   in extern is 400. Errors are 2.x's {"code","message"}: Flux's invalid 400, not found 404,
+//   limits 400, the deadline (flux_timeout) 500, as InfluxDB maps "other" errors. The whole
+//   answer is computed before it is sent (never an in-band error table); gzip when asked for and
+//   at least 1400 bytes (NYTimes gziphandler's threshold), Vary: Accept-Encoding always.
 #include "tsdb/influx_http.hpp"
 
 #include <zlib.h>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -42,11 +56,14 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "core/base64.hpp"
 #include "core/json_string.hpp"
 #include "core/random.hpp"
+#include "tsdb/flux.hpp"
+#include "tsdb/flux_exec.hpp"
 
 namespace nimbus::tsdb {
 
@@ -656,6 +673,420 @@ void serve_query(const shared_context& c, net::http_request& request,
   });
 }
 
+// ------------------------------------------------------------------------------------ Flux
+
+namespace json = boost::json;
+
+constexpr std::string_view flux_csv_type = "text/csv; charset=utf-8";
+// NYTimes gziphandler's DefaultMinSize, which InfluxDB 2 uses: smaller answers go plain.
+constexpr std::size_t gzip_min_size = 1400;
+
+// What a POST /api/v2/query asks for.
+struct flux_request {
+  std::string text;
+  flux::csv_dialect dialect;
+  flux::compile_options options;
+};
+
+net::http_response flux_request_error(std::string_view message) {
+  return v2_error(400, "invalid", "failed to decode request body: " + std::string(message));
+}
+
+std::string json_text(const json::string& s) {
+  return std::string(s.data(), s.size());
+}
+
+// An extern literal (the Flux AST's JSON, as the Python client writes params=) as a constant;
+// nullopt with `why` set when it is not one.
+std::optional<flux::value> extern_value(const json::value& node, std::int64_t now_ns,
+                                        std::string& why) {
+  const auto* object = node.if_object();
+  if (object == nullptr) {
+    why = "expected an expression object";
+    return std::nullopt;
+  }
+  const auto* type_field = object->if_contains("type");
+  const std::string type =
+      type_field != nullptr && type_field->is_string() ? json_text(type_field->get_string()) : "";
+  const json::value* v = object->if_contains("value");
+  if (type == "StringLiteral" && v != nullptr && v->is_string())
+    return flux::value::of(flux::scalar{json_text(v->get_string())});
+  if (type == "BooleanLiteral" && v != nullptr && v->is_bool())
+    return flux::value::of(flux::scalar{v->get_bool()});
+  if (type == "FloatLiteral" && v != nullptr && v->is_number()) {
+    json::error_code ec;
+    const double number = v->to_number<double>(ec);
+    if (!ec) return flux::value::of(flux::scalar{number});
+  }
+  if ((type == "IntegerLiteral" || type == "UnsignedIntegerLiteral") && v != nullptr) {
+    // The Python client writes integers as strings ("5"), as Flux's AST JSON does.
+    if (v->is_string()) {
+      const std::string text = json_text(v->get_string());
+      if (type == "IntegerLiteral") {
+        std::int64_t number = 0;
+        const auto [end, failure] = std::from_chars(text.data(), text.data() + text.size(), number);
+        if (failure == std::errc() && end == text.data() + text.size() && !text.empty())
+          return flux::value::of(flux::scalar{number});
+      } else {
+        std::uint64_t number = 0;
+        const auto [end, failure] = std::from_chars(text.data(), text.data() + text.size(), number);
+        if (failure == std::errc() && end == text.data() + text.size() && !text.empty())
+          return flux::value::of(flux::scalar{number});
+      }
+    } else if (v->is_number()) {
+      json::error_code ec;
+      if (type == "IntegerLiteral") {
+        const auto number = v->to_number<std::int64_t>(ec);
+        if (!ec) return flux::value::of(flux::scalar{number});
+      } else {
+        const auto number = v->to_number<std::uint64_t>(ec);
+        if (!ec) return flux::value::of(flux::scalar{number});
+      }
+    }
+  }
+  if (type == "DateTimeLiteral" && v != nullptr && v->is_string()) {
+    if (const auto ns = flux::parse_time(json_text(v->get_string())))
+      return flux::value::of(flux::scalar{flux::timestamp{*ns}});
+  }
+  if (type == "DurationLiteral") {
+    const auto* values = object->if_contains("values");
+    if (values != nullptr && values->is_array() && !values->get_array().empty()) {
+      flux::duration total;
+      bool is_valid = true;
+      for (const auto& part : values->get_array()) {
+        const auto* fields = part.if_object();
+        const auto* magnitude = fields != nullptr ? fields->if_contains("magnitude") : nullptr;
+        const auto* unit = fields != nullptr ? fields->if_contains("unit") : nullptr;
+        json::error_code ec;
+        std::optional<flux::duration> parsed;
+        if (magnitude != nullptr && magnitude->is_number() && unit != nullptr &&
+            unit->is_string()) {
+          const auto count = magnitude->to_number<std::int64_t>(ec);
+          if (!ec && count >= 0)
+            parsed = flux::parse_duration(std::to_string(count) + json_text(unit->get_string()));
+        }
+        if (!parsed || __builtin_add_overflow(total.months, parsed->months, &total.months) ||
+            __builtin_add_overflow(total.nanoseconds, parsed->nanoseconds, &total.nanoseconds)) {
+          is_valid = false;
+          break;
+        }
+      }
+      if (is_valid) return flux::value::of(total);
+    }
+  }
+  if (type == "UnaryExpression") {
+    const auto* op = object->if_contains("operator");
+    const auto* argument = object->if_contains("argument");
+    if (op != nullptr && op->is_string() && argument != nullptr) {
+      auto inner = extern_value(*argument, now_ns, why);
+      if (!inner) return std::nullopt;
+      const std::string symbol = json_text(op->get_string());
+      if (symbol == "+") return inner;
+      if (symbol == "-" && inner->kind == flux::value_kind::duration) {
+        inner->span.months = -inner->span.months;
+        inner->span.nanoseconds = -inner->span.nanoseconds;
+        return inner;
+      }
+      if (symbol == "-" && inner->kind == flux::value_kind::single) {
+        if (const auto* i = std::get_if<std::int64_t>(&inner->data)) {
+          if (*i != std::numeric_limits<std::int64_t>::min()) {
+            inner->data = -*i;
+            return inner;
+          }
+        } else if (const auto* d = std::get_if<double>(&inner->data)) {
+          inner->data = -*d;
+          return inner;
+        }
+      }
+    }
+  }
+  if (type == "ArrayExpression") {
+    const auto* elements = object->if_contains("elements");
+    if (elements != nullptr && elements->is_array()) {
+      flux::value array;
+      array.kind = flux::value_kind::array;
+      for (const auto& element : elements->get_array()) {
+        auto item = extern_value(element, now_ns, why);
+        if (!item) return std::nullopt;
+        array.elements.push_back(std::move(*item));
+      }
+      return array;
+    }
+  }
+  if (type == "ObjectExpression") {
+    const auto* properties = object->if_contains("properties");
+    if (properties != nullptr && properties->is_array()) {
+      flux::value record;
+      record.kind = flux::value_kind::record;
+      for (const auto& property : properties->get_array()) {
+        const auto* fields = property.if_object();
+        const auto* key = fields != nullptr ? fields->if_contains("key") : nullptr;
+        const auto* key_fields = key != nullptr ? key->if_object() : nullptr;
+        const json::value* name = nullptr;
+        if (key_fields != nullptr) {
+          name = key_fields->if_contains("name");
+          if (name == nullptr) name = key_fields->if_contains("value");
+        }
+        const auto* init = fields != nullptr ? fields->if_contains("value") : nullptr;
+        if (name == nullptr || !name->is_string() || init == nullptr) {
+          why = "malformed ObjectExpression property";
+          return std::nullopt;
+        }
+        auto item = extern_value(*init, now_ns, why);
+        if (!item) return std::nullopt;
+        record.labels.push_back(json_text(name->get_string()));
+        record.elements.push_back(std::move(*item));
+      }
+      return record;
+    }
+  }
+  if (type == "CallExpression") {
+    // now(), as the InfluxDB UI writes timeRangeStop.
+    const auto* callee = object->if_contains("callee");
+    const auto* callee_fields = callee != nullptr ? callee->if_object() : nullptr;
+    const auto* name = callee_fields != nullptr ? callee_fields->if_contains("name") : nullptr;
+    const auto* arguments = object->if_contains("arguments");
+    const bool has_arguments =
+        arguments != nullptr && arguments->is_array() && !arguments->get_array().empty();
+    if (name != nullptr && name->is_string() && json_text(name->get_string()) == "now" &&
+        !has_arguments)
+      return flux::value::of(flux::scalar{flux::timestamp{now_ns}});
+  }
+  why = "unsupported expression" + (type.empty() ? std::string() : " " + type);
+  return std::nullopt;
+}
+
+// extern: {"body": [OptionStatement | VariableAssignment...]} (a File or a Package-less body).
+std::optional<net::http_response> read_externs(const json::value& externs, std::int64_t now_ns,
+                                               flux::compile_options& out) {
+  if (externs.is_null()) return std::nullopt;
+  const auto* object = externs.if_object();
+  if (object == nullptr) return flux_request_error("extern must be an object");
+  const auto* body = object->if_contains("body");
+  if (body == nullptr || body->is_null()) return std::nullopt;
+  if (!body->is_array()) return flux_request_error("extern.body must be an array");
+  for (const auto& entry : body->get_array()) {
+    const auto* statement = entry.if_object();
+    const auto* type = statement != nullptr ? statement->if_contains("type") : nullptr;
+    const json::value* assignment = &entry;
+    if (type != nullptr && type->is_string() && json_text(type->get_string()) == "OptionStatement")
+      assignment = statement->if_contains("assignment");
+    const auto* fields = assignment != nullptr ? assignment->if_object() : nullptr;
+    const auto* assignment_type = fields != nullptr ? fields->if_contains("type") : nullptr;
+    const auto* id = fields != nullptr ? fields->if_contains("id") : nullptr;
+    const auto* id_fields = id != nullptr ? id->if_object() : nullptr;
+    const auto* name = id_fields != nullptr ? id_fields->if_contains("name") : nullptr;
+    const auto* init = fields != nullptr ? fields->if_contains("init") : nullptr;
+    if (assignment_type == nullptr || !assignment_type->is_string() ||
+        json_text(assignment_type->get_string()) != "VariableAssignment" || name == nullptr ||
+        !name->is_string() || init == nullptr)
+      return flux_request_error(
+          "extern: only option or variable assignments of literals are supported");
+    const std::string variable = json_text(name->get_string());
+    std::string why;
+    auto constant = extern_value(*init, now_ns, why);
+    if (!constant) return flux_request_error("extern: " + go_quoted(variable) + ": " + why);
+    out.externs.emplace_back(variable, std::move(*constant));
+  }
+  return std::nullopt;
+}
+
+// The request body: a JSON query request, or the raw query (application/vnd.flux).
+std::variant<flux_request, net::http_response> read_flux_request(const net::http_request& request,
+                                                                 std::int64_t now_ns) {
+  flux_request out;
+  out.options.now_ns = now_ns;
+  const auto content_type = request.header("content-type");
+  const std::string_view media =
+      content_type ? trim(std::string_view(*content_type).substr(0, content_type->find(';')))
+                   : std::string_view();
+  if (iequals(media, "application/vnd.flux")) {
+    out.text = request.body;
+    return out;
+  }
+  json::error_code ec;
+  const json::value body =
+      json::parse(json::string_view(request.body.data(), request.body.size()), ec);
+  if (ec || !body.is_object())
+    return flux_request_error(
+        "failed parsing request body as JSON; if sending a raw Flux script, set 'Content-Type: "
+        "application/vnd.flux' in your request headers: " +
+        (ec ? ec.message() : std::string("expected a JSON object")));
+  const auto& fields = body.get_object();
+  if (const auto* type = fields.if_contains("type"); type != nullptr && !type->is_null()) {
+    const std::string kind = type->is_string() ? json_text(type->get_string()) : "";
+    if (!kind.empty() && kind != "flux")
+      return flux_request_error("unknown query type " + go_quoted(kind));
+  }
+  const auto* query = fields.if_contains("query");
+  if (query == nullptr || !query->is_string() || query->get_string().empty())
+    return flux_request_error("request body requires either query or AST");
+  out.text = json_text(query->get_string());
+  if (const auto* now = fields.if_contains("now"); now != nullptr && !now->is_null()) {
+    std::optional<std::int64_t> ns;
+    if (now->is_string()) ns = flux::parse_time(json_text(now->get_string()));
+    if (!ns) return flux_request_error("now must be an RFC3339 time");
+    out.options.now_ns = *ns;
+  }
+  if (const auto* dialect = fields.if_contains("dialect");
+      dialect != nullptr && !dialect->is_null()) {
+    const auto* d = dialect->if_object();
+    if (d == nullptr) return flux_request_error("dialect must be an object");
+    if (const auto* header = d->if_contains("header"); header != nullptr && !header->is_null()) {
+      if (!header->is_bool()) return flux_request_error("dialect.header must be a boolean");
+      out.dialect.has_header = header->get_bool();
+    }
+    if (const auto* delimiter = d->if_contains("delimiter");
+        delimiter != nullptr && !delimiter->is_null()) {
+      const std::string text = delimiter->is_string() ? json_text(delimiter->get_string()) : "";
+      if (text.size() > 1 ||
+          (!text.empty() && (text[0] == '"' || text[0] == '\r' || text[0] == '\n')) ||
+          !delimiter->is_string())
+        return flux_request_error("invalid dialect delimeter " + go_quoted(text));
+      if (!text.empty()) out.dialect.delimiter = text[0];
+    }
+    if (const auto* annotations = d->if_contains("annotations");
+        annotations != nullptr && !annotations->is_null()) {
+      if (!annotations->is_array())
+        return flux_request_error("dialect.annotations must be an array");
+      for (const auto& a : annotations->get_array()) {
+        const std::string name = a.is_string() ? json_text(a.get_string()) : "";
+        flux::annotation kind = flux::annotation::datatype;
+        if (name == "datatype") {
+          kind = flux::annotation::datatype;
+        } else if (name == "group") {
+          kind = flux::annotation::group;
+        } else if (name == "default") {
+          kind = flux::annotation::default_value;
+        } else {
+          return flux_request_error("unknown annotation type " + go_quoted(name));
+        }
+        if (std::find(out.dialect.annotations.begin(), out.dialect.annotations.end(), kind) ==
+            out.dialect.annotations.end())
+          out.dialect.annotations.push_back(kind);
+      }
+    }
+    if (const auto* prefix = d->if_contains("commentPrefix");
+        prefix != nullptr && !prefix->is_null()) {
+      if (!prefix->is_string() || prefix->get_string().size() > 1)
+        return flux_request_error("invalid dialect comment prefix");
+    }
+    if (const auto* format = d->if_contains("dateTimeFormat");
+        format != nullptr && !format->is_null()) {
+      const std::string text = format->is_string() ? json_text(format->get_string()) : "";
+      if (!text.empty() && text != "RFC3339" && text != "RFC3339Nano")
+        return flux_request_error("invalid dialect date time format " + go_quoted(text));
+    }
+  }
+  if (const auto* externs = fields.if_contains("extern")) {
+    if (auto refused = read_externs(*externs, out.options.now_ns, out.options))
+      return std::move(*refused);
+  }
+  return out;
+}
+
+net::http_response flux_error(const flux::error& failure) {
+  switch (failure.code) {
+    case flux::error_code::not_found:
+      return v2_error(404, "not found", failure.message);
+    case flux::error_code::internal:
+    case flux::error_code::timed_out:
+      return v2_error(500, "internal error", failure.message);
+    case flux::error_code::invalid:
+    case flux::error_code::too_large:
+      break;
+  }
+  return v2_error(400, "invalid", failure.message);
+}
+
+// Whether Accept-Encoding allows gzip (a "gzip" coding without q=0), as gziphandler reads it.
+bool accepts_gzip(const net::http_request& request) {
+  const auto header = request.header("accept-encoding");
+  if (!header) return false;
+  std::string_view rest = *header;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string_view part = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    const auto semicolon = part.find(';');
+    if (!iequals(trim(part.substr(0, semicolon)), "gzip")) continue;
+    if (semicolon == std::string_view::npos) return true;
+    const std::string_view parameter = trim(part.substr(semicolon + 1));
+    if (parameter.size() < 2 || !iequals(parameter.substr(0, 2), "q=")) return true;
+    double q = 0;
+    const std::string_view number = trim(parameter.substr(2));
+    const auto [end, failure] = std::from_chars(number.data(), number.data() + number.size(), q);
+    return failure != std::errc() || q > 0;
+  }
+  return false;
+}
+
+// One gzip member of `text`; nullopt if zlib fails (the answer then goes uncompressed).
+std::optional<std::string> gzip(std::string_view text) {
+  if (text.size() > std::numeric_limits<uInt>::max() / 2) return std::nullopt;
+  z_stream z{};
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK)
+    return std::nullopt;
+  std::string out(deflateBound(&z, static_cast<uLong>(text.size())), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int code = deflate(&z, Z_FINISH);
+  const std::size_t produced = out.size() - z.avail_out;
+  deflateEnd(&z);
+  if (code != Z_STREAM_END) return std::nullopt;
+  out.resize(produced);
+  return out;
+}
+
+// POST /api/v2/query?org=&orgID=
+void serve_flux(const shared_context& c, net::http_request& request,
+                const net::http_responder& respond) {
+  if (auto refused = check_access(*c, request, false)) return respond(std::move(*refused));
+  if (auto refused = inflate_body(request, c->settings.max_inflated_size, api::v2))
+    return respond(std::move(*refused));
+  if (!c->settings.org.empty()) {
+    const std::string org = request.query_param("org").value_or("");
+    const bool is_id = org.size() == 16 && std::all_of(org.begin(), org.end(), [](char ch) {
+                         return std::isxdigit(static_cast<unsigned char>(ch)) != 0;
+                       });
+    if (!org.empty() && !is_id && org != c->settings.org)
+      return respond(
+          v2_error(404, "not found", "organization name " + go_quoted(org) + " not found"));
+  }
+  auto decoded = read_flux_request(request, now_ns(c->clock));
+  if (auto* refused = std::get_if<net::http_response>(&decoded))
+    return respond(std::move(*refused));
+  const flux_request& query = std::get<flux_request>(decoded);
+
+  auto compiled = flux::parse_program(query.text, query.options);
+  if (const auto* failure = std::get_if<flux::error>(&compiled))
+    return respond(flux_error(*failure));
+  flux::execution_limits limits;
+  limits.max_points = c->settings.limits.max_select_point;
+  limits.max_rows = c->settings.limits.max_result_rows;
+  if (c->settings.flux_timeout.count() > 0)
+    limits.deadline = std::chrono::steady_clock::now() + c->settings.flux_timeout;
+  auto results = flux::execute(c->time_series, std::get<flux::program>(compiled), limits);
+  if (const auto* failure = std::get_if<flux::error>(&results))
+    return respond(flux_error(*failure));
+
+  net::http_response response{
+      200,
+      std::string(flux_csv_type),
+      {{"Vary", "Accept-Encoding"}},
+      flux::encode_csv(std::get<std::vector<flux::result>>(results), query.dialect)};
+  if (response.body.size() >= gzip_min_size && accepts_gzip(request)) {
+    if (auto compressed = gzip(response.body)) {
+      response.body = std::move(*compressed);
+      response.headers.emplace_back("Content-Encoding", "gzip");
+    }
+  }
+  respond(std::move(response));
+}
+
 // ------------------------------------------------------------------------------ ping, health
 
 // GET|HEAD /ping: 204, or with verbose (1.8) 200 {"version":...}.
@@ -697,6 +1128,7 @@ constexpr route routes[] = {
     {"POST", "/api/v2/write", access_kind::write, api::v2, true, &write_v2},
     {"GET", "/query", access_kind::read, api::v1, false, &serve_query},
     {"POST", "/query", access_kind::read, api::v1, true, &serve_query},
+    {"POST", "/api/v2/query", access_kind::read, api::v2, true, &serve_flux},
     {"GET", "/ping", access_kind::open, api::v1, false, &ping},
     {"GET", "/health", access_kind::open, api::v1, false, &health},
 };

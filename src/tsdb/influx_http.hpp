@@ -1,12 +1,14 @@
 #pragma once
 // InfluxDB's HTTP APIs over the shared router (reference/timeseries.md §1.1): 1.x writes
-// (POST /write), 2.x writes (POST /api/v2/write), InfluxQL (GET/POST /query), GET/HEAD /ping and
+// (POST /write), 2.x writes (POST /api/v2/write), InfluxQL (GET/POST /query), Flux
+// (POST /api/v2/query, reference/flux.md), GET/HEAD /ping and
 // GET /health, each with its API's statuses, error bodies and headers, so that Telegraf,
 // Grafana and both Python clients take Nimbus for an InfluxDB. A thin adapter without state:
 // writes go to store::write and are answered once durable, queries to execute_query. Handlers
 // run on the HTTP loop; answers leave from whichever thread the store calls back on. The
 // choices where the APIs leave room (and where we depart from 1.6.7) are listed in
 // influx_http.cpp's header comment.
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <optional>
@@ -35,7 +37,12 @@ struct influx_http_settings {
   std::string version = "1.8.10";
   // Rows per chunk for chunked=true without a valid chunk_size: 1.x's default.
   std::size_t default_chunk_size = 10000;
+  // Bounds both query languages: max_select_point counts the points a Flux query reads,
+  // max_result_rows the rows its windows and pivots make.
   query_limits limits;
+  // How long a Flux query (POST /api/v2/query) may run before it fails with 500; 0: no limit.
+  // The clients give up after 10 s.
+  std::chrono::milliseconds flux_timeout{std::chrono::seconds(30)};
 };
 
 // Who may call: nullopt to serve, or the response to refuse with (401 in the API's shape, see
