@@ -13,6 +13,8 @@
 
 #include "tsdb/flux.hpp"
 
+#include "tsdb/go_format.hpp"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -88,13 +90,6 @@ std::int64_t days_in_month(std::int64_t year, std::int64_t month) {
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   const std::int64_t q = a / b;
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
-void append_padded(std::string& out, std::int64_t value, int width) {
-  char buffer[24];
-  const auto [end, failure] = std::to_chars(buffer, buffer + sizeof buffer, value);
-  for (auto digits = end - buffer; digits < width; ++digits) out.push_back('0');
-  out.append(buffer, end);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,50 +571,11 @@ std::optional<std::int64_t> parse_time(std::string_view text) {
 }
 
 void append_rfc3339(std::string& out, std::int64_t ns) {
-  const std::int64_t days = floor_div(ns, ns_per_day);
-  const std::int64_t rest = ns - days * ns_per_day;
-  const std::int64_t second_of_day = rest / ns_per_second;
-  const std::int64_t fraction = rest % ns_per_second;
-  const civil_date date = civil_from_days(days);
-  append_padded(out, date.year, 4);
-  out.push_back('-');
-  append_padded(out, date.month, 2);
-  out.push_back('-');
-  append_padded(out, date.day, 2);
-  out.push_back('T');
-  append_padded(out, second_of_day / 3600, 2);
-  out.push_back(':');
-  append_padded(out, second_of_day / 60 % 60, 2);
-  out.push_back(':');
-  append_padded(out, second_of_day % 60, 2);
-  if (fraction != 0) {
-    std::string digits;
-    append_padded(digits, fraction, 9);
-    digits.erase(digits.find_last_not_of('0') + 1);
-    out.push_back('.');
-    out += digits;
-  }
-  out.push_back('Z');
+  go::append_rfc3339(out, ns);
 }
 
 void append_float(std::string& out, double value) {
-  if (std::isnan(value)) {
-    out += "NaN";
-    return;
-  }
-  if (std::isinf(value)) {
-    out += value > 0 ? "+Inf" : "-Inf";
-    return;
-  }
-  // Fixed notation of the smallest subnormal is "0." and 323 zeros and a digit.
-  char buffer[400];
-  const auto [end, failure] =
-      std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::fixed);
-  if (failure != std::errc()) {
-    out += "NaN";  // cannot happen with this buffer
-    return;
-  }
-  out.append(buffer, end);
+  go::append_float(out, value);
 }
 
 bool regex_value::search(std::string_view text) const {
