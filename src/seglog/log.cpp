@@ -407,6 +407,20 @@ void log::append(std::vector<std::string> payloads, std::int64_t time_ms, on_app
   if (should_schedule) committer_.schedule(this);
 }
 
+void log::start_segment(on_appended done) {
+  pending_batch batch;
+  batch.done = std::move(done);
+  batch.is_segment_start = true;
+  bool should_schedule = false;
+  {
+    std::lock_guard lock(pending_mutex_);
+    pending_.push_back(std::move(batch));
+    should_schedule = !is_scheduled_;
+    is_scheduled_ = true;
+  }
+  if (should_schedule) committer_.schedule(this);
+}
+
 void log::begin_round() {
   {
     std::lock_guard lock(pending_mutex_);
@@ -426,6 +440,12 @@ std::error_code log::write_round() {
   for (auto& batch : round_batches_) {
     if (batch.error) continue;
     batch.first_offset = writer_.next_offset;
+    if (batch.is_segment_start && writer_.size > 0) {
+      if (auto error = roll()) {
+        roll_back();
+        return error;
+      }
+    }
     for (const auto& payload : batch.payloads) {
       const std::uint64_t frame_bytes = frame_header_bytes + payload.size();
       if (writer_.size > 0 && writer_.size + frame_bytes > options_.segment_bytes) {
@@ -507,7 +527,7 @@ void log::finish_round() {
   }
   if (round_error_)
     diagnostics::write_failed(options_.dir, round_error_, round_batches_.size());
-  else if (!round_records_.empty())
+  else if (!round_records_.empty() || !round_files_.empty())
     publish();
   for (auto& batch : round_batches_) {
     if (!batch.done) continue;
@@ -547,6 +567,15 @@ void log::publish() {
     note_record(*current, meta.position, meta.offset, meta.time_ms, meta.frame_bytes,
                 options_.index_interval_bytes);
     added += meta.frame_bytes;
+  }
+  // Segments started after the last record (start_segment), still empty.
+  for (; slot < round_files_.size(); ++slot) {
+    const auto& file = round_files_[slot];
+    segment s;
+    s.base_offset = file->base_offset;
+    s.end_offset = file->base_offset;
+    s.file = file;
+    segments_.push_back(std::move(s));
   }
   size_bytes_.fetch_add(added, std::memory_order_relaxed);
   next_offset_.store(writer_.next_offset, std::memory_order_release);

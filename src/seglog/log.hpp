@@ -96,6 +96,11 @@ class log {
   // Deletes whole segments, oldest first, whose records all have offsets < `offset` (never the
   // active one).
   void drop_before(std::uint64_t offset);
+  // Starts a new segment after the records appended before it (unless the active one is empty),
+  // so that drop_before can then delete all of those: what an owner that has copied everything
+  // elsewhere calls to leave no log behind. `done` runs on the committer thread, with the offset
+  // the new segment starts at.
+  void start_segment(on_appended done);
   // Deletes whole segments, oldest first, whose newest record is older than time_ms (never the
   // active one). Stops at the first segment to keep, so kept offsets stay one range.
   void drop_older_than(std::int64_t time_ms);
@@ -136,6 +141,7 @@ class log {
     on_appended done;
     std::error_code error;  // refused before writing
     std::uint64_t first_offset = 0;
+    bool is_segment_start = false;  // start_segment(): no records, a new segment
   };
   struct record_meta {     // a record written this round, published to readers after its sync
     std::size_t slot = 0;  // 0: the active segment at the round's start; k: the k-th created

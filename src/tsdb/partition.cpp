@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <tuple>
 #include <utility>
 
@@ -218,8 +219,11 @@ auto order_key(const rollup_info& r) {
 bool compress_framed(std::string_view raw, std::string& out, std::string& error) {
   const std::size_t start = out.size();
   out.resize(start + ZSTD_compressBound(raw.size()));
-  const std::size_t compressed = ZSTD_compress(out.data() + start, out.size() - start, raw.data(),
-                                               raw.size(), compression_level);
+  thread_local const std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> context(ZSTD_createCCtx(),
+                                                                                  &ZSTD_freeCCtx);
+  const std::size_t compressed =
+      ZSTD_compressCCtx(context.get(), out.data() + start, out.size() - start, raw.data(),
+                        raw.size(), compression_level);
   if (ZSTD_isError(compressed) != 0U) {
     out.resize(start);
     error = "zstd: ";
@@ -254,8 +258,12 @@ bool decompress_framed(std::string_view stored, std::string& raw, std::string& e
     return false;
   }
   raw.assign(static_cast<std::size_t>(raw_size), '\0');
-  const std::size_t got =
-      ZSTD_decompress(raw.data(), raw.size(), compressed.data(), compressed.size());
+  // One decompression context per thread: ZSTD_decompress would make (and free) one per block,
+  // which costs more than decoding a small block.
+  thread_local const std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> context(ZSTD_createDCtx(),
+                                                                                  &ZSTD_freeDCtx);
+  const std::size_t got = ZSTD_decompressDCtx(context.get(), raw.data(), raw.size(),
+                                              compressed.data(), compressed.size());
   if (ZSTD_isError(got) != 0U) {
     error = std::string("zstd: ") + ZSTD_getErrorName(got);
     return false;

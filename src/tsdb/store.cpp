@@ -520,6 +520,8 @@ struct store::impl {
 
   std::mutex housekeeping_mutex;
   std::uint64_t flushed_offset = 0;  // housekeeping_mutex (and the constructor)
+  // Files per past day directory at the last background compaction pass (housekeeping_mutex).
+  std::map<std::string, std::size_t> files_at_last_pass;
 
   std::mutex deletions_mutex;
   std::vector<fs::path> deletions;  // deletions_mutex: files of dropped policies
@@ -1209,6 +1211,14 @@ struct store::impl {
     }
     if (covered > flushed_offset) flushed_offset = covered;
     wal->drop_before(flushed_offset);
+    // Everything written is in partitions: a new segment lets the active one go too, so an idle
+    // store keeps no WAL (up to wal_segment_bytes otherwise).
+    if (flushed_offset == wal->next_offset() && wal->size_bytes() > 0) {
+      seglog::log* log = wal.get();  // alive until its queued batches ran (~log waits)
+      log->start_segment([log, offset = flushed_offset](std::error_code error, std::uint64_t) {
+        if (!error) log->drop_before(offset);
+      });
+    }
     if (!jobs.empty()) ++flushes;
     return true;
   }
@@ -1230,6 +1240,7 @@ struct store::impl {
     process_deletions();
     const std::int64_t today = day_of(clock.unix_millis() * ns_per_ms);
     std::vector<compaction> work;
+    std::map<std::string, std::size_t> files_now;
     {
       std::shared_lock lock(state_mutex);
       for (const auto& [db_name, db] : databases) {
@@ -1238,16 +1249,22 @@ struct store::impl {
           if (rp->is_dropping) continue;
           for (const auto& [day, files] : rp->days) {
             // The current day (and later ones) still receive flushes: compacted once they end.
-            if (files.size() < std::max<std::size_t>(min_files, 2) ||
-                (is_today_skipped && day >= today))
-              continue;
+            if (files.size() < 2 || (is_today_skipped && day >= today)) continue;
+            auto dir = policy_dir(db_name, policy_name) / day_name(day);
+            // A past day compacts once it has min_files, or once it went a whole pass without
+            // a new file (cold, as InfluxDB's compact-full-write-cold-duration).
+            const bool is_cold = files_at_last_pass.count(dir.string()) != 0 &&
+                                 files_at_last_pass.at(dir.string()) == files.size();
+            files_now[dir.string()] = files.size();
+            if (files.size() < min_files && !(is_today_skipped && is_cold)) continue;
             work.push_back(compaction{db_name, policy_name, db->incarnation, rp->incarnation, day,
-                                      policy_dir(db_name, policy_name) / day_name(day), files});
+                                      std::move(dir), files});
           }
         }
       }
     }
     for (auto& c : work) compact_day(c);
+    if (is_today_skipped) files_at_last_pass = std::move(files_now);
   }
 
   // Merges a day's files into one (a later generation wins on the same time), which replaces

@@ -342,6 +342,41 @@ TEST(log, drops_delete_whole_segments_but_never_the_active_one) {
   EXPECT_EQ(l->next_offset(), 10U);
 }
 
+TEST(log, a_new_segment_lets_every_record_go) {
+  temp_dir dir("start-segment");
+  committer c(with_policy(fsync_policy::always));
+  auto l = log::open(small_segments(dir.path(), 1 << 20), c);
+  for (int i = 0; i < 5; ++i) append_and_wait(*l, {"record"});
+  l->drop_before(5);  // the active segment holds them: it stays
+  EXPECT_GT(l->size_bytes(), 0U);
+
+  auto started = std::make_shared<std::promise<std::uint64_t>>();
+  l->start_segment([started](std::error_code error, std::uint64_t offset) {
+    EXPECT_FALSE(error);
+    started->set_value(offset);
+  });
+  EXPECT_EQ(started->get_future().get(), 5U);
+  ASSERT_EQ(files_with(dir.path(), ".seg").size(), 2U);
+  l->drop_before(5);
+  EXPECT_EQ(files_with(dir.path(), ".seg").size(), 1U);
+  EXPECT_EQ(l->size_bytes(), 0U);
+  EXPECT_EQ(l->first_offset(), 5U);
+  EXPECT_TRUE(read_all(*l).empty());
+
+  // On an empty active segment it starts none.
+  auto again = std::make_shared<std::promise<std::uint64_t>>();
+  l->start_segment([again](std::error_code, std::uint64_t offset) { again->set_value(offset); });
+  EXPECT_EQ(again->get_future().get(), 5U);
+  EXPECT_EQ(files_with(dir.path(), ".seg").size(), 1U);
+
+  EXPECT_EQ(append_and_wait(*l, {"next"}).first_offset, 5U);
+  l.reset();
+  l = log::open(small_segments(dir.path(), 1 << 20), c);
+  EXPECT_EQ(l->first_offset(), 5U);
+  EXPECT_EQ(l->next_offset(), 6U);
+  EXPECT_EQ(offsets_of(read_all(*l)), (std::vector<std::uint64_t>{5}));
+}
+
 TEST(log, concurrent_appenders_are_answered_in_call_order) {
   temp_dir dir("concurrent");
   committer c(with_policy(fsync_policy::always));

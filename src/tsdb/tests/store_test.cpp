@@ -354,6 +354,12 @@ TEST(store, flush_writes_partitions_and_drops_the_wal) {
   EXPECT_EQ(after.buffered_bytes, 0U);
   EXPECT_EQ(after.buffered_points, 0U);
   EXPECT_LT(after.wal_bytes, before.wal_bytes);
+  // Nothing newer than the flush: the WAL's active segment goes too, a moment later (the
+  // committer starts a new one).
+  for (int i = 0; i < 5000 && h.s->stats().wal_bytes > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(h.s->stats().wal_bytes, 0U);
+  EXPECT_EQ(h.files_under(h.settings.dir / "wal", ".seg").size(), 1U);
   EXPECT_EQ(h.partition_files().size(), 1U);
   EXPECT_EQ(h.partition_files()[0].parent_path().filename().string(), "1970-01-01");
   EXPECT_EQ(h.floats("m,host=a", "v"), expected);
