@@ -300,6 +300,10 @@ int serve(const config::settings& settings) {
   }();
   time_series->start();
   declare_databases(*time_series, settings.tsdb);
+  // Queries (InfluxQL, Flux, the dashboard API) run here, off the HTTP loops: one thread per
+  // core, and as many waiting per thread as a dashboard's panels send at once.
+  const std::size_t query_threads = std::max(1U, std::thread::hardware_concurrency());
+  tsdb::query_runner tsdb_queries(query_threads, 64 * query_threads);
   // Topic rules: on the bus too, each enabled rule subscribed before any client can publish.
   rules::engine_settings rule_settings;
   rule_settings.max_pending_actions = settings.rules.max_pending_actions;
@@ -521,12 +525,14 @@ int serve(const config::settings& settings) {
   influx_settings.limits.max_select_point = settings.tsdb.max_select_point == 0
                                                 ? std::numeric_limits<std::size_t>::max()
                                                 : settings.tsdb.max_select_point;
+  influx_settings.runner = &tsdb_queries;
   tsdb::add_influx_routes(router, *time_series, tsdb_auth, influx_settings, clock);
   // The tutorial's dashboard API (§5.2), under the same access rule.
   tsdb::dashboard_settings dashboard;
   dashboard.database = settings.tsdb.devices_database;
   dashboard.measurement = settings.tsdb.devices_measurement;
   dashboard.device_tag = settings.tsdb.devices_tag;
+  dashboard.runner = &tsdb_queries;
   tsdb::add_dashboard_routes(router, *time_series, tsdb_auth, dashboard, clock);
   net::http_router emulator_router;
   emulator_router.add("GET", "/", [](const net::http_request&) {
@@ -750,6 +756,7 @@ int serve(const config::settings& settings) {
   });
   pool.stop();
   listeners.clear();
+  tsdb_queries.stop();  // before the store: queued queries still read it
   time_series->stop();
   writer.drain();
   fs::remove(data_dir / "endpoints.json");

@@ -398,15 +398,26 @@ using handler = net::http_response (*)(const context&, const net::http_request&)
 
 void add_route(net::http_router& router, const shared_context& c, const std::string& pattern,
                handler answer) {
-  router.add("GET", pattern, [c, answer](const net::http_request& request) {
-    net::http_response response;
-    if (auto refusal = c->auth ? c->auth(request, false) : std::nullopt)
-      response = std::move(*refusal);
-    else
-      response = answer(*c, request);
-    add_cors(request, response);
-    return response;
-  });
+  router.add_async("GET", pattern,
+                   [c, answer](net::http_request request, net::http_responder respond) {
+                     if (auto refusal = c->auth ? c->auth(request, false) : std::nullopt) {
+                       add_cors(request, *refusal);
+                       return respond(std::move(*refusal));
+                     }
+                     auto shared = std::make_shared<const net::http_request>(std::move(request));
+                     auto run = [c, answer, shared, respond] {
+                       auto response = answer(*c, *shared);
+                       add_cors(*shared, response);
+                       respond(std::move(response));
+                     };
+                     if (c->settings.runner == nullptr) return run();
+                     if (!c->settings.runner->post(run)) {
+                       auto busy = error_response(503, "Too many requests in progress");
+                       busy.headers.emplace_back("Retry-After", "1");
+                       add_cors(*shared, busy);
+                       respond(std::move(busy));
+                     }
+                   });
   // Preflights carry no credentials: answered for any origin, as flask_cors does.
   router.add("OPTIONS", pattern, [](const net::http_request& request) {
     net::http_response response{200, "text/html; charset=utf-8", {}, ""};

@@ -13,13 +13,14 @@
 // database (`nimbus`), all three configurable; a reading is its fields at one time, flat, plus
 // `device_id` and `timestamp` (RFC3339, UTC). Query numbers that are not integers fall back to
 // the defaults, as Flask's `type=int` does. CORS as flask_cors's defaults: the request's Origin
-// echoed with `Vary: Origin`, preflights answered. A thin adapter: handlers run on the HTTP
-// loop and read through the store (a consistent view per read).
+// echoed with `Vary: Origin`, preflights answered. A thin adapter: handlers run on the query
+// runner (or the HTTP loop) and read through the store (a consistent view per read).
 #include <string>
 
 #include "core/clock.hpp"
 #include "net/http_server.hpp"
 #include "tsdb/influx_http.hpp"
+#include "tsdb/query_runner.hpp"
 #include "tsdb/store.hpp"
 
 namespace nimbus::tsdb {
@@ -33,6 +34,8 @@ struct dashboard_settings {
   int max_days = 366;
   int max_hours = 24 * 366;
   int max_limit = 10'000;
+  // Where the handlers run (null: on the HTTP loop); when it refuses, 503 with Retry-After.
+  query_runner* runner = nullptr;
 };
 
 // Adds the routes. `auth` (may be null: open) is called with write=false; its refusal is sent

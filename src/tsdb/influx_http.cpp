@@ -668,9 +668,17 @@ void serve_query(const shared_context& c, net::http_request& request,
   options.now_ns = now_ns(c->clock);
   options.limits = c->settings.limits;
   // `text` rides along with the callback: a CREATE or DROP answers after the call returns.
-  execute_query(c->time_series, *text, options, [text, format, respond](query_result result) {
-    respond(query_answer(result, format));
-  });
+  auto run = [c, text, options, format, respond] {
+    execute_query(c->time_series, *text, options, [text, format, respond](query_result result) {
+      respond(query_answer(result, format));
+    });
+  };
+  if (c->settings.runner == nullptr) return run();
+  if (!c->settings.runner->post(run)) {
+    auto busy = query_error(503, "too many queries in progress, retry later", format);
+    busy.headers.emplace_back("Retry-After", "1");
+    respond(std::move(busy));
+  }
 }
 
 // ------------------------------------------------------------------------------------ Flux
@@ -1042,6 +1050,9 @@ std::optional<std::string> gzip(std::string_view text) {
 }
 
 // POST /api/v2/query?org=&orgID=
+void run_flux(const shared_context& c, const flux::program& program,
+              const flux::csv_dialect& dialect, bool is_gzip, const net::http_responder& respond);
+
 void serve_flux(const shared_context& c, net::http_request& request,
                 const net::http_responder& respond) {
   if (auto refused = check_access(*c, request, false)) return respond(std::move(*refused));
@@ -1064,12 +1075,27 @@ void serve_flux(const shared_context& c, net::http_request& request,
   auto compiled = flux::parse_program(query.text, query.options);
   if (const auto* failure = std::get_if<flux::error>(&compiled))
     return respond(flux_error(*failure));
+  auto run =
+      [c, program = std::make_shared<flux::program>(std::move(std::get<flux::program>(compiled))),
+       dialect = query.dialect, is_gzip = accepts_gzip(request),
+       respond] { run_flux(c, *program, dialect, is_gzip, respond); };
+  if (c->settings.runner == nullptr) return run();
+  if (!c->settings.runner->post(run)) {
+    auto busy = v2_error(503, "unavailable", "too many queries in progress, retry later");
+    busy.headers.emplace_back("Retry-After", "1");
+    respond(std::move(busy));
+  }
+}
+
+// Runs a compiled Flux program and answers its CSV (gzipped when asked and worth it).
+void run_flux(const shared_context& c, const flux::program& program,
+              const flux::csv_dialect& dialect, bool is_gzip, const net::http_responder& respond) {
   flux::execution_limits limits;
   limits.max_points = c->settings.limits.max_select_point;
   limits.max_rows = c->settings.limits.max_result_rows;
   if (c->settings.flux_timeout.count() > 0)
     limits.deadline = std::chrono::steady_clock::now() + c->settings.flux_timeout;
-  auto results = flux::execute(c->time_series, std::get<flux::program>(compiled), limits);
+  auto results = flux::execute(c->time_series, program, limits);
   if (const auto* failure = std::get_if<flux::error>(&results))
     return respond(flux_error(*failure));
 
@@ -1077,8 +1103,8 @@ void serve_flux(const shared_context& c, net::http_request& request,
       200,
       std::string(flux_csv_type),
       {{"Vary", "Accept-Encoding"}},
-      flux::encode_csv(std::get<std::vector<flux::result>>(results), query.dialect)};
-  if (response.body.size() >= gzip_min_size && accepts_gzip(request)) {
+      flux::encode_csv(std::get<std::vector<flux::result>>(results), dialect)};
+  if (response.body.size() >= gzip_min_size && is_gzip) {
     if (auto compressed = gzip(response.body)) {
       response.body = std::move(*compressed);
       response.headers.emplace_back("Content-Encoding", "gzip");

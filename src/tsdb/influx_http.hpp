@@ -18,6 +18,7 @@
 #include "core/clock.hpp"
 #include "net/http_server.hpp"
 #include "tsdb/query.hpp"
+#include "tsdb/query_runner.hpp"
 #include "tsdb/store.hpp"
 
 namespace nimbus::tsdb {
@@ -40,6 +41,9 @@ struct influx_http_settings {
   // Bounds both query languages: max_select_point counts the points a Flux query reads,
   // max_result_rows the rows its windows and pivots make.
   query_limits limits;
+  // Where /query and /api/v2/query run (null: on the HTTP loop, for tests); when it refuses,
+  // 503 with Retry-After.
+  query_runner* runner = nullptr;
   // How long a Flux query (POST /api/v2/query) may run before it fails with 500; 0: no limit.
   // The clients give up after 10 s.
   std::chrono::milliseconds flux_timeout{std::chrono::seconds(30)};
