@@ -24,6 +24,8 @@
 //                        the previous), '10' + the XOR's bits inside the previous window, or '11'
 //                        + 5 bits leading zeros + 6 bits length (0 means 64) + the XOR's bits
 //   floats_raw           count fixed64
+//   floats_split         8 planes of count bytes: plane k holds byte k (little-endian) of each
+//                        value in order
 //   integers_direct      simple8b of zigzag(v);  unsigned_direct: simple8b of v
 //   integers_delta       varint zigzag(first), simple8b of zigzag(v[i] - v[i-1]) (wrapping);
 //                        unsigned_delta: varint first, then the same
@@ -659,12 +661,12 @@ void put_strings(std::span<const String> values, std::string& out) {
   }
 }
 
-constexpr std::array<scheme, 14> all_schemes = {
+constexpr std::array<scheme, 15> all_schemes = {
     scheme::timestamps_simple8b, scheme::timestamps_buckets, scheme::floats_decimal,
-    scheme::floats_xor,          scheme::floats_raw,         scheme::integers_direct,
-    scheme::integers_delta,      scheme::integers_raw,       scheme::unsigned_direct,
-    scheme::unsigned_delta,      scheme::unsigned_raw,       scheme::booleans_bits,
-    scheme::strings_raw,         scheme::strings_dictionary};
+    scheme::floats_xor,          scheme::floats_raw,         scheme::floats_split,
+    scheme::integers_direct,     scheme::integers_delta,     scheme::integers_raw,
+    scheme::unsigned_direct,     scheme::unsigned_delta,     scheme::unsigned_raw,
+    scheme::booleans_bits,       scheme::strings_raw,        scheme::strings_dictionary};
 
 }  // namespace
 
@@ -743,12 +745,14 @@ void encode_floats(std::span<const double> values, std::string& out) {
     put_header(out, scheme::floats_xor, 0);
     return;
   }
-  scheme chosen = scheme::floats_raw;
+  // Byte planes unless XOR saves a byte a value: zstd takes at least that from the planes of
+  // noise (the sign and exponent byte, and runs in the high mantissa bytes).
+  scheme chosen = scheme::floats_split;
   std::size_t best_size = values.size() * 8;
   std::string body;
   std::string xor_body;
   put_xor(values, xor_body);
-  if (xor_body.size() < best_size) {
+  if (xor_body.size() < values.size() * 7) {
     chosen = scheme::floats_xor;
     best_size = xor_body.size();
     body = std::move(xor_body);
@@ -766,16 +770,23 @@ void encode_floats(std::span<const double> values, std::string& out) {
     }
   }
   put_header(out, chosen, values.size());
-  if (chosen == scheme::floats_raw)
-    for (const double value : values) put_fixed64(out, std::bit_cast<std::uint64_t>(value));
-  else
+  if (chosen == scheme::floats_split) {
+    const std::size_t start = out.size();
+    out.resize(start + values.size() * 8);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const auto bits = std::bit_cast<std::uint64_t>(values[i]);
+      for (std::size_t k = 0; k < 8; ++k)
+        out[start + k * values.size() + i] = static_cast<char>((bits >> (8 * k)) & 0xff);
+    }
+  } else {
     out += body;
+  }
 }
 
 decoded<double> decode_floats(std::string_view column, const decode_limits& limits) {
   reader in(column);
   header h;
-  if (!read_header(in, scheme::floats_decimal, scheme::floats_raw, limits, h)) return in.error();
+  if (!read_header(in, scheme::floats_decimal, scheme::floats_split, limits, h)) return in.error();
   std::vector<double> values;
   if (h.count == 0) return finish(in, std::move(values));
   switch (static_cast<scheme>(h.tag)) {
@@ -795,6 +806,21 @@ decoded<double> decode_floats(std::string_view column, const decode_limits& limi
     case scheme::floats_xor:
       if (!read_xor(in, h.count, values)) return in.error();
       break;
+    case scheme::floats_split: {
+      if (in.remaining() / 8 < h.count)
+        return decode_error{errc::bad_count, "more values than bytes"};
+      const auto count = static_cast<std::size_t>(h.count);
+      values.assign(count, 0.0);
+      std::vector<std::uint64_t> bits(count, 0);
+      for (std::size_t k = 0; k < 8; ++k)
+        for (std::size_t i = 0; i < count; ++i) {
+          std::uint8_t byte = 0;
+          if (!in.byte(byte)) return in.error();
+          bits[i] |= std::uint64_t{byte} << (8 * k);
+        }
+      for (std::size_t i = 0; i < count; ++i) values[i] = std::bit_cast<double>(bits[i]);
+      break;
+    }
     default: {  // floats_raw: read_header admits nothing else
       if (in.remaining() / 8 < h.count)
         return decode_error{errc::bad_count, "more values than bytes"};

@@ -30,10 +30,15 @@ enum class scheme : std::uint8_t {
   timestamps_simple8b = 0x11,
   timestamps_buckets = 0x12,
   // Floats: decimal mantissas with one power-of-ten exponent (`21.53` -> 2153 and 2) when every
-  // value comes back bit-exact, else Gorilla XOR, else 8 raw bytes each.
+  // value comes back bit-exact, else Gorilla XOR, else 8 bytes each in byte planes (raw: the
+  // same bytes value by value, still read).
   floats_decimal = 0x21,
   floats_xor = 0x22,
   floats_raw = 0x23,
+  // Floats whose bits XOR cannot shorten (noise): the 8 bytes of each value split into 8 planes
+  // (every value's byte 0, then every value's byte 1...), so that the block's zstd finds the
+  // sign and exponent bytes, nearly constant, in runs.
+  floats_split = 0x24,
   // Signed integers (and decimal mantissas): zigzagged values in simple8b, the first value and
   // zigzagged deltas in simple8b, or 8 raw bytes each (values simple8b cannot hold).
   integers_direct = 0x31,
