@@ -93,99 +93,6 @@ std::int64_t floor_div(std::int64_t a, std::int64_t b) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Regular expressions: RE2's syntax as ECMAScript, within bounds std::regex survives (its
-// compiler and matcher recurse per term and per repetition copy).
-
-constexpr std::size_t max_regex_bytes = 4096;
-constexpr std::size_t max_regex_states = 10000;
-constexpr std::size_t max_regex_nesting = 32;
-constexpr long max_regex_repeat = 1000;  // RE2's own limit
-
-// A rough count of the states std::regex builds: counted repetition copies its atom. Empty when
-// within bounds, else why not.
-std::string check_regex_size(std::string_view pattern) {
-  std::vector<std::size_t> groups{0};
-  std::vector<std::size_t> last_atoms{0};
-  for (std::size_t i = 0; i < pattern.size(); ++i) {
-    const char c = pattern[i];
-    std::size_t atom = 1;
-    if (c == '\\') {
-      ++i;
-    } else if (c == '[') {
-      ++i;
-      if (i < pattern.size() && pattern[i] == '^') ++i;
-      if (i < pattern.size() && pattern[i] == ']') ++i;
-      while (i < pattern.size() && pattern[i] != ']') {
-        if (pattern[i] == '\\') ++i;
-        ++i;
-      }
-    } else if (c == '(') {
-      if (groups.size() > max_regex_nesting) return "expression nests too deeply";
-      groups.push_back(0);
-      last_atoms.push_back(0);
-      continue;
-    } else if (c == ')') {
-      if (groups.size() > 1) {
-        atom = groups.back() + 2;
-        groups.pop_back();
-        last_atoms.pop_back();
-      }
-    } else if (c == '{') {
-      std::size_t j = i + 1;
-      long low = 0;
-      long high = -1;
-      bool has_digits = false;
-      while (j < pattern.size() && is_digit(pattern[j])) {
-        low = std::min(low * 10 + (pattern[j] - '0'), max_regex_repeat + 1);
-        has_digits = true;
-        ++j;
-      }
-      if (j < pattern.size() && pattern[j] == ',') {
-        ++j;
-        if (j < pattern.size() && is_digit(pattern[j])) high = 0;
-        while (j < pattern.size() && is_digit(pattern[j])) {
-          high = std::min(high * 10 + (pattern[j] - '0'), max_regex_repeat + 1);
-          ++j;
-        }
-      } else {
-        high = low;
-      }
-      if (has_digits && j < pattern.size() && pattern[j] == '}') {
-        if (low > max_regex_repeat || high > max_regex_repeat) return "invalid repeat count";
-        const long copies = std::max<long>({low, high, 1});
-        const std::size_t previous = last_atoms.back();
-        groups.back() += previous * static_cast<std::size_t>(copies - 1) + 1;
-        last_atoms.back() = previous * static_cast<std::size_t>(copies);
-        if (groups.front() + groups.back() > max_regex_states) return "expression too large";
-        i = j;
-        continue;
-      }
-    } else if (c == '*' || c == '+' || c == '?') {
-      groups.back() += 1;
-      continue;
-    }
-    groups.back() += atom;
-    last_atoms.back() = atom;
-    std::size_t total = 0;
-    for (const std::size_t size : groups) total += size;
-    if (total > max_regex_states) return "expression too large";
-  }
-  return {};
-}
-
-std::string regex_error_reason(std::regex_constants::error_type code) {
-  namespace rc = std::regex_constants;
-  if (code == rc::error_paren) return "missing or unexpected parenthesis";
-  if (code == rc::error_brack) return "missing closing ]";
-  if (code == rc::error_badrepeat) return "missing argument to repetition operator";
-  if (code == rc::error_brace || code == rc::error_badbrace) return "invalid repeat count";
-  if (code == rc::error_escape) return "invalid escape sequence";
-  if (code == rc::error_range) return "invalid character class range";
-  if (code == rc::error_ctype || code == rc::error_collate) return "invalid character class";
-  return "invalid or unsupported regular expression";
-}
-
-// ---------------------------------------------------------------------------------------------
 // Scalars: comparison and arithmetic, shared by constants and rows.
 
 bool is_number(const scalar& s) {
@@ -576,38 +483,6 @@ void append_rfc3339(std::string& out, std::int64_t ns) {
 
 void append_float(std::string& out, double value) {
   go::append_float(out, value);
-}
-
-bool regex_value::search(std::string_view text) const {
-  if (!compiled) return false;
-  return std::regex_search(text.begin(), text.end(), *compiled);
-}
-
-std::string compile_regex(std::string_view pattern, regex_value& out) {
-  out.pattern = std::string(pattern);
-  out.compiled.reset();
-  if (pattern.size() > max_regex_bytes) return "expression too long";
-  auto flags = std::regex::ECMAScript;
-  std::string_view body = pattern;
-  // RE2's leading flag group, which Grafana writes for case-insensitive search: (?i).
-  if (body.size() >= 4 && body.substr(0, 2) == "(?") {
-    const std::size_t close = body.find(')');
-    if (close != std::string_view::npos && close > 2) {
-      const std::string_view group = body.substr(2, close - 2);
-      if (std::all_of(group.begin(), group.end(),
-                      [](char c) { return c == 'i' || c == 'm' || c == 's' || c == 'U'; })) {
-        if (group.find('i') != std::string_view::npos) flags |= std::regex::icase;
-        body.remove_prefix(close + 1);
-      }
-    }
-  }
-  if (std::string reason = check_regex_size(body); !reason.empty()) return reason;
-  try {
-    out.compiled = std::make_shared<const std::regex>(std::string(body), flags);
-  } catch (const std::regex_error& failure) {
-    return regex_error_reason(failure.code());
-  }
-  return {};
 }
 
 std::variant<scalar, std::string> convert(conversion to, const scalar& from) {

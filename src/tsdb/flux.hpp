@@ -23,6 +23,8 @@
 #include <variant>
 #include <vector>
 
+#include "tsdb/regex.hpp"
+
 namespace nimbus::tsdb::flux {
 
 // ---- positions and errors
@@ -98,15 +100,8 @@ void append_rfc3339(std::string& out, std::int64_t ns);
 // NaN, +Inf, -Inf.
 void append_float(std::string& out, double value);
 
-// A compiled regular expression: RE2 syntax read as ECMAScript (with RE2's leading flag group
-// "(?i)"), within bounds std::regex's recursion survives.
-struct regex_value {
-  std::string pattern;
-  std::shared_ptr<const std::regex> compiled;
-  bool search(std::string_view text) const;  // unanchored, as Go's MatchString
-};
-// Empty and `out` set on success, else why not ("missing closing ): `a(`").
-std::string compile_regex(std::string_view pattern, regex_value& out);
+// A compiled regular expression (regex.hpp).
+using regex_value = tsdb::regex_value;
 
 // A constant as the compiler evaluates it: a scalar, a duration, a regex, an array or a record.
 enum class value_kind : std::uint8_t { single, duration, regex, array, record };

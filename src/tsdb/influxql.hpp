@@ -21,6 +21,8 @@
 #include <variant>
 #include <vector>
 
+#include "tsdb/regex.hpp"
+
 namespace nimbus::tsdb::influxql {
 
 // ---- durations
@@ -135,13 +137,8 @@ inline constexpr std::uint32_t max_expression_depth = 256;
 // needed, strings single-quoted, durations as literals): for error messages and the fuzzer.
 std::string to_string(const expression& e);
 
-// A regular expression as written between slashes, and compiled. InfluxDB's are Go RE2; ours are
-// std::regex ECMAScript, with RE2's leading flag group `(?i)` (`(?is)`...) read as icase.
-struct regex_value {
-  std::string pattern;
-  std::shared_ptr<const std::regex> compiled;
-  bool search(std::string_view text) const;  // unanchored, as Go's MatchString
-};
+// A regular expression as written between slashes, and compiled (regex.hpp).
+using regex_value = tsdb::regex_value;
 
 // ---- statements
 

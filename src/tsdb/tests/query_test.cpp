@@ -27,6 +27,7 @@
 #include "tsdb/influxql.hpp"
 #include "tsdb/line_protocol.hpp"
 #include "tsdb/store.hpp"
+#include "tsdb/tests/temporary_store.hpp"
 
 namespace nimbus::tsdb {
 namespace {
@@ -61,38 +62,15 @@ constexpr std::string_view sample_lines =
 
 class query_test : public ::testing::Test {
  protected:
-  query_test() {
-    static std::atomic<int> counter{0};
-    dir_ = std::filesystem::temp_directory_path() /
-           ("nimbus-query-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    const std::string path = (dir_ / "meta.db").string();
-    {
-      storage::database db(path, "normal");
-      store::migrate(db);
-    }
-    writer_ = std::make_unique<storage::write_queue>(path, "normal", std::chrono::milliseconds(1));
-    db_ = std::make_unique<storage::database>(path, "normal");
-    store_settings settings;
-    settings.dir = dir_ / "tsdb";
-    store_ = std::make_unique<store>(*writer_, *db_, clock_, settings);
-  }
-
-  ~query_test() override {
-    store_.reset();
-    writer_.reset();
-    db_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  query_test() : store_(clock_) {}
 
   void write(std::string_view lines, const std::string& database = "d1") {
     auto parsed = parse_lines(lines, precision::s, now_ns);
     ASSERT_TRUE(parsed.errors.empty());
     std::promise<write_outcome> written;
     auto outcome = written.get_future();
-    store_->write(database, "", std::move(parsed.points),
-                  [&written](write_outcome o) { written.set_value(std::move(o)); });
+    store_.get().write(database, "", std::move(parsed.points),
+                       [&written](write_outcome o) { written.set_value(std::move(o)); });
     const write_outcome result = outcome.get();
     ASSERT_EQ(result.refusal, write_refusal::none) << result.message;
     ASSERT_EQ(result.dropped, 0U) << result.message;
@@ -106,7 +84,7 @@ class query_test : public ::testing::Test {
     options.limits = limits;
     std::promise<query_result> answered;
     auto result = answered.get_future();
-    execute_query(*store_, text, options,
+    execute_query(store_.get(), text, options,
                   [&answered](query_result r) { answered.set_value(std::move(r)); });
     return result.get();
   }
@@ -155,11 +133,8 @@ class query_test : public ::testing::Test {
     write(sample_lines);
   }
 
-  std::filesystem::path dir_;
   core::manual_clock clock_;
-  std::unique_ptr<storage::write_queue> writer_;
-  std::unique_ptr<storage::database> db_;
-  std::unique_ptr<store> store_;
+  testing::temporary_store store_;
 };
 
 double as_number(const cell& c) {
