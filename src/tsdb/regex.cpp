@@ -20,10 +20,25 @@ constexpr long max_regex_repeat = 1000;  // RE2's own limit
 std::string check_regex_size(std::string_view pattern) {
   std::vector<std::size_t> groups{0};  // the size so far of each open group
   std::vector<std::size_t> last_atoms{0};
+  // Where the repetition operator just read began (npos after anything else). Go refuses a
+  // stacked one (a**, a{2}*), which std::regex would take, and match in exponential time.
+  std::size_t last_repeat = std::string_view::npos;
+  const auto repeat_ends = [&](std::size_t start, std::size_t& i) -> std::string {
+    if (i + 1 < pattern.size() && pattern[i + 1] == '?') ++i;  // non-greedy
+    if (last_repeat != std::string_view::npos)
+      return "invalid nested repetition operator: `" +
+             std::string(pattern.substr(last_repeat, i + 1 - last_repeat)) + "`";
+    last_repeat = start;
+    return {};
+  };
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     const char c = pattern[i];
     std::size_t atom = 1;
+    if (c != '*' && c != '+' && c != '?' && c != '{') last_repeat = std::string_view::npos;
     if (c == '\\') {
+      // RE2 has no backreferences, which std::regex would read (and count past a long's range).
+      if (i + 1 < pattern.size() && pattern[i + 1] >= '1' && pattern[i + 1] <= '9')
+        return "invalid escape sequence: `" + std::string(pattern.substr(i, 2)) + "`";
       ++i;
     } else if (c == '[') {
       ++i;
@@ -73,11 +88,15 @@ std::string check_regex_size(std::string_view pattern) {
         groups.back() += previous * static_cast<std::size_t>(copies - 1) + 1;
         last_atoms.back() = previous * static_cast<std::size_t>(copies);
         if (groups.front() + groups.back() > max_regex_states) return "expression too large";
+        const std::size_t start = i;
         i = j;
+        if (auto nested = repeat_ends(start, i); !nested.empty()) return nested;
         continue;
       }
+      last_repeat = std::string_view::npos;  // a literal brace
     } else if (c == '*' || c == '+' || c == '?') {
       groups.back() += 1;
+      if (auto nested = repeat_ends(i, i); !nested.empty()) return nested;
       continue;
     }
     groups.back() += atom;
@@ -140,8 +159,18 @@ std::string compile_regex(std::string_view pattern, regex_value& out) {
     if (reason.find('`') != std::string::npos) return reason;
     return quoted(reason.c_str());
   }
+  // libstdc++'s breadth-first matcher (its __polynomial flag): time linear in the text for a
+  // pattern without backreferences, where the default backtracking one is exponential on
+  // (e*)*x. A search is one whole match of `[\s\S]*(?:re)[\s\S]*`, a single pass where
+  // regex_search would start one at every byte. The pattern alone is compiled first so that its
+  // errors are its own.
+  flags |= std::regex_constants::__polynomial;
   try {
-    out.compiled = std::make_shared<const std::regex>(std::string(body), flags);
+    std::regex alone(std::string(body), flags);
+    std::string wrapped = "[\\s\\S]*(?:";
+    wrapped += body;
+    wrapped += ")[\\s\\S]*";
+    out.compiled = std::make_shared<const std::regex>(wrapped, flags);
   } catch (const std::regex_error& error) {
     return quoted(regex_error_reason(error.code(), body).c_str());
   }
@@ -150,7 +179,7 @@ std::string compile_regex(std::string_view pattern, regex_value& out) {
 
 bool regex_value::search(std::string_view text) const {
   if (!compiled) return false;
-  return std::regex_search(text.begin(), text.end(), *compiled);
+  return std::regex_match(text.begin(), text.end(), *compiled);
 }
 
 }  // namespace nimbus::tsdb

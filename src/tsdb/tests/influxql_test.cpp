@@ -486,6 +486,18 @@ TEST(influxql, other_errors_follow_the_parser) {
   EXPECT_EQ(
       error_of("SELECT v FROM m WHERE t =~ /[a/"),
       "error parsing query: error parsing regexp: missing closing ]: `[a` at line 1, char 27");
+  // Go's refusals that keep std::regex out of exponential matching and overflowing counts.
+  EXPECT_EQ(error_of("SELECT v FROM m WHERE t =~ /e**/"),
+            "error parsing query: error parsing regexp: invalid nested repetition operator: `**` "
+            "at line 1, char 27");
+  EXPECT_EQ(error_of("SELECT v FROM m WHERE t =~ /a{2}*?b/"),
+            "error parsing query: error parsing regexp: invalid nested repetition operator: "
+            "`{2}*?` at line 1, char 27");
+  EXPECT_EQ(error_of("SELECT v FROM m WHERE t =~ /(a)\\4404444444444444444/"),
+            "error parsing query: error parsing regexp: invalid escape sequence: `\\4` at line 1, "
+            "char 27");
+  EXPECT_FALSE(std::holds_alternative<parse_error>(
+      parse_query("SELECT v FROM m WHERE t =~ /a*?b+?c??d{1,2}?e{2}/")));
   // std::regex's own limits, which RE2 does not have in the same place.
   EXPECT_NE(error_of("SELECT v FROM m WHERE t =~ /((a{999}){999}){999}/").find("too large"),
             std::string::npos);
