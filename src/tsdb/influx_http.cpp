@@ -405,7 +405,8 @@ void write_v1(const shared_context& c, net::http_request& request,
   if (auto refused = inflate_body(request, c->settings.max_inflated_size, api::v1))
     return respond(std::move(*refused));
 
-  parse_result parsed = parse_lines(request.body, *unit, now_ns(c->clock));
+  const store::lines_source source{request.body, *unit, now_ns(c->clock)};
+  parse_result parsed = parse_lines(source.body, source.unit, source.now_ns);
   refusals refused = sort_refusals(parsed);
   if (parsed.points.empty()) {
     if (refused.drop_count > 0)
@@ -413,8 +414,8 @@ void write_v1(const shared_context& c, net::http_request& request,
     if (refused.syntax_count > 0) return respond(v1_error(400, refused.syntax));
     return respond(no_content());  // an empty body, or comments only
   }
-  c->time_series.write(
-      database, policy, std::move(parsed.points),
+  c->time_series.write_lines(
+      database, policy, source, std::move(parsed),
       [respond, refused = std::move(refused), database, policy](const write_outcome& outcome) {
         respond(v1_write_answer(outcome, refused, database, policy));
       });
@@ -481,7 +482,8 @@ void write_v2(const shared_context& c, net::http_request& request,
   if (database.empty() || !c->time_series.policy(database, policy))
     return respond(bucket_not_found(bucket));
 
-  parse_result parsed = parse_lines(request.body, *unit, now_ns(c->clock));
+  const store::lines_source source{request.body, *unit, now_ns(c->clock)};
+  parse_result parsed = parse_lines(source.body, source.unit, source.now_ns);
   refusals refused = sort_refusals(parsed);
   if (refused.syntax_count > 0) return respond(v2_error(400, "invalid", refused.syntax));
   if (parsed.points.empty()) {
@@ -491,8 +493,8 @@ void write_v2(const shared_context& c, net::http_request& request,
                                   partial_write(refused.first_drop, refused.drop_count)));
     return respond(no_content());  // comments only
   }
-  c->time_series.write(
-      database, policy, std::move(parsed.points),
+  c->time_series.write_lines(
+      database, policy, source, std::move(parsed),
       [respond, refused = std::move(refused), bucket](const write_outcome& outcome) {
         respond(v2_write_answer(outcome, refused, bucket));
       });

@@ -4,6 +4,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <system_error>
 
@@ -40,6 +41,7 @@ bool is_special(char c, name_kind kind) {
 // byte stands for that byte; any other backslash is kept, a backslash before a backslash
 // included (InfluxDB's unescapeMeasurement, unescapeTag, escape.Unescape).
 std::string unescape_name(std::string_view raw, name_kind kind) {
+  if (raw.find('\\') == std::string_view::npos) return std::string(raw);  // the common case
   std::string name;
   name.reserve(raw.size());
   for (std::size_t i = 0; i < raw.size(); ++i) {
@@ -299,6 +301,13 @@ std::size_t scan_line(std::string_view body, std::size_t start, bool& is_quote_o
     if (body[i] == '\n') return i;
     if (body[i] == ' ') break;
   }
+  // Most lines have neither a quote nor a backslash past the key: they end at the next newline,
+  // found without looking at each byte.
+  const std::size_t newline = std::min(body.find('\n', i), size);
+  const char* rest = body.data() + i;
+  const std::size_t rest_size = newline - std::min(i, newline);
+  if (std::memchr(rest, '"', rest_size) == nullptr && std::memchr(rest, '\\', rest_size) == nullptr)
+    return newline;
   bool is_quoted = false;
   std::size_t equals = 0;
   std::size_t commas = 0;
@@ -337,6 +346,16 @@ class line_parser {
     bool has_tags = false;
     if (!parse_measurement(out, has_tags)) return false;
     if (has_tags && !parse_tags(out)) return false;
+    // The line's own bytes up to the space are the series key when the tags came sorted and no
+    // byte there is escaped (nor needs to be: a tag value may start with `=`).
+    const std::string_view raw_key = line_.substr(0, pos_ - 1);
+    is_raw_key_canonical_ =
+        raw_key.find('\\') == std::string_view::npos &&
+        std::is_sorted(out.tags.begin(), out.tags.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; }) &&
+        std::none_of(out.tags.begin(), out.tags.end(),
+                     [](const auto& tag) { return tag.second.starts_with('='); });
+    if (is_raw_key_canonical_) raw_key_ = raw_key;
     if (!check_tags(out)) return false;
     if (!parse_fields(out)) return false;
     if (!check_fields(out)) return false;
@@ -346,6 +365,11 @@ class line_parser {
 
   std::string& failure_reason() { return reason_; }
   error_kind failure_kind() const { return kind_; }
+
+  // The point's series key, once parse() took it.
+  std::string series_key_of(const point& p) const {
+    return is_raw_key_canonical_ ? std::string(raw_key_) : series_key(p);
+  }
 
  private:
   bool fail(std::string why, error_kind what = error_kind::unable_to_parse) {
@@ -708,6 +732,8 @@ class line_parser {
   const parse_limits& limits_;
   std::size_t pos_ = 0;
   std::size_t series_size_ = 0;  // bytes of the escaped series key
+  std::string_view raw_key_;
+  bool is_raw_key_canonical_ = false;
   std::string reason_;
   error_kind kind_ = error_kind::unable_to_parse;
 };
@@ -817,7 +843,13 @@ parse_result parse_lines(std::string_view body, precision unit, std::int64_t now
     } else {
       line_parser parser(line, unit, default_time_ns, limits);
       point parsed;
+      // Lines of a body tend to look alike: room for as many tags and fields as the last had.
+      if (!result.points.empty()) {
+        parsed.tags.reserve(result.points.back().tags.size());
+        parsed.fields.reserve(result.points.back().fields.size());
+      }
       if (parser.parse(parsed)) {
+        result.series_keys.push_back(parser.series_key_of(parsed));
         result.points.push_back(std::move(parsed));
         continue;
       }

@@ -103,7 +103,8 @@ struct parse_error {
 std::string error_message(const parse_error& error);
 
 struct parse_result {
-  std::vector<point> points;        // in the order of the body
+  std::vector<point> points;             // in the order of the body
+  std::vector<std::string> series_keys;  // series_key() of each point
   std::vector<parse_error> errors;  // in the order of the body, at most parse_limits::max_errors
   std::size_t rejected_lines = 0;   // every refused line, kept in errors or not
 };

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -38,7 +39,9 @@
 //   nor the policy was dropped meanwhile. The committer's callback applies it to memory.
 // - Memory, per policy: the live buffer, the snapshots a flush is writing (still read), the
 //   partitions (day -> files by generation) and the newest point per series and field.
-// - WAL records: "<database>\n<policy>\n<lines>". Two markers share the format: "<database>\n\n"
+// - WAL records: "<database>\n<policy>\n<lines>", the lines either format_line's or, when a
+//   request's body was taken whole, that body after a "#nimbus-raw <precision> <now_ns>" line
+//   (a comment to the line protocol). Two markers share the format: "<database>\n\n"
 //   (the database was dropped) and "<database>\n<policy>\n" (the policy was dropped). A marker is
 //   appended, under the exclusive lock, once the drop is durable in SQLite; replay skips the
 //   records of a database or policy older than its last marker, so a dropped database re-created
@@ -320,17 +323,41 @@ struct column {
   std::vector<std::int64_t> times;
   std::vector<field_value> values;
   bool is_sorted = true;  // ascending and unique
+  // times.back() when not empty, kept beside the vectors' heads: applying a batch compares every
+  // value's time with it, and the tail of `times` is seldom still in the cache by then.
+  std::int64_t back_time = 0;
 };
+
+// Copies of a value on the write path, the float taken without std::variant's visit (which
+// was a tenth of applying a batch).
+void push_value(std::vector<field_value>& values, const field_value& value) {
+  if (const auto* number = std::get_if<double>(&value))
+    values.emplace_back(std::in_place_index<0>, *number);
+  else
+    values.push_back(value);
+}
+
+void assign_value(field_value& to, const field_value& from) {
+  const auto* number = std::get_if<double>(&from);
+  auto* target = std::get_if<double>(&to);
+  if (number != nullptr && target != nullptr)
+    *target = *number;
+  else
+    to = from;
+}
 
 // False when the value replaced the one at the same time (the newest), not appended.
 bool append_value(column& c, std::int64_t time, const field_value& value) {
-  if (!c.times.empty() && time == c.times.back()) {
-    c.values.back() = value;
-    return false;
+  if (!c.times.empty() && time <= c.back_time) {
+    if (time == c.back_time) {
+      assign_value(c.values.back(), value);
+      return false;
+    }
+    c.is_sorted = false;
   }
-  if (!c.times.empty() && time < c.times.back()) c.is_sorted = false;
   c.times.push_back(time);
-  c.values.push_back(value);
+  push_value(c.values, value);
+  c.back_time = time;
   return true;
 }
 
@@ -444,6 +471,35 @@ std::optional<record_header> parse_header(std::string_view payload) {
   if (second == std::string_view::npos) return std::nullopt;
   return record_header{payload.substr(0, first), payload.substr(first + 1, second - first - 1),
                        payload.substr(second + 1)};
+}
+
+// A write record whose lines are a request's body as it came starts with this, then the
+// request's precision (the enum's value) and the time its lines without one took, in ns.
+constexpr std::string_view raw_lines_marker = "#nimbus-raw ";
+
+// What parse_lines makes of a write record's lines, as the request's parse did.
+parse_result parse_record_lines(std::string_view body, std::int64_t replay_now_ns) {
+  if (!body.starts_with(raw_lines_marker))
+    return parse_lines(body, precision::ns, replay_now_ns);  // format_line's: ns, times given
+  body.remove_prefix(raw_lines_marker.size());
+  const auto end = body.find('\n');
+  const std::string_view header = body.substr(0, end);
+  const auto space = header.find(' ');
+  int unit = 0;
+  std::int64_t now_ns = 0;
+  const auto unit_text = header.substr(0, space);
+  const auto now_text =
+      space == std::string_view::npos ? std::string_view() : header.substr(space + 1);
+  const auto unit_read =
+      std::from_chars(unit_text.data(), unit_text.data() + unit_text.size(), unit);
+  const auto now_read = std::from_chars(now_text.data(), now_text.data() + now_text.size(), now_ns);
+  if (end == std::string_view::npos || unit_read.ec != std::errc() || now_read.ec != std::errc() ||
+      unit < 0 || unit > static_cast<int>(precision::h)) {
+    parse_result unreadable;
+    unreadable.rejected_lines = 1;
+    return unreadable;
+  }
+  return parse_lines(body.substr(end + 1), static_cast<precision>(unit), now_ns);
 }
 
 std::optional<point> parse_series_key(const std::string& key) {
@@ -696,7 +752,7 @@ struct store::impl {
         const field_type type = type_of(value);
         auto found = buffered->second.fields.find(name);
         if (found == buffered->second.fields.end()) {
-          found = buffered->second.fields.emplace(name, column{type, {}, {}, true}).first;
+          found = buffered->second.fields.emplace(name, column{type, {}, {}, true, 0}).first;
           added_bytes += name.size() + entry_bytes;
         }
         if (found->second.type != type) continue;  // checked before: a column keeps its type
@@ -705,10 +761,15 @@ struct store::impl {
           ++added_points;
         }
         const auto last = newest.find(name);
-        if (last == newest.end())
+        if (last == newest.end()) {
           newest.emplace(name, last_point{time, value});
-        else if (time >= last->second.time)
-          last->second = last_point{time, value};
+        } else if (time >= last->second.time) {
+          last->second.time = time;
+          if (last->second.value)
+            assign_value(*last->second.value, value);
+          else
+            last->second.value = value;
+        }
       }
     }
     live.bytes += added_bytes;
@@ -1419,6 +1480,7 @@ struct store::impl {
         }
         c.times.resize(kept);
         c.values.resize(kept);
+        if (kept > 0) c.back_time = c.times.back();
         if (kept == 0) {
           bytes += field->first.size() + entry_bytes;
           field = fields.erase(field);
@@ -1731,20 +1793,20 @@ struct store::impl {
         return;
       }
       const std::int64_t min_time = retained_from(rp->policy, now_ns);
-      auto parsed = parse_lines(header->body, precision::ns, now_ns);
+      auto parsed = parse_record_lines(header->body, now_ns);
       refused += parsed.rejected_lines;
       std::vector<point> points;
       std::vector<std::string> keys;
       points.reserve(parsed.points.size());
       keys.reserve(parsed.points.size());
-      for (auto& p : parsed.points) {
-        auto key = series_key(p);
-        if (check_point(*db, p, key, min_time, nullptr, new_fields)) {
+      for (std::size_t i = 0; i < parsed.points.size(); ++i) {
+        if (check_point(*db, parsed.points[i], parsed.series_keys[i], min_time, nullptr,
+                        new_fields)) {
           ++refused;
           continue;
         }
-        points.push_back(std::move(p));
-        keys.push_back(std::move(key));
+        points.push_back(std::move(parsed.points[i]));
+        keys.push_back(std::move(parsed.series_keys[i]));
       }
       if (!points.empty()) apply(*db, *rp, points, keys, r.offset);
       ++replayed;
@@ -2058,14 +2120,29 @@ std::optional<retention_policy> store::policy(const std::string& database_name,
 
 void store::write(const std::string& database_name, const std::string& policy_given,
                   std::vector<point> points, on_written done) {
-  auto& d = *impl_;
-  const std::int64_t now_ms = d.clock.unix_millis();
+  const std::int64_t now_ms = impl_->clock.unix_millis();
   std::vector<std::string> keys;
   keys.reserve(points.size());
   for (auto& p : points) {
     if (!p.timestamp_ns) p.timestamp_ns = now_ms * ns_per_ms;
     keys.push_back(series_key(p));
   }
+  write_points(database_name, policy_given, std::move(points), std::move(keys), nullptr,
+               std::move(done));
+}
+
+void store::write_lines(const std::string& database, const std::string& retention_policy,
+                        const lines_source& source, parse_result parsed, on_written done) {
+  const lines_source* raw = parsed.rejected_lines == 0 ? &source : nullptr;
+  write_points(database, retention_policy, std::move(parsed.points), std::move(parsed.series_keys),
+               raw, std::move(done));
+}
+
+void store::write_points(const std::string& database_name, const std::string& policy_given,
+                         std::vector<point> points, std::vector<std::string> keys,
+                         const lines_source* raw, on_written done) {
+  auto& d = *impl_;
+  const std::int64_t now_ms = d.clock.unix_millis();
 
   write_outcome outcome;
   std::string policy_name = policy_given;
@@ -2120,14 +2197,26 @@ void store::write(const std::string& database_name, const std::string& policy_gi
   batch->database = database_name;
   batch->policy = policy_name;
   std::string payload = database_name + '\n' + policy_name + '\n';
-  batch->points.reserve(outcome.written);
-  batch->keys.reserve(outcome.written);
-  for (std::size_t i = 0; i < points.size(); ++i) {
-    if (!is_taken[i]) continue;
-    payload += format_line(points[i]);
+  if (raw != nullptr && outcome.dropped == 0) {
+    // Every line taken: the WAL keeps the body as it came, which replay parses the same way.
+    payload += raw_lines_marker;
+    payload += std::to_string(static_cast<int>(raw->unit));
+    payload += ' ';
+    payload += std::to_string(raw->now_ns);
     payload += '\n';
-    batch->points.push_back(std::move(points[i]));
-    batch->keys.push_back(std::move(keys[i]));
+    payload += raw->body;
+    batch->points = std::move(points);
+    batch->keys = std::move(keys);
+  } else {
+    batch->points.reserve(outcome.written);
+    batch->keys.reserve(outcome.written);
+    for (std::size_t i = 0; i < points.size(); ++i) {
+      if (!is_taken[i]) continue;
+      payload += format_line(points[i]);
+      payload += '\n';
+      batch->points.push_back(std::move(points[i]));
+      batch->keys.push_back(std::move(keys[i]));
+    }
   }
   {
     // Under the lock, and only if nothing was dropped meanwhile: a drop's WAL marker, appended

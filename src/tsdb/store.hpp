@@ -152,6 +152,16 @@ class store {
   using on_written = std::function<void(write_outcome)>;
   void write(const std::string& database, const std::string& retention_policy,
              std::vector<point> points, on_written done);
+  // A request's body as parse_lines(body, unit, now_ns) read it: when every line is taken the
+  // WAL keeps the body itself rather than the points written anew (`body` is copied before
+  // this returns).
+  struct lines_source {
+    std::string_view body;
+    precision unit = precision::ns;
+    std::int64_t now_ns = 0;
+  };
+  void write_lines(const std::string& database, const std::string& retention_policy,
+                   const lines_source& source, parse_result parsed, on_written done);
   // Watches durable batches (set before start; called on the committer's thread).
   void set_observer(write_observer observer);
 
@@ -206,6 +216,11 @@ class store {
   std::string prometheus_text() const;
 
  private:
+  // write() and write_lines(): `keys` are the points' series keys; `raw` (or null) their body.
+  void write_points(const std::string& database, const std::string& retention_policy,
+                    std::vector<point> points, std::vector<std::string> keys,
+                    const lines_source* raw, on_written done);
+
   struct impl;
   std::unique_ptr<impl> impl_;
 };

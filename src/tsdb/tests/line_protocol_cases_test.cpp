@@ -332,6 +332,13 @@ class case_file {
       body += inputs_[i];
     }
     const parse_result result = parse_lines(body, unit_, now_ns_, limits_);
+    // The keys the parser takes from the line's bytes are the canonical ones.
+    if (result.series_keys.size() != result.points.size())
+      fail(0, "series_keys and points differ in number");
+    for (std::size_t i = 0; i < result.points.size() && i < result.series_keys.size(); ++i)
+      if (result.series_keys[i] != series_key(result.points[i]))
+        fail(0, "series key '" + result.series_keys[i] + "', canonical '" +
+                    series_key(result.points[i]) + "'");
 
     std::size_t next_point = 0;
     std::size_t next_error = 0;

@@ -168,6 +168,8 @@ TEST(tsdb_line_protocol, generated_points_round_trip_one_by_one) {
     ASSERT_TRUE(result.errors.empty()) << line << ": " << error_message(result.errors[0]);
     EXPECT_EQ(result.points[0], as_parsed(p)) << line;
     EXPECT_EQ(format_line(result.points[0]), format_line(as_parsed(p)));
+    ASSERT_EQ(result.series_keys.size(), 1u);
+    EXPECT_EQ(result.series_keys[0], series_key(p)) << line;
   }
 }
 
