@@ -26,6 +26,8 @@
 //   floats_raw           count fixed64
 //   floats_split         8 planes of count bytes: plane k holds byte k (little-endian) of each
 //                        value in order
+//   floats_planes        varint n, n bytes: one zstd frame of planes 6 and 7 (2 x count bytes),
+//                        then planes 0 to 5
 //   integers_direct      simple8b of zigzag(v);  unsigned_direct: simple8b of v
 //   integers_delta       varint zigzag(first), simple8b of zigzag(v[i] - v[i-1]) (wrapping);
 //                        unsigned_delta: varint first, then the same
@@ -45,10 +47,13 @@
 // in nanoseconds cost what it would in seconds or milliseconds.
 #include "tsdb/codecs.hpp"
 
+#include <zstd.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>
+#include <memory>
 #include <unordered_map>
 #include <utility>
 
@@ -155,6 +160,33 @@ class bit_writer {
   std::uint64_t pending_ = 0;
   unsigned pending_count_ = 0;  // below 8 between calls
 };
+
+// ---- zstd frames inside a column (floats_planes) ----------------------------------------------
+
+// Contexts per thread: flushes and reads run on several.
+bool compress_frame(std::string_view raw, std::string& out) {
+  thread_local std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> context(ZSTD_createCCtx(),
+                                                                            ZSTD_freeCCtx);
+  if (!context) return false;
+  out.resize(ZSTD_compressBound(raw.size()));
+  const std::size_t size =
+      ZSTD_compressCCtx(context.get(), out.data(), out.size(), raw.data(), raw.size(), 3);
+  if (ZSTD_isError(size) != 0) return false;
+  out.resize(size);
+  return true;
+}
+
+// One whole frame that declares exactly `size` bytes and holds them.
+bool decompress_frame(std::string_view frame, std::size_t size, std::string& out) {
+  thread_local std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> context(ZSTD_createDCtx(),
+                                                                            ZSTD_freeDCtx);
+  if (!context || ZSTD_getFrameContentSize(frame.data(), frame.size()) != size) return false;
+  if (ZSTD_findFrameCompressedSize(frame.data(), frame.size()) != frame.size()) return false;
+  out.resize(size);
+  const std::size_t got =
+      ZSTD_decompressDCtx(context.get(), out.data(), out.size(), frame.data(), frame.size());
+  return ZSTD_isError(got) == 0 && got == size;
+}
 
 // ---- reading --------------------------------------------------------------------------------
 
@@ -661,12 +693,13 @@ void put_strings(std::span<const String> values, std::string& out) {
   }
 }
 
-constexpr std::array<scheme, 15> all_schemes = {
+constexpr std::array<scheme, 16> all_schemes = {
     scheme::timestamps_simple8b, scheme::timestamps_buckets, scheme::floats_decimal,
     scheme::floats_xor,          scheme::floats_raw,         scheme::floats_split,
-    scheme::integers_direct,     scheme::integers_delta,     scheme::integers_raw,
-    scheme::unsigned_direct,     scheme::unsigned_delta,     scheme::unsigned_raw,
-    scheme::booleans_bits,       scheme::strings_raw,        scheme::strings_dictionary};
+    scheme::floats_planes,       scheme::integers_direct,    scheme::integers_delta,
+    scheme::integers_raw,        scheme::unsigned_direct,    scheme::unsigned_delta,
+    scheme::unsigned_raw,        scheme::booleans_bits,      scheme::strings_raw,
+    scheme::strings_dictionary};
 
 }  // namespace
 
@@ -769,24 +802,35 @@ void encode_floats(std::span<const double> values, std::string& out) {
       body += layout.body;
     }
   }
-  put_header(out, chosen, values.size());
-  if (chosen == scheme::floats_split) {
-    const std::size_t start = out.size();
-    out.resize(start + values.size() * 8);
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const auto bits = std::bit_cast<std::uint64_t>(values[i]);
-      for (std::size_t k = 0; k < 8; ++k)
-        out[start + k * values.size() + i] = static_cast<char>((bits >> (8 * k)) & 0xff);
-    }
-  } else {
+  if (chosen != scheme::floats_split) {
+    put_header(out, chosen, values.size());
     out += body;
+    return;
   }
+  const std::size_t count = values.size();
+  std::string planes(count * 8, '\0');
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto bits = std::bit_cast<std::uint64_t>(values[i]);
+    for (std::size_t k = 0; k < 8; ++k)
+      planes[k * count + i] = static_cast<char>((bits >> (8 * k)) & 0xff);
+  }
+  const std::string_view high = std::string_view(planes).substr(6 * count);
+  std::string packed;
+  if (compress_frame(high, packed) && packed.size() + 8 < high.size()) {
+    put_header(out, scheme::floats_planes, count);
+    put_varint(out, packed.size());
+    out += packed;
+    out.append(planes, 0, 6 * count);
+    return;
+  }
+  put_header(out, scheme::floats_split, count);
+  out += planes;
 }
 
 decoded<double> decode_floats(std::string_view column, const decode_limits& limits) {
   reader in(column);
   header h;
-  if (!read_header(in, scheme::floats_decimal, scheme::floats_split, limits, h)) return in.error();
+  if (!read_header(in, scheme::floats_decimal, scheme::floats_planes, limits, h)) return in.error();
   std::vector<double> values;
   if (h.count == 0) return finish(in, std::move(values));
   switch (static_cast<scheme>(h.tag)) {
@@ -819,6 +863,32 @@ decoded<double> decode_floats(std::string_view column, const decode_limits& limi
           bits[i] |= std::uint64_t{byte} << (8 * k);
         }
       for (std::size_t i = 0; i < count; ++i) values[i] = std::bit_cast<double>(bits[i]);
+      break;
+    }
+    case scheme::floats_planes: {
+      const auto count = static_cast<std::size_t>(h.count);
+      std::uint64_t packed_size = 0;
+      if (!in.varint(packed_size)) return in.error();
+      if (in.remaining() < packed_size || (in.remaining() - packed_size) / 6 < count)
+        return decode_error{errc::bad_count, "more values than bytes"};
+      std::string high;
+      std::string_view packed;
+      if (!in.take(packed_size, packed)) return in.error();
+      if (!decompress_frame(packed, 2 * count, high))
+        return decode_error{errc::malformed, "high byte planes are not a zstd frame of their size"};
+      std::vector<std::uint64_t> bits(count, 0);
+      for (std::size_t k = 0; k < 6; ++k)
+        for (std::size_t i = 0; i < count; ++i) {
+          std::uint8_t byte = 0;
+          if (!in.byte(byte)) return in.error();
+          bits[i] |= std::uint64_t{byte} << (8 * k);
+        }
+      values.resize(count);
+      for (std::size_t i = 0; i < count; ++i) {
+        bits[i] |= std::uint64_t{static_cast<std::uint8_t>(high[i])} << 48;
+        bits[i] |= std::uint64_t{static_cast<std::uint8_t>(high[count + i])} << 56;
+        values[i] = std::bit_cast<double>(bits[i]);
+      }
       break;
     }
     default: {  // floats_raw: read_header admits nothing else

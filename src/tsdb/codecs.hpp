@@ -39,6 +39,10 @@ enum class scheme : std::uint8_t {
   // (every value's byte 0, then every value's byte 1...), so that the block's zstd finds the
   // sign and exponent bytes, nearly constant, in runs.
   floats_split = 0x24,
+  // The same planes, the two high ones (sign, exponent, top mantissa bits) in a zstd frame of
+  // their own ahead of the six low ones: within the block's one zstd frame they shared a Huffman
+  // table with the near-random low bytes, which cost noise about 0.3 bytes a value.
+  floats_planes = 0x25,
   // Signed integers (and decimal mantissas): zigzagged values in simple8b, the first value and
   // zigzagged deltas in simple8b, or 8 raw bytes each (values simple8b cannot hold).
   integers_direct = 0x31,

@@ -13,12 +13,14 @@
 //   rollup index (version 2) u32 entries | per rollup: u64 series id | u32 n, series key |
 //           u32 n, field | u8 field type | i64 tier | i64 first bucket start |
 //           i64 last bucket start | u32 buckets | u64 offset | u32 length
+//   (version 3: each of the two indexes stored as zstd(index) | u32 crc32c, as a block)
 //   footer  u64 index offset | u64 index length | u32 crc32c of the index |
 //           (version 2) u64 rollup index offset | u64 its length | u32 its crc32c | "NTSP"
 // Columns are codecs.hpp's; a block holds one field of one series, times ascending and unique,
 // at most max_block_points of them. `offset`/`length` span the zstd bytes and their CRC. The
 // writer adds the rollups of each float or integer column it is given, per tier when its buckets
-// average rollup::min_points_per_bucket points. Version 1 files (no rollups) are still read.
+// average rollup::min_points_per_bucket points. Version 1 files (no rollups) and 2 (tables
+// uncompressed) are still read.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -39,9 +41,9 @@
 namespace nimbus::tsdb::partition {
 
 inline constexpr std::string_view file_magic = "NTSP";
-inline constexpr std::uint16_t format_version = 2;
+inline constexpr std::uint16_t format_version = 3;
 inline constexpr std::size_t header_bytes = 6;
-inline constexpr std::size_t footer_bytes = 44;     // version 2
+inline constexpr std::size_t footer_bytes = 44;     // versions 2 and 3
 inline constexpr std::size_t footer_bytes_v1 = 24;  // version 1: no rollup index
 inline constexpr std::size_t max_block_points = 1000;
 

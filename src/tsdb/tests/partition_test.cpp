@@ -145,6 +145,41 @@ TEST(partition, round_trips_blocks_of_every_type) {
   EXPECT_TRUE(file.find(9, "f").empty());
 }
 
+// tests/data/partition_v2.tsp: written by the version 2 writer (indexes uncompressed), one
+// series `cpu,host=a` of 180 minutes from 2025-12-02T00:00:00Z: load = 20 + m/4, count =
+// 3m - 100, up = (m % 3 == 0), state = "off"/"on". Files of every version stay readable.
+TEST(partition, a_version_2_file_is_still_read) {
+  auto opened = reader::open(fs::path(NIMBUS_TSDB_TEST_DATA) / "partition_v2.tsp");
+  ASSERT_TRUE(opened.file) << opened.error;
+  const auto& file = *opened.file;
+  const std::uint64_t id = series_id("cpu,host=a");
+  const std::int64_t start = 1764633600LL * 1'000'000'000;
+  const auto load = read_all(file, id, "load");
+  const auto count = read_all(file, id, "count");
+  const auto up = read_all(file, id, "up");
+  const auto state = read_all(file, id, "state");
+  ASSERT_EQ(load.times.size(), 180U);
+  ASSERT_EQ(count.values.size(), 180U);
+  ASSERT_EQ(up.values.size(), 180U);
+  ASSERT_EQ(state.values.size(), 180U);
+  for (int m = 0; m < 180; ++m) {
+    EXPECT_EQ(load.times[m], start + m * 60'000'000'000LL);
+    EXPECT_EQ(std::get<double>(load.values[m]), 20.0 + m * 0.25);
+    EXPECT_EQ(std::get<std::int64_t>(count.values[m]), m * 3 - 100);
+    EXPECT_EQ(std::get<bool>(up.values[m]), m % 3 == 0);
+    EXPECT_EQ(std::get<std::string>(state.values[m]), m % 2 ? "on" : "off");
+  }
+  // Its rollups too: 3 hours of 60 points, the day's one bucket.
+  const auto hours = file.find_rollups(id, "load", rollup::hour_ns);
+  ASSERT_EQ(hours.size(), 1U);
+  const auto buckets = file.read_rollup(hours.front());
+  ASSERT_TRUE(std::holds_alternative<std::vector<rollup::bucket>>(buckets));
+  const auto& hourly = std::get<std::vector<rollup::bucket>>(buckets);
+  ASSERT_EQ(hourly.size(), 3U);
+  EXPECT_EQ(hourly[1].count, 60U);
+  EXPECT_EQ(hourly[1].sum, 60 * 20.0 + 0.25 * (60 * 60 + 59 * 60 / 2));
+}
+
 TEST(partition, splits_columns_longer_than_a_block) {
   temp_dir dir;
   const auto path = dir.path() / "00000000000000000002.tsp";
