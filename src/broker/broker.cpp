@@ -417,6 +417,34 @@ void bus_subscription::reset() {
   if (owner_) std::exchange(owner_, nullptr)->unsubscribe_service(filter_, id_);
 }
 
+publisher_hold::publisher_hold(gate_ptr gate) : gate_(std::move(gate)) {
+  if (gate_) gate_->remaining.fetch_add(1, std::memory_order_acq_rel);
+}
+
+publisher_hold& publisher_hold::operator=(publisher_hold&& other) noexcept {
+  if (this != &other) {
+    release();
+    gate_ = std::move(other.gate_);
+  }
+  return *this;
+}
+
+void publisher_hold::release() {
+  if (auto gate = std::move(gate_)) gate->release();
+}
+
+void publisher_hold::fail() {
+  if (auto gate = std::move(gate_)) {
+    gate->failed.store(true, std::memory_order_release);
+    gate->release();
+  }
+}
+
+publisher_hold broker::hold_publisher() const {
+  if (routing_gate == nullptr || !*routing_gate) return {};
+  return publisher_hold(*routing_gate);
+}
+
 void broker::release_congestion(session& s) {
   std::vector<gate_ptr> gates;
   {

@@ -138,6 +138,8 @@ class broker {
   // subscription is destroyed. Any filter a client could subscribe to, `$` topics included;
   // shared subscriptions are for clients only.
   [[nodiscard]] bus_subscription subscribe_service(std::string filter, bus_handler handler);
+  // Inside a bus handler: holds the acknowledgement of the message being handled (bus.hpp).
+  publisher_hold hold_publisher() const;
   void unsubscribe_service(const std::string& filter, std::uint64_t id);
   // Makes the topics matching `filter` reserved (see is_reserved_topic): a service's reply
   // topics, which only it may publish to. Call at start-up, before any client connects.

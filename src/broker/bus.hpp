@@ -43,4 +43,29 @@ class bus_subscription {
   std::uint64_t id_ = 0;
 };
 
+// Holds back the publisher's acknowledgement (PUBACK, PUBREC) of the message whose handler is
+// running until release(): how a service that takes a message over durably (a bridge's disk
+// queue) makes the device's acknowledgement wait for it, as a congested subscriber does. Empty,
+// holding nothing, where nobody waits (QoS 0, a server publish). fail(): the service could not
+// keep the message, so the publisher is disconnected unacknowledged (as for a storage failure)
+// and sends it again. Dropping a hold releases it.
+struct congestion_gate;
+class publisher_hold {
+ public:
+  publisher_hold() = default;
+  explicit publisher_hold(std::shared_ptr<congestion_gate> gate);
+  publisher_hold(publisher_hold&&) noexcept = default;
+  publisher_hold& operator=(publisher_hold&& other) noexcept;
+  publisher_hold(const publisher_hold&) = delete;
+  publisher_hold& operator=(const publisher_hold&) = delete;
+  ~publisher_hold() { release(); }
+
+  explicit operator bool() const { return gate_ != nullptr; }
+  void release();
+  void fail();
+
+ private:
+  std::shared_ptr<congestion_gate> gate_;
+};
+
 }  // namespace nimbus::broker

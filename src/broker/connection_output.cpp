@@ -162,7 +162,10 @@ void connection::queue_ack(mqtt::packet ack, storage::ticket ticket, storage::ti
                 pending_ack_count());
   if (gate) {
     gate->release();  // routing is over: drop the publisher's own count
-    if (gate->remaining.load(std::memory_order_acquire) == 0) gate.reset();
+    if (gate->remaining.load(std::memory_order_acquire) == 0) {
+      if (gate->failed.load(std::memory_order_acquire)) return storage_failed();
+      gate.reset();
+    }
   }
   bool durable = ticket.is_none() || store == nullptr || store->writer().is_durable(ticket);
   bool ready = durable && !gate;
@@ -196,6 +199,10 @@ void connection::release_acks() {
     auto& front = t.pending_acks.front();
     if (front.gate && front.gate->remaining.load(std::memory_order_acquire) > 0)
       break;  // subscribers congested
+    if (front.gate && front.gate->failed.load(std::memory_order_acquire)) {
+      t.pending_acks.clear();
+      return storage_failed();  // a service holding it lost the message
+    }
     if (!front.ticket.is_none() && store &&
         store->writer().failed_between(front.floor, front.ticket)) {
       t.pending_acks.clear();

@@ -51,7 +51,8 @@ struct outbound_inflight {
 // until the subscriber catches up. The publisher holds one count while routing.
 struct congestion_gate {
   std::atomic<int> remaining{1};
-  std::function<void()> on_clear;  // set before routing; runs on whichever thread clears it
+  std::atomic<bool> failed{false};  // a service holding it lost the message (publisher_hold)
+  std::function<void()> on_clear;   // set before routing; runs on whichever thread clears it
   void release() {
     if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1 && on_clear) on_clear();
   }

@@ -386,6 +386,24 @@ std::string apply_table(settings& s, const toml::table& table, const std::string
   for (const auto& [name, node] : table) {
     std::string key =
         prefix.empty() ? std::string(name.str()) : prefix + "." + std::string(name.str());
+    if (key == "bridges" || key == "pubsub_bridges") {
+      auto& declared = key == "bridges" ? s.bridges : s.pubsub_bridges;
+      const auto* bridges = node.as_table();
+      if (bridges == nullptr)
+        return fmt::format("{}: '{}' must be tables, each [{}.<name>]", source, key, key);
+      for (const auto& [bridge_name, bridge] : *bridges) {
+        const auto* item = bridge.as_table();
+        if (item == nullptr)
+          return fmt::format("{}: '{}.{}' must be a table, [{}.{}]", source, key, bridge_name.str(),
+                             key, bridge_name.str());
+        std::ostringstream json;
+        std::ostringstream text;
+        json << toml::json_formatter{*item};
+        text << toml::toml_formatter{*item};
+        declared.push_back({json.str(), text.str(), std::string(bridge_name.str())});
+      }
+      continue;
+    }
     if (const auto* sub = node.as_table()) {
       if (auto err = apply_table(s, *sub, key, source); !err.empty()) return err;
       continue;
@@ -404,7 +422,7 @@ std::string apply_table(settings& s, const toml::table& table, const std::string
         std::ostringstream text;
         json << toml::json_formatter{*item};
         text << toml::toml_formatter{*item};
-        declared.push_back({json.str(), text.str()});
+        declared.push_back({json.str(), text.str(), {}});
       }
       if (items == nullptr || (!items->empty() && !items->is_array_of_tables()))
         return fmt::format("{}: '{}' must be a list of tables, each [[{}]]", source, key, key);
@@ -529,6 +547,10 @@ std::string to_toml(const settings& s) {
         std::pair{"pubsub.subscriptions", &s.pubsub.subscriptions},
         std::pair{"tsdb.databases", &s.tsdb.databases}, std::pair{"tsdb.mqtt", &s.tsdb.mqtt}})
     for (const auto& resource : *declared) out << "\n[[" << key << "]]\n" << resource.toml << "\n";
+  for (const auto& [key, declared] :
+       {std::pair{"bridges", &s.bridges}, std::pair{"pubsub_bridges", &s.pubsub_bridges}})
+    for (const auto& bridge : *declared)
+      out << "\n[" << key << "." << bridge.name << "]\n" << bridge.toml << "\n";
   return out.str();
 }
 

@@ -81,6 +81,7 @@ struct rules_settings {
 struct declared_resource {
   std::string json;  // its fields as the REST JSON of a Topic / Subscription
   std::string toml;  // as written, for --print-config
+  std::string name;  // a named table's ([bridges.<name>]); empty for list items
 };
 
 // The Pub/Sub service.
@@ -115,6 +116,10 @@ struct tsdb_settings {
 };
 
 struct settings {
+  // [bridges.<name>] and [pubsub_bridges.<name>]: MQTT and MQTT <-> Pub/Sub bridges
+  // (bridge/bridge_config.hpp checks them).
+  std::vector<declared_resource> bridges;
+  std::vector<declared_resource> pubsub_bridges;
   std::string data_dir = "./nimbus-data";
   std::string log_level = "info";
   std::uint32_t threads = 0;  // 0: one event loop per core

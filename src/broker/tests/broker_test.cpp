@@ -333,6 +333,42 @@ TEST_F(broker_fixture, a_services_publish_holds_the_original_publishers_gate) {
   EXPECT_EQ(b->metrics().messages_dropped.load(), 1U);
 }
 
+TEST_F(broker_fixture, a_service_holds_the_publishers_acknowledgement_until_it_releases) {
+  std::vector<publisher_hold> holds;
+  auto queue = b->subscribe_service("out/#", [&](const message_ptr&, const client_identity*) {
+    holds.push_back(b->hold_publisher());
+  });
+  auto gate = std::make_shared<congestion_gate>();
+  bool cleared = false;
+  gate->on_clear = [&cleared] { cleared = true; };
+  b->publish(make("out/a", "1", 1), gate);
+  gate->release();  // the publisher's own count: routing is over
+  ASSERT_EQ(holds.size(), 1U);
+  EXPECT_TRUE(holds[0]);
+  EXPECT_FALSE(cleared);
+  holds[0].release();
+  EXPECT_TRUE(cleared);
+  EXPECT_FALSE(gate->failed.load());
+
+  // A lost message marks the gate failed: the publisher's connection closes unacknowledged.
+  auto lost = std::make_shared<congestion_gate>();
+  b->publish(make("out/b", "2", 1), lost);
+  lost->release();
+  holds.back().fail();
+  EXPECT_EQ(lost->remaining.load(), 0);
+  EXPECT_TRUE(lost->failed.load());
+
+  // Nothing to hold for a server publish (no gate); dropping a hold releases it.
+  b->publish(make("out/c", "3", 1));
+  EXPECT_FALSE(holds.back());
+  auto dropped = std::make_shared<congestion_gate>();
+  b->publish(make("out/d", "4", 1), dropped);
+  dropped->release();
+  EXPECT_EQ(dropped->remaining.load(), 1);
+  holds.clear();
+  EXPECT_EQ(dropped->remaining.load(), 0);
+}
+
 TEST_F(broker_fixture, basic_ingest_topics_reach_services_only) {
   int seen = 0;
   auto rules = b->subscribe_service("$aws/rules/+/#",

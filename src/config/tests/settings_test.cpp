@@ -59,6 +59,30 @@ TEST(settings, toml_applies_and_validates) {
   EXPECT_NE(apply_toml_text(s, "[mqtt]\nmax_packet_size = \"big\"\n", "t"), "");
 }
 
+TEST(settings, bridges_are_named_tables_kept_for_their_owner_and_printed_back) {
+  settings s;
+  EXPECT_EQ(apply_toml_text(s,
+                            "[bridges.edge]\naddresses = [\"127.0.0.1:1883\"]\n"
+                            "topic = \"sensor/# out 1\"\n"
+                            "[pubsub_bridges.cloud]\nproject = \"p\"\ntopic = \"t\"\n"
+                            "filters = [\"sensor/#\"]\n",
+                            "t"),
+            "");
+  ASSERT_EQ(s.bridges.size(), 1U);
+  EXPECT_EQ(s.bridges[0].name, "edge");
+  EXPECT_NE(s.bridges[0].json.find("\"addresses\""), std::string::npos);
+  ASSERT_EQ(s.pubsub_bridges.size(), 1U);
+  EXPECT_EQ(s.pubsub_bridges[0].name, "cloud");
+  settings copy;
+  EXPECT_EQ(apply_toml_text(copy, to_toml(s), "printed"), "");
+  ASSERT_EQ(copy.bridges.size(), 1U);
+  EXPECT_EQ(copy.bridges[0].json, s.bridges[0].json);
+  EXPECT_EQ(copy.pubsub_bridges[0].json, s.pubsub_bridges[0].json);
+  settings bad;
+  EXPECT_NE(apply_toml_text(bad, "bridges = 5\n", "t"), "");
+  EXPECT_NE(apply_toml_text(bad, "[bridges]\nedge = 5\n", "t"), "");
+}
+
 TEST(settings, flags_override_and_round_trip_through_print_config) {
   settings s;
   EXPECT_EQ(set_setting(s, "max-packet-size", "4096"), "");
