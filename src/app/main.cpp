@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "app/server.hpp"
+#include "bridge/bridge_config.hpp"
 #include "config/settings.hpp"
 #include "core/log.hpp"
 #include "loadgen/load_generator.hpp"
@@ -205,6 +206,23 @@ int main(int argc, char** argv) {
     if (option->count() == 0) continue;
     if (auto err = config::set_setting(settings, d.key, flag_values[d.key]); !err.empty()) {
       std::cerr << "nimbus: --" << d.flag << ": " << err << "\n";
+      return 2;
+    }
+  }
+  // Bridges are checked here, where the file is known: "nimbus.toml: bridges.edge.topic[1]: ..."
+  for (const auto& declared : settings.bridges) {
+    auto parsed = bridge::parse_mqtt_bridge(declared.name, declared.json, bridge::parse_context{});
+    if (auto* error = std::get_if<bridge::config_error>(&parsed)) {
+      std::cerr << "nimbus: " << (config_file.empty() ? "config" : config_file) << ": "
+                << error->text() << "\n";
+      return 2;
+    }
+  }
+  for (const auto& declared : settings.pubsub_bridges) {
+    auto parsed = bridge::parse_pubsub_bridge(declared.name, declared.json);
+    if (auto* error = std::get_if<bridge::config_error>(&parsed)) {
+      std::cerr << "nimbus: " << (config_file.empty() ? "config" : config_file) << ": "
+                << error->text() << "\n";
       return 2;
     }
   }

@@ -23,6 +23,8 @@
 #include <thread>
 
 #include "app/pubsub_port.hpp"
+#include "bridge/bridge_config.hpp"
+#include "bridge/service.hpp"
 #include "broker/broker.hpp"
 #include "broker/connection.hpp"
 #include "broker/session_store.hpp"
@@ -427,6 +429,27 @@ int serve(const config::settings& settings) {
       settings.threads != 0 ? settings.threads : std::max(1U, std::thread::hardware_concurrency());
   net::io_pool pool(loops);
 
+  // Bridges ([bridges.<name>]): their queues under <data>/bridges, links on the loops. main()
+  // checked the tables against the file; here their files and queues are opened.
+  bridge::service bridges(mqtt_broker, clock, data_dir / "bridges");
+  bridge::parse_context bridge_context;
+  {
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) == 0) bridge_context.hostname = host;
+  }
+  for (std::size_t i = 0; i < settings.bridges.size(); ++i) {
+    const auto& declared = settings.bridges[i];
+    auto parsed = bridge::parse_mqtt_bridge(declared.name, declared.json, bridge_context);
+    if (auto* error = std::get_if<bridge::config_error>(&parsed))
+      throw std::runtime_error("the config's " + error->text());
+    auto& config = std::get<bridge::mqtt_bridge>(parsed);
+    bridges.add(std::move(config), pool.at(i % pool.size()));
+  }
+  if (!settings.pubsub_bridges.empty())
+    throw std::runtime_error(
+        "the config's [pubsub_bridges." + settings.pubsub_bridges.front().name +
+        "]: MQTT <-> Pub/Sub bridges are not built yet (issue 14); [bridges.<name>] are");
+
   auto mqtt_tls = net::make_server_tls_context(
       server_cert_path, server_key_path, ca.certificate_path(), net::client_certificates::required);
   auto https_tls = net::make_server_tls_context(
@@ -441,7 +464,7 @@ int serve(const config::settings& settings) {
     router.add(
         "GET", "/metrics",
         [&mqtt_broker, &auth, &shadows, &rules_engine, &pubsub_service, &time_series, &tokens,
-         always_token](const net::http_request& request) {
+         &bridges, always_token](const net::http_request& request) {
           // Open to local scrapers; anyone else needs a token (<data>/tokens).
           if ((always_token || !request.loopback_listener) &&
               !tokens.check_bearer(request.header("authorization"))) {
@@ -457,7 +480,7 @@ int serve(const config::settings& settings) {
                                     mqtt_broker.prometheus_text() + auth.prometheus_text() +
                                         shadows.prometheus_text() + rules_engine.prometheus_text() +
                                         pubsub_service.prometheus_text() +
-                                        time_series->prometheus_text()};
+                                        time_series->prometheus_text() + bridges.prometheus_text()};
         });
   }
   // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.
@@ -711,6 +734,7 @@ int serve(const config::settings& settings) {
     stop_requested = true;
     stop_signal.notify_all();
   });
+  bridges.start();
   pool.start();
 
   std::string endpoints = "{";
@@ -742,6 +766,7 @@ int serve(const config::settings& settings) {
   if (grpc_server)
     grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
+  bridges.stop();         // a clean DISCONNECT to each remote while the loops still run
   mqtt_broker.shutdown();
   // Wait (bounded by the close grace period) until every client was told and its connection
   // released, so no connection outlives the loops.

@@ -3,6 +3,7 @@
 #include <openssl/ssl.h>
 
 #include <string_view>
+#include <system_error>
 
 namespace nimbus::net {
 
@@ -29,6 +30,38 @@ std::unique_ptr<ssl::context> make_server_tls_context(const std::string& cert_fi
   // Session ids must be unique per context when client certificates are verified.
   static const unsigned char session_id[] = "nimbus";
   SSL_CTX_set_session_id_context(ctx->native_handle(), session_id, sizeof(session_id) - 1);
+  return ctx;
+}
+
+std::unique_ptr<ssl::context> make_client_tls_context(const std::string& ca_file,
+                                                      const std::string& cert_file,
+                                                      const std::string& key_file,
+                                                      const std::vector<std::string>& alpn) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  if (ca_file.empty())
+    ctx->set_default_verify_paths();
+  else
+    ctx->load_verify_file(ca_file);
+  if (!cert_file.empty()) {
+    ctx->use_certificate_chain_file(cert_file);
+    ctx->use_private_key_file(key_file, ssl::context::pem);
+    if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
+      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                              "the key does not match the certificate");
+  }
+  ctx->set_verify_mode(ssl::verify_peer);
+  if (!alpn.empty()) {
+    std::string wire;  // each protocol as a length byte, then its name
+    for (const auto& name : alpn) {
+      wire.push_back(static_cast<char>(name.size()));
+      wire += name;
+    }
+    SSL_CTX_set_alpn_protos(ctx->native_handle(),
+                            reinterpret_cast<const unsigned char*>(wire.data()),
+                            static_cast<unsigned>(wire.size()));
+  }
   return ctx;
 }
 

@@ -1,9 +1,10 @@
 #pragma once
-// Server TLS contexts built from PEM files.
+// TLS contexts built from PEM files: the listeners' (server) and the bridges' (client).
 #include <boost/asio/ssl/context.hpp>
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace nimbus::net {
 
@@ -16,6 +17,14 @@ std::unique_ptr<boost::asio::ssl::context> make_server_tls_context(const std::st
                                                                    const std::string& key_file,
                                                                    const std::string& ca_file,
                                                                    client_certificates mode);
+
+// TLS 1.2+ client context that verifies the server against `ca_file` (the system's CAs when
+// empty), presents `cert_file`/`key_file` when given (mutual TLS) and offers `alpn` (AWS IoT on
+// 443 answers MQTT to "x-amzn-mqtt-ca"). Throws std::system_error for an unreadable or
+// mismatched file. The caller sets SNI and the host name to verify per connection.
+std::unique_ptr<boost::asio::ssl::context> make_client_tls_context(
+    const std::string& ca_file, const std::string& cert_file, const std::string& key_file,
+    const std::vector<std::string>& alpn);
 
 // Makes `context` choose ALPN "h2" when the client offers it (gRPC over TLS insists on it), else
 // "http/1.1"; clients that offer neither get no ALPN.

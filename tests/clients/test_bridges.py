@@ -1,0 +1,355 @@
+"""Nimbus's own MQTT bridges ([bridges.<name>] in nimbus.toml, issue 14) against a real Mosquitto
+2.0 (Debian's /usr/sbin/mosquitto) as the remote: paho clients on both sides count every
+message. Mosquitto and the loopback proxy that cuts the link listen on free loopback ports; every
+process is started here and stopped by its PID.
+
+- out and in with prefixes and wildcards, QoS 1 counted exactly, MQTT 3.1.1 and 5;
+- `both` on `#` with 1,000 messages: nothing comes back (No Local on 5, the bridge flag on 3.1.1);
+- store-and-forward: the link down (a proxy refusing), 2,000 numbered QoS 1 messages, Nimbus
+  killed with SIGKILL halfway and restarted, then the link up: none missing, in order per topic;
+- a tiny queue bound with drop-oldest: what is missing is exactly what /metrics counts dropped;
+- a wrong bridge in the file stops `nimbus serve` naming file, bridge, field and reason."""
+
+import os
+import re
+import select
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import TIMEOUT, V311, V5, Client, unique, wait_until
+from test_mosquitto_bridge import MOSQUITTO, free_port
+
+LINK_TIMEOUT = 30  # the first attempt is immediate; after failures the backoff draws up to 2^n s
+
+
+class RemoteMosquitto:
+    """A plain Mosquitto: the remote end of Nimbus's bridges."""
+
+    def __init__(self, workdir):
+        assert os.access(MOSQUITTO, os.X_OK), "%s not installed (package mosquitto)" % MOSQUITTO
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log_path = workdir / "mosquitto.log"
+        conf = workdir / "mosquitto.conf"
+        lines = ["listener %d 127.0.0.1" % self.port, "allow_anonymous true",
+                 "persistence false", "log_dest stderr", "log_type all", "max_queued_messages 0"]
+        if os.geteuid() == 0:
+            lines.insert(0, "user root")
+        conf.write_text("\n".join(lines) + "\n")
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=self.logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+        def listening():
+            assert self.proc.poll() is None, "mosquitto exited\n" + self.log()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        wait_until(listening, timeout=10, interval=0.05, what="mosquitto listening")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")[-20000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+
+class LinkProxy:
+    """A loopback TCP proxy in front of the remote: up() forwards, down() refuses connections and
+    resets the ones open (the link cut)."""
+
+    def __init__(self, upstream_port):
+        self.port = free_port()
+        self.upstream_port = upstream_port
+        self.listener = None
+        self.sockets = []
+        self.lock = threading.Lock()
+        self.accepted = 0
+
+    def up(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self):
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    s.close()
+                except OSError:
+                    pass
+            self.sockets = []
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.accepted += 1
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        peers = {a: b, b: a}
+        try:
+            while True:
+                ready, _, _ = select.select([a, b], [], [], 1.0)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    peers[s].sendall(data)
+        except (OSError, ValueError):
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+def metrics(nimbus):
+    with urllib.request.urlopen(nimbus.http_url + "/metrics", timeout=TIMEOUT) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'(nimbus_bridge_\w+)\{bridge="([^"]+)"(?:,reason="([^"]+)")?\} (\d+)', line)
+        if m:
+            out[(m.group(1), m.group(2), m.group(3))] = int(m.group(4))
+    return out
+
+
+def bridge_connected(nimbus, name="edge"):
+    return metrics(nimbus).get(("nimbus_bridge_connected", name, None)) == 1
+
+
+def start_with_bridges(nimbus, text):
+    path = nimbus.workdir / "nimbus.toml"
+    path.write_text(text)
+    nimbus.start(extra_args=["--config", str(path)])
+
+
+@pytest.fixture
+def remote(tmp_path):
+    mosq = RemoteMosquitto(tmp_path / "mosquitto")
+    try:
+        yield mosq
+    except BaseException:
+        print(mosq.log())
+        raise
+    finally:
+        mosq.stop()
+
+
+def connected_client(port, version=V311, name=None, clean=True, client_id=None):
+    c = Client(client_id or unique(name or "c"), version, clean_session=clean, name=name)
+    c.connect(port)
+    return c
+
+
+@pytest.mark.parametrize("protocol", ["mqttv311", "mqttv5"])
+def test_out_and_in_with_prefixes_and_wildcards_count_qos1_exactly(nimbus, remote, protocol):
+    start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["127.0.0.1:%d"]
+protocol = "%s"
+topic = ["sensor/# out 1 edge/ site1/", "cmd/+ in 1 local/ remote/"]
+""" % (remote.port, protocol))
+    wait_until(lambda: bridge_connected(nimbus), timeout=LINK_TIMEOUT, what="bridge connected")
+    on_remote = connected_client(remote.port, name="on-mosquitto")
+    on_local = connected_client(nimbus.mqtt_port, V5, name="on-nimbus")
+    try:
+        # Everything but what it publishes itself (remote/...).
+        for filter in ("site1/#", "other/#", "sensor/#", "edge/#"):
+            assert on_remote.subscribe(filter, 1) == [1]
+        assert on_local.subscribe("local/#", 1) == [1]
+        # The remote subscription is in place once a probe crosses.
+        def probe_crosses():
+            on_remote.publish("remote/cmd/probe", b"p", qos=1)
+            try:
+                on_local.expect(timeout=0.3, topic="local/cmd/probe")
+                return True
+            except AssertionError:
+                return False
+        wait_until(probe_crosses, timeout=LINK_TIMEOUT, what="the in mapping subscribed")
+        time.sleep(0.3)
+        on_local.drain()
+        on_remote.drain()
+
+        publisher = connected_client(nimbus.mqtt_port, V311, name="device")
+        for i in range(200):
+            publisher.publish("edge/sensor/%d/t" % (i % 7), str(i).encode(), qos=1)
+        publisher.publish("other/not-mapped", b"x", qos=1)   # no mapping: stays local
+        publisher.publish("sensor/no-prefix", b"x", qos=1)   # outside edge/: stays local
+        got = on_remote.collect(200, timeout=20)
+        assert [m.topic for m in got] == ["site1/sensor/%d/t" % (i % 7) for i in range(200)]
+        assert [int(m.payload) for m in got] == list(range(200))
+        assert all(m.qos == 1 for m in got)
+        for i in range(200):
+            on_remote.publish("remote/cmd/c%d" % (i % 5), str(i).encode(), qos=1)
+        on_remote.publish("remote/cmd/deeper/level", b"x", qos=1)  # + matches one level only
+        back = on_local.collect(200, timeout=20)
+        assert [m.topic for m in back] == ["local/cmd/c%d" % (i % 5) for i in range(200)]
+        assert [int(m.payload) for m in back] == list(range(200))
+        time.sleep(0.5)
+        assert on_remote.messages.empty(), "more than the mapped messages reached Mosquitto"
+        assert on_local.messages.empty(), "more than the mapped messages reached Nimbus"
+        m = metrics(nimbus)
+        assert m[("nimbus_bridge_forwarded_total", "edge", None)] >= 200
+        assert m[("nimbus_bridge_received_total", "edge", None)] >= 200
+        assert m[("nimbus_bridge_queued_messages", "edge", None)] == 0
+        publisher.disconnect()
+    finally:
+        on_remote.disconnect()
+        on_local.disconnect()
+
+
+@pytest.mark.parametrize("protocol", ["mqttv311", "mqttv5"])
+def test_both_on_everything_sends_nothing_back(nimbus, remote, protocol):
+    start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["127.0.0.1:%d"]
+protocol = "%s"
+topic = "loop/# both 1"
+notifications = false
+""" % (remote.port, protocol))
+    wait_until(lambda: bridge_connected(nimbus), timeout=LINK_TIMEOUT, what="bridge connected")
+    on_remote = connected_client(remote.port, name="on-mosquitto")
+    on_local = connected_client(nimbus.mqtt_port, V5, name="on-nimbus")
+    try:
+        assert on_remote.subscribe("loop/#", 1) == [1]
+        assert on_local.subscribe("loop/#", 1) == [1]
+        time.sleep(0.5)  # the bridge's remote subscription (its SUBACK) settles
+        publisher = connected_client(nimbus.mqtt_port, V311, name="device")
+        for i in range(1000):
+            publisher.publish("loop/%d" % (i % 10), str(i).encode(), qos=1, wait=(i % 100 == 99))
+        got_remote = on_remote.collect(1000, timeout=30)
+        got_local = on_local.collect(1000, timeout=30)
+        assert sorted(int(m.payload) for m in got_remote) == list(range(1000))
+        assert sorted(int(m.payload) for m in got_local) == list(range(1000))
+        time.sleep(1.0)
+        assert on_remote.messages.empty() and on_local.messages.empty(), "a message looped"
+        assert metrics(nimbus)[("nimbus_bridge_received_total", "edge", None)] == 0
+        publisher.disconnect()
+    finally:
+        on_remote.disconnect()
+        on_local.disconnect()
+
+
+def test_store_and_forward_survives_the_link_down_and_sigkill(nimbus, remote):
+    proxy = LinkProxy(remote.port)   # down: the bridge's attempts are refused
+    start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["127.0.0.1:%d"]
+topic = "data/# out 1"
+clean_start = false
+""" % proxy.port)
+    on_remote = connected_client(remote.port, name="on-mosquitto")
+    try:
+        assert on_remote.subscribe("data/#", 1) == [1]
+        total = 2000
+
+        def publish(numbers):
+            device = connected_client(nimbus.mqtt_port, V311, name="device")
+            for i in numbers:
+                device.publish("data/%d" % (i % 4), str(i).encode(), qos=1,
+                               wait=(i % 50 == 49 or i == numbers[-1]))
+            device.disconnect()
+
+        publish(list(range(0, total // 2)))   # every one acknowledged: durably queued
+        nimbus.kill9()
+        nimbus.start(extra_args=["--config", str(nimbus.workdir / "nimbus.toml")])
+        publish(list(range(total // 2, total)))
+        queued = metrics(nimbus)[("nimbus_bridge_queued_messages", "edge", None)]
+        assert queued == total, "queued %d of %d while the link was down" % (queued, total)
+        proxy.up()
+        got = on_remote.collect(total, timeout=LINK_TIMEOUT + 30)
+        numbers = [int(m.payload) for m in got]
+        assert sorted(set(numbers)) == list(range(total)), "missing: %s" % sorted(
+            set(range(total)) - set(numbers))[:20]
+        for topic in ("data/%d" % k for k in range(4)):
+            in_topic = [int(m.payload) for m in got if m.topic == topic]
+            assert in_topic == sorted(in_topic), "out of order on %s" % topic
+        time.sleep(0.5)
+        assert on_remote.messages.empty(), "duplicates arrived"
+        wait_until(lambda: metrics(nimbus)[("nimbus_bridge_queued_messages", "edge", None)] == 0,
+                   what="the queue drained")
+    finally:
+        proxy.down()
+        on_remote.disconnect()
+
+
+def test_a_tiny_bound_drops_the_oldest_and_counts_exactly_what_is_missing(nimbus, remote):
+    proxy = LinkProxy(remote.port)
+    start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["127.0.0.1:%d"]
+topic = "data/# out 1"
+queue_max_bytes = 4096
+""" % proxy.port)
+    on_remote = connected_client(remote.port, name="on-mosquitto")
+    try:
+        assert on_remote.subscribe("data/#", 1) == [1]
+        device = connected_client(nimbus.mqtt_port, V311, name="device")
+        total = 300
+        for i in range(total):
+            device.publish("data/x", ("%d " % i).encode() + b"." * 90, qos=1)
+        device.disconnect()
+        dropped = metrics(nimbus)[("nimbus_bridge_dropped_total", "edge", "oldest")]
+        assert 0 < dropped < total
+        proxy.up()
+        got = on_remote.collect(total - dropped, timeout=LINK_TIMEOUT + 10)
+        numbers = [int(m.payload.split()[0]) for m in got]
+        assert numbers == list(range(dropped, total)), "the newest are kept, in order"
+        time.sleep(0.5)
+        assert on_remote.messages.empty()
+    finally:
+        proxy.down()
+        on_remote.disconnect()
+
+
+@pytest.mark.parametrize("table, words", [
+    ('addresses = ["127.0.0.1:1"]\ntopic = "a/# out 3"\n', ["bridges.bad", "topic", "QoS"]),
+    ('topic = "a/# out 1"\n', ["bridges.bad", "addresses"]),
+    ('addresses = ["127.0.0.1:1"]\ntopic = "a/# sideways 1"\n', ["bridges.bad", "topic"]),
+    ('addresses = ["127.0.0.1:1"]\ntopic = "a/# out 1"\ncafile = "/nonexistent/ca.pem"\n',
+     ["bridges.bad", "ca"]),
+])
+def test_a_wrong_bridge_stops_serve_naming_file_bridge_field_and_reason(nimbus, table, words):
+    path = nimbus.workdir / "bad.toml"
+    path.write_text("[bridges.bad]\n" + table)
+    result = subprocess.run(nimbus.command() + ["--config", str(path)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode != 0
+    text = result.stderr + result.stdout
+    for word in words:
+        assert word in text, "%r not in %r" % (word, text)
+    assert str(path) in text or "startup_failed" in text
