@@ -14,11 +14,14 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include <openssl/ssl.h>
+
 #include <array>
 #include <stdexcept>
 
 #include "core/log.hpp"
 #include "net/streams.hpp"
+#include "net/tls_context.hpp"
 
 namespace nimbus::net {
 
@@ -494,6 +497,16 @@ asio::awaitable<void> https_session(asio::ip::tcp::socket socket, const http_rou
   auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, as_value);
   if (ec) {
     spdlog::debug("tls_handshake_failed remote={} error=\"{}\"", remote, ec.message());
+    co_return;
+  }
+  const unsigned char* protocol = nullptr;
+  unsigned int protocol_length = 0;
+  SSL_get0_alpn_selected(stream.native_handle(), &protocol, &protocol_length);
+  if (protocol != nullptr &&
+      std::string_view(reinterpret_cast<const char*>(protocol), protocol_length) == mqtt_alpn) {
+    if (!options.on_mqtt_stream) co_return;
+    beast::get_lowest_layer(stream).expires_never();  // MQTT's keep-alive takes over
+    options.on_mqtt_stream(make_tls_stream(std::move(stream), accepted_at));
     co_return;
   }
   auto certificate = peer_certificate_of(stream.native_handle());

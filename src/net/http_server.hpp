@@ -146,6 +146,9 @@ class http_router {
 // How one listener serves HTTP.
 struct http_listener_options {
   boost::asio::ssl::context* tls = nullptr;  // HTTPS when set
+  // HTTPS: a connection that negotiated ALPN "x-amzn-mqtt-ca" (select_alpn_mqtt_or_http) goes
+  // here as a stream, not to HTTP (MQTT on 443, as AWS IoT). Unset: such a connection is closed.
+  std::function<void(std::unique_ptr<byte_stream>)> on_mqtt_stream;
   bool loopback = false;                     // bound to a loopback address only
   std::chrono::seconds request_timeout{30};  // to receive one request's headers and body
   std::chrono::seconds idle_timeout{60};     // between requests on a kept-alive connection

@@ -38,18 +38,28 @@ steady_time or_now(steady_time t) {
   return t == steady_time{} ? std::chrono::steady_clock::now() : t;
 }
 
+// The TCP socket under a TLS stream: Asio's over a socket, or Beast's over a tcp_stream (the
+// HTTPS listener's, handing MQTT-over-ALPN connections on).
+asio::ip::tcp::socket& socket_of(tls_socket& stream) {
+  return stream.next_layer();
+}
+asio::ip::tcp::socket& socket_of(beast::ssl_stream<beast::tcp_stream>& stream) {
+  return stream.next_layer().socket();
+}
+
+template <class Tls>
 class tls_byte_stream final : public byte_stream {
  public:
-  tls_byte_stream(std::unique_ptr<tls_socket> stream, steady_time accepted_at)
+  tls_byte_stream(std::unique_ptr<Tls> stream, steady_time accepted_at)
       : stream_(std::move(stream)),
-        remote_(remote_of(stream_->next_layer())),
+        remote_(remote_of(socket_of(*stream_))),
         accepted_at_(or_now(accepted_at)) {
     if (auto cert = peer_certificate_of(stream_->native_handle())) {
       certificate_ = std::make_shared<const peer_certificate>(std::move(*cert));
     }
     boost::system::error_code ignored;
-    stream_->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
-    stream_->next_layer().set_option(asio::socket_base::keep_alive(true), ignored);
+    socket_of(*stream_).set_option(asio::ip::tcp::no_delay(true), ignored);
+    socket_of(*stream_).set_option(asio::socket_base::keep_alive(true), ignored);
   }
   void read_into(asio::mutable_buffer buffer, stream_owner& owner) override {
     stream_->async_read_some(buffer, [o = &owner](const boost::system::error_code& ec,
@@ -60,16 +70,19 @@ class tls_byte_stream final : public byte_stream {
         *stream_, buffers,
         [o = &owner](const boost::system::error_code& ec, std::size_t n) { o->on_written(ec, n); });
   }
+  // Bound to the stream's executor: Beast's stream needs a concrete one (see websocket's).
   void read_some(asio::mutable_buffer buffer, io_handler handler) override {
-    stream_->async_read_some(buffer, std::move(handler));
+    stream_->async_read_some(buffer,
+                             asio::bind_executor(stream_->get_executor(), std::move(handler)));
   }
   void write(const std::vector<asio::const_buffer>& buffers, io_handler handler) override {
-    asio::async_write(*stream_, buffers, std::move(handler));
+    asio::async_write(*stream_, buffers,
+                      asio::bind_executor(stream_->get_executor(), std::move(handler)));
   }
   void close() override {
     boost::system::error_code ignored;
-    stream_->next_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    stream_->next_layer().close(ignored);
+    socket_of(*stream_).shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    socket_of(*stream_).close(ignored);
   }
   asio::any_io_executor executor() override { return stream_->get_executor(); }
   std::string remote_address() const override { return remote_; }
@@ -78,7 +91,7 @@ class tls_byte_stream final : public byte_stream {
   steady_time accepted_at() const override { return accepted_at_; }
 
  private:
-  std::unique_ptr<tls_socket> stream_;
+  std::unique_ptr<Tls> stream_;
   std::string remote_;
   std::shared_ptr<const peer_certificate> certificate_;
   steady_time accepted_at_;
@@ -176,7 +189,14 @@ std::optional<peer_certificate> peer_certificate_of(SSL* ssl) {
 
 std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket,
                                              steady_time accepted_at) {
-  return std::make_unique<tls_byte_stream>(std::move(socket), accepted_at);
+  return std::make_unique<tls_byte_stream<tls_socket>>(std::move(socket), accepted_at);
+}
+
+std::unique_ptr<byte_stream> make_tls_stream(beast::ssl_stream<beast::tcp_stream> stream,
+                                             steady_time accepted_at) {
+  using beast_tls = beast::ssl_stream<beast::tcp_stream>;
+  return std::make_unique<tls_byte_stream<beast_tls>>(
+      std::make_unique<beast_tls>(std::move(stream)), accepted_at);
 }
 
 std::unique_ptr<byte_stream> make_websocket_stream(websocket::stream<beast::tcp_stream> ws,

@@ -19,6 +19,9 @@ using steady_time = std::chrono::steady_clock::time_point;
 // `accepted_at`: when the TCP socket under the stream was accepted (see byte_stream).
 std::unique_ptr<byte_stream> make_tls_stream(std::unique_ptr<tls_socket> socket,
                                              steady_time accepted_at = {});
+// The same over the HTTPS listener's stream, after its handshake (MQTT over ALPN).
+std::unique_ptr<byte_stream> make_tls_stream(
+    boost::beast::ssl_stream<boost::beast::tcp_stream> stream, steady_time accepted_at = {});
 // `signer`: the access key id that signed the upgrade, empty if none.
 std::unique_ptr<byte_stream> make_websocket_stream(
     boost::beast::websocket::stream<boost::beast::tcp_stream> ws, std::string remote,

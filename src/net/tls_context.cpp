@@ -2,6 +2,7 @@
 
 #include <openssl/ssl.h>
 
+#include <span>
 #include <string_view>
 #include <system_error>
 
@@ -71,10 +72,15 @@ namespace nimbus::net {
 
 namespace {
 
+constexpr std::string_view grpc_choices[] = {"h2", "http/1.1"};
+constexpr std::string_view https_choices[] = {"x-amzn-mqtt-ca", "http/1.1"};
+
+// `arg`: the span of protocols we take, ours first.
 int choose_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_length,
-                const unsigned char* offered, unsigned int offered_length, void* /*arg*/) {
+                const unsigned char* offered, unsigned int offered_length, void* arg) {
+  const auto& choices = *static_cast<const std::span<const std::string_view>*>(arg);
   // `offered`: length-prefixed protocol names, in the client's order of preference.
-  for (const std::string_view wanted : {std::string_view("h2"), std::string_view("http/1.1")}) {
+  for (const std::string_view wanted : choices) {
     for (unsigned int at = 0; at < offered_length;) {
       const unsigned int length = offered[at];
       if (at + 1 + length > offered_length) break;
@@ -92,7 +98,15 @@ int choose_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_leng
 }  // namespace
 
 void select_alpn_h2(boost::asio::ssl::context& context) {
-  SSL_CTX_set_alpn_select_cb(context.native_handle(), choose_alpn, nullptr);
+  static const std::span<const std::string_view> choices(grpc_choices);
+  SSL_CTX_set_alpn_select_cb(context.native_handle(), choose_alpn,
+                             const_cast<std::span<const std::string_view>*>(&choices));
+}
+
+void select_alpn_mqtt_or_http(boost::asio::ssl::context& context) {
+  static const std::span<const std::string_view> choices(https_choices);
+  SSL_CTX_set_alpn_select_cb(context.native_handle(), choose_alpn,
+                             const_cast<std::span<const std::string_view>*>(&choices));
 }
 
 }  // namespace nimbus::net

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nimbus::net {
@@ -29,5 +30,10 @@ std::unique_ptr<boost::asio::ssl::context> make_client_tls_context(
 // Makes `context` choose ALPN "h2" when the client offers it (gRPC over TLS insists on it), else
 // "http/1.1"; clients that offer neither get no ALPN.
 void select_alpn_h2(boost::asio::ssl::context& context);
+
+// Makes `context` choose ALPN "x-amzn-mqtt-ca" when the client offers it (MQTT on the HTTPS
+// port, as AWS IoT's 443 serves it), else "http/1.1"; clients that offer neither get no ALPN.
+inline constexpr std::string_view mqtt_alpn = "x-amzn-mqtt-ca";
+void select_alpn_mqtt_or_http(boost::asio::ssl::context& context);
 
 }  // namespace nimbus::net

@@ -27,17 +27,51 @@ from test_mosquitto_bridge import MOSQUITTO, free_port
 LINK_TIMEOUT = 30  # the first attempt is immediate; after failures the backoff draws up to 2^n s
 
 
-class RemoteMosquitto:
-    """A plain Mosquitto: the remote end of Nimbus's bridges."""
+def openssl(*args):
+    subprocess.run(["openssl"] + [str(a) for a in args], check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
-    def __init__(self, workdir):
+
+def make_pki(directory):
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate: the
+    remote's mutual TLS. Returns a dict of paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    p = {k: directory / v for k, v in dict(ca="ca.crt", ca_key="ca.key", server="server.crt",
+                                             server_key="server.key", client="client.crt",
+                                             client_key="client.key").items()}
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", p["ca_key"], "-out", p["ca"], "-days", "2", "-subj", "/CN=Remote Test CA")
+    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                                 "extendedKeyUsage=serverAuth\n"),
+                      ("client", "extendedKeyUsage=clientAuth\n")):
+        key, crt, csr, extfile = (p[name + "_key"], p[name], directory / (name + ".csr"),
+                                  directory / (name + ".ext"))
+        extfile.write_text("basicConstraints=CA:FALSE\n" + ext)
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+        openssl("req", "-new", "-key", key, "-subj", "/CN=" + name, "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", p["ca"], "-CAkey", p["ca_key"],
+                "-CAcreateserial", "-days", "2", "-sha256", "-extfile", extfile, "-out", crt)
+    return p
+
+
+class RemoteMosquitto:
+    """A plain Mosquitto: the remote end of Nimbus's bridges; with `pki`, a second listener
+    (tls_port) requiring client certificates."""
+
+    def __init__(self, workdir, pki=None):
         assert os.access(MOSQUITTO, os.X_OK), "%s not installed (package mosquitto)" % MOSQUITTO
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = workdir / "mosquitto.log"
         conf = workdir / "mosquitto.conf"
-        lines = ["listener %d 127.0.0.1" % self.port, "allow_anonymous true",
+        lines = ["per_listener_settings false", "listener %d 127.0.0.1" % self.port,
+                 "allow_anonymous true",
                  "persistence false", "log_dest stderr", "log_type all", "max_queued_messages 0"]
+        if pki is not None:
+            self.tls_port = free_port()
+            lines += ["listener %d 127.0.0.1" % self.tls_port, "cafile %s" % pki["ca"],
+                      "certfile %s" % pki["server"], "keyfile %s" % pki["server_key"],
+                      "require_certificate true"]
         if os.geteuid() == 0:
             lines.insert(0, "user root")
         conf.write_text("\n".join(lines) + "\n")
@@ -353,3 +387,153 @@ def test_a_wrong_bridge_stops_serve_naming_file_bridge_field_and_reason(nimbus, 
     for word in words:
         assert word in text, "%r not in %r" % (word, text)
     assert str(path) in text or "startup_failed" in text
+
+
+def test_nimbus_to_nimbus_as_aws_iot_mtls_over_alpn_on_the_https_port(nimbus, tmp_path):
+    """The edge bridges to a cloud Nimbus the way it would to AWS IoT Core: mutual TLS with a
+    certificate registered at the cloud (a policy attached), ALPN x-amzn-mqtt-ca on the HTTPS
+    port, MQTT 3.1.1 with the bridge flag."""
+    from conftest import Nimbus, _find_binary
+    cloud = Nimbus(_find_binary(), tmp_path / "cloud")
+    cloud.start()
+    try:
+        cert, key = cloud.make_device_cert("edge-bridge")
+        start_with_bridges(nimbus, """
+[bridges.aws]
+addresses = ["localhost:%d"]
+cafile = "%s"
+certfile = "%s"
+keyfile = "%s"
+alpn = "x-amzn-mqtt-ca"
+client_id = "edge-bridge"
+topic = ["telemetry/# out 1", "commands/# in 1"]
+""" % (cloud.https_port, cloud.ca_cert, cert, key))
+        wait_until(lambda: bridge_connected(nimbus, "aws"), timeout=LINK_TIMEOUT,
+                   what="the bridge connected to the cloud's HTTPS port")
+        at_cloud = connected_client(cloud.mqtt_port, V311, name="at-cloud")
+        at_edge = connected_client(nimbus.mqtt_port, V311, name="at-edge")
+        try:
+            assert at_cloud.subscribe("telemetry/#", 1) == [1]
+            assert at_edge.subscribe("commands/#", 1) == [1]
+            device = connected_client(nimbus.mqtt_port, V311, name="device")
+            for i in range(50):
+                device.publish("telemetry/pi-1", str(i).encode(), qos=1)
+            got = at_cloud.collect(50, timeout=20)
+            assert [int(m.payload) for m in got] == list(range(50))
+
+            def command_crosses():
+                at_cloud.publish("commands/pi-1", b"reboot", qos=1)
+                try:
+                    return at_edge.expect(timeout=0.5, topic="commands/pi-1").payload == b"reboot"
+                except AssertionError:
+                    return False
+            wait_until(command_crosses, timeout=LINK_TIMEOUT, what="a command from the cloud")
+            device.disconnect()
+        finally:
+            at_cloud.disconnect()
+            at_edge.disconnect()
+        # The cloud saw a TLS client with the registered certificate, through the HTTPS port.
+        assert "edge-bridge" in cloud.log_tail()
+    finally:
+        err = cloud.cleanup()
+        assert not err, err
+
+
+@pytest.mark.parametrize("protocol", ["mqttv311", "mqttv5"])
+def test_mutual_tls_to_mosquitto(nimbus, tmp_path, protocol):
+    pki = make_pki(tmp_path / "pki")
+    mosq = RemoteMosquitto(tmp_path / "mosquitto-tls", pki)
+    try:
+        start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["localhost:%d"]
+protocol = "%s"
+cafile = "%s"
+certfile = "%s"
+keyfile = "%s"
+topic = "secure/# both 1"
+""" % (mosq.tls_port, protocol, pki["ca"], pki["client"], pki["client_key"]))
+        wait_until(lambda: bridge_connected(nimbus), timeout=LINK_TIMEOUT, what="TLS bridge up")
+        on_remote = connected_client(mosq.port, name="on-mosquitto")
+        on_local = connected_client(nimbus.mqtt_port, V5, name="on-nimbus")
+        try:
+            assert on_remote.subscribe("secure/from-edge", 1) == [1]
+            assert on_local.subscribe("secure/from-remote", 1) == [1]
+            time.sleep(0.3)
+            for i in range(20):
+                on_local.publish("secure/from-edge", str(i).encode(), qos=1)
+                on_remote.publish("secure/from-remote", str(i).encode(), qos=1)
+            assert [int(m.payload) for m in on_remote.collect(20, timeout=20)] == list(range(20))
+            assert [int(m.payload) for m in on_local.collect(20, timeout=20)] == list(range(20))
+        finally:
+            on_remote.disconnect()
+            on_local.disconnect()
+    except BaseException:
+        print(mosq.log())
+        raise
+    finally:
+        mosq.stop()
+
+
+def test_a_remote_refusing_our_certificate_shows_in_last_error(nimbus, tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    other = make_pki(tmp_path / "other")   # a client certificate the remote does not trust
+    mosq = RemoteMosquitto(tmp_path / "mosquitto-tls", pki)
+    try:
+        start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["localhost:%d"]
+cafile = "%s"
+certfile = "%s"
+keyfile = "%s"
+topic = "x/# out 1"
+""" % (mosq.tls_port, pki["ca"], other["client"], other["client_key"]))
+        wait_until(lambda: metrics(nimbus)[("nimbus_bridge_reconnects_total", "edge", None)] >= 1,
+                   timeout=LINK_TIMEOUT, what="a refused attempt")
+        assert not bridge_connected(nimbus)
+        assert "bridge_connect_failed" in nimbus.log_tail() or "bridge_link_failed" in nimbus.log_tail()
+    finally:
+        mosq.stop()
+
+
+def test_a_link_reset_mid_stream_loses_nothing_and_duplicates_only_the_window(nimbus, remote):
+    proxy = LinkProxy(remote.port)
+    proxy.up()
+    start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["127.0.0.1:%d"]
+topic = "flow/# out 1"
+clean_start = false
+""" % proxy.port)
+    wait_until(lambda: bridge_connected(nimbus), timeout=LINK_TIMEOUT, what="bridge connected")
+    on_remote = connected_client(remote.port, name="on-mosquitto")
+    try:
+        assert on_remote.subscribe("flow/#", 1) == [1]
+        device = connected_client(nimbus.mqtt_port, V311, name="device")
+        total, cuts = 3000, 0
+        for i in range(total):
+            device.publish("flow/%d" % (i % 3), str(i).encode(), qos=1, wait=(i % 100 == 99))
+            if i in (1000, 2000):
+                proxy.down()   # connections reset, new ones refused
+                cuts += 1
+                time.sleep(0.2)
+                proxy.up()
+        device.disconnect()
+        seen = []
+        deadline = time.monotonic() + LINK_TIMEOUT + 30
+        while len(set(seen)) < total and time.monotonic() < deadline:
+            try:
+                seen.append(int(on_remote.messages.get(timeout=1).payload))
+            except Exception:
+                pass
+        assert set(seen) == set(range(total)), "missing %s" % sorted(set(range(total)) - set(seen))[:20]
+        duplicates = len(seen) - total
+        print("duplicates after %d cuts: %d" % (cuts, duplicates))
+        assert duplicates <= 20 * cuts, "duplicates beyond the in-flight window: %d" % duplicates
+        firsts = list(dict.fromkeys(seen))   # each number where it first arrived
+        for k in range(3):
+            in_topic = [n for n in firsts if n % 3 == k]
+            assert in_topic == sorted(in_topic), "out of order on flow/%d" % k
+    finally:
+        proxy.down()
+        on_remote.disconnect()
