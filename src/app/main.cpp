@@ -106,6 +106,10 @@ int main(int argc, char** argv) {
       ->add_option("--subscribe-prefix", bench_options.subscribe_prefix,
                    "fanin: subscribers subscribe to PREFIX/# (default: the topic prefix)")
       ->type_name("PREFIX");
+  bench
+      ->add_option("--subscribe-port", bench_options.subscribe_port,
+                   "Subscribers connect to this port (a bridge's remote), publishers to --port")
+      ->type_name("PORT");
   bench->add_flag(
       "--json-payload", bench_options.json_payload,
       "Publish a JSON sensor reading, send time in \"t\" (--payload: its minimum size)");

@@ -24,6 +24,7 @@
 
 #include "app/pubsub_port.hpp"
 #include "bridge/bridge_config.hpp"
+#include "bridge/bridges_api.hpp"
 #include "bridge/service.hpp"
 #include "broker/broker.hpp"
 #include "broker/connection.hpp"
@@ -259,6 +260,7 @@ int serve(const config::settings& settings) {
     rules::engine::migrate(db);
     pubsub::service::migrate(db);
     tsdb::store::migrate(db);
+    bridge::bridges_api::migrate(db);
     devices.load(db);
   }
   storage::write_queue writer(db_path, settings.storage.synchronous,
@@ -432,6 +434,9 @@ int serve(const config::settings& settings) {
   // Bridges ([bridges.<name>]): their queues under <data>/bridges, links on the loops. main()
   // checked the tables against the file; here their files and queues are opened.
   bridge::service bridges(mqtt_broker, clock, data_dir / "bridges");
+  // The links on a loop of their own: a link is one connection carrying what many devices
+  // publish, which on a shared loop waited its turn behind all of them.
+  net::io_pool bridge_pool(1);
   bridge::parse_context bridge_context;
   {
     char host[256] = {};
@@ -443,12 +448,16 @@ int serve(const config::settings& settings) {
     if (auto* error = std::get_if<bridge::config_error>(&parsed))
       throw std::runtime_error("the config's " + error->text());
     auto& config = std::get<bridge::mqtt_bridge>(parsed);
-    bridges.add(std::move(config), pool.at(i % pool.size()));
+    bridges.add(std::move(config), bridge_pool.at(0));
   }
-  if (!settings.pubsub_bridges.empty())
-    throw std::runtime_error(
-        "the config's [pubsub_bridges." + settings.pubsub_bridges.front().name +
-        "]: MQTT <-> Pub/Sub bridges are not built yet (issue 14); [bridges.<name>] are");
+  // [pubsub_bridges.<name>]: the tutorial's MQTT <-> Pub/Sub bridges (section 4).
+  for (const auto& declared : settings.pubsub_bridges) {
+    auto parsed = bridge::parse_pubsub_bridge(declared.name, declared.json);
+    if (auto* error = std::get_if<bridge::config_error>(&parsed))
+      throw std::runtime_error("the config's " + error->text());
+    bridges.add(std::get<bridge::pubsub_bridge>(std::move(parsed)), &pubsub_service,
+                bridge_pool.at(0));
+  }
 
   auto mqtt_tls = net::make_server_tls_context(
       server_cert_path, server_key_path, ca.certificate_path(), net::client_certificates::required);
@@ -557,6 +566,21 @@ int serve(const config::settings& settings) {
   dashboard.device_tag = settings.tsdb.devices_tag;
   dashboard.runner = &tsdb_queries;
   tsdb::add_dashboard_routes(router, *time_series, tsdb_auth, dashboard, clock);
+  // /api/bridges, under the rule of the rest of /api/ (tsdb.auth, as the dashboard's). The
+  // stored bridges join the file's here, before the links start; a name the file uses is the
+  // file's.
+  bridge::bridges_api_options bridge_api_options;
+  bridge_api_options.context = bridge_context;
+  bridge_api_options.pick_loop = [&bridge_pool]() -> asio::io_context& {
+    return bridge_pool.at(0);
+  };
+  bridge::bridges_api bridge_routes(bridges, writer, clock, tsdb_auth,
+                                    std::move(bridge_api_options));
+  {
+    storage::database db(db_path, settings.storage.synchronous);
+    bridge_routes.restore(db);
+  }
+  bridge_routes.install(router);
   net::http_router emulator_router;
   emulator_router.add("GET", "/", [](const net::http_request&) {
     return net::http_response{200, "text/plain", {}, "Ok"};
@@ -692,6 +716,14 @@ int serve(const config::settings& settings) {
   http_options.request_timeout = std::chrono::seconds(settings.http.request_timeout);
   net::http_listener_options https_options = http_options;
   https_options.tls = https_tls.get();
+  // MQTT on the HTTPS port for clients offering ALPN x-amzn-mqtt-ca, as AWS IoT's 443 serves it
+  // (a client certificate, as on mqtts).
+  net::select_alpn_mqtt_or_http(*https_tls);
+  https_options.on_mqtt_stream = [&mqtt_broker, admit](std::unique_ptr<net::byte_stream> stream) {
+    auto remote = admit(stream->remote_address());
+    if (!remote) return stream->close();
+    broker::serve_mqtt(mqtt_broker, std::move(stream), std::move(remote));
+  };
   http_options.loopback = is_loopback_only(settings.listeners.http);
   https_options.loopback = is_loopback_only(settings.listeners.https);
   open("http", settings.listeners.http, serve(http_options));
@@ -735,6 +767,7 @@ int serve(const config::settings& settings) {
     stop_signal.notify_all();
   });
   bridges.start();
+  bridge_pool.start();
   pool.start();
 
   std::string endpoints = "{";
@@ -765,8 +798,9 @@ int serve(const config::settings& settings) {
   pubsub_grpc.close_streams();
   if (grpc_server)
     grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
+  bridge_routes.stop();   // the bridge changes under way finish and are answered
   bridges.stop();         // a clean DISCONNECT to each remote while the loops still run
+  pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
   mqtt_broker.shutdown();
   // Wait (bounded by the close grace period) until every client was told and its connection
   // released, so no connection outlives the loops.
@@ -780,6 +814,7 @@ int serve(const config::settings& settings) {
     signals.cancel();
   });
   pool.stop();
+  bridge_pool.stop();
   listeners.clear();
   tsdb_queries.stop();  // before the store: queued queries still read it
   time_series->stop();
