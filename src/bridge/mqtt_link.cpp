@@ -37,6 +37,8 @@ constexpr auto as_value = asio::as_tuple(asio::use_awaitable);
 constexpr auto connect_timeout = 10s;
 // The cookie of the bridge's own state message on the remote: not a queue record.
 constexpr std::uint64_t state_cookie = ~std::uint64_t{0};
+// A QoS 0 message that took the direct path: not a queue record either.
+constexpr std::uint64_t direct_cookie = ~std::uint64_t{0} - 1;
 constexpr std::size_t read_batch_records = 64;
 constexpr std::size_t read_batch_bytes = 256 * 1024;
 
@@ -181,10 +183,29 @@ void mqtt_link::on_local_message(const std::string& filter, const broker::messag
                  msg->topic, mapped->topic);
     return;
   }
+  const std::uint8_t qos = effective_qos(msg->qos, *mapped->mapping);
+  if (qos == 0 && is_direct_open_.load(std::memory_order_acquire)) {
+    outbound_message out;
+    out.topic = mapped->topic;
+    out.payload = msg->payload;
+    out.retain = msg->retain;
+    if (config_.protocol == mqtt_protocol::mqttv5) out.props = msg->props;
+    out.props.message_expiry_interval.reset();
+    out.cookie = direct_cookie;
+    bool is_taken = false;
+    {
+      std::lock_guard lock(direct_mutex_);
+      if (direct_.size() < max_direct) {
+        direct_.push_back(std::move(out));
+        is_taken = true;
+      }
+    }
+    if (is_taken) return wake();
+  }
   queued_message record;
   record.topic = mapped->topic;
   record.payload = msg->payload;
-  record.qos = effective_qos(msg->qos, *mapped->mapping);
+  record.qos = qos;
   record.retain = msg->retain;
   if (config_.protocol == mqtt_protocol::mqttv5)
     record.properties = mqtt::encode_properties(msg->props);
@@ -486,7 +507,23 @@ void mqtt_link::on_remote_message(mqtt::publish_packet packet) {
 }
 
 void mqtt_link::pump(connection& link) {
-  if (link.is_closed || session_.state() != session_state::connected) return;
+  if (link.is_closed || session_.state() != session_state::connected) {
+    is_direct_open_ = false;
+    return;
+  }
+  std::vector<outbound_message> direct;
+  {
+    std::lock_guard lock(direct_mutex_);
+    direct.swap(direct_);
+  }
+  for (auto& message : direct) {
+    if (session_.publish(message, std::chrono::steady_clock::now()).status == publish_status::sent)
+      forwarded_.fetch_add(1, std::memory_order_relaxed);
+    else
+      errors_.fetch_add(1, std::memory_order_relaxed);  // at most once: dropped, counted
+  }
+  // The direct path is open while nothing waits on disk, so the two never reorder.
+  is_direct_open_ = pending_.empty() && queue_->stats().queued_messages == 0;
   while (true) {
     if (pending_.empty()) {
       std::vector<seglog::record> records;
@@ -582,6 +619,7 @@ void mqtt_link::fail(connection& link, std::string why) {
     last_error_ = std::move(why);
   }
   link.is_closed = true;
+  is_direct_open_ = false;
   link.ticker.cancel();
   if (link.stream) link.stream->close();
 }

@@ -123,6 +123,13 @@ class mqtt_link {
   std::atomic<std::uint64_t> forwarded_{0};
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint64_t> reconnects_{0};
+  // QoS 0 while the link is up with nothing queued: straight to the link, in memory (as
+  // Mosquitto forwards them), not through the disk queue. Bounded; past the bound, or once the
+  // link is down, QoS 0 messages are queued on disk as any other.
+  static constexpr std::size_t max_direct = 8192;
+  std::atomic<bool> is_direct_open_{false};  // set on the loop
+  std::mutex direct_mutex_;
+  std::vector<outbound_message> direct_;  // direct_mutex_
   std::mutex blocked_mutex_;
   std::deque<std::pair<std::string, std::shared_ptr<broker::publisher_hold>>> blocked_;
   mutable std::mutex text_mutex_;

@@ -92,10 +92,10 @@ class client : public std::enable_shared_from_this<client> {
   client(run_state& state, std::size_t loop, asio::io_context& ctx)
       : state_(state), loop_(loop), ctx_(ctx), wake_(ctx) {}
 
-  asio::awaitable<bool> open(const std::string& client_id, bool clean_start) {
+  asio::awaitable<bool> open(const std::string& client_id, bool clean_start, int port = 0) {
     asio::ip::tcp::resolver resolver(ctx_);
     auto [rec, results] = co_await resolver.async_resolve(
-        state_.opts.host, std::to_string(state_.opts.port), as_value);
+        state_.opts.host, std::to_string(port != 0 ? port : state_.opts.port), as_value);
     if (rec) co_return fail("resolve: " + rec.message());
     asio::ip::tcp::socket socket(ctx_);
     auto [cec, endpoint] = co_await asio::async_connect(socket, results, as_value);
@@ -327,8 +327,8 @@ asio::awaitable<void> run_subscriber(run_state& st, asio::io_context& ctx, std::
                                      int index) {
   auto c = std::make_shared<client>(st, loop, ctx);
   // Persistent subscribers make the broker store every QoS 1/2 delivery before acknowledging it.
-  if (!co_await c->open(fmt::format("{}-sub-{}", st.opts.client_prefix, index),
-                        !st.opts.persistent))
+  if (!co_await c->open(fmt::format("{}-sub-{}", st.opts.client_prefix, index), !st.opts.persistent,
+                        st.opts.subscribe_port))
     co_return;
   mqtt::subscribe_packet s;
   s.packet_id = 1;

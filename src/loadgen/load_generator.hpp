@@ -36,6 +36,9 @@ struct options {
   // fanin: subscribers subscribe to subscribe_prefix + "/#" (empty: topic_prefix); publishers
   // still publish to topic_prefix/<i>. Lets a subscriber see only a rule's republished copies.
   std::string subscribe_prefix;
+  // Subscribers connect here (0: `port`): publishers to a bridge's edge, subscribers to its
+  // remote, so a message is counted once it crossed the bridge.
+  int subscribe_port = 0;
   // Publishers send a JSON sensor reading whose first member, "t", is the send time (ns) as 16
   // hex digits, instead of the binary stamp (payload_size is then a minimum).
   bool json_payload = false;
