@@ -433,10 +433,11 @@ int serve(const config::settings& settings) {
 
   // Bridges ([bridges.<name>]): their queues under <data>/bridges, links on the loops. main()
   // checked the tables against the file; here their files and queues are opened.
-  bridge::service bridges(mqtt_broker, clock, data_dir / "bridges");
   // The links on a loop of their own: a link is one connection carrying what many devices
-  // publish, which on a shared loop waited its turn behind all of them.
+  // publish, which on a shared loop waited its turn behind all of them. Declared before the
+  // service, so it outlives the links' timers.
   net::io_pool bridge_pool(1);
+  bridge::service bridges(mqtt_broker, clock, data_dir / "bridges");
   bridge::parse_context bridge_context;
   {
     char host[256] = {};
@@ -754,9 +755,10 @@ int serve(const config::settings& settings) {
   std::condition_variable stop_signal;
   bool stop_requested = false;
   asio::steady_timer ticker(pool.at(0));
-  every_second(ticker, [&mqtt_broker, &shadows] {
+  every_second(ticker, [&mqtt_broker, &shadows, &bridges, &settings] {
     mqtt_broker.tick();
     shadows.purge_deleted();
+    bridges.publish_sys(std::chrono::seconds(settings.mqtt.sys_interval));
   });
   asio::signal_set signals(pool.at(0), SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int signal_number) {

@@ -214,6 +214,32 @@ std::vector<link_status> service::statuses() const {
   return out;
 }
 
+void service::publish_sys(std::chrono::seconds interval) {
+  const auto now = clock_.now();
+  if (interval.count() == 0 || now - last_sys_ < interval) return;
+  last_sys_ = now;
+  for (const auto& s : statuses()) {
+    const auto sys = [&](const std::string& what, std::string value) {
+      auto msg = std::make_shared<broker::message>();
+      msg->topic = "$SYS/broker/bridges/" + s.name + "/" + what;
+      msg->payload = std::move(value);
+      msg->retain = true;
+      msg->publisher = "$SYS";
+      broker_.publish(std::move(msg));
+    };
+    const auto& q = s.queue;
+    sys("state", std::string(to_string(s.state)));
+    sys("received", std::to_string(s.received));
+    sys("forwarded", std::to_string(s.forwarded));
+    sys("errors", std::to_string(s.errors));
+    sys("reconnects", std::to_string(s.reconnects));
+    sys("queued/messages", std::to_string(q.queued_messages));
+    sys("queued/bytes", std::to_string(q.queued_bytes));
+    sys("dropped", std::to_string(q.dropped_oldest + q.dropped_full + q.expired + q.undeliverable +
+                                  q.lost + q.discarded));
+  }
+}
+
 std::string service::prometheus_text() const {
   const auto all = statuses();
   std::string out;

@@ -15,6 +15,7 @@
 // queue directories, whose records were all discarded, removed. Until then the directory stays
 // open, so a bridge created again under the same name gets a fresh one (fresh_queue_dir).
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -96,6 +97,10 @@ class service {
   std::vector<bridge_view> list() const;  // by name
   std::vector<link_status> statuses() const;
   std::string prometheus_text() const;
+  // Every `interval` (the broker's sys_interval; called each second): each bridge's figures,
+  // retained, on $SYS/broker/bridges/<name>/... (state, received, forwarded, errors,
+  // reconnects, queued/messages, queued/bytes, dropped).
+  void publish_sys(std::chrono::seconds interval);
 
  private:
   struct entry {
@@ -123,6 +128,7 @@ class service {
   std::vector<retired_link> retired_;                       // mutex_
   std::vector<std::unique_ptr<pubsub_link>> pubsub_links_;  // mutex_; fixed once started
   bool is_started_ = false;                                 // mutex_
+  std::chrono::steady_clock::time_point last_sys_{};        // publish_sys's caller thread only
   std::atomic<std::uint64_t> deleted_{0};
   std::atomic<std::uint64_t> discarded_on_delete_{0};
 };

@@ -114,6 +114,7 @@ class LinkProxy:
         self.sockets = []
         self.lock = threading.Lock()
         self.accepted = 0
+        self.is_blackhole = False
 
     def up(self):
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -124,6 +125,10 @@ class LinkProxy:
 
     def down(self):
         if self.listener is not None:
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)   # wakes the accept thread, frees the port
+            except OSError:
+                pass
             self.listener.close()
             self.listener = None
         with self.lock:
@@ -134,6 +139,10 @@ class LinkProxy:
                 except OSError:
                     pass
             self.sockets = []
+
+    def blackhole(self, on=True):
+        """Connections stay open but nothing crosses either way (a half-open link)."""
+        self.is_blackhole = on
 
     def _accept(self, listener):
         while True:
@@ -151,8 +160,7 @@ class LinkProxy:
                 self.sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
-    @staticmethod
-    def _pump(a, b):
+    def _pump(self, a, b):
         peers = {a: b, b: a}
         try:
             while True:
@@ -161,7 +169,8 @@ class LinkProxy:
                     data = s.recv(65536)
                     if not data:
                         raise OSError("closed")
-                    peers[s].sendall(data)
+                    if not self.is_blackhole:
+                        peers[s].sendall(data)
         except (OSError, ValueError):
             for s in (a, b):
                 try:
@@ -185,10 +194,10 @@ def bridge_connected(nimbus, name="edge"):
     return metrics(nimbus).get(("nimbus_bridge_connected", name, None)) == 1
 
 
-def start_with_bridges(nimbus, text):
+def start_with_bridges(nimbus, text, extra_args=()):
     path = nimbus.workdir / "nimbus.toml"
     path.write_text(text)
-    nimbus.start(extra_args=["--config", str(path)])
+    nimbus.start(extra_args=["--config", str(path)] + list(extra_args))
 
 
 @pytest.fixture
@@ -216,7 +225,7 @@ def test_out_and_in_with_prefixes_and_wildcards_count_qos1_exactly(nimbus, remot
 addresses = ["127.0.0.1:%d"]
 protocol = "%s"
 topic = ["sensor/# out 1 edge/ site1/", "cmd/+ in 1 local/ remote/"]
-""" % (remote.port, protocol))
+""" % (remote.port, protocol), extra_args=["--sys-interval", "1"])
     wait_until(lambda: bridge_connected(nimbus), timeout=LINK_TIMEOUT, what="bridge connected")
     on_remote = connected_client(remote.port, name="on-mosquitto")
     on_local = connected_client(nimbus.mqtt_port, V5, name="on-nimbus")
@@ -260,6 +269,22 @@ topic = ["sensor/# out 1 edge/ site1/", "cmd/+ in 1 local/ remote/"]
         assert m[("nimbus_bridge_forwarded_total", "edge", None)] >= 200
         assert m[("nimbus_bridge_received_total", "edge", None)] >= 200
         assert m[("nimbus_bridge_queued_messages", "edge", None)] == 0
+        # The same figures, retained on $SYS (every --sys-interval).
+        sys = connected_client(nimbus.mqtt_port, V311, name="sys")
+        assert sys.subscribe("$SYS/broker/bridges/edge/#", 0) == [0]
+
+        def sys_figures():
+            figures = {}
+            while not sys.messages.empty():
+                msg = sys.messages.get()
+                figures[msg.topic.rsplit("/edge/", 1)[1]] = msg.payload.decode()
+            return figures
+        seen = {}
+        wait_until(lambda: seen.update(sys_figures()) or int(seen.get("forwarded", "0")) >= 200,
+                   timeout=10, what="$SYS/broker/bridges/edge/forwarded")
+        assert seen["state"] == "connected" and int(seen["received"]) >= 200
+        assert seen["queued/messages"] == "0"
+        sys.disconnect()
         publisher.disconnect()
     finally:
         on_remote.disconnect()
@@ -534,6 +559,42 @@ clean_start = false
         for k in range(3):
             in_topic = [n for n in firsts if n % 3 == k]
             assert in_topic == sorted(in_topic), "out of order on flow/%d" % k
+    finally:
+        proxy.down()
+        on_remote.disconnect()
+
+
+def test_a_half_open_link_is_caught_by_keep_alive_and_nothing_is_lost(nimbus, remote):
+    proxy = LinkProxy(remote.port)
+    proxy.up()
+    start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["127.0.0.1:%d"]
+topic = "hole/# out 1"
+keep_alive = 5
+""" % proxy.port)
+    wait_until(lambda: bridge_connected(nimbus), timeout=LINK_TIMEOUT, what="bridge connected")
+    on_remote = connected_client(remote.port, name="on-mosquitto")
+    try:
+        assert on_remote.subscribe("hole/#", 1) == [1]
+        device = connected_client(nimbus.mqtt_port, V311, name="device")
+        proxy.blackhole()   # the TCP connection stays up; nothing crosses it
+        for i in range(100):
+            device.publish("hole/x", str(i).encode(), qos=1)   # queued: acknowledged anyway
+        # No PINGRESP within 1.5 x keep-alive: the link is dropped and tried again.
+        wait_until(lambda: not bridge_connected(nimbus), timeout=15, what="the dead link noticed")
+        proxy.down()
+        proxy.blackhole(False)
+        proxy.up()
+        seen = set()
+        deadline = time.monotonic() + LINK_TIMEOUT + 15
+        while len(seen) < 100 and time.monotonic() < deadline:
+            try:
+                seen.add(int(on_remote.messages.get(timeout=1).payload))
+            except Exception:
+                pass
+        assert seen == set(range(100)), "missing %s" % sorted(set(range(100)) - seen)[:20]
+        device.disconnect()
     finally:
         proxy.down()
         on_remote.disconnect()
