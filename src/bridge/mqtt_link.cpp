@@ -104,6 +104,10 @@ mqtt_link::mqtt_link(mqtt_bridge config, broker::broker& broker, asio::io_contex
   options.dir = std::move(dir);
   options.bound = config_.queue;
   queue_ = forward_queue::open(std::move(options), committer, clock);
+  intake_ = std::make_unique<queue_intake>(*queue_, [this](bool is_durable) {
+    if (!is_durable) errors_.fetch_add(1, std::memory_order_relaxed);
+    wake();
+  });
   retry_timer_ = std::make_unique<asio::steady_timer>(loop_);
 }
 
@@ -123,7 +127,7 @@ void mqtt_link::start() {
           on_local_message(filter, msg);
         }));
   queue_->set_space_listener([this] {
-    admit_blocked();
+    intake_->on_space();
     wake();
   });
   asio::co_spawn(loop_, run(), asio::detached);
@@ -211,33 +215,7 @@ void mqtt_link::on_local_message(const std::string& filter, const broker::messag
     record.properties = mqtt::encode_properties(msg->props);
   record.expires_at_ms = msg->expires_at * 1000;
   record.enqueued_ms = clock_.unix_millis();
-  auto hold = std::make_shared<broker::publisher_hold>(broker_.hold_publisher());
-  std::lock_guard lock(blocked_mutex_);
-  // full_policy = "block": while messages wait for room, newer ones queue up behind them.
-  if (!blocked_.empty() || !admit(encode_queued_message(record), hold))
-    blocked_.emplace_back(encode_queued_message(record), std::move(hold));
-}
-
-bool mqtt_link::admit(std::string record, const std::shared_ptr<broker::publisher_hold>& hold) {
-  std::vector<std::string> records;
-  records.push_back(std::move(record));
-  const auto admission = queue_->enqueue(std::move(records), [this, hold](std::error_code error) {
-    if (error) {
-      errors_.fetch_add(1, std::memory_order_relaxed);
-      hold->fail();  // not on disk: the device is not acknowledged, and sends it again
-    } else {
-      hold->release();
-    }
-    wake();
-  });
-  // `full` (block): the device's acknowledgement waits with the message until there is room.
-  return admission != forward_queue::admission::full;
-}
-
-void mqtt_link::admit_blocked() {
-  std::lock_guard lock(blocked_mutex_);
-  while (!blocked_.empty() && admit(blocked_.front().first, blocked_.front().second))
-    blocked_.pop_front();
+  intake_->submit(encode_queued_message(record), broker_.hold_publisher());
 }
 
 void mqtt_link::set_local_state(bool is_up) {

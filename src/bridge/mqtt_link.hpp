@@ -34,6 +34,7 @@
 #include "bridge/bridge_config.hpp"
 #include "bridge/client_session.hpp"
 #include "bridge/forward_queue.hpp"
+#include "bridge/queue_intake.hpp"
 #include "broker/broker.hpp"
 #include "core/clock.hpp"
 #include "net/byte_stream.hpp"
@@ -82,10 +83,6 @@ class mqtt_link {
   struct connection;
 
   void on_local_message(const std::string& filter, const broker::message_ptr& msg);
-  // Appends one record for a local message whose publisher `hold` holds; false when the queue
-  // is full under full_policy = "block" (nothing done). blocked_mutex_ held.
-  bool admit(std::string record, const std::shared_ptr<broker::publisher_hold>& hold);
-  void admit_blocked();  // the queue has room again
   void on_remote_message(mqtt::publish_packet packet);
   boost::asio::awaitable<void> run();
   boost::asio::awaitable<std::unique_ptr<net::byte_stream>> open_stream(const host_port& address);
@@ -103,6 +100,7 @@ class mqtt_link {
   core::clock& clock_;
   const std::string publisher_id_;  // what the bridge publishes locally as (No Local)
   std::unique_ptr<forward_queue> queue_;
+  std::unique_ptr<queue_intake> intake_;  // the bus handlers' way into queue_
   std::unique_ptr<boost::asio::ssl::context> tls_;
   std::vector<broker::bus_subscription> subscriptions_;
 
@@ -130,8 +128,6 @@ class mqtt_link {
   std::atomic<bool> is_direct_open_{false};  // set on the loop
   std::mutex direct_mutex_;
   std::vector<outbound_message> direct_;  // direct_mutex_
-  std::mutex blocked_mutex_;
-  std::deque<std::pair<std::string, std::shared_ptr<broker::publisher_hold>>> blocked_;
   mutable std::mutex text_mutex_;
   std::string remote_;      // text_mutex_
   std::string last_error_;  // text_mutex_

@@ -96,6 +96,10 @@ pubsub_link::pubsub_link(pubsub_bridge config, std::unique_ptr<pubsub_target> ta
   options.dir = std::move(dir);
   options.bound = config_.queue;
   queue_ = forward_queue::open(std::move(options), committer, clock);
+  intake_ = std::make_unique<queue_intake>(*queue_, [this](bool is_durable) {
+    if (!is_durable) errors_.fetch_add(1, std::memory_order_relaxed);
+    wake();
+  });
 }
 
 pubsub_link::~pubsub_link() {
@@ -128,7 +132,7 @@ void pubsub_link::start() {
     inbox_->link = this;
   }
   queue_->set_space_listener([this] {
-    admit_blocked();
+    intake_->on_space();
     wake();
   });
   for (const auto& filter : std::set<std::string>(config_.filters.begin(), config_.filters.end()))
@@ -197,32 +201,7 @@ void pubsub_link::on_local_message(const std::string& filter, const broker::mess
   }
   record.expires_at_ms = msg->expires_at * 1000;
   record.enqueued_ms = clock_.unix_millis();  // the envelope's timestamp
-  auto hold = std::make_shared<broker::publisher_hold>(broker_.hold_publisher());
-  std::lock_guard lock(blocked_mutex_);
-  // full_policy = "block": while messages wait for room, newer ones queue up behind them.
-  if (!blocked_.empty() || !admit(encode_queued_message(record), hold))
-    blocked_.emplace_back(encode_queued_message(record), std::move(hold));
-}
-
-bool pubsub_link::admit(std::string record, const std::shared_ptr<broker::publisher_hold>& hold) {
-  std::vector<std::string> records;
-  records.push_back(std::move(record));
-  const auto admission = queue_->enqueue(std::move(records), [this, hold](std::error_code error) {
-    if (error) {
-      errors_.fetch_add(1, std::memory_order_relaxed);
-      hold->fail();  // not on disk: the device is not acknowledged, and sends it again
-    } else {
-      hold->release();
-    }
-    wake();
-  });
-  return admission != forward_queue::admission::full;
-}
-
-void pubsub_link::admit_blocked() {
-  std::lock_guard lock(blocked_mutex_);
-  while (!blocked_.empty() && admit(blocked_.front().first, blocked_.front().second))
-    blocked_.pop_front();
+  intake_->submit(encode_queued_message(record), broker_.hold_publisher());
 }
 
 void pubsub_link::wake() {

@@ -37,6 +37,7 @@
 #include "bridge/forward_queue.hpp"
 #include "bridge/mqtt_link.hpp"  // link_status, link_state
 #include "bridge/pubsub_target.hpp"
+#include "bridge/queue_intake.hpp"
 #include "broker/broker.hpp"
 #include "core/clock.hpp"
 #include "core/log.hpp"
@@ -92,8 +93,6 @@ class pubsub_link {
 
   // Up (the broker's threads, then the loop).
   void on_local_message(const std::string& filter, const broker::message_ptr& msg);
-  bool admit(std::string record, const std::shared_ptr<broker::publisher_hold>& hold);
-  void admit_blocked();
   void wake();
   void pump_up();
   void read_queue();
@@ -120,6 +119,7 @@ class pubsub_link {
   const std::string subscription_path_;
   const std::shared_ptr<inbox> inbox_;
   std::unique_ptr<forward_queue> queue_;
+  std::unique_ptr<queue_intake> intake_;  // the bus handlers' way into queue_
   std::vector<broker::bus_subscription> subscriptions_;
 
   // On the loop only.
@@ -140,8 +140,6 @@ class pubsub_link {
   std::atomic<std::uint64_t> forwarded_{0};
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint64_t> reconnects_{0};
-  std::mutex blocked_mutex_;
-  std::deque<std::pair<std::string, std::shared_ptr<broker::publisher_hold>>> blocked_;
   mutable std::mutex text_mutex_;
   std::string last_error_;  // text_mutex_
   core::log_limiter refusals_log_{10};
