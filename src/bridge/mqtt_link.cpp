@@ -105,7 +105,7 @@ mqtt_link::mqtt_link(mqtt_bridge config, broker::broker& broker, asio::io_contex
   options.bound = config_.queue;
   queue_ = forward_queue::open(std::move(options), committer, clock);
   intake_ = std::make_unique<queue_intake>(*queue_, [this](bool is_durable) {
-    if (!is_durable) errors_.fetch_add(1, std::memory_order_relaxed);
+    if (!is_durable) counters_.count_error();
     wake();
   });
   retry_timer_ = std::make_unique<asio::steady_timer>(loop_);
@@ -166,10 +166,7 @@ link_status mqtt_link::status() const {
     s.remote = remote_;
     s.last_error = last_error_;
   }
-  s.received = received_.load();
-  s.forwarded = forwarded_.load();
-  s.errors = errors_.load();
-  s.reconnects = reconnects_.load();
+  counters_.copy_to(s);
   s.queue = queue_->stats();
   return s;
 }
@@ -182,7 +179,7 @@ void mqtt_link::on_local_message(const std::string& filter, const broker::messag
   // Several filters may match one topic: the mapping map_out chose handles it, once.
   if (!mapped || mapped->mapping->local_subscription_filter() != filter) return;
   if (!mqtt::is_valid_topic_name(mapped->topic)) {
-    errors_.fetch_add(1, std::memory_order_relaxed);
+    counters_.count_error();
     spdlog::warn("bridge_topic_unmappable bridge={} topic=\"{}\" remote_topic=\"{}\"", config_.name,
                  msg->topic, mapped->topic);
     return;
@@ -283,7 +280,7 @@ asio::awaitable<void> mqtt_link::run() {
     }
     if (stopping_) break;
     if (!was_connected) ++next_address_;  // the next address; after a connection, the same
-    reconnects_.fetch_add(1, std::memory_order_relaxed);
+    counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
     state_ = link_state::backing_off;
     retry_timer_->expires_after(was_connected ? 0ms : backoff_.next_delay());
     co_await retry_timer_->async_wait(as_value);
@@ -415,7 +412,7 @@ void mqtt_link::handle(std::vector<session_event> events, connection& link) {
     } else if (auto* suback = std::get_if<suback_received>(&event)) {
       for (const auto& result : suback->results) {
         if (result.is_granted()) continue;
-        errors_.fetch_add(1, std::memory_order_relaxed);
+        counters_.count_error();
         spdlog::warn("bridge_subscription_refused bridge={} filter=\"{}\" reason={}", config_.name,
                      result.filter, mqtt::to_string(result.reason));
       }
@@ -424,10 +421,10 @@ void mqtt_link::handle(std::vector<session_event> events, connection& link) {
     } else if (auto* completed = std::get_if<publish_completed>(&event)) {
       if (completed->cookie == state_cookie) continue;
       if (completed->is_refused()) {
-        errors_.fetch_add(1, std::memory_order_relaxed);
+        counters_.count_error();
         queue_->settle(completed->cookie, settle_reason::undeliverable);
       } else {
-        forwarded_.fetch_add(1, std::memory_order_relaxed);
+        counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
         queue_->acknowledge(completed->cookie);
       }
       pump(link);
@@ -449,7 +446,7 @@ void mqtt_link::on_remote_message(mqtt::publish_packet packet) {
   const std::uint8_t qos = packet.qos;
   const auto mapped = map_in(config_.topics, packet.topic);
   if (!mapped || !mqtt::is_valid_topic_name(mapped->topic)) {
-    errors_.fetch_add(1, std::memory_order_relaxed);
+    counters_.count_error();
     spdlog::warn("bridge_topic_unmappable bridge={} remote_topic=\"{}\"", config_.name,
                  packet.topic);
     if (qos > 0) session_.acknowledge(packet_id);
@@ -466,7 +463,7 @@ void mqtt_link::on_remote_message(mqtt::publish_packet packet) {
   msg->props.topic_alias.reset();
   msg->props.subscription_identifiers.clear();
   msg->publisher = publisher_id_;
-  received_.fetch_add(1, std::memory_order_relaxed);
+  counters_.received.fetch_add(1, std::memory_order_relaxed);
   if (qos == 0) {
     broker_.publish(std::move(msg));
     return;
@@ -496,9 +493,9 @@ void mqtt_link::pump(connection& link) {
   }
   for (auto& message : direct) {
     if (session_.publish(message, std::chrono::steady_clock::now()).status == publish_status::sent)
-      forwarded_.fetch_add(1, std::memory_order_relaxed);
+      counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
     else
-      errors_.fetch_add(1, std::memory_order_relaxed);  // at most once: dropped, counted
+      counters_.count_error();  // at most once: dropped, counted
   }
   // The direct path is open while nothing waits on disk, so the two never reorder.
   is_direct_open_ = pending_.empty() && queue_->stats().queued_messages == 0;
@@ -506,7 +503,7 @@ void mqtt_link::pump(connection& link) {
     if (pending_.empty()) {
       std::vector<seglog::record> records;
       if (auto error = queue_->read(read_batch_records, read_batch_bytes, records)) {
-        errors_.fetch_add(1, std::memory_order_relaxed);
+        counters_.count_error();
         spdlog::error("bridge_queue_read_failed bridge={} error=\"{}\"", config_.name,
                       error.message());
         return;
@@ -516,7 +513,7 @@ void mqtt_link::pump(connection& link) {
       for (auto& record : records) {
         auto message = decode_queued_message(record.payload);
         if (!message) {
-          errors_.fetch_add(1, std::memory_order_relaxed);
+          counters_.count_error();
           queue_->settle(record.offset, settle_reason::undeliverable);
           continue;
         }
@@ -547,7 +544,7 @@ void mqtt_link::pump(connection& link) {
     switch (result.status) {
       case publish_status::sent:
         if (result.packet_id == 0) {  // QoS 0: done once written
-          forwarded_.fetch_add(1, std::memory_order_relaxed);
+          counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
           queue_->acknowledge(next.cookie);
         }
         pending_.pop_front();
@@ -557,7 +554,7 @@ void mqtt_link::pump(connection& link) {
         return;
       case publish_status::too_large:
       case publish_status::invalid_topic:
-        errors_.fetch_add(1, std::memory_order_relaxed);
+        counters_.count_error();
         spdlog::warn("bridge_message_undeliverable bridge={} topic=\"{}\" reason={}", config_.name,
                      next.topic,
                      result.status == publish_status::too_large ? "too_large" : "invalid_topic");

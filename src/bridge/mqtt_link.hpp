@@ -59,6 +59,21 @@ struct link_status {
   forward_queue_stats queue;
 };
 
+// The counts both kinds of link keep, from any thread.
+struct link_counters {
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::uint64_t> forwarded{0};
+  std::atomic<std::uint64_t> errors{0};
+  std::atomic<std::uint64_t> reconnects{0};
+  void count_error() { errors.fetch_add(1, std::memory_order_relaxed); }
+  void copy_to(link_status& s) const {
+    s.received = received.load();
+    s.forwarded = forwarded.load();
+    s.errors = errors.load();
+    s.reconnects = reconnects.load();
+  }
+};
+
 class mqtt_link {
  public:
   // Opens the queue in `dir` (<data>/bridges/<name>) and builds the TLS context: throws
@@ -117,10 +132,7 @@ class mqtt_link {
   std::atomic<bool> is_wake_posted_{false};
   std::atomic<bool> is_stopped_{false};
   std::atomic<link_state> state_{link_state::stopped};
-  std::atomic<std::uint64_t> received_{0};
-  std::atomic<std::uint64_t> forwarded_{0};
-  std::atomic<std::uint64_t> errors_{0};
-  std::atomic<std::uint64_t> reconnects_{0};
+  link_counters counters_;
   // QoS 0 while the link is up with nothing queued: straight to the link, in memory (as
   // Mosquitto forwards them), not through the disk queue. Bounded; past the bound, or once the
   // link is down, QoS 0 messages are queued on disk as any other.

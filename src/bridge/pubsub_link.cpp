@@ -97,7 +97,7 @@ pubsub_link::pubsub_link(pubsub_bridge config, std::unique_ptr<pubsub_target> ta
   options.bound = config_.queue;
   queue_ = forward_queue::open(std::move(options), committer, clock);
   intake_ = std::make_unique<queue_intake>(*queue_, [this](bool is_durable) {
-    if (!is_durable) errors_.fetch_add(1, std::memory_order_relaxed);
+    if (!is_durable) counters_.count_error();
     wake();
   });
 }
@@ -172,10 +172,7 @@ link_status pubsub_link::status() const {
     std::lock_guard lock(text_mutex_);
     s.last_error = last_error_;
   }
-  s.received = received_.load();
-  s.forwarded = forwarded_.load();
-  s.errors = errors_.load();
-  s.reconnects = reconnects_.load();
+  counters_.copy_to(s);
   s.queue = queue_->stats();
   return s;
 }
@@ -235,7 +232,7 @@ void pubsub_link::pump_up() {
 void pubsub_link::read_queue() {
   std::vector<seglog::record> records;
   if (auto error = queue_->read(max_batch_messages - pending_.size(), max_batch_bytes, records)) {
-    errors_.fetch_add(1, std::memory_order_relaxed);
+    counters_.count_error();
     spdlog::error("bridge_queue_read_failed bridge={} error=\"{}\"", config_.name, error.message());
     return;
   }
@@ -243,7 +240,7 @@ void pubsub_link::read_queue() {
   for (auto& record : records) {
     auto message = decode_queued_message(record.payload);
     if (!message) {
-      errors_.fetch_add(1, std::memory_order_relaxed);
+      counters_.count_error();
       queue_->settle(record.offset, settle_reason::undeliverable);
       continue;
     }
@@ -254,7 +251,7 @@ void pubsub_link::read_queue() {
     auto wrapped = wrap(config_, *message);
     if (auto* why = std::get_if<std::string>(&wrapped)) {
       // As the tutorial's except: counted as an error, and the bridge goes on.
-      errors_.fetch_add(1, std::memory_order_relaxed);
+      counters_.count_error();
       core::warn_limited(refusals_log_,
                          "bridge_message_undeliverable bridge={} topic=\"{}\" reason=\"{}\" "
                          "similar_lines_suppressed={}",
@@ -284,7 +281,7 @@ void pubsub_link::on_published(const pubsub::status& outcome, v1::PublishRespons
     return;
   }
   for (const auto offset : batch_->offsets) queue_->acknowledge(offset);
-  forwarded_.fetch_add(count, std::memory_order_relaxed);
+  counters_.forwarded.fetch_add(count, std::memory_order_relaxed);
   batch_.reset();
   succeeded(*up_);
   pump_up();
@@ -331,7 +328,7 @@ void pubsub_link::publish_command(const v1::ReceivedMessage& received) {
   auto decoded =
       unwrap_downstream(config_.envelope, message.data(), topic_attribute, config_.allowed_topics);
   if (auto* error = std::get_if<envelope_error>(&decoded)) {
-    errors_.fetch_add(1, std::memory_order_relaxed);
+    counters_.count_error();
     core::warn_limited(refusals_log_,
                        "bridge_command_refused bridge={} message_id={} reason=\"{}\" "
                        "similar_lines_suppressed={}",
@@ -345,7 +342,7 @@ void pubsub_link::publish_command(const v1::ReceivedMessage& received) {
   msg->payload = std::move(decoded_command.payload);
   msg->qos = config_.command_qos;
   msg->publisher = publisher_id_;
-  received_.fetch_add(1, std::memory_order_relaxed);
+  counters_.received.fetch_add(1, std::memory_order_relaxed);
   if (msg->qos == 0) {
     broker_.publish(std::move(msg));
     acks_.push_back(received.ack_id());
@@ -434,7 +431,7 @@ void pubsub_link::failed(direction& side, std::string_view call, const pubsub::s
     std::lock_guard lock(text_mutex_);
     last_error_ = std::move(why);
   }
-  reconnects_.fetch_add(1, std::memory_order_relaxed);
+  counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
   side.is_failing = true;
   side.is_waiting = true;
   show_state();

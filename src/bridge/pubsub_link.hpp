@@ -136,10 +136,7 @@ class pubsub_link {
 
   std::atomic<bool> is_wake_posted_{false};
   std::atomic<link_state> state_{link_state::stopped};
-  std::atomic<std::uint64_t> received_{0};
-  std::atomic<std::uint64_t> forwarded_{0};
-  std::atomic<std::uint64_t> errors_{0};
-  std::atomic<std::uint64_t> reconnects_{0};
+  link_counters counters_;
   mutable std::mutex text_mutex_;
   std::string last_error_;  // text_mutex_
   core::log_limiter refusals_log_{10};

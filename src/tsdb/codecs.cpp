@@ -188,6 +188,17 @@ bool decompress_frame(std::string_view frame, std::size_t size, std::string& out
   return ZSTD_isError(got) == 0 && got == size;
 }
 
+// Byte planes into values: plane p of `planes` (bits.size() bytes each, in order) is byte
+// first_plane + p of every value.
+void or_planes(std::string_view planes, unsigned first_plane, std::vector<std::uint64_t>& bits) {
+  const std::size_t count = bits.size();
+  for (std::size_t p = 0; count != 0 && p < planes.size() / count; ++p) {
+    const unsigned shift = 8 * (first_plane + static_cast<unsigned>(p));
+    for (std::size_t i = 0; i < count; ++i)
+      bits[i] |= std::uint64_t{static_cast<std::uint8_t>(planes[p * count + i])} << shift;
+  }
+}
+
 // ---- reading --------------------------------------------------------------------------------
 
 // Reads a column from the front; the first failure is kept as the column's error.
@@ -854,14 +865,11 @@ decoded<double> decode_floats(std::string_view column, const decode_limits& limi
       if (in.remaining() / 8 < h.count)
         return decode_error{errc::bad_count, "more values than bytes"};
       const auto count = static_cast<std::size_t>(h.count);
-      values.assign(count, 0.0);
+      std::string_view planes;
+      if (!in.take(8 * count, planes)) return in.error();
       std::vector<std::uint64_t> bits(count, 0);
-      for (std::size_t k = 0; k < 8; ++k)
-        for (std::size_t i = 0; i < count; ++i) {
-          std::uint8_t byte = 0;
-          if (!in.byte(byte)) return in.error();
-          bits[i] |= std::uint64_t{byte} << (8 * k);
-        }
+      or_planes(planes, 0, bits);
+      values.resize(count);
       for (std::size_t i = 0; i < count; ++i) values[i] = std::bit_cast<double>(bits[i]);
       break;
     }
@@ -876,19 +884,13 @@ decoded<double> decode_floats(std::string_view column, const decode_limits& limi
       if (!in.take(packed_size, packed)) return in.error();
       if (!decompress_frame(packed, 2 * count, high))
         return decode_error{errc::malformed, "high byte planes are not a zstd frame of their size"};
+      std::string_view low;
+      if (!in.take(6 * count, low)) return in.error();
       std::vector<std::uint64_t> bits(count, 0);
-      for (std::size_t k = 0; k < 6; ++k)
-        for (std::size_t i = 0; i < count; ++i) {
-          std::uint8_t byte = 0;
-          if (!in.byte(byte)) return in.error();
-          bits[i] |= std::uint64_t{byte} << (8 * k);
-        }
+      or_planes(low, 0, bits);
+      or_planes(high, 6, bits);
       values.resize(count);
-      for (std::size_t i = 0; i < count; ++i) {
-        bits[i] |= std::uint64_t{static_cast<std::uint8_t>(high[i])} << 48;
-        bits[i] |= std::uint64_t{static_cast<std::uint8_t>(high[count + i])} << 56;
-        values[i] = std::bit_cast<double>(bits[i]);
-      }
+      for (std::size_t i = 0; i < count; ++i) values[i] = std::bit_cast<double>(bits[i]);
       break;
     }
     default: {  // floats_raw: read_header admits nothing else

@@ -194,6 +194,19 @@ def bridge_connected(nimbus, name="edge"):
     return metrics(nimbus).get(("nimbus_bridge_connected", name, None)) == 1
 
 
+def wait_crossing(publisher, topic, subscriber, arriving_topic, payload=b"probe",
+                  what="a probe crossing the bridge"):
+    """Publishes `payload` until `subscriber` receives it on `arriving_topic`: the bridge's
+    subscription for that direction is in place."""
+    def crossed():
+        publisher.publish(topic, payload, qos=1)
+        try:
+            return subscriber.expect(timeout=0.5, topic=arriving_topic).payload == payload
+        except AssertionError:
+            return False
+    wait_until(crossed, timeout=LINK_TIMEOUT, what=what)
+
+
 def start_with_bridges(nimbus, text, extra_args=()):
     path = nimbus.workdir / "nimbus.toml"
     path.write_text(text)
@@ -235,14 +248,8 @@ topic = ["sensor/# out 1 edge/ site1/", "cmd/+ in 1 local/ remote/"]
             assert on_remote.subscribe(filter, 1) == [1]
         assert on_local.subscribe("local/#", 1) == [1]
         # The remote subscription is in place once a probe crosses.
-        def probe_crosses():
-            on_remote.publish("remote/cmd/probe", b"p", qos=1)
-            try:
-                on_local.expect(timeout=0.3, topic="local/cmd/probe")
-                return True
-            except AssertionError:
-                return False
-        wait_until(probe_crosses, timeout=LINK_TIMEOUT, what="the in mapping subscribed")
+        wait_crossing(on_remote, "remote/cmd/probe", on_local, "local/cmd/probe",
+                      what="the in mapping subscribed")
         time.sleep(0.3)
         on_local.drain()
         on_remote.drain()
@@ -446,13 +453,8 @@ topic = ["telemetry/# out 1", "commands/# in 1"]
             got = at_cloud.collect(50, timeout=20)
             assert [int(m.payload) for m in got] == list(range(50))
 
-            def command_crosses():
-                at_cloud.publish("commands/pi-1", b"reboot", qos=1)
-                try:
-                    return at_edge.expect(timeout=0.5, topic="commands/pi-1").payload == b"reboot"
-                except AssertionError:
-                    return False
-            wait_until(command_crosses, timeout=LINK_TIMEOUT, what="a command from the cloud")
+            wait_crossing(at_cloud, "commands/pi-1", at_edge, "commands/pi-1", b"reboot",
+                          what="a command from the cloud")
             device.disconnect()
         finally:
             at_cloud.disconnect()

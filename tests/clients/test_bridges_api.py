@@ -27,7 +27,8 @@ import uuid
 import pytest
 
 from conftest import TIMEOUT, V311, V5, wait_until
-from test_bridges import (LINK_TIMEOUT, LinkProxy, connected_client, remote)  # noqa: F401
+from test_bridges import (LINK_TIMEOUT, LinkProxy, connected_client, remote,  # noqa: F401
+                          wait_crossing)
 
 UNREACHABLE = "127.0.0.1:1"  # nothing listens there: the link backs off, the queue fills
 
@@ -151,14 +152,8 @@ def test_a_created_bridge_connects_carries_both_ways_and_never_shows_its_passwor
         assert on_remote.subscribe("site1/#", 1) == [1]
         assert on_local.subscribe("local/#", 1) == [1]
 
-        def probe_crosses():
-            on_remote.publish("remote/cmd/probe", b"p", qos=1)
-            try:
-                on_local.expect(timeout=0.3, topic="local/cmd/probe")
-                return True
-            except AssertionError:
-                return False
-        wait_until(probe_crosses, timeout=LINK_TIMEOUT, what="the in mapping subscribed")
+        wait_crossing(on_remote, "remote/cmd/probe", on_local, "local/cmd/probe",
+                      what="the in mapping subscribed")
         on_local.drain()
         for i in range(50):
             device.publish("edge/sensor/%d" % (i % 3), str(i).encode(), qos=1)

@@ -21,29 +21,16 @@
 
 #include "bridge/queued_message.hpp"
 #include "core/log.hpp"
+#include "core/tests/temp_dir.hpp"
 
 namespace nimbus::bridge {
 namespace {
 
 namespace fs = std::filesystem;
 
-class temp_dir {
- public:
-  explicit temp_dir(const std::string& name)
-      : path_(fs::temp_directory_path() /
-              ("nimbus-forward-queue-" + std::to_string(::getpid()) + "-" + name)) {
-    fs::remove_all(path_);
-  }
-  ~temp_dir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// A directory of the test's own: "forward-queue-" + the name given.
+struct temp_dir : core::testing::temp_dir {
+  explicit temp_dir(const std::string& name) : core::testing::temp_dir("forward-queue-" + name) {}
 };
 
 // A file tree's contents, by path relative to its root.

@@ -16,29 +16,16 @@
 #include <utility>
 #include <vector>
 
+#include "core/tests/temp_dir.hpp"
+
 namespace nimbus::seglog {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A directory of the test's own under the system's temp dir, removed afterwards.
-class temp_dir {
- public:
-  explicit temp_dir(const std::string& name)
-      : path_(fs::temp_directory_path() /
-              ("nimbus-seglog-" + std::to_string(::getpid()) + "-" + name)) {
-    fs::remove_all(path_);
-  }
-  ~temp_dir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// A directory of the test's own: "seglog-" + the name given.
+struct temp_dir : core::testing::temp_dir {
+  explicit temp_dir(const std::string& name) : core::testing::temp_dir("seglog-" + name) {}
 };
 
 committer::options with_policy(fsync_policy policy) {
