@@ -287,9 +287,13 @@ topic = ["sensor/# out 1 edge/ site1/", "cmd/+ in 1 local/ remote/"]
                 figures[msg.topic.rsplit("/edge/", 1)[1]] = msg.payload.decode()
             return figures
         seen = {}
-        wait_until(lambda: seen.update(sys_figures()) or int(seen.get("forwarded", "0")) >= 200,
-                   timeout=10, what="$SYS/broker/bridges/edge/forwarded")
-        assert seen["state"] == "connected" and int(seen["received"]) >= 200
+        # Retained figures arrive in no set order, and a tick may fall between them: wait for all.
+        wanted = ("state", "forwarded", "received", "queued/messages")
+        wait_until(lambda: seen.update(sys_figures()) or (all(k in seen for k in wanted)
+                                                          and int(seen["forwarded"]) >= 200
+                                                          and int(seen["received"]) >= 200),
+                   timeout=10, what="$SYS/broker/bridges/edge/{state,forwarded,received,queued}")
+        assert seen["state"] == "connected"
         assert seen["queued/messages"] == "0"
         sys.disconnect()
         publisher.disconnect()
