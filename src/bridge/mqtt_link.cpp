@@ -20,6 +20,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "bridge/queued_message.hpp"
+#include "core/log.hpp"
 #include "core/random.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/topic.hpp"
@@ -180,8 +181,10 @@ void mqtt_link::on_local_message(const std::string& filter, const broker::messag
   if (!mapped || mapped->mapping->local_subscription_filter() != filter) return;
   if (!mqtt::is_valid_topic_name(mapped->topic)) {
     counters_.count_error();
-    spdlog::warn("bridge_topic_unmappable bridge={} topic=\"{}\" remote_topic=\"{}\"", config_.name,
-                 msg->topic, mapped->topic);
+    core::warn_limited(drops_log_,
+                       "bridge_topic_unmappable bridge={} topic=\"{}\" remote_topic=\"{}\" "
+                       "similar_lines_suppressed={}",
+                       config_.name, msg->topic, mapped->topic);
     return;
   }
   const std::uint8_t qos = effective_qos(msg->qos, *mapped->mapping);
@@ -447,8 +450,10 @@ void mqtt_link::on_remote_message(mqtt::publish_packet packet) {
   const auto mapped = map_in(config_.topics, packet.topic);
   if (!mapped || !mqtt::is_valid_topic_name(mapped->topic)) {
     counters_.count_error();
-    spdlog::warn("bridge_topic_unmappable bridge={} remote_topic=\"{}\"", config_.name,
-                 packet.topic);
+    core::warn_limited(drops_log_,
+                       "bridge_topic_unmappable bridge={} remote_topic=\"{}\" "
+                       "similar_lines_suppressed={}",
+                       config_.name, packet.topic);
     if (qos > 0) session_.acknowledge(packet_id);
     return;
   }
@@ -492,10 +497,18 @@ void mqtt_link::pump(connection& link) {
     direct.swap(direct_);
   }
   for (auto& message : direct) {
-    if (session_.publish(message, std::chrono::steady_clock::now()).status == publish_status::sent)
+    const auto status = session_.publish(message, std::chrono::steady_clock::now()).status;
+    if (status == publish_status::sent) {
       counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
-    else
-      counters_.count_error();  // at most once: dropped, counted
+      continue;
+    }
+    counters_.count_error();  // at most once: dropped, counted
+    if (status == publish_status::too_large || status == publish_status::invalid_topic)
+      core::warn_limited(drops_log_,
+                         "bridge_message_undeliverable bridge={} topic=\"{}\" reason={} "
+                         "similar_lines_suppressed={}",
+                         config_.name, message.topic,
+                         status == publish_status::too_large ? "too_large" : "invalid_topic");
   }
   // The direct path is open while nothing waits on disk, so the two never reorder.
   is_direct_open_ = pending_.empty() && queue_->stats().queued_messages == 0;
@@ -555,9 +568,12 @@ void mqtt_link::pump(connection& link) {
       case publish_status::too_large:
       case publish_status::invalid_topic:
         counters_.count_error();
-        spdlog::warn("bridge_message_undeliverable bridge={} topic=\"{}\" reason={}", config_.name,
-                     next.topic,
-                     result.status == publish_status::too_large ? "too_large" : "invalid_topic");
+        core::warn_limited(
+            drops_log_,
+            "bridge_message_undeliverable bridge={} topic=\"{}\" reason={} "
+            "similar_lines_suppressed={}",
+            config_.name, next.topic,
+            result.status == publish_status::too_large ? "too_large" : "invalid_topic");
         queue_->settle(next.cookie, settle_reason::undeliverable);
         pending_.pop_front();
         break;

@@ -30,13 +30,14 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "bridge/backoff.hpp"
 #include "bridge/bridge_config.hpp"
 #include "bridge/client_session.hpp"
 #include "bridge/forward_queue.hpp"
 #include "bridge/queue_intake.hpp"
 #include "broker/broker.hpp"
+#include "core/backoff.hpp"
 #include "core/clock.hpp"
+#include "core/log.hpp"
 #include "net/byte_stream.hpp"
 #include "seglog/committer.hpp"
 
@@ -121,7 +122,7 @@ class mqtt_link {
 
   // On the loop only.
   client_session session_;
-  backoff backoff_;
+  core::backoff backoff_;
   std::deque<outbound_message> pending_;  // read from the queue, not yet taken by the session
   std::shared_ptr<connection> current_;
   std::size_t next_address_ = 0;
@@ -143,6 +144,9 @@ class mqtt_link {
   mutable std::mutex text_mutex_;
   std::string remote_;      // text_mutex_
   std::string last_error_;  // text_mutex_
+  // Messages dropped as unmappable, invalid or too large for the remote: a flood of them (a
+  // device publishing to a topic the remote refuses) is counted in full, logged rate-limited.
+  core::log_limiter drops_log_{10};
   std::atomic<bool> is_run_done_{false};
 };
 

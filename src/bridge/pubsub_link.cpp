@@ -68,9 +68,9 @@ struct pubsub_link::inbox {
 
 // One side's retries: up (Publish) and down (Pull) back off separately.
 struct pubsub_link::direction {
-  direction(asio::io_context& loop, backoff_options options)
+  direction(asio::io_context& loop, core::backoff_options options)
       : delays([] { return core::random_u64(); }, options), timer(loop) {}
-  backoff delays;
+  core::backoff delays;
   asio::steady_timer timer;
   bool is_waiting = false;  // for the timer, before the call goes again
   bool is_failing = false;  // the last call failed
@@ -79,7 +79,7 @@ struct pubsub_link::direction {
 pubsub_link::pubsub_link(pubsub_bridge config, std::unique_ptr<pubsub_target> target,
                          broker::broker& broker, asio::io_context& loop,
                          seglog::committer& committer, core::clock& clock,
-                         std::filesystem::path dir, backoff_options retry)
+                         std::filesystem::path dir, core::backoff_options retry)
     : config_(std::move(config)),
       target_(std::move(target)),
       broker_(broker),

@@ -32,13 +32,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "bridge/backoff.hpp"
 #include "bridge/bridge_config.hpp"
 #include "bridge/forward_queue.hpp"
 #include "bridge/mqtt_link.hpp"  // link_status, link_state
 #include "bridge/pubsub_target.hpp"
 #include "bridge/queue_intake.hpp"
 #include "broker/broker.hpp"
+#include "core/backoff.hpp"
 #include "core/clock.hpp"
 #include "core/log.hpp"
 #include "seglog/committer.hpp"
@@ -51,7 +51,7 @@ class pubsub_link {
   // the delays after a failed call (tests shorten them).
   pubsub_link(pubsub_bridge config, std::unique_ptr<pubsub_target> target, broker::broker& broker,
               boost::asio::io_context& loop, seglog::committer& committer, core::clock& clock,
-              std::filesystem::path dir, backoff_options retry = {});
+              std::filesystem::path dir, core::backoff_options retry = {});
   ~pubsub_link();  // stops first if stop() was not called
   pubsub_link(const pubsub_link&) = delete;
   pubsub_link& operator=(const pubsub_link&) = delete;

@@ -8,6 +8,8 @@ process is started here and stopped by its PID.
 - store-and-forward: the link down (a proxy refusing), 2,000 numbered QoS 1 messages, Nimbus
   killed with SIGKILL halfway and restarted, then the link up: none missing, in order per topic;
 - a tiny queue bound with drop-oldest: what is missing is exactly what /metrics counts dropped;
+- a malformed packet from the remote (a scripted fake broker) drops that link only: it shows in
+  last_error, the bridge connects again, and Nimbus serves its clients throughout;
 - a wrong bridge in the file stops `nimbus serve` naming file, bridge, field and reason."""
 
 import os
@@ -17,10 +19,12 @@ import socket
 import subprocess
 import threading
 import time
+import json
 import urllib.request
 
 import pytest
 
+import rawmqtt
 from conftest import TIMEOUT, V311, V5, Client, unique, wait_until
 from test_mosquitto_bridge import MOSQUITTO, free_port
 
@@ -604,3 +608,205 @@ keep_alive = 5
     finally:
         proxy.down()
         on_remote.disconnect()
+
+
+class ScriptedRemote:
+    """A fake remote broker on a loopback port (port 0), one thread per connection. Every
+    CONNECT gets a CONNACK (3.1.1, accepted); on the first connection, once `go` is set,
+    `malformed` follows it; later connections get their CONNACK only once `release` is set, then
+    SUBACKs, PUBACKs and PINGRESPs. It records each CONNECT's client id, the topics PUBLISHed to
+    it, and whether the bridge closed the first connection. Every wait is bounded."""
+
+    def __init__(self, malformed):
+        self.malformed = malformed
+        self.go = threading.Event()
+        self.release = threading.Event()
+        self.first_closed = threading.Event()
+        self.lock = threading.Lock()
+        self.connects = []
+        self.published = []
+        self.sockets = []
+        self.stopping = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self):
+        self.stopping = True
+        self.go.set()
+        self.release.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                index = len(self.sockets)
+                self.sockets.append(conn)
+            threading.Thread(target=self._serve, args=(conn, index), daemon=True).start()
+
+    def _read_exactly(self, conn, n):
+        data = b""
+        while len(data) < n:
+            if self.stopping:
+                return None
+            ready, _, _ = select.select([conn], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def _read_packet(self, conn):
+        """(type, flags, body), or None once the peer closed (or on stop)."""
+        first = self._read_exactly(conn, 1)
+        if first is None:
+            return None
+        length, shift = 0, 0
+        for _ in range(4):
+            byte = self._read_exactly(conn, 1)
+            if byte is None:
+                return None
+            length |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                break
+        body = self._read_exactly(conn, length) if length else b""
+        if body is None:
+            return None
+        return first[0] >> 4, first[0] & 0x0F, body
+
+    def _serve(self, conn, index):
+        try:
+            packet = self._read_packet(conn)
+            if packet is None or packet[0] != rawmqtt.CONNECT:
+                return
+            body = packet[2]
+            # Protocol name, level, flags, keep alive; then the client id.
+            name_length = int.from_bytes(body[0:2], "big")
+            at = 2 + name_length + 4
+            client_id = body[at + 2:at + 2 + int.from_bytes(body[at:at + 2], "big")].decode()
+            with self.lock:
+                self.connects.append(client_id)
+            if index > 0 and not self.release.wait(LINK_TIMEOUT):
+                return
+            conn.sendall(b"\x20\x02\x00\x00")  # CONNACK: no session present, accepted
+            if index == 0:
+                if not self.go.wait(LINK_TIMEOUT):
+                    return
+                conn.sendall(self.malformed)
+            while True:
+                packet = self._read_packet(conn)
+                if packet is None:
+                    break
+                kind, flags, body = packet
+                if kind == rawmqtt.SUBSCRIBE:
+                    count = 0
+                    at = 2
+                    while at < len(body):   # filter, then its options byte
+                        at += 2 + int.from_bytes(body[at:at + 2], "big") + 1
+                        count += 1
+                    conn.sendall(rawmqtt.packet(rawmqtt.SUBACK, 0, body[0:2] + b"\x01" * count))
+                elif kind == rawmqtt.PUBLISH:
+                    topic_length = int.from_bytes(body[0:2], "big")
+                    with self.lock:
+                        self.published.append(body[2:2 + topic_length].decode(errors="replace"))
+                    if (flags >> 1) & 3:
+                        packet_id = body[2 + topic_length:4 + topic_length]
+                        conn.sendall(rawmqtt.packet(rawmqtt.PUBACK, 0, packet_id))
+                elif kind == rawmqtt.PINGREQ:
+                    conn.sendall(b"\xd0\x00")
+                elif kind == rawmqtt.DISCONNECT:
+                    break
+            if index == 0:
+                self.first_closed.set()
+        except OSError:
+            if index == 0:
+                self.first_closed.set()
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def bridge_status(nimbus, name):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(nimbus.http_url + "/api/bridges/" + name, timeout=TIMEOUT) as r:
+        return json.loads(r.read())["status"]
+
+
+@pytest.mark.parametrize("malformed, reason", [
+    # A remaining length of five bytes: the MQTT framing itself is broken.
+    (b"\x30\xff\xff\xff\xff\x01", "remaining length"),
+    # A PUBLISH on an in-mapped topic whose name is not UTF-8.
+    (rawmqtt.packet(rawmqtt.PUBLISH, 0, rawmqtt.u16(5) + b"cmd/\xff" + b"payload"), "UTF-8"),
+], ids=["bad_remaining_length", "topic_not_utf8"])
+def test_a_malformed_packet_from_the_remote_drops_that_link_only(nimbus, malformed, reason):
+    remote = ScriptedRemote(malformed)
+    try:
+        start_with_bridges(nimbus, """
+[bridges.odd]
+addresses = ["127.0.0.1:%d"]
+client_id = "odd-bridge"
+topic = ["odd/# out 1", "cmd/# in 1"]
+""" % remote.port)
+        wait_until(lambda: bridge_connected(nimbus, "odd"), timeout=LINK_TIMEOUT,
+                   what="bridge connected to the scripted remote")
+        # Other clients of this Nimbus, connected before the remote misbehaves.
+        watcher = connected_client(nimbus.mqtt_port, V5, name="watcher")
+        talker = connected_client(nimbus.mqtt_port, V311, name="talker")
+        try:
+            assert watcher.subscribe("chat/#", 1) == [1]
+            talker.publish("chat/before", b"1", qos=1)
+            assert watcher.expect(topic="chat/before").payload == b"1"
+
+            remote.go.set()   # the malformed packet follows the first CONNACK
+            assert remote.first_closed.wait(LINK_TIMEOUT), "the bridge kept the connection"
+            wait_until(lambda: len(remote.connects) >= 2, timeout=LINK_TIMEOUT,
+                       what="the bridge connecting again")
+            assert remote.connects[:2] == ["odd-bridge", "odd-bridge"]
+            # The second CONNACK is held back: the failure is what the bridge shows meanwhile.
+            status = bridge_status(nimbus, "odd")
+            assert reason in status["last_error"], status
+            assert status["state"] != "connected", status
+            assert status["reconnects"] >= 1, status
+            assert metrics(nimbus)[("nimbus_bridge_reconnects_total", "odd", None)] >= 1
+            assert "bridge_link_failed bridge=odd" in nimbus.log_tail()
+
+            # Nimbus serves its clients all along: the same connections, messages both ways.
+            nimbus.assert_alive()
+            talker.publish("chat/during", b"2", qos=1)
+            assert watcher.expect(topic="chat/during").payload == b"2"
+            watcher.publish("chat/back", b"3", qos=1)
+            assert watcher.expect(topic="chat/back").payload == b"3"
+
+            # Only that link was dropped: once the remote answers, it is up and forwarding.
+            remote.release.set()
+            wait_until(lambda: bridge_connected(nimbus, "odd"), timeout=LINK_TIMEOUT,
+                       what="bridge connected again")
+            assert bridge_status(nimbus, "odd")["last_error"] == ""
+            talker.publish("odd/after", b"4", qos=1)
+            wait_until(lambda: "odd/after" in remote.published, timeout=LINK_TIMEOUT,
+                       what="odd/after forwarded on the new link")
+            assert len(remote.connects) == 2, remote.connects
+        finally:
+            watcher.disconnect()
+            talker.disconnect()
+    finally:
+        remote.stop()

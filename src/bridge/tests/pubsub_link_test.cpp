@@ -148,7 +148,7 @@ class pubsub_link_test : public ::testing::Test {
     if (!target) target = make_pubsub_target(config_, service_.get());
     link_ = std::make_unique<pubsub_link>(config_, std::move(target), *broker_, loop_, *committer_,
                                           clock_, dir_ / "bridges" / config_.name,
-                                          backoff_options{1ms, 20ms});
+                                          core::backoff_options{1ms, 20ms});
     link_->start();
   }
 

@@ -8,7 +8,9 @@
 // - target = "local" on one nimbus, with the §4.2 envelope;
 // - grpcs:// to a cloud that demands credentials (its CA, a token from its <data>/tokens);
 // - a kill -9 of the edge during a QoS 1 stream: every publish the edge acknowledged reaches
-//   the subscription (duplicates allowed), the rest of the stream too after the restart.
+//   the subscription (duplicates allowed), the rest of the stream too after the restart;
+// - a kill -9 of the cloud during the stream, restarted on its data and gRPC port: the same,
+//   and a command published there afterwards reaches the device (the edge pulls again).
 // Every process is started here and signalled by its own handle; every wait is bounded.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -357,5 +359,105 @@ test('kill -9 of the edge during a QoS 1 stream: every acknowledged publish reac
     }).finally(() => subscription.close());
   } finally {
     assert.equal(await streamer.stop(), 0, streamer.log());
+  }
+});
+
+test('kill -9 of the cloud during a QoS 1 stream: every acknowledged publish arrives, commands resume', async () => {
+  // A cloud of its own, killed and restarted on the same data directory and gRPC port; its
+  // resources come from its nimbus.toml, so they are there from the first message on.
+  const cloudDir = mkdtempSync(join(workDir, 'cloud-killed-'));
+  const cloudConfig = `
+[[pubsub.topics]]
+name = "projects/${projectId}/topics/iot-sensor-data"
+
+[[pubsub.subscriptions]]
+name = "projects/${projectId}/subscriptions/sensor-sub"
+topic = "projects/${projectId}/topics/iot-sensor-data"
+
+[[pubsub.topics]]
+name = "projects/${projectId}/topics/commands"
+
+[[pubsub.subscriptions]]
+name = "projects/${projectId}/subscriptions/commands-sub"
+topic = "projects/${projectId}/topics/commands"
+`;
+  let far = await spawnNimbus(cloudDir, cloudConfig, '127.0.0.1:0');  // null while killed
+  const grpcPort = far.port('grpc');
+  const bridged = await spawnNimbus(mkdtempSync(join(workDir, 'edge-of-killed-')),
+    bridgeConfig('far', `grpc://127.0.0.1:${grpcPort}`));
+  const forwarded = async () => (await metric(bridged, 'nimbus_bridge_forwarded_total{bridge="far"}')) ?? 0;
+  // Its own client, aimed at this cloud (not PUBSUB_EMULATOR_HOST's); first used after the restart.
+  const farPubSub = new PubSub({ projectId, apiEndpoint: `127.0.0.1:${grpcPort}`, emulatorMode: true });
+
+  // Numbered QoS 1 publishes at the edge, each awaited (its PUBACK: in the bridge's queue on
+  // disk), until `stopping` or the connection ends.
+  const acknowledged = new Set();
+  let stopping = false;
+  const streaming = (async () => {
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${bridged.port('mqtt')}`,
+      { clientId: 'streamer-cloud-killed', reconnectPeriod: 0 });
+    const closed = new Promise((resolve) => client.once('close', () => resolve(false)));
+    for (let n = 0; !stopping; n += 1) {
+      const sent = client.publishAsync('sensor/stream', JSON.stringify({ n }), { qos: 1 }).then(() => true, () => false);
+      if (!(await Promise.race([sent, closed]))) break;
+      acknowledged.add(n);
+    }
+    client.end(true);
+  })();
+  try {
+    await eventually(async () => (await forwarded()) >= 300, '300 publishes forwarded to the cloud');
+    await far.kill9();
+    far = null;
+    const atKill = acknowledged.size;
+    // The edge goes on acknowledging: its queue on disk holds them while the cloud is away.
+    await eventually(() => acknowledged.size >= atKill + 200, '200 more publishes acknowledged with the cloud down');
+
+    // The same port again; a socket of the killed process may hold it for a moment.
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      try {
+        far = await spawnNimbus(cloudDir, cloudConfig, `127.0.0.1:${grpcPort}`);
+        break;
+      } catch (error) {
+        if (!error.message.startsWith('nimbus exited early') || Date.now() > deadline) throw error;
+        await sleep(250);
+      }
+    }
+    const atRestart = await forwarded();
+    await eventually(async () => (await forwarded()) >= atRestart + 300, 'the edge forwards again after the restart');
+    stopping = true;
+    await withTimeout(streaming, WAIT, 'the stream ends');
+    assert.ok(acknowledged.size > atKill + 200, `${acknowledged.size} acknowledged`);
+
+    const seen = new Set();
+    const subscription = farPubSub.subscription('sensor-sub');
+    await withTimeout(new Promise((resolve, reject) => {
+      subscription.on('error', reject);
+      subscription.on('message', (message) => {
+        message.ack();
+        seen.add(JSON.parse(message.data.toString()).data.n);  // duplicates allowed: a set
+        if ([...acknowledged].every((n) => seen.has(n))) resolve();
+      });
+    }), 60000, `all ${acknowledged.size} acknowledged publishes at the restarted cloud`).catch((error) => {
+      const missing = [...acknowledged].filter((n) => !seen.has(n));
+      throw new Error(`${error.message}; missing ${missing.length}: ${missing.slice(0, 20)}\n${bridged.log()}`);
+    }).finally(() => subscription.close());
+
+    // Downstream: the edge's bridge pulls the restarted cloud's commands-sub again.
+    const device = await mosquittoSub(bridged, 'device/+/command');
+    try {
+      await farPubSub.topic('commands').publishMessage({
+        json: { topic: 'device/pi-042/command', payload: { action: 'resume' } },
+      });
+      assert.deepEqual(await device.lines('device/pi-042/command', 1), ['{"action": "resume"}']);
+    } finally {
+      device.stop();
+    }
+  } finally {
+    stopping = true;
+    await withTimeout(streaming.catch(() => {}), WAIT, 'the stream ends');
+    await farPubSub.close();
+    assert.equal(await bridged.stop(), 0, bridged.log());
+    if (far) assert.equal(await far.stop(), 0, far.log());
   }
 });

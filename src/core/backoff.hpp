@@ -1,15 +1,15 @@
 #pragma once
-// Reconnect delays for a bridge's link: exponential backoff with full jitter (AWS Architecture
-// Blog, "Exponential Backoff And Jitter"): after the n-th failure in a row the link waits a
-// uniformly random time in [0, min(cap, base * 2^(n-1))], so edges cut off together do not all
-// come back in the same second. Randomness is the caller's (core::random_u64 in the server, a
-// fixed sequence in tests) and so is the timer: this only computes delays. One per link, used on
-// the link's loop; not thread-safe.
+// Retry delays: exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+// Backoff And Jitter"): after the n-th failure in a row the caller waits a uniformly random time
+// in [0, min(cap, base * 2^(n-1))], so peers cut off together do not all come back in the same
+// second (a bridge's link reconnecting, an alert webhook retried). Randomness is the caller's
+// (core::random_u64 in the server, a fixed sequence in tests) and so is the timer: this only
+// computes delays. One per retried thing, used on its owner's thread; not thread-safe.
 #include <chrono>
 #include <cstdint>
 #include <functional>
 
-namespace nimbus::bridge {
+namespace nimbus::core {
 
 struct backoff_options {
   std::chrono::milliseconds base{1000};  // bound of the first delay
@@ -25,7 +25,7 @@ class backoff {
 
   // The delay before the next attempt, after one more failure.
   std::chrono::milliseconds next_delay();
-  // A connection succeeded: the next failure starts again from the base.
+  // An attempt succeeded: the next failure starts again from the base.
   void reset() { failures_ = 0; }
 
   std::uint32_t failures() const { return failures_; }
@@ -38,4 +38,4 @@ class backoff {
   std::uint32_t failures_ = 0;
 };
 
-}  // namespace nimbus::bridge
+}  // namespace nimbus::core

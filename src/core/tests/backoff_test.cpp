@@ -1,6 +1,6 @@
-// Reconnect backoff: the bound doubles from the base to the cap, every delay lies within it, the
+// Retry backoff: the bound doubles from the base to the cap, every delay lies within it, the
 // same random sequence gives the same delays, and a success starts over.
-#include "bridge/backoff.hpp"
+#include "core/backoff.hpp"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-namespace nimbus::bridge {
+namespace nimbus::core {
 namespace {
 
 using std::chrono::milliseconds;
@@ -82,4 +82,4 @@ TEST(Backoff, OptionsAreConfigurableAndSane) {
 }
 
 }  // namespace
-}  // namespace nimbus::bridge
+}  // namespace nimbus::core

@@ -1,9 +1,9 @@
-#include "bridge/backoff.hpp"
+#include "core/backoff.hpp"
 
 #include <algorithm>
 #include <utility>
 
-namespace nimbus::bridge {
+namespace nimbus::core {
 
 backoff::backoff(random_source random, backoff_options options)
     : random_(std::move(random)), options_(options) {
@@ -25,4 +25,4 @@ std::chrono::milliseconds backoff::next_delay() {
   return std::chrono::milliseconds(static_cast<std::int64_t>(random_() % (bound + 1)));
 }
 
-}  // namespace nimbus::bridge
+}  // namespace nimbus::core
