@@ -1149,12 +1149,14 @@ std::string service::declare(const std::vector<std::string>& topics,
 }
 
 void service::publish_record(const std::string& topic_id, std::string data,
-                             std::string ordering_key, std::function<void(status)> done) {
+                             std::string ordering_key, std::function<void(status)> done,
+                             const std::map<std::string, std::string>& attributes) {
   v1::PublishRequest request;
   request.set_topic(full_name(resource_kind::topic, impl_->settings.default_project, topic_id));
   auto* m = request.add_messages();
   m->set_data(std::move(data));
   m->set_ordering_key(std::move(ordering_key));
+  for (const auto& [key, value] : attributes) (*m->mutable_attributes())[key] = value;
   publish(std::move(request),
           [done = std::move(done)](status s, v1::PublishResponse) { done(std::move(s)); });
 }

@@ -125,9 +125,11 @@ class service {
                       const std::vector<std::string>& subscriptions);
 
   // In-process publish of one message to topic `topic_id` of the default project (the rules
-  // engine's kinesis action: streamName, partitionKey as the ordering key).
+  // engine's kinesis action: streamName, partitionKey as the ordering key; alert notifications,
+  // with attributes).
   void publish_record(const std::string& topic_id, std::string data, std::string ordering_key,
-                      std::function<void(status)> done);
+                      std::function<void(status)> done,
+                      const std::map<std::string, std::string>& attributes = {});
 
   // Per topic and subscription: published, delivered, acked, nacked, expired, dead_lettered,
   // filtered, num_undelivered_messages, oldest_unacked_message_age_seconds.

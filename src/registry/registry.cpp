@@ -490,6 +490,7 @@ void registry::notify(const batch& b, ticket t) const {
     for (const auto& id : b.disabled) certificate_disabled_(id);
   if (thing_deleted_)
     for (const auto& name : b.deleted_things) thing_deleted_(name, t);
+  if (groups_changed_ && b.groups_changed) groups_changed_();
 }
 
 registry::counts registry::count() const {

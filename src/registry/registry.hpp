@@ -212,6 +212,10 @@ class registry {
   void on_thing_deleted(std::function<void(const std::string& name, ticket deleted_by)> callback) {
     thing_deleted_ = std::move(callback);
   }
+  // Called, like on_certificate_disabled's callback, once a change to which groups a thing is in
+  // (directly or through a group's ancestors) is committed: a thing added to or removed from a
+  // group, a group deleted, a thing in groups deleted. The alerts service asks again.
+  void on_groups_changed(std::function<void()> callback) { groups_changed_ = std::move(callback); }
 
   const std::string& arn_prefix() const { return arn_prefix_; }
   std::string certificate_arn(const std::string& id) const { return arn_prefix_ + "cert/" + id; }
@@ -254,6 +258,7 @@ class registry {
   storage::write_queue* writer_ = nullptr;
   std::function<void(const std::string&)> certificate_disabled_;
   std::function<void(const std::string&, ticket)> thing_deleted_;
+  std::function<void()> groups_changed_;
 
   // The pending view and what goes with it, guarded by write_mutex_.
   std::mutex write_mutex_;

@@ -181,6 +181,7 @@ class registry::batch {
   void touch(object_kind kind, std::string name) { touched.emplace(kind, std::move(name)); }
   void disable_certificate(std::string id) { disabled.push_back(std::move(id)); }
   void thing_deleted(std::string name) { deleted_things.push_back(std::move(name)); }
+  void membership_changed() { groups_changed = true; }
   // Adds or replaces tags on `resource` (refused beyond 50, nothing changed); drops them all.
   void tag(const std::string& resource, const tag_list& tags) {
     if (tags.empty()) return;
@@ -194,6 +195,7 @@ class registry::batch {
   std::set<std::pair<object_kind, std::string>> touched;
   std::vector<std::string> disabled;
   std::vector<std::string> deleted_things;
+  bool groups_changed = false;  // which groups some thing is in (on_groups_changed)
 };
 
 }  // namespace nimbus::registry

@@ -142,6 +142,7 @@ registry::ticket registry::delete_thing(const std::string& name, std::int64_t ex
       invalid("Cannot delete thing " + name +
               " because it is still attached to one or more "
               "principals");
+    if (!it->second.groups.empty()) b.membership_changed();
     b.s.things.erase(it);
     b.touch(object_kind::thing, name);
     b.thing_deleted(name);
@@ -352,6 +353,7 @@ registry::ticket registry::delete_thing_group(const std::string& name,
     b.s.thing_groups.erase(it);
     b.touch(object_kind::thing_group, name);
     b.drop_tags(key);
+    b.membership_changed();
   });
 }
 
@@ -408,7 +410,10 @@ registry::ticket registry::add_thing_to_group(const std::string& group,
     if (it == b.s.things.end()) not_found("Thing " + thing_name + " cannot be found.");
     if (it->second.groups.size() >= max_groups_per_thing && !it->second.groups.contains(group))
       fail(errc::limit_exceeded, "A thing can belong to at most 10 thing groups");
-    if (it->second.groups.insert(group).second) b.touch(object_kind::thing, thing_name);
+    if (it->second.groups.insert(group).second) {
+      b.touch(object_kind::thing, thing_name);
+      b.membership_changed();
+    }
   });
 }
 
@@ -418,7 +423,10 @@ registry::ticket registry::remove_thing_from_group(const std::string& group,
     if (!b.s.thing_groups.contains(group)) not_found("Thing Group " + group + " cannot be found.");
     auto it = b.s.things.find(thing_name);
     if (it == b.s.things.end()) not_found("Thing " + thing_name + " cannot be found.");
-    if (it->second.groups.erase(group) > 0) b.touch(object_kind::thing, thing_name);
+    if (it->second.groups.erase(group) > 0) {
+      b.touch(object_kind::thing, thing_name);
+      b.membership_changed();
+    }
   });
 }
 
