@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "alerts/service.hpp"
 #include "app/pubsub_port.hpp"
 #include "bridge/bridge_config.hpp"
 #include "bridge/bridges_api.hpp"
@@ -261,6 +262,7 @@ int serve(const config::settings& settings) {
     pubsub::service::migrate(db);
     tsdb::store::migrate(db);
     bridge::bridges_api::migrate(db);
+    alerts::service::migrate(db);
     devices.load(db);
   }
   storage::write_queue writer(db_path, settings.storage.synchronous,
@@ -287,6 +289,22 @@ int serve(const config::settings& settings) {
                           : settings.pubsub.fsync == "never"  ? seglog::fsync_policy::never
                                                               : seglog::fsync_policy::always;
   pubsub::service pubsub_service(&writer, clock, pubsub_settings);
+  // Alerts: rules over every point the time-series store accepts, on a thread of their own;
+  // webhooks on a loop of their own (declared first: it outlives the service's requests).
+  net::io_pool alerts_pool(1);
+  alerts::service_settings alert_settings;
+  alert_settings.engine.default_database = settings.tsdb.devices_database;
+  alert_settings.engine.device_tag = settings.tsdb.devices_tag;
+  alert_settings.engine.max_states = settings.alerts.max_states;
+  alert_settings.tutorial_rule = settings.alerts.tutorial_rule;
+  alert_settings.max_queued_points = settings.alerts.max_queued_points;
+  alert_settings.checkpoint_interval = std::chrono::seconds(settings.alerts.checkpoint_interval_s);
+  alerts::service alert_service(mqtt_broker, writer, clock, &devices, &pubsub_service,
+                                alerts_pool.at(0), alert_settings);
+  {
+    storage::database db(db_path, settings.storage.synchronous);
+    alert_service.restore(db);
+  }
   // The time-series store: its WAL and day partitions under <data>/tsdb, metadata in the
   // database. Opening replays the WAL, so it may take a moment after a crash.
   tsdb::store_settings tsdb_settings;
@@ -302,7 +320,12 @@ int serve(const config::settings& settings) {
     storage::database db(db_path, settings.storage.synchronous);
     return std::make_unique<tsdb::store>(writer, db, clock, tsdb_settings);
   }();
+  // Every durable batch goes past the alert rules (the service copies what they watch and
+  // returns at once: ingest never waits for alerts).
+  time_series->set_observer(
+      [&alert_service](const tsdb::written_batch& batch) { alert_service.observe(batch); });
   time_series->start();
+  alert_service.start();
   declare_databases(*time_series, settings.tsdb);
   // Queries (InfluxQL, Flux, the dashboard API) run here, off the HTTP loops: one thread per
   // core, and as many waiting per thread as a dashboard's panels send at once.
@@ -474,7 +497,7 @@ int serve(const config::settings& settings) {
     router.add(
         "GET", "/metrics",
         [&mqtt_broker, &auth, &shadows, &rules_engine, &pubsub_service, &time_series, &tokens,
-         &bridges, always_token](const net::http_request& request) {
+         &bridges, &alert_service, always_token](const net::http_request& request) {
           // Open to local scrapers; anyone else needs a token (<data>/tokens).
           if ((always_token || !request.loopback_listener) &&
               !tokens.check_bearer(request.header("authorization"))) {
@@ -490,7 +513,8 @@ int serve(const config::settings& settings) {
                                     mqtt_broker.prometheus_text() + auth.prometheus_text() +
                                         shadows.prometheus_text() + rules_engine.prometheus_text() +
                                         pubsub_service.prometheus_text() +
-                                        time_series->prometheus_text() + bridges.prometheus_text()};
+                                        time_series->prometheus_text() + bridges.prometheus_text() +
+                                        alert_service.prometheus_text()};
         });
   }
   // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.
@@ -582,6 +606,8 @@ int serve(const config::settings& settings) {
     bridge_routes.restore(db);
   }
   bridge_routes.install(router);
+  // /api/alert-rules and /api/alerts, under the rule of the rest of /api/.
+  alert_service.install(router, tsdb_auth);
   net::http_router emulator_router;
   emulator_router.add("GET", "/", [](const net::http_request&) {
     return net::http_response{200, "text/plain", {}, "Ok"};
@@ -770,6 +796,7 @@ int serve(const config::settings& settings) {
   });
   bridges.start();
   bridge_pool.start();
+  alerts_pool.start();
   pool.start();
 
   std::string endpoints = "{";
@@ -802,6 +829,8 @@ int serve(const config::settings& settings) {
     grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   bridge_routes.stop();   // the bridge changes under way finish and are answered
   bridges.stop();         // a clean DISCONNECT to each remote while the loops still run
+  alert_service.stop();   // last states and alerts stored while the broker and Pub/Sub still take
+                          // its notifications
   pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
   mqtt_broker.shutdown();
   // Wait (bounded by the close grace period) until every client was told and its connection
@@ -817,6 +846,7 @@ int serve(const config::settings& settings) {
   });
   pool.stop();
   bridge_pool.stop();
+  alerts_pool.stop();
   listeners.clear();
   tsdb_queries.stop();  // before the store: queued queries still read it
   time_series->stop();

@@ -338,6 +338,23 @@ const std::vector<entry>& entries() {
     text("tsdb.devices_tag", "tsdb-devices-tag",
          "The tag naming a device in the dashboard API's measurement",
          [](settings& s) -> std::string& { return s.tsdb.devices_tag; });
+    boolean("alerts.tutorial_rule", "alerts-tutorial-rule",
+            "Enable the tutorial's alert rule high_temperature (temperature > 35) at start",
+            [](settings& s) -> bool& { return s.alerts.tutorial_rule; });
+    number(
+        "alerts.max_queued_points", "alerts-max-queued-points",
+        "Accepted points waiting for the alert rules; past it points skip the rules (counted) "
+        "rather than slow ingest",
+        [](settings& s) -> std::uint32_t& { return s.alerts.max_queued_points; }, 1'000,
+        100'000'000);
+    number(
+        "alerts.max_states", "alerts-max-states",
+        "Detector states (one per rule and series) held; series past it are not watched (counted)",
+        [](settings& s) -> std::uint32_t& { return s.alerts.max_states; }, 1, 100'000'000);
+    number(
+        "alerts.checkpoint_interval_s", "alerts-checkpoint-interval-s",
+        "Seconds between saves of the detectors' baselines (pending periods are saved at once)",
+        [](settings& s) -> std::uint32_t& { return s.alerts.checkpoint_interval_s; }, 1, 3'600);
     return t;
   }();
   return table;

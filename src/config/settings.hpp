@@ -115,6 +115,14 @@ struct tsdb_settings {
   std::vector<declared_resource> mqtt;
 };
 
+// Alerts (alerts/): rules over the time-series store's accepted points.
+struct alerts_settings {
+  bool tutorial_rule = false;                 // enable the tutorial's high_temperature at start
+  std::uint32_t max_queued_points = 100'000;  // waiting for the alerts thread; more are dropped
+  std::uint32_t max_states = 1'000'000;       // (rule, series) detector states held
+  std::uint32_t checkpoint_interval_s = 5;    // detector baselines saved this often
+};
+
 struct settings {
   // [bridges.<name>] and [pubsub_bridges.<name>]: MQTT and MQTT <-> Pub/Sub bridges
   // (bridge/bridge_config.hpp checks them).
@@ -134,6 +142,7 @@ struct settings {
   rules_settings rules;
   pubsub_settings pubsub;
   tsdb_settings tsdb;
+  alerts_settings alerts;
 };
 
 // Describes one setting for --help, --print-config and validation.

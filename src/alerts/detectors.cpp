@@ -1,0 +1,496 @@
+#include "alerts/detectors.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "core/assert.hpp"
+
+namespace nimbus::alerts {
+namespace {
+
+constexpr double mad_to_sigma = 1.4826;  // MAD of a normal distribution times this is its sigma
+constexpr std::uint8_t encoding_version = 1;
+
+// Finite whatever the readings (near DBL_MAX, differences overflow): NaN scores as 0.
+double clamp_score(double score) {
+  return std::isnan(score) ? 0 : std::clamp(score, -max_score, max_score);
+}
+
+double distance_outside(const condition& c, double value) {
+  if (value < c.lo) return c.lo - value;
+  if (value > c.hi) return value - c.hi;
+  return 0;
+}
+
+bool upward(comparison op) {
+  return op == comparison::gt || op == comparison::ge;
+}
+
+// The k-th smallest (0-based) of the union of two ascending sequences given by accessors.
+template <class Below, class Above>
+double kth_of_two(Below below, std::size_t below_size, Above above, std::size_t above_size,
+                  std::size_t k) {
+  // i readings come from `below` among the k + 1 smallest; the first i where below(i) is not
+  // smaller than above(k - i) is the split.
+  std::size_t lo = k + 1 > above_size ? k + 1 - above_size : 0;
+  std::size_t hi = std::min(k + 1, below_size);
+  while (lo < hi) {
+    const std::size_t i = lo + (hi - lo) / 2;
+    const std::size_t j = k + 1 - i;
+    if (j > 0 && below(i) < above(j - 1))
+      lo = i + 1;
+    else
+      hi = i;
+  }
+  const std::size_t j = k + 1 - lo;
+  double result = -std::numeric_limits<double>::infinity();
+  if (lo > 0) result = below(lo - 1);
+  if (j > 0) result = std::max(result, above(j - 1));
+  return result;
+}
+
+// ---- the checkpoint encoding ------------------------------------------------------------------
+
+class writer {
+ public:
+  void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void u32(std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) u8(static_cast<std::uint8_t>(v >> (8 * i)));
+  }
+  void u64(std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) u8(static_cast<std::uint8_t>(v >> (8 * i)));
+  }
+  void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+  void f64(double v) { u64(std::bit_cast<std::uint64_t>(v)); }
+  void text(std::string_view s) {
+    u32(static_cast<std::uint32_t>(s.size()));
+    out_.append(s);
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// Sticky: a read past the end sets the failure and yields zeros.
+class reader {
+ public:
+  explicit reader(std::string_view in) : in_(in) {}
+  std::uint8_t u8() {
+    if (in_.empty()) return fail();
+    auto v = static_cast<std::uint8_t>(in_.front());
+    in_.remove_prefix(1);
+    return v;
+  }
+  std::uint32_t u32() {
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= std::uint32_t{u8()} << (8 * i);
+    return v;
+  }
+  std::uint64_t u64() {
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= std::uint64_t{u8()} << (8 * i);
+    return v;
+  }
+  std::int64_t i64() { return static_cast<std::int64_t>(u64()); }
+  double f64() {
+    double v = std::bit_cast<double>(u64());
+    if (!std::isfinite(v)) has_failed_ = true;
+    return std::isfinite(v) ? v : 0;
+  }
+  std::string text() {
+    std::uint32_t size = u32();
+    if (has_failed_ || size > in_.size()) {
+      fail();
+      return {};
+    }
+    std::string s(in_.substr(0, size));
+    in_.remove_prefix(size);
+    return s;
+  }
+  bool is_whole() const { return !has_failed_ && in_.empty(); }
+  bool has_failed() const { return has_failed_; }
+  std::size_t remaining() const { return in_.size(); }
+
+ private:
+  std::uint8_t fail() {
+    has_failed_ = true;
+    return 0;
+  }
+  std::string_view in_;
+  bool has_failed_ = false;
+};
+
+}  // namespace
+
+// ---- ewma -------------------------------------------------------------------------------------
+
+double ewma_alpha(double half_life) {
+  if (!(half_life > 0)) return 1;
+  return 1 - std::exp2(-1 / half_life);
+}
+
+void ewma_baseline::add(double value, double alpha) {
+  if (count == 0) {
+    mean = value;
+    variance = 0;
+  } else {
+    const double diff = value - mean;
+    const double increment = alpha * diff;
+    mean += increment;
+    variance = (1 - alpha) * (variance + diff * increment);
+    if (!std::isfinite(mean) || !std::isfinite(variance)) {  // overflowed: start over from here
+      mean = value;
+      variance = 0;
+      count = 0;
+    }
+  }
+  ++count;
+}
+
+double ewma_baseline::score(double value) const {
+  const double floor = std::max(std::abs(mean) * 1e-9, std::numeric_limits<double>::min());
+  const double deviation = std::max(std::sqrt(variance), floor);
+  return clamp_score((value - mean) / deviation);
+}
+
+// ---- mad --------------------------------------------------------------------------------------
+
+mad_window::mad_window(std::uint32_t capacity) : ring_(std::max<std::uint32_t>(capacity, 1)) {
+  sorted_.reserve(ring_.size());
+}
+
+void mad_window::add(double value) {
+  ++seen_;
+  const std::size_t size = sorted_.size();
+  if (size == ring_.size()) {
+    const double evicted = ring_[oldest_];
+    auto it = std::lower_bound(sorted_.begin(), sorted_.end(), evicted);
+    NIMBUS_ASSERT(it != sorted_.end() && *it == evicted);
+    sorted_.erase(it);
+    ring_[oldest_] = value;
+    oldest_ = (oldest_ + 1) % ring_.size();
+  } else {
+    ring_[(oldest_ + size) % ring_.size()] = value;
+  }
+  sorted_.insert(std::upper_bound(sorted_.begin(), sorted_.end(), value), value);
+}
+
+double mad_window::median() const {
+  const std::size_t n = sorted_.size();
+  NIMBUS_ASSERT(n > 0);
+  if (n % 2 == 1) return sorted_[n / 2];
+  return sorted_[n / 2 - 1] / 2 + sorted_[n / 2] / 2;
+}
+
+double mad_window::mad() const {
+  const std::size_t n = sorted_.size();
+  NIMBUS_ASSERT(n > 0);
+  const double middle = median();
+  // Readings below the median give deviations ascending as we walk down from the split, those
+  // at or above it ascending as we walk up.
+  const std::size_t split = static_cast<std::size_t>(
+      std::lower_bound(sorted_.begin(), sorted_.end(), middle) - sorted_.begin());
+  auto below = [&](std::size_t i) { return middle - sorted_[split - 1 - i]; };
+  auto above = [&](std::size_t j) { return sorted_[split + j] - middle; };
+  const std::size_t below_size = split, above_size = n - split;
+  if (n % 2 == 1) return kth_of_two(below, below_size, above, above_size, n / 2);
+  return kth_of_two(below, below_size, above, above_size, n / 2 - 1) / 2 +
+         kth_of_two(below, below_size, above, above_size, n / 2) / 2;
+}
+
+std::vector<double> mad_window::in_order() const {
+  std::vector<double> values;
+  values.reserve(sorted_.size());
+  for (std::size_t i = 0; i < sorted_.size(); ++i)
+    values.push_back(ring_[(oldest_ + i) % ring_.size()]);
+  return values;
+}
+
+// ---- verdicts ---------------------------------------------------------------------------------
+
+reading evaluate(const condition& c, double alpha, detector_state& state, double value) {
+  reading r;
+  r.value = value;
+  r.peak = value;
+  switch (c.kind) {
+    case condition_kind::threshold:
+      r.is_raising = holds(c.op, value, c.threshold);
+      r.is_clearing = holds(c.clear_op, value, c.clear_threshold);
+      r.score = value;
+      break;
+    case condition_kind::range:
+      r.is_raising = value < c.lo || value > c.hi;
+      r.is_clearing = c.clear_lo <= value && value <= c.clear_hi;
+      r.score = distance_outside(c, value);
+      break;
+    case condition_kind::ewma: {
+      auto& baseline = state.ewma;
+      double score = 0;
+      if (baseline.count > 0 && baseline.count >= c.warmup) score = baseline.score(value);
+      r.is_raising = std::abs(score) > c.k;
+      r.is_clearing = !r.is_raising;
+      if (!r.is_raising) baseline.add(value, alpha);  // anomalies stay out of the baseline
+      r.peak = r.score = std::abs(score);
+      break;
+    }
+    case condition_kind::mad: {
+      if (!state.mad) state.mad = std::make_unique<mad_window>(c.window);
+      auto& window = *state.mad;
+      double score = 0;
+      if (window.size() > 0 && window.seen() >= c.warmup) {
+        const double middle = window.median();
+        const double scale = mad_to_sigma * std::max(window.mad(), c.floor);
+        const double deviation = value - middle;
+        r.is_raising = std::abs(deviation) > c.k * scale;
+        // A zero scale (a zero MAD and no floor): any reading off the median is an anomaly,
+        // scored at the clamp.
+        score = scale > 0 ? clamp_score(deviation / scale)
+                          : (deviation == 0 ? 0 : std::copysign(max_score, deviation));
+      }
+      r.is_clearing = !r.is_raising;
+      if (!r.is_raising) window.add(value);
+      r.peak = r.score = std::abs(score);
+      break;
+    }
+    case condition_kind::flatline:
+      if (state.flat_run > 0 && value == state.flat_value) {
+        if (state.flat_run < std::numeric_limits<std::uint32_t>::max()) ++state.flat_run;
+      } else {
+        state.flat_value = value;
+        state.flat_run = 1;
+      }
+      r.is_raising = state.flat_run >= std::max<std::uint32_t>(c.count, 1);
+      r.is_clearing = state.flat_run == 1;
+      r.score = state.flat_run;
+      break;
+    case condition_kind::no_data:
+    case condition_kind::offline:
+      break;  // the engine's timers, not readings
+  }
+  if (r.is_raising) r.is_clearing = false;
+  return r;
+}
+
+bool more_extreme_peak(const condition& c, double candidate, double current) {
+  switch (c.kind) {
+    case condition_kind::threshold:
+      return upward(c.op) ? candidate > current : candidate < current;
+    case condition_kind::range:
+      return distance_outside(c, candidate) > distance_outside(c, current);
+    case condition_kind::ewma:
+    case condition_kind::mad:
+      return candidate > current;
+    case condition_kind::flatline:
+      return true;  // the stuck value itself
+    case condition_kind::no_data:
+    case condition_kind::offline:
+      return false;
+  }
+  return false;
+}
+
+bool stronger_score(const condition& c, double candidate, double current) {
+  if (c.kind == condition_kind::threshold)
+    return upward(c.op) ? candidate > current : candidate < current;
+  return candidate > current;
+}
+
+bool escalation_met(const condition& c, double step_value, double score) {
+  switch (c.kind) {
+    case condition_kind::threshold:
+      return holds(c.op, score, step_value);
+    case condition_kind::range:
+    case condition_kind::ewma:
+    case condition_kind::mad:
+    case condition_kind::flatline:
+      return score >= step_value;
+    case condition_kind::no_data:
+    case condition_kind::offline:
+      return false;
+  }
+  return false;
+}
+
+// ---- checkpoints ------------------------------------------------------------------------------
+
+std::string encode_state(condition_kind kind, const detector_state& state,
+                         std::string_view device) {
+  writer w;
+  w.u8(encoding_version);
+  w.u8(static_cast<std::uint8_t>(kind));
+  w.u8(static_cast<std::uint8_t>(state.at));
+  w.u8(state.has_last ? 1 : 0);
+  w.i64(state.last_ms);
+  w.i64(state.since_ms);
+  w.u64(state.alert_id);
+  w.u64(state.run_count);
+  w.f64(state.run_value);
+  w.f64(state.run_peak);
+  w.f64(state.run_score);
+  w.text(device);
+  switch (kind) {
+    case condition_kind::ewma:
+      w.f64(state.ewma.mean);
+      w.f64(state.ewma.variance);
+      w.u64(state.ewma.count);
+      break;
+    case condition_kind::mad: {
+      auto values = state.mad ? state.mad->in_order() : std::vector<double>{};
+      w.u64(state.mad ? state.mad->seen() : 0);
+      w.u32(static_cast<std::uint32_t>(values.size()));
+      for (double v : values) w.f64(v);
+      break;
+    }
+    case condition_kind::flatline:
+      w.f64(state.flat_value);
+      w.u32(state.flat_run);
+      break;
+    default:
+      break;
+  }
+  return w.take();
+}
+
+bool decode_state(std::string_view data, condition_kind kind, std::uint32_t window,
+                  detector_state& state, std::string& device) {
+  reader r(data);
+  if (r.u8() != encoding_version || r.u8() != static_cast<std::uint8_t>(kind)) return false;
+  const std::uint8_t at = r.u8();
+  if (at > static_cast<std::uint8_t>(phase::clear_pending)) return false;
+  state.at = static_cast<phase>(at);
+  state.has_last = (r.u8() & 1) != 0;
+  state.last_ms = r.i64();
+  state.since_ms = r.i64();
+  state.alert_id = r.u64();
+  state.run_count = r.u64();
+  state.run_value = r.f64();
+  state.run_peak = r.f64();
+  state.run_score = r.f64();
+  device = r.text();
+  switch (kind) {
+    case condition_kind::ewma:
+      state.ewma.mean = r.f64();
+      state.ewma.variance = r.f64();
+      state.ewma.count = r.u64();
+      if (state.ewma.variance < 0) return false;
+      break;
+    case condition_kind::mad: {
+      const std::uint64_t seen = r.u64();
+      const std::uint32_t size = r.u32();
+      if (r.has_failed() || std::uint64_t{size} * 8 != r.remaining()) return false;
+      std::vector<double> values(size);
+      for (auto& v : values) v = r.f64();
+      state.mad = std::make_unique<mad_window>(window);
+      const std::size_t skip =
+          values.size() > state.mad->capacity() ? values.size() - state.mad->capacity() : 0;
+      for (std::size_t i = skip; i < values.size(); ++i) state.mad->add(values[i]);
+      state.mad->set_seen(seen);
+      break;
+    }
+    case condition_kind::flatline:
+      state.flat_value = r.f64();
+      state.flat_run = r.u32();
+      break;
+    default:
+      break;
+  }
+  return r.is_whole();
+}
+
+// ---- the state table --------------------------------------------------------------------------
+
+std::optional<std::uint32_t> state_table::find_series(std::string_view k) const {
+  auto it = series_by_key_.find(k);
+  if (it == series_by_key_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::uint32_t state_table::intern_series(std::string_view k, std::string_view device) {
+  if (auto it = series_by_key_.find(k); it != series_by_key_.end()) return it->second;
+  std::uint32_t slot;
+  if (!free_series_.empty()) {
+    slot = free_series_.back();
+    free_series_.pop_back();
+  } else {
+    slot = static_cast<std::uint32_t>(series_.size());
+    series_.emplace_back();
+  }
+  series_[slot] = series_entry{std::string(k), std::string(device), 0};
+  series_by_key_.emplace(std::string(k), slot);
+  return slot;
+}
+
+void state_table::release_if_unused(std::uint32_t series_slot) {
+  series_entry& entry = series_[series_slot];
+  if (entry.refs != 0) return;
+  series_by_key_.erase(entry.key);
+  entry = series_entry{};
+  free_series_.push_back(series_slot);
+}
+
+detector_state* state_table::find(std::uint32_t rule, std::uint32_t series_slot) {
+  auto it = by_key_.find(key(rule, series_slot));
+  return it == by_key_.end() ? nullptr : &states_[it->second];
+}
+
+detector_state& state_table::create(std::uint32_t rule, std::uint32_t series_slot) {
+  std::uint32_t slot;
+  if (!free_states_.empty()) {
+    slot = free_states_.back();
+    free_states_.pop_back();
+  } else {
+    slot = static_cast<std::uint32_t>(states_.size());
+    states_.emplace_back();
+  }
+  detector_state& s = states_[slot];
+  s = detector_state{};
+  s.slot = slot;
+  s.rule = rule;
+  s.series = series_slot;
+  s.is_live = true;
+  ++series_[series_slot].refs;
+  ++live_;
+  by_key_.emplace(key(rule, series_slot), slot);
+  return s;
+}
+
+void state_table::erase(detector_state& state) {
+  NIMBUS_ASSERT(state.is_live);
+  const std::uint32_t slot = state.slot, series_slot = state.series;
+  by_key_.erase(key(state.rule, series_slot));
+  --series_[series_slot].refs;
+  release_if_unused(series_slot);
+  state = detector_state{};
+  free_states_.push_back(slot);
+  --live_;
+}
+
+detector_state* state_table::at(std::uint64_t slot) {
+  if (slot >= states_.size() || !states_[slot].is_live) return nullptr;
+  return &states_[slot];
+}
+
+void state_table::mark_dirty(detector_state& state) {
+  if (state.is_dirty) return;
+  state.is_dirty = true;
+  dirty_.push_back(state.slot);
+}
+
+std::vector<detector_state*> state_table::take_dirty() {
+  std::vector<detector_state*> out;
+  out.reserve(dirty_.size());
+  // A slot freed and reused while dirty may be listed twice; the flag lists it once.
+  for (std::uint32_t slot : dirty_) {
+    detector_state& s = states_[slot];
+    if (!s.is_live || !s.is_dirty) continue;
+    s.is_dirty = false;
+    out.push_back(&s);
+  }
+  dirty_.clear();
+  return out;
+}
+
+}  // namespace nimbus::alerts
