@@ -324,6 +324,7 @@ std::string encode_state(condition_kind kind, const detector_state& state,
   w.u8(static_cast<std::uint8_t>(state.at));
   w.u8(state.has_last ? 1 : 0);
   w.i64(state.last_ms);
+  w.i64(state.last_point_ms);
   w.i64(state.since_ms);
   w.u64(state.alert_id);
   w.u64(state.run_count);
@@ -363,6 +364,7 @@ bool decode_state(std::string_view data, condition_kind kind, std::uint32_t wind
   state.at = static_cast<phase>(at);
   state.has_last = (r.u8() & 1) != 0;
   state.last_ms = r.i64();
+  state.last_point_ms = r.i64();
   state.since_ms = r.i64();
   state.alert_id = r.u64();
   state.run_count = r.u64();

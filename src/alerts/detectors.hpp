@@ -80,8 +80,9 @@ struct detector_state {
 
   phase at = phase::normal;
   bool has_last = false;
-  std::int64_t last_ms = 0;                // the newest reading's time (or presence event's)
-  std::int64_t since_ms = 0;               // when the raise or clear pending started
+  std::int64_t last_ms = 0;        // when the newest reading arrived (or the presence event's time)
+  std::int64_t last_point_ms = 0;  // the newest reading's own time: older ones are late
+  std::int64_t since_ms = 0;       // when the raise or clear pending started
   std::int64_t deadline_ms = no_deadline;  // the timer armed for it, if any
   std::uint64_t alert_id = 0;              // the alert it raised or joined (open, clear_pending)
   // The raising readings since the raise pending started: what the alert starts with.

@@ -93,12 +93,13 @@ struct engine::impl {
 
   // A point being offered: what is derived from it once, on the first rule that needs it.
   struct point_context {
-    point_context(std::string_view db, const tsdb::point& point, std::int64_t t)
-        : database(db), p(point), time_ms(t) {}
+    point_context(std::string_view db, const tsdb::point& point, std::int64_t t, std::int64_t now)
+        : database(db), p(point), time_ms(t), now_ms(now) {}
 
     std::string_view database;
     const tsdb::point& p;
-    std::int64_t time_ms;
+    std::int64_t time_ms;  // the point's own time: orders a series' readings
+    std::int64_t now_ms;   // when it arrived: the detectors' clock
     std::optional<std::string_view> device_tag;
     std::string key;
     bool has_key = false;
@@ -255,12 +256,15 @@ struct engine::impl {
   // ---- timers ---------------------------------------------------------------------------------
 
   void arm(detector_state& s, std::int64_t at_ms) {
+    if (s.deadline_ms != at_ms && rules[s.rule].r.when.kind != condition_kind::no_data)
+      ++counters.timer_changes;
     s.deadline_ms = at_ms;
     timers.set(s.slot, at_ms);
   }
 
   void disarm(detector_state& s) {
     if (s.deadline_ms == no_deadline) return;
+    if (rules[s.rule].r.when.kind != condition_kind::no_data) ++counters.timer_changes;
     s.deadline_ms = no_deadline;
     timers.cancel(s.slot);
   }
@@ -553,12 +557,15 @@ struct engine::impl {
       if (ctx.series == no_slot) ctx.series = table.intern_series(ctx.series_key(), ctx.device());
       s = create_state(index, ctx.series);
       if (s == nullptr) return;
-    } else if (s->has_last && ctx.time_ms < s->last_ms) {
+    } else if (s->has_last && ctx.time_ms < s->last_point_ms) {
       ++counters.late;
       return;
     }
     ++counters.evaluated;
-    const std::int64_t t = ctx.time_ms;
+    // Pending periods, no-data silences and escalations run on arrival time, as the timers do:
+    // a device whose clock is hours off (or a batch of old points) must not skip a `for`.
+    const std::int64_t t = std::max(ctx.now_ms, s->has_last ? s->last_ms : ctx.now_ms);
+    s->last_point_ms = ctx.time_ms;
     catch_up(*s, t);
     sync_with_alert(*s);
     if (slot.r.when.kind == condition_kind::no_data) {
@@ -705,14 +712,28 @@ void engine::set_group_lookup(group_lookup lookup) {
   impl_->group_cache.clear();
 }
 
-void engine::groups_changed() {
-  impl_->group_cache.clear();
+void engine::groups_changed(std::int64_t now_ms) {
+  auto& m = *impl_;
+  m.group_cache.clear();
+  std::vector<detector_state*> left;
+  m.table.for_each([&](detector_state& s) {
+    const selection& sel = m.rules[s.rule].r.select;
+    if (!sel.groups.empty() &&
+        !impl::in_any_group(sel, m.groups_of(m.table.series(s.series).device)))
+      left.push_back(&s);
+  });
+  for (detector_state* s : left) {
+    m.disarm(*s);
+    if (auto it = m.alerts.find(s->alert_id); it != m.alerts.end() && it->second.open())
+      m.clear_alert(it->second, "rule", "no longer selected", now_ms);
+    m.delete_state(*s);
+  }
 }
 
 void engine::on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms) {
   auto& m = *impl_;
   impl::point_context ctx{database, p,
-                          p.timestamp_ns ? floor_div(*p.timestamp_ns, ns_per_ms) : now_ms};
+                          p.timestamp_ns ? floor_div(*p.timestamp_ns, ns_per_ms) : now_ms, now_ms};
   for (const auto& [key, value] : p.tags)
     if (key == m.settings.device_tag) ctx.device_tag = value;
   for (const auto& [name, value] : p.fields) {
@@ -885,6 +906,27 @@ void engine::restore_state(const saved_state& saved) {
   *s = std::move(decoded);
   if (const std::int64_t deadline = impl::implied_deadline(r.when, *s); deadline != no_deadline)
     m.arm(*s, deadline);
+}
+
+void engine::resume(std::int64_t now_ms) {
+  auto& m = *impl_;
+  m.table.for_each([&](detector_state& s) {
+    const condition& c = m.rules[s.rule].r.when;
+    if (s.at != phase::normal || !s.has_last) return;
+    if (c.kind == condition_kind::no_data) {
+      s.last_ms = std::max(s.last_ms, now_ms);
+      m.disarm(s);
+      m.arm(s, s.last_ms + c.pending.count());
+    } else if (c.kind == condition_kind::offline) {
+      s.at = phase::raise_pending;
+      s.since_ms = now_ms;
+      m.disarm(s);
+      m.arm(s, now_ms + c.pending.count());
+    } else {
+      return;
+    }
+    m.table.mark_dirty(s);
+  });
 }
 
 }  // namespace nimbus::alerts

@@ -5,8 +5,10 @@
 // and each (rule, series) keeps a small state: the pending start of a threshold, an EWMA's mean
 // and variance, a MAD window (sorted: O(log w) median and MAD per point), a flat-line run. Timers
 // (pending periods, no-data, offline, escalation after a time) sit on a deadline wheel that
-// advance(now) turns: nothing polls the store. Time is the caller's: points carry their own time,
-// and `now_ms` is passed in (the server's clock, or the case files' script).
+// advance(now) turns: nothing polls the store. Time is the caller's (`now_ms`: the server's clock,
+// or the case files' script), and the detectors run on it, the time a reading arrived: a point's
+// own time only orders a series' readings (an older one is late, not evaluated), so a device
+// whose clock is off, or a batch of old points, cannot skip a pending period.
 //
 // Alerts: one open alert per (device, type); a raise while one is open updates its value,
 // count and peak (and severity, only upward: that is an escalation). Lifecycle: active ->
@@ -109,6 +111,9 @@ struct engine_counters {
   std::uint64_t states = 0;      // (rule, series) states held now
   std::uint64_t states_refused = 0;
   std::uint64_t timers = 0;  // deadlines waiting now
+  // Timers armed or cancelled but no_data's (which every reading moves): a pending period began
+  // or ended, what a checkpoint should not wait for. Only ever grows.
+  std::uint64_t timer_changes = 0;
 };
 
 class engine {
@@ -131,7 +136,9 @@ class engine {
   // membership change call groups_changed() and every cached answer is asked again.
   using group_lookup = std::function<std::vector<std::string>(std::string_view device_id)>;
   void set_group_lookup(group_lookup lookup);
-  void groups_changed();
+  // A device that left every group of a rule stops being watched by it at once: its states go,
+  // and an alert it holds open is cleared (who "rule", note "no longer selected").
+  void groups_changed(std::int64_t now_ms);
 
   // ---- input. A point the store accepted in `database`: each numeric field value (float,
   // integer, unsigned; booleans and strings skipped) goes to the rules selecting it.
@@ -165,6 +172,11 @@ class engine {
   void restore_next_id(std::uint64_t next_id);
   std::uint64_t next_id() const;
   void restore_state(const saved_state& state);
+  // After the restore_*() calls, at start-up: the server heard nothing while it was down, so
+  // silences (no_data) are timed from now, and every device an offline rule knew as connected
+  // must connect again within the rule's `for` (a disconnect while the server was down was never
+  // announced; a device that never comes back is then reported).
+  void resume(std::int64_t now_ms);
 
  private:
   struct impl;

@@ -31,6 +31,7 @@ struct point_batch {
 };
 struct presence_event {
   std::string device;
+  std::string session;  // sessionIdentifier: which connection of the client id
   bool connected = false;
   std::int64_t at_ms = 0;  // 0: when it is processed
 };
@@ -62,6 +63,9 @@ std::optional<presence_event> parse_presence(const broker::message& msg) {
     const auto& o = body.get_object();
     if (const auto* id = o.if_contains("clientId"); id != nullptr && id->is_string())
       out.device = std::string(id->get_string());
+    if (const auto* session = o.if_contains("sessionIdentifier");
+        session != nullptr && session->is_string())
+      out.session = std::string(session->get_string());
     if (const auto* at = o.if_contains("timestamp"); at != nullptr && at->is_int64())
       out.at_ms = at->get_int64();
     else if (at != nullptr && at->is_uint64())
@@ -137,13 +141,18 @@ struct service::inbox {
     return true;
   }
 
-  // Queues what fits under max_points and counts the rest as dropped; never waits.
-  void push(input in, std::size_t count) {
+  // Queues what fits under max_points and counts the rest as dropped; never waits. Once the
+  // service is stopping nothing more is taken (its last pass must end). Presence events are
+  // taken whatever the points' backlog (`is_bounded` false): their rate is the connections',
+  // and a lost disconnect is a missed offline alert.
+  void push(input in, std::size_t count, bool is_bounded = true) {
     std::size_t taken = 0;
     {
       std::lock_guard lock(mutex);
-      const std::size_t room =
-          closed ? 0 : (max_points > queued_points ? max_points - queued_points : 0);
+      const std::size_t room = closed || stopping           ? 0
+                               : !is_bounded                ? count
+                               : max_points > queued_points ? max_points - queued_points
+                                                            : 0;
       taken = std::min(count, room);
       if (taken > 0) {
         if (auto* batch = std::get_if<point_batch>(&in); batch != nullptr && taken < count)
@@ -199,7 +208,7 @@ void service::start() {
   presence_ = broker_.subscribe_service(
       "$aws/events/presence/+/+",
       [box = inbox_](const broker::message_ptr& msg, const broker::client_identity*) {
-        if (auto event = parse_presence(*msg)) box->push(std::move(*event), 1);
+        if (auto event = parse_presence(*msg)) box->push(std::move(*event), 1, false);
       });
   if (devices_ != nullptr) devices_->on_groups_changed([box = inbox_] { box->flag(true); });
   thread_ = std::thread([this] { run(); });
@@ -321,20 +330,43 @@ void service::run() {
   }
 }
 
+// A takeover (the same client id connecting again) announces the new connection before the old
+// one's disconnect: a disconnect of any session but the one connected last is not the device
+// going offline.
+void service::on_presence(const std::string& device, const std::string& session, bool connected,
+                          std::int64_t at_ms) {
+  if (connected) {
+    connected_sessions_[device] = session;
+  } else {
+    auto it = connected_sessions_.find(device);
+    if (it != connected_sessions_.end()) {
+      if (!session.empty() && !it->second.empty() && it->second != session) return;
+      connected_sessions_.erase(it);
+    }
+  }
+  engine_.on_presence(device, connected, at_ms);
+}
+
 void service::iterate(inputs& work) {
   const std::int64_t now = clock_.unix_millis();
   engine_.advance(now);
   // Memberships first: a point that came with a group change is judged by the new groups.
-  if (work.groups_changed) engine_.groups_changed();
-  for (const auto& in : work.data) {
-    if (const auto* batch = std::get_if<point_batch>(&in)) {
-      for (const auto& p : batch->points) engine_.on_point(batch->database, p, now);
-    } else {
-      const auto& presence = std::get<presence_event>(in);
-      engine_.on_presence(presence.device, presence.connected,
-                          presence.at_ms != 0 ? presence.at_ms : now);
+  if (work.groups_changed) engine_.groups_changed(now);
+  try {
+    for (const auto& in : work.data) {
+      if (const auto* batch = std::get_if<point_batch>(&in)) {
+        for (const auto& p : batch->points) engine_.on_point(batch->database, p, now);
+      } else {
+        const auto& event = std::get<presence_event>(in);
+        on_presence(event.device, event.session, event.connected,
+                    event.at_ms != 0 ? event.at_ms : now);
+      }
     }
+  } catch (const std::exception& e) {
+    core::report_bug("alerts::service", e.what());  // the calls below are answered all the same
   }
+  // What the points raised is stored before any read of this pass is answered.
+  persist(now, false);
   for (auto& task : work.calls) {
     try {
       task();
@@ -474,19 +506,33 @@ void service::call(Done done, Task task) {
 
 template <class T>
 void service::answer_after_writes(std::function<void(result<T>)> done, T value) {
-  writer_.when_durable(last_ticket_, [done = std::move(done), value = std::move(value)]() mutable {
-    done(std::move(value));
+  // The answer (a page of alerts as JSON) is made on the service's thread, not the writer's,
+  // whose callbacks must be short: every commit waits behind them.
+  writer_.when_durable(last_ticket_, [box = inbox_, done = std::move(done),
+                                      value = std::move(value)]() mutable {
+    std::function<void()> answer = [done = std::move(done), value = std::move(value)]() mutable {
+      done(std::move(value));
+    };
+    if (!box->post(answer, false)) answer();  // the thread is gone: answer here
   });
 }
 
 template <class T>
 void service::answer_when_stored(storage::ticket t, std::function<void(result<T>)> done, T value) {
   writer_.when_durable(
-      storage::later(t, last_ticket_),
-      [writer = &writer_, t, done = std::move(done), value = std::move(value)]() mutable {
-        if (!t.is_none() && writer->failed(t))
-          return done(refusal{refusal_kind::failed, "", "the change could not be stored"});
-        done(std::move(value));
+      storage::later(t, last_ticket_), [box = inbox_, writer = &writer_, t, done = std::move(done),
+                                        value = std::move(value)]() mutable {
+        std::function<void()> answer;
+        if (!t.is_none() && writer->failed(t)) {
+          answer = [done = std::move(done)] {
+            done(refusal{refusal_kind::failed, "", "the change could not be stored"});
+          };
+        } else {
+          answer = [done = std::move(done), value = std::move(value)]() mutable {
+            done(std::move(value));
+          };
+        }
+        if (!box->post(answer, false)) answer();  // the thread is gone: answer here
       });
 }
 

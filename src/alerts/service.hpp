@@ -186,6 +186,9 @@ class service {
   static void hand_back(const std::shared_ptr<inbox>& box, std::function<void()> task);
   void run();
   void iterate(inputs& work);
+  // A lifecycle event (the session is its sessionIdentifier; at_ms 0: now).
+  void on_presence(const std::string& device, const std::string& session, bool connected,
+                   std::int64_t at_ms);
   std::int64_t next_wake_ms(std::int64_t now) const;
 
   // Queues `task` for the thread; answers `done` unavailable when it cannot.
@@ -238,6 +241,9 @@ class service {
   std::map<std::string, rule, std::less<>> retired_;  // deleted, their last events not stored
   std::map<std::string, notification_counts, std::less<>> notified_;
   std::unordered_map<std::string, std::unordered_set<std::uint64_t>> series_;  // per rule
+  // The session each connected device connected with last (its disconnects count, older ones'
+  // do not); the thread's.
+  std::unordered_map<std::string, std::string> connected_sessions_;
   std::map<std::pair<std::string, std::string>, std::string> unsaved_states_;
   std::vector<std::function<void(storage::database&)>> staged_;
   std::vector<std::function<void()>> barriers_;  // sync(): after this iteration's write

@@ -4,12 +4,15 @@
 //   alert_rules  (name, json, created_ms, updated_ms)  the rule as to_json writes it, plus its
 //                                                       webhooks' secrets
 //   alerts       (id, type, device_id, json, status, updated_ms)  the whole alert, history
+//                (updated_ms: its last step of any kind, raise, update, ack or clear)
 //                                                       included (alert_json.hpp's row)
 //   alert_states (rule, series, data)                  detector states (engine::saved_state)
 //   alert_outbox (key, event_id, rule, notification, kind, target, options, payload, attempts,
 //                 next_attempt_ms)                     notifications not yet sent (outbox.hpp)
 //   alert_meta   (key, value)                          next_id; tutorial_seeded
+#include <algorithm>
 #include <boost/json.hpp>
+#include <charconv>
 
 #include <future>
 #include <utility>
@@ -55,7 +58,8 @@ void upsert_alert(storage::database& db, const alert& a) {
       .bind(3, a.device_id)
       .bind(4, encode_alert(a))
       .bind(5, to_string(a.status))
-      .bind(6, a.updated_ms)
+      // The last step of any kind: cleared alerts are kept `cleared_retention` after it.
+      .bind(6, std::max({a.updated_ms, a.cleared_ms.value_or(0), a.acknowledged_ms.value_or(0)}))
       .run();
 }
 
@@ -187,8 +191,12 @@ void service::restore(storage::database& db) {
 
   // Open alerts, and the cleared ones still within cleared_retention.
   std::uint64_t next_id = 1;
-  if (const auto found = meta.find("next_id"); found != meta.end())
-    next_id = std::max<std::uint64_t>(next_id, std::stoull(found->second));
+  if (const auto found = meta.find("next_id"); found != meta.end()) {
+    std::uint64_t stored = 0;
+    const auto& text = found->second;
+    if (std::from_chars(text.data(), text.data() + text.size(), stored).ec == std::errc{})
+      next_id = std::max(next_id, stored);  // else MAX(id) below still bounds it
+  }
   std::size_t open = 0, cleared = 0;
   {
     auto rows = db.prepare(
@@ -222,14 +230,15 @@ void service::restore(storage::database& db) {
       ++states;
     }
   }
-  // Restoring is not a change: nothing of it is written again.
+  // Restoring is not a change: nothing of it is written again; what resume() changes is.
   engine_.take_dirty_states();
+  engine_.resume(now);
   auto pending = outbox::load(db);
   const std::size_t waiting = pending.size();
   for (auto& d : pending) outbox_.add(std::move(d));
 
   update_filter();
-  timers_at_save_ = engine_.counters().timers;
+  timers_at_save_ = engine_.counters().timer_changes;
   next_checkpoint_ms_ = now + settings_.checkpoint_interval.count();
   last_cleanup_ms_ = now - cleanup_interval_ms;  // the first iteration drops expired rows
   spdlog::info(
@@ -287,9 +296,9 @@ void service::forget_states(const std::string& rule_name) {
 storage::ticket service::persist(std::int64_t now, bool force_states) {
   auto events = engine_.take_events();
   for (auto& s : engine_.take_dirty_states()) note_state(std::move(s));
-  const std::uint64_t timers = engine_.counters().timers;
-  // States go with any event, at once when a timer started or ended (a pending period: what a
-  // crash must not lose), and every checkpoint_interval otherwise.
+  const std::uint64_t timers = engine_.counters().timer_changes;
+  // States go with any event, at once when a pending period began or ended (what a crash must
+  // not lose: engine_counters::timer_changes), and every checkpoint_interval otherwise.
   const bool states_due =
       force_states || !events.empty() || timers != timers_at_save_ || now >= next_checkpoint_ms_;
   const bool writes_states = states_due && !unsaved_states_.empty();

@@ -827,10 +827,12 @@ int serve(const config::settings& settings) {
   pubsub_grpc.close_streams();
   if (grpc_server)
     grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  bridge_routes.stop();   // the bridge changes under way finish and are answered
-  bridges.stop();         // a clean DISCONNECT to each remote while the loops still run
-  alert_service.stop();   // last states and alerts stored while the broker and Pub/Sub still take
-                          // its notifications
+  bridge_routes.stop();  // the bridge changes under way finish and are answered
+  bridges.stop();        // a clean DISCONNECT to each remote while the loops still run
+  // Before the broker: the disconnects of its shutdown are no device going offline (after the
+  // restart, devices must connect again within their offline rules' `for`). Its last states and
+  // alerts are stored; notifications not yet sent wait in the outbox for the next start.
+  alert_service.stop();
   pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
   mqtt_broker.shutdown();
   // Wait (bounded by the close grace period) until every client was told and its connection

@@ -80,9 +80,9 @@ class reader {
     }
     return true;
   }
-  template <class Choice>
+  template <class Choice, std::size_t N>
   bool choice(const json::value& value, std::string field,
-              std::initializer_list<std::pair<std::string_view, Choice>> choices, Choice& out) {
+              const std::pair<std::string_view, Choice> (&choices)[N], Choice& out) {
     std::string names;
     for (const auto& [name, chosen] : choices) {
       if (value.is_string() && value.get_string() == name) {
@@ -97,6 +97,23 @@ class reader {
  private:
   config_error error_;
 };
+
+// The words of the fields that choose among a few, for the parser and for to_json (which
+// writes a value's first word).
+constexpr std::pair<std::string_view, mqtt_protocol> protocol_words[] = {
+    {"mqttv311", mqtt_protocol::mqttv311},
+    {"mqttv5", mqtt_protocol::mqttv5},
+    {"mqttv50", mqtt_protocol::mqttv5}};
+constexpr std::pair<std::string_view, full_policy> full_policy_words[] = {
+    {"drop-oldest", full_policy::drop_oldest},
+    {"drop-new", full_policy::drop_new},
+    {"block", full_policy::block}};
+constexpr std::pair<std::string_view, envelope_kind> envelope_words[] = {
+    {"source_topic", envelope_kind::source_topic},
+    {"topic_payload", envelope_kind::topic_payload},
+    {"raw", envelope_kind::raw}};
+constexpr std::pair<std::string_view, bool> ordering_key_words[] = {{"none", false},
+                                                                    {"topic", true}};
 
 // A field of a bridge's table: its key and how it is read into the parse state.
 template <class State>
@@ -262,11 +279,7 @@ bool read_queue_field(reader& in, std::string_view key, const json::value& value
   if (key == "queue_max_bytes")
     return in.number(value, std::string(key), queue.max_bytes, 1,
                      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()));
-  return in.choice(value, std::string(key),
-                   {{"drop-oldest", full_policy::drop_oldest},
-                    {"drop-new", full_policy::drop_new},
-                    {"block", full_policy::block}},
-                   queue.when_full);
+  return in.choice(value, std::string(key), full_policy_words, queue.when_full);
 }
 
 // ---- [bridges.<name>] ----
@@ -299,11 +312,7 @@ const field<mqtt_state> mqtt_fields[] = {
      }},
     {"protocol",
      [](reader& in, const json::value& v, mqtt_state& s) {
-       return in.choice(v, "protocol",
-                        {{"mqttv311", mqtt_protocol::mqttv311},
-                         {"mqttv5", mqtt_protocol::mqttv5},
-                         {"mqttv50", mqtt_protocol::mqttv5}},
-                        s.bridge.protocol);
+       return in.choice(v, "protocol", protocol_words, s.bridge.protocol);
      }},
     {"tls",
      [](reader& in, const json::value& v, mqtt_state& s) {
@@ -455,16 +464,11 @@ const field<pubsub_state> pubsub_fields[] = {
      }},
     {"envelope",
      [](reader& in, const json::value& v, pubsub_state& s) {
-       return in.choice(v, "envelope",
-                        {{"source_topic", envelope_kind::source_topic},
-                         {"topic_payload", envelope_kind::topic_payload},
-                         {"raw", envelope_kind::raw}},
-                        s.bridge.envelope);
+       return in.choice(v, "envelope", envelope_words, s.bridge.envelope);
      }},
     {"ordering_key",
      [](reader& in, const json::value& v, pubsub_state& s) {
-       return in.choice(v, "ordering_key", {{"none", false}, {"topic", true}},
-                        s.bridge.order_by_topic);
+       return in.choice(v, "ordering_key", ordering_key_words, s.bridge.order_by_topic);
      }},
     {"queue_max_bytes",
      [](reader& in, const json::value& v, pubsub_state& s) {
@@ -553,6 +557,48 @@ std::optional<config_error> probe_files(
   return std::nullopt;
 }
 
+// ---- back to JSON ----
+
+template <class Choice, std::size_t N>
+std::string_view word(const std::pair<std::string_view, Choice> (&words)[N], Choice value) {
+  for (const auto& [name, chosen] : words)
+    if (chosen == value) return name;
+  return words[0].first;
+}
+
+std::string_view direction_word(topic_direction direction) {
+  switch (direction) {
+    case topic_direction::out:
+      return "out";
+    case topic_direction::in:
+      return "in";
+    case topic_direction::both:
+      return "both";
+  }
+  return "out";
+}
+
+// As parse_host_port reads it back: an IPv6 address in brackets, and a host starting with one
+// too (from "[[x]:1"; bare, "[x:1" would not read).
+std::string address_text(const host_port& address) {
+  const bool needs_brackets =
+      address.host.find(':') != std::string::npos || address.host.starts_with('[');
+  return (needs_brackets ? "[" + address.host + "]" : address.host) + ":" +
+         std::to_string(address.port);
+}
+
+json::array string_array(const std::vector<std::string>& items) {
+  json::array out;
+  for (const auto& item : items) out.emplace_back(item);
+  return out;
+}
+
+void put_files(json::object& out, const tls_files& files) {
+  if (!files.cafile.empty()) out["cafile"] = files.cafile;
+  if (!files.certfile.empty()) out["certfile"] = files.certfile;
+  if (!files.keyfile.empty()) out["keyfile"] = files.keyfile;
+}
+
 }  // namespace
 
 std::string config_error::text() const {
@@ -580,6 +626,62 @@ std::variant<pubsub_bridge, config_error> parse_pubsub_bridge(std::string_view n
                                                               std::string_view json_text) {
   return parse_bridge<pubsub_bridge>("pubsub_bridges", name, json_text, pubsub_fields,
                                      [](reader& in, pubsub_state& s) { return finish(in, s); });
+}
+
+std::string to_json(const mqtt_bridge& b) {
+  json::object out;
+  json::array addresses;
+  for (const auto& address : b.addresses) addresses.emplace_back(address_text(address));
+  out["addresses"] = std::move(addresses);
+  out["protocol"] = word(protocol_words, b.protocol);
+  out["tls"] = b.tls;
+  put_files(out, b.files);
+  if (!b.alpn.empty()) out["alpn"] = string_array(b.alpn);
+  out["client_id"] = b.client_id;
+  if (!b.username.empty()) out["username"] = b.username;
+  if (!b.password_file.empty()) out["password_file"] = b.password_file;
+  out["clean_start"] = b.clean_start;
+  // 3.1.1 has no expiry: the parser refuses the field there, so it is left out.
+  if (b.protocol == mqtt_protocol::mqttv5) out["session_expiry"] = b.session_expiry;
+  out["keep_alive"] = b.keep_alive;
+  json::array topics;
+  for (const auto& mapping : b.topics) {
+    json::object t;
+    t["pattern"] = mapping.pattern;
+    t["direction"] = direction_word(mapping.direction);
+    t["qos"] = mapping.qos;
+    t["local_prefix"] = mapping.local_prefix;
+    t["remote_prefix"] = mapping.remote_prefix;
+    topics.emplace_back(std::move(t));
+  }
+  out["topic"] = std::move(topics);
+  out["queue_max_bytes"] = b.queue.max_bytes;
+  out["full_policy"] = word(full_policy_words, b.queue.when_full);
+  out["notifications"] = b.notifications;
+  // Without notifications the default topic is not checked (it may not even be a topic name).
+  if (b.notifications) out["notification_topic"] = b.notification_topic;
+  return json::serialize(out);
+}
+
+std::string to_json(const pubsub_bridge& b) {
+  json::object out;
+  out["target"] = b.is_local ? std::string("local")
+                             : std::string(b.tls ? "grpcs://" : "grpc://") + address_text(b.remote);
+  put_files(out, b.files);
+  if (!b.token_file.empty()) out["token_file"] = b.token_file;
+  out["project"] = b.project;
+  // Filters need a topic, and a topic needs filters.
+  if (!b.filters.empty()) out["filters"] = string_array(b.filters);
+  if (!b.topic.empty()) out["topic"] = b.topic;
+  out["envelope"] = word(envelope_words, b.envelope);
+  out["ordering_key"] = word(ordering_key_words, b.order_by_topic);
+  out["queue_max_bytes"] = b.queue.max_bytes;
+  out["full_policy"] = word(full_policy_words, b.queue.when_full);
+  if (!b.subscription.empty()) out["subscription"] = b.subscription;
+  out["allowed_topics"] = string_array(b.allowed_topics);
+  out["max_outstanding"] = b.max_outstanding;
+  out["command_qos"] = b.command_qos;
+  return json::serialize(out);
 }
 
 std::optional<config_error> check_files(const mqtt_bridge& bridge, const file_probe& probe) {

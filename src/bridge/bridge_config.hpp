@@ -4,7 +4,8 @@
 // JSON as for [[tsdb.mqtt]]), so one parser gives the file and the API the same checks and the
 // same errors, which name the bridge, the field and the reason
 // ("bridges.edge.topic[1]: QoS '3' must be 0, 1 or 2"). Defaults as Mosquitto's bridges where it
-// has one. Pure: files are only named here; check_files() tries them through a callback.
+// has one. to_json() writes a bridge back in that form. Pure: files are only named here;
+// check_files() tries them through a callback.
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -39,6 +40,7 @@ enum class full_policy { drop_oldest, drop_new, block };
 struct queue_settings {
   std::uint64_t max_bytes = 64 * 1024 * 1024;        // queue_max_bytes
   full_policy when_full = full_policy::drop_oldest;  // full_policy
+  friend bool operator==(const queue_settings&, const queue_settings&) = default;
 };
 
 // Paths as written (relative ones are the server's working directory's).
@@ -46,6 +48,7 @@ struct tls_files {
   std::string cafile;    // empty: the system's CA store
   std::string certfile;  // client certificate (mTLS), with keyfile
   std::string keyfile;
+  friend bool operator==(const tls_files&, const tls_files&) = default;
 };
 
 enum class mqtt_protocol { mqttv311, mqttv5 };
@@ -85,6 +88,7 @@ struct mqtt_bridge {
   queue_settings queue;
   bool notifications = true;
   std::string notification_topic;
+  friend bool operator==(const mqtt_bridge&, const mqtt_bridge&) = default;
 };
 
 // [pubsub_bridges.<name>]:
@@ -117,6 +121,7 @@ struct pubsub_bridge {
   std::vector<std::string> allowed_topics = {"#"};
   std::uint32_t max_outstanding = 1000;
   std::uint8_t command_qos = 1;
+  friend bool operator==(const pubsub_bridge&, const pubsub_bridge&) = default;
 };
 
 // What parsing needs from outside, given so parsing stays pure.
@@ -132,6 +137,14 @@ std::variant<mqtt_bridge, config_error> parse_mqtt_bridge(std::string_view name,
                                                           const parse_context& context);
 std::variant<pubsub_bridge, config_error> parse_pubsub_bridge(std::string_view name,
                                                               std::string_view json_text);
+
+// The table back as JSON text, in the form the parsers (and POST /api/bridges) take, every field
+// with its effective value: parsing it gives the same bridge, except that an MQTT bridge's
+// notification_topic is left out while notifications are off (its default comes back; it may not
+// even be a topic name then). Paths are written; what the files hold never is. GET /api/bridges
+// shows an MQTT bridge's config as this.
+std::string to_json(const mqtt_bridge& bridge);
+std::string to_json(const pubsub_bridge& bridge);
 
 // Creation's file check: each file the bridge names can be read. `probe` returns why a path
 // cannot be read, or nullopt. Whether a certificate matches its key is the TLS context's check

@@ -407,7 +407,7 @@ class case_runner {
     } else if (action == "disable" || action == "enable") {
       set_enabled(n, std::string(rest), action == "enable");
     } else if (action == "groups-changed") {
-      e.groups_changed();
+      e.groups_changed(now_);
     } else if (action == "restart") {
       restart(n);
     } else {

@@ -322,7 +322,7 @@ TEST(engine, the_group_lookup_is_asked_once_per_device_until_groups_change) {
   }
   EXPECT_EQ(calls, 2);
   EXPECT_EQ(e.counters().evaluated, 5u);
-  e.groups_changed();
+  e.groups_changed(0);
   e.on_point("nimbus", reading("dev1", 20, 10), 0);
   EXPECT_EQ(calls, 3);
 }

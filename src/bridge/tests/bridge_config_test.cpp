@@ -280,6 +280,70 @@ TEST(BridgeConfig, PubsubErrorsNameBridgeFieldAndReason) {
   for (const auto& row : rows) EXPECT_EQ(pubsub_error(row.json), row.expected) << row.json;
 }
 
+TEST(BridgeConfig, WrittenBackAsJsonEachBridgeParsesToItself) {
+  // The form GET /api/bridges shows and POST takes: every field with its effective value.
+  EXPECT_EQ(to_json(mqtt(R"({"addresses": ["cloud.example"], "topic": "sensor/# out 1"})")),
+            R"({"addresses":["cloud.example:1883"],"protocol":"mqttv311","tls":false,)"
+            R"("client_id":"edge-host.edge","clean_start":false,"keep_alive":60,)"
+            R"("topic":[{"pattern":"sensor/#","direction":"out","qos":1,"local_prefix":"",)"
+            R"("remote_prefix":""}],"queue_max_bytes":67108864,"full_policy":"drop-oldest",)"
+            R"("notifications":true,)"
+            R"("notification_topic":"$SYS/broker/connection/edge-host.edge/state"})");
+
+  const std::string_view mqtt_tables[] = {
+      R"({"addresses": ["cloud.example"], "topic": "sensor/# out 1"})",
+      R"({"addresses": ["a.example:8884", "[::1]", "10.0.0.2:443"],
+          "protocol": "mqttv50", "cafile": "ca.pem", "certfile": "c.pem", "keyfile": "k.pem",
+          "alpn": ["x-amzn-mqtt-ca", "mqtt"], "client_id": "thing-1", "username": "u",
+          "password_file": "pw", "clean_start": true, "session_expiry": 600, "keep_alive": 30,
+          "topic": ["a/# both 2 L/ R/", {"pattern": "", "direction": "IN", "qos": 1,
+                    "local_prefix": "local/t", "remote_prefix": "remote/t"}, "b/+ in"],
+          "queue_max_bytes": 4096, "full_policy": "block",
+          "notification_topic": "bridges/edge/state"})",
+      R"({"addresses": ["iot.example:443"], "tls": true, "clean_start": true,
+          "topic": {"pattern": "x y/#", "direction": "out"}, "full_policy": "drop-new"})",
+      // A host the parser takes from brackets without being IPv6: bracketed again.
+      R"({"addresses": ["[[odd]:1884", "h:1"], "topic": "#", "notifications": false})",
+  };
+  for (const auto table : mqtt_tables) {
+    const auto b = mqtt(table);
+    EXPECT_EQ(mqtt(to_json(b)), b) << table << "\n" << to_json(b);
+  }
+
+  // Without notifications the topic is left out (the client id may not even make one): the
+  // default comes back.
+  auto quiet = mqtt(R"({"addresses":["h"],"topic":"#","notifications":false,
+                        "notification_topic":"bridges/edge/state"})");
+  EXPECT_EQ(to_json(quiet).find("notification_topic"), std::string::npos);
+  quiet.notification_topic = "$SYS/broker/connection/edge-host.edge/state";
+  EXPECT_EQ(mqtt(to_json(quiet)), quiet);
+  const auto plus =
+      mqtt(R"({"addresses":["h"],"topic":"#","client_id":"a+b","notifications":false})");
+  EXPECT_EQ(mqtt(to_json(plus)), plus);
+
+  const std::string_view pubsub_tables[] = {
+      R"({"project": "your-project-id", "filters": ["sensor/#", "device/+/status"],
+          "topic": "iot-sensor-data", "subscription": "commands-sub"})",
+      R"({"target": "grpcs://cloud.example:8443", "project": "p", "cafile": "ca.pem",
+          "certfile": "c.pem", "keyfile": "k.pem", "token_file": "token", "topic": "uplink",
+          "filters": ["#"], "envelope": "raw", "ordering_key": "topic",
+          "allowed_topics": ["device/+/cmd", "$aws/things/+/shadow/update"],
+          "max_outstanding": 10, "command_qos": 0, "queue_max_bytes": 1000000,
+          "full_policy": "block"})",
+      R"({"target": "grpc://[::1]:8085", "project": "p", "subscription": "down",
+          "envelope": "topic_payload"})",
+  };
+  for (const auto table : pubsub_tables) {
+    const auto b = pubsub(table);
+    EXPECT_EQ(pubsub(to_json(b)), b) << table << "\n" << to_json(b);
+  }
+  EXPECT_EQ(to_json(pubsub(pubsub_tables[2])),
+            R"({"target":"grpc://[::1]:8085","project":"p","envelope":"topic_payload",)"
+            R"("ordering_key":"none","queue_max_bytes":67108864,"full_policy":"drop-oldest",)"
+            R"("subscription":"down","allowed_topics":["#"],"max_outstanding":1000,)"
+            R"("command_qos":1})");
+}
+
 TEST(BridgeConfig, FilesAreProbedAtCreation) {
   const std::map<std::string, std::string> unreadable = {{"k.pem", "permission denied"}};
   const file_probe probe = [&](const std::string& path) -> std::optional<std::string> {
