@@ -25,9 +25,12 @@ namespace json = boost::json;
 
 namespace {
 
+// A durable batch of the store's, shared rather than copied (ingest must not wait on alerts):
+// the first `count` points are judged.
 struct point_batch {
   std::string database;
-  std::vector<tsdb::point> points;  // only the fields some enabled rule watches
+  std::shared_ptr<const std::vector<tsdb::point>> points;
+  std::size_t count = 0;
 };
 struct presence_event {
   std::string device;
@@ -156,7 +159,7 @@ struct service::inbox {
       taken = std::min(count, room);
       if (taken > 0) {
         if (auto* batch = std::get_if<point_batch>(&in); batch != nullptr && taken < count)
-          batch->points.resize(taken);
+          batch->count = taken;
         queued_points += taken;
         queued.store(queued_points, std::memory_order_relaxed);
         inputs.push_back(std::move(in));
@@ -244,23 +247,21 @@ void service::observe(const tsdb::written_batch& batch) {
     watched = inbox_->watched;
   }
   if (!watched || watched->empty()) return;
+  // A batch with no field any enabled rule watches is not queued (its first such point found,
+  // the whole batch goes: the engine's own index skips the rest cheaply).
+  const auto watches = [&watched](const tsdb::point& p) {
+    for (const auto& [name, value] : p.fields)
+      if (is_numeric(value) && watched->contains(name)) return true;
+    return false;
+  };
+  if (std::none_of(batch.points->begin(), batch.points->end(), watches)) return;
   point_batch picked;
-  for (const auto& p : *batch.points) {
-    tsdb::point* copy = nullptr;
-    for (const auto& [name, value] : p.fields) {
-      if (!is_numeric(value) || !watched->contains(name)) continue;
-      if (copy == nullptr) {
-        copy = &picked.points.emplace_back();
-        copy->measurement = p.measurement;
-        copy->tags = p.tags;
-        copy->timestamp_ns = p.timestamp_ns;
-      }
-      copy->fields.emplace_back(name, value);
-    }
-  }
-  if (picked.points.empty()) return;
   picked.database = batch.database;
-  const std::size_t count = picked.points.size();
+  picked.points = batch.shared_points != nullptr
+                      ? batch.shared_points
+                      : std::make_shared<const std::vector<tsdb::point>>(*batch.points);
+  picked.count = picked.points->size();
+  const std::size_t count = picked.count;
   inbox_->push(std::move(picked), count);
 }
 
@@ -355,7 +356,8 @@ void service::iterate(inputs& work) {
   try {
     for (const auto& in : work.data) {
       if (const auto* batch = std::get_if<point_batch>(&in)) {
-        for (const auto& p : batch->points) engine_.on_point(batch->database, p, now);
+        for (std::size_t i = 0; i < batch->count; ++i)
+          engine_.on_point(batch->database, (*batch->points)[i], now);
       } else {
         const auto& event = std::get<presence_event>(in);
         on_presence(event.device, event.session, event.connected,

@@ -1001,8 +1001,10 @@ struct store::impl {
   };
 
   // On the committer's thread.
-  void on_appended(std::error_code error, std::uint64_t offset, const pending_write& batch,
-                   write_outcome outcome, const store::on_written& done) {
+  void on_appended(std::error_code error, std::uint64_t offset,
+                   const std::shared_ptr<pending_write>& shared, write_outcome outcome,
+                   const store::on_written& done) {
+    const pending_write& batch = *shared;
     if (error) {
       ++writes_refused;
       spdlog::error("tsdb_wal_append_failed database={} points={} error=\"{}\"", batch.database,
@@ -1026,7 +1028,9 @@ struct store::impl {
     }
     if (is_applied) {
       points_written += batch.points.size();
-      if (observer) observer(written_batch{batch.database, batch.policy, &batch.points});
+      if (observer)
+        observer(written_batch{batch.database, batch.policy, &batch.points,
+                               std::shared_ptr<const std::vector<point>>(shared, &batch.points)});
       if (live_bytes.load() >= settings.cache_snapshot_memory) request_flush();
     }
     done(std::move(outcome));
@@ -2230,7 +2234,7 @@ void store::write_points(const std::string& database_name, const std::string& po
       d.wal->append(std::move(payloads), now_ms,
                     [&d, batch, outcome, done = std::move(done)](std::error_code error,
                                                                  std::uint64_t offset) {
-                      d.on_appended(error, offset, *batch, outcome, done);
+                      d.on_appended(error, offset, batch, outcome, done);
                     });
       return;
     }

@@ -110,6 +110,8 @@ struct written_batch {
   std::string database;
   std::string retention_policy;
   const std::vector<point>* points = nullptr;  // valid during the call only
+  // The same points, for an observer that keeps them past the call (no copy; never changed).
+  std::shared_ptr<const std::vector<point>> shared_points;
 };
 using write_observer = std::function<void(const written_batch&)>;
 
