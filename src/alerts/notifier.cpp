@@ -2,7 +2,6 @@
 #include "alerts/notifier.hpp"
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "alerts/alert_json.hpp"
+#include "core/digest.hpp"
 #include "core/random.hpp"
 #include "mqtt/topic.hpp"
 #include "pubsub/service.hpp"
@@ -124,14 +124,7 @@ std::vector<delivery> deliveries_for(const event& e, const rule& r, std::int64_t
 }
 
 std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &length);
-  std::string out;
-  out.reserve(2 * length);
-  for (unsigned int i = 0; i < length; ++i) out += fmt::format("{:02x}", digest[i]);
-  return out;
+  return core::to_hex(core::hmac_sha256(key, message));
 }
 
 send_outcome webhook_outcome(const net::http_client_result& result) {
@@ -140,7 +133,7 @@ send_outcome webhook_outcome(const net::http_client_result& result) {
   const unsigned status = std::get<net::http_client_response>(result).status;
   if (status >= 200 && status < 300) return {send_verdict::sent, {}};
   const std::string error = fmt::format("HTTP {}", status);
-  if (status >= 500 || status == 408 || status == 429) return {send_verdict::retry, error};
+  if (net::is_retryable_status(status)) return {send_verdict::retry, error};
   return {send_verdict::failed, error};
 }
 

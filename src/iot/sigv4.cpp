@@ -2,7 +2,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <algorithm>
 #include <array>
@@ -10,6 +9,8 @@
 #include <cstdint>
 #include <span>
 #include <utility>
+
+#include "core/digest.hpp"
 
 // Verification rebuilds the canonical request from the bytes received, as botocore and
 // aws-c-auth build it from the request they send, then compares signatures. Stateless and
@@ -152,33 +153,15 @@ std::string percent_decode(std::string_view text) {
 
 // ---- crypto ----
 
-using digest = std::array<unsigned char, 32>;
+using digest = core::sha256_digest;
+using core::hmac_sha256;
+using core::to_hex;
 
 std::span<const unsigned char> bytes_of(std::string_view text) {
   // OpenSSL wants a valid pointer even for zero bytes.
   static constexpr unsigned char empty = 0;
   if (text.empty()) return {&empty, 0};
   return {reinterpret_cast<const unsigned char*>(text.data()), text.size()};
-}
-
-digest hmac_sha256(std::span<const unsigned char> key, std::string_view data) {
-  digest out{};
-  unsigned int length = 0;
-  const auto message = bytes_of(data);
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), message.data(), message.size(),
-       out.data(), &length);
-  return out;
-}
-
-std::string to_hex(std::span<const unsigned char> data) {
-  constexpr std::string_view hex = "0123456789abcdef";
-  std::string out;
-  out.reserve(data.size() * 2);
-  for (unsigned char byte : data) {
-    out.push_back(hex[byte >> 4]);
-    out.push_back(hex[byte & 0x0f]);
-  }
-  return out;
 }
 
 // ---- time ----

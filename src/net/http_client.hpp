@@ -64,6 +64,12 @@ struct http_client_state;
 // the calls; send() may be called from any thread, completions run on `io`. Each request keeps
 // its own state alive, so the client may be destroyed with requests in flight once `io` is
 // stopped (their callbacks are then never called).
+// Whether an answer with this status is worth sending again: 5xx, 408 (timeout) and 429 (too
+// many requests); any other 4xx is final. The rules engine's http action and alert webhooks.
+inline bool is_retryable_status(unsigned status) {
+  return status >= 500 || status == 408 || status == 429;
+}
+
 class http_client {
  public:
   // Requests run on `io` (their completion handler is called there). TLS context: TLS 1.2+,

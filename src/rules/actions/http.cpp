@@ -60,7 +60,7 @@ struct delivery : std::enable_shared_from_this<delivery> {
     bool retry = true;
     if (const auto* response = std::get_if<net::http_client_response>(&result)) {
       if (response->status >= 200 && response->status < 300) return done(std::nullopt);
-      retry = response->status >= 500 || response->status == 408 || response->status == 429;
+      retry = net::is_retryable_status(response->status);
       error = "The endpoint answered with status code " + std::to_string(response->status);
     } else {
       error =
