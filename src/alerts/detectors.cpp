@@ -158,14 +158,12 @@ double ewma_baseline::score(double value) const {
 
 // ---- mad --------------------------------------------------------------------------------------
 
-mad_window::mad_window(std::uint32_t capacity) : ring_(std::max<std::uint32_t>(capacity, 1)) {
-  sorted_.reserve(ring_.size());
-}
+mad_window::mad_window(std::uint32_t capacity) : capacity_(std::max<std::uint32_t>(capacity, 1)) {}
 
 void mad_window::add(double value) {
   ++seen_;
   const std::size_t size = sorted_.size();
-  if (size == ring_.size()) {
+  if (size == capacity_) {
     const double evicted = ring_[oldest_];
     auto it = std::lower_bound(sorted_.begin(), sorted_.end(), evicted);
     NIMBUS_ASSERT(it != sorted_.end() && *it == evicted);
@@ -173,7 +171,7 @@ void mad_window::add(double value) {
     ring_[oldest_] = value;
     oldest_ = (oldest_ + 1) % ring_.size();
   } else {
-    ring_[(oldest_ + size) % ring_.size()] = value;
+    ring_.push_back(value);  // filling: oldest_ is still 0
   }
   sorted_.insert(std::upper_bound(sorted_.begin(), sorted_.end(), value), value);
 }

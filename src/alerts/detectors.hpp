@@ -48,7 +48,7 @@ class mad_window {
 
   void add(double value);
   std::size_t size() const { return sorted_.size(); }
-  std::size_t capacity() const { return ring_.size(); }
+  std::size_t capacity() const { return capacity_; }
   double median() const;  // size() > 0
   double mad() const;     // median of |x - median|; size() > 0
   // Readings ever added (the warm-up counts these, not the window's size).
@@ -57,6 +57,9 @@ class mad_window {
   std::vector<double> in_order() const;  // oldest first
 
  private:
+  // Grows to `capacity_` as readings come (a rule over many quiet series costs what they hold,
+  // not their windows' size), then turns as a ring.
+  std::size_t capacity_;
   std::vector<double> ring_;
   std::size_t oldest_ = 0;
   std::vector<double> sorted_;

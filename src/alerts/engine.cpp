@@ -101,20 +101,24 @@ struct engine::impl {
     std::int64_t time_ms;  // the point's own time: orders a series' readings
     std::int64_t now_ms;   // when it arrived: the detectors' clock
     std::optional<std::string_view> device_tag;
+    std::string_view given_key;  // the caller's series key, or `key` once made
     std::string key;
     bool has_key = false;
     std::uint32_t series = no_slot;
     bool has_series = false;
     const std::vector<std::string>* groups = nullptr;
 
-    const std::string& series_key() {
+    std::string_view series_key() {
       if (!has_key) {
-        key = tsdb::series_key(p);
+        if (given_key.empty()) {
+          key = tsdb::series_key(p);
+          given_key = key;
+        }
         has_key = true;
       }
-      return key;
+      return given_key;
     }
-    std::string_view device() { return device_tag ? *device_tag : std::string_view(series_key()); }
+    std::string_view device() { return device_tag ? *device_tag : series_key(); }
   };
 
   engine_settings settings;
@@ -189,9 +193,13 @@ struct engine::impl {
       by_field.erase(field_it);
   }
 
+  static constexpr std::size_t max_cached_devices = 100'000;
+
   const std::vector<std::string>& groups_of(std::string_view device) {
     auto it = group_cache.find(device);
     if (it == group_cache.end()) {
+      // Bounded: past it the cache starts afresh (answers are the registry's to give again).
+      if (group_cache.size() >= max_cached_devices) group_cache.clear();
       std::vector<std::string> groups;
       if (lookup) groups = lookup(device);
       it = group_cache.emplace(std::string(device), std::move(groups)).first;
@@ -730,10 +738,12 @@ void engine::groups_changed(std::int64_t now_ms) {
   }
 }
 
-void engine::on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms) {
+void engine::on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms,
+                      std::string_view series_key) {
   auto& m = *impl_;
   impl::point_context ctx{database, p,
                           p.timestamp_ns ? floor_div(*p.timestamp_ns, ns_per_ms) : now_ms, now_ms};
+  ctx.given_key = series_key;
   for (const auto& [key, value] : p.tags)
     if (key == m.settings.device_tag) ctx.device_tag = value;
   for (const auto& [name, value] : p.fields) {

@@ -142,7 +142,9 @@ class engine {
 
   // ---- input. A point the store accepted in `database`: each numeric field value (float,
   // integer, unsigned; booleans and strings skipped) goes to the rules selecting it.
-  void on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms);
+  // `series_key`: tsdb::series_key(p) when the caller has it (else it is made when needed).
+  void on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms,
+                std::string_view series_key = {});
   // A lifecycle event: the device (MQTT client id) connected or disconnected at `at_ms`.
   void on_presence(std::string_view device_id, bool connected, std::int64_t at_ms);
   // Fires every deadline <= now_ms (pending periods, no-data, offline, escalation after).

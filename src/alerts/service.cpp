@@ -30,6 +30,7 @@ namespace {
 struct point_batch {
   std::string database;
   std::shared_ptr<const std::vector<tsdb::point>> points;
+  std::shared_ptr<const std::vector<std::string>> keys;  // their series keys, if the store has them
   std::size_t count = 0;
 };
 struct presence_event {
@@ -260,6 +261,7 @@ void service::observe(const tsdb::written_batch& batch) {
   picked.points = batch.shared_points != nullptr
                       ? batch.shared_points
                       : std::make_shared<const std::vector<tsdb::point>>(*batch.points);
+  if (batch.shared_points != nullptr) picked.keys = batch.shared_keys;
   picked.count = picked.points->size();
   const std::size_t count = picked.count;
   inbox_->push(std::move(picked), count);
@@ -357,7 +359,9 @@ void service::iterate(inputs& work) {
     for (const auto& in : work.data) {
       if (const auto* batch = std::get_if<point_batch>(&in)) {
         for (std::size_t i = 0; i < batch->count; ++i)
-          engine_.on_point(batch->database, (*batch->points)[i], now);
+          engine_.on_point(
+              batch->database, (*batch->points)[i], now,
+              batch->keys != nullptr ? std::string_view((*batch->keys)[i]) : std::string_view());
       } else {
         const auto& event = std::get<presence_event>(in);
         on_presence(event.device, event.session, event.connected,

@@ -1029,8 +1029,12 @@ struct store::impl {
     if (is_applied) {
       points_written += batch.points.size();
       if (observer)
-        observer(written_batch{batch.database, batch.policy, &batch.points,
-                               std::shared_ptr<const std::vector<point>>(shared, &batch.points)});
+        observer(
+            written_batch{batch.database, batch.policy, &batch.points,
+                          std::shared_ptr<const std::vector<point>>(shared, &batch.points),
+                          batch.keys.size() == batch.points.size()
+                              ? std::shared_ptr<const std::vector<std::string>>(shared, &batch.keys)
+                              : nullptr});
       if (live_bytes.load() >= settings.cache_snapshot_memory) request_flush();
     }
     done(std::move(outcome));

@@ -110,8 +110,10 @@ struct written_batch {
   std::string database;
   std::string retention_policy;
   const std::vector<point>* points = nullptr;  // valid during the call only
-  // The same points, for an observer that keeps them past the call (no copy; never changed).
+  // The same points, for an observer that keeps them past the call (no copy; never changed),
+  // and their series keys (series_key() of each), when the store has them.
   std::shared_ptr<const std::vector<point>> shared_points;
+  std::shared_ptr<const std::vector<std::string>> shared_keys;
 };
 using write_observer = std::function<void(const written_batch&)>;
 
