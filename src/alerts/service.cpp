@@ -233,9 +233,7 @@ void service::stop() {
     inbox_->closed = true;  // never started
   }
   // The thread's last write (every detector state) is on disk before stop() returns.
-  std::promise<void> stored;
-  writer_.when_durable(last_ticket_, [&stored] { stored.set_value(); });
-  stored.get_future().wait();
+  wait_stored(last_ticket_);
 }
 
 // ---------------------------------------------------------------------------------- inputs
@@ -619,6 +617,9 @@ void service::enable_rule(std::string name, bool enabled, rule_done done) {
   });
 }
 
+// A rule change reaches memory (and the engine) only once its row is durable: a write that
+// fails changes nothing but the answer. The thread waits for that commit (changes are rare;
+// points queue meanwhile).
 void service::apply_rule(rule r, bool created, rule_done done) {
   const std::int64_t now = clock_.unix_millis();
   rule_entry entry{r, now, now};
@@ -630,6 +631,8 @@ void service::apply_rule(rule r, bool created, rule_done done) {
       forget_states(r.name);
   }
   stage_rule_row(entry);
+  if (!wait_stored(persist(now, false)))
+    return done(refusal{refusal_kind::failed, "", "the rule could not be stored"});
   unreadable_.erase(r.name);
   rules_.insert_or_assign(r.name, entry);
   engine_.put_rule(std::move(r), now);
@@ -638,7 +641,14 @@ void service::apply_rule(rule r, bool created, rule_done done) {
   view.created = created;
   spdlog::info("alert_rule_stored name={} enabled={} created={}", entry.r.name, entry.r.enabled,
                created);
-  answer_when_stored<rule_view>(persist(now, false), std::move(done), std::move(view));
+  done(std::move(view));
+}
+
+bool service::wait_stored(storage::ticket t) {
+  if (t.is_none()) return true;
+  std::promise<bool> stored;
+  writer_.when_durable(t, [&] { stored.set_value(!writer_.failed(t)); });
+  return stored.get_future().get();
 }
 
 void service::delete_rule(std::string name, std::function<void(std::optional<refusal>)> done) {
@@ -653,6 +663,12 @@ void service::do_delete(const std::string& name,
   const std::int64_t now = clock_.unix_millis();
   const auto found = rules_.find(name);
   if (found == rules_.end() && !unreadable_.contains(name)) return done(no_rule(name));
+  // Stored first, as a change (apply_rule): the rule goes from memory once its row has.
+  staged_.push_back([name](storage::database& db) {
+    db.cached("DELETE FROM alert_rules WHERE name = ?").bind(1, name).run();
+  });
+  if (!wait_stored(persist(now, false)))
+    return done(refusal{refusal_kind::failed, "", "the deletion could not be stored"});
   if (found != rules_.end()) {
     // Its open alerts are cleared by the engine; their notifications still go (the rule is
     // kept for them until that write).
@@ -664,9 +680,6 @@ void service::do_delete(const std::string& name,
     update_filter();
   }
   unreadable_.erase(name);
-  staged_.push_back([name](storage::database& db) {
-    db.cached("DELETE FROM alert_rules WHERE name = ?").bind(1, name).run();
-  });
   spdlog::info("alert_rule_deleted name={}", name);
   const storage::ticket t = persist(now, false);
   writer_.when_durable(last_ticket_, [writer = &writer_, t, done]() {

@@ -197,6 +197,8 @@ class service {
 
   // ---- the thread's work (service.cpp)
   void apply_rule(rule r, bool created, rule_done done);
+  // Blocks until `t` is durable; false when its write failed (none: true at once).
+  bool wait_stored(storage::ticket t);
   void do_put(rule r, put_mode mode, const std::vector<bool>& secret_omitted, rule_done& done);
   void do_delete(const std::string& name, std::function<void(std::optional<refusal>)>& done);
   void do_act(std::uint64_t id, alert_action action, const std::string& who,

@@ -119,9 +119,7 @@ void service::write_and_wait(std::vector<std::function<void(storage::database&)>
     for (const auto& row : rows) row(db);
   });
   last_ticket_ = t;
-  std::promise<bool> stored;
-  writer_.when_durable(t, [&] { stored.set_value(!writer_.failed(t)); });
-  if (!stored.get_future().get())
+  if (!wait_stored(t))
     throw storage::database_error("the alerts tables could not be written at start");
 }
 
