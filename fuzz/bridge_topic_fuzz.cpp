@@ -36,18 +36,6 @@ void check(bool condition) {
   if (!condition) std::abort();
 }
 
-std::string_view direction_word(topic_direction direction) {
-  switch (direction) {
-    case topic_direction::out:
-      return "out";
-    case topic_direction::in:
-      return "in";
-    case topic_direction::both:
-      return "both";
-  }
-  return "out";
-}
-
 std::string marked(const std::string& part) {
   return part.empty() ? std::string("\"\"") : part;
 }
@@ -67,7 +55,7 @@ void check_mapping(const topic_mapping& m) {
   auto again = make_topic_mapping(m.pattern, m.direction, m.qos, m.local_prefix, m.remote_prefix);
   check(std::holds_alternative<topic_mapping>(again) && std::get<topic_mapping>(again) == m);
   // Parts never hold a space or tab (the line is split on them), nor are `""` (the empty mark).
-  std::string line = marked(m.pattern) + " " + std::string(direction_word(m.direction)) + " " +
+  std::string line = marked(m.pattern) + " " + std::string(to_string(m.direction)) + " " +
                      std::to_string(m.qos) + " " + marked(m.local_prefix) + " " +
                      marked(m.remote_prefix);
   auto reparsed = parse_topic_mapping(line);

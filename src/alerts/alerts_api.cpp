@@ -14,6 +14,7 @@
 
 #include "alerts/alert_json.hpp"
 #include "core/page_token.hpp"
+#include "net/field_error.hpp"
 
 namespace nimbus::alerts {
 
@@ -33,15 +34,9 @@ net::http_response json_response(unsigned status, const json::value& body) {
   return net::http_response{status, "application/json", {}, to_text(body) + "\n"};
 }
 
-// {"error":{"field","message"}}
 net::http_response error_response(unsigned status, std::string_view field,
                                   std::string_view message) {
-  json::object error;
-  error["field"] = field;
-  error["message"] = message;
-  json::object body;
-  body["error"] = std::move(error);
-  return json_response(status, body);
+  return net::field_error(status, field, message);
 }
 
 net::http_response refusal_response(const refusal& r) {

@@ -566,18 +566,6 @@ std::string_view word(const std::pair<std::string_view, Choice> (&words)[N], Cho
   return words[0].first;
 }
 
-std::string_view direction_word(topic_direction direction) {
-  switch (direction) {
-    case topic_direction::out:
-      return "out";
-    case topic_direction::in:
-      return "in";
-    case topic_direction::both:
-      return "both";
-  }
-  return "out";
-}
-
 // As parse_host_port reads it back: an IPv6 address in brackets, and a host starting with one
 // too (from "[[x]:1"; bare, "[x:1" would not read).
 std::string address_text(const host_port& address) {
@@ -648,7 +636,7 @@ std::string to_json(const mqtt_bridge& b) {
   for (const auto& mapping : b.topics) {
     json::object t;
     t["pattern"] = mapping.pattern;
-    t["direction"] = direction_word(mapping.direction);
+    t["direction"] = to_string(mapping.direction);
     t["qos"] = mapping.qos;
     t["local_prefix"] = mapping.local_prefix;
     t["remote_prefix"] = mapping.remote_prefix;

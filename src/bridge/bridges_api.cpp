@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/log.hpp"
+#include "net/field_error.hpp"
 
 namespace nimbus::bridge {
 
@@ -34,15 +35,9 @@ net::http_response json_response(unsigned status, const json::value& body) {
   return net::http_response{status, "application/json", {}, json::serialize(body) + "\n"};
 }
 
-// {"error":{"field","message"}}
 net::http_response error_response(unsigned status, std::string_view field,
                                   std::string_view message) {
-  json::object error;
-  error["field"] = field;
-  error["message"] = message;
-  json::object body;
-  body["error"] = std::move(error);
-  return json_response(status, body);
+  return net::field_error(status, field, message);
 }
 
 net::http_response no_bridge(const std::string& name) {

@@ -58,6 +58,18 @@ std::optional<mapped_topic> map_first(std::span<const topic_mapping> mappings,
 
 }  // namespace
 
+std::string_view to_string(topic_direction direction) {
+  switch (direction) {
+    case topic_direction::out:
+      return "out";
+    case topic_direction::in:
+      return "in";
+    case topic_direction::both:
+      return "both";
+  }
+  return "out";
+}
+
 std::optional<topic_direction> parse_direction(std::string_view word) {
   std::string lower(word);
   std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {

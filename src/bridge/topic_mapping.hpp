@@ -51,6 +51,7 @@ inline std::uint8_t effective_qos(std::uint8_t message_qos, const topic_mapping&
 
 // "out", "in" or "both", in any case.
 std::optional<topic_direction> parse_direction(std::string_view word);
+std::string_view to_string(topic_direction direction);  // "out", "in", "both"
 
 // A mapping from its parts, or the reason it is invalid (Mosquitto's checks, stricter where
 // Mosquitto fails later at run time): qos 0..2; a prefix has no wildcard (a topic name, "" for
