@@ -465,9 +465,12 @@ class streaming_pull final : public stream_reactor {
   streaming_pull(service& svc, std::shared_ptr<stream_registry> registry,
                  std::optional<grpc::Status> refused)
       : state_(std::make_shared<stream_state>(svc)), registry_(std::move(registry)) {
-    const bool is_open = !refused && registry_->add(state_);
+    // The reactor is set before the registry can hand the stream to close_streams(), which
+    // finishes it through that pointer (the registry's lock is never held while a stream's is
+    // taken, so this order cannot deadlock).
     std::lock_guard lock(state_->mutex);
     state_->reactor = this;
+    const bool is_open = !refused && registry_->add(state_);
     if (is_open)
       StartRead(&state_->incoming);
     else

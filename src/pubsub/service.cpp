@@ -285,6 +285,10 @@ struct service::impl {
   std::size_t journaled_since_checkpoint = 0;
   std::map<std::uint64_t, std::unique_ptr<seglog::log>> retiring;  // until a checkpoint is durable
   bool stopped = false;
+  bool is_draining = false;  // end_waits(): pulls are answered at once, never parked
+
+  // Every waiting pull's UNAVAILABLE answer, to call once the lock is released.
+  std::vector<std::function<void()>> end_waiting_locked();
 
   // Runs `fn` on the service's loop (never under the lock, never on the writer's thread).
   template <class Fn>
@@ -1023,6 +1027,30 @@ void service::start() {
   });
 }
 
+// Answers every waiting pull with UNAVAILABLE (after the lock is released).
+std::vector<std::function<void()>> service::impl::end_waiting_locked() {
+  std::vector<std::function<void()>> answers;
+  for (auto& [name, s] : subscriptions) {
+    for (auto& w : s->waiting)
+      answers.emplace_back([done = std::move(w.done)] {
+        done(status::error(code::unavailable, "The server is shutting down."), {});
+      });
+    s->waiting.clear();
+  }
+  return answers;
+}
+
+void service::end_waits() {
+  auto& d = *impl_;
+  std::vector<std::function<void()>> answers;
+  {
+    std::lock_guard lock(d.mutex);
+    d.is_draining = true;
+    answers = d.end_waiting_locked();
+  }
+  for (auto& a : answers) a();
+}
+
 void service::stop() {
   auto& d = *impl_;
   std::vector<std::function<void()>> answers;
@@ -1030,11 +1058,8 @@ void service::stop() {
     std::lock_guard lock(d.mutex);
     if (d.stopped) return;
     d.stopped = true;
-    for (auto& [name, s] : d.subscriptions)
-      for (auto& w : s->waiting)
-        answers.emplace_back([done = std::move(w.done)] {
-          done(status::error(code::unavailable, "The server is shutting down."), {});
-        });
+    d.is_draining = true;
+    answers = d.end_waiting_locked();
   }
   for (auto& a : answers) a();
   asio::post(d.io, [&d] { d.timer.cancel(); });
@@ -1438,6 +1463,9 @@ void service::pull(const v1::PullRequest& request, const std::optional<stream_pu
     });
     return;
   }
+  // Shutting down: an empty answer would be pulled again at once; UNAVAILABLE is retried later.
+  if (d.is_draining)
+    return d.fail(done, status::error(code::unavailable, "The server is shutting down."));
   const auto wait = std::min(max_wait, milliseconds(d.settings.max_pull_wait_ms));
   s->waiting.push_back(
       impl::waiting_pull{max_messages, stream, d.clock.now() + wait, std::move(done)});

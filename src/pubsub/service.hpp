@@ -72,6 +72,10 @@ class service {
   // Answers waiting pulls (UNAVAILABLE), stops the thread; calls after it are not answered.
   // The destructor calls it.
   void stop();
+  // Shutdown's first step: answers every waiting pull now (UNAVAILABLE) and every later one at
+  // once, while the thread still answers other calls, so gRPC's Shutdown (which waits for every
+  // open call) is not held by a unary Pull parked for up to 30 s.
+  void end_waits();
 
   // Publisher
   void create_topic(v1::Topic request, reply<v1::Topic> done);

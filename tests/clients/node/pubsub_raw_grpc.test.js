@@ -602,3 +602,29 @@ test('SIGTERM ends open StreamingPull calls with UNAVAILABLE, never OK', async (
     await own.stop();
   }
 });
+
+test('SIGTERM answers a parked unary Pull with UNAVAILABLE at once; shutdown does not wait for it', async () => {
+  const own = await startNimbus(['--grpc', '127.0.0.1:0']);
+  const c = connect(own);
+  try {
+    await createTopic(c, 'parked');
+    await createSubscription(c, 'parked-sub', 'parked');
+    // No messages and no return_immediately: the server parks the Pull for up to 30 s.
+    const parked = unary(c.subscriber, 'Pull', { subscription: subscriptionName('parked-sub'), max_messages: 10 }, 20000)
+      .then(() => OK, (e) => e.code);
+    // Nothing observable says the Pull is parked (a Publish would answer it), so give it a moment
+    // to arrive; one that arrives after SIGTERM is answered UNAVAILABLE too, so this cannot
+    // flake, it can only prove less.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const t0 = Date.now();
+    const exitCode = await withTimeout(own.stop(), 15000, 'nimbus stop with a parked Pull');
+    const stopMs = Date.now() - t0;
+    assert.equal(exitCode, 0);
+    assert.equal(await parked, UNAVAILABLE);
+    assert.ok(stopMs < 5000, `stop took ${stopMs} ms with a parked unary Pull`);
+    console.log(`# parked unary Pull: exit 0 after ${stopMs} ms`);
+  } finally {
+    c.close();
+    await own.stop();
+  }
+});
