@@ -182,12 +182,14 @@ const route_options& http_router::options_for(std::string_view method,
   return m.path_known || !fallback_ ? default_options_ : fallback_options_;
 }
 
-void http_router::set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
-                                websocket_admitter admit) {
-  websocket_admit_ = std::move(admit);
-  websocket_path_ = std::move(path);
-  websocket_subprotocol_ = std::move(subprotocol);
-  websocket_handler_ = std::move(on_stream);
+void http_router::add_websocket(std::string path, websocket_route route) {
+  if (!websockets_.emplace(path, std::move(route)).second)
+    throw std::invalid_argument("WebSocket route added twice: " + path);
+}
+
+const websocket_route* http_router::websocket(std::string_view raw_path) const {
+  auto it = websockets_.find(raw_path);
+  return it == websockets_.end() ? nullptr : &it->second;
 }
 
 http_response http_router::error(unsigned status, std::string_view message) const {
@@ -234,7 +236,8 @@ std::string percent_decode(std::string_view in) {
 namespace {
 
 http_request to_request(const http::request<http::string_body>& req, const std::string& remote,
-                        const std::optional<peer_certificate>& certificate, bool loopback) {
+                        const std::optional<peer_certificate>& certificate,
+                        const http_listener_options& options) {
   http_request out;
   out.method = std::string(req.method_string());
   out.target = std::string(req.target());
@@ -247,7 +250,8 @@ http_request to_request(const http::request<http::string_body>& req, const std::
   out.body = req.body();
   out.remote_address = remote;
   out.certificate = certificate;
-  out.loopback_listener = loopback;
+  out.loopback_listener = options.loopback;
+  out.secure = options.tls != nullptr;
   return out;
 }
 
@@ -379,8 +383,9 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
     std::string_view target(head.target().data(), head.target().size());
     std::string_view raw_path = target.substr(0, target.find('?'));
 
-    if (websocket::is_upgrade(head) && !router.websocket_path().empty() &&
-        raw_path == router.websocket_path()) {
+    const websocket_route* ws_route =
+        websocket::is_upgrade(head) ? router.websocket(raw_path) : nullptr;
+    if (ws_route != nullptr) {
       if (!is_valid_websocket_key(head[http::field::sec_websocket_key])) {
         auto res = closing_response(400, "invalid Sec-WebSocket-Key", version);
         co_await http::async_write(stream, res, as_value);
@@ -388,9 +393,8 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       }
       auto req = parser.release();
       std::string signer;
-      if (router.websocket_admit()) {
-        auto admission =
-            router.websocket_admit()(to_request(req, remote, certificate, options.loopback));
+      if (ws_route->admit) {
+        auto admission = ws_route->admit(to_request(req, remote, certificate, options));
         if (admission.refusal) {
           auto res = to_response(std::move(*admission.refusal), version, false, false);
           co_await http::async_write(stream, res, as_value);
@@ -402,10 +406,10 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
       websocket::stream<Stream> ws(std::move(stream));
       ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
       ws.read_message_max(max_websocket_message);
-      const std::string subprotocol = router.websocket_subprotocol();
+      const std::string& subprotocol = ws_route->subprotocol;
       bool offered = false;
       for (auto token : beast::http::token_list(req[http::field::sec_websocket_protocol])) {
-        if (beast::iequals(token, subprotocol)) offered = true;
+        if (!subprotocol.empty() && beast::iequals(token, subprotocol)) offered = true;
       }
       ws.set_option(
           websocket::stream_base::decorator([offered, subprotocol](websocket::response_type& res) {
@@ -414,14 +418,16 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
           }));
       auto [accept_ec] = co_await ws.async_accept(req, as_value);
       if (accept_ec) co_return;
+      const bool text = ws_route->frames == websocket_frames::text;
       std::unique_ptr<byte_stream> upgraded;
       if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-        upgraded = make_websocket_stream(std::move(ws), remote, std::move(signer), request_started);
+        upgraded =
+            make_websocket_stream(std::move(ws), remote, std::move(signer), request_started, text);
       } else {
         upgraded = make_secure_websocket_stream(std::move(ws), remote, certificate,
-                                                std::move(signer), request_started);
+                                                std::move(signer), request_started, text);
       }
-      router.websocket_handler()(std::move(upgraded));
+      ws_route->on_stream(std::move(upgraded));
       co_return;
     }
 
@@ -430,8 +436,7 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
     if (has_body) {
       // Who asks first (an unauthenticated caller learns nothing about limits), then how much.
       if (route.precheck) {
-        if (auto refusal =
-                route.precheck(to_request(head, remote, certificate, options.loopback))) {
+        if (auto refusal = route.precheck(to_request(head, remote, certificate, options))) {
           auto res = to_response(std::move(*refusal), version, false, is_head);
           co_await http::async_write(stream, res, as_value);
           unread_body = true;
@@ -468,7 +473,7 @@ asio::awaitable<void> http_session(Stream stream, const http_router& router, std
     auto req = parser.release();
     const bool keep_alive = req.keep_alive();
     http_response response = co_await async_dispatch(
-        router, to_request(req, remote, certificate, options.loopback), asio::use_awaitable);
+        router, to_request(req, remote, certificate, options), asio::use_awaitable);
     auto res = to_response(std::move(response), version, keep_alive, is_head);
     // The answer gets its own time: a durable write or a key generation may have used the
     // request's.

@@ -33,6 +33,7 @@ struct http_request {
   std::string remote_address;
   std::optional<peer_certificate> certificate;  // HTTPS client certificate, when verified
   bool loopback_listener = false;  // came through a listener bound to a loopback address
+  bool secure = false;             // came over TLS (HTTPS)
 
   // Case-insensitive header lookup.
   std::optional<std::string> header(std::string_view name) const;
@@ -57,6 +58,15 @@ struct websocket_admission {
   std::string signer;
 };
 using websocket_admitter = std::function<websocket_admission(const http_request&)>;
+// What a WebSocket route carries: MQTT's binary frames (a text frame ends the connection), or
+// text messages (each write one message; reads see the messages' bytes in order).
+enum class websocket_frames : std::uint8_t { binary, text };
+struct websocket_route {
+  std::string subprotocol;  // echoed when the client offers it; empty: none
+  stream_handler on_stream;
+  websocket_admitter admit;  // null: everyone
+  websocket_frames frames = websocket_frames::binary;
+};
 // A handler that answers later (e.g. once a write is durable): it must call `respond` exactly
 // once, from any thread.
 using http_responder = std::function<void(http_response)>;
@@ -106,16 +116,15 @@ class http_router {
   }
   // The options of the route `method` and `raw_path` would reach (defaults when none).
   const route_options& options_for(std::string_view method, std::string_view raw_path) const;
-  void set_websocket(std::string path, std::string subprotocol, stream_handler on_stream,
-                     websocket_admitter admit = nullptr);
+  // Upgrades requests for `path` to WebSocket (start-up; throws std::invalid_argument for a path
+  // added twice).
+  void add_websocket(std::string path, websocket_route route);
   // Answers through `respond` (404/405 when nothing matches, 500 if a handler throws).
   void dispatch(http_request request, http_responder respond) const;
   http_response error(unsigned status, std::string_view message) const;
 
-  const std::string& websocket_path() const { return websocket_path_; }
-  const std::string& websocket_subprotocol() const { return websocket_subprotocol_; }
-  const stream_handler& websocket_handler() const { return websocket_handler_; }
-  const websocket_admitter& websocket_admit() const { return websocket_admit_; }
+  // The WebSocket route of `raw_path`, null when it has none.
+  const websocket_route* websocket(std::string_view raw_path) const;
 
  private:
   struct route {
@@ -137,10 +146,7 @@ class http_router {
   route_options default_options_;  // a path known for another method: no body
   route_options fallback_options_;
   http_async_handler fallback_;
-  std::string websocket_path_;
-  std::string websocket_subprotocol_;
-  stream_handler websocket_handler_;
-  websocket_admitter websocket_admit_;
+  std::map<std::string, websocket_route, std::less<>> websockets_;
 };
 
 // How one listener serves HTTP.

@@ -102,7 +102,7 @@ class websocket_byte_stream final : public byte_stream {
  public:
   websocket_byte_stream(websocket::stream<Next> ws, std::string remote, std::string_view transport,
                         std::optional<peer_certificate> certificate, std::string signer,
-                        steady_time accepted_at)
+                        steady_time accepted_at, bool text)
       : ws_(std::move(ws)),
         remote_(std::move(remote)),
         transport_(transport),
@@ -110,7 +110,7 @@ class websocket_byte_stream final : public byte_stream {
         accepted_at_(or_now(accepted_at)) {
     if (certificate)
       certificate_ = std::make_shared<const peer_certificate>(std::move(*certificate));
-    ws_.binary(true);
+    ws_.binary(!text);
   }
   // Beast needs a concrete executor on the handler (a type-erased one cannot be required to be
   // non-blocking in Boost 1.81), so the handler is bound to the stream's.
@@ -201,17 +201,18 @@ std::unique_ptr<byte_stream> make_tls_stream(beast::ssl_stream<beast::tcp_stream
 
 std::unique_ptr<byte_stream> make_websocket_stream(websocket::stream<beast::tcp_stream> ws,
                                                    std::string remote, std::string signer,
-                                                   steady_time accepted_at) {
+                                                   steady_time accepted_at, bool text) {
   return std::make_unique<websocket_byte_stream<beast::tcp_stream>>(
-      std::move(ws), std::move(remote), "ws", std::nullopt, std::move(signer), accepted_at);
+      std::move(ws), std::move(remote), "ws", std::nullopt, std::move(signer), accepted_at, text);
 }
 
 std::unique_ptr<byte_stream> make_secure_websocket_stream(
     websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws, std::string remote,
-    std::optional<peer_certificate> certificate, std::string signer, steady_time accepted_at) {
+    std::optional<peer_certificate> certificate, std::string signer, steady_time accepted_at,
+    bool text) {
   return std::make_unique<websocket_byte_stream<beast::ssl_stream<beast::tcp_stream>>>(
       std::move(ws), std::move(remote), "wss", std::move(certificate), std::move(signer),
-      accepted_at);
+      accepted_at, text);
 }
 
 }  // namespace nimbus::net

@@ -25,11 +25,11 @@ std::unique_ptr<byte_stream> make_tls_stream(
 // `signer`: the access key id that signed the upgrade, empty if none.
 std::unique_ptr<byte_stream> make_websocket_stream(
     boost::beast::websocket::stream<boost::beast::tcp_stream> ws, std::string remote,
-    std::string signer, steady_time accepted_at = {});
+    std::string signer, steady_time accepted_at = {}, bool text = false);
 std::unique_ptr<byte_stream> make_secure_websocket_stream(
     boost::beast::websocket::stream<boost::beast::ssl_stream<boost::beast::tcp_stream>> ws,
     std::string remote, std::optional<peer_certificate> certificate, std::string signer,
-    steady_time accepted_at = {});
+    steady_time accepted_at = {}, bool text = false);
 
 // The verified client certificate of an established TLS session, if any.
 std::optional<peer_certificate> peer_certificate_of(SSL* ssl);
