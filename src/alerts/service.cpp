@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <string_view>
 
@@ -454,7 +455,8 @@ void service::on_sent(const std::string& key, const send_outcome& outcome) {
   }
 }
 
-void service::on_stored(bool failed, std::vector<delivery> deliveries) {
+void service::on_stored(bool failed, std::vector<delivery> deliveries,
+                        std::vector<std::pair<std::string, std::string>> announced) {
   storing_deliveries_ -= std::min(storing_deliveries_, deliveries.size());
   if (failed) {
     if (!is_store_failed_)
@@ -465,6 +467,22 @@ void service::on_stored(bool failed, std::vector<delivery> deliveries) {
     return;
   }
   for (auto& d : deliveries) outbox_.add(std::move(d));
+  if (listener_)
+    for (auto& [event, alert] : announced) listener_(event, std::move(alert));
+}
+
+void service::count_open_by_device() {
+  std::map<std::string, std::size_t> counts;
+  alert_filter open;  // open ones, all of them
+  open.limit = std::numeric_limits<std::size_t>::max();
+  for (const auto& a : engine_.list(open)) ++counts[a.device_id];
+  std::lock_guard lock(open_by_device_mutex_);
+  open_by_device_ = std::move(counts);
+}
+
+std::map<std::string, std::size_t> service::open_by_device() const {
+  std::lock_guard lock(open_by_device_mutex_);
+  return open_by_device_;
 }
 
 // -------------------------------------------------------------------------- the registry

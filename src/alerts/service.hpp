@@ -168,6 +168,14 @@ class service {
   // nimbus_alerts_* for /metrics.
   std::string prometheus_text() const;
 
+  // Each lifecycle event ("raised", "escalated", "acknowledged", "cleared") once durable, with
+  // the alert as GET /api/alerts lists it (JSON): the dashboard's live view. Set before start();
+  // called on the service's thread, so it must not block.
+  using event_listener = std::function<void(std::string_view event, std::string alert_json)>;
+  void set_event_listener(event_listener listener) { listener_ = std::move(listener); }
+  // Open alerts per device, as of the last stored events. Any thread.
+  std::map<std::string, std::size_t> open_by_device() const;
+
   // ---- for tests. Wakes the thread (a manual clock moved); the thread also wakes by itself at
   // least once a second.
   void wake();
@@ -209,7 +217,9 @@ class service {
   void update_filter();
   void send_due(std::int64_t now);
   void on_sent(const std::string& key, const send_outcome& outcome);
-  void on_stored(bool failed, std::vector<delivery> deliveries);
+  void on_stored(bool failed, std::vector<delivery> deliveries,
+                 std::vector<std::pair<std::string, std::string>> announced);
+  void count_open_by_device();
   std::optional<refusal> refuse_changes() const;
   // Answers `value` once every write so far is durable (reads), or once `t` is and did not fail.
   template <class T>
@@ -256,6 +266,10 @@ class service {
   std::uint64_t timers_at_save_ = 0;
   std::size_t sending_ = 0;
   std::size_t storing_deliveries_ = 0;  // written, not yet durable
+
+  event_listener listener_;
+  mutable std::mutex open_by_device_mutex_;
+  std::map<std::string, std::size_t> open_by_device_;
 
   broker::bus_subscription presence_;
   std::thread thread_;

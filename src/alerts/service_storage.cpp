@@ -215,6 +215,7 @@ void service::restore(storage::database& db) {
       next_id = std::max(next_id, static_cast<std::uint64_t>(highest.column_int(0)) + 1);
   }
   engine_.restore_next_id(next_id);
+  count_open_by_device();
 
   std::size_t states = 0;
   {
@@ -308,8 +309,12 @@ storage::ticket service::persist(std::int64_t now, bool force_states) {
 
   std::map<std::uint64_t, alert> alerts;  // the latest step of each
   std::vector<delivery> deliveries;
+  std::vector<std::pair<std::string, std::string>> announced;  // for the listener, once durable
   for (auto& e : events) {
     e.snapshot = shown(std::move(e.snapshot));
+    if (listener_)
+      announced.emplace_back(to_string(e.what),
+                             boost::json::serialize(alert_json(e.snapshot, false)));
     figures_.events[static_cast<int>(e.what)].fetch_add(1, std::memory_order_relaxed);
     const rule* r = nullptr;
     if (const auto live = rules_.find(e.rule); live != rules_.end())
@@ -369,11 +374,13 @@ storage::ticket service::persist(std::int64_t now, bool force_states) {
   storing_deliveries_ += deliveries.size();
   // Notifications leave only once their rows (and their alert's) are durable; a failed write
   // leaves memory ahead of the database, and changes are refused from then on.
+  if (!events.empty()) count_open_by_device();
   writer_.when_durable(
-      t, [this, box = inbox_, writer = &writer_, t, deliveries = std::move(deliveries)]() mutable {
-        hand_back(box, [this, is_failed = writer->failed(t),
-                        deliveries = std::move(deliveries)]() mutable {
-          on_stored(is_failed, std::move(deliveries));
+      t, [this, box = inbox_, writer = &writer_, t, deliveries = std::move(deliveries),
+          announced = std::move(announced)]() mutable {
+        hand_back(box, [this, is_failed = writer->failed(t), deliveries = std::move(deliveries),
+                        announced = std::move(announced)]() mutable {
+          on_stored(is_failed, std::move(deliveries), std::move(announced));
         });
       });
   return t;

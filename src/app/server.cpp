@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json.hpp>
 #include <charconv>
 #include <condition_variable>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include <future>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -62,6 +64,10 @@
 #include "tsdb/json_fields.hpp"
 #include "tsdb/mqtt_mapping.hpp"
 #include "tsdb/store.hpp"
+#include "web/assets.hpp"
+#include "web/session_routes.hpp"
+#include "web/sessions.hpp"
+#include "web/stream_hub.hpp"
 
 namespace nimbus::app {
 
@@ -320,10 +326,23 @@ int serve(const config::settings& settings) {
     storage::database db(db_path, settings.storage.synchronous);
     return std::make_unique<tsdb::store>(writer, db, clock, tsdb_settings);
   }();
+  // The dashboard's live updates (/api/stream): sampled bridges and metrics on the alerts loop.
+  web::stream_settings stream_settings;
+  stream_settings.max_clients = settings.dashboard.max_stream_clients;
+  stream_settings.queue = settings.dashboard.stream_queue;
+  stream_settings.database = settings.tsdb.devices_database;
+  stream_settings.measurement = settings.tsdb.devices_measurement;
+  stream_settings.device_tag = settings.tsdb.devices_tag;
+  web::stream_hub live_updates(stream_settings, NIMBUS_VERSION, alerts_pool.at(0));
+  alert_service.set_event_listener([&live_updates](std::string_view event, std::string alert) {
+    live_updates.on_alert(event, alert);
+  });
   // Every durable batch goes past the alert rules (the service copies what they watch and
-  // returns at once: ingest never waits for alerts).
-  time_series->set_observer(
-      [&alert_service](const tsdb::written_batch& batch) { alert_service.observe(batch); });
+  // returns at once: ingest never waits for alerts) and to the dashboards watching.
+  time_series->set_observer([&alert_service, &live_updates](const tsdb::written_batch& batch) {
+    alert_service.observe(batch);
+    live_updates.observe(batch);
+  });
   time_series->start();
   alert_service.start();
   declare_databases(*time_series, settings.tsdb);
@@ -488,6 +507,15 @@ int serve(const config::settings& settings) {
   auto https_tls = net::make_server_tls_context(
       server_cert_path, server_key_path, ca.certificate_path(), net::client_certificates::optional);
 
+  // Dashboard sign-in: its session cookie stands in for SigV4 and tokens on every API below.
+  web::session_settings session_settings;
+  session_settings.loopback_open = settings.dashboard.loopback_open;
+  session_settings.lifetime = std::chrono::hours(settings.dashboard.session_hours);
+  web::sessions dashboard_sessions(tokens, credentials, clock, session_settings);
+  auto signed_in = [&dashboard_sessions](const net::http_request& request) {
+    return dashboard_sessions.authorize(request).has_value();
+  };
+
   net::http_router router;
   router.add("GET", "/healthz", [](const net::http_request&) {
     return net::http_response{200, "application/json", {}, R"({"status":"ok"})"};
@@ -497,24 +525,26 @@ int serve(const config::settings& settings) {
     router.add(
         "GET", "/metrics",
         [&mqtt_broker, &auth, &shadows, &rules_engine, &pubsub_service, &time_series, &tokens,
-         &bridges, &alert_service, always_token](const net::http_request& request) {
-          // Open to local scrapers; anyone else needs a token (<data>/tokens).
+         &bridges, &alert_service, &live_updates, always_token,
+         signed_in](const net::http_request& request) {
+          // Open to local scrapers; anyone else needs a token (<data>/tokens) or a dashboard
+          // session.
           if ((always_token || !request.loopback_listener) &&
-              !tokens.check_bearer(request.header("authorization"))) {
+              !tokens.check_bearer(request.header("authorization")) && !signed_in(request)) {
             return net::http_response{
                 401,
                 "application/json",
                 {{"WWW-Authenticate", R"(Bearer realm="nimbus")"}},
                 R"json({"message":"/metrics needs Authorization: Bearer TOKEN (see <data>/tokens)"})json"};
           }
-          return net::http_response{200,
-                                    "text/plain; version=0.0.4",
-                                    {},
-                                    mqtt_broker.prometheus_text() + auth.prometheus_text() +
-                                        shadows.prometheus_text() + rules_engine.prometheus_text() +
-                                        pubsub_service.prometheus_text() +
-                                        time_series->prometheus_text() + bridges.prometheus_text() +
-                                        alert_service.prometheus_text()};
+          return net::http_response{
+              200,
+              "text/plain; version=0.0.4",
+              {},
+              mqtt_broker.prometheus_text() + auth.prometheus_text() + shadows.prometheus_text() +
+                  rules_engine.prometheus_text() + pubsub_service.prometheus_text() +
+                  time_series->prometheus_text() + bridges.prometheus_text() +
+                  alert_service.prometheus_text() + live_updates.prometheus_text()};
         });
   }
   // The CA devices trust (the tutorial's AmazonRootCA1.pem), for devices on the LAN.
@@ -525,6 +555,7 @@ int serve(const config::settings& settings) {
                               pem};
   });
   iot::aws_http aws(credentials, writer, settings.region, NIMBUS_VERSION);
+  aws.accept_sessions(signed_in);
   aws.answer_unknown_routes(router);
   // Stable for the account and not guessable without its secret key.
   iot::control_plane control(
@@ -547,10 +578,10 @@ int serve(const config::settings& settings) {
       pubsub::code::unauthenticated,
       "Pub/Sub needs Authorization: Bearer TOKEN (see <data>/tokens) or an ACTIVE client "
       "certificate here.");
-  auto pubsub_auth = [&tokens, &auth, &pubsub_access, &pubsub_unauthenticated](
+  auto pubsub_auth = [&tokens, &auth, &pubsub_access, &pubsub_unauthenticated, signed_in](
                          const net::http_request& request) -> std::optional<net::http_response> {
     if (pubsub_access == "none" || (pubsub_access == "auto" && request.loopback_listener) ||
-        tokens.check_bearer(request.header("authorization")) ||
+        tokens.check_bearer(request.header("authorization")) || signed_in(request) ||
         (request.certificate && auth.certificate_refusal(request.certificate->sha256_hex).empty()))
       return std::nullopt;
     return pubsub::rest_error(pubsub_unauthenticated);
@@ -564,9 +595,11 @@ int serve(const config::settings& settings) {
     spdlog::warn(
         "tsdb_auth_disabled setting=tsdb.auth value=none note=\"anyone who reaches a listener "
         "may read and write time series\"");
-  auto tsdb_auth = [&tokens, &tsdb_access](const net::http_request& request,
-                                           bool write) -> std::optional<net::http_response> {
-    if (tsdb_access == "none" || (tsdb_access == "auto" && request.loopback_listener))
+  auto tsdb_auth = [&tokens, &tsdb_access, signed_in](
+                       const net::http_request& request,
+                       bool write) -> std::optional<net::http_response> {
+    if (tsdb_access == "none" || (tsdb_access == "auto" && request.loopback_listener) ||
+        signed_in(request))
       return std::nullopt;
     for (const auto& token : tsdb::influx_credentials(request)) {
       const auto scope = tokens.check_token(token);
@@ -590,6 +623,10 @@ int serve(const config::settings& settings) {
   dashboard.measurement = settings.tsdb.devices_measurement;
   dashboard.device_tag = settings.tsdb.devices_tag;
   dashboard.runner = &tsdb_queries;
+  dashboard.is_online = [&mqtt_broker](const std::string& device) {
+    return mqtt_broker.is_connected(device);
+  };
+  dashboard.open_alerts_by_device = [&alert_service] { return alert_service.open_by_device(); };
   tsdb::add_dashboard_routes(router, *time_series, tsdb_auth, dashboard, clock);
   // /api/bridges, under the rule of the rest of /api/ (tsdb.auth, as the dashboard's). The
   // stored bridges join the file's here, before the links start; a name the file uses is the
@@ -608,6 +645,80 @@ int serve(const config::settings& settings) {
   bridge_routes.install(router);
   // /api/alert-rules and /api/alerts, under the rule of the rest of /api/.
   alert_service.install(router, tsdb_auth);
+  // The web dashboard: its files at /, sign-in, the home page's overview and the live stream.
+  web::add_asset_routes(router, settings.dashboard.web_dir);
+  std::map<std::string, std::string> bound;  // listeners by name, once bound
+  auto overview = [&] {
+    boost::json::object listeners;
+    for (const auto& [name, address] : bound) listeners[name] = address;
+    const auto registered = devices.count();
+    std::size_t open_alerts = 0;
+    for (const auto& [device, n] : alert_service.open_by_device()) open_alerts += n;
+    std::set<std::string> device_ids;
+    for (const auto& series :
+         time_series->series(settings.tsdb.devices_database, settings.tsdb.devices_measurement))
+      for (const auto& [key, value] : series.tags)
+        if (key == settings.tsdb.devices_tag) device_ids.insert(value);
+    boost::json::object counts{
+        {"things", registered.things},
+        {"certificates", registered.certificates},
+        {"policies", registered.policies},
+        {"connected_clients", mqtt_broker.metrics().clients_connected.load()},
+        {"devices", device_ids.size()},
+        {"open_alerts", open_alerts},
+        {"bridges", bridge_routes.list_json().size()},
+    };
+    boost::json::object body{
+        {"version", NIMBUS_VERSION},
+        {"region", settings.region},
+        {"account", settings.account},
+        {"listeners", std::move(listeners)},
+        {"paths",
+         {{"data_dir", fs::absolute(data_dir).string()},
+          {"ca", fs::absolute(ca.certificate_path()).string()},
+          {"credentials", fs::absolute(data_dir / "credentials").string()},
+          {"tokens", fs::absolute(data_dir / "tokens").string()}}},
+        {"counts", std::move(counts)},
+        {"devices",
+         {{"database", settings.tsdb.devices_database},
+          {"measurement", settings.tsdb.devices_measurement},
+          {"tag", settings.tsdb.devices_tag}}},
+        {"pubsub_project", pubsub_settings.default_project},
+    };
+    return boost::json::serialize(body);
+  };
+  web::add_session_routes(router, dashboard_sessions, overview, live_updates);
+  live_updates.set_sources(
+      [&bridge_routes] { return boost::json::serialize(bridge_routes.list_json()); },
+      [&mqtt_broker, &time_series] {
+        const auto& m = mqtt_broker.metrics();
+        boost::json::object figures{
+            {"clients_connected", m.clients_connected.load()},
+            {"connections_total", m.connections_total.load()},
+            {"messages_received", m.messages_received.load()},
+            {"messages_sent", m.messages_sent.load()},
+            {"bytes_received", m.bytes_received.load()},
+            {"bytes_sent", m.bytes_sent.load()},
+            {"messages_dropped", m.messages_dropped.load()},
+            {"sessions", mqtt_broker.session_count()},
+            {"subscriptions", mqtt_broker.subscription_count()},
+            {"retained", mqtt_broker.retained_count()},
+        };
+        return boost::json::serialize(figures);
+      });
+  // Lifecycle events, for the fleet's online column.
+  auto presence_feed = mqtt_broker.subscribe_service(
+      "$aws/events/presence/+/+",
+      [&live_updates](const broker::message_ptr& m, const broker::client_identity*) {
+        constexpr std::string_view connected = "$aws/events/presence/connected/";
+        constexpr std::string_view disconnected = "$aws/events/presence/disconnected/";
+        const std::string_view topic = m->topic;
+        if (topic.starts_with(connected))
+          live_updates.on_presence(std::string(topic.substr(connected.size())), true);
+        else if (topic.starts_with(disconnected))
+          live_updates.on_presence(std::string(topic.substr(disconnected.size())), false);
+      });
+  live_updates.start();
   net::http_router emulator_router;
   emulator_router.add("GET", "/", [](const net::http_request&) {
     return net::http_response{200, "text/plain", {}, "Ok"};
@@ -658,25 +769,25 @@ int serve(const config::settings& settings) {
   };
   // MQTT over WebSocket: anonymous on the plain listener, a client certificate on HTTPS, or a
   // URL presigned with SigV4 (`iotdevicegateway`) as AWS IoT's SDKs build it.
-  router.set_websocket(
-      "/mqtt", "mqtt",
-      [&mqtt_broker, admit](std::unique_ptr<net::byte_stream> stream) {
-        auto remote = admit(stream->remote_address());
-        if (!remote) return stream->close();
-        broker::serve_mqtt(mqtt_broker, std::move(stream), std::move(remote));
-      },
-      [&aws, &credentials](const net::http_request& request) {
-        net::websocket_admission admission;
-        if (!iot::aws_http::has_signature(request)) return admission;
-        admission.refusal = aws.authenticate(request, {"iotdevicegateway"});
-        if (!admission.refusal) admission.signer = credentials.access_key_id;
-        return admission;
-      });
+  net::websocket_route mqtt_over_websocket;
+  mqtt_over_websocket.subprotocol = "mqtt";
+  mqtt_over_websocket.on_stream = [&mqtt_broker, admit](std::unique_ptr<net::byte_stream> stream) {
+    auto remote = admit(stream->remote_address());
+    if (!remote) return stream->close();
+    broker::serve_mqtt(mqtt_broker, std::move(stream), std::move(remote));
+  };
+  mqtt_over_websocket.admit = [&aws, &credentials](const net::http_request& request) {
+    net::websocket_admission admission;
+    if (!iot::aws_http::has_signature(request)) return admission;
+    admission.refusal = aws.authenticate(request, {"iotdevicegateway"});
+    if (!admission.refusal) admission.signer = credentials.access_key_id;
+    return admission;
+  };
+  router.add_websocket("/mqtt", std::move(mqtt_over_websocket));
 
   // Listeners, in contract order; each failure to bind stops start-up with a clear message.
   // "localhost" binds 127.0.0.1 and [::1] on one port; endpoints.json shows the first.
   std::vector<std::unique_ptr<net::listener>> listeners;
-  std::map<std::string, std::string> bound;
   auto open = [&](const std::string& name, const std::string& address,
                   const net::socket_handler& handler) {
     if (net::is_off(address)) return;
@@ -825,6 +936,7 @@ int serve(const config::settings& settings) {
   // Stop accepting, tell clients, give their sockets a moment to flush, then stop the loops.
   for (auto& l : listeners) l->stop();
   pubsub_grpc.close_streams();
+  pubsub_service.end_waits();  // a parked unary Pull would hold Shutdown until its 30 s ran out
   if (grpc_server)
     grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   bridge_routes.stop();  // the bridge changes under way finish and are answered
@@ -833,6 +945,7 @@ int serve(const config::settings& settings) {
   // restart, devices must connect again within their offline rules' `for`). Its last states and
   // alerts are stored; notifications not yet sent wait in the outbox for the next start.
   alert_service.stop();
+  live_updates.stop();    // closes the dashboards' streams while the loops still run
   pubsub_service.stop();  // answers its waiting pulls while the HTTP loops still run
   mqtt_broker.shutdown();
   // Wait (bounded by the close grace period) until every client was told and its connection

@@ -298,6 +298,12 @@ void bridges_api::restore(storage::database& db) {
   }
 }
 
+json::array bridges_api::list_json() const {
+  json::array list;
+  for (const auto& view : bridges_.list()) list.emplace_back(bridge_json(view));
+  return list;
+}
+
 void bridges_api::install(net::http_router& router) {
   const auto guard = [this](bool write) {
     return [this, write](const net::http_request& head) -> std::optional<net::http_response> {
@@ -312,10 +318,8 @@ void bridges_api::install(net::http_router& router) {
 
   router.add("GET", std::string(collection), [this](const net::http_request& request) {
     if (auto refusal = auth_ ? auth_(request, false) : std::nullopt) return std::move(*refusal);
-    json::array list;
-    for (const auto& view : bridges_.list()) list.emplace_back(bridge_json(view));
     json::object body;
-    body["bridges"] = std::move(list);
+    body["bridges"] = list_json();
     return json_response(200, body);
   });
   router.add("GET", std::string(collection) + "/{name}", [this](const net::http_request& request) {

@@ -47,6 +47,7 @@
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/json/array.hpp>
 
 #include "bridge/bridge_config.hpp"
 #include "bridge/service.hpp"
@@ -81,6 +82,8 @@ class bridges_api {
 
   // The `bridges` table, with the other components' migrations.
   static void migrate(storage::database& db);
+  // Every bridge as GET /api/bridges lists it (the dashboard's live view too).
+  boost::json::array list_json() const;
   // Start-up, once the file's bridges are added and before service::start(): adds the stored
   // ones. A name the file uses is skipped with a warning; one that cannot be built any more (a
   // file gone) is logged and left out (its row stays: DELETE removes it).

@@ -355,6 +355,25 @@ const std::vector<entry>& entries() {
         "alerts.checkpoint_interval_s", "alerts-checkpoint-interval-s",
         "Seconds between saves of the detectors' baselines (pending periods are saved at once)",
         [](settings& s) -> std::uint32_t& { return s.alerts.checkpoint_interval_s; }, 1, 3'600);
+    boolean("dashboard.loopback_open", "dashboard-loopback-open",
+            "Sign in loopback browsers without a token while HTTP listens on loopback only (never "
+            "on HTTPS)",
+            [](settings& s) -> bool& { return s.dashboard.loopback_open; });
+    number(
+        "dashboard.session_hours", "dashboard-session-hours", "Hours a dashboard sign-in lasts",
+        [](settings& s) -> std::uint32_t& { return s.dashboard.session_hours; }, 1, 24 * 30);
+    number(
+        "dashboard.max_stream_clients", "dashboard-max-stream-clients",
+        "Live-update WebSockets (/api/stream) open at once",
+        [](settings& s) -> std::uint32_t& { return s.dashboard.max_stream_clients; }, 1, 100'000);
+    number(
+        "dashboard.stream_queue", "dashboard-stream-queue",
+        "Updates waiting per live-update client; a slow one loses the oldest (counted)",
+        [](settings& s) -> std::uint32_t& { return s.dashboard.stream_queue; }, 10, 1'000'000);
+    text("dashboard.web_dir", "web-dir",
+         "Serve the dashboard's files from this folder (a vite build) instead of the embedded "
+         "ones",
+         [](settings& s) -> std::string& { return s.dashboard.web_dir; });
     return t;
   }();
   return table;

@@ -123,6 +123,17 @@ struct alerts_settings {
   std::uint32_t checkpoint_interval_s = 5;    // detector baselines saved this often
 };
 
+// The web dashboard (web/): sign-in sessions and the live stream.
+struct dashboard_settings {
+  // Loopback peers with a loopback Host on a loopback-only HTTP listener are signed in without a
+  // token (as /api/ is open there); never on HTTPS.
+  bool loopback_open = true;
+  std::uint32_t session_hours = 12;        // a session cookie's life
+  std::uint32_t max_stream_clients = 256;  // /api/stream WebSockets at once
+  std::uint32_t stream_queue = 1'000;      // updates waiting per stream client; older ones go
+  std::string web_dir;                     // serve the front end from here instead (development)
+};
+
 struct settings {
   // [bridges.<name>] and [pubsub_bridges.<name>]: MQTT and MQTT <-> Pub/Sub bridges
   // (bridge/bridge_config.hpp checks them).
@@ -143,6 +154,7 @@ struct settings {
   pubsub_settings pubsub;
   tsdb_settings tsdb;
   alerts_settings alerts;
+  dashboard_settings dashboard;
 };
 
 // Describes one setting for --help, --print-config and validation.

@@ -101,6 +101,7 @@ bool aws_http::has_signature(const net::http_request& request) {
 
 std::optional<net::http_response> aws_http::authenticate(
     const net::http_request& request, const std::vector<std::string_view>& services) const {
+  if (is_session(request)) return std::nullopt;
   signed_request signed_req{request.method, request.target, request.headers, request.body};
   auto result = verify_sigv4(signed_req, our_secret(), std::chrono::system_clock::now());
   if (!result.ok) {
@@ -142,6 +143,7 @@ net::route_options aws_http::body_policy(std::size_t max_body, bool certificates
   options.precheck =
       [this, certificates](const net::http_request& head) -> std::optional<net::http_response> {
     if (certificates && head.certificate && !has_signature(head)) return std::nullopt;
+    if (is_session(head)) return std::nullopt;
     // Everything but the signature itself, which covers the body.
     signed_request signed_head{head.method, head.target, head.headers, {}};
     auto result = verify_sigv4(signed_head, our_secret(), std::chrono::system_clock::now(),

@@ -68,6 +68,12 @@ class aws_http {
         region_(std::move(region)),
         version_(std::move(version)) {}
 
+  // The web dashboard's sessions stand in for SigV4: a request without a signature that
+  // `check` vouches for (a session cookie, same-origin for changes) is let through. Set before
+  // serving.
+  using session_check = std::function<bool(const net::http_request&)>;
+  void accept_sessions(session_check check) { session_check_ = std::move(check); }
+
   // Registers a route whose requests must be SigV4-signed for one of `services`. An `offload`
   // operation (RSA key generation ...) runs on a worker thread instead of an event loop.
   void route(net::http_router& router, std::string method, std::string pattern,
@@ -103,7 +109,12 @@ class aws_http {
   // Logs once per region a request was signed for that is not --region.
   void note_region(const std::string& region) const;
 
+  bool is_session(const net::http_request& request) const {
+    return session_check_ && !has_signature(request) && session_check_(request);
+  }
+
   registry::api_credentials credentials_;
+  session_check session_check_;
   storage::write_queue& writer_;
   std::string region_;
   std::string version_;

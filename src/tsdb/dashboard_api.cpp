@@ -246,11 +246,16 @@ void append_summary(std::string& out, const summary& s, bool with_count) {
 
 // ------------------------------------------------------------------------------- handlers
 
-net::http_response list_devices(const context& c) {
+net::http_response list_devices(const context& c, const net::http_request& request) {
   const devices fleet(c);
+  // The dashboard's device page asks for one (?device_id=); the tutorial's list has no filter.
+  const auto only = request.query_param("device_id");
+  const auto open_alerts = c.settings.open_alerts_by_device ? c.settings.open_alerts_by_device()
+                                                            : std::map<std::string, std::size_t>{};
   std::string list;
   std::size_t count = 0;
   for (const auto& [id, series] : fleet.all()) {
+    if (only && id != *only) continue;
     auto newest = fleet.last(series);
     if (!newest) continue;
     list += count++ == 0 ? "" : ",";
@@ -260,6 +265,13 @@ net::http_response list_devices(const context& c) {
     append_reading(list, id, newest->first, newest->second);
     list += ",\"last_seen\":";
     core::append_json_string(list, format_rfc3339(newest->first));
+    if (c.settings.is_online)
+      list += c.settings.is_online(id) ? ",\"online\":true" : ",\"online\":false";
+    if (c.settings.open_alerts_by_device) {
+      auto it = open_alerts.find(id);
+      list += ",\"open_alerts\":";
+      append_integer(list, it == open_alerts.end() ? std::size_t{0} : it->second);
+    }
     list += "}";
   }
   std::string body = "{\"count\":";
@@ -434,6 +446,13 @@ void add_route(net::http_router& router, const shared_context& c, const std::str
 
 }  // namespace
 
+std::string reading_json(const std::string& device_id, std::int64_t time_ns,
+                         const std::map<std::string, field_value>& fields) {
+  std::string out;
+  append_reading(out, device_id, time_ns, fields);
+  return out;
+}
+
 net::http_response dashboard_unauthorized() {
   auto response = error_response(401, "Unauthorized");
   response.headers.emplace_back("WWW-Authenticate", "Bearer");
@@ -444,8 +463,7 @@ void add_dashboard_routes(net::http_router& router, store& s, influx_auth auth,
                           dashboard_settings settings, core::clock& clock) {
   const auto c =
       std::make_shared<const context>(context{s, std::move(auth), std::move(settings), clock});
-  add_route(router, c, "/api/devices",
-            [](const context& on, const net::http_request&) { return list_devices(on); });
+  add_route(router, c, "/api/devices", list_devices);
   add_route(router, c, "/api/devices/{id}/readings", device_readings);
   add_route(router, c, "/api/devices/{id}/stats", device_stats);
   add_route(router, c, "/api/devices/{id}/stats/daily", device_daily_stats);

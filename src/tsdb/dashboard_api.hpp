@@ -2,12 +2,13 @@
 // The tutorial's dashboard REST API (§5.2), answered from the time-series store instead of the
 // Flask app's in-memory dict, its JSON kept so the tutorial's front end works unchanged:
 //
-//   GET /api/devices {"devices":[{device_id,last_seen,last_reading}],"count"} GET
-//   /api/devices/{id}/readings?hours&limit   {"device_id","readings" (newest first),"count"} GET
-//   /api/devices/{id}/stats?hours            {"device_id","period_hours","reading_count",
-//                                                 "<field>":{"min","max","avg"}}; none: 404
-//   GET /api/devices/{id}/stats/daily?days&tz    {"device_id","tz","days":[{"date","reading_count",
-//                                                 "<field>":{"min","max","avg","count"}}]}
+//   GET /api/devices[?device_id=]             {"devices":[{device_id,last_seen,last_reading}],
+//                                             "count"} (+ online, open_alerts: the web dashboard)
+//   GET /api/devices/{id}/readings?hours&limit {"device_id","readings" (newest first),"count"}
+//   GET /api/devices/{id}/stats?hours         {"device_id","period_hours","reading_count",
+//                                             "<field>":{"min","max","avg"}}; none: 404
+//   GET /api/devices/{id}/stats/daily?days&tz {"device_id","tz","days":[{"date","reading_count",
+//                                             "<field>":{"min","max","avg","count"}}]}
 //
 // A device is a value of one tag (`device_id`) of one measurement (`sensor_reading`) of one
 // database (`nimbus`), all three configurable; a reading is its fields at one time, flat, plus
@@ -15,6 +16,8 @@
 // the defaults, as Flask's `type=int` does. CORS as flask_cors's defaults: the request's Origin
 // echoed with `Vary: Origin`, preflights answered. A thin adapter: handlers run on the query
 // runner (or the HTTP loop) and read through the store (a consistent view per read).
+#include <functional>
+#include <map>
 #include <string>
 
 #include "core/clock.hpp"
@@ -36,7 +39,16 @@ struct dashboard_settings {
   int max_limit = 10'000;
   // Where the handlers run (null: on the HTTP loop); when it refuses, 503 with Retry-After.
   query_runner* runner = nullptr;
+  // The web dashboard's additions to each /api/devices entry (the tutorial's keys kept):
+  // "online" (an MQTT client of that id is connected) and "open_alerts". Null: left out.
+  std::function<bool(const std::string& device_id)> is_online;
+  std::function<std::map<std::string, std::size_t>()> open_alerts_by_device;
 };
+
+// One reading as these routes write it: its fields, `device_id` and `timestamp` (RFC3339), keys
+// sorted as Flask's jsonify sorts them (the live stream sends the same shape).
+std::string reading_json(const std::string& device_id, std::int64_t time_ns,
+                         const std::map<std::string, field_value>& fields);
 
 // Adds the routes. `auth` (may be null: open) is called with write=false; its refusal is sent
 // as is. `s` and `clock` must outlive the router's use.
