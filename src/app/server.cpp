@@ -512,8 +512,10 @@ int serve(const config::settings& settings) {
   session_settings.loopback_open = settings.dashboard.loopback_open;
   session_settings.lifetime = std::chrono::hours(settings.dashboard.session_hours);
   web::sessions dashboard_sessions(tokens, credentials, clock, session_settings);
-  auto signed_in = [&dashboard_sessions](const net::http_request& request) {
-    return dashboard_sessions.authorize(request).has_value();
+  // `changes`: the route changes something even if its method does not say so (InfluxQL's
+  // DROP over GET /query).
+  auto signed_in = [&dashboard_sessions](const net::http_request& request, bool changes = false) {
+    return dashboard_sessions.authorize(request, changes).has_value();
   };
 
   net::http_router router;
@@ -555,7 +557,7 @@ int serve(const config::settings& settings) {
                               pem};
   });
   iot::aws_http aws(credentials, writer, settings.region, NIMBUS_VERSION);
-  aws.accept_sessions(signed_in);
+  aws.accept_sessions([signed_in](const net::http_request& request) { return signed_in(request); });
   aws.answer_unknown_routes(router);
   // Stable for the account and not guessable without its secret key.
   iot::control_plane control(
@@ -599,7 +601,7 @@ int serve(const config::settings& settings) {
                        const net::http_request& request,
                        bool write) -> std::optional<net::http_response> {
     if (tsdb_access == "none" || (tsdb_access == "auto" && request.loopback_listener) ||
-        signed_in(request))
+        signed_in(request, write))
       return std::nullopt;
     for (const auto& token : tsdb::influx_credentials(request)) {
       const auto scope = tokens.check_token(token);

@@ -1,5 +1,6 @@
 #include "web/assets.hpp"
 
+#include <charconv>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -15,9 +16,46 @@ constexpr std::string_view not_built_page =
     "(cmake -DNIMBUS_WEB=OFF). The APIs are all here; rebuild with NIMBUS_WEB=ON (Node.js and "
     "npm needed) for the dashboard.</p></main></body></html>\n";
 
+// Accept-Encoding names gzip (or *) without q=0.
 bool accepts_gzip(const net::http_request& request) {
   auto accept = request.header("accept-encoding");
-  return accept && accept->find("gzip") != std::string::npos;
+  if (!accept) return false;
+  std::string_view rest = *accept;
+  while (!rest.empty()) {
+    auto end = rest.find(',');
+    std::string_view item = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    const auto semicolon = item.find(';');
+    std::string_view coding = item.substr(0, semicolon);
+    while (!coding.empty() && coding.back() == ' ') coding.remove_suffix(1);
+    if (coding != "gzip" && coding != "*") continue;
+    if (semicolon == std::string_view::npos) return true;
+    std::string_view params = item.substr(semicolon + 1);
+    const auto q = params.find("q=");
+    if (q == std::string_view::npos) return true;
+    const auto value = params.substr(q + 2);
+    double weight = 1;
+    std::from_chars(value.data(), value.data() + value.size(), weight);
+    return weight > 0;
+  }
+  return false;
+}
+
+// If-None-Match lists `tag` (weakly compared, as RFC 9110 asks for GET), or is *.
+bool matches(std::string_view if_none_match, std::string_view tag) {
+  if (if_none_match == "*") return true;
+  std::string_view rest = if_none_match;
+  while (!rest.empty()) {
+    auto end = rest.find(',');
+    std::string_view item = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.starts_with("W/")) item.remove_prefix(2);
+    if (item == tag) return true;
+  }
+  return false;
 }
 
 std::string_view content_type_of(std::string_view path) {
@@ -49,13 +87,17 @@ net::http_response serve_embedded(const embedded_asset& asset, const net::http_r
   response.content_type = std::string(asset.content_type);
   add_page_headers(response);
   response.headers.emplace_back("Cache-Control", cache_control_of(asset.path));
-  response.headers.emplace_back("ETag", std::string(asset.etag));
   response.headers.emplace_back("Vary", "Accept-Encoding");
-  if (auto match = request.header("if-none-match"); match && *match == asset.etag) {
+  // The gzip bytes are another representation: their own tag ("...-gz").
+  const bool gzip = accepts_gzip(request) && !asset.gzip.empty();
+  std::string etag(asset.etag);
+  if (gzip) etag.insert(etag.size() - 1, "-gz");
+  response.headers.emplace_back("ETag", etag);
+  if (auto match = request.header("if-none-match"); match && matches(*match, etag)) {
     response.status = 304;
     return response;
   }
-  if (accepts_gzip(request) && !asset.gzip.empty()) {
+  if (gzip) {
     response.headers.emplace_back("Content-Encoding", "gzip");
     response.body = std::string(asset.gzip);
   } else {

@@ -83,7 +83,7 @@ void add_session_routes(net::http_router& router, sessions& s,
         }
         if (!result.id) return error_answer(401, result.refusal);
         auto response = json_answer(200, signed_in_body(result.who, false));
-        response.headers.emplace_back("Set-Cookie", s.cookie_for(*result.id, request.secure));
+        response.headers.emplace_back("Set-Cookie", s.cookie_for(*result.id, request));
         return response;
       },
       sign_in_options);
@@ -93,7 +93,7 @@ void add_session_routes(net::http_router& router, sessions& s,
       return error_answer(403, "Sign-out is only accepted from this server's own pages.");
     if (auto id = sessions::cookie_of(request); !id.empty()) s.sign_out(id);
     net::http_response response{204, "application/json", {}, {}};
-    response.headers.emplace_back("Set-Cookie", sessions::expired_cookie(request.secure));
+    response.headers.emplace_back("Set-Cookie", sessions::expired_cookie(request));
     return response;
   });
 

@@ -126,6 +126,11 @@ void sessions::evict_expired_locked(std::int64_t now_ms) {
 
 bool sessions::is_loopback_open(const net::http_request& request) const {
   if (!settings_.loopback_open || request.secure || !request.loopback_listener) return false;
+  // Behind a reverse proxy every visitor's request comes from loopback: the rule is for a browser
+  // on this machine, not for whatever the proxy forwards.
+  for (const char* forwarded :
+       {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via"})
+    if (request.header(forwarded)) return false;
   auto host = request.header("host");
   return host && is_loopback_host(*host) && is_loopback_address(host_part(request.remote_address));
 }
@@ -141,29 +146,50 @@ std::optional<principal> sessions::identify(const net::http_request& request) co
   return std::nullopt;
 }
 
-std::optional<principal> sessions::authorize(const net::http_request& request) const {
+std::optional<principal> sessions::authorize(const net::http_request& request, bool changes) const {
   auto who = identify(request);
   if (!who) return std::nullopt;
-  if (changes_something(request) || is_websocket_upgrade(request)) {
+  // Browsers say where a request comes from (a header pages cannot set): only this origin's
+  // pages, or the user typing the address ("none"), may use the session.
+  const auto site = request.header("sec-fetch-site");
+  if (site && *site != "same-origin" && *site != "none") return std::nullopt;
+  if (changes || changes_something(request) || is_websocket_upgrade(request)) {
     auto origin = request.header("origin");
-    if (!origin || !is_same_origin(request, *origin)) return std::nullopt;
+    const bool from_here =
+        (origin && is_same_origin(request, *origin)) || (site && *site == "same-origin");
+    if (!from_here) return std::nullopt;
   }
   return who;
 }
 
-std::string sessions::cookie_for(const std::string& id, bool secure) const {
-  return std::string(session_cookie) + "=" + id + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
-         std::to_string(settings_.lifetime.count()) + (secure ? "; Secure" : "");
+std::string sessions::cookie_name(const net::http_request& request) {
+  if (request.secure) return "__Host-nimbus_session";
+  std::string name = "nimbus_session";
+  if (auto host = request.header("host")) {
+    auto colon = host->rfind(':');
+    if (colon != std::string::npos && colon + 1 < host->size() &&
+        host->find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+        host->find(']', colon) == std::string::npos)
+      name += "_" + host->substr(colon + 1);
+  }
+  return name;
 }
 
-std::string sessions::expired_cookie(bool secure) {
-  return std::string(session_cookie) + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" +
-         (secure ? "; Secure" : "");
+std::string sessions::cookie_for(const std::string& id, const net::http_request& request) const {
+  return cookie_name(request) + "=" + id + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
+         std::to_string(settings_.lifetime.count()) + (request.secure ? "; Secure" : "");
+}
+
+std::string sessions::expired_cookie(const net::http_request& request) {
+  return cookie_name(request) + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" +
+         (request.secure ? "; Secure" : "");
 }
 
 std::string sessions::cookie_of(const net::http_request& request) {
   auto header = request.header("cookie");
   if (!header) return {};
+  const std::string name = cookie_name(request);
+  const std::string_view session_cookie = name;
   std::string_view rest = *header;
   while (!rest.empty()) {
     auto end = rest.find(';');

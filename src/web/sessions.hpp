@@ -34,8 +34,6 @@ struct principal {
   std::int64_t expires_ms = 0;  // 0: no expiry (loopback)
 };
 
-constexpr std::string_view session_cookie = "nimbus_session";
-
 class sessions {
  public:
   sessions(const registry::api_tokens& tokens, registry::api_credentials credentials,
@@ -54,15 +52,20 @@ class sessions {
 
   // The principal of a request's session cookie, or of the loopback rule; nullopt otherwise.
   std::optional<principal> identify(const net::http_request& request) const;
-  // identify(), and for a method that changes something (or a WebSocket upgrade) a same-origin
-  // Origin: what the existing routes ask before taking a cookie instead of their own proof.
-  std::optional<principal> authorize(const net::http_request& request) const;
+  // identify(), for requests a browser sent from this origin (Sec-Fetch-Site, where the browser
+  // sends it); and for a change (`changes`, a method other than GET/HEAD/OPTIONS, or a WebSocket
+  // upgrade) proof of this origin: a same-origin Origin or Sec-Fetch-Site. What the existing
+  // routes ask before taking a cookie instead of their own credentials.
+  std::optional<principal> authorize(const net::http_request& request, bool changes = false) const;
   // Whether the loopback rule signs this request in.
   bool is_loopback_open(const net::http_request& request) const;
 
-  // Set-Cookie values: a new session, and the one that ends it.
-  std::string cookie_for(const std::string& id, bool secure) const;
-  static std::string expired_cookie(bool secure);
+  // Set-Cookie values: a new session, and the one that ends it. The cookie's name is its
+  // server's: `__Host-nimbus_session` over HTTPS, `nimbus_session_<port>` over HTTP (cookies
+  // ignore ports: two servers on one host must not take each other's).
+  std::string cookie_for(const std::string& id, const net::http_request& request) const;
+  static std::string expired_cookie(const net::http_request& request);
+  static std::string cookie_name(const net::http_request& request);
   // The session id a request carries (empty when none).
   static std::string cookie_of(const net::http_request& request);
 

@@ -4,9 +4,11 @@
 #include <boost/json.hpp>
 
 #include <array>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -30,8 +32,22 @@ namespace {
 
 constexpr std::size_t max_line = 16 * 1024;  // a client's subscribe line
 
-json::value field_json(const tsdb::field_value& value) {
-  return std::visit([](const auto& v) -> json::value { return json::value(v); }, value);
+// A field's value as JSON: numbers as numbers (non-finite ones as null), strings escaped.
+void append_field(std::string& out, const tsdb::field_value& value) {
+  std::visit(
+      [&out](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          core::append_json_string(out, v);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          out += v ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, double>) {
+          out += std::isfinite(v) ? json::serialize(json::value(v)) : std::string("null");
+        } else {
+          out += std::to_string(v);
+        }
+      },
+      value);
 }
 
 std::string error_text(std::string_view what) {
@@ -61,7 +77,7 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
     for (const auto& m : batch) {
       switch (m->kind) {
         case stream_channel::fleet:
-          if (fleet_) fleet_latest_.insert_or_assign(m->key, m);
+          if (fleet_) note_fleet(m);
           break;
         case stream_channel::presence:
           if (fleet_) enqueue(m);
@@ -86,8 +102,11 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
   void close() {
     if (closed_) return;
     closed_ = true;
+    watch(fleet_, false, hub_.fleet_watchers_);
     watch(bridges_, false, hub_.bridge_watchers_);
     watch(metrics_, false, hub_.metric_watchers_);
+    hub_.device_watchers_.fetch_sub(devices_.size(), std::memory_order_relaxed);
+    devices_.clear();
     stream_->close();
     hub_.remove(this);
   }
@@ -104,16 +123,20 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
 
   // Lines of JSON: one subscribe or unsubscribe each.
   void take(std::string_view bytes) {
+    if (closing_) return;
     line_.append(bytes);
     for (std::size_t end; (end = line_.find('\n')) != std::string::npos;) {
       on_line(std::string_view(line_).substr(0, end));
       line_.erase(0, end + 1);
     }
-    pump();
     if (line_.size() > max_line) {
-      send_now(error_text("a line longer than 16 KiB; the connection is closed"));
-      close();
+      line_.clear();
+      queue_.clear();
+      enqueue(std::make_shared<const stream_hub::message>(stream_hub::message{
+          stream_channel::alerts, {}, error_text("a line longer than 16 KiB; closing")}));
+      closing_ = true;  // once that last message is out
     }
+    pump();
   }
 
   void on_line(std::string_view line) {
@@ -143,8 +166,11 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
 
   std::optional<std::string> set(std::string_view name, bool on) {
     if (name == "fleet") {
-      fleet_ = on;
-      if (!on) fleet_latest_.clear();
+      watch(fleet_, on, hub_.fleet_watchers_);
+      if (!on) {
+        fleet_order_.clear();
+        fleet_latest_.clear();
+      }
     } else if (name == "alerts") {
       alerts_ = on;
     } else if (name == "bridges") {
@@ -157,11 +183,12 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
     } else if (name.starts_with("device:") && name.size() > 7) {
       std::string id(name.substr(7));
       if (!on) {
-        devices_.erase(id);
+        if (devices_.erase(id) > 0) hub_.device_watchers_.fetch_sub(1, std::memory_order_relaxed);
       } else if (!devices_.contains(id)) {
         if (devices_.size() >= hub_.settings_.max_devices)
           return fmt::format("at most {} device channels per stream", hub_.settings_.max_devices);
         devices_.insert(std::move(id));
+        hub_.device_watchers_.fetch_add(1, std::memory_order_relaxed);
       }
     } else {
       return "unknown channel \"" + std::string(name) +
@@ -180,12 +207,35 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
   }
 
   void enqueue(const std::shared_ptr<const stream_hub::message>& m) {
+    if (closing_) return;
     if (queue_.size() >= hub_.settings_.queue) {
       queue_.pop_front();
-      ++dropped_unreported_;
-      hub_.dropped_.fetch_add(1, std::memory_order_relaxed);
+      dropped();
     }
     queue_.push_back(m);
+  }
+
+  // The newest reading per device, devices sent in the order they changed: a slow client skips
+  // stale readings and no device waits behind others that keep changing. Bounded as the queue
+  // is: past it the longest-waiting device is dropped (the client then refills from REST).
+  void note_fleet(const std::shared_ptr<const stream_hub::message>& m) {
+    if (closing_) return;
+    auto [it, is_new] = fleet_latest_.try_emplace(m->key, m);
+    if (!is_new) {
+      it->second = m;
+      return;
+    }
+    fleet_order_.push_back(&it->first);
+    if (fleet_order_.size() > hub_.settings_.queue) {
+      fleet_latest_.erase(fleet_latest_.find(*fleet_order_.front()));
+      fleet_order_.pop_front();
+      dropped();
+    }
+  }
+
+  void dropped() {
+    ++dropped_unreported_;
+    hub_.dropped_.fetch_add(1, std::memory_order_relaxed);
   }
 
   void enqueue_text(std::string text) {
@@ -200,19 +250,26 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
     pump();
   }
 
-  // One message in flight at a time: a slow client's backlog stays in its bounded queue.
+  // One message in flight at a time: a slow client's backlog stays in its bounded queues. The
+  // queue (points, alerts, presence) and the fleet take turns, so neither starves the other.
   void pump() {
     if (writing_ || closed_) return;
+    if (closing_ && queue_.empty()) return close();
     std::shared_ptr<const stream_hub::message> next;
-    if (dropped_unreported_ > 0) {
+    const bool fleet_turn = !fleet_order_.empty() && (queue_.empty() || fleet_turn_);
+    if (dropped_unreported_ > 0 && !closing_) {
       out_ = fmt::format(R"({{"channel":"dropped","count":{}}})", dropped_unreported_);
       dropped_unreported_ = 0;
+    } else if (fleet_turn && !closing_) {
+      auto it = fleet_latest_.find(*fleet_order_.front());
+      next = std::move(it->second);
+      fleet_order_.pop_front();
+      fleet_latest_.erase(it);
+      fleet_turn_ = false;
     } else if (!queue_.empty()) {
       next = std::move(queue_.front());
       queue_.pop_front();
-    } else if (!fleet_latest_.empty()) {
-      next = std::move(fleet_latest_.begin()->second);
-      fleet_latest_.erase(fleet_latest_.begin());
+      fleet_turn_ = true;
     } else if (bridges_latest_) {
       next = std::exchange(bridges_latest_, nullptr);
     } else if (metrics_latest_) {
@@ -246,11 +303,14 @@ class stream_client : public std::enable_shared_from_this<stream_client> {
   std::set<std::string, std::less<>> devices_;
   std::deque<std::shared_ptr<const stream_hub::message>> queue_;
   std::map<std::string, std::shared_ptr<const stream_hub::message>, std::less<>> fleet_latest_;
+  std::deque<const std::string*> fleet_order_;  // keys of fleet_latest_ (stable in a std::map)
+  bool fleet_turn_ = false;
   std::shared_ptr<const stream_hub::message> bridges_latest_, metrics_latest_, in_flight_;
   std::uint64_t dropped_unreported_ = 0;
   std::string out_;
   std::vector<asio::const_buffer> buffers_;
   bool writing_ = false;
+  bool closing_ = false;  // a refusal is on its way out; close once it is sent
   bool closed_ = false;
 };
 
@@ -267,7 +327,8 @@ void stream_hub::set_sources(std::function<std::string()> bridges_json,
 }
 
 stream_hub::~stream_hub() {
-  stop();
+  stopped_ = true;
+  timer_.cancel();  // the sampler's loop has stopped by now: nothing runs the timer's handler
 }
 
 bool stream_hub::has_room() const {
@@ -284,7 +345,7 @@ void stream_hub::accept(std::unique_ptr<net::byte_stream> stream) {
       return;
     }
     client = std::make_shared<stream_client>(*this, std::move(stream));
-    clients_.push_back(client);
+    clients_.push_back(client);  // weak: the client's pending operations own it
     client_count_.store(clients_.size());
   }
   accepted_.fetch_add(1, std::memory_order_relaxed);
@@ -296,7 +357,10 @@ void stream_hub::accept(std::unique_ptr<net::byte_stream> stream) {
 
 void stream_hub::remove(stream_client* client) {
   std::lock_guard lock(mutex_);
-  std::erase_if(clients_, [client](const auto& c) { return c.get() == client; });
+  std::erase_if(clients_, [client](const auto& weak) {
+    auto live = weak.lock();
+    return !live || live.get() == client;
+  });
   client_count_.store(clients_.size());
 }
 
@@ -305,12 +369,17 @@ void stream_hub::publish(std::vector<std::shared_ptr<const message>> batch) {
   auto shared =
       std::make_shared<const std::vector<std::shared_ptr<const message>>>(std::move(batch));
   std::lock_guard lock(mutex_);
-  for (const auto& client : clients_)
-    asio::post(client->executor(), [client, shared] { client->deliver(*shared); });
+  if (stopped_) return;
+  for (const auto& weak : clients_)
+    if (auto client = weak.lock())
+      asio::post(client->executor(), [client, shared] { client->deliver(*shared); });
 }
 
 void stream_hub::observe(const tsdb::written_batch& batch) {
-  if (client_count_.load(std::memory_order_relaxed) == 0 || stopped_) return;
+  // Ingest pays for messages only while someone watches the fleet or a device.
+  const bool fleet = fleet_watchers_.load(std::memory_order_relaxed) > 0;
+  const bool devices = device_watchers_.load(std::memory_order_relaxed) > 0;
+  if ((!fleet && !devices) || stopped_) return;
   if (batch.database != settings_.database || batch.points == nullptr) return;
   std::vector<std::shared_ptr<const message>> out;
   for (const auto& p : *batch.points) {
@@ -321,27 +390,38 @@ void stream_hub::observe(const tsdb::written_batch& batch) {
     if (device == nullptr) continue;
     const std::int64_t time_ns = *p.timestamp_ns;
     const std::string time = tsdb::format_rfc3339(time_ns);
-
-    std::map<std::string, tsdb::field_value> fields(p.fields.begin(), p.fields.end());
-    std::string fleet = R"({"channel":"fleet","device_id":)";
-    core::append_json_string(fleet, *device);
-    fleet += R"(,"last_seen":)";
-    core::append_json_string(fleet, time);
-    fleet += R"(,"last_reading":)";
-    fleet += tsdb::reading_json(*device, time_ns, fields);
-    fleet += "}";
-    out.push_back(
-        std::make_shared<const message>(message{stream_channel::fleet, *device, std::move(fleet)}));
-
-    json::object values;
-    for (const auto& [name, value] : p.fields) values[name] = field_json(value);
-    json::object point;
-    point["channel"] = "device:" + *device;
-    point["time"] = time;
-    point["time_ms"] = time_ns / 1'000'000;
-    point["fields"] = std::move(values);
-    out.push_back(std::make_shared<const message>(
-        message{stream_channel::device, *device, json::serialize(point)}));
+    if (fleet) {
+      std::map<std::string, tsdb::field_value> fields(p.fields.begin(), p.fields.end());
+      std::string text = R"({"channel":"fleet","device_id":)";
+      core::append_json_string(text, *device);
+      text += R"(,"last_seen":)";
+      core::append_json_string(text, time);
+      text += R"(,"last_reading":)";
+      text += tsdb::reading_json(*device, time_ns, fields);
+      text += "}";
+      out.push_back(std::make_shared<const message>(
+          message{stream_channel::fleet, *device, std::move(text)}));
+    }
+    if (devices) {
+      // By hand, as the fleet's: core's strings replace invalid UTF-8 (which would end a text
+      // WebSocket in the browser).
+      std::string text = R"({"channel":)";
+      core::append_json_string(text, "device:" + *device);
+      text += R"(,"time":)";
+      core::append_json_string(text, time);
+      text += fmt::format(R"(,"time_ms":{},"fields":{{)", time_ns / 1'000'000);
+      bool first = true;
+      for (const auto& [name, value] : p.fields) {
+        if (!first) text += ',';
+        first = false;
+        core::append_json_string(text, name);
+        text += ':';
+        append_field(text, value);
+      }
+      text += "}}";
+      out.push_back(std::make_shared<const message>(
+          message{stream_channel::device, *device, std::move(text)}));
+    }
   }
   publish(std::move(out));
 }
@@ -396,13 +476,14 @@ void stream_hub::sample() {
 }
 
 void stream_hub::stop() {
-  if (stopped_.exchange(true)) return;
-  asio::post(sampler_, [this] { timer_.cancel(); });
   std::vector<std::shared_ptr<stream_client>> clients;
   {
     std::lock_guard lock(mutex_);
-    clients = clients_;
+    if (stopped_.exchange(true)) return;
+    for (const auto& weak : clients_)
+      if (auto client = weak.lock()) clients.push_back(std::move(client));
   }
+  asio::post(sampler_, [this] { timer_.cancel(); });
   for (const auto& client : clients) asio::post(client->executor(), [client] { client->close(); });
 }
 

@@ -93,9 +93,11 @@ class stream_hub {
   std::function<std::string()> bridges_json_, metrics_json_;
 
   mutable std::mutex mutex_;
-  std::vector<std::shared_ptr<stream_client>> clients_;
+  std::vector<std::weak_ptr<stream_client>> clients_;
   std::atomic<std::size_t> client_count_{0};
   std::atomic<bool> stopped_{false};
+  // Clients watching each kind: producers build only what someone will receive.
+  std::atomic<std::size_t> fleet_watchers_{0}, device_watchers_{0};
   std::atomic<std::size_t> bridge_watchers_{0}, metric_watchers_{0};
 
   std::atomic<std::uint64_t> sent_{0}, dropped_{0}, refused_{0}, accepted_{0};

@@ -70,7 +70,8 @@ TEST_F(sessions_test, cookie_identifies_until_expiry_and_sign_out) {
   ASSERT_TRUE(ok.id);
   auto r = request("GET", "example.org:8080", "10.0.0.2:5000", false);
   EXPECT_FALSE(s.identify(r));
-  r.headers.emplace_back("Cookie", "other=1; nimbus_session=" + *ok.id + "; x=y");
+  r.headers.emplace_back("Cookie",
+                         "nimbus_session_9090=other; nimbus_session_8080=" + *ok.id + "; x=y");
   ASSERT_TRUE(s.identify(r));
   EXPECT_EQ(sessions::cookie_of(r), *ok.id);
   clock_.advance(std::chrono::minutes(59));
@@ -80,7 +81,7 @@ TEST_F(sessions_test, cookie_identifies_until_expiry_and_sign_out) {
 
   auto again = s.sign_in_with_token("rwtoken0123456789");
   auto r2 = request("GET", "example.org:8080", "10.0.0.2:5000", false);
-  r2.headers.emplace_back("Cookie", "nimbus_session=" + *again.id);
+  r2.headers.emplace_back("Cookie", "nimbus_session_8080=" + *again.id);
   EXPECT_TRUE(s.identify(r2));
   s.sign_out(*again.id);
   EXPECT_FALSE(s.identify(r2));
@@ -90,7 +91,7 @@ TEST_F(sessions_test, changes_need_the_same_origin) {
   sessions s(tokens_, keys_, clock_, {});
   auto ok = s.sign_in_with_token("rwtoken0123456789");
   auto r = request("POST", "nimbus.lan:8080", "10.0.0.2:5000", false);
-  r.headers.emplace_back("Cookie", "nimbus_session=" + *ok.id);
+  r.headers.emplace_back("Cookie", "nimbus_session_8080=" + *ok.id);
   EXPECT_TRUE(s.identify(r));
   EXPECT_FALSE(s.authorize(r));  // no Origin
   r.headers.emplace_back("Origin", "http://evil.example");
@@ -100,8 +101,17 @@ TEST_F(sessions_test, changes_need_the_same_origin) {
   r.headers.back().second = "http://nimbus.lan:8080";
   EXPECT_TRUE(s.authorize(r));
   auto get = request("GET", "nimbus.lan:8080", "10.0.0.2:5000", false);
-  get.headers.emplace_back("Cookie", "nimbus_session=" + *ok.id);
-  EXPECT_TRUE(s.authorize(get));  // reads need no Origin
+  get.headers.emplace_back("Cookie", "nimbus_session_8080=" + *ok.id);
+  EXPECT_TRUE(s.authorize(get));         // reads need no Origin
+  EXPECT_FALSE(s.authorize(get, true));  // unless the route says it changes something
+  get.headers.emplace_back("Sec-Fetch-Site", "same-origin");
+  EXPECT_TRUE(s.authorize(get, true));
+  get.headers.back().second = "cross-site";  // an <img> on another site
+  EXPECT_FALSE(s.authorize(get));
+  get.headers.back().second = "same-site";  // another port of this host
+  EXPECT_FALSE(s.authorize(get));
+  get.headers.back().second = "none";  // typed into the address bar
+  EXPECT_TRUE(s.authorize(get));
 }
 
 TEST_F(sessions_test, loopback_rule_needs_loopback_listener_peer_and_host) {
@@ -113,6 +123,9 @@ TEST_F(sessions_test, loopback_rule_needs_loopback_listener_peer_and_host) {
   EXPECT_FALSE(s.identify(request("GET", "attacker.example:8080", "127.0.0.1:5000", true)));
   EXPECT_FALSE(s.identify(request("GET", "localhost:8080", "127.0.0.1:5000", false)));
   EXPECT_FALSE(s.identify(request("GET", "localhost:8080", "10.1.1.1:5000", true)));
+  auto proxied = request("GET", "127.0.0.1:8080", "127.0.0.1:5000", true);
+  proxied.headers.emplace_back("X-Forwarded-For", "203.0.113.9");  // a reverse proxy's visitor
+  EXPECT_FALSE(s.identify(proxied));
   auto tls = request("GET", "localhost:8443", "127.0.0.1:5000", true);
   tls.secure = true;
   EXPECT_FALSE(s.identify(tls));
@@ -123,15 +136,23 @@ TEST_F(sessions_test, loopback_rule_needs_loopback_listener_peer_and_host) {
   EXPECT_FALSE(off.identify(request("GET", "localhost:8080", "127.0.0.1:5000", true)));
 }
 
-TEST_F(sessions_test, cookies_are_http_only_strict_and_secure_on_https) {
+TEST_F(sessions_test, cookies_are_http_only_strict_per_server_and_secure_on_https) {
   sessions s(tokens_, keys_, clock_, {});
-  const auto plain = s.cookie_for("abc", false);
-  EXPECT_NE(plain.find("nimbus_session=abc"), std::string::npos);
+  auto http = request("GET", "nimbus.lan:8080", "10.0.0.2:5000", false);
+  const auto plain = s.cookie_for("abc", http);
+  EXPECT_EQ(plain.rfind("nimbus_session_8080=abc;", 0), 0U) << plain;
   EXPECT_NE(plain.find("HttpOnly"), std::string::npos);
   EXPECT_NE(plain.find("SameSite=Strict"), std::string::npos);
   EXPECT_EQ(plain.find("Secure"), std::string::npos);
-  EXPECT_NE(s.cookie_for("abc", true).find("; Secure"), std::string::npos);
-  EXPECT_NE(sessions::expired_cookie(false).find("Max-Age=0"), std::string::npos);
+  auto https = request("GET", "nimbus.lan:8443", "10.0.0.2:5000", false);
+  https.secure = true;
+  const auto secure = s.cookie_for("abc", https);
+  EXPECT_EQ(secure.rfind("__Host-nimbus_session=abc;", 0), 0U) << secure;
+  EXPECT_NE(secure.find("; Secure"), std::string::npos);
+  EXPECT_NE(sessions::expired_cookie(http).find("Max-Age=0"), std::string::npos);
+  EXPECT_EQ(sessions::cookie_name(request("GET", "[::1]:8080", "[::1]:1", true)),
+            "nimbus_session_8080");
+  EXPECT_EQ(sessions::cookie_name(request("GET", "[::1]", "[::1]:1", true)), "nimbus_session");
 }
 
 TEST_F(sessions_test, sessions_are_bounded) {

@@ -122,7 +122,7 @@ test('sign-in with a token or the key pair; a wrong key is refused', async () =>
     await page.click('form#signin button[type=submit]');
     await page.waitForSelector('#version', { timeout: WAIT });
     const cookies = await context.cookies();
-    const session = cookies.find((c) => c.name === 'nimbus_session');
+    const session = cookies.find((c) => c.name === `nimbus_session_${server.port('http')}`);
     assert.ok(session, 'a session cookie');
     assert.equal(session.httpOnly, true);
     assert.equal(session.sameSite, 'Strict');
@@ -133,7 +133,7 @@ test('sign-in with a token or the key pair; a wrong key is refused', async () =>
     assert.equal(things, 200);
     // A change from another origin is refused even with the cookie.
     const foreign = await fetch(`${origin}/api/alert-rules/high_temperature/enable`, {
-      method: 'POST', headers: { Cookie: `nimbus_session=${session.value}`, Origin: 'http://evil.example' },
+      method: 'POST', headers: { Cookie: `${session.name}=${session.value}`, Origin: 'http://evil.example' },
     });
     assert.equal(foreign.status, 401);
 

@@ -147,6 +147,7 @@ test('bad lines are answered, a huge one closes the stream, others are unaffecte
   ws.send({ subscribe: 'fleet' });
   assert.match((await ws.next((m) => m.channel === 'error')).message, /array/);
   ws.send('x'.repeat(20000));
+  assert.match((await ws.next((m) => m.channel === 'error')).message, /longer than 16 KiB/);
   await ws.closed();
   other.send({ subscribe: ['metrics'] });
   assert.equal((await other.next((m) => m.channel === 'metrics')).channel, 'metrics');
@@ -162,7 +163,7 @@ test('the stream needs a session and this origin', async () => {
     headers: { 'Content-Type': 'application/json' } });
   assert.equal(signIn.status, 200);
   const cookie = signIn.headers.get('set-cookie').split(';')[0];
-  assert.match(cookie, /^nimbus_session=[0-9a-f]{64}$/);
+  assert.match(cookie, new RegExp(`^nimbus_session_${closed.port('http')}=[0-9a-f]{64}$`));
   const foreign = await connect(closed, { Cookie: cookie, Origin: 'http://evil.example' });
   assert.equal(foreign.status, 403);
   const ok = await connect(closed, { Cookie: cookie });
