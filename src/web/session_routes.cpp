@@ -48,9 +48,16 @@ net::http_response signed_out() {
 void add_session_routes(net::http_router& router, sessions& s,
                         std::function<std::string()> overview, stream_hub& hub) {
   router.add("GET", "/api/session", [&s](const net::http_request& request) {
-    auto who = s.identify(request);
-    if (!who) return signed_out();
-    return json_answer(200, signed_in_body(*who, s.is_loopback_open(request)));
+    const bool loopback_open = s.is_loopback_open(request);
+    if (auto who = s.identify(request))
+      return json_answer(200, signed_in_body(*who, loopback_open));
+    // A browser on this machine is signed in by asking (not a page elsewhere: Sec-Fetch-Site).
+    const auto site = request.header("sec-fetch-site");
+    if (!loopback_open || (site && *site != "same-origin" && *site != "none")) return signed_out();
+    auto result = s.sign_in_loopback();
+    auto response = json_answer(200, signed_in_body(result.who, true));
+    response.headers.emplace_back("Set-Cookie", s.cookie_for(*result.id, request));
+    return response;
   });
 
   net::route_options sign_in_options;

@@ -28,10 +28,10 @@ struct session_settings {
   std::size_t max_sessions = 10'000;  // past it the session closest to expiry goes
 };
 
-// Who a request acts as, when a session (or the loopback rule) vouches for it.
+// Who a request acts as, when its session cookie vouches for it.
 struct principal {
-  std::string name;             // "token", "access-key:<id>" or "loopback"
-  std::int64_t expires_ms = 0;  // 0: no expiry (loopback)
+  std::string name;  // "token", "access-key:<id>" or "loopback"
+  std::int64_t expires_ms = 0;
 };
 
 class sessions {
@@ -48,16 +48,20 @@ class sessions {
   };
   sign_in_result sign_in_with_token(std::string_view token);
   sign_in_result sign_in_with_key(std::string_view access_key_id, std::string_view secret);
+  // The loopback rule's session: a browser on this machine (is_loopback_open) asking
+  // GET /api/session gets one without credentials. Only its cookie opens the other APIs, so a
+  // local program that sends none (curl, an unsigned SDK call) is refused as before.
+  sign_in_result sign_in_loopback();
   void sign_out(std::string_view id);
 
-  // The principal of a request's session cookie, or of the loopback rule; nullopt otherwise.
+  // The principal of a request's session cookie; nullopt when it has none that is open.
   std::optional<principal> identify(const net::http_request& request) const;
   // identify(), for requests a browser sent from this origin (Sec-Fetch-Site, where the browser
   // sends it); and for a change (`changes`, a method other than GET/HEAD/OPTIONS, or a WebSocket
   // upgrade) proof of this origin: a same-origin Origin or Sec-Fetch-Site. What the existing
   // routes ask before taking a cookie instead of their own credentials.
   std::optional<principal> authorize(const net::http_request& request, bool changes = false) const;
-  // Whether the loopback rule signs this request in.
+  // Whether the loopback rule may sign this request's browser in.
   bool is_loopback_open(const net::http_request& request) const;
 
   // Set-Cookie values: a new session, and the one that ends it. The cookie's name is its

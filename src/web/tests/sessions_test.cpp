@@ -116,24 +116,33 @@ TEST_F(sessions_test, changes_need_the_same_origin) {
 
 TEST_F(sessions_test, loopback_rule_needs_loopback_listener_peer_and_host) {
   sessions s(tokens_, keys_, clock_, {});
-  EXPECT_TRUE(s.identify(request("GET", "localhost:8080", "127.0.0.1:5000", true)));
-  EXPECT_TRUE(s.identify(request("GET", "127.0.0.1:8080", "127.0.0.1:5000", true)));
-  EXPECT_TRUE(s.identify(request("GET", "[::1]:8080", "[::1]:5000", true)));
+  EXPECT_TRUE(s.is_loopback_open(request("GET", "localhost:8080", "127.0.0.1:5000", true)));
+  EXPECT_TRUE(s.is_loopback_open(request("GET", "127.0.0.1:8080", "127.0.0.1:5000", true)));
+  EXPECT_TRUE(s.is_loopback_open(request("GET", "[::1]:8080", "[::1]:5000", true)));
   // DNS rebinding: a foreign name resolving to 127.0.0.1.
-  EXPECT_FALSE(s.identify(request("GET", "attacker.example:8080", "127.0.0.1:5000", true)));
-  EXPECT_FALSE(s.identify(request("GET", "localhost:8080", "127.0.0.1:5000", false)));
-  EXPECT_FALSE(s.identify(request("GET", "localhost:8080", "10.1.1.1:5000", true)));
+  EXPECT_FALSE(s.is_loopback_open(request("GET", "attacker.example:8080", "127.0.0.1:5000", true)));
+  EXPECT_FALSE(s.is_loopback_open(request("GET", "localhost:8080", "127.0.0.1:5000", false)));
+  EXPECT_FALSE(s.is_loopback_open(request("GET", "localhost:8080", "10.1.1.1:5000", true)));
   auto proxied = request("GET", "127.0.0.1:8080", "127.0.0.1:5000", true);
   proxied.headers.emplace_back("X-Forwarded-For", "203.0.113.9");  // a reverse proxy's visitor
-  EXPECT_FALSE(s.identify(proxied));
+  EXPECT_FALSE(s.is_loopback_open(proxied));
   auto tls = request("GET", "localhost:8443", "127.0.0.1:5000", true);
   tls.secure = true;
-  EXPECT_FALSE(s.identify(tls));
+  EXPECT_FALSE(s.is_loopback_open(tls));
+
+  // The rule gives a session; without its cookie a loopback request is nobody.
+  auto plain = request("GET", "localhost:8080", "127.0.0.1:5000", true);
+  EXPECT_FALSE(s.identify(plain));
+  auto session = s.sign_in_loopback();
+  ASSERT_TRUE(session.id);
+  plain.headers.emplace_back("Cookie", "nimbus_session_8080=" + *session.id);
+  ASSERT_TRUE(s.identify(plain));
+  EXPECT_EQ(s.identify(plain)->name, "loopback");
 
   session_settings closed;
   closed.loopback_open = false;
   sessions off(tokens_, keys_, clock_, closed);
-  EXPECT_FALSE(off.identify(request("GET", "localhost:8080", "127.0.0.1:5000", true)));
+  EXPECT_FALSE(off.is_loopback_open(request("GET", "localhost:8080", "127.0.0.1:5000", true)));
 }
 
 TEST_F(sessions_test, cookies_are_http_only_strict_per_server_and_secure_on_https) {

@@ -116,8 +116,29 @@ async function http(server, method, path, { headers = {}, body } = {}) {
   return { status: response.status, headers: response.headers, json: text ? JSON.parse(text) : null };
 }
 
+// What a browser on this machine gets by asking GET /api/session (the loopback rule).
+async function loopbackCookie(server) {
+  const answer = await http(server, 'GET', '/api/session');
+  assert.equal(answer.status, 200);
+  assert.equal(answer.json.principal, 'loopback');
+  return answer.headers.get('set-cookie').split(';')[0];
+}
+
+test('the loopback rule signs a local browser in by asking; nothing else is opened by it', async () => {
+  // Without the cookie a local program is nobody: unsigned AWS calls and the stream refused.
+  assert.equal((await http(open, 'GET', '/things')).status, 403);
+  assert.equal((await connect(open)).status, 401);
+  // A page elsewhere cannot get the cookie for itself.
+  assert.equal((await http(open, 'GET', '/api/session', { headers: { 'Sec-Fetch-Site': 'cross-site' } })).status, 401);
+  const cookie = await loopbackCookie(open);
+  assert.equal((await http(open, 'GET', '/things', { headers: { Cookie: cookie } })).status, 200);
+  const again = await http(open, 'GET', '/api/session', { headers: { Cookie: cookie } });
+  assert.equal(again.status, 200);
+  assert.equal(again.headers.get('set-cookie'), null);  // the same session, not a new one
+});
+
 test('a loopback browser gets the stream: hello, fleet, device and presence updates', async () => {
-  const ws = await connect(open);
+  const ws = await connect(open, { Cookie: await loopbackCookie(open) });
   assert.equal(ws.status, 101);
   const hello = await ws.next((m) => m.channel === 'hello');
   assert.match(hello.version, /\d+\.\d+/);
@@ -137,8 +158,9 @@ test('a loopback browser gets the stream: hello, fleet, device and presence upda
 });
 
 test('bad lines are answered, a huge one closes the stream, others are unaffected', async () => {
-  const ws = await connect(open);
-  const other = await connect(open);
+  const cookie = await loopbackCookie(open);
+  const ws = await connect(open, { Cookie: cookie });
+  const other = await connect(open, { Cookie: cookie });
   await ws.next((m) => m.channel === 'hello');
   ws.send('not json\n');
   assert.match((await ws.next((m) => m.channel === 'error')).message, /JSON object/);
