@@ -42,7 +42,7 @@ test-sanitizers: deps-test clients
 	cmake --build --preset dev
 	ctest --test-dir build-dev --output-on-failure --timeout 900 -j2
 
-bench: deps-bench build
+bench: deps-bench clients build
 	bench/run
 
 format:
