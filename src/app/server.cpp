@@ -582,7 +582,12 @@ int serve(const config::settings& settings) {
       "certificate here.");
   auto pubsub_auth = [&tokens, &auth, &pubsub_access, &pubsub_unauthenticated, signed_in](
                          const net::http_request& request) -> std::optional<net::http_response> {
-    if (pubsub_access == "none" || (pubsub_access == "auto" && request.loopback_listener) ||
+    // Open on loopback to local programs; a page of another site a local browser shows may
+    // read (CORS decides what it sees) but not change anything.
+    const bool is_change = request.method != "GET" && request.method != "HEAD";
+    if (pubsub_access == "none" ||
+        (pubsub_access == "auto" && request.loopback_listener &&
+         !(is_change && web::is_from_another_site(request))) ||
         tokens.check_bearer(request.header("authorization")) || signed_in(request) ||
         (request.certificate && auth.certificate_refusal(request.certificate->sha256_hex).empty()))
       return std::nullopt;
@@ -600,7 +605,12 @@ int serve(const config::settings& settings) {
   auto tsdb_auth = [&tokens, &tsdb_access, signed_in](
                        const net::http_request& request,
                        bool write) -> std::optional<net::http_response> {
-    if (tsdb_access == "none" || (tsdb_access == "auto" && request.loopback_listener) ||
+    // Open on loopback to local programs and, for reads, to pages elsewhere (the tutorial's
+    // front end calls /api/devices across origins, hence the CORS); a change from a page of
+    // another site that a local browser shows is refused (CSRF).
+    if (tsdb_access == "none" ||
+        (tsdb_access == "auto" && request.loopback_listener &&
+         !(write && web::is_from_another_site(request))) ||
         signed_in(request, write))
       return std::nullopt;
     for (const auto& token : tsdb::influx_credentials(request)) {

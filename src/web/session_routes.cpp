@@ -52,8 +52,7 @@ void add_session_routes(net::http_router& router, sessions& s,
     if (auto who = s.identify(request))
       return json_answer(200, signed_in_body(*who, loopback_open));
     // A browser on this machine is signed in by asking (not a page elsewhere: Sec-Fetch-Site).
-    const auto site = request.header("sec-fetch-site");
-    if (!loopback_open || (site && *site != "same-origin" && *site != "none")) return signed_out();
+    if (!loopback_open || is_from_another_site(request)) return signed_out();
     auto result = s.sign_in_loopback();
     auto response = json_answer(200, signed_in_body(result.who, true));
     response.headers.emplace_back("Set-Cookie", s.cookie_for(*result.id, request));

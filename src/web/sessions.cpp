@@ -50,6 +50,11 @@ bool is_websocket_upgrade(const net::http_request& request) {
 
 }  // namespace
 
+bool is_from_another_site(const net::http_request& request) {
+  const auto site = request.header("sec-fetch-site");
+  return site && *site != "same-origin" && *site != "none";
+}
+
 bool is_loopback_host(std::string_view host) {
   auto name = host_part(host);
   return name == "localhost" || is_loopback_address(name);
@@ -154,8 +159,8 @@ std::optional<principal> sessions::authorize(const net::http_request& request, b
   if (!who) return std::nullopt;
   // Browsers say where a request comes from (a header pages cannot set): only this origin's
   // pages, or the user typing the address ("none"), may use the session.
+  if (is_from_another_site(request)) return std::nullopt;
   const auto site = request.header("sec-fetch-site");
-  if (site && *site != "same-origin" && *site != "none") return std::nullopt;
   if (changes || changes_something(request) || is_websocket_upgrade(request)) {
     auto origin = request.header("origin");
     const bool from_here =

@@ -92,6 +92,10 @@ class sessions {
 // Whether `origin` (an Origin header) names the host the request was sent to (its Host header)
 // with the request's scheme.
 bool is_same_origin(const net::http_request& request, std::string_view origin);
+// Whether a browser says it sent the request for a page of another site or port
+// (Sec-Fetch-Site other than same-origin or none): what an open loopback API must refuse, or any
+// page the user visits could use it.
+bool is_from_another_site(const net::http_request& request);
 // Whether a Host header names a loopback host (localhost, 127.0.0.0/8, [::1]), port ignored.
 bool is_loopback_host(std::string_view host);
 

@@ -1,5 +1,6 @@
-// Same-origin JSON calls. Every service answers errors in its own shape (AWS {"message"},
-// /api/ {"error":{"message"}} or {"error":"..."}); errorMessage finds the text in any of them.
+// Same-origin JSON calls (getText for text, such as /metrics). Every service answers errors in
+// its own shape (AWS {"message"}, /api/ {"error":{"message"}} or {"error":"..."}); errorMessage
+// finds the text in any of them.
 
 export class ApiError extends Error {
   constructor(
@@ -71,6 +72,26 @@ export async function request<T = unknown>(path: string, options: RequestOptions
   }
   if (response.ok) return body as T;
   if (response.status === 401 && !options.allowUnauthorized) onUnauthorized();
+  throw new ApiError(response.status, errorMessage(body, response.status), body);
+}
+
+// A text resource (GET /metrics, Prometheus text), with the same 401 handling as request().
+export async function getText(path: string, options: Pick<RequestOptions, 'allowUnauthorized'> = {}): Promise<string> {
+  let response: Response;
+  try {
+    response = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'text/plain' } });
+  } catch {
+    throw new ApiError(0, 'Nimbus did not answer (is the server running?)', null);
+  }
+  const text = await response.text();
+  if (response.ok) return text;
+  if (response.status === 401 && !options.allowUnauthorized) onUnauthorized();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // Not JSON: the text itself is the message.
+  }
   throw new ApiError(response.status, errorMessage(body, response.status), body);
 }
 

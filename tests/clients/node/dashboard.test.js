@@ -3,8 +3,10 @@
 // mosquitto_pub and its chart moving without a reload, the tutorial's alert raised, acknowledged
 // in the page and cleared, a rule's SQL error with its position, a desired-state edit reaching a
 // paho device as a delta, a certificate created in the page whose downloaded files connect
-// mosquitto_pub over mTLS until the page revokes it. Every request must stay on the server;
-// axe-core runs on every page; a screenshot of each step goes to build/test-artifacts/web/.
+// mosquitto_pub over mTLS until the page revokes it, an alert rule written in the page (refused
+// with its field, saved, deleted), a Pub/Sub subscription's backlog (from /metrics). Every request
+// must stay on the server; axe-core runs on every page; a screenshot of each step goes to
+// build/test-artifacts/web/.
 //
 //   NIMBUS_BIN=build/nimbus node --test dashboard.test.js
 import { test, before, after } from 'node:test';
@@ -241,6 +243,44 @@ test('the fleet from mosquitto_pub to alerts, rules, shadows and certificates', 
     await page.waitForSelector('table#rules tr:has-text("hot_rule")', { timeout: WAIT });
     await checkAccessibility(page, 'rules');
 
+    // An alert rule written in the page: a refusal names the field, a good rule gets its row,
+    // and Delete (confirmed) takes it away.
+    await visit(page, origin, '#/alerts', 'alerts-rules');
+    await page.click('#alert-rules button:has-text("New rule")');
+    await page.waitForSelector('#alert-rule-editor:not([hidden]) #alert-rule-json', { timeout: WAIT });
+    assert.match(await page.inputValue('#alert-rule-json'), /"name": "new_rule"/);
+    await checkAccessibility(page, 'alert rule editor');
+    await page.fill('#alert-rule-json', JSON.stringify({
+      name: 'low_humidity', selection: { field: 'humidity' },
+      condition: { type: 'threshold', operator: '=<', value: 10 },
+    }));
+    await page.click('#alert-rule-editor button:has-text("Save")');
+    await page.waitForSelector('#alert-rule-error:not(:empty)', { timeout: WAIT });
+    assert.match(await page.textContent('#alert-rule-error'), /^condition\.operator: /);
+    await screenshot(page, 'alert-rule-refused');
+    await checkAccessibility(page, 'alert rule refused');
+    await page.fill('#alert-rule-json', JSON.stringify({
+      name: 'low_humidity', severity: 'minor', selection: { field: 'humidity' },
+      condition: { type: 'threshold', operator: '<', value: 10 },
+    }, null, 2));
+    await page.click('#alert-rule-editor button:has-text("Save")');
+    const lowHumidity = '#alert-rules tr[data-rule-id="low_humidity"]';
+    await page.waitForSelector(lowHumidity, { timeout: WAIT });
+    assert.match(await page.textContent(lowHumidity), /humidity < 10/);
+    assert.equal(await page.isHidden('#alert-rule-editor'), true);
+    await page.click(`${lowHumidity} button:has-text("Edit")`);
+    await page.waitForSelector('#alert-rule-editor:not([hidden]) button:has-text("Delete")', { timeout: WAIT });
+    const edited = JSON.parse(await page.inputValue('#alert-rule-json'));
+    assert.equal(edited.name, 'low_humidity');
+    assert.equal(edited.status, undefined, 'read-only keys left out');
+    await screenshot(page, 'alert-rule-edit');
+    page.once('dialog', (dialog) => dialog.accept());  // "Delete the alert rule low_humidity?"
+    await page.click('#alert-rule-editor button:has-text("Delete")');
+    await page.waitForSelector(lowHumidity, { state: 'detached', timeout: WAIT });
+    const rulesLeft = await page.evaluate(async () => (await (await fetch('/api/alert-rules')).json()).rules.map((r) => r.name));
+    assert.ok(!rulesLeft.includes('low_humidity'));
+    await checkAccessibility(page, 'alerts after delete');
+
     // A desired-state edit reaches a paho device as a delta.
     const delta = spawn('/usr/bin/python3', ['-c', `
 import json, sys, paho.mqtt.client as mqtt
@@ -328,7 +368,37 @@ c.loop_forever()
     await assert.rejects(run('mosquitto_pub', [...tls, '-i', 'web-cert-pub2', '-t', 'web/cert', '-m', 'again']));
     await screenshot(page, 'certificate-revoked');
 
-    for (const [hash, name] of [['#/pubsub', 'pubsub'], ['#/bridges', 'bridges'], ['#/metrics', 'metrics']])
+    // Pub/Sub: a subscription's backlog, which only /metrics knows, shown in the page.
+    const project = await page.evaluate(async () => (await (await fetch('/api/overview')).json()).pubsub_project);
+    assert.ok(project, 'the overview names the Pub/Sub project');
+    const subscriptionName = `projects/${project}/subscriptions/s-web`;
+    const pubsubStatus = await page.evaluate(async (p) => {
+      const call = async (method, path, body) => (await fetch(`/v1/projects/${p}/${path}`, {
+        method, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+      })).status;
+      const statuses = [
+        await call('PUT', 'topics/t-web', {}),
+        await call('PUT', 'subscriptions/s-web', { topic: `projects/${p}/topics/t-web` }),
+      ];
+      const messages = ['one', 'two', 'three'].map((text) => ({ data: btoa(text) }));
+      for (const message of messages) statuses.push(await call('POST', 'topics/t-web:publish', { messages: [message] }));
+      return statuses;
+    }, project);
+    assert.deepEqual(pubsubStatus, [200, 200, 200, 200, 200]);
+    await withTimeout((async () => {
+      const line = `nimbus_pubsub_num_undelivered_messages{subscription="${subscriptionName}"} 3`;
+      for (;;) {
+        const text = await page.evaluate(async () => (await fetch('/metrics')).text());
+        if (text.split('\n').includes(line)) return;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })(), WAIT, 'the backlog of 3 in /metrics');
+    await visit(page, origin, '#/pubsub', 'pubsub');
+    const subscriptionRow = `table#subscriptions tr[data-subscription="${subscriptionName}"]`;
+    await page.waitForSelector(subscriptionRow, { timeout: WAIT });
+    assert.match(await page.textContent(`${subscriptionRow} td:last-child`), /^3 messages \([\d,]+ bytes\)$/);
+
+    for (const [hash, name] of [['#/bridges', 'bridges'], ['#/metrics', 'metrics']])
       await visit(page, origin, hash, name);
 
     assert.deepEqual(offServer, [], 'requests that left the server');

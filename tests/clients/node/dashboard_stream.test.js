@@ -246,3 +246,14 @@ test('the dashboard is served with its CSP, hashed assets cached, gzip when aske
   assert.equal(again.status, 304);
   assert.equal((await fetch(`http://127.0.0.1:${open.port('http')}/assets/nope.js`)).status, 404);
 });
+
+test('loopback APIs open to local programs refuse changes a page of another site sends', async () => {
+  const crossSite = { 'Sec-Fetch-Site': 'cross-site', Origin: 'http://evil.example' };
+  // Reads stay open across origins (the tutorial's own front end calls /api/devices so).
+  assert.equal((await http(open, 'GET', '/api/devices', { headers: crossSite })).status, 200);
+  assert.equal((await http(open, 'POST', '/api/alert-rules/high_temperature/enable', { headers: crossSite })).status, 401);
+  assert.equal((await http(open, 'PUT', '/v1/projects/web/topics/csrf', { headers: { ...crossSite, 'Content-Type': 'application/json' }, body: '{}' })).status, 401);
+  // The same calls from a local program (no browser headers) go through as before.
+  assert.equal((await http(open, 'POST', '/api/alert-rules/high_temperature/enable')).status, 200);
+  assert.equal((await http(open, 'PUT', '/v1/projects/web/topics/csrf', { headers: { 'Content-Type': 'application/json' }, body: '{}' })).status, 200);
+});

@@ -1,6 +1,7 @@
 // Alerts and the alert rules that raise them. Rows follow the stream; the buttons follow the
-// server's lifecycle: acknowledge once, clear while open.
-import { ApiError, encode, get, post } from '../api';
+// server's lifecycle: acknowledge once, clear while open. Rules are edited as the JSON
+// /api/alert-rules takes, and the server's refusal names the field.
+import { ApiError, del, encode, get, post, put } from '../api';
 import { announce, button, emptyRow, formatNumber, formatTime, h, replaceChildren, section, statusBadge, table } from '../dom';
 import type { PageContext } from '../page';
 import { listen } from '../stream';
@@ -37,6 +38,33 @@ interface AlertRule {
 }
 
 const alertColumns = ['Type', 'Device', 'Severity', 'Status', 'Value', 'Threshold', 'Raised', 'Actions'];
+
+// The top-level keys the server's rule parser takes (src/alerts/rule.cpp, rule_keys); a GET's
+// answer adds read-only ones ("status") that a PUT would refuse.
+const editableKeys = ['name', 'description', 'severity', 'enabled', 'selection', 'condition', 'escalations', 'notifications'];
+
+// A rule as GET returns it, cut to what PUT takes back (nested read-only keys such as a
+// webhook's "secret_set" are accepted and ignored by the server).
+export function editableRule(rule: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of editableKeys) if (rule[key] !== undefined) out[key] = rule[key];
+  return out;
+}
+
+// A new rule to start from: the tutorial's threshold rule under a name not yet taken.
+export function newRuleTemplate(taken: ReadonlySet<string>): Record<string, unknown> {
+  let name = 'new_rule';
+  for (let n = 2; taken.has(name); n++) name = `new_rule_${n}`;
+  return {
+    name,
+    description: 'temperature above 35',
+    severity: 'major',
+    enabled: true,
+    selection: { field: 'temperature' },
+    condition: { type: 'threshold', operator: '>', value: 35, for: '0s' },
+    notifications: [{ type: 'mqtt' }],
+  };
+}
 
 async function act(alert: Alert, action: 'ack' | 'clear'): Promise<Alert | null> {
   try {
@@ -92,12 +120,148 @@ export async function render(context: PageContext): Promise<void> {
   const showCleared = h('input', { id: 'show-cleared', type: 'checkbox' });
   const alerts = table('alerts', 'Alerts, newest first', alertColumns);
   const rules = table(null, 'Alert rules', ['Name', 'Condition', 'Severity', 'State', 'Actions']);
+  const ruleNames = new Set<string>();
+
+  // The rule editor: one JSON text, saved with POST (new) or PUT (existing).
+  let editing: string | null = null;  // the rule's name; null for a new rule
+  let opener: HTMLElement | null = null;
+  const editorHeading = h('h3', { id: 'alert-rule-editor-heading' }, 'New alert rule');
+  const ruleJson = h('textarea', {
+    id: 'alert-rule-json', name: 'alert-rule-json', rows: 18, spellcheck: 'false', autocomplete: 'off',
+    autocapitalize: 'off', 'aria-describedby': 'alert-rule-hint alert-rule-error',
+  });
+  const ruleError = h('div', { id: 'alert-rule-error', role: 'alert', className: 'error' });
+  const saveButton = h('button', { type: 'submit' }, 'Save');
+  const deleteButton = button('Delete', () => void deleteRule(), { className: 'danger' });
+  const cancelButton = button('Cancel', () => closeEditor(), { className: 'secondary' });
+  const editorForm = h('form', { id: 'alert-rule-form', className: 'stack', novalidate: true },
+    h('label', { for: 'alert-rule-json' }, 'Rule (JSON)'),
+    h('p', { id: 'alert-rule-hint', className: 'hint' },
+      'Needs name, selection.field and condition.type (threshold, range, ewma, mad, flatline, no_data or offline); ',
+      'durations like "30s" or "5m". Escape closes the editor.'),
+    ruleJson, ruleError,
+    h('div', { className: 'row' }, saveButton, deleteButton, cancelButton));
+  const editor = h('section', { id: 'alert-rule-editor', 'aria-labelledby': 'alert-rule-editor-heading', hidden: true },
+    editorHeading, editorForm);
+  const newButton = button('New rule', (event) => openEditor(null, newRuleTemplate(ruleNames), event.currentTarget as HTMLElement),
+    { id: 'new-alert-rule', 'aria-controls': 'alert-rule-editor' });
+
   context.main.append(
     h('h1', {}, 'Alerts'),
     h('div', { className: 'row' }, showCleared, h('label', { for: 'show-cleared' }, 'Show cleared alerts')),
     h('div', { className: 'table-scroll' }, alerts.table),
-    section('alert-rules', 'Alert rules', h('div', { className: 'table-scroll' }, rules.table)),
+    section('alert-rules', 'Alert rules', h('div', { className: 'row' }, newButton),
+      h('div', { className: 'table-scroll' }, rules.table), editor),
   );
+
+  const showRuleError = (message: string) => {
+    ruleError.textContent = message;
+    ruleJson.setAttribute('aria-invalid', 'true');
+  };
+  const clearRuleError = () => {
+    ruleError.textContent = '';
+    ruleJson.removeAttribute('aria-invalid');
+  };
+
+  function openEditor(name: string | null, rule: Record<string, unknown>, from: HTMLElement | null): void {
+    editing = name;
+    opener = from;
+    editorHeading.textContent = name === null ? 'New alert rule' : `Edit alert rule ${name}`;
+    ruleJson.value = JSON.stringify(rule, null, 2);
+    deleteButton.hidden = name === null;
+    clearRuleError();
+    editor.hidden = false;
+    ruleJson.focus();
+    ruleJson.setSelectionRange(0, 0);
+    ruleJson.scrollTop = 0;
+    editor.scrollIntoView({ block: 'nearest' });
+  }
+
+  // Closes the editor; focus goes to `focusTarget`, else back to what opened it.
+  function closeEditor(focusTarget?: HTMLElement | null): void {
+    editor.hidden = true;
+    editing = null;
+    clearRuleError();
+    const target = focusTarget ?? (opener?.isConnected ? opener : newButton);
+    opener = null;
+    target.focus();
+  }
+
+  const editButtonOf = (name: string) =>
+    rules.body.querySelector<HTMLButtonElement>(`tr[data-rule-id="${CSS.escape(name)}"] button[data-action="edit"]`);
+
+  async function editRule(name: string, from: HTMLButtonElement): Promise<void> {
+    from.disabled = true;
+    try {
+      const rule = await get<Record<string, unknown>>(`/api/alert-rules/${encode(name)}`);
+      if (!context.isCurrent()) return;
+      openEditor(name, editableRule(rule), from);
+    } catch (error) {
+      announce(`Alert rule ${name}: ${(error as Error).message}`);
+    } finally {
+      from.disabled = false;
+    }
+  }
+
+  async function reloadRules(): Promise<void> {
+    try {
+      await loadRules();
+    } catch (error) {
+      announce(`Alert rules: ${(error as Error).message}`);
+    }
+  }
+
+  editorForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearRuleError();
+    let body: unknown;
+    try {
+      body = JSON.parse(ruleJson.value);
+    } catch (error) {
+      showRuleError(`The rule is not valid JSON: ${(error as Error).message}`);
+      return;
+    }
+    const name = editing;
+    saveButton.disabled = true;
+    try {
+      const saved = name === null
+        ? await post<AlertRule>('/api/alert-rules', body)
+        : await put<AlertRule>(`/api/alert-rules/${encode(name)}`, body);
+      if (!context.isCurrent()) return;
+      announce(`Alert rule ${saved.name} saved`);
+      await reloadRules();
+      closeEditor(editButtonOf(saved.name));
+    } catch (error) {
+      // {"error":{"field","message"}} reads as "field: message" (api.ts errorMessage).
+      showRuleError((error as Error).message);
+    } finally {
+      saveButton.disabled = false;
+    }
+  });
+
+  editorForm.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && !editor.hidden) {
+      event.preventDefault();
+      closeEditor();
+    }
+  });
+
+  async function deleteRule(): Promise<void> {
+    const name = editing;
+    if (name === null || !confirm(`Delete the alert rule ${name}?`)) return;
+    deleteButton.disabled = true;
+    try {
+      await del(`/api/alert-rules/${encode(name)}`);
+      if (!context.isCurrent()) return;
+      announce(`Alert rule ${name} deleted`);
+      await reloadRules();
+      closeEditor(newButton);
+    } catch (error) {
+      showRuleError((error as Error).message);
+    } finally {
+      deleteButton.disabled = false;
+    }
+  }
 
   const rowFor = (alert: Alert): HTMLTableRowElement => h('tr', { 'data-alert-id': String(alert.id), 'data-status': alert.status },
     h('td', {}, h('a', { href: `#/alerts/${alert.id}` }, alert.type)),
@@ -151,19 +315,23 @@ export async function render(context: PageContext): Promise<void> {
         announce(`Alert rule ${rule.name}: ${(error as Error).message}`);
       }
     }, { className: 'secondary' });
+    const edit: HTMLButtonElement = button('Edit', () => void editRule(rule.name, edit),
+      { className: 'secondary', 'data-action': 'edit', 'aria-controls': 'alert-rule-editor' });
     return h('tr', { 'data-rule-id': rule.name },
       h('th', { scope: 'row' }, rule.name),
       h('td', {}, conditionSummary(rule)),
       h('td', {}, statusBadge(rule.severity, rule.severity)),
       h('td', {}, enabled ? statusBadge('enabled', 'ok') : statusBadge('disabled', 'off')),
-      h('td', {}, toggle));
+      h('td', {}, h('div', { className: 'row' }, toggle, edit)));
   };
 
-  const loadRules = async () => {
+  async function loadRules(): Promise<void> {
     const answer = await get<{ rules: AlertRule[] }>('/api/alert-rules');
     if (!context.isCurrent()) return;
+    ruleNames.clear();
+    for (const rule of answer.rules ?? []) ruleNames.add(rule.name);
     replaceChildren(rules.body, answer.rules?.length ? answer.rules.map(ruleRow) : emptyRow(5, 'No alert rules.'));
-  };
+  }
 
   showCleared.addEventListener('change', () => void loadAlerts().catch((error) => announce((error as Error).message)));
   context.cleanup(listen(['alerts'], (message) => {
