@@ -410,6 +410,47 @@ queue_max_bytes = 4096
         on_remote.disconnect()
 
 
+def test_block_holds_the_devices_puback_until_the_queue_has_room(nimbus, remote):
+    """full_policy = "block": past the bound nothing is dropped; the device's PUBACK waits (as
+    the broker's congestion gate holds it) until the link drains the queue, then everything
+    arrives in order."""
+    proxy = LinkProxy(remote.port)
+    start_with_bridges(nimbus, """
+[bridges.edge]
+addresses = ["127.0.0.1:%d"]
+topic = "data/# out 1"
+queue_max_bytes = 4096
+full_policy = "block"
+""" % proxy.port)
+    on_remote = connected_client(remote.port, name="on-mosquitto")
+    try:
+        assert on_remote.subscribe("data/#", 1) == [1]
+        device = connected_client(nimbus.mqtt_port, V311, name="device")
+        sent, held = 0, None
+        while held is None and sent < 200:
+            info = device.publish("data/x", ("%d " % sent).encode() + b"." * 90, qos=1, wait=False)
+            sent += 1
+            info.wait_for_publish(1.0)  # a queued record is acknowledged within milliseconds
+            if not info.is_published():
+                held = info
+        assert held is not None, "every PUBACK came although the queue holds at most 4 KiB"
+        figures = metrics(nimbus)
+        assert figures[("nimbus_bridge_queued_bytes", "edge", None)] <= 4096
+        assert sum(v for (name, bridge, _), v in figures.items()
+                   if name == "nimbus_bridge_dropped_total" and bridge == "edge") == 0
+        proxy.up()
+        held.wait_for_publish(LINK_TIMEOUT + 10)
+        assert held.is_published(), "the held PUBACK never came once the link drained the queue"
+        got = on_remote.collect(sent, timeout=LINK_TIMEOUT + 10)
+        assert [int(m.payload.split()[0]) for m in got] == list(range(sent)), "all, in order"
+        device.disconnect()
+        time.sleep(0.5)
+        assert on_remote.messages.empty(), "duplicates arrived"
+    finally:
+        proxy.down()
+        on_remote.disconnect()
+
+
 @pytest.mark.parametrize("table, words", [
     ('addresses = ["127.0.0.1:1"]\ntopic = "a/# out 3"\n', ["bridges.bad", "topic", "QoS"]),
     ('topic = "a/# out 1"\n', ["bridges.bad", "addresses"]),
