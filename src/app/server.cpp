@@ -933,6 +933,9 @@ int serve(const config::settings& settings) {
   registry::write_file_atomically((data_dir / "endpoints.json").string(), endpoints, 0644);
   spdlog::info("nimbus_ready version={} data_dir={} endpoints={}", NIMBUS_VERSION,
                data_dir.string(), endpoints.substr(0, endpoints.size() - 1));
+  if (auto it = bound.find("http"); it != bound.end())
+    spdlog::info("dashboard url=http://localhost:{}/",
+                 it->second.substr(it->second.rfind(':') + 1));
   if (auto it = bound.find("mqtt"); it != bound.end()) {
     auto port = it->second.substr(it->second.rfind(':') + 1);
     spdlog::info(

@@ -151,6 +151,8 @@ class devices {
     return out;
   }
 
+  const std::map<std::string, field_type>& field_types() const { return fields_; }
+
   std::vector<const series_info*> of(const std::string& id) const {
     std::vector<const series_info*> out;
     for (const auto& s : series_)
@@ -227,7 +229,58 @@ struct summary {
     sum += value;
     ++count;
   }
+  void add(const summary& other) {
+    min = std::min(min, other.min);
+    max = std::max(max, other.max);
+    sum += other.sum;
+    count += other.count;
+  }
 };
+
+// One local day of /stats/daily.
+struct day_summary {
+  std::int64_t readings = 0;
+  std::map<std::string, summary> fields;
+};
+
+// A device's numbers over [min_ns, max_ns] from the store's rollups: the coarsest clean buckets
+// inside the range (days, hours, minutes; read_rollup) and the points of what is left (ranges
+// a late or overwriting write dirtied, the write buffer). Readings: per series the most values
+// any one field has, summed over the device's series.
+void summarize(const context& c, const std::vector<const series_info*>& series,
+               const std::map<std::string, field_type>& fields, std::int64_t min_ns,
+               std::int64_t max_ns, day_summary& out) {
+  const std::string& database = c.settings.database;
+  for (const auto* s : series) {
+    std::int64_t most = 0;
+    for (const auto& [field, type] : fields) {
+      summary numbers;
+      std::int64_t values = 0;
+      auto take_points = [&](std::int64_t from, std::int64_t to) {
+        const auto column = c.time_series.read(database, "", s->id, field, from, to);
+        values += static_cast<std::int64_t>(column.times.size());
+        for (const auto& value : column.values)
+          if (auto number = number_of(value)) numbers.add(*number);
+      };
+      if (rollup::has_rollups(type)) {
+        const auto column =
+            c.time_series.read_rollup(database, "", s->id, field, rollup::day_ns, min_ns, max_ns);
+        for (const auto& b : column.buckets) {
+          const auto low = number_of(b.min), high = number_of(b.max);
+          if (b.count == 0 || !low || !high) continue;
+          numbers.add(summary{*low, *high, b.sum, static_cast<std::int64_t>(b.count)});
+          values += static_cast<std::int64_t>(b.count);
+        }
+        for (const auto& [from, to] : column.raw) take_points(from, to);
+      } else {
+        take_points(min_ns, max_ns);
+      }
+      most = std::max(most, values);
+      if (numbers.count > 0) out.fields[field].add(numbers);
+    }
+    out.readings += most;
+  }
+}
 
 // {"avg":..,"max":..,"min":..} (and "count" when asked), keys sorted.
 void append_summary(std::string& out, const summary& s, bool with_count) {
@@ -359,25 +412,18 @@ net::http_response device_daily_stats(const context& c, const net::http_request&
   };
   const std::int64_t today = floor_div(now_seconds + zone->offset_at(now_seconds), seconds_per_day);
   const std::int64_t first_day = today - (days - 1);
-  const std::int64_t first_local = first_day * seconds_per_day;
-  const std::int64_t start_seconds = first_local - zone->offset_for_local(first_local);
 
   const devices fleet(c);
-  readings rows;
-  fleet.read(fleet.of(id), start_seconds * ns_per_second, end_of_time, rows);
-  struct day {
-    std::int64_t readings = 0;
-    std::map<std::string, summary> fields;
-  };
-  std::vector<day> per_day(static_cast<std::size_t>(days));
-  for (const auto& [time, values] : rows) {
-    const std::int64_t seconds = floor_div(time, ns_per_second);
-    const std::int64_t local_day = floor_div(seconds + zone->offset_at(seconds), seconds_per_day);
-    if (local_day < first_day || local_day > today) continue;
-    auto& d = per_day[static_cast<std::size_t>(local_day - first_day)];
-    ++d.readings;
-    for (const auto& [name, value] : values)
-      if (auto number = number_of(value)) d.fields[name].add(*number);
+  const auto series = fleet.of(id);
+  std::vector<day_summary> per_day(static_cast<std::size_t>(days));
+  for (std::size_t i = 0; i < per_day.size(); ++i) {
+    // [local midnight, next local midnight) in UTC: 23 or 25 hours across a DST change.
+    const std::int64_t local = (first_day + static_cast<std::int64_t>(i)) * seconds_per_day;
+    const std::int64_t next_local = local + seconds_per_day;
+    const std::int64_t from = local - zone->offset_for_local(local);
+    const std::int64_t to = next_local - zone->offset_for_local(next_local);
+    summarize(c, series, fleet.field_types(), from * ns_per_second, to * ns_per_second - 1,
+              per_day[i]);
   }
 
   std::string list;

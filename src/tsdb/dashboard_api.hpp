@@ -14,7 +14,10 @@
 // database (`nimbus`), all three configurable; a reading is its fields at one time, flat, plus
 // `device_id` and `timestamp` (RFC3339, UTC). Query numbers that are not integers fall back to
 // the defaults, as Flask's `type=int` does. CORS as flask_cors's defaults: the request's Origin
-// echoed with `Vary: Origin`, preflights answered. A thin adapter: handlers run on the query
+// echoed with `Vary: Origin`, preflights answered. /stats/daily reads the store's rollups (the
+// day, hour and minute buckets that fit each local day; points only for what they do not
+// cover), so a week costs buckets, not every reading; its reading_count per day is, per series,
+// the most values any one field has. A thin adapter: handlers run on the query
 // runner (or the HTTP loop) and read through the store (a consistent view per read).
 #include <functional>
 #include <map>

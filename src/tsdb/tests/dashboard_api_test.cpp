@@ -5,6 +5,7 @@
 #include "tsdb/dashboard_api.hpp"
 
 #include <future>
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -65,6 +66,44 @@ TEST_F(dashboard_api_test, daily_stats_follow_local_days_across_a_dst_change) {
   EXPECT_EQ(days[4].at("t").at("count"), 2);
   EXPECT_EQ(days[5].at("reading_count"), 1);
   EXPECT_FALSE(days[6].as_object().contains("t"));
+}
+
+TEST_F(dashboard_api_test, daily_stats_from_rollups_equal_those_from_the_points) {
+  // A week of a reading a minute, read from the write buffer (points), then again once flushed
+  // and compacted into partitions (rollups): the same days, in zones whose midnights fall on
+  // whole days, whole hours and half hours of UTC.
+  const std::int64_t now = clock_.unix_seconds();
+  std::string lines;
+  for (std::int64_t t = now - 8 * 86'400; t <= now; t += 60)
+    lines += "sensor_reading,device_id=r temperature=" + std::to_string(20 + (t / 60) % 17) +
+             ".25,humidity=" + std::to_string(40 + (t / 60) % 9) + "i " + std::to_string(t) + "\n";
+  store_.write(lines);
+  const char* zones[] = {"UTC", "Asia/Seoul", "Asia/Kolkata", "America/New_York"};
+  std::map<std::string, json::value> from_points;
+  for (const char* zone : zones)
+    from_points[zone] = get(std::string("/api/devices/r/stats/daily?days=7&tz=") + zone);
+  store_.get().flush();
+  store_.get().compact();
+  for (const char* zone : zones) {
+    const auto from_rollups = get(std::string("/api/devices/r/stats/daily?days=7&tz=") + zone);
+    const auto& expected = from_points[zone].at("days").as_array();
+    const auto& got = from_rollups.at("days").as_array();
+    ASSERT_EQ(got.size(), expected.size()) << zone;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      SCOPED_TRACE(std::string(zone) + " " + json::serialize(expected[i]));
+      EXPECT_EQ(got[i].at("date"), expected[i].at("date"));
+      EXPECT_EQ(got[i].at("reading_count"), expected[i].at("reading_count"));
+      EXPECT_GT(got[i].at("reading_count").as_int64(), 0);
+      for (const char* field : {"temperature", "humidity"}) {
+        const auto& e = expected[i].at(field);
+        const auto& g = got[i].at(field);
+        EXPECT_EQ(g.at("count"), e.at("count"));
+        EXPECT_EQ(g.at("min"), e.at("min"));
+        EXPECT_EQ(g.at("max"), e.at("max"));
+        EXPECT_NEAR(g.at("avg").to_number<double>(), e.at("avg").to_number<double>(), 1e-9);
+      }
+    }
+  }
 }
 
 TEST_F(dashboard_api_test, readings_come_newest_first_from_as_far_back_as_hours_reach) {
