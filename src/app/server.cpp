@@ -656,7 +656,12 @@ int serve(const config::settings& settings) {
   }
   bridge_routes.install(router);
   // /api/alert-rules and /api/alerts, under the rule of the rest of /api/.
-  alert_service.install(router, tsdb_auth);
+  // Who acknowledged or cleared: the dashboard's principal ("token", "access-key:<id>",
+  // "loopback"), else "api".
+  alert_service.install(router, tsdb_auth, [&dashboard_sessions](const net::http_request& r) {
+    auto who = dashboard_sessions.identify(r);
+    return who ? "dashboard:" + who->name : std::string();
+  });
   // The web dashboard: its files at /, sign-in, the home page's overview and the live stream.
   web::add_asset_routes(router, settings.dashboard.web_dir);
   std::map<std::string, std::string> bound;  // listeners by name, once bound

@@ -213,6 +213,11 @@ test('the fleet from mosquitto_pub to alerts, rules, shadows and certificates', 
     await page.click(`${alertRow} button:has-text("Acknowledge")`);
     await page.waitForSelector(`${alertRow}[data-status="acknowledged"]`, { timeout: WAIT });
     await screenshot(page, 'alert-acknowledged');
+    // The history names who acknowledged it: the page's session.
+    const alertId = await page.getAttribute(alertRow, 'data-alert-id');
+    const acknowledged = await page.evaluate(async (id) => (await fetch(`/api/alerts/${id}`)).json(), alertId);
+    assert.ok(acknowledged.history.some((step) => step.event === 'acknowledged' && step.who === 'dashboard:loopback'),
+      JSON.stringify(acknowledged.history));
     await publish(server, 'sensor/data', { device_id: 'web-dev-1', temperature: 30, humidity: 61 });
     const cleared = await withTimeout((async () => {
       for (;;) {
