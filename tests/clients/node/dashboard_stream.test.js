@@ -96,6 +96,9 @@ function connect(server, headers = {}) {
         }), WAIT, what),
         closed: () => withTimeout(new Promise((done) => (isClosed ? done() : closedWaiters.push(done))), WAIT, 'the stream closed'),
         close: () => socket.destroy(),
+        pause: () => socket.pause(),
+        resume: () => socket.resume(),
+        count: (match) => messages.filter(match).length,
       });
     });
     req.end();
@@ -256,4 +259,50 @@ test('loopback APIs open to local programs refuse changes a page of another site
   // The same calls from a local program (no browser headers) go through as before.
   assert.equal((await http(open, 'POST', '/api/alert-rules/high_temperature/enable')).status, 200);
   assert.equal((await http(open, 'PUT', '/v1/projects/web/topics/csrf', { headers: { 'Content-Type': 'application/json' }, body: '{}' })).status, 200);
+});
+
+test('a tab that stops reading loses stale updates, counted and told; ingest never waits for it', async () => {
+  const server = await startNimbus(['--dashboard-stream-queue', '10']);
+  try {
+    const cookie = await loopbackCookie(server);
+    const slow = await connect(server, { Cookie: cookie });
+    const fast = await connect(server, { Cookie: cookie });
+    for (const ws of [slow, fast]) {
+      await ws.next((m) => m.channel === 'hello');
+      ws.send({ subscribe: ['device:slow-1'] });
+    }
+    // Both subscribed: a point reaches each.
+    const base = 1_700_000_000_000_000_000n;
+    const write = async (from, count) => {
+      const lines = Array.from({ length: count }, (_, i) =>
+        `sensor_reading,device_id=slow-1 t=${from + i} ${base + BigInt(from + i) * 1000n}`).join('\n');
+      const started = Date.now();
+      const answer = await http(server, 'POST', '/write?db=nimbus', { body: lines });
+      assert.equal(answer.status, 204);
+      return Date.now() - started;
+    };
+    await write(0, 1);
+    await slow.next((m) => m.channel === 'device:slow-1');
+    await fast.next((m) => m.channel === 'device:slow-1');
+    slow.pause();
+    // 40,000 points: far more than the paused tab's socket buffers and its queue of 10 hold.
+    let writing = 0;
+    for (let k = 0; k < 4; ++k) writing += await write(1 + k * 10000, 10000);
+    console.log(`# 40,000 points written in ${writing} ms with a stalled tab`);
+    // The reading tab is not held back by the stalled one: the newest point reaches it (a
+    // queue of 10 keeps the newest of each burst; older ones are what the bound drops).
+    const last = (m) => m.channel === 'device:slow-1' && m.fields.t === 40000;
+    await fast.next(last, 'the newest point at the reading tab');
+    slow.resume();
+    const dropped = await slow.next((m) => m.channel === 'dropped', 'the stalled tab told it lost updates');
+    assert.ok(dropped.count > 0);
+    await slow.next(last, 'the newest point at the stalled tab once it reads again');
+    const metrics = await (await fetch(`http://localhost:${server.port('http')}/metrics`)).text();
+    const total = Number(/nimbus_dashboard_stream_dropped_total (\d+)/.exec(metrics)[1]);
+    assert.ok(total >= dropped.count, metrics);
+    slow.close();
+    fast.close();
+  } finally {
+    await server.stop();
+  }
 });
