@@ -843,6 +843,12 @@ std::size_t engine::open_count() const {
   return impl_->open_by_key.size();
 }
 
+std::map<std::string, std::size_t> engine::open_by_device() const {
+  std::map<std::string, std::size_t> counts;
+  for (const auto& [key, id] : impl_->open_by_key) ++counts[impl_->alerts.at(id).device_id];
+  return counts;
+}
+
 engine_counters engine::counters() const {
   engine_counters c = impl_->counters;
   c.states = impl_->table.size();

@@ -162,6 +162,7 @@ class engine {
   const alert* find(std::uint64_t id) const;
   std::vector<alert> list(const alert_filter& filter) const;
   std::size_t open_count() const;
+  std::map<std::string, std::size_t> open_by_device() const;  // open alerts per device
   engine_counters counters() const;
 
   // ---- what changed, for the owner to store and send

@@ -8,7 +8,6 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
-#include <limits>
 #include <mutex>
 #include <string_view>
 
@@ -472,10 +471,7 @@ void service::on_stored(bool failed, std::vector<delivery> deliveries,
 }
 
 void service::count_open_by_device() {
-  std::map<std::string, std::size_t> counts;
-  alert_filter open;  // open ones, all of them
-  open.limit = std::numeric_limits<std::size_t>::max();
-  for (const auto& a : engine_.list(open)) ++counts[a.device_id];
+  auto counts = engine_.open_by_device();  // from the open index: no alert copied
   std::lock_guard lock(open_by_device_mutex_);
   open_by_device_ = std::move(counts);
 }
