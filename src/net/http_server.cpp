@@ -182,8 +182,8 @@ const route_options& http_router::options_for(std::string_view method,
   return m.path_known || !fallback_ ? default_options_ : fallback_options_;
 }
 
-void http_router::add_websocket(std::string path, websocket_route route) {
-  if (!websockets_.emplace(path, std::move(route)).second)
+void http_router::add_websocket(std::string path, websocket_route handler) {
+  if (!websockets_.emplace(path, std::move(handler)).second)
     throw std::invalid_argument("WebSocket route added twice: " + path);
 }
 

@@ -118,7 +118,7 @@ class http_router {
   const route_options& options_for(std::string_view method, std::string_view raw_path) const;
   // Upgrades requests for `path` to WebSocket (start-up; throws std::invalid_argument for a path
   // added twice).
-  void add_websocket(std::string path, websocket_route route);
+  void add_websocket(std::string path, websocket_route handler);
   // Answers through `respond` (404/405 when nothing matches, 500 if a handler throws).
   void dispatch(http_request request, http_responder respond) const;
   http_response error(unsigned status, std::string_view message) const;
