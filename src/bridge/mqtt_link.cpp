@@ -439,6 +439,8 @@ void mqtt_link::handle(std::vector<session_event> events, connection& link) {
       fail(link,
            "disconnected by the remote: " + std::string(mqtt::to_string(disconnected->reason)));
     } else if (auto* failed = std::get_if<link_failed>(&event)) {
+      // What the remote sent broke the protocol: an error (a silent remote is only a lost link).
+      if (failed->reason != mqtt::reason_code::keep_alive_timeout) counters_.count_error();
       fail(link, std::string(failed->what));
     }
   }

@@ -8,8 +8,9 @@ process is started here and stopped by its PID.
 - store-and-forward: the link down (a proxy refusing), 2,000 numbered QoS 1 messages, Nimbus
   killed with SIGKILL halfway and restarted, then the link up: none missing, in order per topic;
 - a tiny queue bound with drop-oldest: what is missing is exactly what /metrics counts dropped;
-- a malformed packet from the remote (a scripted fake broker) drops that link only: it shows in
-  last_error, the bridge connects again, and Nimbus serves its clients throughout;
+- a malformed packet from the remote (a scripted fake broker) drops that link only: it counts as
+  an error, shows in last_error, the bridge connects again, and Nimbus serves its clients
+  throughout;
 - a wrong bridge in the file stops `nimbus serve` naming file, bridge, field and reason."""
 
 import os
@@ -827,7 +828,9 @@ topic = ["odd/# out 1", "cmd/# in 1"]
             assert reason in status["last_error"], status
             assert status["state"] != "connected", status
             assert status["reconnects"] >= 1, status
+            assert status["errors"] == 1, status   # the remote's protocol error, once
             assert metrics(nimbus)[("nimbus_bridge_reconnects_total", "odd", None)] >= 1
+            assert metrics(nimbus)[("nimbus_bridge_errors_total", "odd", None)] == 1
             assert "bridge_link_failed bridge=odd" in nimbus.log_tail()
 
             # Nimbus serves its clients all along: the same connections, messages both ways.
