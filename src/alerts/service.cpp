@@ -496,12 +496,42 @@ std::vector<std::string> service::groups_of(std::string_view device) const {
   return {out.begin(), out.end()};
 }
 
+namespace {
+// The field a rule's points are read from, or null when it reads none (disabled, offline).
+const std::string* watched_field(const rule* r) {
+  if (r == nullptr || !r->enabled || r->when.kind == condition_kind::offline ||
+      r->select.field.empty())
+    return nullptr;
+  return &r->select.field;
+}
+}  // namespace
+
 void service::update_filter() {
-  auto watched = std::make_shared<field_set>();
+  watched_fields_.clear();
   for (const auto& [name, entry] : rules_)
-    if (entry.r.enabled && entry.r.when.kind != condition_kind::offline &&
-        !entry.r.select.field.empty())
-      watched->insert(entry.r.select.field);
+    if (const auto* field = watched_field(&entry.r)) ++watched_fields_[*field];
+  publish_filter();
+}
+
+void service::change_watched(const rule* before, const rule* after) {
+  const auto* was = watched_field(before);
+  const auto* is = watched_field(after);
+  if (was != nullptr && is != nullptr && *was == *is) return;
+  bool changed = false;
+  if (was != nullptr) {
+    auto it = watched_fields_.find(*was);
+    if (it != watched_fields_.end() && --it->second == 0) {
+      watched_fields_.erase(it);
+      changed = true;
+    }
+  }
+  if (is != nullptr) changed |= ++watched_fields_[*is] == 1;
+  if (changed) publish_filter();
+}
+
+void service::publish_filter() {
+  auto watched = std::make_shared<field_set>();
+  for (const auto& [field, count] : watched_fields_) watched->insert(field);
   std::lock_guard lock(inbox_->filter_mutex);
   inbox_->watched = std::move(watched);
 }
@@ -648,9 +678,12 @@ void service::apply_rule(rule r, bool created, rule_done done) {
   if (!wait_stored(persist(now, false)))
     return done(refusal{refusal_kind::failed, "", "the rule could not be stored"});
   unreadable_.erase(r.name);
+  if (const auto found = rules_.find(r.name); found != rules_.end())
+    change_watched(&found->second.r, &entry.r);
+  else
+    change_watched(nullptr, &entry.r);
   rules_.insert_or_assign(r.name, entry);
   engine_.put_rule(std::move(r), now);
-  update_filter();
   rule_view view = view_of(entry);
   view.created = created;
   spdlog::info("alert_rule_stored name={} enabled={} created={}", entry.r.name, entry.r.enabled,
@@ -688,10 +721,10 @@ void service::do_delete(const std::string& name,
     // kept for them until that write).
     retired_.insert_or_assign(name, found->second.r);
     forget_states(name);
+    change_watched(&found->second.r, nullptr);
     rules_.erase(found);
     notified_.erase(name);
     engine_.remove_rule(name, now);
-    update_filter();
   }
   unreadable_.erase(name);
   spdlog::info("alert_rule_deleted name={}", name);

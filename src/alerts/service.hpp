@@ -214,7 +214,12 @@ class service {
   rule_view view_of(const rule_entry& entry) const;
   alert shown(alert a) const;  // with its rule's threshold
   std::vector<std::string> groups_of(std::string_view device) const;
-  void update_filter();
+  // The fields points are queued for (what observe() filters by): counted per field over the
+  // enabled rules, so a rule change costs a lookup, not a walk of every rule; a new filter is
+  // published only when a field is first or no longer watched.
+  void update_filter();  // counts every rule again (restore)
+  void change_watched(const rule* before, const rule* after);
+  void publish_filter();
   void send_due(std::int64_t now);
   void on_sent(const std::string& key, const send_outcome& outcome);
   void on_stored(bool failed, std::vector<delivery> deliveries,
@@ -249,6 +254,7 @@ class service {
   outbox outbox_;
   notifier notifier_;
   std::map<std::string, rule_entry, std::less<>> rules_;
+  std::map<std::string, std::size_t, std::less<>> watched_fields_;  // enabled rules per field
   std::set<std::string, std::less<>> unreadable_;     // stored rules this version could not parse
   std::map<std::string, rule, std::less<>> retired_;  // deleted, their last events not stored
   std::map<std::string, notification_counts, std::less<>> notified_;

@@ -345,6 +345,40 @@ TEST_F(alerts_service_test, a_hot_reading_raises_notifies_and_the_alert_outlives
   EXPECT_EQ(count_rows("SELECT COUNT(*) FROM alerts"), 2);
 }
 
+// Points are queued only for the fields enabled rules read (the filter is kept per field as
+// rules change, not rebuilt from all of them): it must follow every kind of change.
+TEST_F(alerts_service_test, points_reach_the_rules_through_every_rule_change) {
+  open();
+  const auto rule_on = [](std::string_view field, bool enabled) {
+    return fmt::format(R"({{"selection":{{"field":"{}"}},"enabled":{},"condition":{}}})", field,
+                       enabled, above_10);
+  };
+  const auto alerts_of = [this](std::string_view device) {
+    settle();
+    return call("GET", fmt::format("/api/alerts?device_id={}", device))
+        .body.at("count")
+        .to_number<int>();
+  };
+  ASSERT_EQ(call("PUT", "/api/alert-rules/a", rule_on("t", true)).status, 201U);
+  ASSERT_EQ(call("PUT", "/api/alert-rules/b", rule_on("t", true)).status, 201U);
+  ASSERT_EQ(call("DELETE", "/api/alert-rules/b").status, 204U);
+  write("m,device_id=d1 t=20");  // `a` still reads t
+  EXPECT_EQ(alerts_of("d1"), 1);
+  ASSERT_EQ(call("PUT", "/api/alert-rules/a", rule_on("u", true)).status, 200U);
+  write("m,device_id=d2 t=20\nm,device_id=d3 u=20");  // t is read by none now, u by `a`
+  EXPECT_EQ(alerts_of("d2"), 0);
+  EXPECT_EQ(alerts_of("d3"), 1);
+  ASSERT_EQ(call("PUT", "/api/alert-rules/a", rule_on("u", false)).status, 200U);
+  write("m,device_id=d4 u=20");
+  EXPECT_EQ(alerts_of("d4"), 0);
+  open();  // a restart counts the stored rules again
+  write("m,device_id=d5 u=20");
+  EXPECT_EQ(alerts_of("d5"), 0);
+  ASSERT_EQ(call("PUT", "/api/alert-rules/a", rule_on("u", true)).status, 200U);
+  write("m,device_id=d6 u=20");
+  EXPECT_EQ(alerts_of("d6"), 1);
+}
+
 TEST_F(alerts_service_test, rules_are_checked_stored_and_listed_with_their_status) {
   open();
   auto bad = call("POST", "/api/alert-rules", "not json");
