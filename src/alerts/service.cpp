@@ -667,7 +667,9 @@ void service::enable_rule(std::string name, bool enabled, rule_done done) {
 void service::apply_rule(rule r, bool created, rule_done done) {
   const std::int64_t now = clock_.unix_millis();
   rule_entry entry{r, now, now};
-  if (const auto found = rules_.find(r.name); found != rules_.end()) {
+  // Only this thread changes rules_, so `found` stays valid across the wait for the write.
+  const auto found = rules_.find(r.name);
+  if (found != rules_.end()) {
     entry.created_ms = found->second.created_ms;
     const rule& old = found->second.r;
     // The engine starts these states afresh: their rows go, and so do their counts.
@@ -678,10 +680,7 @@ void service::apply_rule(rule r, bool created, rule_done done) {
   if (!wait_stored(persist(now, false)))
     return done(refusal{refusal_kind::failed, "", "the rule could not be stored"});
   unreadable_.erase(r.name);
-  if (const auto found = rules_.find(r.name); found != rules_.end())
-    change_watched(&found->second.r, &entry.r);
-  else
-    change_watched(nullptr, &entry.r);
+  change_watched(found != rules_.end() ? &found->second.r : nullptr, &entry.r);
   rules_.insert_or_assign(r.name, entry);
   engine_.put_rule(std::move(r), now);
   rule_view view = view_of(entry);
