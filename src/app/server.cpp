@@ -175,15 +175,25 @@ std::vector<tsdb::mqtt_mapping> mqtt_mappings_of(const config::tsdb_settings& se
   return out;
 }
 
-// Creates the [[tsdb.databases]] that are missing and sets the default policy's duration of
-// those that exist to the one configured; waits until that is durable.
-void declare_databases(tsdb::store& store, const config::tsdb_settings& settings) {
+// The [[tsdb.databases]] entries; a bad one stops the start, naming it.
+std::vector<tsdb::database_entry> database_entries_of(const config::tsdb_settings& settings) {
+  std::vector<tsdb::database_entry> out;
   for (std::size_t i = 0; i < settings.databases.size(); ++i) {
     std::string error;
     auto entry = tsdb::parse_database_entry(settings.databases[i].json, error);
     if (!entry)
       throw std::runtime_error(
           fmt::format("the config's [[tsdb.databases]] entry {}: {}", i + 1, error));
+    out.push_back(std::move(*entry));
+  }
+  return out;
+}
+
+// Creates the [[tsdb.databases]] that are missing and sets the default policy's duration of
+// those that exist to the one configured; waits until that is durable.
+void declare_databases(tsdb::store& store, const std::vector<tsdb::database_entry>& entries) {
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const auto* entry = &entries[i];
     std::promise<std::optional<std::string>> done;
     auto outcome = done.get_future();
     const auto current = store.policy(entry->name, "");
@@ -343,9 +353,13 @@ int serve(const config::settings& settings) {
     alert_service.observe(batch);
     live_updates.observe(batch);
   });
+  const auto declared_databases = database_entries_of(settings.tsdb);
+  // Before the first housekeeping pass, which would otherwise expire rollups with their points.
+  for (const auto& entry : declared_databases)
+    time_series->set_rollup_retention(entry.name, entry.rollups);
   time_series->start();
   alert_service.start();
-  declare_databases(*time_series, settings.tsdb);
+  declare_databases(*time_series, declared_databases);
   // Queries (InfluxQL, Flux, the dashboard API) run here, off the HTTP loops: one thread per
   // core, and as many waiting per thread as a dashboard's panels send at once.
   const std::size_t query_threads = std::max(1U, std::thread::hardware_concurrency());

@@ -364,6 +364,14 @@ std::error_code writer::add(std::uint64_t series_id, std::string_view series_key
                             std::string_view field, field_type type,
                             std::span<const std::int64_t> times,
                             std::span<const field_value> values) {
+  if (auto error = add_points(series_id, series_key, field, type, times, values)) return error;
+  return add_rollups(series_id, series_key, field, type, times, values);
+}
+
+std::error_code writer::add_points(std::uint64_t series_id, std::string_view series_key,
+                                   std::string_view field, field_type type,
+                                   std::span<const std::int64_t> times,
+                                   std::span<const field_value> values) {
   if (error_) return error_;
   if (times.size() != values.size() || is_finished_)
     return std::make_error_code(std::errc::invalid_argument);
@@ -393,7 +401,47 @@ std::error_code writer::add(std::uint64_t series_id, std::string_view series_key
       if (auto error = flush_buffer()) return error;
     }
   }
-  return add_rollups(series_id, series_key, field, type, times, values);
+  return {};
+}
+
+std::error_code writer::add_buckets(std::uint64_t series_id, std::string_view series_key,
+                                    std::string_view field, field_type type, std::int64_t tier,
+                                    std::span<const rollup::bucket> buckets) {
+  if (error_) return error_;
+  if (is_finished_ || !rollup::has_rollups(type) ||
+      std::find(std::begin(rollup::tiers), std::end(rollup::tiers), tier) ==
+          std::end(rollup::tiers))
+    return std::make_error_code(std::errc::invalid_argument);
+  if (buckets.empty()) return {};
+  return write_buckets(series_id, series_key, field, type, tier, buckets);
+}
+
+std::error_code writer::write_buckets(std::uint64_t series_id, std::string_view series_key,
+                                      std::string_view field, field_type type, std::int64_t tier,
+                                      std::span<const rollup::bucket> buckets) {
+  std::string raw;
+  rollup::encode(type, buckets, raw);
+  const std::size_t before = buffer_.size();
+  std::string why;
+  if (!compress_framed(raw, buffer_, why)) {
+    buffer_.resize(before);
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  rollup_info info;
+  info.series_id = series_id;
+  info.series_key = std::string(series_key);
+  info.field = std::string(field);
+  info.type = type;
+  info.tier = tier;
+  info.first_start = buckets.front().start;
+  info.last_start = buckets.back().start;
+  info.buckets = static_cast<std::uint32_t>(buckets.size());
+  info.offset = position_;
+  info.length = static_cast<std::uint32_t>(buffer_.size() - before);
+  position_ += info.length;
+  rollups_.push_back(std::move(info));
+  if (buffer_.size() >= write_chunk_bytes) return flush_buffer();
+  return {};
 }
 
 std::error_code writer::add_rollups(std::uint64_t series_id, std::string_view series_key,
@@ -415,30 +463,7 @@ std::error_code writer::add_rollups(std::uint64_t series_id, std::string_view se
   for (const std::int64_t tier : rollup::tiers) {
     const auto buckets = rollup::compute(type, times, values, tier);
     if (buckets.empty() || times.size() < buckets.size() * rollup::min_points_per_bucket) continue;
-    std::string raw;
-    rollup::encode(type, buckets, raw);
-    const std::size_t before = buffer_.size();
-    std::string why;
-    if (!compress_framed(raw, buffer_, why)) {
-      buffer_.resize(before);
-      return std::make_error_code(std::errc::invalid_argument);
-    }
-    rollup_info info;
-    info.series_id = series_id;
-    info.series_key = std::string(series_key);
-    info.field = std::string(field);
-    info.type = type;
-    info.tier = tier;
-    info.first_start = buckets.front().start;
-    info.last_start = buckets.back().start;
-    info.buckets = static_cast<std::uint32_t>(buckets.size());
-    info.offset = position_;
-    info.length = static_cast<std::uint32_t>(buffer_.size() - before);
-    position_ += info.length;
-    rollups_.push_back(std::move(info));
-    if (buffer_.size() >= write_chunk_bytes) {
-      if (auto error = flush_buffer()) return error;
-    }
+    if (auto error = write_buckets(series_id, series_key, field, type, tier, buckets)) return error;
   }
   return {};
 }
@@ -650,6 +675,8 @@ reader::open_result reader::open(const std::filesystem::path& path) {
           info.first_start > info.last_start || info.length < 5 || info.offset < header_bytes ||
           info.offset > index_offset || info.length > index_offset - info.offset)
         return corrupt("rollup index entry out of bounds");
+      if (std::find(file->tiers_.begin(), file->tiers_.end(), info.tier) == file->tiers_.end())
+        file->tiers_.push_back(info.tier);
       file->rollups_.push_back(std::move(info));
     }
     if (!rollups.in.empty()) return corrupt("bytes after the rollup index");
@@ -700,6 +727,10 @@ std::variant<std::vector<rollup::bucket>, std::string> reader::read_rollup(
       return std::string("rollup differs from its index entry");
   }
   return decoded;
+}
+
+bool reader::has_tier(std::int64_t tier) const {
+  return std::find(tiers_.begin(), tiers_.end(), tier) != tiers_.end();
 }
 
 std::variant<block, std::string> reader::read(const block_info& info) const {

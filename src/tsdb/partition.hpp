@@ -106,6 +106,17 @@ class writer {
   std::error_code add(std::uint64_t series_id, std::string_view series_key, std::string_view field,
                       field_type type, std::span<const std::int64_t> times,
                       std::span<const field_value> values);
+  // add() without the rollups: the points alone.
+  std::error_code add_points(std::uint64_t series_id, std::string_view series_key,
+                             std::string_view field, field_type type,
+                             std::span<const std::int64_t> times,
+                             std::span<const field_value> values);
+  // One tier of one field of one series as buckets (ascending by start, all in one day), for a
+  // file that keeps summaries its points no longer give (rollup retention). Once per column and
+  // tier; not with add() of the same column.
+  std::error_code add_buckets(std::uint64_t series_id, std::string_view series_key,
+                              std::string_view field, field_type type, std::int64_t tier,
+                              std::span<const rollup::bucket> buckets);
   std::error_code finish();
 
   std::uint64_t bytes_written() const { return position_; }
@@ -119,6 +130,9 @@ class writer {
                               std::string_view field, field_type type,
                               std::span<const std::int64_t> times,
                               std::span<const field_value> values);
+  std::error_code write_buckets(std::uint64_t series_id, std::string_view series_key,
+                                std::string_view field, field_type type, std::int64_t tier,
+                                std::span<const rollup::bucket> buckets);
 
   std::filesystem::path path_;
   std::filesystem::path temp_path_;
@@ -160,6 +174,8 @@ class reader {
   std::span<const rollup_info> find_rollups(std::uint64_t series_id, std::string_view field,
                                             std::int64_t tier) const;
   std::variant<std::vector<rollup::bucket>, std::string> read_rollup(const rollup_info& info) const;
+  // Whether any column has rollups of `tier`.
+  bool has_tier(std::int64_t tier) const;
   // True the first time a block is reported bad, so that a damaged block is logged once, not at
   // every query that meets it.
   bool is_first_failure(std::uint64_t offset) const;
@@ -175,6 +191,7 @@ class reader {
   std::uint64_t size_ = 0;
   std::vector<block_info> blocks_;
   std::vector<rollup_info> rollups_;
+  std::vector<std::int64_t> tiers_;  // those rollups_ has
   mutable std::mutex failures_mutex_;
   mutable std::set<std::uint64_t> failures_;  // guarded by failures_mutex_
 };

@@ -560,6 +560,7 @@ struct store::impl {
   std::uint64_t applied_end = 0;                     // state_mutex: WAL records below are in memory
   std::optional<core::steady_time> oldest_buffered;  // state_mutex: first live point since flush
   std::uint64_t next_incarnation = 1;                // state_mutex
+  std::map<std::string, rollup_retention, std::less<>> rollup_retentions;  // state_mutex
 
   std::atomic<std::uint64_t> next_generation{1};
   std::atomic<std::size_t> buffered_bytes{0};  // live buffers and snapshots
@@ -1294,6 +1295,49 @@ struct store::impl {
 
   // ---- compaction
 
+  // What a day's files keep at a time: its points or not, and which rollup tiers.
+  struct day_shape {
+    bool has_points = true;
+    std::vector<std::int64_t> tiers;  // coarsest first
+    bool keeps(std::int64_t tier) const {
+      return std::find(tiers.begin(), tiers.end(), tier) != tiers.end();
+    }
+  };
+
+  // The shape of `day` of a policy of `database` at `now_ns`: the policy's duration for the
+  // points, the database's rollup retention for each tier (whole days, as points expire).
+  day_shape shape_of(std::string_view database, const retention_policy& policy, std::int64_t day,
+                     std::int64_t now_ns) const {
+    const auto is_kept = [day, now_ns](std::int64_t duration_ns) {
+      std::int64_t cutoff = 0;
+      if (duration_ns <= 0 || __builtin_sub_overflow(now_ns, duration_ns, &cutoff)) return true;
+      return day >= day_of(cutoff);
+    };
+    day_shape shape;
+    shape.has_points = is_kept(policy.duration_ns);
+    const auto retention = rollup_retentions.find(database);
+    for (const std::int64_t tier : rollup::tiers) {
+      bool kept = shape.has_points;
+      if (retention != rollup_retentions.end()) {
+        if (const auto given = retention->second.duration_ns.find(tier);
+            given != retention->second.duration_ns.end())
+          kept = is_kept(given->second);
+      }
+      if (kept) shape.tiers.push_back(tier);
+    }
+    return shape;
+  }
+
+  // Whether a day's files hold anything `shape` no longer keeps.
+  static bool holds_more_than(const std::vector<partition_file>& files, const day_shape& shape) {
+    return std::any_of(files.begin(), files.end(), [&shape](const partition_file& f) {
+      if (!shape.has_points && !f.file->blocks().empty()) return true;
+      return std::any_of(
+          std::begin(rollup::tiers), std::end(rollup::tiers),
+          [&](std::int64_t tier) { return !shape.keeps(tier) && f.file->has_tier(tier); });
+    });
+  }
+
   struct compaction {
     std::string database;
     std::string policy;
@@ -1302,12 +1346,14 @@ struct store::impl {
     std::int64_t day = 0;
     fs::path dir;
     std::vector<partition_file> files;  // by generation
+    day_shape shape;
   };
 
   void compact_days(std::size_t min_files, bool is_today_skipped) {
     std::lock_guard house(housekeeping_mutex);
     process_deletions();
-    const std::int64_t today = day_of(clock.unix_millis() * ns_per_ms);
+    const std::int64_t now_ns = clock.unix_millis() * ns_per_ms;
+    const std::int64_t today = day_of(now_ns);
     std::vector<compaction> work;
     std::map<std::string, std::size_t> files_now;
     {
@@ -1327,20 +1373,22 @@ struct store::impl {
             files_now[dir.string()] = files.size();
             if (files.size() < min_files && !(is_today_skipped && is_cold)) continue;
             work.push_back(compaction{db_name, policy_name, db->incarnation, rp->incarnation, day,
-                                      std::move(dir), files});
+                                      std::move(dir), files,
+                                      shape_of(db_name, rp->policy, day, now_ns)});
           }
         }
       }
     }
-    for (auto& c : work) compact_day(c);
+    for (auto& c : work) rewrite_day(c);
     if (is_today_skipped) files_at_last_pass = std::move(files_now);
   }
 
-  // Merges a day's files into one (a later generation wins on the same time), which replaces
-  // the newest of them under its name, then deletes the others. A crash between the two leaves
-  // files whose data the newest already holds: still correct. A block that does not read
-  // leaves the day as it is: what cannot be read is not thrown away.
-  bool compact_day(const compaction& c) {
+  // Merges a day's files into one (a later generation wins on the same time) of the day's shape
+  // (compaction: its points and the rollups dense enough; expiry: the kept tiers alone, every
+  // bucket), which replaces the newest of them under its name, then deletes the others. A crash
+  // between the two leaves files whose data the newest already holds: still correct. A block or
+  // rollup that does not read leaves the day as it is: what cannot be read is not thrown away.
+  bool rewrite_day(const compaction& c) {
     const std::uint64_t generation = c.files.back().generation;
     const fs::path path = c.dir / generation_name(generation);
     std::error_code error;
@@ -1349,11 +1397,20 @@ struct store::impl {
       spdlog::error("tsdb_compaction_failed dir={} error=\"{}\"", c.dir.string(), error.message());
       return false;
     }
-    // Every field of every series of the day, with the newest file's key and type for it.
-    std::map<std::pair<std::uint64_t, std::string_view>, const partition::block_info*> fields;
-    for (const auto& f : c.files)
-      for (const auto& b : f.file->blocks()) fields[{b.series_id, b.field}] = &b;
-    for (const auto& [key, info] : fields) {
+    // Every field of every series of the day, points or rollups, with the newest file's key
+    // and type for it.
+    struct column_source {
+      std::string_view series_key;
+      field_type type = field_type::floating;
+    };
+    std::map<std::pair<std::uint64_t, std::string_view>, column_source> columns;
+    for (const auto& f : c.files) {
+      for (const auto& r : f.file->rollups())
+        columns[{r.series_id, r.field}] = column_source{r.series_key, r.type};
+      for (const auto& b : f.file->blocks())
+        columns[{b.series_id, b.field}] = column_source{b.series_key, b.type};
+    }
+    for (const auto& [key, source] : columns) {
       point_run all;
       for (const auto& f : c.files) {
         point_run from_file;
@@ -1368,7 +1425,7 @@ struct store::impl {
           }
           auto& points = std::get<partition::block>(decoded);
           for (std::size_t i = 0; i < points.times.size(); ++i) {
-            if (type_of(points.values[i]) != info->type) continue;
+            if (type_of(points.values[i]) != source.type) continue;
             from_file.times.push_back(points.times[i]);
             from_file.values.push_back(std::move(points.values[i]));
           }
@@ -1376,12 +1433,57 @@ struct store::impl {
         sort_unique(from_file);
         all = merge_runs(std::move(all), std::move(from_file));
       }
-      if (all.times.empty()) continue;
-      if (auto add_error = out->add(key.first, info->series_key, key.second, info->type, all.times,
-                                    all.values)) {
-        spdlog::error("tsdb_compaction_failed dir={} error=\"{}\"", c.dir.string(),
-                      add_error.message());
-        return false;
+      if (c.shape.has_points && !all.times.empty()) {
+        if (auto add_error = out->add_points(key.first, source.series_key, key.second, source.type,
+                                             all.times, all.values)) {
+          spdlog::error("tsdb_compaction_failed dir={} error=\"{}\"", c.dir.string(),
+                        add_error.message());
+          return false;
+        }
+      }
+      if (!rollup::has_rollups(source.type)) continue;
+      for (const std::int64_t tier : c.shape.tiers) {
+        std::vector<rollup::bucket> buckets;
+        if (!all.times.empty()) buckets = rollup::compute(source.type, all.times, all.values, tier);
+        // What files whose points are gone still summarise of the column (their day expired).
+        std::map<std::int64_t, rollup::bucket> kept;
+        for (const auto& f : c.files) {
+          if (!f.file->find(key.first, key.second).empty()) continue;
+          for (const auto& r : f.file->find_rollups(key.first, key.second, tier)) {
+            if (r.type != source.type) continue;
+            auto read = f.file->read_rollup(r);
+            if (const auto* why = std::get_if<std::string>(&read)) {
+              if (f.file->is_first_failure(r.offset))
+                spdlog::error("tsdb_rollup_unreadable file={} offset={} error=\"{}\"",
+                              f.file->path().string(), r.offset, *why);
+              spdlog::warn("tsdb_compaction_skipped dir={} reason=unreadable_rollup",
+                           c.dir.string());
+              return false;
+            }
+            for (const auto& b : std::get<std::vector<rollup::bucket>>(read)) {
+              const auto [slot, is_new] = kept.emplace(b.start, b);
+              if (!is_new) rollup::merge(slot->second, b);
+            }
+          }
+        }
+        // With its points, a tier is kept where dense enough (partition.hpp); without them, or
+        // with summaries of points gone, whole.
+        if (kept.empty() && c.shape.has_points &&
+            all.times.size() < buckets.size() * rollup::min_points_per_bucket)
+          continue;
+        for (const auto& b : buckets) {
+          const auto [slot, is_new] = kept.emplace(b.start, b);
+          if (!is_new) rollup::merge(slot->second, b);
+        }
+        if (kept.empty()) continue;
+        buckets.clear();
+        for (auto& [start, b] : kept) buckets.push_back(std::move(b));
+        if (auto add_error = out->add_buckets(key.first, source.series_key, key.second, source.type,
+                                              tier, buckets)) {
+          spdlog::error("tsdb_compaction_failed dir={} error=\"{}\"", c.dir.string(),
+                        add_error.message());
+          return false;
+        }
       }
     }
     if (auto finish_error = out->finish()) {
@@ -1433,18 +1535,29 @@ struct store::impl {
     process_deletions();
     const std::int64_t now_ns = clock.unix_millis() * ns_per_ms;
     std::vector<fs::path> expired;
+    std::vector<compaction> rewrites;  // days that keep some rollups longer than the rest
     {
       std::unique_lock lock(state_mutex);
       for (auto& [db_name, db] : databases) {
+        const bool has_rollup_retention = rollup_retentions.contains(db_name);
         for (auto& [policy_name, rp] : db->policies) {
+          if (rp->policy.duration_ns <= 0 && !has_rollup_retention) continue;
+          // Whole days that ended by a cutoff.
+          for (auto day = rp->days.begin(); day != rp->days.end();) {
+            const day_shape shape = shape_of(db_name, rp->policy, day->first, now_ns);
+            const fs::path dir = policy_dir(db_name, policy_name) / day_name(day->first);
+            if (!shape.has_points && shape.tiers.empty()) {
+              expired.push_back(dir);
+              day = rp->days.erase(day);
+              continue;
+            }
+            if (!db->is_dropping && !rp->is_dropping && holds_more_than(day->second, shape))
+              rewrites.push_back(compaction{db_name, policy_name, db->incarnation, rp->incarnation,
+                                            day->first, dir, day->second, shape});
+            ++day;
+          }
           if (rp->policy.duration_ns <= 0) continue;
           const std::int64_t cutoff = retained_from(rp->policy, now_ns);
-          // Whole days that ended by the cutoff.
-          const std::int64_t cutoff_day = day_of(cutoff);
-          for (auto day = rp->days.begin(); day != rp->days.end() && day->first < cutoff_day;) {
-            expired.push_back(policy_dir(db_name, policy_name) / day_name(day->first));
-            day = rp->days.erase(day);
-          }
           trim(rp->live, cutoff, true);
           for (auto series = rp->last.begin(); series != rp->last.end();) {
             std::erase_if(series->second,
@@ -1462,6 +1575,11 @@ struct store::impl {
                      error.message());
       else
         spdlog::info("tsdb_partition_expired dir={}", dir.string());
+    }
+    for (const auto& c : rewrites) {
+      if (rewrite_day(c))
+        spdlog::info("tsdb_partition_summarised dir={} points={} tiers={}", c.dir.string(),
+                     c.shape.has_points, c.shape.tiers.size());
     }
   }
 
@@ -1686,13 +1804,18 @@ struct store::impl {
               continue;
             }
             std::shared_ptr<const partition::reader> file = std::move(result.file);
-            for (const auto& b : file->blocks()) {
-              register_stored_series(*db, b.series_id, b.series_key);
-              if (const auto entry = db->series.find(b.series_id); entry != db->series.end()) {
+            const auto register_column = [&](const auto& c) {
+              register_stored_series(*db, c.series_id, c.series_key);
+              if (const auto entry = db->series.find(c.series_id); entry != db->series.end()) {
                 const std::string& measurement = entry->second.measurement;
-                if (db->fields[measurement].emplace(b.field, b.type).second)
-                  new_fields.push_back(field_row{db->name, measurement, b.field, b.type});
+                if (db->fields[measurement].emplace(c.field, c.type).second)
+                  new_fields.push_back(field_row{db->name, measurement, c.field, c.type});
               }
+            };
+            // A day whose points expired keeps its series in its rollups.
+            for (const auto& r : file->rollups()) register_column(r);
+            for (const auto& b : file->blocks()) {
+              register_column(b);
               auto& newest = rp.last[b.series_id];
               const auto last = newest.find(b.field);
               if (last == newest.end())
@@ -2601,6 +2724,14 @@ std::optional<std::pair<std::int64_t, field_value>> store::last(const std::strin
 
 void store::flush() {
   static_cast<void>(impl_->flush_now());
+}
+
+void store::set_rollup_retention(const std::string& database, rollup_retention retention) {
+  std::unique_lock lock(impl_->state_mutex);
+  if (retention.duration_ns.empty())
+    impl_->rollup_retentions.erase(database);
+  else
+    impl_->rollup_retentions[database] = std::move(retention);
 }
 
 void store::compact() {

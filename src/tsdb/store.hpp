@@ -58,6 +58,16 @@ struct retention_policy {
   bool is_default = false;
 };
 
+// How long a database keeps each rollup tier (the config's rollups = ["1m:30d", "1h:1y",
+// "1d:inf"]): by tier (a rollup::tiers value), a duration, 0 for ever. A tier not given lives as
+// long as the points it summarises (every tier's default). A tier that outlives the points keeps
+// their day's summaries: once the points expire, the day's files are rewritten with its kept
+// tiers alone, every bucket of them; a tier that expires first is taken out of the files.
+struct rollup_retention {
+  std::map<std::int64_t, std::int64_t> duration_ns;  // by tier
+  friend bool operator==(const rollup_retention&, const rollup_retention&) = default;
+};
+
 struct database_info {
   std::string name;
   std::vector<retention_policy> retention_policies;  // by name
@@ -144,6 +154,10 @@ class store {
                               std::optional<std::int64_t> shard_group_duration_ns,
                               std::optional<int> replication, bool make_default, on_done done);
   void drop_retention_policy(const std::string& database, const std::string& name, on_done done);
+
+  // Rollup retention is the config's, not stored: set at every start (before start()), for a
+  // database that exists or will.
+  void set_rollup_retention(const std::string& database, rollup_retention retention);
 
   std::vector<database_info> databases() const;
   std::optional<database_info> database(const std::string& name) const;

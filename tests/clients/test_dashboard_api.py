@@ -251,6 +251,7 @@ MAPPING_CONFIG = """
 [[tsdb.databases]]
 name = "plant"
 retention = "30d"
+rollups = ["1m:30d", "1h:1y", "1d:inf"]
 
 [[tsdb.mqtt]]
 filter = "factory/+/telemetry"
@@ -302,6 +303,12 @@ def test_config_mappings_and_databases(tmp_path_factory):
     ('[[tsdb.mqtt]]\nfilter = "a"\nmeasurement = "m"\ntag = ["x"]\n', "unknown key 'tag'"),
     ('[[tsdb.databases]]\nname = "x"\nretention = "5m"\n',
      "[[tsdb.databases]] entry 1: retention must be"),
+    ('[[tsdb.databases]]\nname = "x"\nrollups = ["1w:30d"]\n',
+     "[[tsdb.databases]] entry 1: rollups must be a list of \"TIER:DURATION\" strings"),
+    ('[[tsdb.databases]]\nname = "x"\nrollups = ["1m:inf", "1h:30d"]\n',
+     "[[tsdb.databases]] entry 1: rollups keeps 1h for less time than 1m"),
+    ('[[tsdb.databases]]\nname = "x"\nrollups = ["1h:30d", "1h:1y"]\n',
+     "[[tsdb.databases]] entry 1: rollups names 1h twice"),
     ('[tsdb]\nmqtt = 3\n', "'tsdb.mqtt' must be a list of tables"),
 ])
 def test_bad_config_entries_stop_the_start_naming_them(tmp_path_factory, config, message):

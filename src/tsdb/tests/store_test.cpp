@@ -28,6 +28,8 @@
 #include "storage/database.hpp"
 #include "storage/write_queue.hpp"
 #include "tsdb/line_protocol.hpp"
+#include "tsdb/partition.hpp"
+#include "tsdb/rollup.hpp"
 
 namespace nimbus::tsdb {
 namespace {
@@ -512,6 +514,138 @@ TEST(store, retention_removes_expired_points) {
   EXPECT_EQ(outcome.message, "points beyond retention policy");
   h.reopen();
   EXPECT_EQ(h.floats("m", "v", "short"), (pairs{{recent_ns, 3.0}}));
+}
+
+// Points every 10 s over three hours of one day: 180 per hour, 6 per minute.
+std::string three_hours_of_points(std::int64_t day_start_ns) {
+  std::string lines;
+  for (std::int64_t t = 0; t < 3 * 360; ++t)
+    lines += "m v=" + std::to_string(t % 7) + " " +
+             std::to_string(day_start_ns + 2 * hour_ns + t * 10 * second_ns) + "\n";
+  return lines;
+}
+
+// The tiers a partition file of `key`'s field v summarises, coarsest first.
+std::vector<std::int64_t> tiers_in(const fs::path& file) {
+  auto opened = partition::reader::open(file);
+  EXPECT_TRUE(opened.file) << opened.error;
+  std::vector<std::int64_t> tiers;
+  if (!opened.file) return tiers;
+  for (const std::int64_t tier : rollup::tiers)
+    if (opened.file->has_tier(tier)) tiers.push_back(tier);
+  return tiers;
+}
+
+bool has_points(const fs::path& file) {
+  auto opened = partition::reader::open(file);
+  return opened.file && !opened.file->blocks().empty();
+}
+
+TEST(store, rollups_outlive_their_points_as_long_as_their_retention_says) {
+  harness h;
+  ASSERT_EQ(h.create_database("plant", retention_policy{"autogen", 0, 0, 1, true}), std::nullopt);
+  // Hourly and daily summaries for ever, the minute ones as long as the points.
+  h.s->set_rollup_retention("plant", rollup_retention{{{rollup::hour_ns, 0}, {rollup::day_ns, 0}}});
+  const std::int64_t today = (h.now_ns() / day_ns) * day_ns;
+  const std::int64_t old_day = today - 5 * day_ns;
+  h.write("plant", "", three_hours_of_points(old_day));
+  h.write("plant", "", "m v=1 " + std::to_string(h.now_ns() - 60 * second_ns));
+  h.s->flush();
+  ASSERT_EQ(h.partition_files().size(), 2U);
+  const fs::path old_file = h.partition_files().front();
+  const std::vector<std::int64_t> every_tier(std::begin(rollup::tiers), std::end(rollup::tiers));
+  EXPECT_EQ(tiers_in(old_file), every_tier);
+  const auto id = series_id("m");
+  const auto before =
+      h.s->read_rollup("plant", "", id, "v", rollup::hour_ns, old_day, old_day + day_ns - 1);
+
+  // The points now live two days: the old day keeps its hours and its day, not its minutes.
+  ASSERT_EQ(h.change([&h](store::on_done done) {
+    h.s->alter_retention_policy("plant", "autogen", 2 * day_ns, day_ns, std::nullopt, false,
+                                std::move(done));
+  }),
+            std::nullopt);
+  h.s->enforce_retention();
+  ASSERT_EQ(h.partition_files().size(), 2U);
+  EXPECT_FALSE(has_points(old_file));
+  EXPECT_EQ(tiers_in(old_file), (std::vector<std::int64_t>{rollup::day_ns, rollup::hour_ns}));
+  EXPECT_TRUE(h.read("m", "v", "plant", "", old_day, old_day + day_ns - 1).times.empty());
+  const auto check_hours = [&] {
+    const auto hours =
+        h.s->read_rollup("plant", "", id, "v", rollup::hour_ns, old_day, old_day + day_ns - 1);
+    EXPECT_EQ(hours.buckets, before.buckets);  // the same three hours, 360 points each
+    ASSERT_EQ(hours.buckets.size(), 3U);
+    EXPECT_EQ(hours.buckets[1].count, 360U);
+    const auto whole_day =
+        h.s->read_rollup("plant", "", id, "v", rollup::day_ns, old_day, old_day + day_ns - 1);
+    ASSERT_EQ(whole_day.buckets.size(), 1U);
+    EXPECT_EQ(whole_day.buckets[0].count, 3U * 360U);
+    // Minutes are gone with the points: nothing finer answers.
+    const auto minutes =
+        h.s->read_rollup("plant", "", id, "v", rollup::minute_ns, old_day + 2 * hour_ns,
+                         old_day + 2 * hour_ns + 599 * second_ns);
+    EXPECT_TRUE(minutes.buckets.empty());
+  };
+  check_hours();
+  // A restart finds the series and its field in the summaries alone.
+  h.reopen();
+  check_hours();
+  EXPECT_EQ(h.s->series("plant", "m").size(), 1U);
+  EXPECT_EQ(h.s->fields("plant", "m").at("v"), field_type::floating);
+  EXPECT_EQ(h.s->stats().partitions, 2U);
+
+  // Hours kept three days: the five-day-old day keeps its daily bucket alone.
+  h.s->set_rollup_retention("plant",
+                            rollup_retention{{{rollup::hour_ns, 3 * day_ns}, {rollup::day_ns, 0}}});
+  h.s->enforce_retention();
+  EXPECT_EQ(tiers_in(old_file), (std::vector<std::int64_t>{rollup::day_ns}));
+  EXPECT_TRUE(h.s->read_rollup("plant", "", id, "v", rollup::hour_ns, old_day + 2 * hour_ns,
+                               old_day + 3 * hour_ns - 1)
+                  .buckets.empty());
+  EXPECT_EQ(h.s->read_rollup("plant", "", id, "v", rollup::day_ns, old_day, old_day + day_ns - 1)
+                .buckets.at(0)
+                .count,
+            3U * 360U);
+  // And days four: the day goes, file and directory.
+  h.s->set_rollup_retention(
+      "plant", rollup_retention{{{rollup::hour_ns, 3 * day_ns}, {rollup::day_ns, 4 * day_ns}}});
+  h.s->enforce_retention();
+  EXPECT_FALSE(fs::exists(old_file.parent_path()));
+  EXPECT_EQ(h.partition_files().size(), 1U);
+  EXPECT_EQ(h.floats("m", "v", "plant").size(), 1U);  // today's point stays
+}
+
+TEST(store, a_tier_kept_shorter_than_the_points_leaves_the_files_and_the_points_answer) {
+  harness h;
+  // Points for ever; minute summaries one day.
+  h.s->set_rollup_retention("nimbus", rollup_retention{{{rollup::minute_ns, day_ns}}});
+  const std::int64_t old_day = (h.now_ns() / day_ns) * day_ns - 5 * day_ns;
+  h.write("nimbus", "", three_hours_of_points(old_day));
+  h.s->flush();
+  const fs::path file = h.partition_files().at(0);
+  const std::vector<std::int64_t> every_tier(std::begin(rollup::tiers), std::end(rollup::tiers));
+  EXPECT_EQ(tiers_in(file), every_tier);
+  h.s->enforce_retention();
+  EXPECT_TRUE(has_points(file));
+  EXPECT_EQ(tiers_in(file), (std::vector<std::int64_t>{rollup::day_ns, rollup::hour_ns}));
+  EXPECT_EQ(h.read("m", "v").times.size(), 3U * 360U);
+  // A minute-grouped read gets the points where the minutes were.
+  const std::int64_t from = old_day + 2 * hour_ns;
+  const auto minutes = h.s->read_rollup("nimbus", "", series_id("m"), "v", rollup::minute_ns, from,
+                                        from + 10 * rollup::minute_ns - 1);
+  EXPECT_TRUE(minutes.buckets.empty());
+  ASSERT_EQ(minutes.raw.size(), 1U);
+  EXPECT_EQ(
+      h.read("m", "v", "nimbus", "", minutes.raw[0].first, minutes.raw[0].second).times.size(),
+      60U);
+  // Compaction of that day with a late point keeps the tiers the retention keeps.
+  h.write("nimbus", "", "m v=9 " + std::to_string(old_day + 2 * hour_ns + 5));
+  h.s->flush();
+  h.s->compact();
+  ASSERT_EQ(h.partition_files().size(), 1U);
+  EXPECT_EQ(tiers_in(h.partition_files()[0]),
+            (std::vector<std::int64_t>{rollup::day_ns, rollup::hour_ns}));
+  EXPECT_EQ(h.read("m", "v").times.size(), 3U * 360U + 1U);
 }
 
 TEST(store, creates_and_drops_databases_and_policies_with_influx_errors) {
