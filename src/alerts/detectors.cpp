@@ -402,14 +402,17 @@ bool decode_state(std::string_view data, condition_kind kind, std::uint32_t wind
 
 // ---- the state table --------------------------------------------------------------------------
 
-std::optional<std::uint32_t> state_table::find_series(std::string_view k) const {
+std::optional<std::uint32_t> state_table::find_series(std::uint64_t id, std::string_view k) const {
+  if (auto it = series_by_id_.find(id); it != series_by_id_.end() && series_[it->second].key == k)
+    return it->second;
   auto it = series_by_key_.find(k);
   if (it == series_by_key_.end()) return std::nullopt;
   return it->second;
 }
 
-std::uint32_t state_table::intern_series(std::string_view k, std::string_view device) {
-  if (auto it = series_by_key_.find(k); it != series_by_key_.end()) return it->second;
+std::uint32_t state_table::intern_series(std::uint64_t id, std::string_view k,
+                                         std::string_view device) {
+  if (auto found = find_series(id, k)) return *found;
   std::uint32_t slot;
   if (!free_series_.empty()) {
     slot = free_series_.back();
@@ -418,22 +421,37 @@ std::uint32_t state_table::intern_series(std::string_view k, std::string_view de
     slot = static_cast<std::uint32_t>(series_.size());
     series_.emplace_back();
   }
-  series_[slot] = series_entry{std::string(k), std::string(device), 0};
+  series_[slot] = series_entry{std::string(k), std::string(device), id, {}};
+  series_by_id_.try_emplace(id, slot);
   series_by_key_.emplace(std::string(k), slot);
   return slot;
 }
 
 void state_table::release_if_unused(std::uint32_t series_slot) {
   series_entry& entry = series_[series_slot];
-  if (entry.refs != 0) return;
+  if (!entry.states.empty()) return;
+  if (auto it = series_by_id_.find(entry.id);
+      it != series_by_id_.end() && it->second == series_slot)
+    series_by_id_.erase(it);
   series_by_key_.erase(entry.key);
   entry = series_entry{};
   free_series_.push_back(series_slot);
 }
 
+namespace {
+
+// A series' (rule, state) pairs at or after `rule`.
+auto states_from(std::vector<std::pair<std::uint32_t, std::uint32_t>>& states, std::uint32_t rule) {
+  return std::lower_bound(states.begin(), states.end(), rule,
+                          [](const auto& entry, std::uint32_t r) { return entry.first < r; });
+}
+
+}  // namespace
+
 detector_state* state_table::find(std::uint32_t rule, std::uint32_t series_slot) {
-  auto it = by_key_.find(key(rule, series_slot));
-  return it == by_key_.end() ? nullptr : &states_[it->second];
+  auto& states = series_[series_slot].states;
+  const auto it = states_from(states, rule);
+  return it == states.end() || it->first != rule ? nullptr : &states_[it->second];
 }
 
 detector_state& state_table::create(std::uint32_t rule, std::uint32_t series_slot) {
@@ -451,17 +469,19 @@ detector_state& state_table::create(std::uint32_t rule, std::uint32_t series_slo
   s.rule = rule;
   s.series = series_slot;
   s.is_live = true;
-  ++series_[series_slot].refs;
+  auto& states = series_[series_slot].states;
+  states.insert(states_from(states, rule), {rule, slot});
   ++live_;
-  by_key_.emplace(key(rule, series_slot), slot);
   return s;
 }
 
 void state_table::erase(detector_state& state) {
   NIMBUS_ASSERT(state.is_live);
   const std::uint32_t slot = state.slot, series_slot = state.series;
-  by_key_.erase(key(state.rule, series_slot));
-  --series_[series_slot].refs;
+  auto& states = series_[series_slot].states;
+  if (const auto it = states_from(states, state.rule);
+      it != states.end() && it->first == state.rule)
+    states.erase(it);
   release_if_unused(series_slot);
   state = detector_state{};
   free_states_.push_back(slot);
@@ -479,17 +499,28 @@ void state_table::mark_dirty(detector_state& state) {
   dirty_.push_back(state.slot);
 }
 
-std::vector<detector_state*> state_table::take_dirty() {
+void state_table::mark_urgent(detector_state& state) {
+  mark_dirty(state);
+  if (state.is_urgent) return;
+  state.is_urgent = true;
+  urgent_.push_back(state.slot);
+}
+
+std::vector<detector_state*> state_table::take_dirty(bool urgent_only) {
   std::vector<detector_state*> out;
-  out.reserve(dirty_.size());
-  // A slot freed and reused while dirty may be listed twice; the flag lists it once.
-  for (std::uint32_t slot : dirty_) {
+  auto& listed = urgent_only ? urgent_ : dirty_;
+  out.reserve(listed.size());
+  // A slot freed and reused while dirty may be listed twice; the flag lists it once. A state
+  // taken as urgent stays listed as dirty, unmarked: the next full take skips it.
+  for (std::uint32_t slot : listed) {
     detector_state& s = states_[slot];
-    if (!s.is_live || !s.is_dirty) continue;
+    if (!s.is_live || !s.is_dirty || (urgent_only && !s.is_urgent)) continue;
     s.is_dirty = false;
+    s.is_urgent = false;
     out.push_back(&s);
   }
-  dirty_.clear();
+  listed.clear();
+  if (!urgent_only) urgent_.clear();
   return out;
 }
 

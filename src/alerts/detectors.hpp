@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "alerts/rule.hpp"
@@ -80,6 +81,7 @@ struct detector_state {
   std::uint32_t series = 0;  // the state_table's series slot
   bool is_live = false;
   bool is_dirty = false;
+  bool is_urgent = false;  // dirty, and a timer changed: a checkpoint should not wait for it
 
   phase at = phase::normal;
   bool has_last = false;
@@ -148,17 +150,22 @@ using string_map = std::unordered_map<std::string, T, string_hash, std::equal_to
 struct series_entry {
   std::string key;
   std::string device;
-  std::uint32_t refs = 0;
+  std::uint64_t id = 0;  // what find_series() knows it by (the store's series id)
+  // Its states as (rule slot, state slot), by rule slot: a series has a few.
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> states;
 };
 
 // The (rule, series) states: stable slots (a state's address and slot never change while it
-// lives; the slot names its timer), found by (rule slot, series slot) through one integer hash,
-// and the series interned once for all rules. Tracks which states changed since take_dirty().
+// lives; the slot names its timer), found through their series, which are interned once for
+// all rules and found by the time-series store's 64-bit series id (an integer hash, where the
+// key's would hash and compare tens of bytes per point), the key confirming it. Tracks which
+// states changed since take_dirty().
 class state_table {
  public:
-  std::optional<std::uint32_t> find_series(std::string_view key) const;
+  // `id`: the store's id of `key` (tsdb::series_id(key) unless two keys met on one).
+  std::optional<std::uint32_t> find_series(std::uint64_t id, std::string_view key) const;
   // The series' slot, interning it (with no state yet) if new.
-  std::uint32_t intern_series(std::string_view key, std::string_view device);
+  std::uint32_t intern_series(std::uint64_t id, std::string_view key, std::string_view device);
   // Frees a series interned for a state that could not be created.
   void release_if_unused(std::uint32_t series_slot);
   const series_entry& series(std::uint32_t series_slot) const { return series_[series_slot]; }
@@ -177,21 +184,21 @@ class state_table {
   }
 
   void mark_dirty(detector_state& state);
-  // The live states marked dirty since the last call, unmarked.
-  std::vector<detector_state*> take_dirty();
+  bool has_dirty() const { return !dirty_.empty() || !urgent_.empty(); }
+  void mark_urgent(detector_state& state);  // and dirty
+  // The live states marked dirty (urgent_only: urgent) since the last call, unmarked.
+  std::vector<detector_state*> take_dirty(bool urgent_only = false);
 
  private:
-  static std::uint64_t key(std::uint32_t rule, std::uint32_t series_slot) {
-    return (std::uint64_t{rule} << 32) | series_slot;
-  }
-
   std::deque<detector_state> states_;  // a deque: growing never moves a state
   std::vector<std::uint32_t> free_states_;
-  std::unordered_map<std::uint64_t, std::uint32_t> by_key_;
   std::size_t live_ = 0;
   std::vector<std::uint32_t> dirty_;
+  std::vector<std::uint32_t> urgent_;
   std::vector<series_entry> series_;
   std::vector<std::uint32_t> free_series_;
+  std::unordered_map<std::uint64_t, std::uint32_t> series_by_id_;
+  // By key too: a key whose id another key holds (a hash collision) is found here.
   string_map<std::uint32_t> series_by_key_;
 };
 

@@ -80,6 +80,9 @@ struct rule_list {
   string_map<std::vector<std::uint32_t>> by_device;
 };
 
+// The rules naming one device, by field: a device has rules on a few fields, searched in turn.
+using device_rules = std::vector<std::pair<std::string, std::vector<std::uint32_t>>>;
+
 struct rule_slot {
   rule r;
   std::string database;  // the selection's, or the default
@@ -104,6 +107,7 @@ struct engine::impl {
     std::string_view given_key;  // the caller's series key, or `key` once made
     std::string key;
     bool has_key = false;
+    std::optional<std::uint64_t> given_id;  // the store's series id, or made from the key
     std::uint32_t series = no_slot;
     bool has_series = false;
     const std::vector<std::string>* groups = nullptr;
@@ -118,6 +122,10 @@ struct engine::impl {
       }
       return given_key;
     }
+    std::uint64_t id() {
+      if (!given_id) given_id = tsdb::series_id(series_key());
+      return *given_id;
+    }
     std::string_view device() { return device_tag ? *device_tag : series_key(); }
   };
 
@@ -126,7 +134,10 @@ struct engine::impl {
   std::vector<rule_slot> rules;
   std::vector<std::uint32_t> free_rules;
   std::map<std::string, std::uint32_t, std::less<>> rule_by_name;
-  string_map<rule_list> by_field;
+  // Points find their rules by device first (one lookup per point), then by field; rules for
+  // any device by field. Each list in rule name order.
+  string_map<device_rules> by_device;
+  string_map<std::vector<std::uint32_t>> any_device;
   rule_list presence_rules;  // offline
 
   group_lookup lookup;
@@ -146,51 +157,56 @@ struct engine::impl {
 
   // ---- rules and the index ----------------------------------------------------------------------
 
-  rule_list& list_of(const rule& r) {
-    if (r.when.kind == condition_kind::offline) return presence_rules;
-    return by_field[r.select.field];
-  }
-
   void insert_sorted(std::vector<std::uint32_t>& list, std::uint32_t index) {
+    if (std::find(list.begin(), list.end(), index) != list.end()) return;
     auto it = std::lower_bound(
         list.begin(), list.end(), index,
         [&](std::uint32_t a, std::uint32_t) { return rules[a].r.name < rules[index].r.name; });
     list.insert(it, index);
   }
 
+  static std::vector<std::uint32_t>& rules_of(device_rules& fields, const std::string& field) {
+    for (auto& [name, list] : fields)
+      if (name == field) return list;
+    return fields.emplace_back(field, std::vector<std::uint32_t>{}).second;
+  }
+
   void index_rule(std::uint32_t index) {
     const rule& r = rules[index].r;
-    rule_list& list = list_of(r);
-    if (r.select.devices.empty()) {
-      insert_sorted(list.any_device, index);
+    if (r.when.kind == condition_kind::offline) {
+      if (r.select.devices.empty()) return insert_sorted(presence_rules.any_device, index);
+      for (const auto& device : r.select.devices)
+        insert_sorted(presence_rules.by_device[device], index);
       return;
     }
-    for (const auto& device : r.select.devices) {
-      auto& entries = list.by_device[device];
-      if (std::find(entries.begin(), entries.end(), index) == entries.end())
-        insert_sorted(entries, index);
-    }
+    if (r.select.devices.empty()) return insert_sorted(any_device[r.select.field], index);
+    for (const auto& device : r.select.devices)
+      insert_sorted(rules_of(by_device[device], r.select.field), index);
   }
 
   void unindex_rule(std::uint32_t index) {
     const rule& r = rules[index].r;
-    const bool is_presence = r.when.kind == condition_kind::offline;
-    auto field_it = by_field.end();
-    rule_list* list = &presence_rules;
-    if (!is_presence) {
-      field_it = by_field.find(r.select.field);
-      if (field_it == by_field.end()) return;
-      list = &field_it->second;
+    if (r.when.kind == condition_kind::offline) {
+      std::erase(presence_rules.any_device, index);
+      for (const auto& device : r.select.devices) {
+        auto it = presence_rules.by_device.find(device);
+        if (it == presence_rules.by_device.end()) continue;
+        std::erase(it->second, index);
+        if (it->second.empty()) presence_rules.by_device.erase(it);
+      }
+      return;
     }
-    std::erase(list->any_device, index);
-    for (const auto& device : r.select.devices) {
-      auto it = list->by_device.find(device);
-      if (it == list->by_device.end()) continue;
+    if (auto it = any_device.find(r.select.field); it != any_device.end()) {
       std::erase(it->second, index);
-      if (it->second.empty()) list->by_device.erase(it);
+      if (it->second.empty()) any_device.erase(it);
     }
-    if (!is_presence && list->any_device.empty() && list->by_device.empty())
-      by_field.erase(field_it);
+    for (const auto& device : r.select.devices) {
+      auto it = by_device.find(device);
+      if (it == by_device.end()) continue;
+      for (auto& [field, list] : it->second) std::erase(list, index);
+      std::erase_if(it->second, [](const auto& entry) { return entry.second.empty(); });
+      if (it->second.empty()) by_device.erase(it);
+    }
   }
 
   static constexpr std::size_t max_cached_devices = 100'000;
@@ -264,15 +280,20 @@ struct engine::impl {
   // ---- timers ---------------------------------------------------------------------------------
 
   void arm(detector_state& s, std::int64_t at_ms) {
-    if (s.deadline_ms != at_ms && rules[s.rule].r.when.kind != condition_kind::no_data)
+    if (s.deadline_ms != at_ms && rules[s.rule].r.when.kind != condition_kind::no_data) {
       ++counters.timer_changes;
+      table.mark_urgent(s);
+    }
     s.deadline_ms = at_ms;
     timers.set(s.slot, at_ms);
   }
 
   void disarm(detector_state& s) {
     if (s.deadline_ms == no_deadline) return;
-    if (rules[s.rule].r.when.kind != condition_kind::no_data) ++counters.timer_changes;
+    if (rules[s.rule].r.when.kind != condition_kind::no_data) {
+      ++counters.timer_changes;
+      table.mark_urgent(s);
+    }
     s.deadline_ms = no_deadline;
     timers.cancel(s.slot);
   }
@@ -553,7 +574,7 @@ struct engine::impl {
     rule_slot& slot = rules[index];
     if (!selects(slot, ctx)) return;
     if (!ctx.has_series) {
-      ctx.series = table.find_series(ctx.series_key()).value_or(no_slot);
+      ctx.series = table.find_series(ctx.id(), ctx.series_key()).value_or(no_slot);
       ctx.has_series = true;
     }
     detector_state* s = ctx.series == no_slot ? nullptr : table.find(index, ctx.series);
@@ -562,7 +583,8 @@ struct engine::impl {
         ++counters.states_refused;
         return;
       }
-      if (ctx.series == no_slot) ctx.series = table.intern_series(ctx.series_key(), ctx.device());
+      if (ctx.series == no_slot)
+        ctx.series = table.intern_series(ctx.id(), ctx.series_key(), ctx.device());
       s = create_state(index, ctx.series);
       if (s == nullptr) return;
     } else if (s->has_last && ctx.time_ms < s->last_point_ms) {
@@ -591,18 +613,10 @@ struct engine::impl {
     table.mark_dirty(*s);
   }
 
-  void offer_all(const rule_list& list, point_context& ctx, double value) {
-    for (std::uint32_t index : list.any_device) offer(index, ctx, value);
-    if (list.by_device.empty()) return;
-    auto it = list.by_device.find(ctx.device());
-    if (it == list.by_device.end()) return;
-    for (std::uint32_t index : it->second) offer(index, ctx, value);
-  }
-
   void presence(std::uint32_t index, std::string_view device, bool connected, std::int64_t at) {
     const rule& r = rules[index].r;
     if (!r.select.groups.empty() && !in_any_group(r.select, groups_of(device))) return;
-    const std::uint32_t series_slot = table.intern_series(device, device);
+    const std::uint32_t series_slot = table.intern_series(tsdb::series_id(device), device, device);
     detector_state* s = table.find(index, series_slot);
     if (s == nullptr) {
       s = create_state(index, series_slot);
@@ -739,13 +753,18 @@ void engine::groups_changed(std::int64_t now_ms) {
 }
 
 void engine::on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms,
-                      std::string_view series_key) {
+                      std::string_view series_key, std::optional<std::uint64_t> series_id) {
   auto& m = *impl_;
   impl::point_context ctx{database, p,
                           p.timestamp_ns ? floor_div(*p.timestamp_ns, ns_per_ms) : now_ms, now_ms};
   ctx.given_key = series_key;
+  if (!series_key.empty()) ctx.given_id = series_id;
   for (const auto& [key, value] : p.tags)
     if (key == m.settings.device_tag) ctx.device_tag = value;
+  const device_rules* of_device = nullptr;
+  if (!m.by_device.empty()) {
+    if (auto it = m.by_device.find(ctx.device()); it != m.by_device.end()) of_device = &it->second;
+  }
   for (const auto& [name, value] : p.fields) {
     ++m.counters.points;
     const auto number = numeric(value);
@@ -753,8 +772,14 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
       ++m.counters.non_finite;
       continue;
     }
-    auto it = m.by_field.find(std::string_view(name));
-    if (it != m.by_field.end()) m.offer_all(it->second, ctx, *number);
+    if (!m.any_device.empty()) {
+      if (auto it = m.any_device.find(std::string_view(name)); it != m.any_device.end())
+        for (std::uint32_t index : it->second) m.offer(index, ctx, *number);
+    }
+    if (of_device == nullptr) continue;
+    for (const auto& [field, list] : *of_device)
+      if (field == name)
+        for (std::uint32_t index : list) m.offer(index, ctx, *number);
   }
 }
 
@@ -860,10 +885,14 @@ std::vector<event> engine::take_events() {
   return std::exchange(impl_->events, {});
 }
 
-std::vector<saved_state> engine::take_dirty_states() {
+bool engine::has_dirty_states() const {
+  return !impl_->deleted.empty() || impl_->table.has_dirty();
+}
+
+std::vector<saved_state> engine::take_dirty_states(bool urgent_only) {
   auto& m = *impl_;
   std::vector<saved_state> out = std::exchange(m.deleted, {});
-  for (detector_state* s : m.table.take_dirty()) {
+  for (detector_state* s : m.table.take_dirty(urgent_only)) {
     const rule_slot& r = m.rules[s->rule];
     const series_entry& entry = m.table.series(s->series);
     out.push_back(saved_state{r.r.name, entry.key, encode_state(r.r.when.kind, *s, entry.device)});
@@ -909,7 +938,8 @@ void engine::restore_state(const saved_state& saved) {
   detector_state decoded;
   std::string device;
   if (!decode_state(saved.data, r.when.kind, r.when.window, decoded, device)) return;
-  const std::uint32_t series_slot = m.table.intern_series(saved.series, device);
+  const std::uint32_t series_slot =
+      m.table.intern_series(tsdb::series_id(saved.series), saved.series, device);
   detector_state* s = m.table.find(index, series_slot);
   if (s == nullptr) s = m.create_state(index, series_slot);
   if (s == nullptr) return m.table.release_if_unused(series_slot);

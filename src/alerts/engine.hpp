@@ -142,9 +142,10 @@ class engine {
 
   // ---- input. A point the store accepted in `database`: each numeric field value (float,
   // integer, unsigned; booleans and strings skipped) goes to the rules selecting it.
-  // `series_key`: tsdb::series_key(p) when the caller has it (else it is made when needed).
+  // `series_key`: tsdb::series_key(p) when the caller has it (else it is made when needed);
+  // `series_id`: the store's id of that key, with it (else tsdb::series_id of the key).
   void on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms,
-                std::string_view series_key = {});
+                std::string_view series_key = {}, std::optional<std::uint64_t> series_id = {});
   // A lifecycle event: the device (MQTT client id) connected or disconnected at `at_ms`.
   void on_presence(std::string_view device_id, bool connected, std::int64_t at_ms);
   // Fires every deadline <= now_ms (pending periods, no-data, offline, escalation after).
@@ -167,7 +168,10 @@ class engine {
 
   // ---- what changed, for the owner to store and send
   std::vector<event> take_events();
-  std::vector<saved_state> take_dirty_states();
+  // urgent_only: those whose timers changed (pending periods; engine_counters::timer_changes),
+  // what a checkpoint must not wait for; the others stay dirty. States gone go either way.
+  std::vector<saved_state> take_dirty_states(bool urgent_only = false);
+  bool has_dirty_states() const;
 
   // ---- after a restart, before any input: the alerts (open ones and recently cleared), the
   // next id, and the checkpointed states (those of rules no longer present are ignored).

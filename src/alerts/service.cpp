@@ -31,6 +31,7 @@ struct point_batch {
   std::string database;
   std::shared_ptr<const std::vector<tsdb::point>> points;
   std::shared_ptr<const std::vector<std::string>> keys;  // their series keys, if the store has them
+  std::shared_ptr<const std::vector<std::uint64_t>> ids;  // and the keys' series ids, if it has
   std::size_t count = 0;
 };
 struct presence_event {
@@ -259,7 +260,10 @@ void service::observe(const tsdb::written_batch& batch) {
   picked.points = batch.shared_points != nullptr
                       ? batch.shared_points
                       : std::make_shared<const std::vector<tsdb::point>>(*batch.points);
-  if (batch.shared_points != nullptr) picked.keys = batch.shared_keys;
+  if (batch.shared_points != nullptr) {
+    picked.keys = batch.shared_keys;
+    if (picked.keys != nullptr) picked.ids = batch.shared_ids;
+  }
   picked.count = picked.points->size();
   const std::size_t count = picked.count;
   inbox_->push(std::move(picked), count);
@@ -356,10 +360,14 @@ void service::iterate(inputs& work) {
   try {
     for (const auto& in : work.data) {
       if (const auto* batch = std::get_if<point_batch>(&in)) {
-        for (std::size_t i = 0; i < batch->count; ++i)
-          engine_.on_point(
-              batch->database, (*batch->points)[i], now,
-              batch->keys != nullptr ? std::string_view((*batch->keys)[i]) : std::string_view());
+        for (std::size_t i = 0; i < batch->count; ++i) {
+          if (batch->keys == nullptr)
+            engine_.on_point(batch->database, (*batch->points)[i], now);
+          else
+            engine_.on_point(
+                batch->database, (*batch->points)[i], now, (*batch->keys)[i],
+                batch->ids != nullptr ? std::optional((*batch->ids)[i]) : std::nullopt);
+        }
       } else {
         const auto& event = std::get<presence_event>(in);
         on_presence(event.device, event.session, event.connected,
@@ -398,7 +406,8 @@ void service::iterate(inputs& work) {
 std::int64_t service::next_wake_ms(std::int64_t now) const {
   std::int64_t next = now + 1000;
   if (const auto deadline = engine_.next_deadline()) next = std::min(next, *deadline);
-  if (!unsaved_states_.empty()) next = std::min(next, next_checkpoint_ms_);
+  if (!unsaved_states_.empty() || engine_.has_dirty_states())
+    next = std::min(next, next_checkpoint_ms_);
   if (sending_ < settings_.max_sending)
     if (const auto due = outbox_.next_due()) next = std::min(next, *due);
   return next;

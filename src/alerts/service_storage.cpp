@@ -294,17 +294,18 @@ void service::forget_states(const std::string& rule_name) {
 
 storage::ticket service::persist(std::int64_t now, bool force_states) {
   auto events = engine_.take_events();
-  for (auto& s : engine_.take_dirty_states()) note_state(std::move(s));
   const std::uint64_t timers = engine_.counters().timer_changes;
-  // States go with any event, at once when a pending period began or ended (what a crash must
-  // not lose: engine_counters::timer_changes), and every checkpoint_interval otherwise.
-  const bool states_due =
-      force_states || !events.empty() || timers != timers_at_save_ || now >= next_checkpoint_ms_;
-  const bool writes_states = states_due && !unsaved_states_.empty();
-  if (states_due) {
+  // Every changed state goes with any event and every checkpoint_interval; in between, at once,
+  // those whose pending period began or ended (what a crash must not lose). Baselines that only
+  // drifted wait in the engine, taken (encoded) once per checkpoint rather than per batch.
+  const bool all_due = force_states || !events.empty() || now >= next_checkpoint_ms_;
+  const bool urgent_due = timers != timers_at_save_;
+  if (all_due || urgent_due) {
+    for (auto& s : engine_.take_dirty_states(!all_due)) note_state(std::move(s));
     timers_at_save_ = timers;
-    next_checkpoint_ms_ = now + settings_.checkpoint_interval.count();
   }
+  if (all_due) next_checkpoint_ms_ = now + settings_.checkpoint_interval.count();
+  const bool writes_states = (all_due || urgent_due) && !unsaved_states_.empty();
   if (events.empty() && staged_.empty() && !writes_states) return {};
 
   std::map<std::uint64_t, alert> alerts;  // the latest step of each

@@ -731,8 +731,10 @@ struct store::impl {
 
   void note_applied(std::uint64_t end) { applied_end = std::max(applied_end, end); }
 
+  // `ids` (as many as the points, or none): each point's series id, for the observer.
   void apply(database_state& db, policy_state& rp, const std::vector<point>& points,
-             const std::vector<std::string>& keys, std::uint64_t offset) {
+             const std::vector<std::string>& keys, std::uint64_t offset,
+             std::span<std::uint64_t> ids = {}) {
     write_buffer& live = rp.live;
     if (live.series.empty() && !oldest_buffered) oldest_buffered = clock.now();
     live.first_wal_offset = std::min(live.first_wal_offset, offset);
@@ -743,6 +745,7 @@ struct store::impl {
       if (!p.timestamp_ns) continue;  // write() and the parser always set it
       const std::int64_t time = *p.timestamp_ns;
       const std::uint64_t id = register_series(db, keys[i], &p);
+      if (!ids.empty()) ids[i] = id;
       auto [buffered, is_new] = live.series.try_emplace(id);
       if (is_new) {
         buffered->second.key_bytes = keys[i].size() + entry_bytes;
@@ -999,6 +1002,7 @@ struct store::impl {
     std::uint64_t policy_incarnation = 0;
     std::vector<point> points;
     std::vector<std::string> keys;
+    std::vector<std::uint64_t> ids;  // of the keys, once applied
   };
 
   // On the committer's thread.
@@ -1023,7 +1027,8 @@ struct store::impl {
       auto* rp = find_exact(batch.database, batch.database_incarnation, batch.policy,
                             batch.policy_incarnation);
       if (rp != nullptr) {
-        apply(*find_database(batch.database), *rp, batch.points, batch.keys, offset);
+        shared->ids.resize(batch.points.size());
+        apply(*find_database(batch.database), *rp, batch.points, batch.keys, offset, shared->ids);
         is_applied = true;
       }
     }
@@ -1035,7 +1040,8 @@ struct store::impl {
                           std::shared_ptr<const std::vector<point>>(shared, &batch.points),
                           batch.keys.size() == batch.points.size()
                               ? std::shared_ptr<const std::vector<std::string>>(shared, &batch.keys)
-                              : nullptr});
+                              : nullptr,
+                          std::shared_ptr<const std::vector<std::uint64_t>>(shared, &batch.ids)});
       if (live_bytes.load() >= settings.cache_snapshot_memory) request_flush();
     }
     done(std::move(outcome));

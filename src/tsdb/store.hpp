@@ -121,9 +121,11 @@ struct written_batch {
   std::string retention_policy;
   const std::vector<point>* points = nullptr;  // valid during the call only
   // The same points, for an observer that keeps them past the call (no copy; never changed),
-  // and their series keys (series_key() of each), when the store has them.
+  // and their series keys (series_key() of each) and ids in the database, when the store has
+  // them (an id is series_id(key) unless another key of the database had it first).
   std::shared_ptr<const std::vector<point>> shared_points;
   std::shared_ptr<const std::vector<std::string>> shared_keys;
+  std::shared_ptr<const std::vector<std::uint64_t>> shared_ids;
 };
 using write_observer = std::function<void(const written_batch&)>;
 

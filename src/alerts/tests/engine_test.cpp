@@ -452,6 +452,28 @@ TEST(engine, dirty_states_are_handed_over_once_and_deletions_as_empty_data) {
   EXPECT_TRUE(third[1].data.empty());
 }
 
+TEST(engine, urgent_states_are_those_whose_pending_period_began_or_ended) {
+  engine e({});
+  e.put_rule(rule_of(R"({"name":"hot","condition":{"type":"threshold","operator":">","value":35,)"
+                     R"("for":"1m"},"selection":{"field":"temperature"}})"),
+             0);
+  e.on_point("nimbus", reading("dev1", 20, 0), 0);
+  e.on_point("nimbus", reading("dev2", 40, 0), 0);  // its raise pending begins
+  EXPECT_TRUE(e.has_dirty_states());
+  auto urgent = e.take_dirty_states(true);
+  ASSERT_EQ(urgent.size(), 1u);
+  EXPECT_EQ(urgent[0].series, "sensor_data,device_id=dev2");
+  EXPECT_TRUE(e.take_dirty_states(true).empty());
+  // dev1's reading only moved its state: it waits for the next full take, once.
+  e.on_point("nimbus", reading("dev2", 20, 1), 0);  // the pending ends
+  auto all = e.take_dirty_states();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].series, "sensor_data,device_id=dev1");
+  EXPECT_EQ(all[1].series, "sensor_data,device_id=dev2");
+  EXPECT_FALSE(e.has_dirty_states());
+  EXPECT_TRUE(e.take_dirty_states(true).empty());
+}
+
 TEST(engine, restore_ignores_unknown_rules_and_damaged_states_and_never_reuses_ids) {
   engine e({});
   e.put_rule(rule_of(hot_rule), 0);

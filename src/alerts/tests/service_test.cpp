@@ -128,7 +128,7 @@ class alerts_service_test : public ::testing::Test {
   void write(std::string_view lines) {
     auto parsed = tsdb::parse_lines(lines, tsdb::precision::ns, clock_.unix_millis() * 1'000'000);
     ASSERT_TRUE(parsed.errors.empty()) << parsed.errors[0].reason;
-    service_->observe(tsdb::written_batch{"nimbus", "autogen", &parsed.points, {}, {}});
+    service_->observe(tsdb::written_batch{"nimbus", "autogen", &parsed.points, {}, {}, {}});
   }
 
   void settle() { ASSERT_TRUE(service_->sync()); }
