@@ -21,8 +21,12 @@ constexpr std::int64_t hour_ns = 3'600'000'000'000;
 std::optional<std::int64_t> parse_retention(std::string_view text) {
   if (text == "inf" || text == "INF") return 0;
   if (text.size() > 1 && text.size() < 5 && text.back() == 'y' &&
-      std::all_of(text.begin(), text.end() - 1, [](char c) { return c >= '0' && c <= '9'; }))
-    return std::stoll(std::string(text.substr(0, text.size() - 1))) * 365 * 24 * hour_ns;
+      std::all_of(text.begin(), text.end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
+    const std::int64_t years = std::stoll(std::string(text.substr(0, text.size() - 1)));
+    // 200 years of ns fit an int64 (292 do); more is "inf".
+    if (years < 1 || years > 200) return std::nullopt;
+    return years * 365 * 24 * hour_ns;
+  }
   const auto duration = influxql::parse_duration(text);
   if (!duration || *duration < hour_ns) return std::nullopt;
   return duration;
@@ -34,7 +38,7 @@ bool parse_rollups(const boost::json::value& value, rollup_retention& out, std::
       {"1m", rollup::minute_ns}, {"1h", rollup::hour_ns}, {"1d", rollup::day_ns}};
   const std::string usage =
       "rollups must be a list of \"TIER:DURATION\" strings, TIER 1m, 1h or 1d, DURATION \"inf\" "
-      "or 1h or more (\"1m:30d\", \"1h:1y\")";
+      "or 1h to 200y (\"1m:30d\", \"1h:1y\")";
   if (!value.is_array()) {
     error = usage;
     return false;

@@ -2031,6 +2031,13 @@ error_text run_aggregate_group(select_context& ctx, const target& t, const serie
         if (auto error = ctx.read(t, *series.info, call.field, column); !error.empty())
           return error;
         if (!column.times.empty()) earliest = std::min(earliest, column.times.front());
+        // Days whose points expired may keep their rollups (rollup retention).
+        if (ctx.options.use_rollups && t.fields.count(call.field)) {
+          const auto summary = ctx.s.read_rollup(t.database, t.policy, series.info->id, call.field,
+                                                 rollup::day_ns, ctx.range.min, ctx.read_max);
+          if (!summary.buckets.empty())
+            earliest = std::min(earliest, summary.buckets.front().first_time);
+        }
       }
     }
     if (earliest == std::numeric_limits<std::int64_t>::max()) return {};

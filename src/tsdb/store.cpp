@@ -1344,6 +1344,16 @@ struct store::impl {
     });
   }
 
+  // Whether a day's files have anything rollups summarise (numeric points, or rollups).
+  static bool is_summarisable(const std::vector<partition_file>& files) {
+    return std::any_of(files.begin(), files.end(), [](const partition_file& f) {
+      return !f.file->rollups().empty() ||
+             std::any_of(
+                 f.file->blocks().begin(), f.file->blocks().end(),
+                 [](const partition::block_info& b) { return rollup::has_rollups(b.type); });
+    });
+  }
+
   struct compaction {
     std::string database;
     std::string policy;
@@ -1395,6 +1405,16 @@ struct store::impl {
   // between the two leaves files whose data the newest already holds: still correct. A block or
   // rollup that does not read leaves the day as it is: what cannot be read is not thrown away.
   bool rewrite_day(const compaction& c) {
+    // A summary file (no points: a day's rollups that outlived them) holds every older file of
+    // its day, which a crash may have left beside it: their points are in its buckets already.
+    // A day with one stays a summary; points written into it after a policy grew stay apart.
+    std::uint64_t summary_generation = 0;
+    for (const auto& f : c.files)
+      if (f.file->blocks().empty()) summary_generation = f.generation;
+    if (summary_generation != 0 && c.shape.has_points) return false;
+    const auto is_summarised = [summary_generation](const partition_file& f) {
+      return f.generation <= summary_generation;
+    };
     const std::uint64_t generation = c.files.back().generation;
     const fs::path path = c.dir / generation_name(generation);
     std::error_code error;
@@ -1418,7 +1438,9 @@ struct store::impl {
     }
     for (const auto& [key, source] : columns) {
       point_run all;
+      bool is_unreadable = false;
       for (const auto& f : c.files) {
+        if (is_summarised(f)) continue;
         point_run from_file;
         for (const auto& b : f.file->find(key.first, key.second)) {
           auto decoded = f.file->read(b);
@@ -1426,6 +1448,11 @@ struct store::impl {
             if (f.file->is_first_failure(b.offset))
               spdlog::error("tsdb_block_unreadable file={} offset={} error=\"{}\"",
                             f.file->path().string(), b.offset, *why);
+            // Expired points that cannot be read are not summarised; kept ones stay as they are.
+            if (!c.shape.has_points) {
+              is_unreadable = true;
+              break;
+            }
             spdlog::warn("tsdb_compaction_skipped dir={} reason=unreadable_block", c.dir.string());
             return false;
           }
@@ -1436,8 +1463,14 @@ struct store::impl {
             from_file.values.push_back(std::move(points.values[i]));
           }
         }
+        if (is_unreadable) break;
         sort_unique(from_file);
         all = merge_runs(std::move(all), std::move(from_file));
+      }
+      if (is_unreadable) {
+        spdlog::warn("tsdb_rollups_lost dir={} series={} field={} reason=unreadable_block",
+                     c.dir.string(), key.first, key.second);
+        all = point_run{};
       }
       if (c.shape.has_points && !all.times.empty()) {
         if (auto add_error = out->add_points(key.first, source.series_key, key.second, source.type,
@@ -1451,10 +1484,10 @@ struct store::impl {
       for (const std::int64_t tier : c.shape.tiers) {
         std::vector<rollup::bucket> buckets;
         if (!all.times.empty()) buckets = rollup::compute(source.type, all.times, all.values, tier);
-        // What files whose points are gone still summarise of the column (their day expired).
+        // What the newest summary file keeps of the column (it holds the older ones).
         std::map<std::int64_t, rollup::bucket> kept;
         for (const auto& f : c.files) {
-          if (!f.file->find(key.first, key.second).empty()) continue;
+          if (f.generation != summary_generation) continue;
           for (const auto& r : f.file->find_rollups(key.first, key.second, tier)) {
             if (r.type != source.type) continue;
             auto read = f.file->read_rollup(r);
@@ -1552,7 +1585,7 @@ struct store::impl {
           for (auto day = rp->days.begin(); day != rp->days.end();) {
             const day_shape shape = shape_of(db_name, rp->policy, day->first, now_ns);
             const fs::path dir = policy_dir(db_name, policy_name) / day_name(day->first);
-            if (!shape.has_points && shape.tiers.empty()) {
+            if (!shape.has_points && (shape.tiers.empty() || !is_summarisable(day->second))) {
               expired.push_back(dir);
               day = rp->days.erase(day);
               continue;
@@ -2573,7 +2606,12 @@ rollup_column store::read_rollup(const std::string& database_name, const std::st
     auto& slot = decoded[key];
     const auto entries = file.find_rollups(series_id, field, tier);
     if (entries.size() != 1) {
-      if (file.find(series_id, field).empty()) slot.emplace();  // nothing to summarise
+      // Nothing to summarise, unless the file's points expired and a finer tier outlived them.
+      const bool has_finer =
+          std::any_of(std::begin(rollup::tiers), std::end(rollup::tiers), [&](std::int64_t finer) {
+            return finer < tier && !file.find_rollups(series_id, field, finer).empty();
+          });
+      if (file.find(series_id, field).empty() && !has_finer) slot.emplace();
       return slot;
     }
     auto read = file.read_rollup(entries.front());
@@ -2586,10 +2624,11 @@ rollup_column store::read_rollup(const std::string& database_name, const std::st
     slot = std::move(std::get<std::vector<rollup::bucket>>(read));
     return slot;
   };
-  // The bucket [start, start + tier) from every file of its day. A file without the tier has
-  // no finer one either (a tier is kept when its buckets average enough points, which finer ones
-  // average fewer of): read its points. Overwritten or buffered points may be clean at a finer
-  // tier.
+  // The bucket [start, start + tier) from every file of its day. A file with points but without
+  // the tier has no finer one either (a tier is kept when its buckets average enough points,
+  // which finer ones average fewer of): read its points. A file whose points expired may keep
+  // finer tiers only (rollup retention): ask them. Overwritten or buffered points may be clean at a
+  // finer tier.
   enum class verdict { summarised, empty, finer, raw };
   rollup::bucket merged;
   const auto answer = [&](std::int64_t start, std::int64_t tier) -> verdict {
@@ -2602,7 +2641,9 @@ rollup_column store::read_rollup(const std::string& database_name, const std::st
     for (const auto& file : day->second) {
       const auto& buckets = buckets_of(*file, tier);
       if (!buckets) {
-        for (const auto& b : file->find(series_id, field))
+        const auto blocks = file->find(series_id, field);
+        if (blocks.empty()) return verdict::finer;  // summaries of expired points, finer ones
+        for (const auto& b : blocks)
           if (b.max_time >= start && b.min_time <= end) return verdict::raw;
         continue;
       }

@@ -615,6 +615,56 @@ TEST(store, rollups_outlive_their_points_as_long_as_their_retention_says) {
   EXPECT_EQ(h.floats("m", "v", "plant").size(), 1U);  // today's point stays
 }
 
+TEST(store, a_summarised_day_answers_coarser_reads_from_finer_tiers_and_counts_each_point_once) {
+  harness h;
+  // Points two days; hours for ever; days (not named) as long as the points.
+  ASSERT_EQ(h.create_database("plant", retention_policy{"autogen", 0, 0, 1, true}), std::nullopt);
+  h.s->set_rollup_retention("plant", rollup_retention{{{rollup::hour_ns, 0}}});
+  const std::int64_t old_day = (h.now_ns() / day_ns) * day_ns - 5 * day_ns;
+  const std::string lines = three_hours_of_points(old_day);
+  const std::size_t half = lines.find('\n', lines.size() / 2) + 1;
+  h.write("plant", "", lines.substr(0, half));
+  h.s->flush();
+  h.write("plant", "", lines.substr(half));
+  h.s->flush();  // two files in the day
+  auto files = h.partition_files();
+  ASSERT_EQ(files.size(), 2U);
+  const fs::path older = files[0];
+  const fs::path kept_aside = h.settings.dir / "older.tsp";
+  fs::copy_file(older, kept_aside);
+  ASSERT_EQ(h.change([&h](store::on_done done) {
+    h.s->alter_retention_policy("plant", "autogen", 2 * day_ns, day_ns, std::nullopt, false,
+                                std::move(done));
+  }),
+            std::nullopt);
+  h.s->enforce_retention();
+  files = h.partition_files();
+  ASSERT_EQ(files.size(), 1U);
+  EXPECT_EQ(tiers_in(files[0]), (std::vector<std::int64_t>{rollup::hour_ns}));
+  const auto id = series_id("m");
+  const auto counted = [&] {
+    const auto day =
+        h.s->read_rollup("plant", "", id, "v", rollup::day_ns, old_day, old_day + day_ns - 1);
+    std::uint64_t count = 0;
+    for (const auto& b : day.buckets) count += b.count;
+    return std::pair(day.buckets.size(), count);
+  };
+  // The day tier is gone: a whole-day read is answered by the three hours.
+  EXPECT_EQ(counted(), std::pair(std::size_t{3}, std::uint64_t{3 * 360}));
+  // A crash between the rename and the deletions leaves the older file with its points beside
+  // the summary: the next pass must not count them twice.
+  h.close();
+  fs::copy_file(kept_aside, older);
+  h.open();
+  h.s->set_rollup_retention("plant", rollup_retention{{{rollup::hour_ns, 0}}});  // as at a start
+  EXPECT_EQ(h.partition_files().size(), 2U);
+  // Until the next pass the overlap reads finer (some of it lost), never twice.
+  EXPECT_LE(counted().second, 3U * 360U);
+  h.s->enforce_retention();
+  ASSERT_EQ(h.partition_files().size(), 1U);
+  EXPECT_EQ(counted(), std::pair(std::size_t{3}, std::uint64_t{3 * 360}));
+}
+
 TEST(store, a_tier_kept_shorter_than_the_points_leaves_the_files_and_the_points_answer) {
   harness h;
   // Points for ever; minute summaries one day.
