@@ -683,31 +683,74 @@ struct store::impl {
   // SQLite. A type taken by a point whose batch then fails in the WAL stays: InfluxDB keeps a
   // type once a write created it, too. `new_keys` (null at replay, which checks no limit) holds
   // the series this batch creates. Points before `min_time` are past the policy's retention.
+  // What check_point() keeps between the points of one write: the last measurement's known
+  // fields (a write's points are mostly of one measurement), and whether the lock was shared.
+  struct check_scope {
+    std::unordered_set<std::string>* new_keys = nullptr;  // series the write adds (null: replay)
+    std::vector<field_row>* new_fields = nullptr;
+    bool is_shared = false;     // state_mutex held shared: nothing may be added
+    bool needs_adding = false;  // shared, and a point has a field or measurement to add
+    const std::string* measurement = nullptr;
+    std::map<std::string, field_type>* known = nullptr;
+  };
+
+  // nullopt when the point may be taken (its new fields added to the database), else
+  // InfluxDB's reason. `id` (if given): the point's series id when the series exists, else 0.
+  // Shared: a point that would add a field stops the check (scope.needs_adding).
   std::optional<std::string> check_point(database_state& db, const point& p, const std::string& key,
-                                         std::int64_t min_time,
-                                         std::unordered_set<std::string>* new_keys,
-                                         std::vector<field_row>& new_fields) {
+                                         std::int64_t min_time, check_scope& scope,
+                                         std::uint64_t* id = nullptr) {
     if (p.measurement.empty()) return std::string("missing measurement");
     if (p.fields.empty()) return std::string("missing fields");
     if (p.timestamp_ns && *p.timestamp_ns < min_time)
       return std::string("points beyond retention policy");
+    bool is_new_series = false;
+    if (scope.new_keys != nullptr) {
+      const auto found = db.ids.find(key);
+      if (found != db.ids.end()) {
+        if (id != nullptr) *id = found->second;
+      } else {
+        is_new_series = !scope.new_keys->contains(key);
+      }
+    }
     const std::size_t max_series = settings.max_series_per_database;
-    const bool is_new_series =
-        new_keys != nullptr && !db.ids.contains(key) && !new_keys->contains(key);
-    if (is_new_series && max_series != 0 && db.series.size() + new_keys->size() >= max_series)
+    if (is_new_series && max_series != 0 && db.series.size() + scope.new_keys->size() >= max_series)
       return "max-series-per-database limit exceeded: (" + std::to_string(max_series) + ")";
-    auto& known = db.fields[p.measurement];
+    if (scope.measurement == nullptr || *scope.measurement != p.measurement) {
+      auto known = db.fields.find(p.measurement);
+      if (known == db.fields.end()) {
+        if (scope.is_shared) {
+          scope.needs_adding = true;
+          return std::nullopt;
+        }
+        known = db.fields.emplace(p.measurement, std::map<std::string, field_type>{}).first;
+      }
+      scope.measurement = &known->first;
+      scope.known = &known->second;
+    }
+    auto& known = *scope.known;
+    bool has_new_field = false;
     for (const auto& [name, value] : p.fields) {
       const auto found = known.find(name);
-      if (found == known.end() || found->second == type_of(value)) continue;
+      if (found == known.end()) {
+        has_new_field = true;
+        continue;
+      }
+      if (found->second == type_of(value)) continue;
       return "field type conflict: input field \"" + name + "\" on measurement \"" + p.measurement +
              "\" is type " + std::string(name_of(type_of(value))) + ", already exists as type " +
              std::string(name_of(found->second));
     }
-    if (is_new_series) new_keys->insert(key);
-    for (const auto& [name, value] : p.fields) {
-      if (known.emplace(name, type_of(value)).second)
-        new_fields.push_back(field_row{db.name, p.measurement, name, type_of(value)});
+    if (has_new_field && scope.is_shared) {
+      scope.needs_adding = true;
+      return std::nullopt;
+    }
+    if (is_new_series) scope.new_keys->insert(key);
+    if (has_new_field) {
+      for (const auto& [name, value] : p.fields) {
+        if (known.emplace(name, type_of(value)).second)
+          scope.new_fields->push_back(field_row{db.name, p.measurement, name, type_of(value)});
+      }
     }
     return std::nullopt;
   }
@@ -731,7 +774,8 @@ struct store::impl {
 
   void note_applied(std::uint64_t end) { applied_end = std::max(applied_end, end); }
 
-  // `ids` (as many as the points, or none): each point's series id, for the observer.
+  // `ids` (as many as the points, or none): each point's series id when the write found it
+  // (else 0), then every point's, for the observer.
   void apply(database_state& db, policy_state& rp, const std::vector<point>& points,
              const std::vector<std::string>& keys, std::uint64_t offset,
              std::span<std::uint64_t> ids = {}) {
@@ -744,7 +788,10 @@ struct store::impl {
       const point& p = points[i];
       if (!p.timestamp_ns) continue;  // write() and the parser always set it
       const std::int64_t time = *p.timestamp_ns;
-      const std::uint64_t id = register_series(db, keys[i], &p);
+      // A series the write found existing still does: only a drop removes series, and a drop
+      // changes the incarnation this batch was checked against.
+      const std::uint64_t id =
+          !ids.empty() && ids[i] != 0 ? ids[i] : register_series(db, keys[i], &p);
       if (!ids.empty()) ids[i] = id;
       auto [buffered, is_new] = live.series.try_emplace(id);
       if (is_new) {
@@ -1027,7 +1074,7 @@ struct store::impl {
       auto* rp = find_exact(batch.database, batch.database_incarnation, batch.policy,
                             batch.policy_incarnation);
       if (rp != nullptr) {
-        shared->ids.resize(batch.points.size());
+        shared->ids.resize(batch.points.size(), 0);
         apply(*find_database(batch.database), *rp, batch.points, batch.keys, offset, shared->ids);
         is_applied = true;
       }
@@ -1963,6 +2010,7 @@ struct store::impl {
         return;
       }
       const std::int64_t min_time = retained_from(rp->policy, now_ns);
+      check_scope scope{nullptr, &new_fields};
       auto parsed = parse_record_lines(header->body, now_ns);
       refused += parsed.rejected_lines;
       std::vector<point> points;
@@ -1970,8 +2018,7 @@ struct store::impl {
       points.reserve(parsed.points.size());
       keys.reserve(parsed.points.size());
       for (std::size_t i = 0; i < parsed.points.size(); ++i) {
-        if (check_point(*db, parsed.points[i], parsed.series_keys[i], min_time, nullptr,
-                        new_fields)) {
+        if (check_point(*db, parsed.points[i], parsed.series_keys[i], min_time, scope)) {
           ++refused;
           continue;
         }
@@ -2318,8 +2365,13 @@ void store::write_points(const std::string& database_name, const std::string& po
   std::string policy_name = policy_given;
   std::vector<bool> is_taken(points.size(), false);
   auto batch = std::make_shared<impl::pending_write>();
-  {
-    std::unique_lock lock(d.state_mutex);
+  batch->ids.assign(points.size(), 0);  // those check_point finds; apply() registers the rest
+  // Checked under the shared lock, as writes mostly bring known fields; again under the
+  // exclusive one when a point adds a field or measurement.
+  const auto check = [&](bool is_shared) {
+    outcome = write_outcome{};
+    policy_name = policy_given;
+    std::fill(batch->ids.begin(), batch->ids.end(), 0);
     auto* db = d.find_database(database_name);
     policy_state* rp = nullptr;
     if (db != nullptr && !db->is_dropping) {
@@ -2340,11 +2392,15 @@ void store::write_points(const std::string& database_name, const std::string& po
     } else {
       std::unordered_set<std::string> new_keys;
       std::vector<field_row> new_fields;
+      impl::check_scope scope{&new_keys, &new_fields, is_shared};
       const std::int64_t min_time = retained_from(rp->policy, now_ms * ns_per_ms);
       for (std::size_t i = 0; i < points.size(); ++i) {
-        if (auto why = d.check_point(*db, points[i], keys[i], min_time, &new_keys, new_fields)) {
+        auto why = d.check_point(*db, points[i], keys[i], min_time, scope, &batch->ids[i]);
+        if (scope.needs_adding) return false;
+        if (why) {
           ++outcome.dropped;
           if (outcome.message.empty()) outcome.message = std::move(*why);
+          is_taken[i] = false;
           continue;
         }
         is_taken[i] = true;
@@ -2356,6 +2412,16 @@ void store::write_points(const std::string& database_name, const std::string& po
       batch->database_incarnation = db->incarnation;
       batch->policy_incarnation = rp->incarnation;
     }
+    return true;
+  };
+  bool is_checked = false;
+  {
+    std::shared_lock lock(d.state_mutex);
+    is_checked = check(true);
+  }
+  if (!is_checked) {
+    std::unique_lock lock(d.state_mutex);
+    check(false);
   }
   if (outcome.refusal != write_refusal::none) {
     ++d.writes_refused;
@@ -2380,13 +2446,16 @@ void store::write_points(const std::string& database_name, const std::string& po
   } else {
     batch->points.reserve(outcome.written);
     batch->keys.reserve(outcome.written);
+    std::size_t taken = 0;
     for (std::size_t i = 0; i < points.size(); ++i) {
       if (!is_taken[i]) continue;
       payload += format_line(points[i]);
       payload += '\n';
       batch->points.push_back(std::move(points[i]));
       batch->keys.push_back(std::move(keys[i]));
+      batch->ids[taken++] = batch->ids[i];
     }
+    batch->ids.resize(taken);
   }
   {
     // Under the lock, and only if nothing was dropped meanwhile: a drop's WAL marker, appended
