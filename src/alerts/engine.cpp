@@ -783,6 +783,10 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
   }
 }
 
+bool engine::has_presence_rules() const {
+  return !impl_->presence_rules.any_device.empty() || !impl_->presence_rules.by_device.empty();
+}
+
 void engine::on_presence(std::string_view device_id, bool connected, std::int64_t at_ms) {
   auto& m = *impl_;
   const auto& list = m.presence_rules;

@@ -146,6 +146,8 @@ class engine {
   // `series_id`: the store's id of that key, with it (else tsdb::series_id of the key).
   void on_point(std::string_view database, const tsdb::point& p, std::int64_t now_ms,
                 std::string_view series_key = {}, std::optional<std::uint64_t> series_id = {});
+  // Whether any enabled rule is an offline rule (presence events matter).
+  bool has_presence_rules() const;
   // A lifecycle event: the device (MQTT client id) connected or disconnected at `at_ms`.
   void on_presence(std::string_view device_id, bool connected, std::int64_t at_ms);
   // Fires every deadline <= now_ms (pending periods, no-data, offline, escalation after).

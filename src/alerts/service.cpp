@@ -340,6 +340,11 @@ void service::run() {
 // going offline.
 void service::on_presence(const std::string& device, const std::string& session, bool connected,
                           std::int64_t at_ms) {
+  // Sessions are only worth their memory (a map entry per connected client) to offline rules.
+  if (!engine_.has_presence_rules()) {
+    if (!connected_sessions_.empty()) connected_sessions_ = {};
+    return;
+  }
   if (connected) {
     connected_sessions_[device] = session;
   } else {

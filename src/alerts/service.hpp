@@ -260,7 +260,7 @@ class service {
   std::map<std::string, notification_counts, std::less<>> notified_;
   std::unordered_map<std::string, std::unordered_set<std::uint64_t>> series_;  // per rule
   // The session each connected device connected with last (its disconnects count, older ones'
-  // do not); the thread's.
+  // do not), kept only while an offline rule is enabled; the thread's.
   std::unordered_map<std::string, std::string> connected_sessions_;
   std::map<std::pair<std::string, std::string>, std::string> unsaved_states_;
   std::vector<std::function<void(storage::database&)>> staged_;
