@@ -406,7 +406,8 @@ void write_v1(const shared_context& c, net::http_request& request,
     return respond(std::move(*refused));
 
   const store::lines_source source{request.body, *unit, now_ns(c->clock)};
-  parse_result parsed = parse_lines(source.body, source.unit, source.now_ns);
+  parse_result parsed = c->time_series.spent_batch();
+  parse_lines(source.body, source.unit, source.now_ns, parsed);
   refusals refused = sort_refusals(parsed);
   if (parsed.points.empty()) {
     if (refused.drop_count > 0)
@@ -483,7 +484,8 @@ void write_v2(const shared_context& c, net::http_request& request,
     return respond(bucket_not_found(bucket));
 
   const store::lines_source source{request.body, *unit, now_ns(c->clock)};
-  parse_result parsed = parse_lines(source.body, source.unit, source.now_ns);
+  parse_result parsed = c->time_series.spent_batch();
+  parse_lines(source.body, source.unit, source.now_ns, parsed);
   refusals refused = sort_refusals(parsed);
   if (refused.syntax_count > 0) return respond(v2_error(400, "invalid", refused.syntax));
   if (parsed.points.empty()) {

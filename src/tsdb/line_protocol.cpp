@@ -367,8 +367,11 @@ class line_parser {
   error_kind failure_kind() const { return kind_; }
 
   // The point's series key, once parse() took it.
-  std::string series_key_of(const point& p) const {
-    return is_raw_key_canonical_ ? std::string(raw_key_) : series_key(p);
+  void series_key_into(const point& p, std::string& key) const {
+    if (is_raw_key_canonical_)
+      key.assign(raw_key_);
+    else
+      key = series_key(p);
   }
 
  private:
@@ -807,6 +810,15 @@ std::string error_message(const parse_error& error) {
 parse_result parse_lines(std::string_view body, precision unit, std::int64_t now_ns,
                          const parse_limits& limits) {
   parse_result result;
+  parse_lines(body, unit, now_ns, result, limits);
+  return result;
+}
+
+void parse_lines(std::string_view body, precision unit, std::int64_t now_ns, parse_result& result,
+                 const parse_limits& limits) {
+  result.errors.clear();
+  result.rejected_lines = 0;
+  std::size_t taken = 0;  // points (and keys) parsed; the slots past it are spent ones
   const std::int64_t default_time_ns = truncate_to(now_ns, unit);
   const std::size_t size = body.size();
   std::size_t position = 0;
@@ -842,15 +854,21 @@ parse_result parse_lines(std::string_view body, precision unit, std::int64_t now
       reason = exceeded("max line length", line.size(), limits.max_line_bytes);
     } else {
       line_parser parser(line, unit, default_time_ns, limits);
-      point parsed;
+      if (taken == result.points.size()) result.points.emplace_back();
+      if (taken == result.series_keys.size()) result.series_keys.emplace_back();
+      point& parsed = result.points[taken];
+      parsed.measurement.clear();
+      parsed.tags.clear();
+      parsed.fields.clear();
+      parsed.timestamp_ns.reset();
       // Lines of a body tend to look alike: room for as many tags and fields as the last had.
-      if (!result.points.empty()) {
-        parsed.tags.reserve(result.points.back().tags.size());
-        parsed.fields.reserve(result.points.back().fields.size());
+      if (taken > 0) {
+        parsed.tags.reserve(result.points[taken - 1].tags.size());
+        parsed.fields.reserve(result.points[taken - 1].fields.size());
       }
       if (parser.parse(parsed)) {
-        result.series_keys.push_back(parser.series_key_of(parsed));
-        result.points.push_back(std::move(parsed));
+        parser.series_key_into(parsed, result.series_keys[taken]);
+        ++taken;
         continue;
       }
       reason = std::move(parser.failure_reason());
@@ -860,7 +878,8 @@ parse_result parse_lines(std::string_view body, precision unit, std::int64_t now
     if (result.errors.size() < limits.max_errors)
       result.errors.push_back(parse_error{number, std::string(line), std::move(reason), kind});
   }
-  return result;
+  result.points.resize(taken);
+  result.series_keys.resize(taken);
 }
 
 std::string series_key(const point& p) {

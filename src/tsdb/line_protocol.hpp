@@ -115,6 +115,10 @@ struct parse_result {
 // truncated to `unit` as InfluxDB does.
 parse_result parse_lines(std::string_view body, precision unit, std::int64_t now_ns,
                          const parse_limits& limits = {});
+// The same into `into`, which may hold a spent result (store::spent_batch()): its points and
+// keys are overwritten in place, so a warm result parses a body without allocating per line.
+void parse_lines(std::string_view body, precision unit, std::int64_t now_ns, parse_result& into,
+                 const parse_limits& limits = {});
 
 // InfluxDB's series key: the escaped measurement, then ",key=value" per tag sorted by key, as
 // format_line writes them (e.g. `weather,location=us\,midwest,season=summer`).

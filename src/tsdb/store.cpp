@@ -1042,6 +1042,33 @@ struct store::impl {
     wake.notify_one();
   }
 
+  // Spent batches' points and keys, whose storage parse_lines() overwrites in place: the next
+  // request's points are parsed into memory that the thread which frees a batch (committer,
+  // alerts) would otherwise hand back to the loop's allocator point by point.
+  struct spent_pool {
+    static constexpr std::size_t max_batches = 8;
+    static constexpr std::size_t max_points = 20'000;  // a batch bigger is not kept
+    std::mutex mutex;
+    std::vector<parse_result> batches;
+
+    void give_back(std::vector<point> points, std::vector<std::string> keys) {
+      if (points.capacity() == 0 || points.capacity() > max_points) return;
+      parse_result spent;
+      spent.points = std::move(points);
+      spent.series_keys = std::move(keys);
+      std::lock_guard lock(mutex);
+      if (batches.size() < max_batches) batches.push_back(std::move(spent));
+    }
+    parse_result take() {
+      std::lock_guard lock(mutex);
+      if (batches.empty()) return {};
+      parse_result spent = std::move(batches.back());
+      batches.pop_back();
+      return spent;
+    }
+  };
+  const std::shared_ptr<spent_pool> spent = std::make_shared<spent_pool>();
+
   struct pending_write {
     std::string database;
     std::string policy;
@@ -1049,7 +1076,15 @@ struct store::impl {
     std::uint64_t policy_incarnation = 0;
     std::vector<point> points;
     std::vector<std::string> keys;
-    std::vector<std::uint64_t> ids;  // of the keys, once applied
+    std::vector<std::uint64_t> ids;    // of the keys, once applied
+    std::shared_ptr<spent_pool> pool;  // where its points go once nobody holds them
+
+    pending_write() = default;
+    pending_write(const pending_write&) = delete;
+    pending_write& operator=(const pending_write&) = delete;
+    ~pending_write() {
+      if (pool) pool->give_back(std::move(points), std::move(keys));
+    }
   };
 
   // On the committer's thread.
@@ -2365,6 +2400,7 @@ void store::write_points(const std::string& database_name, const std::string& po
   std::string policy_name = policy_given;
   std::vector<bool> is_taken(points.size(), false);
   auto batch = std::make_shared<impl::pending_write>();
+  batch->pool = d.spent;
   batch->ids.assign(points.size(), 0);  // those check_point finds; apply() registers the rest
   // Checked under the shared lock, as writes mostly bring known fields; again under the
   // exclusive one when a point adds a field or measurement.
@@ -2479,6 +2515,10 @@ void store::write_points(const std::string& database_name, const std::string& po
   outcome.message = "database not found: \"" + database_name + "\"";
   outcome.written = 0;
   done(std::move(outcome));
+}
+
+parse_result store::spent_batch() {
+  return impl_->spent->take();
 }
 
 void store::set_observer(write_observer observer) {

@@ -182,6 +182,9 @@ class store {
   };
   void write_lines(const std::string& database, const std::string& retention_policy,
                    const lines_source& source, parse_result parsed, on_written done);
+  // A spent batch's points and keys (or an empty result) to parse the next body into
+  // (parse_lines' `into`): the store's batches are recycled rather than freed point by point.
+  parse_result spent_batch();
   // Watches durable batches (set before start; called on the committer's thread).
   void set_observer(write_observer observer);
 

@@ -191,6 +191,30 @@ TEST(tsdb_line_protocol, generated_points_round_trip_as_one_body) {
   }
 }
 
+TEST(tsdb_line_protocol, a_spent_result_parses_a_body_as_a_fresh_one_does) {
+  const std::string first =
+      "cpu,host=a,region=eu usage=1.5,idle=2i 10\n"
+      "cpu,host=b usage=2 20\n"
+      "mem,zone=z\\ 1 used=3u,label=\"x\" 30\n"
+      "disk free=4 40\n";
+  const std::string second =
+      "net,b=2,a=1 rx=5 50\n"  // unsorted tags: the key is made, not copied
+      "bad line\n"
+      "cpu usage=6 60\n";
+  parse_result spent = parse_lines(first, precision::ns, 0);
+  ASSERT_EQ(spent.points.size(), 4U);
+  for (const auto& body : {second, first, std::string("# nothing\n"), second}) {
+    const parse_result fresh = parse_lines(body, precision::ns, 7);
+    parse_lines(body, precision::ns, 7, spent);
+    EXPECT_EQ(spent.points, fresh.points) << body;
+    EXPECT_EQ(spent.series_keys, fresh.series_keys) << body;
+    EXPECT_EQ(spent.rejected_lines, fresh.rejected_lines) << body;
+    ASSERT_EQ(spent.errors.size(), fresh.errors.size()) << body;
+    for (std::size_t i = 0; i < fresh.errors.size(); ++i)
+      EXPECT_EQ(spent.errors[i].reason, fresh.errors[i].reason) << body;
+  }
+}
+
 TEST(tsdb_line_protocol, extreme_values_round_trip) {
   const point p = make_point(
       "m", {},
