@@ -3,7 +3,8 @@
 // a refused line has a reason, is a part of the body and starts on the line its number names; no
 // more refusals are kept than max_errors, and no fewer counted; a point's timestamp is a multiple
 // of the precision, its line starts with its series key and a space, and format_line of it
-// parses back (at ns) to the same point.
+// parses back (at ns) to the same point. Parsed into the spent result of earlier inputs (as the
+// store recycles its batches), a body gives what it gives into a fresh one.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -42,6 +43,16 @@ bool starts_on_line(std::string_view body, std::size_t number, std::string_view 
 
 void check(std::string_view body, precision unit, const parse_limits& limits) {
   const parse_result result = parse_lines(body, unit, now_ns, limits);
+  static parse_result spent;  // every earlier input's points and keys
+  parse_lines(body, unit, now_ns, spent, limits);
+  if (spent.points != result.points || spent.series_keys != result.series_keys ||
+      spent.rejected_lines != result.rejected_lines || spent.errors.size() != result.errors.size())
+    std::abort();
+  for (std::size_t i = 0; i < result.errors.size(); ++i)
+    if (spent.errors[i].reason != result.errors[i].reason ||
+        spent.errors[i].line != result.errors[i].line ||
+        spent.errors[i].line_number != result.errors[i].line_number)
+      std::abort();
   if (result.errors.size() > limits.max_errors || result.rejected_lines < result.errors.size())
     std::abort();
   for (const parse_error& error : result.errors) {
