@@ -496,6 +496,8 @@ detector_state* state_table::at(std::uint64_t slot) {
 void state_table::mark_dirty(detector_state& state) {
   if (state.is_dirty) return;
   state.is_dirty = true;
+  if (state.is_listed) return;  // taken as urgent since, still listed: listed once
+  state.is_listed = true;
   dirty_.push_back(state.slot);
 }
 
@@ -510,10 +512,11 @@ std::vector<detector_state*> state_table::take_dirty(bool urgent_only) {
   std::vector<detector_state*> out;
   auto& listed = urgent_only ? urgent_ : dirty_;
   out.reserve(listed.size());
-  // A slot freed and reused while dirty may be listed twice; the flag lists it once. A state
-  // taken as urgent stays listed as dirty, unmarked: the next full take skips it.
+  // A slot freed and reused while dirty may be listed twice; the flag takes it once. A state
+  // taken as urgent stays in the dirty list (is_listed), which the next full take empties.
   for (std::uint32_t slot : listed) {
     detector_state& s = states_[slot];
+    if (!urgent_only) s.is_listed = false;
     if (!s.is_live || !s.is_dirty || (urgent_only && !s.is_urgent)) continue;
     s.is_dirty = false;
     s.is_urgent = false;

@@ -82,6 +82,7 @@ struct detector_state {
   bool is_live = false;
   bool is_dirty = false;
   bool is_urgent = false;  // dirty, and a timer changed: a checkpoint should not wait for it
+  bool is_listed = false;  // in the table's dirty list (an urgent take leaves it there)
 
   phase at = phase::normal;
   bool has_last = false;

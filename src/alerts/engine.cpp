@@ -87,6 +87,7 @@ struct rule_slot {
   rule r;
   std::string database;  // the selection's, or the default
   double alpha = 1;      // ewma
+  std::size_t states = 0;
 };
 
 }  // namespace
@@ -254,6 +255,7 @@ struct engine::impl {
       return nullptr;
     }
     detector_state& s = table.create(rule, series_slot);
+    ++rules[rule].states;
     const condition& c = rules[rule].r.when;
     if (c.kind == condition_kind::mad) s.mad = std::make_unique<mad_window>(c.window);
     const series_entry& entry = table.series(series_slot);
@@ -268,6 +270,7 @@ struct engine::impl {
   void delete_state(detector_state& s) {
     timers.cancel(s.slot);
     deleted.push_back(saved_state{rules[s.rule].r.name, table.series(s.series).key, {}});
+    --rules[s.rule].states;
     table.erase(s);
   }
 
@@ -720,6 +723,11 @@ bool engine::remove_rule(std::string_view name, std::int64_t now_ms) {
 const rule* engine::find_rule(std::string_view name) const {
   auto it = impl_->rule_by_name.find(name);
   return it == impl_->rule_by_name.end() ? nullptr : &impl_->rules[it->second].r;
+}
+
+std::size_t engine::states_of(std::string_view name) const {
+  auto it = impl_->rule_by_name.find(name);
+  return it == impl_->rule_by_name.end() ? 0 : impl_->rules[it->second].states;
 }
 
 std::vector<const rule*> engine::rules() const {

@@ -130,7 +130,8 @@ class engine {
   void put_rule(rule r, std::int64_t now_ms);
   bool remove_rule(std::string_view name, std::int64_t now_ms);
   const rule* find_rule(std::string_view name) const;
-  std::vector<const rule*> rules() const;  // by name
+  std::size_t states_of(std::string_view name) const;  // its (rule, series) states held now
+  std::vector<const rule*> rules() const;              // by name
 
   // The registry's groups of a device, ancestors included. Set before points arrive; after a
   // membership change call groups_changed() and every cached answer is asked again.

@@ -615,8 +615,7 @@ rule_view service::view_of(const rule_entry& entry) const {
     for (const auto& group : entry.r.select.groups)
       if (!devices_->find_thing_group(group)) view.unknown_groups.push_back(group);
   }
-  if (const auto found = series_.find(entry.r.name); found != series_.end())
-    view.states = found->second.size();
+  view.states = engine_.states_of(entry.r.name);
   if (const auto found = notified_.find(entry.r.name); found != notified_.end())
     view.notifications = found->second;
   return view;

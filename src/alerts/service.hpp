@@ -258,7 +258,6 @@ class service {
   std::set<std::string, std::less<>> unreadable_;     // stored rules this version could not parse
   std::map<std::string, rule, std::less<>> retired_;  // deleted, their last events not stored
   std::map<std::string, notification_counts, std::less<>> notified_;
-  std::unordered_map<std::string, std::unordered_set<std::uint64_t>> series_;  // per rule
   // The session each connected device connected with last (its disconnects count, older ones'
   // do not), kept only while an offline rule is enabled; the thread's.
   std::unordered_map<std::string, std::string> connected_sessions_;

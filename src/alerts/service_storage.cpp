@@ -224,7 +224,6 @@ void service::restore(storage::database& db) {
       saved_state s{rows.column_text(0), rows.column_text(1), rows.column_text(2)};
       const auto found = rules_.find(s.rule);
       if (found == rules_.end() || !found->second.r.enabled || s.data.empty()) continue;
-      series_[s.rule].insert(tsdb::series_id(s.series));
       engine_.restore_state(s);
       ++states;
     }
@@ -271,12 +270,6 @@ void service::stage_cleanup(std::int64_t now) {
 }
 
 void service::note_state(saved_state s) {
-  auto& series = series_[s.rule];
-  if (s.data.empty())
-    series.erase(tsdb::series_id(s.series));
-  else
-    series.insert(tsdb::series_id(s.series));
-  if (series.empty()) series_.erase(s.rule);
   unsaved_states_.insert_or_assign({std::move(s.rule), std::move(s.series)}, std::move(s.data));
 }
 
@@ -286,7 +279,6 @@ void service::forget_states(const std::string& rule_name) {
   auto to = from;
   while (to != unsaved_states_.end() && to->first.first == rule_name) ++to;
   unsaved_states_.erase(from, to);
-  series_.erase(rule_name);
   staged_.push_back([rule_name](storage::database& db) {
     db.cached("DELETE FROM alert_states WHERE rule = ?").bind(1, rule_name).run();
   });

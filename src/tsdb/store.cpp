@@ -1044,15 +1044,35 @@ struct store::impl {
 
   // Spent batches' points and keys, whose storage parse_lines() overwrites in place: the next
   // request's points are parsed into memory that the thread which frees a batch (committer,
-  // alerts) would otherwise hand back to the loop's allocator point by point.
+  // alerts) would otherwise hand back to the loop's allocator point by point. At most 8 batches
+  // of at most 4 MiB each are kept.
   struct spent_pool {
     static constexpr std::size_t max_batches = 8;
-    static constexpr std::size_t max_points = 20'000;  // a batch bigger is not kept
+    static constexpr std::size_t max_bytes = std::size_t{4} << 20;  // a batch bigger is not kept
     std::mutex mutex;
     std::vector<parse_result> batches;
 
+    // What a batch holds on the heap, about (its points' vectors and strings, kept until the
+    // next parse overwrites them).
+    static std::size_t heap_bytes(const std::vector<point>& points,
+                                  const std::vector<std::string>& keys) {
+      std::size_t bytes = points.capacity() * sizeof(point) + keys.capacity() * sizeof(std::string);
+      for (const auto& key : keys) bytes += key.capacity();
+      for (const auto& p : points) {
+        bytes += p.measurement.capacity() + p.tags.capacity() * sizeof(p.tags[0]) +
+                 p.fields.capacity() * sizeof(p.fields[0]);
+        for (const auto& [key, value] : p.tags) bytes += key.capacity() + value.capacity();
+        for (const auto& [name, value] : p.fields) {
+          bytes += name.capacity();
+          if (const auto* text = std::get_if<std::string>(&value)) bytes += text->capacity();
+        }
+        if (bytes > max_bytes) break;
+      }
+      return bytes;
+    }
+
     void give_back(std::vector<point> points, std::vector<std::string> keys) {
-      if (points.capacity() == 0 || points.capacity() > max_points) return;
+      if (points.capacity() == 0 || heap_bytes(points, keys) > max_bytes) return;
       parse_result spent;
       spent.points = std::move(points);
       spent.series_keys = std::move(keys);
