@@ -146,6 +146,10 @@ struct string_hash {
 template <class T>
 using string_map = std::unordered_map<std::string, T, string_hash, std::equal_to<>>;
 
+// The rules naming one device, by field: a device has rules on a few fields, searched in turn
+// (the engine's index).
+using device_rules = std::vector<std::pair<std::string, std::vector<std::uint32_t>>>;
+
 // A series some state is on: its key (tsdb::series_key, or the device id for offline) and its
 // device, shared by the states of every rule on it and freed with the last of them.
 struct series_entry {
@@ -154,6 +158,10 @@ struct series_entry {
   std::uint64_t id = 0;  // what find_series() knows it by (the store's series id)
   // Its states as (rule slot, state slot), by rule slot: a series has a few.
   std::vector<std::pair<std::uint32_t, std::uint32_t>> states;
+  // The engine's rules for its device as of index version `rules_version` (0: not looked up):
+  // a point of a known series skips the lookup by device name.
+  const device_rules* rules = nullptr;
+  std::uint64_t rules_version = 0;
 };
 
 // The (rule, series) states: stable slots (a state's address and slot never change while it
@@ -170,6 +178,7 @@ class state_table {
   // Frees a series interned for a state that could not be created.
   void release_if_unused(std::uint32_t series_slot);
   const series_entry& series(std::uint32_t series_slot) const { return series_[series_slot]; }
+  series_entry& series(std::uint32_t series_slot) { return series_[series_slot]; }
 
   detector_state* find(std::uint32_t rule, std::uint32_t series_slot);
   detector_state& create(std::uint32_t rule, std::uint32_t series_slot);

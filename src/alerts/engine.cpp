@@ -80,9 +80,6 @@ struct rule_list {
   string_map<std::vector<std::uint32_t>> by_device;
 };
 
-// The rules naming one device, by field: a device has rules on a few fields, searched in turn.
-using device_rules = std::vector<std::pair<std::string, std::vector<std::uint32_t>>>;
-
 struct rule_slot {
   rule r;
   std::string database;  // the selection's, or the default
@@ -139,6 +136,8 @@ struct engine::impl {
   // any device by field. Each list in rule name order.
   string_map<device_rules> by_device;
   string_map<std::vector<std::uint32_t>> any_device;
+  // Changes with every change of the index: what series cached of by_device is stale.
+  std::uint64_t index_version = 1;
   rule_list presence_rules;  // offline
 
   group_lookup lookup;
@@ -173,6 +172,7 @@ struct engine::impl {
   }
 
   void index_rule(std::uint32_t index) {
+    ++index_version;
     const rule& r = rules[index].r;
     if (r.when.kind == condition_kind::offline) {
       if (r.select.devices.empty()) return insert_sorted(presence_rules.any_device, index);
@@ -186,6 +186,7 @@ struct engine::impl {
   }
 
   void unindex_rule(std::uint32_t index) {
+    ++index_version;
     const rule& r = rules[index].r;
     if (r.when.kind == condition_kind::offline) {
       std::erase(presence_rules.any_device, index);
@@ -769,9 +770,30 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
   if (!series_key.empty()) ctx.given_id = series_id;
   for (const auto& [key, value] : p.tags)
     if (key == m.settings.device_tag) ctx.device_tag = value;
+  const auto rules_of_device = [&m](std::string_view device) -> const device_rules* {
+    if (m.by_device.empty()) return nullptr;
+    const auto it = m.by_device.find(device);
+    return it == m.by_device.end() ? nullptr : &it->second;
+  };
+  // A point of a series with states (the store gave its key and id) finds its device's rules
+  // through the series; others by the device's name.
   const device_rules* of_device = nullptr;
-  if (!m.by_device.empty()) {
-    if (auto it = m.by_device.find(ctx.device()); it != m.by_device.end()) of_device = &it->second;
+  const auto known = series_key.empty() ? std::nullopt : m.table.find_series(ctx.id(), series_key);
+  if (known) {
+    ctx.series = *known;
+    ctx.has_series = true;
+    series_entry& entry = m.table.series(*known);
+    if (entry.rules_version != m.index_version) {
+      entry.rules = rules_of_device(ctx.device());
+      entry.rules_version = m.index_version;
+    }
+    of_device = entry.rules;
+  } else {
+    if (!series_key.empty()) {  // no states yet: offer() interns the series if a rule wants it
+      ctx.series = no_slot;
+      ctx.has_series = true;
+    }
+    of_device = rules_of_device(ctx.device());
   }
   for (const auto& [name, value] : p.fields) {
     ++m.counters.points;
