@@ -421,7 +421,7 @@ std::uint32_t state_table::intern_series(std::uint64_t id, std::string_view k,
     slot = static_cast<std::uint32_t>(series_.size());
     series_.emplace_back();
   }
-  series_[slot] = series_entry{std::string(k), std::string(device), id, {}, nullptr, 0};
+  series_[slot] = series_entry{std::string(k), std::string(device), id, {}, {}, 0};
   series_by_id_.try_emplace(id, slot);
   series_by_key_.emplace(std::string(k), slot);
   return slot;

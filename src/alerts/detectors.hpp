@@ -158,17 +158,18 @@ struct series_entry {
   std::uint64_t id = 0;  // what find_series() knows it by (the store's series id)
   // Its states as (rule slot, state slot), by rule slot: a series has a few.
   std::vector<std::pair<std::uint32_t, std::uint32_t>> states;
-  // The engine's rules for its device as of index version `rules_version` (0: not looked up):
-  // a point of a known series skips the lookup by device name.
-  const device_rules* rules = nullptr;
+  // The engine's rules for its device as (field, rule slot), copied flat as of index version
+  // `rules_version` (0: not yet): a point of a known series reads them here, with the entry,
+  // instead of chasing the index (a device's node, its fields, their lists: three misses).
+  std::vector<std::pair<std::string, std::uint32_t>> rules;
   std::uint64_t rules_version = 0;
 };
 
 // The (rule, series) states: stable slots (a state's address and slot never change while it
 // lives; the slot names its timer), found through their series, which are interned once for
 // all rules and found by the time-series store's 64-bit series id (an integer hash, where the
-// key's would hash and compare tens of bytes per point), the key confirming it. Tracks which
-// states changed since take_dirty().
+// key's would hash and compare tens of bytes per point), the key's length confirming it. Tracks
+// which states changed since take_dirty().
 class state_table {
  public:
   // `id`: the store's id of `key` (tsdb::series_id(key) unless two keys met on one).

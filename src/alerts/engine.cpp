@@ -776,18 +776,22 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
     return it == m.by_device.end() ? nullptr : &it->second;
   };
   // A point of a series with states (the store gave its key and id) finds its device's rules
-  // through the series; others by the device's name.
-  const device_rules* of_device = nullptr;
+  // in the series' entry; others in the index, by the device's name.
   const auto known = series_key.empty() ? std::nullopt : m.table.find_series(ctx.id(), series_key);
+  const std::vector<std::pair<std::string, std::uint32_t>>* cached = nullptr;
+  const device_rules* of_device = nullptr;
   if (known) {
     ctx.series = *known;
     ctx.has_series = true;
     series_entry& entry = m.table.series(*known);
     if (entry.rules_version != m.index_version) {
-      entry.rules = rules_of_device(ctx.device());
+      entry.rules.clear();
+      if (const auto* rules = rules_of_device(ctx.device()))
+        for (const auto& [field, list] : *rules)
+          for (const std::uint32_t index : list) entry.rules.emplace_back(field, index);
       entry.rules_version = m.index_version;
     }
-    of_device = entry.rules;
+    cached = &entry.rules;
   } else {
     if (!series_key.empty()) {  // no states yet: offer() interns the series if a rule wants it
       ctx.series = no_slot;
@@ -805,6 +809,11 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
     if (!m.any_device.empty()) {
       if (auto it = m.any_device.find(std::string_view(name)); it != m.any_device.end())
         for (std::uint32_t index : it->second) m.offer(index, ctx, *number);
+    }
+    if (cached != nullptr) {
+      for (const auto& [field, index] : *cached)
+        if (field == name) m.offer(index, ctx, *number);
+      continue;
     }
     if (of_device == nullptr) continue;
     for (const auto& [field, list] : *of_device)
