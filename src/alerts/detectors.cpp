@@ -402,9 +402,66 @@ bool decode_state(std::string_view data, condition_kind kind, std::uint32_t wind
 
 // ---- the state table --------------------------------------------------------------------------
 
+std::size_t series_index::home(std::uint64_t id) const {
+  // Fibonacci hashing: ids are hashes already, but a test's or a restore's may not be.
+  return static_cast<std::size_t>((id * 0x9E3779B97F4A7C15ULL) >> 32) & (entries_.size() - 1);
+}
+
+std::optional<std::uint32_t> series_index::find(std::uint64_t id) const {
+  if (entries_.empty()) return std::nullopt;
+  for (std::size_t i = home(id);; i = (i + 1) & (entries_.size() - 1)) {
+    const entry& e = entries_[i];
+    if (e.slot == empty) return std::nullopt;
+    if (e.id == id) return e.slot;
+  }
+}
+
+void series_index::prefetch(std::uint64_t id) const {
+  if (!entries_.empty()) __builtin_prefetch(&entries_[home(id)]);
+}
+
+bool series_index::insert(std::uint64_t id, std::uint32_t slot) {
+  if ((size_ + 1) * 2 > entries_.size()) grow();
+  for (std::size_t i = home(id);; i = (i + 1) & (entries_.size() - 1)) {
+    entry& e = entries_[i];
+    if (e.slot == empty) {
+      e = entry{id, slot};
+      ++size_;
+      return true;
+    }
+    if (e.id == id) return false;
+  }
+}
+
+void series_index::erase(std::uint64_t id) {
+  if (entries_.empty()) return;
+  const std::size_t mask = entries_.size() - 1;
+  std::size_t i = home(id);
+  while (entries_[i].slot != empty && entries_[i].id != id) i = (i + 1) & mask;
+  if (entries_[i].slot == empty) return;
+  // Backward shift: later entries of the run move into the hole when their home allows it.
+  for (std::size_t j = (i + 1) & mask; entries_[j].slot != empty; j = (j + 1) & mask) {
+    const std::size_t h = home(entries_[j].id);
+    // Whether h lies cyclically in (i, j]: then entry j must stay where it is.
+    const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+    if (stays) continue;
+    entries_[i] = entries_[j];
+    i = j;
+  }
+  entries_[i] = entry{};
+  --size_;
+}
+
+void series_index::grow() {
+  std::vector<entry> old = std::move(entries_);
+  entries_.assign(old.empty() ? 64 : old.size() * 2, entry{});
+  size_ = 0;
+  for (const entry& e : old)
+    if (e.slot != empty) insert(e.id, e.slot);
+}
+
 std::optional<std::uint32_t> state_table::find_series(std::uint64_t id, std::string_view k) const {
-  if (auto it = series_by_id_.find(id); it != series_by_id_.end() && series_[it->second].key == k)
-    return it->second;
+  if (const auto slot = series_by_id_.find(id); slot && series_[*slot].key == k) return slot;
   auto it = series_by_key_.find(k);
   if (it == series_by_key_.end()) return std::nullopt;
   return it->second;
@@ -422,7 +479,7 @@ std::uint32_t state_table::intern_series(std::uint64_t id, std::string_view k,
     series_.emplace_back();
   }
   series_[slot] = series_entry{std::string(k), std::string(device), id, {}, {}, 0};
-  series_by_id_.try_emplace(id, slot);
+  series_by_id_.insert(id, slot);
   series_by_key_.emplace(std::string(k), slot);
   return slot;
 }
@@ -430,9 +487,7 @@ std::uint32_t state_table::intern_series(std::uint64_t id, std::string_view k,
 void state_table::release_if_unused(std::uint32_t series_slot) {
   series_entry& entry = series_[series_slot];
   if (!entry.states.empty()) return;
-  if (auto it = series_by_id_.find(entry.id);
-      it != series_by_id_.end() && it->second == series_slot)
-    series_by_id_.erase(it);
+  if (series_by_id_.find(entry.id) == series_slot) series_by_id_.erase(entry.id);
   series_by_key_.erase(entry.key);
   entry = series_entry{};
   free_series_.push_back(series_slot);

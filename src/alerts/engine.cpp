@@ -822,6 +822,10 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
   }
 }
 
+void engine::prefetch(std::uint64_t series_id) const {
+  impl_->table.prefetch_series(series_id);
+}
+
 bool engine::has_presence_rules() const {
   return !impl_->presence_rules.any_device.empty() || !impl_->presence_rules.by_device.empty();
 }

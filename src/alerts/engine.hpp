@@ -149,6 +149,8 @@ class engine {
                 std::string_view series_key = {}, std::optional<std::uint64_t> series_id = {});
   // Whether any enabled rule is an offline rule (presence events matter).
   bool has_presence_rules() const;
+  // A hint: a point of this series (the store's id) comes soon; its lookup's memory is fetched.
+  void prefetch(std::uint64_t series_id) const;
   // A lifecycle event: the device (MQTT client id) connected or disconnected at `at_ms`.
   void on_presence(std::string_view device_id, bool connected, std::int64_t at_ms);
   // Fires every deadline <= now_ms (pending periods, no-data, offline, escalation after).

@@ -357,6 +357,10 @@ void service::on_presence(const std::string& device, const std::string& session,
   engine_.on_presence(device, connected, at_ms);
 }
 
+namespace {
+constexpr std::size_t prefetch_distance = 8;  // points ahead
+}  // namespace
+
 void service::iterate(inputs& work) {
   const std::int64_t now = clock_.unix_millis();
   engine_.advance(now);
@@ -366,6 +370,12 @@ void service::iterate(inputs& work) {
     for (const auto& in : work.data) {
       if (const auto* batch = std::get_if<point_batch>(&in)) {
         for (std::size_t i = 0; i < batch->count; ++i) {
+          // The points were parsed on another core: a later one's key and series are fetched
+          // while this one is judged, rather than waited for point after point.
+          if (batch->ids != nullptr && i + prefetch_distance < batch->count) {
+            engine_.prefetch((*batch->ids)[i + prefetch_distance]);
+            __builtin_prefetch((*batch->keys)[i + prefetch_distance].data());
+          }
           if (batch->keys == nullptr)
             engine_.on_point(batch->database, (*batch->points)[i], now);
           else

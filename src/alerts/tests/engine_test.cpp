@@ -129,6 +129,35 @@ double naive_median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : v[n / 2 - 1] / 2 + v[n / 2] / 2;
 }
 
+TEST(series_index, matches_a_map_under_random_churn_with_colliding_homes) {
+  series_index index;
+  std::map<std::uint64_t, std::uint32_t> model;
+  std::mt19937_64 random(15);
+  // Few distinct ids, many of them sharing low bits: long runs, wrapped ones, backward shifts.
+  std::uniform_int_distribution<std::uint64_t> pick(0, 400);
+  for (int step = 0; step < 200'000; ++step) {
+    const std::uint64_t id = pick(random) * 0x100000000ULL + (pick(random) % 3);
+    const auto found = model.find(id);
+    if (random() % 3 == 0) {
+      index.erase(id);
+      if (found != model.end()) model.erase(found);
+    } else {
+      const auto slot = static_cast<std::uint32_t>(step);
+      EXPECT_EQ(index.insert(id, slot), found == model.end());
+      model.try_emplace(id, slot);
+    }
+    if (step % 997 == 0)
+      for (std::uint64_t probe = 0; probe < 401; ++probe)
+        for (std::uint64_t low = 0; low < 3; ++low) {
+          const std::uint64_t key = probe * 0x100000000ULL + low;
+          const auto expected = model.find(key);
+          EXPECT_EQ(index.find(key), expected == model.end()
+                                         ? std::nullopt
+                                         : std::optional<std::uint32_t>(expected->second));
+        }
+  }
+}
+
 TEST(mad_window, median_and_mad_match_a_naive_window) {
   std::mt19937_64 random(11);
   for (std::uint32_t capacity : {1u, 2u, 3u, 4u, 7u, 60u}) {
