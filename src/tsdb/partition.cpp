@@ -363,15 +363,8 @@ std::error_code writer::flush_buffer() {
 std::error_code writer::add(std::uint64_t series_id, std::string_view series_key,
                             std::string_view field, field_type type,
                             std::span<const std::int64_t> times,
-                            std::span<const field_value> values) {
-  if (auto error = add_points(series_id, series_key, field, type, times, values)) return error;
-  return add_rollups(series_id, series_key, field, type, times, values);
-}
-
-std::error_code writer::add_points(std::uint64_t series_id, std::string_view series_key,
-                                   std::string_view field, field_type type,
-                                   std::span<const std::int64_t> times,
-                                   std::span<const field_value> values) {
+                            std::span<const field_value> values,
+                            std::span<const std::int64_t> tiers) {
   if (error_) return error_;
   if (times.size() != values.size() || is_finished_)
     return std::make_error_code(std::errc::invalid_argument);
@@ -401,7 +394,7 @@ std::error_code writer::add_points(std::uint64_t series_id, std::string_view ser
       if (auto error = flush_buffer()) return error;
     }
   }
-  return {};
+  return add_rollups(series_id, series_key, field, type, times, values, tiers);
 }
 
 std::error_code writer::add_buckets(std::uint64_t series_id, std::string_view series_key,
@@ -447,7 +440,8 @@ std::error_code writer::write_buckets(std::uint64_t series_id, std::string_view 
 std::error_code writer::add_rollups(std::uint64_t series_id, std::string_view series_key,
                                     std::string_view field, field_type type,
                                     std::span<const std::int64_t> times,
-                                    std::span<const field_value> values) {
+                                    std::span<const field_value> values,
+                                    std::span<const std::int64_t> tiers) {
   if (!rollup::has_rollups(type) || times.empty()) return {};
   // A rollup stands for every point of its column in the file: a column given twice gets none
   // (readers then read its points).
@@ -460,7 +454,7 @@ std::error_code writer::add_rollups(std::uint64_t series_id, std::string_view se
     split_columns_.insert(std::move(column));
     return {};
   }
-  for (const std::int64_t tier : rollup::tiers) {
+  for (const std::int64_t tier : tiers) {
     const auto buckets = rollup::compute(type, times, values, tier);
     if (buckets.empty() || times.size() < buckets.size() * rollup::min_points_per_bucket) continue;
     if (auto error = write_buckets(series_id, series_key, field, type, tier, buckets)) return error;

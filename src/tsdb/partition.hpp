@@ -101,16 +101,13 @@ class writer {
   writer& operator=(const writer&) = delete;
 
   // One field of one series: `times` ascending and unique, `values` as many, all of `type`;
-  // split into blocks of at most max_block_points. Any order of calls works (the reader sorts
-  // its index); an empty column adds nothing.
+  // split into blocks of at most max_block_points, with the rollups of `tiers` (a subset of
+  // rollup::tiers, in its order) dense enough. Any order of calls works (the reader sorts its
+  // index); an empty column adds nothing.
   std::error_code add(std::uint64_t series_id, std::string_view series_key, std::string_view field,
                       field_type type, std::span<const std::int64_t> times,
-                      std::span<const field_value> values);
-  // add() without the rollups: the points alone.
-  std::error_code add_points(std::uint64_t series_id, std::string_view series_key,
-                             std::string_view field, field_type type,
-                             std::span<const std::int64_t> times,
-                             std::span<const field_value> values);
+                      std::span<const field_value> values,
+                      std::span<const std::int64_t> tiers = rollup::tiers);
   // One tier of one field of one series as buckets (ascending by start, all in one day), for a
   // file that keeps summaries its points no longer give (rollup retention). Once per column and
   // tier; not with add() of the same column.
@@ -129,7 +126,8 @@ class writer {
   std::error_code add_rollups(std::uint64_t series_id, std::string_view series_key,
                               std::string_view field, field_type type,
                               std::span<const std::int64_t> times,
-                              std::span<const field_value> values);
+                              std::span<const field_value> values,
+                              std::span<const std::int64_t> tiers);
   std::error_code write_buckets(std::uint64_t series_id, std::string_view series_key,
                                 std::string_view field, field_type type, std::int64_t tier,
                                 std::span<const rollup::bucket> buckets);

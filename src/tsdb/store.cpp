@@ -1574,20 +1574,27 @@ struct store::impl {
                      c.dir.string(), key.first, key.second);
         all = point_run{};
       }
-      if (c.shape.has_points && !all.times.empty()) {
-        if (auto add_error = out->add_points(key.first, source.series_key, key.second, source.type,
-                                             all.times, all.values)) {
+      // A day with points: them and the kept tiers dense enough, as a flush writes them.
+      if (c.shape.has_points) {
+        if (auto add_error = out->add(key.first, source.series_key, key.second, source.type,
+                                      all.times, all.values, c.shape.tiers)) {
           spdlog::error("tsdb_compaction_failed dir={} error=\"{}\"", c.dir.string(),
                         add_error.message());
           return false;
         }
+        continue;
       }
+      // A summary: every bucket of each kept tier, of the points and of the newest summary
+      // file (which holds the older ones).
       if (!rollup::has_rollups(source.type)) continue;
       for (const std::int64_t tier : c.shape.tiers) {
-        std::vector<rollup::bucket> buckets;
-        if (!all.times.empty()) buckets = rollup::compute(source.type, all.times, all.values, tier);
-        // What the newest summary file keeps of the column (it holds the older ones).
         std::map<std::int64_t, rollup::bucket> kept;
+        const auto absorb = [&kept](const rollup::bucket& b) {
+          const auto [slot, is_new] = kept.emplace(b.start, b);
+          if (!is_new) rollup::merge(slot->second, b);
+        };
+        if (!all.times.empty())
+          for (const auto& b : rollup::compute(source.type, all.times, all.values, tier)) absorb(b);
         for (const auto& f : c.files) {
           if (f.generation != summary_generation) continue;
           for (const auto& r : f.file->find_rollups(key.first, key.second, tier)) {
@@ -1601,23 +1608,12 @@ struct store::impl {
                            c.dir.string());
               return false;
             }
-            for (const auto& b : std::get<std::vector<rollup::bucket>>(read)) {
-              const auto [slot, is_new] = kept.emplace(b.start, b);
-              if (!is_new) rollup::merge(slot->second, b);
-            }
+            for (const auto& b : std::get<std::vector<rollup::bucket>>(read)) absorb(b);
           }
         }
-        // With its points, a tier is kept where dense enough (partition.hpp); without them, or
-        // with summaries of points gone, whole.
-        if (kept.empty() && c.shape.has_points &&
-            all.times.size() < buckets.size() * rollup::min_points_per_bucket)
-          continue;
-        for (const auto& b : buckets) {
-          const auto [slot, is_new] = kept.emplace(b.start, b);
-          if (!is_new) rollup::merge(slot->second, b);
-        }
         if (kept.empty()) continue;
-        buckets.clear();
+        std::vector<rollup::bucket> buckets;
+        buckets.reserve(kept.size());
         for (auto& [start, b] : kept) buckets.push_back(std::move(b));
         if (auto add_error = out->add_buckets(key.first, source.series_key, key.second, source.type,
                                               tier, buckets)) {
