@@ -146,9 +146,9 @@ struct string_hash {
 template <class T>
 using string_map = std::unordered_map<std::string, T, string_hash, std::equal_to<>>;
 
-// The rules naming one device, by field: a device has rules on a few fields, searched in turn
-// (the engine's index).
-using device_rules = std::vector<std::pair<std::string, std::vector<std::uint32_t>>>;
+// The rules naming one device as (field, rule slot), by field then rule name: a device has a
+// few, searched in turn (the engine's index, and each series' copy of it).
+using device_rules = std::vector<std::pair<std::string, std::uint32_t>>;
 
 // A series some state is on: its key (tsdb::series_key, or the device id for offline) and its
 // device, shared by the states of every rule on it and freed with the last of them.
@@ -158,10 +158,10 @@ struct series_entry {
   std::uint64_t id = 0;  // what find_series() knows it by (the store's series id)
   // Its states as (rule slot, state slot), by rule slot: a series has a few.
   std::vector<std::pair<std::uint32_t, std::uint32_t>> states;
-  // The engine's rules for its device as (field, rule slot), copied flat as of index version
-  // `rules_version` (0: not yet): a point of a known series reads them here, with the entry,
-  // instead of chasing the index (a device's node, its fields, their lists: three misses).
-  std::vector<std::pair<std::string, std::uint32_t>> rules;
+  // The engine's rules for its device, copied as of index version `rules_version` (0: not
+  // yet): a point of a known series reads them here, with the entry, instead of through the
+  // index's node for the device (a cache miss, then another for its list).
+  device_rules rules;
   std::uint64_t rules_version = 0;
 };
 

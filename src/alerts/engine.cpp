@@ -165,10 +165,15 @@ struct engine::impl {
     list.insert(it, index);
   }
 
-  static std::vector<std::uint32_t>& rules_of(device_rules& fields, const std::string& field) {
-    for (auto& [name, list] : fields)
-      if (name == field) return list;
-    return fields.emplace_back(field, std::vector<std::uint32_t>{}).second;
+  // Into a device's rules, by field then name.
+  void insert_sorted(device_rules& list, const std::string& field, std::uint32_t index) {
+    const auto entry = std::pair(field, index);
+    if (std::find(list.begin(), list.end(), entry) != list.end()) return;
+    auto it = std::lower_bound(list.begin(), list.end(), entry, [&](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first < b.first
+                                : rules[a.second].r.name < rules[b.second].r.name;
+    });
+    list.insert(it, entry);
   }
 
   void index_rule(std::uint32_t index) {
@@ -182,7 +187,7 @@ struct engine::impl {
     }
     if (r.select.devices.empty()) return insert_sorted(any_device[r.select.field], index);
     for (const auto& device : r.select.devices)
-      insert_sorted(rules_of(by_device[device], r.select.field), index);
+      insert_sorted(by_device[device], r.select.field, index);
   }
 
   void unindex_rule(std::uint32_t index) {
@@ -205,8 +210,7 @@ struct engine::impl {
     for (const auto& device : r.select.devices) {
       auto it = by_device.find(device);
       if (it == by_device.end()) continue;
-      for (auto& [field, list] : it->second) std::erase(list, index);
-      std::erase_if(it->second, [](const auto& entry) { return entry.second.empty(); });
+      std::erase_if(it->second, [index](const auto& entry) { return entry.second == index; });
       if (it->second.empty()) by_device.erase(it);
     }
   }
@@ -778,20 +782,17 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
   // A point of a series with states (the store gave its key and id) finds its device's rules
   // in the series' entry; others in the index, by the device's name.
   const auto known = series_key.empty() ? std::nullopt : m.table.find_series(ctx.id(), series_key);
-  const std::vector<std::pair<std::string, std::uint32_t>>* cached = nullptr;
   const device_rules* of_device = nullptr;
   if (known) {
     ctx.series = *known;
     ctx.has_series = true;
     series_entry& entry = m.table.series(*known);
     if (entry.rules_version != m.index_version) {
-      entry.rules.clear();
-      if (const auto* rules = rules_of_device(ctx.device()))
-        for (const auto& [field, list] : *rules)
-          for (const std::uint32_t index : list) entry.rules.emplace_back(field, index);
+      const auto* rules = rules_of_device(ctx.device());
+      entry.rules = rules != nullptr ? *rules : device_rules{};
       entry.rules_version = m.index_version;
     }
-    cached = &entry.rules;
+    of_device = &entry.rules;
   } else {
     if (!series_key.empty()) {  // no states yet: offer() interns the series if a rule wants it
       ctx.series = no_slot;
@@ -810,15 +811,9 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
       if (auto it = m.any_device.find(std::string_view(name)); it != m.any_device.end())
         for (std::uint32_t index : it->second) m.offer(index, ctx, *number);
     }
-    if (cached != nullptr) {
-      for (const auto& [field, index] : *cached)
-        if (field == name) m.offer(index, ctx, *number);
-      continue;
-    }
     if (of_device == nullptr) continue;
-    for (const auto& [field, list] : *of_device)
-      if (field == name)
-        for (std::uint32_t index : list) m.offer(index, ctx, *number);
+    for (const auto& [field, index] : *of_device)
+      if (field == name) m.offer(index, ctx, *number);
   }
 }
 

@@ -370,18 +370,13 @@ void service::iterate(inputs& work) {
     for (const auto& in : work.data) {
       if (const auto* batch = std::get_if<point_batch>(&in)) {
         for (std::size_t i = 0; i < batch->count; ++i) {
-          // The points were parsed on another core: a later one's key and series are fetched
-          // while this one is judged, rather than waited for point after point.
-          if (batch->ids != nullptr && i + prefetch_distance < batch->count) {
+          // A later point's series is looked up in memory fetched while this one is judged.
+          if (batch->ids != nullptr && i + prefetch_distance < batch->count)
             engine_.prefetch((*batch->ids)[i + prefetch_distance]);
-            __builtin_prefetch((*batch->keys)[i + prefetch_distance].data());
-          }
-          if (batch->keys == nullptr)
-            engine_.on_point(batch->database, (*batch->points)[i], now);
-          else
-            engine_.on_point(
-                batch->database, (*batch->points)[i], now, (*batch->keys)[i],
-                batch->ids != nullptr ? std::optional((*batch->ids)[i]) : std::nullopt);
+          engine_.on_point(
+              batch->database, (*batch->points)[i], now,
+              batch->keys != nullptr ? std::string_view((*batch->keys)[i]) : std::string_view(),
+              batch->ids != nullptr ? std::optional((*batch->ids)[i]) : std::nullopt);
         }
       } else {
         const auto& event = std::get<presence_event>(in);
