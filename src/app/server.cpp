@@ -193,24 +193,24 @@ std::vector<tsdb::database_entry> database_entries_of(const config::tsdb_setting
 // those that exist to the one configured; waits until that is durable.
 void declare_databases(tsdb::store& store, const std::vector<tsdb::database_entry>& entries) {
   for (std::size_t i = 0; i < entries.size(); ++i) {
-    const auto* entry = &entries[i];
+    const auto& entry = entries[i];
     std::promise<std::optional<std::string>> done;
     auto outcome = done.get_future();
-    const auto current = store.policy(entry->name, "");
+    const auto current = store.policy(entry.name, "");
     if (!current) {
-      store.create_database(entry->name, entry->policy, [&done](std::optional<std::string> e) {
+      store.create_database(entry.name, entry.policy, [&done](std::optional<std::string> e) {
         done.set_value(std::move(e));
       });
-    } else if (current->duration_ns != entry->policy.duration_ns) {
+    } else if (current->duration_ns != entry.policy.duration_ns) {
       store.alter_retention_policy(
-          entry->name, current->name, entry->policy.duration_ns, std::nullopt, std::nullopt, false,
+          entry.name, current->name, entry.policy.duration_ns, std::nullopt, std::nullopt, false,
           [&done](std::optional<std::string> e) { done.set_value(std::move(e)); });
     } else {
       continue;
     }
     if (auto problem = outcome.get())
       throw std::runtime_error(fmt::format("the config's [[tsdb.databases]] entry {} ({}): {}",
-                                           i + 1, entry->name, *problem));
+                                           i + 1, entry.name, *problem));
   }
 }
 
