@@ -269,7 +269,10 @@ test('a tab that stops reading loses stale updates, counted and told; ingest nev
     const fast = await connect(server, { Cookie: cookie });
     for (const ws of [slow, fast]) {
       await ws.next((m) => m.channel === 'hello');
-      ws.send({ subscribe: ['device:slow-1'] });
+      // A line's subscriptions take effect together, and metrics answer at once: once they are
+      // here the device channel is live too (a write sent earlier could pass the subscribe).
+      ws.send({ subscribe: ['device:slow-1', 'metrics'] });
+      await ws.next((m) => m.channel === 'metrics', 'metrics at once on subscribe');
     }
     // Both subscribed: a point reaches each.
     const base = 1_700_000_000_000_000_000n;
