@@ -158,41 +158,71 @@ double ewma_baseline::score(double value) const {
 
 // ---- mad --------------------------------------------------------------------------------------
 
-mad_window::mad_window(std::uint32_t capacity) : capacity_(std::max<std::uint32_t>(capacity, 1)) {}
+void mad_window::reset(std::uint32_t capacity) {
+  *this = mad_window{};
+  capacity_ = std::max<std::uint32_t>(capacity, 1);
+}
+
+void mad_window::grow() {
+  const std::uint32_t allocated = std::min(capacity_, std::max<std::uint32_t>(8, allocated_ * 2));
+  auto buffer = std::make_unique<double[]>(std::size_t{allocated} * 2);
+  if (size_ > 0) {
+    std::copy_n(buffer_.get(), size_, buffer.get());                           // sorted
+    std::copy_n(buffer_.get() + allocated_, size_, buffer.get() + allocated);  // ring, filling
+  }
+  buffer_ = std::move(buffer);
+  allocated_ = allocated;
+}
 
 void mad_window::add(double value) {
+  NIMBUS_ASSERT(capacity_ > 0);
   ++seen_;
-  const std::size_t size = sorted_.size();
-  if (size == capacity_) {
-    const double evicted = ring_[oldest_];
-    auto it = std::lower_bound(sorted_.begin(), sorted_.end(), evicted);
-    NIMBUS_ASSERT(it != sorted_.end() && *it == evicted);
-    sorted_.erase(it);
-    ring_[oldest_] = value;
-    oldest_ = (oldest_ + 1) % ring_.size();
+  if (size_ == allocated_ && size_ < capacity_) grow();
+  double* const sorted = buffer_.get();
+  double* const ring = sorted + allocated_;
+  if (size_ == capacity_) {
+    const double evicted = ring[oldest_];
+    double* it = std::lower_bound(sorted, sorted + size_, evicted);
+    NIMBUS_ASSERT(it != sorted + size_ && *it == evicted);
+    std::copy(it + 1, sorted + size_, it);
+    --size_;
+    ring[oldest_] = value;
+    oldest_ = (oldest_ + 1) % capacity_;
   } else {
-    ring_.push_back(value);  // filling: oldest_ is still 0
+    ring[size_] = value;  // filling: oldest_ is still 0
   }
-  sorted_.insert(std::upper_bound(sorted_.begin(), sorted_.end(), value), value);
+  double* at = std::upper_bound(sorted, sorted + size_, value);
+  std::copy_backward(at, sorted + size_, sorted + size_ + 1);
+  *at = value;
+  ++size_;
+}
+
+void mad_window::prefetch() const {
+  const auto* bytes = reinterpret_cast<const char*>(buffer_.get());
+  for (std::size_t at = 0; at < std::size_t{size_} * sizeof(double); at += 64)
+    __builtin_prefetch(bytes + at);
+  if (size_ > 0 && size_ == capacity_) __builtin_prefetch(buffer_.get() + allocated_ + oldest_);
 }
 
 double mad_window::median() const {
-  const std::size_t n = sorted_.size();
+  const std::size_t n = size_;
   NIMBUS_ASSERT(n > 0);
-  if (n % 2 == 1) return sorted_[n / 2];
-  return sorted_[n / 2 - 1] / 2 + sorted_[n / 2] / 2;
+  const double* sorted = buffer_.get();
+  if (n % 2 == 1) return sorted[n / 2];
+  return sorted[n / 2 - 1] / 2 + sorted[n / 2] / 2;
 }
 
 double mad_window::mad() const {
-  const std::size_t n = sorted_.size();
+  const std::size_t n = size_;
   NIMBUS_ASSERT(n > 0);
+  const double* sorted = buffer_.get();
   const double middle = median();
   // Readings below the median give deviations ascending as we walk down from the split, those
   // at or above it ascending as we walk up.
-  const std::size_t split = static_cast<std::size_t>(
-      std::lower_bound(sorted_.begin(), sorted_.end(), middle) - sorted_.begin());
-  auto below = [&](std::size_t i) { return middle - sorted_[split - 1 - i]; };
-  auto above = [&](std::size_t j) { return sorted_[split + j] - middle; };
+  const std::size_t split =
+      static_cast<std::size_t>(std::lower_bound(sorted, sorted + n, middle) - sorted);
+  auto below = [&](std::size_t i) { return middle - sorted[split - 1 - i]; };
+  auto above = [&](std::size_t j) { return sorted[split + j] - middle; };
   const std::size_t below_size = split, above_size = n - split;
   if (n % 2 == 1) return kth_of_two(below, below_size, above, above_size, n / 2);
   return kth_of_two(below, below_size, above, above_size, n / 2 - 1) / 2 +
@@ -201,9 +231,9 @@ double mad_window::mad() const {
 
 std::vector<double> mad_window::in_order() const {
   std::vector<double> values;
-  values.reserve(sorted_.size());
-  for (std::size_t i = 0; i < sorted_.size(); ++i)
-    values.push_back(ring_[(oldest_ + i) % ring_.size()]);
+  values.reserve(size_);
+  const double* ring = buffer_.get() + allocated_;
+  for (std::size_t i = 0; i < size_; ++i) values.push_back(ring[(oldest_ + i) % size_]);
   return values;
 }
 
@@ -235,8 +265,8 @@ reading evaluate(const condition& c, double alpha, detector_state& state, double
       break;
     }
     case condition_kind::mad: {
-      if (!state.mad) state.mad = std::make_unique<mad_window>(c.window);
-      auto& window = *state.mad;
+      if (!state.mad.is_set()) state.mad.reset(c.window);
+      auto& window = state.mad;
       double score = 0;
       if (window.size() > 0 && window.seen() >= c.warmup) {
         const double middle = window.median();
@@ -337,8 +367,8 @@ std::string encode_state(condition_kind kind, const detector_state& state,
       w.u64(state.ewma.count);
       break;
     case condition_kind::mad: {
-      auto values = state.mad ? state.mad->in_order() : std::vector<double>{};
-      w.u64(state.mad ? state.mad->seen() : 0);
+      const auto values = state.mad.in_order();
+      w.u64(state.mad.seen());
       w.u32(static_cast<std::uint32_t>(values.size()));
       for (double v : values) w.f64(v);
       break;
@@ -383,11 +413,11 @@ bool decode_state(std::string_view data, condition_kind kind, std::uint32_t wind
       if (r.has_failed() || std::uint64_t{size} * 8 != r.remaining()) return false;
       std::vector<double> values(size);
       for (auto& v : values) v = r.f64();
-      state.mad = std::make_unique<mad_window>(window);
+      state.mad.reset(window);
       const std::size_t skip =
-          values.size() > state.mad->capacity() ? values.size() - state.mad->capacity() : 0;
-      for (std::size_t i = skip; i < values.size(); ++i) state.mad->add(values[i]);
-      state.mad->set_seen(seen);
+          values.size() > state.mad.capacity() ? values.size() - state.mad.capacity() : 0;
+      for (std::size_t i = skip; i < values.size(); ++i) state.mad.add(values[i]);
+      state.mad.set_seen(seen);
       break;
     }
     case condition_kind::flatline:
@@ -401,6 +431,13 @@ bool decode_state(std::string_view data, condition_kind kind, std::uint32_t wind
 }
 
 // ---- the state table --------------------------------------------------------------------------
+
+void series_entry::set_bindings(const std::vector<binding>& all) {
+  binding_count = static_cast<std::uint32_t>(all.size());
+  const std::size_t inline_count = std::min(all.size(), first_bindings.size());
+  std::copy_n(all.begin(), inline_count, first_bindings.begin());
+  more_bindings.assign(all.begin() + static_cast<std::ptrdiff_t>(inline_count), all.end());
+}
 
 std::size_t series_index::home(std::uint64_t id) const {
   // Fibonacci hashing: ids are hashes already, but a test's or a restore's may not be.
@@ -466,7 +503,7 @@ std::optional<std::uint32_t> state_table::find_series(std::uint64_t id, std::str
   // key's own in the other, by a 2^-64 chance, which the lengths would have to match too).
   // Comparing the bytes would read the point's key, written on another core, and the entry's,
   // for every point: 60% of this thread's time under perf.
-  if (const auto slot = series_by_id_.find(id); slot && series_[*slot].key.size() == k.size())
+  if (const auto slot = series_by_id_.find(id); slot && series_[*slot].key_size == k.size())
     return slot;
   auto it = series_by_key_.find(k);
   if (it == series_by_key_.end()) return std::nullopt;
@@ -484,7 +521,12 @@ std::uint32_t state_table::intern_series(std::uint64_t id, std::string_view k,
     slot = static_cast<std::uint32_t>(series_.size());
     series_.emplace_back();
   }
-  series_[slot] = series_entry{std::string(k), std::string(device), id, {}, {}, 0};
+  series_entry& entry = series_[slot];
+  entry = series_entry{};
+  entry.id = id;
+  entry.key = std::string(k);
+  entry.key_size = static_cast<std::uint32_t>(k.size());
+  entry.device = std::string(device);
   series_by_id_.insert(id, slot);
   series_by_key_.emplace(std::string(k), slot);
   return slot;

@@ -4,6 +4,7 @@
 // state itself with its checkpoint encoding, and the table that holds the states. The engine
 // owns the table and runs the pending / open / clearing machine over these verdicts; nothing here
 // knows about alerts or time. Single-threaded, like the engine.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -38,17 +39,21 @@ struct ewma_baseline {
 };
 double ewma_alpha(double half_life);
 
-// The last `capacity` normal readings, in arrival order (a ring) and sorted (a flat vector).
+// The last `capacity` normal readings, in arrival order (a ring) and sorted (a flat array).
 // Median and MAD are O(log w): the MAD is the middle of the deviations below and above the
 // median, two sorted runs of the sorted window, found by selection across them. Insertion and
 // eviction are a binary search plus a memmove of at most w doubles: no allocation once full,
-// and cheaper than tree nodes for the windows rules use.
+// and cheaper than tree nodes for the windows rules use. Both live in one buffer, held by
+// value in the detector's state: a reading follows one pointer.
 class mad_window {
  public:
-  explicit mad_window(std::uint32_t capacity);
+  mad_window() = default;  // none yet: reset() first
+  explicit mad_window(std::uint32_t capacity) { reset(capacity); }
 
+  void reset(std::uint32_t capacity);  // empty, holding at most `capacity` (at least 1)
+  bool is_set() const { return capacity_ > 0; }
   void add(double value);
-  std::size_t size() const { return sorted_.size(); }
+  std::size_t size() const { return size_; }
   std::size_t capacity() const { return capacity_; }
   double median() const;  // size() > 0
   double mad() const;     // median of |x - median|; size() > 0
@@ -56,14 +61,19 @@ class mad_window {
   std::uint64_t seen() const { return seen_; }
   void set_seen(std::uint64_t seen) { seen_ = seen; }
   std::vector<double> in_order() const;  // oldest first
+  void prefetch() const;                 // the memory the next add, median and mad read
 
  private:
-  // Grows to `capacity_` as readings come (a rule over many quiet series costs what they hold,
-  // not their windows' size), then turns as a ring.
-  std::size_t capacity_;
-  std::vector<double> ring_;
-  std::size_t oldest_ = 0;
-  std::vector<double> sorted_;
+  void grow();
+
+  // The sorted readings, then the ring, `allocated_` of each: grows to `capacity_` as readings
+  // come (a rule over many quiet series costs what they hold, not their windows' size), then
+  // the ring turns.
+  std::unique_ptr<double[]> buffer_;
+  std::uint32_t capacity_ = 0;
+  std::uint32_t allocated_ = 0;
+  std::uint32_t size_ = 0;
+  std::uint32_t oldest_ = 0;
   std::uint64_t seen_ = 0;
 };
 
@@ -74,33 +84,33 @@ enum class phase : std::uint8_t { normal, raise_pending, open, clear_pending };
 inline constexpr std::int64_t no_deadline = std::numeric_limits<std::int64_t>::max();
 
 // One (rule, series) state. The engine fills the identity and the machine fields; evaluate()
-// the detector's own.
-struct detector_state {
-  std::uint32_t slot = 0;    // its place in the state_table (and its timer's key)
-  std::uint32_t rule = 0;    // the engine's rule slot
-  std::uint32_t series = 0;  // the state_table's series slot
+// the detector's own. Aligned, and ordered so that a reading that changes no phase reads and
+// writes the first cache line only (a MAD rule's window pointer excepted).
+struct alignas(64) detector_state {
+  std::uint32_t slot = 0;  // its place in the state_table (and its timer's key)
+  std::uint32_t rule = 0;  // the engine's rule slot
   bool is_live = false;
   bool is_dirty = false;
   bool is_urgent = false;  // dirty, and a timer changed: a checkpoint should not wait for it
   bool is_listed = false;  // in the table's dirty list (an urgent take leaves it there)
-
   phase at = phase::normal;
   bool has_last = false;
   std::int64_t last_ms = 0;        // when the newest reading arrived (or the presence event's time)
   std::int64_t last_point_ms = 0;  // the newest reading's own time: older ones are late
-  std::int64_t since_ms = 0;       // when the raise or clear pending started
   std::int64_t deadline_ms = no_deadline;  // the timer armed for it, if any
-  std::uint64_t alert_id = 0;              // the alert it raised or joined (open, clear_pending)
+  ewma_baseline ewma;
+
+  mad_window mad;            // mad rules
+  std::uint32_t series = 0;  // the state_table's series slot
+  std::uint32_t flat_run = 0;
+  double flat_value = 0;
+  std::int64_t since_ms = 0;   // when the raise or clear pending started
+  std::uint64_t alert_id = 0;  // the alert it raised or joined (open, clear_pending)
   // The raising readings since the raise pending started: what the alert starts with.
   std::uint64_t run_count = 0;
   double run_value = 0;
   double run_peak = 0;
   double run_score = 0;
-
-  ewma_baseline ewma;
-  double flat_value = 0;
-  std::uint32_t flat_run = 0;
-  std::unique_ptr<mad_window> mad;
 };
 
 // What a detector made of one reading.
@@ -147,22 +157,43 @@ template <class T>
 using string_map = std::unordered_map<std::string, T, string_hash, std::equal_to<>>;
 
 // The rules naming one device as (field, rule slot), by field then rule name: a device has a
-// few, searched in turn (the engine's index, and each series' copy of it).
+// few, searched in turn (the engine's index by device).
 using device_rules = std::vector<std::pair<std::string, std::uint32_t>>;
 
+inline constexpr std::uint32_t no_state = std::numeric_limits<std::uint32_t>::max();
+
+// A rule that selects a series' values of one field, and its state on the series (no_state:
+// none yet). 16 bytes: the field's name is the engine's interned copy.
+struct binding {
+  const std::string* field = nullptr;
+  std::uint32_t rule = 0;
+  std::uint32_t state = no_state;
+};
+
 // A series some state is on: its key (tsdb::series_key, or the device id for offline) and its
-// device, shared by the states of every rule on it and freed with the last of them.
-struct series_entry {
+// device, shared by the states of every rule on it and freed with the last of them. Aligned,
+// with all a point of it reads in the first cache line (for up to two bindings).
+struct alignas(64) series_entry {
+  std::uint64_t id = 0;  // what find_series() knows it by (the store's series id)
+  // The rules selecting its points in `*database`, by field (rules for any device first, each
+  // part by name), as of the engine's index version `bindings_version` (0: not yet, or one of
+  // its states went since): a point of the series is judged from these, with no index lookup,
+  // selection test or search for its states.
+  std::uint64_t bindings_version = 0;
+  const std::string* database = nullptr;  // interned by the engine
+  std::uint32_t key_size = 0;             // key.size(): what confirms a series found by id
+  std::uint32_t binding_count = 0;
+  std::array<binding, 2> first_bindings;  // the first two; the rest in more_bindings
+  std::vector<binding> more_bindings;
   std::string key;
   std::string device;
-  std::uint64_t id = 0;  // what find_series() knows it by (the store's series id)
   // Its states as (rule slot, state slot), by rule slot: a series has a few.
   std::vector<std::pair<std::uint32_t, std::uint32_t>> states;
-  // The engine's rules for its device, copied as of index version `rules_version` (0: not
-  // yet): a point of a known series reads them here, with the entry, instead of through the
-  // index's node for the device (a cache miss, then another for its list).
-  device_rules rules;
-  std::uint64_t rules_version = 0;
+
+  binding& bound(std::size_t i) {
+    return i < first_bindings.size() ? first_bindings[i] : more_bindings[i - first_bindings.size()];
+  }
+  void set_bindings(const std::vector<binding>& all);
 };
 
 // Series ids to series slots: open addressing with linear probing, so that a lookup is one
@@ -197,6 +228,10 @@ class state_table {
   // `id`: the store's id of `key` (tsdb::series_id(key) unless two keys met on one).
   std::optional<std::uint32_t> find_series(std::uint64_t id, std::string_view key) const;
   void prefetch_series(std::uint64_t id) const { series_by_id_.prefetch(id); }
+  // The slot an id's series would be found in, unconfirmed by its key: for prefetching.
+  std::optional<std::uint32_t> series_slot(std::uint64_t id) const {
+    return series_by_id_.find(id);
+  }
   // The series' slot, interning it (with no state yet) if new.
   std::uint32_t intern_series(std::uint64_t id, std::string_view key, std::string_view device);
   // Frees a series interned for a state that could not be created.
@@ -210,6 +245,7 @@ class state_table {
   // The live state in `slot`, or null.
   detector_state* at(std::uint64_t slot);
   const detector_state& get(std::uint32_t slot) const { return states_[slot]; }
+  detector_state& get(std::uint32_t slot) { return states_[slot]; }
   std::size_t size() const { return live_; }
   template <class F>
   void for_each(F f) {

@@ -5,6 +5,7 @@
 #include <deque>
 #include <functional>
 #include <limits>
+#include <set>
 #include <string_view>
 #include <utility>
 #include <variant>
@@ -80,10 +81,13 @@ struct rule_list {
   string_map<std::vector<std::uint32_t>> by_device;
 };
 
-struct rule_slot {
+// Aligned, with what a point reads first: `alpha` and the start of a copy of the condition share
+// a cache line (the rule's own `when` lies five lines into it).
+struct alignas(64) rule_slot {
+  double alpha = 1;  // ewma
+  condition when;    // == r.when
   rule r;
   std::string database;  // the selection's, or the default
-  double alpha = 1;      // ewma
   std::size_t states = 0;
 };
 
@@ -136,8 +140,11 @@ struct engine::impl {
   // any device by field. Each list in rule name order.
   string_map<device_rules> by_device;
   string_map<std::vector<std::uint32_t>> any_device;
-  // Changes with every change of the index: what series cached of by_device is stale.
+  // Changes with every change of the index or of group memberships: series bound before it
+  // are bound again (series_entry::set_bindings).
   std::uint64_t index_version = 1;
+  // Databases and field names, what series_entry::database and binding::field point to.
+  std::set<std::string, std::less<>> names;
   rule_list presence_rules;  // offline
 
   group_lookup lookup;
@@ -262,7 +269,7 @@ struct engine::impl {
     detector_state& s = table.create(rule, series_slot);
     ++rules[rule].states;
     const condition& c = rules[rule].r.when;
-    if (c.kind == condition_kind::mad) s.mad = std::make_unique<mad_window>(c.window);
+    if (c.kind == condition_kind::mad) s.mad.reset(c.window);
     const series_entry& entry = table.series(series_slot);
     if (auto it = open_by_key.find(open_key(entry.device, rules[rule].r.name));
         it != open_by_key.end() && alerts.at(it->second).series == entry.key) {
@@ -273,6 +280,7 @@ struct engine::impl {
   }
 
   void delete_state(detector_state& s) {
+    table.series(s.series).bindings_version = 0;
     timers.cancel(s.slot);
     deleted.push_back(saved_state{rules[s.rule].r.name, table.series(s.series).key, {}});
     --rules[s.rule].states;
@@ -288,7 +296,7 @@ struct engine::impl {
   // ---- timers ---------------------------------------------------------------------------------
 
   void arm(detector_state& s, std::int64_t at_ms) {
-    if (s.deadline_ms != at_ms && rules[s.rule].r.when.kind != condition_kind::no_data) {
+    if (s.deadline_ms != at_ms && rules[s.rule].when.kind != condition_kind::no_data) {
       ++counters.timer_changes;
       table.mark_urgent(s);
     }
@@ -298,7 +306,7 @@ struct engine::impl {
 
   void disarm(detector_state& s) {
     if (s.deadline_ms == no_deadline) return;
-    if (rules[s.rule].r.when.kind != condition_kind::no_data) {
+    if (rules[s.rule].when.kind != condition_kind::no_data) {
       ++counters.timer_changes;
       table.mark_urgent(s);
     }
@@ -534,7 +542,7 @@ struct engine::impl {
   // threshold, range, ewma, mad, flatline: one verdict through normal / pending / open / clearing.
   void step(detector_state& s, const reading& r, std::int64_t t) {
     const rule& rl = rules[s.rule].r;
-    const condition& c = rl.when;
+    const condition& c = rules[s.rule].when;
     switch (s.at) {
       case phase::normal:
         if (!r.is_raising) return;
@@ -578,9 +586,11 @@ struct engine::impl {
     }
   }
 
-  void offer(std::uint32_t index, point_context& ctx, double value) {
+  // A value for a rule, if it selects the point: its state found or made, then judged. The
+  // state, or null.
+  detector_state* offer(std::uint32_t index, point_context& ctx, double value) {
     rule_slot& slot = rules[index];
-    if (!selects(slot, ctx)) return;
+    if (!selects(slot, ctx)) return nullptr;
     if (!ctx.has_series) {
       ctx.series = table.find_series(ctx.id(), ctx.series_key()).value_or(no_slot);
       ctx.has_series = true;
@@ -589,36 +599,68 @@ struct engine::impl {
     if (s == nullptr) {
       if (table.size() >= settings.max_states) {
         ++counters.states_refused;
-        return;
+        return nullptr;
       }
       if (ctx.series == no_slot)
         ctx.series = table.intern_series(ctx.id(), ctx.series_key(), ctx.device());
       s = create_state(index, ctx.series);
-      if (s == nullptr) return;
-    } else if (s->has_last && ctx.time_ms < s->last_point_ms) {
+      if (s == nullptr) return nullptr;
+    }
+    judge(slot, *s, ctx, value);
+    return s;
+  }
+
+  // The series' bindings as of now: the rules of any device, then those naming its device,
+  // that select the point's series in its database, with their states there.
+  void bind(std::uint32_t series_slot, point_context& ctx) {
+    std::vector<binding> bound;
+    for (const auto& [field, list] : any_device)
+      for (std::uint32_t index : list)
+        if (selects(rules[index], ctx)) bound.push_back(binding{&intern(field), index, no_state});
+    if (auto it = by_device.find(ctx.device()); it != by_device.end())
+      for (const auto& [field, index] : it->second)
+        if (selects(rules[index], ctx)) bound.push_back(binding{&intern(field), index, no_state});
+    std::stable_sort(bound.begin(), bound.end(),
+                     [](const binding& a, const binding& b) { return *a.field < *b.field; });
+    for (binding& b : bound)
+      if (const detector_state* s = table.find(b.rule, series_slot)) b.state = s->slot;
+    series_entry& entry = table.series(series_slot);
+    entry.set_bindings(bound);
+    entry.database = &intern(ctx.database);
+    entry.bindings_version = index_version;
+  }
+
+  const std::string& intern(std::string_view name) {
+    auto it = names.find(name);
+    if (it == names.end()) it = names.emplace(name).first;
+    return *it;
+  }
+
+  void judge(const rule_slot& slot, detector_state& s, point_context& ctx, double value) {
+    if (s.has_last && ctx.time_ms < s.last_point_ms) {
       ++counters.late;
       return;
     }
     ++counters.evaluated;
     // Pending periods, no-data silences and escalations run on arrival time, as the timers do:
     // a device whose clock is hours off (or a batch of old points) must not skip a `for`.
-    const std::int64_t t = std::max(ctx.now_ms, s->has_last ? s->last_ms : ctx.now_ms);
-    s->last_point_ms = ctx.time_ms;
-    catch_up(*s, t);
-    sync_with_alert(*s);
-    if (slot.r.when.kind == condition_kind::no_data) {
-      if (s->at == phase::open) clear_by_rule(*s, t);
-      s->at = phase::normal;
-      s->has_last = true;
-      s->last_ms = t;
-      arm(*s, t + slot.r.when.pending.count());
+    const std::int64_t t = std::max(ctx.now_ms, s.has_last ? s.last_ms : ctx.now_ms);
+    s.last_point_ms = ctx.time_ms;
+    catch_up(s, t);
+    sync_with_alert(s);
+    if (slot.when.kind == condition_kind::no_data) {
+      if (s.at == phase::open) clear_by_rule(s, t);
+      s.at = phase::normal;
+      s.has_last = true;
+      s.last_ms = t;
+      arm(s, t + slot.when.pending.count());
     } else {
-      const reading r = evaluate(slot.r.when, slot.alpha, *s, value);
-      step(*s, r, t);
-      s->has_last = true;
-      s->last_ms = t;
+      const reading r = evaluate(slot.when, slot.alpha, s, value);
+      step(s, r, t);
+      s.has_last = true;
+      s.last_ms = t;
     }
-    table.mark_dirty(*s);
+    table.mark_dirty(s);
   }
 
   void presence(std::uint32_t index, std::string_view device, bool connected, std::int64_t at) {
@@ -700,6 +742,7 @@ void engine::put_rule(rule r, std::int64_t /*now_ms*/) {
   rule_slot& slot = m.rules[index];
   slot.database = r.select.database.empty() ? m.settings.default_database : r.select.database;
   slot.alpha = ewma_alpha(r.when.half_life);
+  slot.when = r.when;
   slot.r = std::move(r);
   if (slot.r.enabled) m.index_rule(index);
   for (auto& [id, a] : m.alerts)
@@ -745,11 +788,13 @@ std::vector<const rule*> engine::rules() const {
 void engine::set_group_lookup(group_lookup lookup) {
   impl_->lookup = std::move(lookup);
   impl_->group_cache.clear();
+  ++impl_->index_version;
 }
 
 void engine::groups_changed(std::int64_t now_ms) {
   auto& m = *impl_;
   m.group_cache.clear();
+  ++m.index_version;
   std::vector<detector_state*> left;
   m.table.for_each([&](detector_state& s) {
     const selection& sel = m.rules[s.rule].r.select;
@@ -774,39 +819,51 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
   if (!series_key.empty()) ctx.given_id = series_id;
   for (const auto& [key, value] : p.tags)
     if (key == m.settings.device_tag) ctx.device_tag = value;
-  const auto rules_of_device = [&m](std::string_view device) -> const device_rules* {
-    if (m.by_device.empty()) return nullptr;
-    const auto it = m.by_device.find(device);
-    return it == m.by_device.end() ? nullptr : &it->second;
+  // A field's value as detectors take it, counted: null for NaN, infinities and non-numbers.
+  const auto judged = [&m](const tsdb::field_value& value) -> std::optional<double> {
+    ++m.counters.points;
+    const auto number = numeric(value);
+    if (number && std::isfinite(*number)) return number;
+    ++m.counters.non_finite;
+    return std::nullopt;
   };
-  // A point of a series with states (the store gave its key and id) finds its device's rules
-  // in the series' entry; others in the index, by the device's name.
-  const auto known = series_key.empty() ? std::nullopt : m.table.find_series(ctx.id(), series_key);
-  const device_rules* of_device = nullptr;
-  if (known) {
+  // A point of a series with states (the store gave its key and id) is judged by its bindings.
+  if (const auto known =
+          series_key.empty() ? std::nullopt : m.table.find_series(ctx.id(), series_key)) {
     ctx.series = *known;
     ctx.has_series = true;
     series_entry& entry = m.table.series(*known);
-    if (entry.rules_version != m.index_version) {
-      const auto* rules = rules_of_device(ctx.device());
-      entry.rules = rules != nullptr ? *rules : device_rules{};
-      entry.rules_version = m.index_version;
+    if (entry.bindings_version != m.index_version || *entry.database != database)
+      m.bind(*known, ctx);
+    for (const auto& [name, value] : p.fields) {
+      const auto number = judged(value);
+      if (!number) continue;
+      // No state comes or goes here but the binding's own: entry and bindings stay put.
+      for (std::size_t i = 0; i < entry.binding_count; ++i) {
+        binding& b = entry.bound(i);
+        if (*b.field != name) continue;
+        if (b.state != no_state) {
+          m.judge(m.rules[b.rule], m.table.get(b.state), ctx, *number);
+        } else if (const detector_state* s = m.offer(b.rule, ctx, *number)) {
+          b.state = s->slot;
+        }
+      }
     }
-    of_device = &entry.rules;
-  } else {
-    if (!series_key.empty()) {  // no states yet: offer() interns the series if a rule wants it
-      ctx.series = no_slot;
-      ctx.has_series = true;
-    }
-    of_device = rules_of_device(ctx.device());
+    return;
   }
+  // Others find their rules in the index, by the device's name; offer() interns the series if
+  // a rule wants it.
+  if (!series_key.empty()) {
+    ctx.series = no_slot;
+    ctx.has_series = true;
+  }
+  const device_rules* of_device = nullptr;
+  if (!m.by_device.empty())
+    if (const auto it = m.by_device.find(ctx.device()); it != m.by_device.end())
+      of_device = &it->second;
   for (const auto& [name, value] : p.fields) {
-    ++m.counters.points;
-    const auto number = numeric(value);
-    if (!number || !std::isfinite(*number)) {
-      ++m.counters.non_finite;
-      continue;
-    }
+    const auto number = judged(value);
+    if (!number) continue;
     if (!m.any_device.empty()) {
       if (auto it = m.any_device.find(std::string_view(name)); it != m.any_device.end())
         for (std::uint32_t index : it->second) m.offer(index, ctx, *number);
@@ -817,8 +874,40 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
   }
 }
 
-void engine::prefetch(std::uint64_t series_id) const {
-  impl_->table.prefetch_series(series_id);
+void engine::prefetch(std::span<const std::uint64_t> ids, std::size_t i) const {
+  const auto& m = *impl_;
+  // The bindings of a series already fetched (null: none, or not bound as of now).
+  const auto bound = [&m](std::uint64_t id) -> const series_entry* {
+    const auto slot = m.table.series_slot(id);
+    if (!slot) return nullptr;
+    const series_entry& entry = m.table.series(*slot);
+    return entry.bindings_version == m.index_version ? &entry : nullptr;
+  };
+  const auto inline_count = [](const series_entry& e) {
+    return std::min<std::size_t>(e.binding_count, e.first_bindings.size());
+  };
+  if (i + 8 < ids.size()) m.table.prefetch_series(ids[i + 8]);
+  if (i + 4 < ids.size())
+    if (const auto slot = m.table.series_slot(ids[i + 4]))
+      __builtin_prefetch(&m.table.series(*slot));
+  if (i + 2 < ids.size())
+    if (const series_entry* entry = bound(ids[i + 2]))
+      for (std::size_t k = 0; k < inline_count(*entry); ++k) {
+        const binding& b = entry->first_bindings[k];
+        __builtin_prefetch(&m.rules[b.rule]);
+        if (b.state == no_state) continue;
+        const auto* state = reinterpret_cast<const char*>(&m.table.get(b.state));
+        __builtin_prefetch(state);
+        __builtin_prefetch(state + 64);
+      }
+  // A MAD window's readings, from the state fetched above.
+  if (i + 1 < ids.size())
+    if (const series_entry* entry = bound(ids[i + 1]))
+      for (std::size_t k = 0; k < inline_count(*entry); ++k) {
+        const binding& b = entry->first_bindings[k];
+        if (b.state != no_state && m.rules[b.rule].when.kind == condition_kind::mad)
+          m.table.get(b.state).mad.prefetch();
+      }
 }
 
 bool engine::has_presence_rules() const {

@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -149,8 +150,10 @@ class engine {
                 std::string_view series_key = {}, std::optional<std::uint64_t> series_id = {});
   // Whether any enabled rule is an offline rule (presence events matter).
   bool has_presence_rules() const;
-  // A hint: a point of this series (the store's id) comes soon; its lookup's memory is fetched.
-  void prefetch(std::uint64_t series_id) const;
+  // A hint while point `i` of a batch is offered, given the store's ids of its points: the
+  // memory points i + 8, i + 4 and i + 2 read in turn (the id's slot in the index, the series'
+  // entry, its states and rules) is fetched, each from what the earlier hints brought in.
+  void prefetch(std::span<const std::uint64_t> series_ids, std::size_t i) const;
   // A lifecycle event: the device (MQTT client id) connected or disconnected at `at_ms`.
   void on_presence(std::string_view device_id, bool connected, std::int64_t at_ms);
   // Fires every deadline <= now_ms (pending periods, no-data, offline, escalation after).

@@ -78,32 +78,34 @@ enum class condition_kind : std::uint8_t {
 std::string_view to_string(condition_kind k);  // the JSON's "type"
 
 // A rule's condition. Which members count depends on `kind`; the parser fills the defaults.
+// Ordered so that what a reading of any kind but range reads lies in the first 48 bytes (the
+// engine keeps a copy at the start of a cache line); the rest is read when a phase changes.
 struct condition {
   condition_kind kind = condition_kind::threshold;
   // threshold: raise while `value op threshold`; range: while outside [lo, hi].
   comparison op = comparison::gt;
-  double threshold = 0;
-  double lo = 0, hi = 0;
-  // How long the raise condition must hold before the alert is raised ("for"; 0: at once). For
-  // no_data and offline: the silence or the time offline that raises.
-  duration pending{0};
   // threshold/range: the clear condition. Default: the raise condition no longer holding
   // (threshold: the negated operator at the same value; range: inside [lo, hi]).
   comparison clear_op = comparison::le;
+  // ewma: half-life in points, score threshold k (|z| > k is an anomaly), warm-up in points.
+  // mad: window in points, k (|x - median| > k * 1.4826 * max(MAD, floor)), warm-up in points.
+  std::uint32_t warmup = 30;
+  double threshold = 0;
   double clear_threshold = 0;
+  double k = 3;
+  double floor = 0;
+  std::uint32_t window = 60;
+  // flatline: this many equal readings in a row raise it; a different one clears.
+  std::uint32_t count = 10;
+  double lo = 0, hi = 0;
   double clear_lo = 0, clear_hi = 0;
+  // How long the raise condition must hold before the alert is raised ("for"; 0: at once). For
+  // no_data and offline: the silence or the time offline that raises.
+  duration pending{0};
   // How long the clear condition must hold (every kind but no_data/offline, which clear at the
   // first point or connection).
   duration clear_pending{0};
-  // ewma: half-life in points, score threshold k (|z| > k is an anomaly), warm-up in points.
-  // mad: window in points, k (|x - median| > k * 1.4826 * max(MAD, floor)), warm-up in points.
   double half_life = 20;
-  double k = 3;
-  std::uint32_t warmup = 30;
-  std::uint32_t window = 60;
-  double floor = 0;
-  // flatline: this many equal readings in a row raise it; a different one clears.
-  std::uint32_t count = 10;
 
   friend bool operator==(const condition&, const condition&) = default;
 };

@@ -357,10 +357,6 @@ void service::on_presence(const std::string& device, const std::string& session,
   engine_.on_presence(device, connected, at_ms);
 }
 
-namespace {
-constexpr std::size_t prefetch_distance = 8;  // points ahead
-}  // namespace
-
 void service::iterate(inputs& work) {
   const std::int64_t now = clock_.unix_millis();
   engine_.advance(now);
@@ -370,9 +366,8 @@ void service::iterate(inputs& work) {
     for (const auto& in : work.data) {
       if (const auto* batch = std::get_if<point_batch>(&in)) {
         for (std::size_t i = 0; i < batch->count; ++i) {
-          // A later point's series is looked up in memory fetched while this one is judged.
-          if (batch->ids != nullptr && i + prefetch_distance < batch->count)
-            engine_.prefetch((*batch->ids)[i + prefetch_distance]);
+          // Later points' series and states are fetched while this one is judged.
+          if (batch->ids != nullptr) engine_.prefetch(*batch->ids, i);
           engine_.on_point(
               batch->database, (*batch->points)[i], now,
               batch->keys != nullptr ? std::string_view((*batch->keys)[i]) : std::string_view(),

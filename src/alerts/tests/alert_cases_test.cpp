@@ -34,6 +34,9 @@
 //
 // Times are 0s, 90s, 1m30s, 500ms, 2h, 1d (a bare number is ms). `#` starts a comment (at the
 // start of a line, or after a space outside quotes).
+//
+// Each file runs twice: with points as a writer without series keys gives them, and with their
+// keys and ids, as the time-series store hands them to the alerts service.
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -286,7 +289,10 @@ std::string describe(const observed& o) {
 // One case file, run line by line. Every failure is reported at its line and the run goes on.
 class case_runner {
  public:
-  explicit case_runner(std::string path) : path_(std::move(path)) {}
+  // with_keys: points come with their series keys and ids, as the store hands them to the
+  // alerts service (the engine then judges a known series by its bindings); without, as from a
+  // writer that has none (the engine's index, by device and field, each time).
+  case_runner(std::string path, bool with_keys) : path_(std::move(path)), with_keys_(with_keys) {}
 
   void run(const std::vector<line>& lines) {
     for (const auto& l : lines) step(l);
@@ -384,7 +390,13 @@ class case_runner {
       if (!parsed.errors.empty())
         return fail(n, "the line does not parse: " + tsdb::error_message(parsed.errors.front()));
       if (parsed.points.size() != 1) return fail(n, "point takes exactly one line");
-      e.on_point(database, parsed.points.front(), now_);
+      const tsdb::point& p = parsed.points.front();
+      if (with_keys_) {
+        const std::string key = tsdb::series_key(p);
+        e.on_point(database, p, now_, key, tsdb::series_id(key));
+      } else {
+        e.on_point(database, p, now_);
+      }
     } else if (action == "presence") {
       if (args.size() != 2 || (args[1] != "connected" && args[1] != "disconnected"))
         return fail(n, "presence takes a device and connected or disconnected");
@@ -581,6 +593,7 @@ class case_runner {
   }
 
   std::string path_;
+  bool with_keys_ = false;
   int cases_ = 0;
   std::string title_;
   engine_settings settings_;
@@ -602,7 +615,10 @@ TEST_P(alert_cases, replays) {
   bool ok = true;
   auto lines = read_lines(GetParam(), ok);
   if (!ok) return;  // a broken case file runs nothing
-  case_runner(GetParam()).run(lines);
+  for (const bool with_keys : {false, true}) {
+    SCOPED_TRACE(with_keys ? "points with their series keys and ids" : "points without keys");
+    case_runner(GetParam(), with_keys).run(lines);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(cases, alert_cases, testing::ValuesIn(test::case_files()),

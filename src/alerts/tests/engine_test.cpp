@@ -234,8 +234,8 @@ TEST(detector_state, encodes_and_decodes_every_kind) {
     s.ewma = {10.5, 0.25, 40};
     s.flat_value = 3.5;
     s.flat_run = 6;
-    s.mad = std::make_unique<mad_window>(4);
-    for (double v : {1.0, 2.0, 3.0, 4.0, 5.0}) s.mad->add(v);
+    s.mad.reset(4);
+    for (double v : {1.0, 2.0, 3.0, 4.0, 5.0}) s.mad.add(v);
     const std::string data = encode_state(kind, s, "dev 1");
     detector_state back;
     std::string device;
@@ -254,12 +254,12 @@ TEST(detector_state, encodes_and_decodes_every_kind) {
       EXPECT_EQ(back.ewma.count, 40u);
     }
     if (kind == condition_kind::mad) {
-      ASSERT_TRUE(back.mad);
-      EXPECT_EQ(back.mad->in_order(), (std::vector<double>{2, 3, 4, 5}));
-      EXPECT_EQ(back.mad->seen(), 5u);
+      ASSERT_TRUE(back.mad.is_set());
+      EXPECT_EQ(back.mad.in_order(), (std::vector<double>{2, 3, 4, 5}));
+      EXPECT_EQ(back.mad.seen(), 5u);
       detector_state smaller;
       ASSERT_TRUE(decode_state(data, kind, 2, smaller, device));
-      EXPECT_EQ(smaller.mad->in_order(), (std::vector<double>{4, 5}));
+      EXPECT_EQ(smaller.mad.in_order(), (std::vector<double>{4, 5}));
     }
     if (kind == condition_kind::flatline) {
       EXPECT_EQ(back.flat_value, 3.5);
