@@ -89,7 +89,7 @@ void points_through_rules(benchmark::State& state) {
     auto& p = points[next];
     if (next % devices == 0) now_ms += 1000;
     p.timestamp_ns = now_ms * 1'000'000;
-    engine.prefetch(ids, next);  // as the service does, along its batch
+    engine.prefetch(points, ids, next);  // as the service does, along its batch
     engine.on_point("nimbus", p, now_ms, keys[next], ids[next]);
     if (++next == points.size()) {
       next = 0;

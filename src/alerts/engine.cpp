@@ -1,6 +1,7 @@
 #include "alerts/engine.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <deque>
 #include <functional>
@@ -98,14 +99,18 @@ struct engine::impl {
 
   // A point being offered: what is derived from it once, on the first rule that needs it.
   struct point_context {
-    point_context(std::string_view db, const tsdb::point& point, std::int64_t t, std::int64_t now)
-        : database(db), p(point), time_ms(t), now_ms(now) {}
+    point_context(std::string_view db, const tsdb::point& point, std::int64_t t, std::int64_t now,
+                  std::string_view tag)
+        : database(db), p(point), time_ms(t), now_ms(now), device_tag_name(tag) {}
 
     std::string_view database;
     const tsdb::point& p;
     std::int64_t time_ms;  // the point's own time: orders a series' readings
     std::int64_t now_ms;   // when it arrived: the detectors' clock
+    // Looked up when asked: a point of a bound series never reads its tags.
+    std::string_view device_tag_name;
     std::optional<std::string_view> device_tag;
+    bool has_device_tag = false;
     std::string_view given_key;  // the caller's series key, or `key` once made
     std::string key;
     bool has_key = false;
@@ -128,7 +133,14 @@ struct engine::impl {
       if (!given_id) given_id = tsdb::series_id(series_key());
       return *given_id;
     }
-    std::string_view device() { return device_tag ? *device_tag : series_key(); }
+    std::string_view device() {
+      if (!has_device_tag) {
+        for (const auto& [key, value] : p.tags)
+          if (key == device_tag_name) device_tag = value;
+        has_device_tag = true;
+      }
+      return device_tag ? *device_tag : series_key();
+    }
   };
 
   engine_settings settings;
@@ -145,6 +157,8 @@ struct engine::impl {
   std::uint64_t index_version = 1;
   // Databases and field names, what series_entry::database and binding::field point to.
   std::set<std::string, std::less<>> names;
+  // prefetch()'s series slots of the points ahead, by position in the batch modulo 8.
+  mutable std::array<std::pair<std::uint64_t, std::optional<std::uint32_t>>, 8> slots_ahead{};
   rule_list presence_rules;  // offline
 
   group_lookup lookup;
@@ -814,18 +828,19 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
                       std::string_view series_key, std::optional<std::uint64_t> series_id) {
   auto& m = *impl_;
   impl::point_context ctx{database, p,
-                          p.timestamp_ns ? floor_div(*p.timestamp_ns, ns_per_ms) : now_ms, now_ms};
+                          p.timestamp_ns ? floor_div(*p.timestamp_ns, ns_per_ms) : now_ms, now_ms,
+                          m.settings.device_tag};
   ctx.given_key = series_key;
   if (!series_key.empty()) ctx.given_id = series_id;
-  for (const auto& [key, value] : p.tags)
-    if (key == m.settings.device_tag) ctx.device_tag = value;
-  // A field's value as detectors take it, counted: null for NaN, infinities and non-numbers.
-  const auto judged = [&m](const tsdb::field_value& value) -> std::optional<double> {
+  // A field's value as detectors take it, counted: false for NaN, infinities and non-numbers.
+  const auto judged = [&m](const tsdb::field_value& value, double& number) {
     ++m.counters.points;
-    const auto number = numeric(value);
-    if (number && std::isfinite(*number)) return number;
+    if (const auto n = numeric(value); n && std::isfinite(*n)) {
+      number = *n;
+      return true;
+    }
     ++m.counters.non_finite;
-    return std::nullopt;
+    return false;
   };
   // A point of a series with states (the store gave its key and id) is judged by its bindings.
   if (const auto known =
@@ -836,15 +851,15 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
     if (entry.bindings_version != m.index_version || *entry.database != database)
       m.bind(*known, ctx);
     for (const auto& [name, value] : p.fields) {
-      const auto number = judged(value);
-      if (!number) continue;
+      double number = 0;
+      if (!judged(value, number)) continue;
       // No state comes or goes here but the binding's own: entry and bindings stay put.
       for (std::size_t i = 0; i < entry.binding_count; ++i) {
         binding& b = entry.bound(i);
         if (*b.field != name) continue;
         if (b.state != no_state) {
-          m.judge(m.rules[b.rule], m.table.get(b.state), ctx, *number);
-        } else if (const detector_state* s = m.offer(b.rule, ctx, *number)) {
+          m.judge(m.rules[b.rule], m.table.get(b.state), ctx, number);
+        } else if (const detector_state* s = m.offer(b.rule, ctx, number)) {
           b.state = s->slot;
         }
       }
@@ -862,23 +877,32 @@ void engine::on_point(std::string_view database, const tsdb::point& p, std::int6
     if (const auto it = m.by_device.find(ctx.device()); it != m.by_device.end())
       of_device = &it->second;
   for (const auto& [name, value] : p.fields) {
-    const auto number = judged(value);
-    if (!number) continue;
+    double number = 0;
+    if (!judged(value, number)) continue;
     if (!m.any_device.empty()) {
       if (auto it = m.any_device.find(std::string_view(name)); it != m.any_device.end())
-        for (std::uint32_t index : it->second) m.offer(index, ctx, *number);
+        for (std::uint32_t index : it->second) m.offer(index, ctx, number);
     }
     if (of_device == nullptr) continue;
     for (const auto& [field, index] : *of_device)
-      if (field == name) m.offer(index, ctx, *number);
+      if (field == name) m.offer(index, ctx, number);
   }
 }
 
-void engine::prefetch(std::span<const std::uint64_t> ids, std::size_t i) const {
+void engine::prefetch(std::span<const tsdb::point> points, std::span<const std::uint64_t> ids,
+                      std::size_t i) const {
   const auto& m = *impl_;
+  const std::size_t count = std::min(points.size(), ids.size());
+  // The slot of point j's series: found once, at i + 4, for the stages after (a hint: a slot
+  // of another batch's point with the same id is as good).
+  const auto slot_of = [&m, ids](std::size_t j) -> std::optional<std::uint32_t> {
+    auto& [id, slot] = m.slots_ahead[j % m.slots_ahead.size()];
+    if (id == ids[j]) return slot;
+    return m.table.series_slot(ids[j]);
+  };
   // The bindings of a series already fetched (null: none, or not bound as of now).
-  const auto bound = [&m](std::uint64_t id) -> const series_entry* {
-    const auto slot = m.table.series_slot(id);
+  const auto bound = [&](std::size_t j) -> const series_entry* {
+    const auto slot = slot_of(j);
     if (!slot) return nullptr;
     const series_entry& entry = m.table.series(*slot);
     return entry.bindings_version == m.index_version ? &entry : nullptr;
@@ -886,23 +910,30 @@ void engine::prefetch(std::span<const std::uint64_t> ids, std::size_t i) const {
   const auto inline_count = [](const series_entry& e) {
     return std::min<std::size_t>(e.binding_count, e.first_bindings.size());
   };
-  if (i + 8 < ids.size()) m.table.prefetch_series(ids[i + 8]);
-  if (i + 4 < ids.size())
-    if (const auto slot = m.table.series_slot(ids[i + 4]))
-      __builtin_prefetch(&m.table.series(*slot));
-  if (i + 2 < ids.size())
-    if (const series_entry* entry = bound(ids[i + 2]))
+  const auto fetch = [](const void* at, std::size_t bytes) {
+    for (std::size_t offset = 0; offset < bytes; offset += 64)
+      __builtin_prefetch(static_cast<const char*>(at) + offset);
+  };
+  if (i + 8 < count) m.table.prefetch_series(ids[i + 8]);
+  if (i + 4 < count) {
+    const auto slot = m.table.series_slot(ids[i + 4]);
+    m.slots_ahead[(i + 4) % m.slots_ahead.size()] = {ids[i + 4], slot};
+    if (slot) __builtin_prefetch(&m.table.series(*slot));
+  }
+  if (i + 2 < count) {
+    // The point's fields (parsed on another core), then its rules and states.
+    const auto& fields = points[i + 2].fields;
+    fetch(fields.data(), fields.size() * sizeof(fields[0]));
+    if (const series_entry* entry = bound(i + 2))
       for (std::size_t k = 0; k < inline_count(*entry); ++k) {
         const binding& b = entry->first_bindings[k];
         __builtin_prefetch(&m.rules[b.rule]);
-        if (b.state == no_state) continue;
-        const auto* state = reinterpret_cast<const char*>(&m.table.get(b.state));
-        __builtin_prefetch(state);
-        __builtin_prefetch(state + 64);
+        if (b.state != no_state) fetch(&m.table.get(b.state), 128);
       }
+  }
   // A MAD window's readings, from the state fetched above.
-  if (i + 1 < ids.size())
-    if (const series_entry* entry = bound(ids[i + 1]))
+  if (i + 1 < count)
+    if (const series_entry* entry = bound(i + 1))
       for (std::size_t k = 0; k < inline_count(*entry); ++k) {
         const binding& b = entry->first_bindings[k];
         if (b.state != no_state && m.rules[b.rule].when.kind == condition_kind::mad)

@@ -150,10 +150,12 @@ class engine {
                 std::string_view series_key = {}, std::optional<std::uint64_t> series_id = {});
   // Whether any enabled rule is an offline rule (presence events matter).
   bool has_presence_rules() const;
-  // A hint while point `i` of a batch is offered, given the store's ids of its points: the
-  // memory points i + 8, i + 4 and i + 2 read in turn (the id's slot in the index, the series'
-  // entry, its states and rules) is fetched, each from what the earlier hints brought in.
-  void prefetch(std::span<const std::uint64_t> series_ids, std::size_t i) const;
+  // A hint while point `i` of a batch is offered, given its points and the store's ids of their
+  // series: the memory points i + 8, i + 4, i + 2 and i + 1 read in turn (the id's slot in the
+  // index, the series' entry, the point's fields, its rules and states, a MAD window's
+  // readings) is fetched, each from what the earlier hints brought in.
+  void prefetch(std::span<const tsdb::point> points, std::span<const std::uint64_t> series_ids,
+                std::size_t i) const;
   // A lifecycle event: the device (MQTT client id) connected or disconnected at `at_ms`.
   void on_presence(std::string_view device_id, bool connected, std::int64_t at_ms);
   // Fires every deadline <= now_ms (pending periods, no-data, offline, escalation after).

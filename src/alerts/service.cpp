@@ -367,7 +367,7 @@ void service::iterate(inputs& work) {
       if (const auto* batch = std::get_if<point_batch>(&in)) {
         for (std::size_t i = 0; i < batch->count; ++i) {
           // Later points' series and states are fetched while this one is judged.
-          if (batch->ids != nullptr) engine_.prefetch(*batch->ids, i);
+          if (batch->ids != nullptr) engine_.prefetch(*batch->points, *batch->ids, i);
           engine_.on_point(
               batch->database, (*batch->points)[i], now,
               batch->keys != nullptr ? std::string_view((*batch->keys)[i]) : std::string_view(),
