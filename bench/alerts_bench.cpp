@@ -3,10 +3,8 @@
 // median/MAD, one rule per device, on one thread (per core). Each point has the tutorial's
 // fields, temperature (watched) and humidity (not); readings are noisy around 22 with a rare
 // spike, so alerts are raised, repeated and cleared as they would be. The target is
-// >= 1,000,000 points/s per core. `rules_per_device` > 1 (every rule watching every device's
-// points through the field index alone) is the unindexed worst case. Points come with their
-// series keys and ids, as the time-series store gives them to the alerts service, which
-// prefetches along them.
+// >= 1,000,000 points/s per core. Points come with their series keys and ids, as the
+// time-series store gives them to the alerts service, which prefetches along them.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
