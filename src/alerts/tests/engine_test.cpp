@@ -1,8 +1,9 @@
 // The alert engine's parts and the properties the case files cannot show: the deadline wheel
 // and the MAD window against naive models, the checkpoint encoding, NaN and infinities, dirty
-// states, restarts anywhere in a random script (the same events as without one), listing,
-// history bounds, the group cache, and the per-device index at 10,000 rules. Behaviour case by
-// case is in tests/cases/.
+// states, restarts anywhere in a random script (the same events as without one), series'
+// bindings against the index under random rule and group changes, listing, history bounds, the
+// group cache, and the per-device index at 10,000 rules. Behaviour case by case is in
+// tests/cases/.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -605,8 +606,10 @@ std::string describe(const event& e) {
          " updated=" + std::to_string(a.updated_ms) + " h=" + std::to_string(a.history.size());
 }
 
+// with_keys: points come with their series keys and ids, as the store gives them (the engine
+// then judges a known series by its bindings).
 std::vector<std::string> replay(const std::vector<script_step>& steps,
-                                const std::set<std::size_t>& restarts) {
+                                const std::set<std::size_t>& restarts, bool with_keys = false) {
   auto make = [] {
     auto e = std::make_unique<engine>(engine_settings{});
     for (auto& r : script_rules()) e->put_rule(std::move(r), 0);
@@ -618,9 +621,16 @@ std::vector<std::string> replay(const std::vector<script_step>& steps,
   for (std::size_t i = 0; i < steps.size(); ++i) {
     const auto& s = steps[i];
     switch (s.what) {
-      case script_step::point:
-        e->on_point("nimbus", point_of(s.device, {{"t", s.value}}, s.at), s.at);
+      case script_step::point: {
+        const auto p = point_of(s.device, {{"t", s.value}}, s.at);
+        if (with_keys) {
+          const std::string key = tsdb::series_key(p);
+          e->on_point("nimbus", p, s.at, key, tsdb::series_id(key));
+        } else {
+          e->on_point("nimbus", p, s.at);
+        }
         break;
+      }
       case script_step::presence:
         e->on_presence(s.device, s.is_connected, s.at);
         break;
@@ -673,6 +683,105 @@ TEST(engine, a_restart_anywhere_gives_the_same_events) {
     std::set<std::size_t> every;
     for (std::size_t i = 0; i < steps.size(); ++i) every.insert(i);
     EXPECT_EQ(replay(steps, every), straight) << "seed " << seed;
+    // And with the store's series keys, whose states restored are found by the bindings.
+    EXPECT_EQ(replay(steps, {}, true), straight) << "seed " << seed;
+    EXPECT_EQ(replay(steps, restarts, true), straight) << "seed " << seed;
+  }
+}
+
+// A series known to the engine is judged by its bindings (the rules selecting it, with their
+// states), bound once per index version: the same events as the index gives, point by point,
+// through random rule puts, disables, deletions and group changes, with points across two
+// databases, measurements, tags and devices (some rules naming them, some selecting by group).
+TEST(engine, bindings_give_the_events_the_index_gives_through_rule_and_group_changes) {
+  for (std::uint64_t seed = 1; seed <= 8; ++seed) {
+    std::mt19937_64 random(seed);
+    const auto pick = [&random](std::size_t n) { return static_cast<std::size_t>(random() % n); };
+    std::map<std::string, std::vector<std::string>> groups;  // device -> its groups
+    engine_settings settings;
+    settings.max_states = 40;  // some states refused, then made once others go
+    engine by_index(settings), by_bindings(settings);
+    for (engine* e : {&by_index, &by_bindings})
+      e->set_group_lookup([&groups](std::string_view device) {
+        auto it = groups.find(std::string(device));
+        return it == groups.end() ? std::vector<std::string>{} : it->second;
+      });
+    const char* conditions[] = {
+        R"({"type":"threshold","operator":">","value":60,"for":"2s","clear":{"operator":"<","value":50}})",
+        R"({"type":"threshold","operator":"<","value":20})",
+        R"({"type":"range","lo":10,"hi":80,"for":"1s"})",
+        R"({"type":"ewma","half_life":4,"k":2,"warmup":3})",
+        R"({"type":"mad","window":5,"k":2,"floor":1,"warmup":3})",
+        R"({"type":"flatline","count":3})",
+        R"({"type":"no_data","for":"5s"})",
+    };
+    const auto random_rule = [&](const std::string& name) {
+      std::string selection = std::string(R"("field":")") + (pick(3) == 0 ? "h" : "t") + '"';
+      if (pick(3) == 0) selection += R"(,"measurement":"m1")";
+      if (pick(4) == 0) selection += R"(,"database":"lab")";
+      if (pick(3) == 0) {
+        selection += R"(,"devices":["dev)" + std::to_string(pick(4)) + '"';
+        if (pick(2) == 0) selection += R"(,"dev)" + std::to_string(pick(4)) + '"';
+        selection += ']';
+      }
+      if (pick(4) == 0) selection += R"(,"groups":["g1"])";
+      if (pick(5) == 0) selection += R"(,"tags":{"site":"a"})";
+      return rule_of(R"({"name":")" + name + R"(","condition":)" + conditions[pick(7)] +
+                     R"(,"selection":{)" + selection + "}}");
+    };
+    std::int64_t now = 0;
+    std::size_t events = 0;
+    for (int step = 0; step < 3000; ++step) {
+      now += static_cast<std::int64_t>(pick(3)) * 500;
+      const std::size_t what = pick(100);
+      if (what < 82) {
+        std::string line = pick(2) == 0 ? "m1" : "m2";
+        line += ",device_id=dev" + std::to_string(pick(5));
+        if (pick(3) == 0) line += ",site=a";
+        const double levels[] = {5, 15, 30, 45, 55, 65, 90};
+        line += " t=" + std::to_string(levels[pick(7)] + static_cast<double>(pick(3)));
+        if (pick(2) == 0) line += ",h=" + std::to_string(levels[pick(7)]);
+        const std::string database = pick(4) == 0 ? "lab" : "nimbus";
+        const auto parsed = tsdb::parse_lines(line, tsdb::precision::ns, now * 1'000'000);
+        ASSERT_EQ(parsed.points.size(), 1u) << line;
+        const tsdb::point& p = parsed.points.front();
+        const std::string key = tsdb::series_key(p);
+        by_index.on_point(database, p, now);
+        by_bindings.on_point(database, p, now, key, tsdb::series_id(key));
+      } else if (what < 90) {
+        auto r = random_rule("r" + std::to_string(pick(8)));
+        for (engine* e : {&by_index, &by_bindings}) e->put_rule(r, now);
+      } else if (what < 94) {
+        const std::string name = "r" + std::to_string(pick(8));
+        if (const rule* found = by_index.find_rule(name)) {
+          rule toggled = *found;
+          toggled.enabled = !toggled.enabled;
+          for (engine* e : {&by_index, &by_bindings}) e->put_rule(toggled, now);
+        }
+      } else if (what < 96) {
+        const std::string name = "r" + std::to_string(pick(8));
+        for (engine* e : {&by_index, &by_bindings}) e->remove_rule(name, now);
+      } else if (what < 98) {
+        auto& member_of = groups["dev" + std::to_string(pick(5))];
+        member_of = member_of.empty() ? std::vector<std::string>{"g1"} : std::vector<std::string>{};
+        for (engine* e : {&by_index, &by_bindings}) e->groups_changed(now);
+      }
+      by_index.advance(now);
+      by_bindings.advance(now);
+      const auto expected = by_index.take_events();
+      const auto got = by_bindings.take_events();
+      ASSERT_EQ(got.size(), expected.size()) << "seed " << seed << " step " << step;
+      for (std::size_t i = 0; i < got.size(); ++i)
+        ASSERT_EQ(describe(got[i]), describe(expected[i])) << "seed " << seed << " step " << step;
+      events += got.size();
+      const auto a = by_index.counters(), b = by_bindings.counters();
+      ASSERT_EQ(b.points, a.points) << "seed " << seed << " step " << step;
+      ASSERT_EQ(b.evaluated, a.evaluated) << "seed " << seed << " step " << step;
+      ASSERT_EQ(b.late, a.late) << "seed " << seed << " step " << step;
+      ASSERT_EQ(b.states, a.states) << "seed " << seed << " step " << step;
+      ASSERT_EQ(b.states_refused, a.states_refused) << "seed " << seed << " step " << step;
+    }
+    EXPECT_GT(events, 100u) << "seed " << seed << ": the script should raise and clear alerts";
   }
 }
 
