@@ -391,6 +391,11 @@ void service::iterate(inputs& work) {
       core::report_bug("alerts::service", e.what());
     }
   }
+  try {
+    settle_rule_changes();  // one wait for the pass's rule changes
+  } catch (const std::exception& e) {
+    core::report_bug("alerts::service", e.what());
+  }
   stage_cleanup(now);
   persist(now, work.stopping);
   if (!work.stopping) send_due(now);
@@ -553,10 +558,11 @@ void service::publish_filter() {
 // ------------------------------------------------------------------------------ operations
 
 template <class Done, class Task>
-void service::call(Done done, Task task) {
+void service::call(Done done, Task task, bool is_rule_change) {
   auto shared = std::make_shared<Done>(std::move(done));
-  std::function<void()> job = [shared, task = std::move(task)]() mutable {
+  std::function<void()> job = [this, shared, task = std::move(task), is_rule_change]() mutable {
     try {
+      if (!is_rule_change) settle_rule_changes();
       task(*shared);
     } catch (const std::exception& e) {
       core::report_bug("alerts::service", e.what());
@@ -646,12 +652,16 @@ void service::get_rule(std::string name, rule_done done) {
 }
 
 void service::put_rule(rule r, put_mode mode, std::vector<bool> secret_omitted, rule_done done) {
-  call(std::move(done), [this, r = std::move(r), mode, secret_omitted = std::move(secret_omitted)](
-                            rule_done& answer) { do_put(r, mode, secret_omitted, answer); });
+  call(
+      std::move(done),
+      [this, r = std::move(r), mode, secret_omitted = std::move(secret_omitted)](
+          rule_done& answer) { do_put(r, mode, secret_omitted, answer); },
+      true);
 }
 
 void service::do_put(rule r, put_mode mode, const std::vector<bool>& secret_omitted,
                      rule_done& done) {
+  if (is_change_staged(r.name)) settle_rule_changes();
   if (auto refused = refuse_changes()) return done(*refused);
   const auto found = rules_.find(r.name);
   if (mode == put_mode::create && (found != rules_.end() || unreadable_.contains(r.name)))
@@ -662,25 +672,52 @@ void service::do_put(rule r, put_mode mode, const std::vector<bool>& secret_omit
 }
 
 void service::enable_rule(std::string name, bool enabled, rule_done done) {
-  call(std::move(done), [this, name, enabled](rule_done& answer) {
-    if (auto refused = refuse_changes()) return answer(*refused);
-    const auto found = rules_.find(name);
-    if (found == rules_.end()) return answer(no_rule(name));
-    if (found->second.r.enabled == enabled)
-      return answer_after_writes<rule_view>(answer, view_of(found->second));
-    rule changed = found->second.r;
-    changed.enabled = enabled;
-    apply_rule(std::move(changed), false, answer);
-  });
+  call(
+      std::move(done),
+      [this, name, enabled](rule_done& answer) {
+        if (is_change_staged(name)) settle_rule_changes();
+        if (auto refused = refuse_changes()) return answer(*refused);
+        const auto found = rules_.find(name);
+        if (found == rules_.end()) return answer(no_rule(name));
+        if (found->second.r.enabled == enabled)
+          return answer_after_writes<rule_view>(answer, view_of(found->second));
+        rule changed = found->second.r;
+        changed.enabled = enabled;
+        apply_rule(std::move(changed), false, answer);
+      },
+      true);
+}
+
+void service::stage_change(std::string rule_name, storage::ticket t,
+                           std::function<void(bool)> apply) {
+  staged_changes_.push_back(staged_change{std::move(rule_name), t, std::move(apply)});
+}
+
+bool service::is_change_staged(std::string_view rule_name) const {
+  return std::any_of(staged_changes_.begin(), staged_changes_.end(),
+                     [rule_name](const staged_change& c) { return c.rule == rule_name; });
+}
+
+void service::settle_rule_changes() {
+  if (staged_changes_.empty()) return;
+  auto changes = std::exchange(staged_changes_, {});
+  storage::ticket last;
+  for (const auto& c : changes) last = storage::later(last, c.ticket);
+  wait_stored(last);  // writes are durable in order: the rest are too
+  for (auto& c : changes) {
+    try {
+      c.apply(c.ticket.is_none() || !writer_.failed(c.ticket));
+    } catch (const std::exception& e) {
+      core::report_bug("alerts::service", e.what());
+    }
+  }
 }
 
 // A rule change reaches memory (and the engine) only once its row is durable: a write that
-// fails changes nothing but the answer. The thread waits for that commit (changes are rare;
-// points queue meanwhile).
+// fails changes nothing but the answer.
 void service::apply_rule(rule r, bool created, rule_done done) {
   const std::int64_t now = clock_.unix_millis();
   rule_entry entry{r, now, now};
-  // Only this thread changes rules_, so `found` stays valid across the wait for the write.
   const auto found = rules_.find(r.name);
   if (found != rules_.end()) {
     entry.created_ms = found->second.created_ms;
@@ -690,17 +727,24 @@ void service::apply_rule(rule r, bool created, rule_done done) {
       forget_states(r.name);
   }
   stage_rule_row(entry);
-  if (!wait_stored(persist(now, false)))
-    return done(refusal{refusal_kind::failed, "", "the rule could not be stored"});
-  unreadable_.erase(r.name);
-  change_watched(found != rules_.end() ? &found->second.r : nullptr, &entry.r);
-  rules_.insert_or_assign(r.name, entry);
-  engine_.put_rule(std::move(r), now);
-  rule_view view = view_of(entry);
-  view.created = created;
-  spdlog::info("alert_rule_stored name={} enabled={} created={}", entry.r.name, entry.r.enabled,
-               created);
-  done(std::move(view));
+  std::string name = r.name;
+  stage_change(std::move(name), persist(now, false),
+               [this, r = std::move(r), entry = std::move(entry), created, now,
+                done = std::move(done)](bool stored) mutable {
+                 if (!stored)
+                   return done(refusal{refusal_kind::failed, "", "the rule could not be stored"});
+                 unreadable_.erase(r.name);
+                 // No other change of this rule was staged since: what it replaces is current.
+                 const auto current = rules_.find(r.name);
+                 change_watched(current != rules_.end() ? &current->second.r : nullptr, &entry.r);
+                 rules_.insert_or_assign(r.name, entry);
+                 engine_.put_rule(std::move(r), now);
+                 rule_view view = view_of(entry);
+                 view.created = created;
+                 spdlog::info("alert_rule_stored name={} enabled={} created={}", entry.r.name,
+                              entry.r.enabled, created);
+                 done(std::move(view));
+               });
 }
 
 bool service::wait_stored(storage::ticket t) {
@@ -711,40 +755,44 @@ bool service::wait_stored(storage::ticket t) {
 }
 
 void service::delete_rule(std::string name, std::function<void(std::optional<refusal>)> done) {
-  call(std::move(done), [this, name](std::function<void(std::optional<refusal>)>& answer) {
-    do_delete(name, answer);
-  });
+  call(
+      std::move(done),
+      [this, name](std::function<void(std::optional<refusal>)>& answer) {
+        do_delete(name, answer);
+      },
+      true);
 }
 
 void service::do_delete(const std::string& name,
                         std::function<void(std::optional<refusal>)>& done) {
+  if (is_change_staged(name)) settle_rule_changes();
   if (auto refused = refuse_changes()) return done(*refused);
   const std::int64_t now = clock_.unix_millis();
-  const auto found = rules_.find(name);
-  if (found == rules_.end() && !unreadable_.contains(name)) return done(no_rule(name));
+  if (!rules_.contains(name) && !unreadable_.contains(name)) return done(no_rule(name));
   // Stored first, as a change (apply_rule): the rule goes from memory once its row has.
   staged_.push_back([name](storage::database& db) {
     db.cached("DELETE FROM alert_rules WHERE name = ?").bind(1, name).run();
   });
-  if (!wait_stored(persist(now, false)))
-    return done(refusal{refusal_kind::failed, "", "the deletion could not be stored"});
-  if (found != rules_.end()) {
-    // Its open alerts are cleared by the engine; their notifications still go (the rule is
-    // kept for them until that write).
-    retired_.insert_or_assign(name, found->second.r);
-    forget_states(name);
-    change_watched(&found->second.r, nullptr);
-    rules_.erase(found);
-    notified_.erase(name);
-    engine_.remove_rule(name, now);
-  }
-  unreadable_.erase(name);
-  spdlog::info("alert_rule_deleted name={}", name);
-  const storage::ticket t = persist(now, false);
-  writer_.when_durable(last_ticket_, [writer = &writer_, t, done]() {
-    if (!t.is_none() && writer->failed(t))
-      return done(refusal{refusal_kind::failed, "", "the deletion could not be stored"});
-    done(std::nullopt);
+  stage_change(name, persist(now, false), [this, name, now, done](bool stored) {
+    if (!stored) return done(refusal{refusal_kind::failed, "", "the deletion could not be stored"});
+    if (const auto found = rules_.find(name); found != rules_.end()) {
+      // Its open alerts are cleared by the engine; their notifications still go (the rule is
+      // kept for them until that write).
+      retired_.insert_or_assign(name, found->second.r);
+      forget_states(name);
+      change_watched(&found->second.r, nullptr);
+      rules_.erase(found);
+      notified_.erase(name);
+      engine_.remove_rule(name, now);
+    }
+    unreadable_.erase(name);
+    spdlog::info("alert_rule_deleted name={}", name);
+    const storage::ticket t = persist(now, false);
+    writer_.when_durable(last_ticket_, [writer = &writer_, t, done]() {
+      if (!t.is_none() && writer->failed(t))
+        return done(refusal{refusal_kind::failed, "", "the deletion could not be stored"});
+      done(std::nullopt);
+    });
   });
 }
 

@@ -198,11 +198,24 @@ class service {
                    std::int64_t at_ms);
   std::int64_t next_wake_ms(std::int64_t now) const;
 
-  // Queues `task` for the thread; answers `done` unavailable when it cannot.
+  // Queues `task` for the thread; answers `done` unavailable when it cannot. A task that is not
+  // a rule change first settles the rule changes staged before it (settle_rule_changes).
   template <class Done, class Task>
-  void call(Done done, Task task);
+  void call(Done done, Task task, bool is_rule_change = false);
 
   // ---- the thread's work (service.cpp)
+  // A rule change (put, enable, delete) is staged, and reaches memory, the engine and its
+  // answer once its rows are durable: the changes queued in one pass share that wait (and the
+  // write queue's batch), applied in their order by settle_rule_changes() at the end of the
+  // pass, or before any other call, or before another change of the same rule.
+  struct staged_change {
+    std::string rule;
+    storage::ticket ticket;
+    std::function<void(bool stored)> apply;
+  };
+  void stage_change(std::string rule_name, storage::ticket t, std::function<void(bool)> apply);
+  void settle_rule_changes();
+  bool is_change_staged(std::string_view rule_name) const;
   void apply_rule(rule r, bool created, rule_done done);
   // Blocks until `t` is durable; false when its write failed (none: true at once).
   bool wait_stored(storage::ticket t);
@@ -253,6 +266,7 @@ class service {
   outbox outbox_;
   notifier notifier_;
   std::map<std::string, rule_entry, std::less<>> rules_;
+  std::vector<staged_change> staged_changes_;
   std::map<std::string, std::size_t, std::less<>> watched_fields_;  // enabled rules per field
   std::set<std::string, std::less<>> unreadable_;     // stored rules this version could not parse
   std::map<std::string, rule, std::less<>> retired_;  // deleted, their last events not stored

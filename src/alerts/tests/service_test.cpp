@@ -133,7 +133,9 @@ class alerts_service_test : public ::testing::Test {
 
   void settle() { ASSERT_TRUE(service_->sync()); }
 
-  answer call(const std::string& method, const std::string& target, std::string body = "") {
+  // A request handed to the router, its answer to come.
+  std::future<net::http_response> start_call(const std::string& method, const std::string& target,
+                                             std::string body = "") {
     net::http_request request;
     request.method = method;
     request.target = target;
@@ -145,6 +147,11 @@ class alerts_service_test : public ::testing::Test {
     auto future = answered->get_future();
     router_.dispatch(std::move(request),
                      [answered](net::http_response r) { answered->set_value(std::move(r)); });
+    return future;
+  }
+
+  answer call(const std::string& method, const std::string& target, std::string body = "") {
+    auto future = start_call(method, target, std::move(body));
     if (future.wait_for(wait_limit) != std::future_status::ready) {
       ADD_FAILURE() << method << " " << target << ": no answer";
       return {};
@@ -377,6 +384,49 @@ TEST_F(alerts_service_test, points_reach_the_rules_through_every_rule_change) {
   ASSERT_EQ(call("PUT", "/api/alert-rules/a", rule_on("u", true)).status, 200U);
   write("m,device_id=d6 u=20");
   EXPECT_EQ(alerts_of("d6"), 1);
+}
+
+// Changes queued together share one wait for their writes, and each is answered as if alone:
+// a change sees those queued before it, a read sees every change queued before it.
+TEST_F(alerts_service_test, rule_changes_queued_together_are_answered_as_one_after_another) {
+  open();
+  constexpr std::string_view above_20 = R"({"type":"threshold","operator":">","value":20})";
+  std::vector<std::pair<std::future<net::http_response>, unsigned>> queued;
+  const auto queue = [&](const std::string& method, const std::string& target, unsigned status,
+                         std::string body = "") {
+    queued.emplace_back(start_call(method, target, std::move(body)), status);
+  };
+  queue("PUT", "/api/alert-rules/a", 201, rule_with("a", above_10));
+  queue("PUT", "/api/alert-rules/b", 201, rule_with("b", above_10));
+  queue("PUT", "/api/alert-rules/a", 200, rule_with("a", above_20));  // replaces the first
+  queue("POST", "/api/alert-rules", 409, rule_with("b", above_10));   // b exists by then
+  queue("DELETE", "/api/alert-rules/b", 204);
+  queue("GET", "/api/alert-rules/b", 404);
+  queue("POST", "/api/alert-rules/a/disable", 200);
+  queue("PUT", "/api/alert-rules/c", 201, rule_with("c", above_10));
+  queue("DELETE", "/api/alert-rules/c", 204);
+  queue("PUT", "/api/alert-rules/c", 201, rule_with("c", above_10));  // created again
+  queue("GET", "/api/alert-rules/a", 200);
+  std::vector<net::http_response> answers;
+  for (auto& [future, status] : queued) {
+    ASSERT_EQ(future.wait_for(wait_limit), std::future_status::ready);
+    answers.push_back(future.get());
+    EXPECT_EQ(answers.back().status, status) << answers.size() << ": " << answers.back().body;
+  }
+  const auto a = json::parse(answers.back().body);
+  EXPECT_FALSE(a.at("enabled").as_bool());
+  EXPECT_TRUE(a.at("condition").at("value") == 20) << answers.back().body;
+  write("m,device_id=d1 t=15");  // c raises; a is off (and would want > 20)
+  settle();
+  auto listed = call("GET", "/api/alerts");
+  ASSERT_EQ(listed.body.at("count").to_number<int>(), 1) << listed.text;
+  EXPECT_EQ(listed.body.at("alerts").at(0).at("type").as_string(), "c");
+  open();  // what was answered is what was stored
+  EXPECT_EQ(count_rows("SELECT COUNT(*) FROM alert_rules WHERE name IN ('a', 'c')"), 2);
+  EXPECT_EQ(count_rows("SELECT COUNT(*) FROM alert_rules WHERE name = 'b'"), 0);
+  const auto after = call("GET", "/api/alert-rules/a");
+  EXPECT_FALSE(after.body.at("enabled").as_bool());
+  EXPECT_TRUE(after.body.at("condition").at("value") == 20);
 }
 
 TEST_F(alerts_service_test, rules_are_checked_stored_and_listed_with_their_status) {
