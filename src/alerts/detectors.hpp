@@ -85,7 +85,7 @@ inline constexpr std::int64_t no_deadline = std::numeric_limits<std::int64_t>::m
 
 // One (rule, series) state. The engine fills the identity and the machine fields; evaluate()
 // the detector's own. Aligned, and ordered so that a reading that changes no phase reads and
-// writes the first cache line only (a MAD rule's window pointer excepted).
+// writes the first cache line only (a MAD window's and a flat-line run's fields excepted).
 struct alignas(64) detector_state {
   std::uint32_t slot = 0;  // its place in the state_table (and its timer's key)
   std::uint32_t rule = 0;  // the engine's rule slot

@@ -558,11 +558,12 @@ void service::publish_filter() {
 // ------------------------------------------------------------------------------ operations
 
 template <class Done, class Task>
-void service::call(Done done, Task task, bool is_rule_change) {
+void service::call(Done done, Task task, std::optional<std::string> changed_rule) {
   auto shared = std::make_shared<Done>(std::move(done));
-  std::function<void()> job = [this, shared, task = std::move(task), is_rule_change]() mutable {
+  std::function<void()> job = [this, shared, task = std::move(task),
+                               changed_rule = std::move(changed_rule)]() mutable {
     try {
-      if (!is_rule_change) settle_rule_changes();
+      if (!changed_rule || is_change_staged(*changed_rule)) settle_rule_changes();
       task(*shared);
     } catch (const std::exception& e) {
       core::report_bug("alerts::service", e.what());
@@ -652,16 +653,16 @@ void service::get_rule(std::string name, rule_done done) {
 }
 
 void service::put_rule(rule r, put_mode mode, std::vector<bool> secret_omitted, rule_done done) {
+  std::string name = r.name;
   call(
       std::move(done),
       [this, r = std::move(r), mode, secret_omitted = std::move(secret_omitted)](
           rule_done& answer) { do_put(r, mode, secret_omitted, answer); },
-      true);
+      std::move(name));
 }
 
 void service::do_put(rule r, put_mode mode, const std::vector<bool>& secret_omitted,
                      rule_done& done) {
-  if (is_change_staged(r.name)) settle_rule_changes();
   if (auto refused = refuse_changes()) return done(*refused);
   const auto found = rules_.find(r.name);
   if (mode == put_mode::create && (found != rules_.end() || unreadable_.contains(r.name)))
@@ -675,7 +676,6 @@ void service::enable_rule(std::string name, bool enabled, rule_done done) {
   call(
       std::move(done),
       [this, name, enabled](rule_done& answer) {
-        if (is_change_staged(name)) settle_rule_changes();
         if (auto refused = refuse_changes()) return answer(*refused);
         const auto found = rules_.find(name);
         if (found == rules_.end()) return answer(no_rule(name));
@@ -685,7 +685,7 @@ void service::enable_rule(std::string name, bool enabled, rule_done done) {
         changed.enabled = enabled;
         apply_rule(std::move(changed), false, answer);
       },
-      true);
+      name);
 }
 
 void service::stage_change(std::string rule_name, storage::ticket t,
@@ -760,12 +760,11 @@ void service::delete_rule(std::string name, std::function<void(std::optional<ref
       [this, name](std::function<void(std::optional<refusal>)>& answer) {
         do_delete(name, answer);
       },
-      true);
+      name);
 }
 
 void service::do_delete(const std::string& name,
                         std::function<void(std::optional<refusal>)>& done) {
-  if (is_change_staged(name)) settle_rule_changes();
   if (auto refused = refuse_changes()) return done(*refused);
   const std::int64_t now = clock_.unix_millis();
   if (!rules_.contains(name) && !unreadable_.contains(name)) return done(no_rule(name));

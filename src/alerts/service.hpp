@@ -198,10 +198,11 @@ class service {
                    std::int64_t at_ms);
   std::int64_t next_wake_ms(std::int64_t now) const;
 
-  // Queues `task` for the thread; answers `done` unavailable when it cannot. A task that is not
-  // a rule change first settles the rule changes staged before it (settle_rule_changes).
+  // Queues `task` for the thread; answers `done` unavailable when it cannot. The task first
+  // settles the rule changes staged before it (settle_rule_changes), unless it is a change of
+  // rule `changed_rule` and none of those is.
   template <class Done, class Task>
-  void call(Done done, Task task, bool is_rule_change = false);
+  void call(Done done, Task task, std::optional<std::string> changed_rule = std::nullopt);
 
   // ---- the thread's work (service.cpp)
   // A rule change (put, enable, delete) is staged, and reaches memory, the engine and its
